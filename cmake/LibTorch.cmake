@@ -1,0 +1,39 @@
+# LibTorch from the torch wheel in the project's virtualenv (or PEFT_TORCH_DIR).
+#
+# We do not use the wheel's TorchConfig.cmake: when the wheel is a CUDA build it insists
+# on finding a matching CUDA toolkit and cuDNN at configure time, which we neither need
+# nor can promise on a CPU machine. The wheel's headers and shared libraries are all a
+# C++ consumer needs; its libraries carry RPATHs to the NVIDIA wheels beside them.
+if(NOT PEFT_TORCH_DIR)
+  execute_process(
+    COMMAND ${PEFT_PYTHON} -c "import torch,os;print(os.path.dirname(torch.__file__))"
+    OUTPUT_VARIABLE _torch_dir OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _rc)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "torch not importable with ${PEFT_PYTHON}; run scripts/setup.sh "
+                        "or pass -DPEFT_TORCH_DIR=<site-packages>/torch")
+  endif()
+  set(PEFT_TORCH_DIR ${_torch_dir} CACHE PATH "torch package folder (holds include/ and lib/)")
+endif()
+execute_process(
+  COMMAND ${PEFT_PYTHON} -c "import torch;print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"
+  OUTPUT_VARIABLE PEFT_TORCH_CXX11_ABI OUTPUT_STRIP_TRAILING_WHITESPACE)
+if(PEFT_TORCH_CXX11_ABI STREQUAL "")
+  set(PEFT_TORCH_CXX11_ABI 1)
+endif()
+
+set(_lib ${PEFT_TORCH_DIR}/lib)
+add_library(peft_torch INTERFACE)
+target_include_directories(peft_torch SYSTEM INTERFACE
+  ${PEFT_TORCH_DIR}/include ${PEFT_TORCH_DIR}/include/torch/csrc/api/include)
+target_compile_definitions(peft_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=${PEFT_TORCH_CXX11_ABI})
+set(_libs ${_lib}/libtorch_cpu.so ${_lib}/libc10.so)
+if(EXISTS ${_lib}/libtorch_cuda.so)
+  # --no-as-needed: nothing references libtorch_cuda directly, but loading it registers
+  # the CUDA kernels and makes at::kCUDA usable when the machine has a GPU.
+  set(PEFT_TORCH_HAS_CUDA ON)
+  target_link_options(peft_torch INTERFACE "LINKER:--no-as-needed,${_lib}/libtorch_cuda.so,${_lib}/libc10_cuda.so,--as-needed")
+endif()
+target_link_libraries(peft_torch INTERFACE ${_libs} ${_lib}/libtorch.so)
+set(CMAKE_BUILD_RPATH ${_lib})
+set(CMAKE_INSTALL_RPATH ${_lib})
+message(STATUS "LibTorch: ${PEFT_TORCH_DIR} (cxx11 abi ${PEFT_TORCH_CXX11_ABI}, cuda ${PEFT_TORCH_HAS_CUDA})")

@@ -1,0 +1,80 @@
+// Building blocks with transformers' parameter names and arithmetic.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "peft/module.h"
+
+namespace peft {
+
+// y = x W^T + b, weight [out, in] as nn.Linear stores it.
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias);
+  std::string type_name() const override { return "Linear"; }
+  virtual at::Tensor forward(const at::Tensor& x);
+  int64_t in_features, out_features;
+  at::Tensor weight, bias;
+};
+
+// GPT-2's Conv1D: a linear layer whose weight is stored transposed, [in, out].
+class Conv1D : public Module {
+ public:
+  Conv1D(int64_t in_features, int64_t out_features);
+  std::string type_name() const override { return "Conv1D"; }
+  virtual at::Tensor forward(const at::Tensor& x);
+  int64_t in_features, out_features;
+  at::Tensor weight, bias;
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num_embeddings, int64_t embedding_dim);
+  std::string type_name() const override { return "Embedding"; }
+  virtual at::Tensor forward(const at::Tensor& ids);
+  int64_t num_embeddings, embedding_dim;
+  at::Tensor weight;
+};
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(int64_t dim, double eps);
+  std::string type_name() const override { return "LayerNorm"; }
+  at::Tensor forward(const at::Tensor& x);
+  int64_t dim;
+  double eps;
+  at::Tensor weight, bias;
+};
+
+// LLaMA's RMSNorm: normalizes in fp32, scales in the input dtype.
+class RMSNorm : public Module {
+ public:
+  RMSNorm(int64_t dim, double eps, std::string type = "LlamaRMSNorm");
+  std::string type_name() const override { return type_; }
+  at::Tensor forward(const at::Tensor& x);
+  int64_t dim;
+  double eps;
+  at::Tensor weight;
+
+ private:
+  std::string type_;
+};
+
+// Patch embedding of ViT: Conv2d with kernel = stride = patch size.
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride);
+  std::string type_name() const override { return "Conv2d"; }
+  at::Tensor forward(const at::Tensor& x);
+  int64_t stride;
+  at::Tensor weight, bias;
+};
+
+// Activations by transformers' ACT2FN names ("gelu", "gelu_new", "silu", "relu", ...).
+at::Tensor activation(const std::string& name, const at::Tensor& x);
+// Throws for an activation name we do not implement, naming it.
+void check_activation(const std::string& name);
+
+}  // namespace peft

@@ -1,0 +1,85 @@
+// Pretrained transformer models loaded from a Hugging Face model folder.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "peft/module.h"
+
+namespace peft {
+
+// What a model's head computes; decides what `logits` means.
+enum class TaskKind {
+  kCausalLM,                // logits [batch, seq, vocab]
+  kSequenceClassification,  // logits [batch, num_labels]
+  kImageClassification,     // logits [batch, num_labels]
+  kEncoder,                 // no head: last_hidden_state (and pooler_output)
+};
+const char* task_kind_name(TaskKind k);
+
+// Keys and values of past positions, one entry per layer, [batch, kv_heads, len, head_dim].
+struct KVCache {
+  std::vector<at::Tensor> keys, values;
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+};
+
+struct ModelInputs {
+  at::Tensor input_ids;       // [batch, seq] int64
+  at::Tensor attention_mask;  // [batch, past + seq], 1 = real token; undefined = all real
+  at::Tensor position_ids;    // [batch, seq]; undefined = derived (decoders: past + arange)
+  at::Tensor token_type_ids;  // BERT; undefined = zeros
+  at::Tensor pixel_values;    // ViT: [batch, channels, height, width]
+  KVCache* cache = nullptr;   // decoders: read and extended when given
+};
+
+struct ModelOutputs {
+  at::Tensor logits;
+  at::Tensor last_hidden_state;
+  at::Tensor pooler_output;
+};
+
+class Model : public Module {
+ public:
+  virtual ModelOutputs forward(const ModelInputs& in) = 0;
+  virtual TaskKind task() const = 0;
+  // transformers' class name: "LlamaForCausalLM", "BertModel", ...
+  std::string type_name() const override = 0;
+  const nlohmann::json& config() const { return config_; }
+  // Number of decoder layers (for the KV cache); 0 for encoders.
+  virtual int64_t num_cache_layers() const { return 0; }
+  // Distinct parameter elements, tied weights counted once (transformers' num_parameters()).
+  int64_t num_parameters() const;
+
+  // Parameters that share another's tensor when the config ties them (e.g. lm_head.weight
+  // with tie_word_embeddings); checkpoints may omit them.
+  virtual std::vector<std::string> tied_parameter_names() const { return {}; }
+  // Points tied parameters at their source; called after loading.
+  virtual void tie_weights() {}
+  // transformers' base_model_prefix ("model", "transformer", "bert", "vit"): a checkpoint
+  // saved from the headless model lacks it, one saved from a headed model has it.
+  virtual std::string base_model_prefix() const { return ""; }
+
+ protected:
+  explicit Model(nlohmann::json config) : config_(std::move(config)) {}
+  nlohmann::json config_;
+};
+
+struct LoadOptions {
+  std::optional<at::ScalarType> dtype;  // cast floating weights; default: float32
+  std::optional<std::string> device;    // "cpu", "cuda", "cuda:1"; default: cpu
+};
+
+// Builds the model that config.json's "architectures" (or "model_type") names and fills
+// it from the folder's safetensors (single file or sharded via the index). Errors name
+// the file and key: a missing tensor, a shape that does not match the config.
+std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& opts = {});
+
+// Builds the model from a parsed config.json alone, parameters undefined.
+std::shared_ptr<Model> build_model(const nlohmann::json& config, const std::string& where = "config.json");
+
+}  // namespace peft

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything peft-cpp needs on a fresh Debian 12 machine. Idempotent: a second
+# run checks and does nothing new.
+#   - apt packages for the build (compiler, CMake, ccache, GoogleTest, JSON, CLI11, PCRE2)
+#   - .venv/ with pinned torch (its bundled LibTorch is our tensor engine) and the
+#     Python reference stack used only by tests/parity and bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+APT_PACKAGES=(build-essential cmake ninja-build ccache git pkg-config
+              libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
+              libpcre2-dev libcpp-httplib-dev python3-venv)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+else
+  say "apt packages present"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($PY --version)"
+  $PY -m venv .venv
+fi
+# Pinned versions: the parity references are only as stable as these pins.
+REQ=scripts/requirements.txt
+stamp=.venv/.requirements.sha
+want=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "pip install -r $REQ (torch is large; first run takes several minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r "$REQ"
+  echo "$want" > "$stamp"
+else
+  say ".venv matches $REQ"
+fi
+say "torch $(.venv/bin/python -c 'import torch;print(torch.__version__)') at $(.venv/bin/python -c 'import torch;print(torch.utils.cmake_prefix_path)')"
+say "done"

@@ -1,0 +1,131 @@
+// Loading a Hugging Face model folder: config.json plus one or many safetensors files.
+#include <ATen/ATen.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+
+#include "models/vit.h"
+#include "peft/model.h"
+#include "peft/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace peft {
+
+namespace {
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) throw std::runtime_error(p.string() + ": cannot open");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(p.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+// Checkpoint key -> the file that holds it.
+struct Checkpoint {
+  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_key;
+  std::string describe;
+};
+
+Checkpoint open_checkpoint(const fs::path& dir) {
+  Checkpoint ck;
+  const auto index = dir / "model.safetensors.index.json";
+  const auto single = dir / "model.safetensors";
+  if (fs::exists(index)) {
+    auto j = read_json(index);
+    if (!j.contains("weight_map") || !j["weight_map"].is_object())
+      throw std::runtime_error(index.string() + ": missing object 'weight_map'");
+    std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
+    for (const auto& [key, file] : j["weight_map"].items()) {
+      const std::string name = file.get<std::string>();
+      auto& f = files[name];
+      if (!f) f = std::make_shared<SafetensorsFile>((dir / name).string());
+      if (!f->contains(key))
+        throw std::runtime_error(index.string() + ": maps '" + key + "' to " + name + ", which has no such tensor");
+      ck.by_key[key] = f;
+    }
+    ck.describe = index.string();
+  } else if (fs::exists(single)) {
+    auto f = std::make_shared<SafetensorsFile>(single.string());
+    for (const auto& n : f->names()) ck.by_key[n] = f;
+    ck.describe = single.string();
+  } else {
+    throw std::runtime_error(dir.string() + ": no model.safetensors or model.safetensors.index.json "
+                             "(pytorch_model.bin checkpoints are not supported; convert them to safetensors)");
+  }
+  return ck;
+}
+
+// Buffers that transformers checkpoints sometimes carry and the models recompute.
+bool ignorable(const std::string& key) {
+  for (const char* s : {".attn.bias", ".attn.masked_bias", "position_ids", "rotary_emb.inv_freq"})
+    if (key.size() >= std::strlen(s) && key.compare(key.size() - std::strlen(s), std::string::npos, s) == 0)
+      return true;
+  return false;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions& opts) {
+  const fs::path dir(dir_str);
+  if (!fs::is_directory(dir)) throw std::runtime_error(dir_str + ": not a directory");
+  const auto config_path = dir / "config.json";
+  auto model = build_model(read_json(config_path), config_path.string());
+  Checkpoint ck = open_checkpoint(dir);
+
+  // The model's own names, and the checkpoint key that supplies each.
+  std::set<std::string> expected;
+  model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
+    if (s.persistent) expected.insert(name);
+  });
+  const std::string prefix = model->base_model_prefix();
+  const bool is_vit = model->type_name().rfind("ViT", 0) == 0;
+  std::map<std::string, std::string> source;  // model name -> checkpoint key
+  std::vector<std::string> unexpected;
+  for (const auto& [key, _] : ck.by_key) {
+    std::string k = is_vit ? vit_rename_legacy_key(key) : key;
+    std::string name;
+    if (expected.count(k)) name = k;
+    else if (!prefix.empty() && expected.count(prefix + "." + k)) name = prefix + "." + k;
+    else if (!prefix.empty() && k.rfind(prefix + ".", 0) == 0 && expected.count(k.substr(prefix.size() + 1)))
+      name = k.substr(prefix.size() + 1);
+    if (name.empty()) {
+      if (!ignorable(key)) unexpected.push_back(key);
+      continue;
+    }
+    source[name] = key;
+  }
+  const auto tied = model->tied_parameter_names();
+  const at::ScalarType dtype = opts.dtype.value_or(at::kFloat);
+  model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
+    if (!s.persistent) return;
+    auto it = source.find(name);
+    if (it == source.end()) {
+      if (std::find(tied.begin(), tied.end(), name) != tied.end()) return;
+      throw std::runtime_error(ck.describe + ": missing tensor '" + name + "' that " + model->type_name() +
+                               " needs");
+    }
+    auto& file = ck.by_key.at(it->second);
+    at::Tensor t = file->get(it->second);
+    if (t.sizes().vec() != s.shape)
+      throw std::runtime_error(file->path() + ": tensor '" + it->second + "' has shape " + c10::str(t.sizes()) +
+                               " but config.json implies " + c10::str(at::IntArrayRef(s.shape)) + " for '" + name +
+                               "'");
+    if (t.is_floating_point()) t = t.to(dtype);
+    *s.tensor = t;
+  });
+  if (!unexpected.empty()) {
+    std::cerr << "warning: " << ck.describe << ": " << unexpected.size() << " tensor(s) not used by "
+              << model->type_name() << ", e.g. '" << unexpected.front() << "'\n";
+  }
+  model->tie_weights();
+  if (opts.device && *opts.device != "cpu") model->to(at::Device(*opts.device));
+  return model;
+}
+
+}  // namespace peft

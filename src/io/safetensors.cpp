@@ -1,0 +1,150 @@
+#include "peft/safetensors.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace peft {
+
+struct SafetensorsFile::Mapping {
+  void* addr = nullptr;
+  size_t size = 0;
+  ~Mapping() {
+    if (addr && addr != MAP_FAILED) munmap(addr, size);
+  }
+};
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(std::make_shared<Mapping>()) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw SafetensorsError(path + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw SafetensorsError(path + ": cannot stat: " + std::strerror(errno));
+  }
+  map_->size = static_cast<size_t>(st.st_size);
+  static const uint8_t kEmpty[1] = {0};
+  const uint8_t* bytes = kEmpty;
+  if (map_->size > 0) {
+    // Copy-on-write: a caller that writes into a tensor (merging an adapter into a
+    // weight) changes its private pages, never the file.
+    map_->addr = mmap(nullptr, map_->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (map_->addr == MAP_FAILED) {
+      ::close(fd);
+      throw SafetensorsError(path + ": mmap failed: " + std::strerror(errno));
+    }
+    bytes = static_cast<const uint8_t*>(map_->addr);
+  }
+  ::close(fd);
+  header_ = parse_safetensors_header(bytes, map_->size, path);
+  for (size_t i = 0; i < header_.tensors.size(); ++i) index_[header_.tensors[i].name] = i;
+}
+
+std::vector<std::string> SafetensorsFile::names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, _] : index_) out.push_back(n);
+  return out;
+}
+
+bool SafetensorsFile::contains(const std::string& name) const { return index_.count(name) > 0; }
+
+const StTensorInfo& SafetensorsFile::info(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw SafetensorsError(path_ + ": no tensor named '" + name + "'");
+  return header_.tensors[it->second];
+}
+
+at::Tensor SafetensorsFile::get(const std::string& name) const {
+  const StTensorInfo& t = info(name);
+  const auto st = to_scalar_type(t.dtype, path_);
+  auto opts = at::TensorOptions().dtype(st);
+  if (t.end == t.begin) return at::empty(t.shape, opts);
+  auto* data = static_cast<uint8_t*>(map_->addr) + header_.data_start + t.begin;
+  const size_t es = dtype_size(t.dtype);
+  if (reinterpret_cast<uintptr_t>(data) % es != 0)  // unaligned (legal in the format): copy
+    return at::from_blob(data, t.shape, opts).clone();
+  auto keep = map_;
+  return at::from_blob(data, t.shape, [keep](void*) mutable { keep.reset(); }, opts);
+}
+
+at::ScalarType to_scalar_type(StDType t, const std::string& where) {
+  switch (t) {
+    case StDType::BOOL: return at::kBool;
+    case StDType::U8: return at::kByte;
+    case StDType::I8: return at::kChar;
+    case StDType::I16: return at::kShort;
+    case StDType::I32: return at::kInt;
+    case StDType::I64: return at::kLong;
+    case StDType::U16: return at::kUInt16;
+    case StDType::U32: return at::kUInt32;
+    case StDType::U64: return at::kUInt64;
+    case StDType::F16: return at::kHalf;
+    case StDType::BF16: return at::kBFloat16;
+    case StDType::F32: return at::kFloat;
+    case StDType::F64: return at::kDouble;
+  }
+  throw SafetensorsError(where + ": unsupported dtype");
+}
+
+StDType to_st_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kBool: return StDType::BOOL;
+    case at::kByte: return StDType::U8;
+    case at::kChar: return StDType::I8;
+    case at::kShort: return StDType::I16;
+    case at::kInt: return StDType::I32;
+    case at::kLong: return StDType::I64;
+    case at::kUInt16: return StDType::U16;
+    case at::kUInt32: return StDType::U32;
+    case at::kUInt64: return StDType::U64;
+    case at::kHalf: return StDType::F16;
+    case at::kBFloat16: return StDType::BF16;
+    case at::kFloat: return StDType::F32;
+    case at::kDouble: return StDType::F64;
+    default: throw SafetensorsError(std::string("no safetensors dtype for ") + c10::toString(t));
+  }
+}
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<StTensorInfo> infos;
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    if (name == "__metadata__") throw SafetensorsError(path + ": '__metadata__' is not a tensor name");
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    StTensorInfo info;
+    info.name = name;
+    info.dtype = to_st_dtype(c.scalar_type());
+    info.shape = c.sizes().vec();
+    info.begin = offset;
+    info.end = offset + c.nbytes();
+    offset = info.end;
+    infos.push_back(info);
+    data.push_back(c);
+  }
+  const std::string header = serialize_safetensors_header(infos, metadata);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw SafetensorsError(tmp + ": cannot open for writing: " + std::strerror(errno));
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len), 8);
+    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    for (const auto& c : data) out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
+    out.flush();
+    if (!out) throw SafetensorsError(tmp + ": write failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw SafetensorsError(path + ": rename from .tmp failed: " + std::strerror(errno));
+}
+
+}  // namespace peft

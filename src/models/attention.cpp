@@ -1,0 +1,95 @@
+#include "models/attention.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace peft {
+
+at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t kv_len,
+                               bool causal, at::Device device) {
+  auto opts = at::TensorOptions().device(device);
+  at::Tensor mask;
+  if (causal) {
+    // Query i (at absolute position kv_len - q_len + i) sees keys 0..that position.
+    auto qpos = at::arange(kv_len - q_len, kv_len, opts.dtype(at::kLong)).unsqueeze(1);
+    auto kpos = at::arange(kv_len, opts.dtype(at::kLong)).unsqueeze(0);
+    mask = (kpos <= qpos).view({1, 1, q_len, kv_len}).expand({batch, 1, q_len, kv_len});
+  } else {
+    mask = at::ones({batch, 1, q_len, kv_len}, opts.dtype(at::kBool));
+  }
+  if (padding.defined()) {
+    if (padding.dim() != 2 || padding.size(0) != batch || padding.size(1) != kv_len)
+      throw std::invalid_argument("attention_mask has shape " + c10::str(padding.sizes()) + ", expected [" +
+                                  std::to_string(batch) + ", " + std::to_string(kv_len) + "]");
+    mask = mask & padding.to(device).to(at::kBool).view({batch, 1, 1, kv_len});
+  }
+  auto empty_rows = mask.logical_not().all(-1, /*keepdim=*/true);
+  return mask | empty_rows;
+}
+
+at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
+  return x.view({x.size(0), x.size(1), heads, head_dim}).transpose(1, 2);
+}
+
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                  double scale) {
+  const int64_t groups = q.size(1) / k.size(1);
+  auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
+  auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
+  auto m = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
+  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, false, scale);
+  return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
+}
+
+namespace {
+double num(const nlohmann::json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? fallback : it->get<double>();
+}
+}  // namespace
+
+RotaryEmbedding::RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions) {
+  const std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
+  const double theta = num(rope, "rope_theta", 10000.0);
+  const double partial = num(rope, "partial_rotary_factor", 1.0);
+  const int64_t dim = static_cast<int64_t>(head_dim * partial);
+  if (dim != head_dim) throw std::runtime_error("partial_rotary_factor < 1 is not supported");
+  // Same arithmetic as transformers: int64 arange cast to float32, then pow in float32.
+  auto exponent = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim);
+  inv_freq_ = 1.0 / at::pow(theta, exponent);
+  if (type == "default") {
+  } else if (type == "linear") {
+    inv_freq_ = inv_freq_ / num(rope, "factor", 1.0);
+  } else if (type == "llama3") {
+    const double factor = num(rope, "factor", 8.0);
+    const double low = num(rope, "low_freq_factor", 1.0);
+    const double high = num(rope, "high_freq_factor", 4.0);
+    const double old_ctx = num(rope, "original_max_position_embeddings", static_cast<double>(max_positions));
+    const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
+    auto wavelen = 2 * M_PI / inv_freq_;
+    auto scaled = at::where(wavelen > low_wavelen, inv_freq_ / factor, inv_freq_);
+    auto smooth = (old_ctx / wavelen - low) / (high - low);
+    auto smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
+    auto is_medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv_freq_ = at::where(is_medium, smoothed, scaled);
+  } else {
+    throw std::runtime_error("unsupported rope_type '" + type + "' (supported: default, linear, llama3)");
+  }
+}
+
+void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const at::Tensor& position_ids) const {
+  auto freqs = position_ids.unsqueeze(-1).to(at::kFloat) * inv_freq_.to(q.device());  // [b, s, d/2]
+  auto emb = at::cat({freqs, freqs}, -1);
+  auto cos = (emb.cos() * attention_scaling_).to(q.scalar_type()).unsqueeze(1);
+  auto sin = (emb.sin() * attention_scaling_).to(q.scalar_type()).unsqueeze(1);
+  auto rotate_half = [](const at::Tensor& x) {
+    auto h = x.size(-1) / 2;
+    return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
+  };
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+}
+
+}  // namespace peft

@@ -1,0 +1,39 @@
+// Attention shared by all architectures: masks, rotary embeddings, the core product.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+namespace peft {
+
+// Boolean mask [batch, 1, q_len, kv_len], true = may attend. `padding` is the
+// attention_mask [batch, kv_len] (undefined = all real). Rows with no visible key
+// (queries on left padding) are opened fully so they yield finite values; their
+// outputs are padding and never read.
+at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t kv_len,
+                               bool causal, at::Device device);
+
+// softmax(q k^T * scale + mask) v with q [b, h, q, d], k/v [b, kv_h, k, d]; kv heads are
+// repeated for grouped-query attention. Returns [b, q, h * d].
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                  double scale);
+
+// [b, s, h*d] -> [b, h, s, d]
+at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
+
+// Rotary embedding: inverse frequencies computed once per rope type, cos/sin per call.
+class RotaryEmbedding {
+ public:
+  // rope: transformers' rope_parameters (rope_type, rope_theta, factor, ...).
+  RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions);
+  // q, k [b, h, s, d]; position_ids [b, s]. Rotates in place of returning new tensors.
+  void apply(at::Tensor& q, at::Tensor& k, const at::Tensor& position_ids) const;
+
+ private:
+  at::Tensor inv_freq_;  // [d/2] float32
+  double attention_scaling_ = 1.0;
+};
+
+}  // namespace peft

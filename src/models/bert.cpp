@@ -1,0 +1,147 @@
+#include "models/bert.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "models/config_reader.h"
+
+namespace peft {
+
+int64_t num_labels_of(const nlohmann::json& j) {
+  if (j.contains("id2label") && j["id2label"].is_object()) return static_cast<int64_t>(j["id2label"].size());
+  return j.value("num_labels", int64_t{2});
+}
+
+BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  ConfigReader r(j, where);
+  BertConfig c;
+  c.vocab_size = r.get<int64_t>("vocab_size", 30522);
+  c.hidden_size = r.get<int64_t>("hidden_size", 768);
+  c.num_layers = r.get<int64_t>("num_hidden_layers", 12);
+  c.num_heads = r.get<int64_t>("num_attention_heads", 12);
+  c.intermediate_size = r.get<int64_t>("intermediate_size", 3072);
+  c.max_position_embeddings = r.get<int64_t>("max_position_embeddings", 512);
+  c.type_vocab_size = r.get<int64_t>("type_vocab_size", 2);
+  c.layer_norm_eps = r.get<double>("layer_norm_eps", 1e-12);
+  c.hidden_act = r.get<std::string>("hidden_act", "gelu");
+  c.num_labels = num_labels_of(j);
+  check_activation(c.hidden_act);
+  if (r.get<bool>("is_decoder", false)) r.fail("BERT as a decoder (is_decoder) is not supported");
+  const auto pos = r.get<std::string>("position_embedding_type", "absolute");
+  if (pos != "absolute") r.fail("position_embedding_type '" + pos + "' is not supported");
+  if (c.hidden_size % c.num_heads != 0) r.fail("hidden_size is not a multiple of num_attention_heads");
+  return c;
+}
+
+BertEmbeddings::BertEmbeddings(const BertConfig& c) {
+  word_embeddings = register_module("word_embeddings", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
+  position_embeddings =
+      register_module("position_embeddings", std::make_shared<Embedding>(c.max_position_embeddings, c.hidden_size));
+  token_type_embeddings =
+      register_module("token_type_embeddings", std::make_shared<Embedding>(c.type_vocab_size, c.hidden_size));
+  LayerNorm_ = register_module("LayerNorm", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
+}
+
+at::Tensor BertEmbeddings::forward(const at::Tensor& ids, const at::Tensor& types, const at::Tensor& pos) {
+  auto e = word_embeddings->forward(ids) + token_type_embeddings->forward(types) + position_embeddings->forward(pos);
+  return LayerNorm_->forward(e);
+}
+
+BertSelfAttention::BertSelfAttention(const BertConfig& c)
+    : heads_(c.num_heads), head_dim_(c.hidden_size / c.num_heads) {
+  query = register_module("query", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true));
+  key = register_module("key", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true));
+  value = register_module("value", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true));
+}
+
+at::Tensor BertSelfAttention::forward(const at::Tensor& h, const at::Tensor& mask) {
+  auto q = split_heads(query->forward(h), heads_, head_dim_);
+  auto k = split_heads(key->forward(h), heads_, head_dim_);
+  auto v = split_heads(value->forward(h), heads_, head_dim_);
+  return attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
+}
+
+BertDenseNorm::BertDenseNorm(std::string type, int64_t in, int64_t out, double eps) : type_(std::move(type)) {
+  dense = register_module("dense", std::make_shared<Linear>(in, out, true));
+  LayerNorm_ = register_module("LayerNorm", std::make_shared<LayerNorm>(out, eps));
+}
+
+at::Tensor BertDenseNorm::forward(const at::Tensor& x, const at::Tensor& residual) {
+  return LayerNorm_->forward(dense->forward(x) + residual);
+}
+
+BertAttention::BertAttention(const BertConfig& c) {
+  self = register_module("self", std::make_shared<BertSelfAttention>(c));
+  output = register_module("output",
+                           std::make_shared<BertDenseNorm>("BertSelfOutput", c.hidden_size, c.hidden_size, c.layer_norm_eps));
+}
+
+at::Tensor BertAttention::forward(const at::Tensor& h, const at::Tensor& mask) {
+  return output->forward(self->forward(h, mask), h);
+}
+
+BertIntermediate::BertIntermediate(const BertConfig& c) : act_(c.hidden_act) {
+  dense = register_module("dense", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, true));
+}
+
+at::Tensor BertIntermediate::forward(const at::Tensor& x) { return activation(act_, dense->forward(x)); }
+
+BertLayer::BertLayer(const BertConfig& c) {
+  attention = register_module("attention", std::make_shared<BertAttention>(c));
+  intermediate = register_module("intermediate", std::make_shared<BertIntermediate>(c));
+  output = register_module(
+      "output", std::make_shared<BertDenseNorm>("BertOutput", c.intermediate_size, c.hidden_size, c.layer_norm_eps));
+}
+
+at::Tensor BertLayer::forward(const at::Tensor& h, const at::Tensor& mask) {
+  auto a = attention->forward(h, mask);
+  return output->forward(intermediate->forward(a), a);
+}
+
+BertEncoder::BertEncoder(const BertConfig& c) {
+  layer = register_module("layer", std::make_shared<ModuleList<BertLayer>>());
+  for (int64_t i = 0; i < c.num_layers; ++i) layer->push_back(std::make_shared<BertLayer>(c));
+}
+
+BertPooler::BertPooler(int64_t hidden) {
+  dense = register_module("dense", std::make_shared<Linear>(hidden, hidden, true));
+}
+
+at::Tensor BertPooler::forward(const at::Tensor& h) { return at::tanh(dense->forward(h.select(1, 0))); }
+
+BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer)
+    : Model(j), cfg_(BertConfig::from_json(j, where)) {
+  embeddings = register_module("embeddings", std::make_shared<BertEmbeddings>(cfg_));
+  encoder = register_module("encoder", std::make_shared<BertEncoder>(cfg_));
+  if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<BertPooler>(cfg_.hidden_size));
+}
+
+ModelOutputs BertModel::forward(const ModelInputs& in) {
+  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
+  auto opts = in.input_ids.options();
+  auto pos = in.position_ids.defined() ? in.position_ids : at::arange(s, opts).unsqueeze(0).expand({b, s});
+  auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
+  auto h = embeddings->forward(in.input_ids, types, pos);
+  auto mask = make_attention_mask(in.attention_mask, b, s, s, /*causal=*/false, h.device());
+  for (auto& l : encoder->layer->items()) h = l->forward(h, mask);
+  ModelOutputs out;
+  out.last_hidden_state = h;
+  if (pooler) out.pooler_output = pooler->forward(h);
+  return out;
+}
+
+BertForSequenceClassification::BertForSequenceClassification(const nlohmann::json& j, const std::string& where)
+    : Model(j) {
+  bert = register_module("bert", std::make_shared<BertModel>(j, where, true));
+  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j), true));
+}
+
+ModelOutputs BertForSequenceClassification::forward(const ModelInputs& in) {
+  auto out = bert->forward(in);
+  out.logits = classifier->forward(out.pooler_output);
+  return out;
+}
+
+}  // namespace peft

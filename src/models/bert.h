@@ -1,0 +1,125 @@
+// BERT: BertModel and BertForSequenceClassification with transformers' names.
+#pragma once
+
+#include "models/attention.h"
+#include "peft/layers.h"
+#include "peft/model.h"
+
+namespace peft {
+
+struct BertConfig {
+  int64_t vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings,
+      type_vocab_size, num_labels;
+  double layer_norm_eps;
+  std::string hidden_act;
+  static BertConfig from_json(const nlohmann::json& j, const std::string& where);
+};
+
+class BertEmbeddings : public Module {
+ public:
+  explicit BertEmbeddings(const BertConfig& c);
+  std::string type_name() const override { return "BertEmbeddings"; }
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids);
+  std::shared_ptr<Embedding> word_embeddings, position_embeddings, token_type_embeddings;
+  std::shared_ptr<LayerNorm> LayerNorm_;
+};
+
+class BertSelfAttention : public Module {
+ public:
+  explicit BertSelfAttention(const BertConfig& c);
+  std::string type_name() const override { return "BertSelfAttention"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  std::shared_ptr<Linear> query, key, value;
+
+ private:
+  int64_t heads_, head_dim_;
+};
+
+// dense, then LayerNorm(dense(x) + residual): BertSelfOutput and BertOutput.
+class BertDenseNorm : public Module {
+ public:
+  BertDenseNorm(std::string type, int64_t in, int64_t out, double eps);
+  std::string type_name() const override { return type_; }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual);
+  std::shared_ptr<Linear> dense;
+  std::shared_ptr<LayerNorm> LayerNorm_;
+
+ private:
+  std::string type_;
+};
+
+class BertAttention : public Module {
+ public:
+  explicit BertAttention(const BertConfig& c);
+  std::string type_name() const override { return "BertAttention"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  std::shared_ptr<BertSelfAttention> self;
+  std::shared_ptr<BertDenseNorm> output;
+};
+
+class BertIntermediate : public Module {
+ public:
+  explicit BertIntermediate(const BertConfig& c);
+  std::string type_name() const override { return "BertIntermediate"; }
+  at::Tensor forward(const at::Tensor& x);
+  std::shared_ptr<Linear> dense;
+
+ private:
+  std::string act_;
+};
+
+class BertLayer : public Module {
+ public:
+  explicit BertLayer(const BertConfig& c);
+  std::string type_name() const override { return "BertLayer"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  std::shared_ptr<BertAttention> attention;
+  std::shared_ptr<BertIntermediate> intermediate;
+  std::shared_ptr<BertDenseNorm> output;
+};
+
+class BertEncoder : public Module {
+ public:
+  explicit BertEncoder(const BertConfig& c);
+  std::string type_name() const override { return "BertEncoder"; }
+  std::shared_ptr<ModuleList<BertLayer>> layer;
+};
+
+class BertPooler : public Module {
+ public:
+  explicit BertPooler(int64_t hidden);
+  std::string type_name() const override { return "BertPooler"; }
+  at::Tensor forward(const at::Tensor& h);  // tanh(dense(h[:, 0]))
+  std::shared_ptr<Linear> dense;
+};
+
+class BertModel : public Model {
+ public:
+  BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
+  std::string type_name() const override { return "BertModel"; }
+  TaskKind task() const override { return TaskKind::kEncoder; }
+  ModelOutputs forward(const ModelInputs& in) override;
+  std::string base_model_prefix() const override { return "bert"; }
+  std::shared_ptr<BertEmbeddings> embeddings;
+  std::shared_ptr<BertEncoder> encoder;
+  std::shared_ptr<BertPooler> pooler;
+
+ private:
+  BertConfig cfg_;
+};
+
+class BertForSequenceClassification : public Model {
+ public:
+  BertForSequenceClassification(const nlohmann::json& j, const std::string& where);
+  std::string type_name() const override { return "BertForSequenceClassification"; }
+  TaskKind task() const override { return TaskKind::kSequenceClassification; }
+  ModelOutputs forward(const ModelInputs& in) override;
+  std::string base_model_prefix() const override { return "bert"; }
+  std::shared_ptr<BertModel> bert;
+  std::shared_ptr<Linear> classifier;
+};
+
+// Number of labels as transformers derives it: id2label's size, else num_labels, else 2.
+int64_t num_labels_of(const nlohmann::json& config);
+
+}  // namespace peft

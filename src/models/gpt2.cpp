@@ -1,0 +1,121 @@
+#include "models/gpt2.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "models/config_reader.h"
+
+namespace peft {
+
+GPT2Config GPT2Config::from_json(const nlohmann::json& j, const std::string& where) {
+  ConfigReader r(j, where);
+  GPT2Config c;
+  c.vocab_size = r.get<int64_t>("vocab_size", 50257);
+  c.n_positions = r.get<int64_t>("n_positions", 1024);
+  c.n_embd = r.get<int64_t>("n_embd", 768);
+  c.n_layer = r.get<int64_t>("n_layer", 12);
+  c.n_head = r.get<int64_t>("n_head", 12);
+  c.n_inner = r.get<int64_t>("n_inner", 4 * c.n_embd);
+  c.layer_norm_epsilon = r.get<double>("layer_norm_epsilon", 1e-5);
+  c.activation_function = r.get<std::string>("activation_function", "gelu_new");
+  check_activation(c.activation_function);
+  c.scale_attn_weights = r.get<bool>("scale_attn_weights", true);
+  c.scale_attn_by_inverse_layer_idx = r.get<bool>("scale_attn_by_inverse_layer_idx", false);
+  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
+  if (r.get<bool>("add_cross_attention", false)) r.fail("add_cross_attention is not supported");
+  if (c.n_embd % c.n_head != 0) r.fail("n_embd is not a multiple of n_head");
+  return c;
+}
+
+GPT2Attention::GPT2Attention(const GPT2Config& c, int64_t layer)
+    : heads_(c.n_head), head_dim_(c.n_embd / c.n_head) {
+  c_attn = register_module("c_attn", std::make_shared<Conv1D>(c.n_embd, 3 * c.n_embd));
+  c_proj = register_module("c_proj", std::make_shared<Conv1D>(c.n_embd, c.n_embd));
+  scale_ = c.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(head_dim_)) : 1.0;
+  if (c.scale_attn_by_inverse_layer_idx) scale_ /= static_cast<double>(layer + 1);
+}
+
+at::Tensor GPT2Attention::forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer) {
+  auto qkv = c_attn->forward(h).split(heads_ * head_dim_, -1);
+  auto q = split_heads(qkv[0], heads_, head_dim_);
+  auto k = split_heads(qkv[1], heads_, head_dim_);
+  auto v = split_heads(qkv[2], heads_, head_dim_);
+  if (cache) {
+    if (cache->keys[layer].defined()) {
+      k = at::cat({cache->keys[layer], k}, 2);
+      v = at::cat({cache->values[layer], v}, 2);
+    }
+    cache->keys[layer] = k;
+    cache->values[layer] = v;
+  }
+  return c_proj->forward(attend(q, k, v, mask, scale_));
+}
+
+GPT2MLP::GPT2MLP(const GPT2Config& c) : act_(c.activation_function) {
+  c_fc = register_module("c_fc", std::make_shared<Conv1D>(c.n_embd, c.n_inner));
+  c_proj = register_module("c_proj", std::make_shared<Conv1D>(c.n_inner, c.n_embd));
+}
+
+at::Tensor GPT2MLP::forward(const at::Tensor& x) { return c_proj->forward(activation(act_, c_fc->forward(x))); }
+
+GPT2Block::GPT2Block(const GPT2Config& c, int64_t layer) {
+  ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+  attn = register_module("attn", std::make_shared<GPT2Attention>(c, layer));
+  ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+  mlp = register_module("mlp", std::make_shared<GPT2MLP>(c));
+}
+
+at::Tensor GPT2Block::forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer) {
+  auto x = h + attn->forward(ln_1->forward(h), mask, cache, layer);
+  return x + mlp->forward(ln_2->forward(x));
+}
+
+GPT2Model::GPT2Model(const GPT2Config& c) {
+  wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+  wpe = register_module("wpe", std::make_shared<Embedding>(c.n_positions, c.n_embd));
+  h = register_module("h", std::make_shared<ModuleList<GPT2Block>>());
+  for (int64_t i = 0; i < c.n_layer; ++i) h->push_back(std::make_shared<GPT2Block>(c, i));
+  ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+}
+
+at::Tensor GPT2Model::forward(const ModelInputs& in) {
+  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
+  KVCache* cache = in.cache;
+  if (cache && cache->keys.size() != h->size()) {
+    cache->keys.resize(h->size());
+    cache->values.resize(h->size());
+  }
+  const int64_t past = cache ? cache->length() : 0;
+  auto pos = in.position_ids.defined()
+                 ? in.position_ids
+                 : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
+  auto x = wte->forward(in.input_ids) + wpe->forward(pos);
+  auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, x.device());
+  for (size_t i = 0; i < h->size(); ++i) x = (*h)[i].forward(x, mask, cache, i);
+  return ln_f->forward(x);
+}
+
+GPT2LMHeadModel::GPT2LMHeadModel(const nlohmann::json& j, const std::string& where)
+    : Model(j), cfg_(GPT2Config::from_json(j, where)) {
+  transformer = register_module("transformer", std::make_shared<GPT2Model>(cfg_));
+  lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.n_embd, cfg_.vocab_size, false));
+}
+
+ModelOutputs GPT2LMHeadModel::forward(const ModelInputs& in) {
+  ModelOutputs out;
+  out.last_hidden_state = transformer->forward(in);
+  out.logits = lm_head->forward(out.last_hidden_state);
+  return out;
+}
+
+std::vector<std::string> GPT2LMHeadModel::tied_parameter_names() const {
+  if (!cfg_.tie_word_embeddings) return {};
+  return {"lm_head.weight"};
+}
+
+void GPT2LMHeadModel::tie_weights() {
+  if (cfg_.tie_word_embeddings) lm_head->weight = transformer->wte->weight;
+}
+
+}  // namespace peft

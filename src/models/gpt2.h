@@ -1,0 +1,79 @@
+// GPT-2: GPT2LMHeadModel with transformers' names (Conv1D weights stored [in, out]).
+#pragma once
+
+#include "models/attention.h"
+#include "peft/layers.h"
+#include "peft/model.h"
+
+namespace peft {
+
+struct GPT2Config {
+  int64_t vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
+  double layer_norm_epsilon;
+  std::string activation_function;
+  bool scale_attn_weights, scale_attn_by_inverse_layer_idx, tie_word_embeddings;
+  static GPT2Config from_json(const nlohmann::json& j, const std::string& where);
+};
+
+class GPT2Attention : public Module {
+ public:
+  GPT2Attention(const GPT2Config& c, int64_t layer);
+  std::string type_name() const override { return "GPT2Attention"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer);
+  std::shared_ptr<Conv1D> c_attn, c_proj;
+
+ private:
+  int64_t heads_, head_dim_;
+  double scale_;
+};
+
+class GPT2MLP : public Module {
+ public:
+  explicit GPT2MLP(const GPT2Config& c);
+  std::string type_name() const override { return "GPT2MLP"; }
+  at::Tensor forward(const at::Tensor& x);
+  std::shared_ptr<Conv1D> c_fc, c_proj;
+
+ private:
+  std::string act_;
+};
+
+class GPT2Block : public Module {
+ public:
+  GPT2Block(const GPT2Config& c, int64_t layer);
+  std::string type_name() const override { return "GPT2Block"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer);
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<GPT2Attention> attn;
+  std::shared_ptr<GPT2MLP> mlp;
+};
+
+class GPT2Model : public Module {
+ public:
+  explicit GPT2Model(const GPT2Config& c);
+  std::string type_name() const override { return "GPT2Model"; }
+  at::Tensor forward(const ModelInputs& in);
+  std::shared_ptr<Embedding> wte, wpe;
+  std::shared_ptr<ModuleList<GPT2Block>> h;
+  std::shared_ptr<LayerNorm> ln_f;
+};
+
+class GPT2LMHeadModel : public Model {
+ public:
+  GPT2LMHeadModel(const nlohmann::json& j, const std::string& where);
+  std::string type_name() const override { return "GPT2LMHeadModel"; }
+  TaskKind task() const override { return TaskKind::kCausalLM; }
+  ModelOutputs forward(const ModelInputs& in) override;
+  int64_t num_cache_layers() const override { return cfg_.n_layer; }
+  std::vector<std::string> tied_parameter_names() const override;
+  void tie_weights() override;
+  std::string base_model_prefix() const override { return "transformer"; }
+
+  std::shared_ptr<GPT2Model> transformer;
+  std::shared_ptr<Linear> lm_head;
+
+ private:
+  GPT2Config cfg_;
+};
+
+}  // namespace peft

@@ -1,0 +1,75 @@
+#include "peft/layers.h"
+
+#include <ATen/ATen.h>
+
+#include <stdexcept>
+
+namespace peft {
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias) : in_features(in), out_features(out) {
+  register_parameter("weight", &weight, {out, in});
+  if (has_bias) register_parameter("bias", &bias, {out});
+}
+
+at::Tensor Linear::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+
+Conv1D::Conv1D(int64_t in, int64_t out) : in_features(in), out_features(out) {
+  register_parameter("weight", &weight, {in, out});
+  register_parameter("bias", &bias, {out});
+}
+
+at::Tensor Conv1D::forward(const at::Tensor& x) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = out_features;
+  return at::addmm(bias, x.reshape({-1, in_features}), weight).view(sizes);
+}
+
+Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), embedding_dim(d) {
+  register_parameter("weight", &weight, {n, d});
+}
+
+at::Tensor Embedding::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
+LayerNorm::LayerNorm(int64_t d, double e) : dim(d), eps(e) {
+  register_parameter("weight", &weight, {d});
+  register_parameter("bias", &bias, {d});
+}
+
+at::Tensor LayerNorm::forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, eps); }
+
+RMSNorm::RMSNorm(int64_t d, double e, std::string type) : dim(d), eps(e), type_(std::move(type)) {
+  register_parameter("weight", &weight, {d});
+}
+
+at::Tensor RMSNorm::forward(const at::Tensor& x) {
+  auto h = x.to(at::kFloat);
+  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t s) : stride(s) {
+  register_parameter("weight", &weight, {out, in, kernel, kernel});
+  register_parameter("bias", &bias, {out});
+}
+
+at::Tensor Conv2d::forward(const at::Tensor& x) { return at::conv2d(x, weight, bias, {stride, stride}); }
+
+void check_activation(const std::string& name) {
+  static const char* known[] = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "relu", "tanh"};
+  for (const char* k : known)
+    if (name == k) return;
+  throw std::runtime_error("unsupported activation function '" + name + "'");
+}
+
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return at::gelu(x, "tanh");
+  if (name == "silu" || name == "swish") return at::silu(x);
+  if (name == "relu") return at::relu(x);
+  if (name == "tanh") return at::tanh(x);
+  check_activation(name);
+  return x;
+}
+
+}  // namespace peft

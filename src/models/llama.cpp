@@ -1,0 +1,147 @@
+#include "models/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "models/config_reader.h"
+
+namespace peft {
+
+LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& arch, const std::string& where) {
+  ConfigReader r(j, where);
+  LlamaConfig c;
+  c.arch = arch;
+  c.vocab_size = r.get<int64_t>("vocab_size");
+  c.hidden_size = r.get<int64_t>("hidden_size");
+  c.intermediate_size = r.get<int64_t>("intermediate_size");
+  c.num_layers = r.get<int64_t>("num_hidden_layers");
+  c.num_heads = r.get<int64_t>("num_attention_heads");
+  c.num_kv_heads = r.get<int64_t>("num_key_value_heads", c.num_heads);
+  c.head_dim = r.get<int64_t>("head_dim", c.hidden_size / c.num_heads);
+  c.max_position_embeddings = r.get<int64_t>("max_position_embeddings", 2048);
+  c.rms_norm_eps = r.get<double>("rms_norm_eps", 1e-6);
+  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", false);
+  c.hidden_act = r.get<std::string>("hidden_act", "silu");
+  check_activation(c.hidden_act);
+  if (arch == "Qwen2") {
+    c.qkv_bias = true;
+    c.o_bias = false;
+    c.mlp_bias = false;
+  } else {
+    c.qkv_bias = c.o_bias = r.get<bool>("attention_bias", false);
+    c.mlp_bias = r.get<bool>("mlp_bias", false);
+  }
+  if (c.num_heads % c.num_kv_heads != 0)
+    r.fail("num_attention_heads " + std::to_string(c.num_heads) + " is not a multiple of num_key_value_heads " +
+           std::to_string(c.num_kv_heads));
+  // transformers 5 keeps rope settings in rope_parameters; older configs use rope_theta
+  // and rope_scaling at the top level.
+  if (r.has("rope_parameters")) {
+    c.rope = j["rope_parameters"];
+  } else {
+    c.rope = r.has("rope_scaling") ? j["rope_scaling"] : nlohmann::json::object();
+    c.rope["rope_theta"] = r.get<double>("rope_theta", 10000.0);
+  }
+  if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
+  return c;
+}
+
+LlamaAttention::LlamaAttention(const LlamaConfig& c)
+    : arch_(c.arch), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads_ * head_dim_, c.qkv_bias));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(heads_ * head_dim_, c.hidden_size, c.o_bias));
+}
+
+at::Tensor LlamaAttention::forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
+                                   const RotaryEmbedding& rope, KVCache* cache, size_t layer) {
+  auto q = split_heads(q_proj->forward(h), heads_, head_dim_);
+  auto k = split_heads(k_proj->forward(h), kv_heads_, head_dim_);
+  auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
+  rope.apply(q, k, pos);
+  if (cache) {
+    if (cache->keys[layer].defined()) {
+      k = at::cat({cache->keys[layer], k}, 2);
+      v = at::cat({cache->values[layer], v}, 2);
+    }
+    cache->keys[layer] = k;
+    cache->values[layer] = v;
+  }
+  return o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_))));
+}
+
+LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {
+  gate_proj = register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  up_proj = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias));
+  down_proj = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias));
+}
+
+at::Tensor LlamaMLP::forward(const at::Tensor& x) {
+  return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) : arch_(c.arch) {
+  const std::string norm = c.arch + "RMSNorm";
+  self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c));
+  mlp = register_module("mlp", std::make_shared<LlamaMLP>(c));
+  input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, norm));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, norm));
+}
+
+at::Tensor LlamaDecoderLayer::forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
+                                      const RotaryEmbedding& rope, KVCache* cache, size_t layer) {
+  auto x = h + self_attn->forward(input_layernorm->forward(h), pos, mask, rope, cache, layer);
+  return x + mlp->forward(post_attention_layernorm->forward(x));
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& c)
+    : arch_(c.arch), rope_(c.rope, c.head_dim, c.max_position_embeddings) {
+  embed_tokens = register_module("embed_tokens", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
+  layers = register_module("layers", std::make_shared<ModuleList<LlamaDecoderLayer>>());
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c));
+  norm = register_module("norm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, c.arch + "RMSNorm"));
+}
+
+at::Tensor LlamaModel::forward(const ModelInputs& in) {
+  auto h = embed_tokens->forward(in.input_ids);
+  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
+  KVCache* cache = in.cache;
+  if (cache && cache->keys.size() != layers->size()) {
+    cache->keys.resize(layers->size());
+    cache->values.resize(layers->size());
+  }
+  const int64_t past = cache ? cache->length() : 0;
+  auto pos = in.position_ids.defined()
+                 ? in.position_ids
+                 : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
+  auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, h.device());
+  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, pos, mask, rope_, cache, i);
+  return norm->forward(h);
+}
+
+LlamaForCausalLM::LlamaForCausalLM(const nlohmann::json& j, const std::string& arch, const std::string& where)
+    : Model(j), cfg_(LlamaConfig::from_json(j, arch, where)) {
+  model = register_module("model", std::make_shared<LlamaModel>(cfg_));
+  lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.hidden_size, cfg_.vocab_size, false));
+}
+
+ModelOutputs LlamaForCausalLM::forward(const ModelInputs& in) {
+  ModelOutputs out;
+  out.last_hidden_state = model->forward(in);
+  out.logits = lm_head->forward(out.last_hidden_state);
+  return out;
+}
+
+std::vector<std::string> LlamaForCausalLM::tied_parameter_names() const {
+  if (!cfg_.tie_word_embeddings) return {};
+  return {"lm_head.weight"};
+}
+
+void LlamaForCausalLM::tie_weights() {
+  if (cfg_.tie_word_embeddings) lm_head->weight = model->embed_tokens->weight;
+}
+
+}  // namespace peft

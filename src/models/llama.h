@@ -1,0 +1,92 @@
+// LLaMA-family decoders: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
+#pragma once
+
+#include "models/attention.h"
+#include "peft/layers.h"
+#include "peft/model.h"
+
+namespace peft {
+
+struct LlamaConfig {
+  std::string arch;  // "Llama", "Mistral", "Qwen2": prefixes module type names
+  int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim;
+  int64_t max_position_embeddings;
+  double rms_norm_eps;
+  bool tie_word_embeddings, qkv_bias, o_bias, mlp_bias;
+  std::string hidden_act;
+  nlohmann::json rope;
+  static LlamaConfig from_json(const nlohmann::json& j, const std::string& arch, const std::string& where);
+};
+
+class LlamaAttention : public Module {
+ public:
+  explicit LlamaAttention(const LlamaConfig& c);
+  std::string type_name() const override { return arch_ + "Attention"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
+                     const RotaryEmbedding& rope, KVCache* cache, size_t layer);
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  std::string arch_;
+  int64_t heads_, kv_heads_, head_dim_;
+};
+
+class LlamaMLP : public Module {
+ public:
+  explicit LlamaMLP(const LlamaConfig& c);
+  std::string type_name() const override { return arch_ + "MLP"; }
+  at::Tensor forward(const at::Tensor& x);
+  std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
+
+ private:
+  std::string arch_, act_;
+};
+
+class LlamaDecoderLayer : public Module {
+ public:
+  explicit LlamaDecoderLayer(const LlamaConfig& c);
+  std::string type_name() const override { return arch_ + "DecoderLayer"; }
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
+                     const RotaryEmbedding& rope, KVCache* cache, size_t layer);
+  std::shared_ptr<LlamaAttention> self_attn;
+  std::shared_ptr<LlamaMLP> mlp;
+  std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
+
+ private:
+  std::string arch_;
+};
+
+class LlamaModel : public Module {
+ public:
+  explicit LlamaModel(const LlamaConfig& c);
+  std::string type_name() const override { return arch_ + "Model"; }
+  // Final hidden states [batch, seq, hidden].
+  at::Tensor forward(const ModelInputs& in);
+  std::shared_ptr<Embedding> embed_tokens;
+  std::shared_ptr<ModuleList<LlamaDecoderLayer>> layers;
+  std::shared_ptr<RMSNorm> norm;
+
+ private:
+  std::string arch_;
+  RotaryEmbedding rope_;
+};
+
+class LlamaForCausalLM : public Model {
+ public:
+  LlamaForCausalLM(const nlohmann::json& j, const std::string& arch, const std::string& where);
+  std::string type_name() const override { return cfg_.arch + "ForCausalLM"; }
+  TaskKind task() const override { return TaskKind::kCausalLM; }
+  ModelOutputs forward(const ModelInputs& in) override;
+  int64_t num_cache_layers() const override { return cfg_.num_layers; }
+  void tie_weights() override;
+  std::vector<std::string> tied_parameter_names() const override;
+  std::string base_model_prefix() const override { return "model"; }
+
+  std::shared_ptr<LlamaModel> model;
+  std::shared_ptr<Linear> lm_head;
+
+ private:
+  LlamaConfig cfg_;
+};
+
+}  // namespace peft

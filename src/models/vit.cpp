@@ -1,0 +1,148 @@
+#include "models/vit.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <regex>
+
+#include "models/bert.h"
+#include "models/config_reader.h"
+
+namespace peft {
+
+ViTConfig ViTConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  ConfigReader r(j, where);
+  ViTConfig c;
+  c.image_size = r.get<int64_t>("image_size", 224);
+  c.patch_size = r.get<int64_t>("patch_size", 16);
+  c.num_channels = r.get<int64_t>("num_channels", 3);
+  c.hidden_size = r.get<int64_t>("hidden_size", 768);
+  c.num_layers = r.get<int64_t>("num_hidden_layers", 12);
+  c.num_heads = r.get<int64_t>("num_attention_heads", 12);
+  c.head_dim = r.get<int64_t>("head_dim", c.hidden_size / c.num_heads);
+  c.intermediate_size = r.get<int64_t>("intermediate_size", 3072);
+  c.layer_norm_eps = r.get<double>("layer_norm_eps", 1e-12);
+  c.qkv_bias = r.get<bool>("qkv_bias", true);
+  c.hidden_act = r.get<std::string>("hidden_act", "gelu");
+  c.pooler_act = r.get<std::string>("pooler_act", "tanh");
+  c.pooler_output_size = r.get<int64_t>("pooler_output_size", c.hidden_size);
+  c.num_labels = num_labels_of(j);
+  check_activation(c.hidden_act);
+  check_activation(c.pooler_act);
+  if (c.image_size % c.patch_size != 0) r.fail("image_size is not a multiple of patch_size");
+  return c;
+}
+
+ViTPatchEmbeddings::ViTPatchEmbeddings(const ViTConfig& c) {
+  projection = register_module("projection",
+                               std::make_shared<Conv2d>(c.num_channels, c.hidden_size, c.patch_size, c.patch_size));
+}
+
+ViTEmbeddings::ViTEmbeddings(const ViTConfig& c) : image_size_(c.image_size), num_channels_(c.num_channels) {
+  const int64_t patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+  register_parameter("cls_token", &cls_token, {1, 1, c.hidden_size});
+  register_parameter("position_embeddings", &position_embeddings, {1, patches + 1, c.hidden_size});
+  patch_embeddings = register_module("patch_embeddings", std::make_shared<ViTPatchEmbeddings>(c));
+}
+
+at::Tensor ViTEmbeddings::forward(const at::Tensor& pixels) {
+  if (pixels.dim() != 4 || pixels.size(1) != num_channels_ || pixels.size(2) != image_size_ ||
+      pixels.size(3) != image_size_)
+    throw std::invalid_argument("pixel_values has shape " + c10::str(pixels.sizes()) + ", expected [batch, " +
+                                std::to_string(num_channels_) + ", " + std::to_string(image_size_) + ", " +
+                                std::to_string(image_size_) + "]");
+  auto x = patch_embeddings->projection->forward(pixels.to(cls_token.scalar_type()));  // [b, h, gh, gw]
+  x = x.flatten(2).transpose(1, 2);
+  auto cls = cls_token.expand({x.size(0), -1, -1});
+  return at::cat({cls, x}, 1) + position_embeddings;
+}
+
+ViTAttention::ViTAttention(const ViTConfig& c) : heads_(c.num_heads), head_dim_(c.head_dim) {
+  const int64_t inner = heads_ * head_dim_;
+  q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, inner, c.qkv_bias));
+  k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, inner, c.qkv_bias));
+  v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, inner, c.qkv_bias));
+  o_proj = register_module("o_proj", std::make_shared<Linear>(inner, c.hidden_size, true));
+}
+
+at::Tensor ViTAttention::forward(const at::Tensor& h) {
+  auto q = split_heads(q_proj->forward(h), heads_, head_dim_);
+  auto k = split_heads(k_proj->forward(h), heads_, head_dim_);
+  auto v = split_heads(v_proj->forward(h), heads_, head_dim_);
+  return o_proj->forward(attend(q, k, v, at::Tensor(), 1.0 / std::sqrt(static_cast<double>(head_dim_))));
+}
+
+ViTMLP::ViTMLP(const ViTConfig& c) : act_(c.hidden_act) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, true));
+  fc2 = register_module("fc2", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, true));
+}
+
+at::Tensor ViTMLP::forward(const at::Tensor& x) { return fc2->forward(activation(act_, fc1->forward(x))); }
+
+ViTLayer::ViTLayer(const ViTConfig& c) {
+  attention = register_module("attention", std::make_shared<ViTAttention>(c));
+  layernorm_before = register_module("layernorm_before", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
+  layernorm_after = register_module("layernorm_after", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
+  mlp = register_module("mlp", std::make_shared<ViTMLP>(c));
+}
+
+at::Tensor ViTLayer::forward(const at::Tensor& h) {
+  auto x = h + attention->forward(layernorm_before->forward(h));
+  return x + mlp->forward(layernorm_after->forward(x));
+}
+
+ViTPooler::ViTPooler(const ViTConfig& c) : act_(c.pooler_act) {
+  dense = register_module("dense", std::make_shared<Linear>(c.hidden_size, c.pooler_output_size, true));
+}
+
+at::Tensor ViTPooler::forward(const at::Tensor& h) { return activation(act_, dense->forward(h.select(1, 0))); }
+
+ViTModel::ViTModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer)
+    : Model(j), cfg_(ViTConfig::from_json(j, where)) {
+  embeddings = register_module("embeddings", std::make_shared<ViTEmbeddings>(cfg_));
+  layers = register_module("layers", std::make_shared<ModuleList<ViTLayer>>());
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) layers->push_back(std::make_shared<ViTLayer>(cfg_));
+  layernorm = register_module("layernorm", std::make_shared<LayerNorm>(cfg_.hidden_size, cfg_.layer_norm_eps));
+  if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<ViTPooler>(cfg_));
+}
+
+ModelOutputs ViTModel::forward(const ModelInputs& in) {
+  if (!in.pixel_values.defined()) throw std::invalid_argument("ViT needs pixel_values");
+  auto h = embeddings->forward(in.pixel_values);
+  for (auto& l : layers->items()) h = l->forward(h);
+  ModelOutputs out;
+  out.last_hidden_state = layernorm->forward(h);
+  if (pooler) out.pooler_output = pooler->forward(out.last_hidden_state);
+  return out;
+}
+
+ViTForImageClassification::ViTForImageClassification(const nlohmann::json& j, const std::string& where)
+    : Model(j) {
+  vit = register_module("vit", std::make_shared<ViTModel>(j, where, /*add_pooling_layer=*/false));
+  const auto c = ViTConfig::from_json(j, where);
+  classifier = register_module("classifier", std::make_shared<Linear>(c.hidden_size, c.num_labels, true));
+}
+
+ModelOutputs ViTForImageClassification::forward(const ModelInputs& in) {
+  auto out = vit->forward(in);
+  out.logits = classifier->forward(out.last_hidden_state.select(1, 0));
+  return out;
+}
+
+std::string vit_rename_legacy_key(const std::string& key) {
+  // The same renames, in the same order, as transformers' conversion mapping for ViT.
+  static const std::pair<std::regex, std::string> kRules[] = {
+      {std::regex(R"(encoder\.layer\.)"), "layers."},
+      {std::regex(R"(attention\.query)"), "q_proj"},
+      {std::regex(R"(attention\.key)"), "k_proj"},
+      {std::regex(R"(attention\.value)"), "v_proj"},
+      {std::regex(R"(attention\.output\.dense)"), "attention.o_proj"},
+      {std::regex(R"(intermediate\.dense)"), "mlp.fc1"},
+      {std::regex(R"(output\.dense)"), "mlp.fc2"},
+  };
+  std::string k = key;
+  for (const auto& [re, to] : kRules) k = std::regex_replace(k, re, to);
+  return k;
+}
+
+}  // namespace peft

@@ -1,0 +1,97 @@
+#include "peft/generate.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+
+#include <stdexcept>
+
+namespace peft {
+
+namespace {
+
+// Filters logits [b, vocab] in transformers' order: temperature, top-k, top-p.
+at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
+  if (cfg.temperature <= 0) throw std::invalid_argument("temperature must be > 0 when sampling");
+  logits = logits / cfg.temperature;
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  if (cfg.top_k > 0 && cfg.top_k < logits.size(-1)) {
+    auto kth = std::get<0>(logits.topk(cfg.top_k, -1)).narrow(-1, cfg.top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, neg_inf);
+  }
+  if (cfg.top_p < 1.0) {
+    auto [sorted, idx] = logits.sort(-1, /*descending=*/false);
+    auto cum = sorted.softmax(-1).cumsum(-1);
+    auto remove = cum <= (1.0 - cfg.top_p);
+    remove.select(-1, remove.size(-1) - 1).fill_(false);  // keep at least the best token
+    logits = logits.masked_fill(remove.scatter(-1, idx, remove), neg_inf);
+  }
+  return logits;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerationConfig& cfg) {
+  if (model.task() != TaskKind::kCausalLM)
+    throw std::invalid_argument(model.type_name() + " is not a causal LM; it cannot generate");
+  if (prompts.empty()) return {};
+  c10::InferenceMode guard;
+  const int64_t b = static_cast<int64_t>(prompts.size());
+  int64_t len = 0;
+  for (const auto& p : prompts) {
+    if (p.empty()) throw std::invalid_argument("generate: empty prompt");
+    len = std::max<int64_t>(len, static_cast<int64_t>(p.size()));
+  }
+  at::Device device = model.named_parameters().front().second.device();
+  auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);
+  auto mask = at::zeros({b, len}, at::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t n = static_cast<int64_t>(prompts[i].size());
+    ids[i].narrow(0, len - n, n).copy_(at::tensor(prompts[i], at::kLong));
+    mask[i].narrow(0, len - n, n).fill_(1);
+  }
+  ids = ids.to(device);
+  mask = mask.to(device);
+  auto pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
+
+  auto gen = at::detail::createCPUGenerator(cfg.seed);
+  std::vector<std::vector<int64_t>> out(prompts);
+  std::vector<bool> done(b, false);
+  KVCache cache;
+  ModelInputs in;
+  in.input_ids = ids;
+  in.attention_mask = mask;
+  in.position_ids = pos;
+  in.cache = &cache;
+  for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
+    auto logits = model.forward(in).logits.select(1, -1).to(at::kFloat);
+    at::Tensor next;
+    if (cfg.do_sample) {
+      auto probs = warp(logits, cfg).softmax(-1).cpu();
+      next = at::multinomial(probs, 1, false, gen).squeeze(-1);
+    } else {
+      next = logits.argmax(-1).cpu();
+    }
+    auto next_acc = next.accessor<int64_t, 1>();
+    bool all_done = true;
+    for (int64_t i = 0; i < b; ++i) {
+      if (done[i]) {
+        next_acc[i] = cfg.pad_token_id;
+        continue;
+      }
+      out[i].push_back(next_acc[i]);
+      for (auto e : cfg.eos_token_ids)
+        if (next_acc[i] == e) done[i] = true;
+      all_done = all_done && done[i];
+    }
+    if (all_done) break;
+    in.input_ids = next.to(device).unsqueeze(1);
+    mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
+    in.attention_mask = mask;
+    in.position_ids = in.position_ids.select(1, -1).unsqueeze(1) + 1;
+  }
+  return out;
+}
+
+}  // namespace peft

@@ -1,0 +1,59 @@
+// peft generate MODEL_DIR --ids IDS.json: continue token-id prompts.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "peft/generate.h"
+
+namespace peft::cli {
+
+namespace {
+
+struct GenerateArgs {
+  ModelArgs model;
+  std::string ids;
+  GenerationConfig gen;
+  std::vector<int64_t> eos;
+  bool no_eos = false;
+};
+
+void run_generate(GenerateArgs& a) {
+  auto model = a.model.load();
+  if (!a.eos.empty()) {
+    a.gen.eos_token_ids = a.eos;
+  } else if (!a.no_eos) {
+    // config.json's eos_token_id (an id or a list), as transformers uses by default.
+    const auto& c = model->config();
+    if (c.contains("eos_token_id") && c["eos_token_id"].is_number_integer())
+      a.gen.eos_token_ids = {c["eos_token_id"].get<int64_t>()};
+    else if (c.contains("eos_token_id") && c["eos_token_id"].is_array())
+      a.gen.eos_token_ids = c["eos_token_id"].get<std::vector<int64_t>>();
+  }
+  auto rows = generate(*model, read_id_lists(a.ids), a.gen);
+  std::cout << nlohmann::json(rows).dump() << "\n";
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate",
+                                 "Continue prompts given as token ids; prints a JSON list of id lists "
+                                 "(prompt followed by the new tokens)");
+  auto a = std::make_shared<GenerateArgs>();
+  a->model.add_to(cmd);
+  cmd->add_option("--ids", a->ids, "JSON list of token-id lists (the prompts)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
+  auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");
+  cmd->add_option("--top-k", a->gen.top_k, "Sample among the k most likely tokens (0: off)")->capture_default_str();
+  cmd->add_option("--top-p", a->gen.top_p, "Sample from the smallest set with this much probability (1: off)")
+      ->capture_default_str();
+  cmd->add_option("--seed", a->gen.seed, "Random seed for sampling")->capture_default_str();
+  cmd->add_option("--eos", a->eos, "Stop tokens (default: config.json's eos_token_id)");
+  cmd->add_flag("--no-eos", a->no_eos, "Never stop early; always produce --max-new-tokens");
+  cmd->callback([a, t, cmd] {
+    a->gen.do_sample = t->count() > 0 || cmd->count("--top-k") > 0 || cmd->count("--top-p") > 0;
+    run_generate(*a);
+  });
+}
+
+}  // namespace peft::cli

@@ -1,0 +1,71 @@
+#include "common.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace peft::cli {
+
+void ModelArgs::add_to(CLI::App* app) {
+  app->add_option("model_dir", dir, "Hugging Face model folder (config.json + *.safetensors)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  app->add_option("--dtype", dtype, "Compute dtype: float32, bfloat16, float16")->capture_default_str();
+  app->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+}
+
+std::shared_ptr<Model> ModelArgs::load() const {
+  LoadOptions o;
+  o.dtype = parse_dtype(dtype);
+  o.device = device;
+  return load_model(dir, o);
+}
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16") return at::kHalf;
+  throw std::invalid_argument("unknown dtype '" + name + "' (float32, bfloat16, float16)");
+}
+
+std::vector<std::vector<int64_t>> read_id_lists(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(path + ": invalid JSON: " + e.what());
+  }
+  if (!j.is_array() || j.empty()) throw std::runtime_error(path + ": expected a non-empty list of token-id lists");
+  std::vector<std::vector<int64_t>> rows;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const auto& r = j[i];
+    if (!r.is_array() || r.empty())
+      throw std::runtime_error(path + ": row " + std::to_string(i) + " is not a non-empty list of ids");
+    std::vector<int64_t> row;
+    for (const auto& v : r) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        throw std::runtime_error(path + ": row " + std::to_string(i) + " has a non-integer or negative id: " + v.dump());
+      row.push_back(v.get<int64_t>());
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+void pad_right(const std::vector<std::vector<int64_t>>& rows, int64_t pad, at::Tensor* ids, at::Tensor* mask) {
+  size_t len = 0;
+  for (const auto& r : rows) len = std::max(len, r.size());
+  const auto b = static_cast<int64_t>(rows.size());
+  *ids = at::full({b, static_cast<int64_t>(len)}, pad, at::kLong);
+  *mask = at::zeros({b, static_cast<int64_t>(len)}, at::kLong);
+  for (int64_t i = 0; i < b; ++i) {
+    const auto n = static_cast<int64_t>(rows[i].size());
+    (*ids)[i].narrow(0, 0, n).copy_(at::tensor(rows[i], at::kLong));
+    (*mask)[i].narrow(0, 0, n).fill_(1);
+  }
+}
+
+}  // namespace peft::cli

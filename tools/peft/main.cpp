@@ -1,0 +1,23 @@
+// peft: the command-line tool.
+#include <iostream>
+
+#include "common.h"
+#include "peft/safetensors_header.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"peft: parameter-efficient fine-tuning of Hugging Face transformers, in C++"};
+  app.set_version_flag("--version", "peft 0.1.0");
+  app.require_subcommand(1);
+  peft::cli::register_inspect(app);
+  peft::cli::register_forward(app);
+  peft::cli::register_generate(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
