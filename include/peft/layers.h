@@ -5,35 +5,36 @@
 
 #include <string>
 
+#include "peft/adaptable.h"
 #include "peft/module.h"
 
 namespace peft {
 
 // y = x W^T + b, weight [out, in] as nn.Linear stores it.
-class Linear : public Module {
+class Linear : public AdaptableLayer {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias);
   std::string type_name() const override { return "Linear"; }
-  virtual at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
   int64_t in_features, out_features;
   at::Tensor weight, bias;
 };
 
 // GPT-2's Conv1D: a linear layer whose weight is stored transposed, [in, out].
-class Conv1D : public Module {
+class Conv1D : public AdaptableLayer {
  public:
   Conv1D(int64_t in_features, int64_t out_features);
   std::string type_name() const override { return "Conv1D"; }
-  virtual at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
   int64_t in_features, out_features;
   at::Tensor weight, bias;
 };
 
-class Embedding : public Module {
+class Embedding : public AdaptableLayer {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim);
   std::string type_name() const override { return "Embedding"; }
-  virtual at::Tensor forward(const at::Tensor& ids);
+  at::Tensor base_forward(const at::Tensor& ids) override;
   int64_t num_embeddings, embedding_dim;
   at::Tensor weight;
 };

@@ -46,6 +46,7 @@ class Module {
  protected:
   void register_parameter(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape);
   void register_buffer(const std::string& name, at::Tensor* slot);
+  void remove_module(const std::string& name);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     children_.emplace_back(name, m);

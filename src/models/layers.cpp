@@ -11,14 +11,14 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : in_features(in), out_fe
   if (has_bias) register_parameter("bias", &bias, {out});
 }
 
-at::Tensor Linear::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor Linear::base_forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
 
 Conv1D::Conv1D(int64_t in, int64_t out) : in_features(in), out_features(out) {
   register_parameter("weight", &weight, {in, out});
   register_parameter("bias", &bias, {out});
 }
 
-at::Tensor Conv1D::forward(const at::Tensor& x) {
+at::Tensor Conv1D::base_forward(const at::Tensor& x) {
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return at::addmm(bias, x.reshape({-1, in_features}), weight).view(sizes);
@@ -28,7 +28,7 @@ Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), embedding_dim(d)
   register_parameter("weight", &weight, {n, d});
 }
 
-at::Tensor Embedding::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+at::Tensor Embedding::base_forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
 
 LayerNorm::LayerNorm(int64_t d, double e) : dim(d), eps(e) {
   register_parameter("weight", &weight, {d});

@@ -49,6 +49,10 @@ std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::st
   return out;
 }
 
+void Module::remove_module(const std::string& name) {
+  std::erase_if(children_, [&](const auto& c) { return c.first == name; });
+}
+
 Module* Module::find(const std::string& dotted_name) {
   if (dotted_name.empty()) return this;
   const auto dot = dotted_name.find('.');

@@ -13,11 +13,13 @@ namespace {
 
 struct ForwardArgs {
   ModelArgs model;
+  AdapterArgs adapters;
   std::string ids, token_type_ids, pixels, out;
 };
 
 void run_forward(const ForwardArgs& a) {
   auto model = a.model.load();
+  auto peft = a.adapters.apply(model);
   c10::InferenceMode guard;
   const auto device = model->named_parameters().front().second.device();
   ModelInputs in;
@@ -62,6 +64,7 @@ void register_forward(CLI::App& app) {
                                  "encoders: last_hidden_state (+ pooler_output). attention_mask is written too.");
   auto a = std::make_shared<ForwardArgs>();
   a->model.add_to(cmd);
+  a->adapters.add_to(cmd);
   cmd->add_option("--ids", a->ids, "JSON list of token-id lists; ragged rows are right-padded with a mask")
       ->check(CLI::ExistingFile);
   cmd->add_option("--token-type-ids", a->token_type_ids, "BERT: JSON lists of segment ids, same shape as --ids")

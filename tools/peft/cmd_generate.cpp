@@ -11,6 +11,7 @@ namespace {
 
 struct GenerateArgs {
   ModelArgs model;
+  AdapterArgs adapters;
   std::string ids;
   GenerationConfig gen;
   std::vector<int64_t> eos;
@@ -19,6 +20,7 @@ struct GenerateArgs {
 
 void run_generate(GenerateArgs& a) {
   auto model = a.model.load();
+  auto peft = a.adapters.apply(model);
   if (!a.eos.empty()) {
     a.gen.eos_token_ids = a.eos;
   } else if (!a.no_eos) {
@@ -41,6 +43,7 @@ void register_generate(CLI::App& app) {
                                  "(prompt followed by the new tokens)");
   auto a = std::make_shared<GenerateArgs>();
   a->model.add_to(cmd);
+  a->adapters.add_to(cmd);
   cmd->add_option("--ids", a->ids, "JSON list of token-id lists (the prompts)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
   auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");

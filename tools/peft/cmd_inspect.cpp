@@ -1,6 +1,7 @@
 // peft inspect MODEL_DIR: what a model folder holds.
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <iostream>
 #include <map>
 
@@ -42,11 +43,20 @@ void inspect(const ModelArgs& args) {
 
 }  // namespace
 
+void inspect_adapter(const std::string& dir);
+
 void register_inspect(CLI::App& app) {
-  auto* cmd = app.add_subcommand("inspect", "Show a model's architecture and parameter counts");
+  auto* cmd = app.add_subcommand("inspect",
+                                 "Show a model's architecture and parameter counts, or, for an adapter folder, "
+                                 "its method, rank, targets, size and base model");
   auto args = std::make_shared<ModelArgs>();
   args->add_to(cmd);
-  cmd->callback([args] { inspect(*args); });
+  cmd->callback([args] {
+    if (std::filesystem::exists(std::filesystem::path(args->dir) / "adapter_config.json"))
+      inspect_adapter(args->dir);
+    else
+      inspect(*args);
+  });
 }
 
 }  // namespace peft::cli

@@ -22,6 +22,32 @@ std::shared_ptr<Model> ModelArgs::load() const {
   return load_model(dir, o);
 }
 
+void AdapterArgs::add_to(CLI::App* app) {
+  app->add_option("--adapter", dirs, "Adapter folder (adapter_config.json + adapter_model.safetensors); repeatable")
+      ->check(CLI::ExistingDirectory);
+  app->add_option("--adapter-name", names, "Name for each --adapter, in order (default: default, adapter1, ...)");
+  app->add_flag("--merged", merged, "Merge the adapters into the base weights before running");
+}
+
+std::unique_ptr<PeftModel> AdapterArgs::apply(std::shared_ptr<Model> model) const {
+  if (dirs.empty()) {
+    if (merged || !names.empty()) throw std::invalid_argument("--merged and --adapter-name need --adapter");
+    return nullptr;
+  }
+  if (!names.empty() && names.size() != dirs.size())
+    throw std::invalid_argument("give one --adapter-name per --adapter (" + std::to_string(dirs.size()) + ")");
+  auto peft = std::make_unique<PeftModel>(model);
+  std::vector<std::string> active;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    std::string name = names.empty() ? (i == 0 ? "default" : "adapter" + std::to_string(i)) : names[i];
+    peft->load_adapter(dirs[i], name);
+    active.push_back(name);
+  }
+  peft->set_adapter(active);
+  if (merged) peft->merge();
+  return peft;
+}
+
 at::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "fp32") return at::kFloat;
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;

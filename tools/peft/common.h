@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "peft/model.h"
+#include "peft/peft_model.h"
 
 namespace peft::cli {
 
@@ -18,6 +19,15 @@ struct ModelArgs {
   std::string device = "cpu";
   void add_to(CLI::App* app);
   std::shared_ptr<Model> load() const;
+};
+
+// --adapter DIR (repeatable), --adapter-name NAME (one per adapter), --merged.
+struct AdapterArgs {
+  std::vector<std::string> dirs, names;
+  bool merged = false;
+  void add_to(CLI::App* app);
+  // Loads the adapters onto `model`, activates all of them, merges if asked.
+  std::unique_ptr<PeftModel> apply(std::shared_ptr<Model> model) const;
 };
 
 // A JSON file holding a list of token-id lists; `what` names it in errors.
@@ -31,5 +41,6 @@ at::ScalarType parse_dtype(const std::string& name);
 void register_inspect(CLI::App& app);
 void register_forward(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_merge(CLI::App& app);
 
 }  // namespace peft::cli

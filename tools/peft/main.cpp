@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   peft::cli::register_inspect(app);
   peft::cli::register_forward(app);
   peft::cli::register_generate(app);
+  peft::cli::register_merge(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

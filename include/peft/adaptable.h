@@ -1,0 +1,61 @@
+// Layers that tuners attach to, and the adapters they attach.
+//
+// Rather than replacing a module with a wrapper (HF PEFT's `base_layer` indirection),
+// a layer keeps its own weights and names and carries a list of named adapters; its
+// forward adds the active ones. Base parameter names stay exactly transformers' names,
+// so a merged model saves as a plain checkpoint, and adapter files get HF PEFT's keys
+// from the adapters themselves.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "peft/module.h"
+
+namespace peft {
+
+class AdaptableLayer;
+
+// One named adapter on one layer (LoRA "default" on q_proj, ...). Its parameters are
+// registered under HF PEFT's key suffixes ("lora_A.weight", "lora_magnitude_vector"), so
+// visit_slots() yields the adapter file's keys below the layer's path.
+class LayerAdapter : public Module {
+ public:
+  // Returns the layer output with this adapter applied; `base_out` is the base layer's
+  // output (or the output so far, when several adapters are active).
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& out) = 0;
+  // Folds the adapter into the host's weights / takes it back out.
+  virtual void merge() = 0;
+  virtual void unmerge() = 0;
+  bool merged() const { return merged_; }
+  // Parameters an optimizer should update (their requires_grad is set by the model).
+  virtual std::vector<at::Tensor*> trainable_slots() = 0;
+  bool training = false;  // dropout on
+
+ protected:
+  explicit LayerAdapter(AdaptableLayer* host) : host_(host) {}
+  AdaptableLayer* host_;
+  bool merged_ = false;
+};
+
+class AdaptableLayer : public Module {
+ public:
+  // Base output plus every active, unmerged adapter (in activation order).
+  at::Tensor forward(const at::Tensor& x);
+  virtual at::Tensor base_forward(const at::Tensor& x) = 0;
+
+  void attach(const std::string& name, std::shared_ptr<LayerAdapter> a);
+  void detach(const std::string& name);
+  LayerAdapter* adapter(const std::string& name) const;
+  std::vector<std::string> adapter_names() const;
+  std::vector<std::string> active;  // names of the adapters forward applies
+  bool adapters_disabled = false;   // true: base output only
+
+ private:
+  std::vector<std::pair<std::string, std::shared_ptr<LayerAdapter>>> adapters_;
+};
+
+}  // namespace peft

@@ -1,0 +1,105 @@
+// LoRA: config (HF PEFT's adapter_config.json fields) and the adapters it attaches.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/adaptable.h"
+
+namespace peft {
+
+// Which modules a tuner wraps: HF PEFT's target_modules / exclude_modules /
+// layers_to_transform / layers_pattern / modules_to_save, with its matching rules.
+struct TargetSpec {
+  // A list matches a module name exactly or as a ".<entry>" suffix; a string is a
+  // full-match regex; "all-linear" is every Linear/Conv1D except the output head.
+  std::optional<std::vector<std::string>> target_list;
+  std::optional<std::string> target_regex;
+  std::optional<std::vector<std::string>> exclude_list;
+  std::optional<std::string> exclude_regex;
+  std::vector<int64_t> layers_to_transform;  // empty: all layers
+  std::vector<std::string> layers_pattern;
+  std::vector<std::string> modules_to_save;
+};
+
+struct LoraConfig {
+  TargetSpec targets;
+  int64_t r = 8;
+  double lora_alpha = 8;
+  double lora_dropout = 0.0;
+  std::string bias = "none";  // none | all | lora_only
+  bool fan_in_fan_out = false;
+  bool use_rslora = false;
+  bool use_dora = false;
+  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora"
+  std::string init_lora_weights = "true";
+  std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
+  std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
+  bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
+  std::string task_type;  // "", "CAUSAL_LM", "SEQ_CLS", ...
+  std::string base_model_name_or_path;
+  // Every key of the file this config came from, so saving keeps what we do not model.
+  nlohmann::ordered_json source;
+
+  // Parses adapter_config.json content; `where` names the file in errors. Keys we do not
+  // know are kept and reported in `unknown_keys` (HF PEFT warns about them too).
+  static LoraConfig from_json(const nlohmann::ordered_json& j, const std::string& where,
+                              std::vector<std::string>* unknown_keys = nullptr);
+  // The adapter_config.json HF PEFT writes: all its LoRA fields, keys sorted.
+  nlohmann::ordered_json to_json() const;
+
+  // Rank and alpha for one module (rank_pattern / alpha_pattern applied), and the scale.
+  int64_t rank_for(const std::string& module) const;
+  double alpha_for(const std::string& module) const;
+  double scaling_for(const std::string& module) const;
+};
+
+// LoRA on a layer computing x -> x W^T with W [out, in] (Linear, GPT-2's Conv1D with
+// fan_in_fan_out): out += B(A(dropout(x))) * scaling, or DoRA's rescaled form.
+class LoraLinear : public LayerAdapter {
+ public:
+  LoraLinear(AdaptableLayer* host, int64_t in, int64_t out, int64_t r, double scaling, double dropout,
+             bool use_dora, bool fan_in_fan_out);
+  std::string type_name() const override { return "LoraLinear"; }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
+  void merge() override;
+  void unmerge() override;
+  std::vector<at::Tensor*> trainable_slots() override;
+  // Initializes A and B (and DoRA's magnitude) as `init` says; pissa/olora rewrite W.
+  void initialize(const std::string& init, bool use_dora, at::Generator& gen);
+  at::Tensor delta_weight() const;  // scaling * B A, as [out, in]
+
+  at::Tensor lora_A, lora_B, magnitude;  // [r, in], [out, r], [out]
+  double scaling, dropout;
+  bool use_dora, fan_in_fan_out, freeze_A = false;
+
+ private:
+  at::Tensor& host_weight() const;  // the base weight as stored ([out, in] or [in, out])
+  at::Tensor host_weight_out_in() const;
+  at::Tensor host_bias() const;
+  at::Tensor dora_weight_norm(const at::Tensor& delta) const;
+  at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly
+};
+
+// LoRA on an embedding: out += embed(ids, A^T) B^T * scaling; A [r, vocab], B [dim, r].
+class LoraEmbedding : public LayerAdapter {
+ public:
+  LoraEmbedding(AdaptableLayer* host, int64_t num_embeddings, int64_t dim, int64_t r, double scaling);
+  std::string type_name() const override { return "LoraEmbedding"; }
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& out) override;
+  void merge() override;
+  void unmerge() override;
+  std::vector<at::Tensor*> trainable_slots() override;
+  void initialize(const std::string& init, at::Generator& gen);
+  at::Tensor delta_weight() const;  // [vocab, dim]
+
+  at::Tensor lora_embedding_A, lora_embedding_B;
+  double scaling;
+};
+
+}  // namespace peft

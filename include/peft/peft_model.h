@@ -1,0 +1,91 @@
+// A base model with named adapters: add, load, save, switch, disable, merge, unload.
+// The C++ counterpart of HF PEFT's PeftModel + LoraModel; files are HF PEFT's format.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "peft/lora.h"
+#include "peft/model.h"
+#include "peft/safetensors.h"
+
+namespace peft {
+
+class PeftModel {
+ public:
+  explicit PeftModel(std::shared_ptr<Model> base);
+
+  // Wraps the modules `cfg` targets with a new adapter and initializes it (seeded).
+  // The first adapter added becomes active.
+  void add_adapter(const std::string& name, const LoraConfig& cfg, uint64_t seed = 0);
+  // Reads adapter_config.json + adapter_model.safetensors written by HF PEFT or by us.
+  void load_adapter(const std::string& dir, const std::string& name = "default");
+  // Writes them; the base's config.json "_name_or_path" fills base_model_name_or_path.
+  void save_adapter(const std::string& dir, const std::string& name = "default") const;
+  // The tensors save_adapter writes, under HF PEFT's keys (base_model.model.<module>...).
+  NamedTensors adapter_state_dict(const std::string& name) const;
+
+  void set_adapter(const std::vector<std::string>& names);
+  const std::vector<std::string>& active_adapters() const { return active_; }
+  std::vector<std::string> adapters() const;
+  const LoraConfig& config(const std::string& name) const;
+  void delete_adapter(const std::string& name);
+
+  ModelOutputs forward(const ModelInputs& in) { return model_->forward(in); }
+  Model& model() { return *model_; }
+  std::shared_ptr<Model> model_ptr() { return model_; }
+
+  // While alive, the model computes as the base model (adapters and modules_to_save off).
+  class Disabled {
+   public:
+    explicit Disabled(PeftModel* m);
+    ~Disabled();
+    Disabled(const Disabled&) = delete;
+    Disabled& operator=(const Disabled&) = delete;
+
+   private:
+    PeftModel* m_;
+  };
+  Disabled disable_adapters() { return Disabled(this); }
+
+  // Folds the active adapters into the base weights; unmerge restores them.
+  void merge();
+  void unmerge();
+  // Merges the active adapters, removes every adapter, and returns the plain model.
+  std::shared_ptr<Model> merge_and_unload();
+
+  // (trainable, all) as HF PEFT counts them, and its one-line report.
+  std::pair<int64_t, int64_t> trainable_parameters() const;
+  std::string trainable_parameters_line() const;
+  // Tensors that require grad (active adapters, active modules_to_save copies, biases).
+  std::vector<at::Tensor> trainable_tensors() const;
+  void train(bool on);
+
+ private:
+  struct SavedModule {  // a modules_to_save entry
+    Module* module;
+    std::vector<at::Tensor> original;
+    std::map<std::string, std::vector<at::Tensor>> copies;  // adapter -> its trainable copy
+  };
+  struct Attachment {
+    std::string path;
+    AdaptableLayer* layer;
+  };
+  void apply_state();  // active lists, modules_to_save swaps, requires_grad flags
+  std::vector<at::Tensor*> slots_of(Module* m) const;
+
+  std::shared_ptr<Model> model_;
+  std::map<std::string, LoraConfig> configs_;
+  std::map<std::string, std::vector<Attachment>> attachments_;  // adapter -> layers
+  std::map<std::string, SavedModule> saved_modules_;              // path -> copies
+  std::vector<std::string> active_;
+  bool disabled_ = false;
+};
+
+// Writes a model as an HF checkpoint folder (config.json + model.safetensors) that
+// transformers loads; tied parameters are written once, as transformers does.
+void save_pretrained(Model& model, const std::string& dir);
+
+}  // namespace peft

@@ -1,0 +1,44 @@
+#include "peft/adaptable.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace peft {
+
+at::Tensor AdaptableLayer::forward(const at::Tensor& x) {
+  at::Tensor out = base_forward(x);
+  if (adapters_disabled) return out;
+  for (const auto& name : active) {
+    LayerAdapter* a = adapter(name);
+    if (a && !a->merged()) out = a->forward(x, out);
+  }
+  return out;
+}
+
+void AdaptableLayer::attach(const std::string& name, std::shared_ptr<LayerAdapter> a) {
+  if (adapter(name)) throw std::invalid_argument("adapter '" + name + "' is already attached to this " + type_name());
+  adapters_.emplace_back(name, a);
+  register_module(name, a);
+}
+
+void AdaptableLayer::detach(const std::string& name) {
+  std::erase_if(adapters_, [&](const auto& p) { return p.first == name; });
+  std::erase(active, name);
+  remove_module(name);
+}
+
+LayerAdapter* AdaptableLayer::adapter(const std::string& name) const {
+  for (const auto& [n, a] : adapters_)
+    if (n == name) return a.get();
+  return nullptr;
+}
+
+std::vector<std::string> AdaptableLayer::adapter_names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, _] : adapters_) out.push_back(n);
+  return out;
+}
+
+}  // namespace peft

@@ -1,0 +1,207 @@
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "peft/layers.h"
+#include "peft/lora.h"
+
+namespace peft {
+
+namespace {
+
+// nn.init.kaiming_uniform_(w, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+at::Tensor kaiming_uniform(int64_t rows, int64_t fan_in, at::Generator& gen) {
+  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+  return at::empty({rows, fan_in}, at::kFloat).uniform_(-bound, bound, gen);
+}
+
+}  // namespace
+
+// --- LoraLinear ----------------------------------------------------------------------
+
+LoraLinear::LoraLinear(AdaptableLayer* host, int64_t in, int64_t out, int64_t r, double scaling_, double dropout_,
+                       bool use_dora_, bool fan_in_fan_out_)
+    : LayerAdapter(host), scaling(scaling_), dropout(dropout_), use_dora(use_dora_), fan_in_fan_out(fan_in_fan_out_) {
+  register_parameter("lora_A.weight", &lora_A, {r, in});
+  register_parameter("lora_B.weight", &lora_B, {out, r});
+  if (use_dora) register_parameter("lora_magnitude_vector", &magnitude, {out});
+}
+
+at::Tensor& LoraLinear::host_weight() const {
+  if (auto* l = dynamic_cast<Linear*>(host_)) return l->weight;
+  if (auto* c = dynamic_cast<Conv1D*>(host_)) return c->weight;
+  throw std::logic_error("LoRA host is neither Linear nor Conv1D");
+}
+
+at::Tensor LoraLinear::host_weight_out_in() const {
+  const at::Tensor& w = host_weight();
+  return fan_in_fan_out ? w.t() : w;
+}
+
+at::Tensor LoraLinear::host_bias() const {
+  if (auto* l = dynamic_cast<Linear*>(host_)) return l->bias;
+  if (auto* c = dynamic_cast<Conv1D*>(host_)) return c->bias;
+  return {};
+}
+
+at::Tensor LoraLinear::delta_weight() const { return at::matmul(lora_B, lora_A) * scaling; }
+
+// ||W + delta||, one value per output row (DoRA), never part of the graph.
+at::Tensor LoraLinear::dora_weight_norm(const at::Tensor& delta) const {
+  auto w = host_weight_out_in().to(at::kFloat) + delta;
+  return at::linalg_vector_norm(w, 2, {1}).detach();
+}
+
+at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
+  const bool drop = training && dropout > 0;
+  auto xa = x.to(lora_A.scalar_type());
+  if (drop) xa = at::dropout(xa, dropout, true);
+  auto lora = at::linear(at::linear(xa, lora_A), lora_B);
+  if (!use_dora) return out + (lora * scaling).to(out.scalar_type());
+  // DoRA: the base output re-scaled per row by m / ||W + s B A||, plus the scaled LoRA
+  // term; the bias is not rescaled.
+  auto norm = dora_weight_norm(delta_weight().detach());
+  auto mag_scale = (magnitude / norm).view({1, -1});
+  at::Tensor base;
+  if (drop) {
+    base = at::linear(xa, host_weight_out_in().to(xa.scalar_type()));
+  } else {
+    base = out.to(at::kFloat);
+    if (auto b = host_bias(); b.defined()) base = base - b.to(at::kFloat);
+  }
+  auto dora = (mag_scale - 1) * base + mag_scale * lora * scaling;
+  return out + dora.to(out.scalar_type());
+}
+
+void LoraLinear::merge() {
+  if (merged_) return;
+  c10::NoGradGuard no_grad;
+  at::Tensor& w = host_weight();
+  auto delta = delta_weight();
+  at::Tensor w_oi = host_weight_out_in().to(at::kFloat);
+  at::Tensor merged;
+  if (use_dora) {
+    merged_weight_norm_ = dora_weight_norm(delta);
+    merged = (magnitude / merged_weight_norm_).view({-1, 1}) * (w_oi + delta);
+  } else {
+    merged = w_oi + delta;
+  }
+  w.copy_(fan_in_fan_out ? merged.t() : merged);
+  merged_ = true;
+}
+
+void LoraLinear::unmerge() {
+  if (!merged_) return;
+  c10::NoGradGuard no_grad;
+  at::Tensor& w = host_weight();
+  auto delta = delta_weight();
+  at::Tensor w_oi = host_weight_out_in().to(at::kFloat);
+  at::Tensor orig = use_dora ? w_oi / (magnitude / merged_weight_norm_).view({-1, 1}) - delta : w_oi - delta;
+  w.copy_(fan_in_fan_out ? orig.t() : orig);
+  merged_ = false;
+}
+
+std::vector<at::Tensor*> LoraLinear::trainable_slots() {
+  std::vector<at::Tensor*> s;
+  if (!freeze_A) s.push_back(&lora_A);
+  s.push_back(&lora_B);
+  if (use_dora) s.push_back(&magnitude);
+  return s;
+}
+
+void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& gen) {
+  c10::NoGradGuard no_grad;
+  const auto shapes = [&] {
+    std::vector<std::vector<int64_t>> out;
+    visit_slots([&](const std::string&, ParamSlot& s) { out.push_back(s.shape); });
+    return out;
+  }();
+  const int64_t rank = shapes[0][0], in = shapes[0][1], outf = shapes[1][0];
+  if (init == "true" || init == "false" || init == "gaussian") {
+    lora_A = init == "gaussian" ? at::empty({rank, in}, at::kFloat).normal_(0.0, 1.0 / rank, gen)
+                                : kaiming_uniform(rank, in, gen);
+    lora_B = init == "false" ? kaiming_uniform(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
+  } else if (init == "pissa" || init == "olora") {
+    at::Tensor& w = host_weight();
+    const auto dtype = w.scalar_type();
+    at::Tensor residual;
+    if (init == "pissa") {
+      auto wf = host_weight_out_in().to(at::kFloat);
+      auto [U, S, Vh] = at::linalg_svd(wf, /*full_matrices=*/false);
+      auto Sr = S.narrow(0, 0, rank) / scaling;
+      lora_A = at::matmul(at::diag(Sr.sqrt()), Vh.narrow(0, 0, rank)).contiguous();
+      lora_B = at::matmul(U.narrow(1, 0, rank), at::diag(Sr.sqrt())).contiguous();
+      residual = wf - scaling * at::matmul(lora_B, lora_A);
+      if (fan_in_fan_out) residual = residual.t();
+    } else {
+      // HF PEFT factors the weight as stored, which only fits [out, in] weights.
+      if (fan_in_fan_out)
+        throw std::invalid_argument("OLoRA init is not defined for fan_in_fan_out layers (GPT-2's Conv1D)");
+      auto wf = w.to(at::kFloat);
+      auto [Q, R] = at::linalg_qr(wf);
+      lora_A = R.narrow(0, 0, rank).contiguous();
+      lora_B = Q.narrow(1, 0, rank).contiguous();
+      residual = wf - scaling * at::matmul(lora_B, lora_A);
+    }
+    w = residual.to(dtype).contiguous();
+  } else {
+    throw std::invalid_argument("unknown init_lora_weights '" + init + "'");
+  }
+  auto device = host_weight().device();
+  lora_A = lora_A.to(device);
+  lora_B = lora_B.to(device);
+  if (dora) magnitude = dora_weight_norm(delta_weight()).clone();
+}
+
+// --- LoraEmbedding -------------------------------------------------------------------
+
+LoraEmbedding::LoraEmbedding(AdaptableLayer* host, int64_t num, int64_t dim, int64_t r, double scaling_)
+    : LayerAdapter(host), scaling(scaling_) {
+  register_parameter("lora_embedding_A", &lora_embedding_A, {r, num});
+  register_parameter("lora_embedding_B", &lora_embedding_B, {dim, r});
+}
+
+at::Tensor LoraEmbedding::forward(const at::Tensor& ids, const at::Tensor& out) {
+  auto after_a = at::embedding(lora_embedding_A.t(), ids);
+  return out + (at::matmul(after_a, lora_embedding_B.t()) * scaling).to(out.scalar_type());
+}
+
+at::Tensor LoraEmbedding::delta_weight() const {
+  return at::matmul(lora_embedding_B, lora_embedding_A).t() * scaling;
+}
+
+void LoraEmbedding::merge() {
+  if (merged_) return;
+  c10::NoGradGuard no_grad;
+  auto& w = static_cast<Embedding*>(host_)->weight;
+  w.copy_(w.to(at::kFloat) + delta_weight());
+  merged_ = true;
+}
+
+void LoraEmbedding::unmerge() {
+  if (!merged_) return;
+  c10::NoGradGuard no_grad;
+  auto& w = static_cast<Embedding*>(host_)->weight;
+  w.copy_(w.to(at::kFloat) - delta_weight());
+  merged_ = false;
+}
+
+std::vector<at::Tensor*> LoraEmbedding::trainable_slots() { return {&lora_embedding_A, &lora_embedding_B}; }
+
+void LoraEmbedding::initialize(const std::string& init, at::Generator& gen) {
+  c10::NoGradGuard no_grad;
+  std::vector<std::vector<int64_t>> shapes;
+  visit_slots([&](const std::string&, ParamSlot& s) { shapes.push_back(s.shape); });
+  const int64_t r = shapes[0][0], num = shapes[0][1], dim = shapes[1][0];
+  if (init == "pissa" || init == "olora") throw std::invalid_argument(init + " init is not defined for embeddings");
+  // HF PEFT: A zero, B standard normal (the reverse of linear layers); "false" keeps both random.
+  lora_embedding_A = init == "false" ? at::empty({r, num}, at::kFloat).normal_(0, 1, gen) : at::zeros({r, num}, at::kFloat);
+  lora_embedding_B = at::empty({dim, r}, at::kFloat).normal_(0, 1, gen);
+  auto device = static_cast<Embedding*>(host_)->weight.device();
+  lora_embedding_A = lora_embedding_A.to(device);
+  lora_embedding_B = lora_embedding_B.to(device);
+}
+
+}  // namespace peft

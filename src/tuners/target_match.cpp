@@ -1,0 +1,109 @@
+#include "tuners/target_match.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "peft/layers.h"
+#include "util/regex.h"
+
+namespace peft {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
+}
+
+bool in_list_or_suffix(const std::vector<std::string>& list, const std::string& name) {
+  for (const auto& t : list)
+    if (name == t || ends_with(name, "." + t)) return true;
+  return false;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& e : v) s += (s.empty() ? "" : ", ") + e;
+  return s;
+}
+
+}  // namespace
+
+bool is_target(const TargetSpec& spec, const std::string& name) {
+  if (spec.exclude_regex && Regex(*spec.exclude_regex).full_match(name)) return false;
+  if (spec.exclude_list && in_list_or_suffix(*spec.exclude_list, name)) return false;
+  // Adapters never go on modules_to_save modules.
+  for (const auto& m : spec.modules_to_save)
+    if (Regex("(^|.*\\.)" + m + "($|\\..*)").match_prefix(name)) return false;
+  if (spec.target_regex) return Regex(*spec.target_regex).full_match(name);
+  if (!spec.target_list) return false;
+  if (std::find(spec.target_list->begin(), spec.target_list->end(), name) != spec.target_list->end()) return true;
+  if (!in_list_or_suffix(*spec.target_list, name)) return false;
+  if (spec.layers_to_transform.empty()) return true;
+  // The first numbered segment after a layers_pattern entry (or any segment) is the layer.
+  std::string idx;
+  bool found = false;
+  if (spec.layers_pattern.empty()) {
+    found = Regex(R"(.*?\.[^.]*\.(\d+)\.)").match_prefix(name, &idx);
+  } else {
+    for (const auto& p : spec.layers_pattern)
+      if ((found = Regex("(?:^|.*?\\.)" + p + "\\.(\\d+)\\.").match_prefix(name, &idx))) break;
+  }
+  if (!found || idx.empty()) return false;
+  const int64_t layer = std::stoll(idx);
+  return std::find(spec.layers_to_transform.begin(), spec.layers_to_transform.end(), layer) !=
+         spec.layers_to_transform.end();
+}
+
+std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSpec spec, const std::string& task_type) {
+  auto modules = model.named_modules();
+  if (spec.target_regex && [&] {
+        std::string lower = *spec.target_regex;
+        std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+        return lower == "all-linear";
+      }()) {
+    // Every Linear / Conv1D, minus the output embedding layer (LMs) or the SEQ_CLS head.
+    std::vector<std::string> excluded;
+    if (model.task() == TaskKind::kCausalLM) excluded.push_back("lm_head");
+    else if (task_type == "SEQ_CLS")
+      for (const char* head : {"score", "classifier"})
+        if (model.find(head)) {
+          excluded.push_back(head);
+          break;
+        }
+    std::vector<std::string> names;
+    for (const auto& [name, m] : modules)
+      if ((dynamic_cast<Linear*>(m) || dynamic_cast<Conv1D*>(m)) &&
+          std::find(excluded.begin(), excluded.end(), name) == excluded.end())
+        names.push_back(name);
+    spec.target_regex.reset();
+    spec.target_list = names;
+  }
+  std::vector<std::pair<std::string, Module*>> out;
+  for (const auto& [name, m] : modules)
+    if (!name.empty() && !dynamic_cast<LayerAdapter*>(m) && is_target(spec, name)) out.emplace_back(name, m);
+  if (out.empty()) {
+    std::string what = spec.target_regex ? "regex '" + *spec.target_regex + "'"
+                                         : "target_modules [" + join(spec.target_list.value_or(std::vector<std::string>{})) + "]";
+    if (!spec.layers_to_transform.empty()) what += " with layers_to_transform";
+    throw std::invalid_argument(what + " matched no module of " + model.type_name() +
+                                " (module names look like '" + (modules.size() > 3 ? modules[3].first : "") + "')");
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> find_modules_to_save(Model& model, const std::vector<std::string>& names) {
+  std::vector<std::pair<std::string, Module*>> out;
+  for (const auto& [name, m] : model.named_modules()) {
+    if (name.empty() || dynamic_cast<LayerAdapter*>(m)) continue;
+    for (const auto& n : names)
+      if (ends_with(name, n)) {
+        out.emplace_back(name, m);
+        break;
+      }
+  }
+  return out;
+}
+
+}  // namespace peft

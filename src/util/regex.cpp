@@ -1,0 +1,53 @@
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "util/regex.h"
+
+#include <pcre2.h>
+
+#include <stdexcept>
+
+namespace peft {
+
+struct Regex::Impl {
+  pcre2_code* code = nullptr;
+  ~Impl() {
+    if (code) pcre2_code_free(code);
+  }
+};
+
+Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_shared<Impl>()) {
+  int err = 0;
+  PCRE2_SIZE off = 0;
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &err, &off,
+                              nullptr);
+  if (!impl_->code) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(err, msg, sizeof msg);
+    throw std::invalid_argument("invalid regular expression '" + pattern + "' at offset " + std::to_string(off) +
+                                ": " + reinterpret_cast<const char*>(msg));
+  }
+}
+
+namespace {
+bool run(pcre2_code* code, const std::string& s, uint32_t options, std::string* captured, int group) {
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+  int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, options, md, nullptr);
+  bool ok = rc >= 0;
+  if (ok && captured) {
+    captured->clear();
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    if (group < rc && ov[2 * group] != PCRE2_UNSET) *captured = s.substr(ov[2 * group], ov[2 * group + 1] - ov[2 * group]);
+  }
+  pcre2_match_data_free(md);
+  return ok;
+}
+}  // namespace
+
+bool Regex::full_match(const std::string& s) const {
+  return run(impl_->code, s, PCRE2_ANCHORED | PCRE2_ENDANCHORED, nullptr, 0);
+}
+
+bool Regex::match_prefix(const std::string& s, std::string* captured, int group) const {
+  return run(impl_->code, s, PCRE2_ANCHORED, captured, group);
+}
+
+}  // namespace peft

@@ -1,0 +1,26 @@
+// Python-compatible regular expressions (PCRE2), for PEFT's target-module patterns.
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace peft {
+
+class Regex {
+ public:
+  // Throws std::invalid_argument naming the pattern and the offset of a syntax error.
+  explicit Regex(const std::string& pattern);
+  // re.fullmatch(pattern, s)
+  bool full_match(const std::string& s) const;
+  // re.match(pattern, s): anchored at the start only. On success, `group1` (if given)
+  // receives capture group `group` (empty when it did not participate).
+  bool match_prefix(const std::string& s, std::string* captured = nullptr, int group = 1) const;
+  const std::string& pattern() const { return pattern_; }
+
+ private:
+  struct Impl;
+  std::string pattern_;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace peft

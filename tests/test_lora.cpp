@@ -1,0 +1,401 @@
+// LoRA against HF PEFT (fixtures from tests/parity/make_adapters.py): adapters made by
+// PEFT load here with PEFT's outputs; ours load in PEFT with ours; merging, unmerging,
+// merge_and_unload, the trainable-parameter line, inits, several adapters, bad input.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "peft/peft_model.h"
+#include "peft/safetensors.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+namespace peft {
+namespace {
+
+constexpr double kLogitTol = 1e-4;   // fp32 outputs vs HF PEFT
+constexpr double kWeightTol = 1e-5;  // base weights after merge + unmerge
+
+fs::path adapters_dir() { return fs::path(PEFT_PARITY_DIR).parent_path() / "parity_adapters"; }
+fs::path case_dir(const std::string& c) { return adapters_dir() / c; }
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "lora" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+nlohmann::json case_info(const std::string& c) { return nlohmann::json::parse(std::ifstream(case_dir(c) / "case.json")); }
+fs::path base_dir(const std::string& c) { return fs::path(PEFT_PARITY_DIR) / case_info(c)["base"].get<std::string>(); }
+
+std::string run(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  *status = pclose(p);
+  return out;
+}
+
+ModelInputs inputs_of(const SafetensorsFile& ref) {
+  ModelInputs in;
+  if (ref.contains("input_ids")) in.input_ids = ref.get("input_ids");
+  if (ref.contains("attention_mask")) in.attention_mask = ref.get("attention_mask");
+  if (ref.contains("token_type_ids")) in.token_type_ids = ref.get("token_type_ids");
+  if (ref.contains("pixel_values")) in.pixel_values = ref.get("pixel_values");
+  return in;
+}
+
+// The output the reference stores (logits, or last_hidden_state for headless models).
+std::string output_key(const SafetensorsFile& ref) { return ref.contains("logits") ? "logits" : "last_hidden_state"; }
+at::Tensor output_of(const ModelOutputs& o, const std::string& key) {
+  return key == "logits" ? o.logits : o.last_hidden_state;
+}
+
+double max_diff(const at::Tensor& got, const at::Tensor& want, const at::Tensor& mask) {
+  EXPECT_EQ(got.sizes(), want.sizes());
+  auto d = (got.to(at::kFloat) - want.to(at::kFloat)).abs();
+  if (mask.defined() && d.dim() == 3) d = d * mask.to(at::kFloat).unsqueeze(-1);
+  return d.max().item<double>();
+}
+
+at::Tensor mask_of(const SafetensorsFile& ref) {
+  return ref.contains("attention_mask") ? ref.get("attention_mask") : at::Tensor();
+}
+
+// Inputs plus our outputs, for tests/parity/check_adapter.py to compare against PEFT.
+fs::path write_outputs(const SafetensorsFile& ref, const std::string& key, const at::Tensor& out, const fs::path& p) {
+  NamedTensors t;
+  for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "pixel_values"})
+    if (ref.contains(k)) t.emplace_back(k, ref.get(k));
+  t.emplace_back(key, out.to(at::kFloat));
+  save_safetensors(p.string(), t);
+  return p;
+}
+
+int check_in_python(const fs::path& base, const std::string& adapter, const fs::path& outputs, std::string* log) {
+  int status = 0;
+  *log = run(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/check_adapter.py " + base.string() + " " +
+                 adapter + " " + outputs.string(),
+             &status);
+  return status;
+}
+
+class LoraParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LoraParity, HfAdapterLoadsAndMatchesPeft) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(base_dir(GetParam()).string()));
+  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
+  const auto key = output_key(ref);
+  EXPECT_LE(max_diff(output_of(peft.forward(inputs_of(ref)), key), ref.get(key), mask_of(ref)), kLogitTol);
+}
+
+TEST_P(LoraParity, MergeMatchesAndUnmergeRestores) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto base = load_model(base_dir(GetParam()).string());
+  std::map<std::string, at::Tensor> before;
+  for (auto& [n, t] : base->named_parameters()) before[n] = t.clone();
+  PeftModel peft(base);
+  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
+  const auto key = output_key(ref);
+  auto unmerged = output_of(peft.forward(inputs_of(ref)), key);
+  peft.merge();
+  auto merged = output_of(peft.forward(inputs_of(ref)), key);
+  EXPECT_LE(max_diff(merged, ref.get("merged_" + key), mask_of(ref)), kLogitTol);
+  EXPECT_LE(max_diff(merged, unmerged, mask_of(ref)), kLogitTol);
+  peft.unmerge();
+  // With adapters off, modules_to_save hold their originals again; biases loaded from
+  // the adapter (bias = all / lora_only) legitimately differ.
+  auto off = peft.disable_adapters();
+  const bool bias_trained = peft.config("default").bias != "none";
+  for (auto& [n, t] : base->named_parameters()) {
+    if (!before.count(n) || (bias_trained && n.find("bias") != std::string::npos)) continue;
+    EXPECT_LE((t - before[n]).abs().max().item<double>(), kWeightTol) << n;
+  }
+}
+
+TEST_P(LoraParity, TrainableLineMatchesPeft) {
+  auto j = case_info(GetParam())["config"];
+  j["peft_type"] = "LORA";
+  auto cfg = LoraConfig::from_json(nlohmann::ordered_json::parse(j.dump()), "case.json");
+  PeftModel peft(load_model(base_dir(GetParam()).string()));
+  peft.add_adapter("default", cfg);
+  std::string want;
+  std::getline(std::ifstream(case_dir(GetParam()) / "trainable.txt"), want);
+  EXPECT_EQ(peft.trainable_parameters_line(), want);
+}
+
+TEST_P(LoraParity, SavedHereLoadsInPeftWithSameOutputs) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(base_dir(GetParam()).string()));
+  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
+  const auto dir = scratch("resaved_" + GetParam());
+  peft.save_adapter(dir.string());
+  // Our file, read back here, gives the same outputs.
+  PeftModel again(load_model(base_dir(GetParam()).string()));
+  again.load_adapter(dir.string());
+  const auto key = output_key(ref);
+  at::Tensor ours;
+  {
+    c10::InferenceMode guard;
+    ours = output_of(again.forward(inputs_of(ref)), key);
+  }
+  EXPECT_LE(max_diff(ours, ref.get(key), mask_of(ref)), kLogitTol);
+  // And HF PEFT loads it without missing/unexpected keys and computes the same.
+  std::string log;
+  auto outputs = write_outputs(ref, key, ours, scratch("outputs_" + GetParam() + ".safetensors"));
+  EXPECT_EQ(check_in_python(base_dir(GetParam()), dir.string(), outputs, &log), 0) << log;
+}
+
+TEST_P(LoraParity, MergeAndUnloadLoadsInTransformers) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(base_dir(GetParam()).string()));
+  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
+  auto plain = peft.merge_and_unload();
+  const auto key = output_key(ref);
+  at::Tensor out;
+  {
+    c10::InferenceMode guard;
+    out = output_of(plain->forward(inputs_of(ref)), key);
+  }
+  EXPECT_LE(max_diff(out, ref.get("merged_" + key), mask_of(ref)), kLogitTol);
+  const auto dir = scratch("merged_" + GetParam());
+  save_pretrained(*plain, dir.string());
+  std::string log;
+  auto outputs = write_outputs(ref, key, out, scratch("merged_outputs_" + GetParam() + ".safetensors"));
+  EXPECT_EQ(check_in_python(dir, "-", outputs, &log), 0) << log;
+}
+
+INSTANTIATE_TEST_SUITE_P(Peft, LoraParity,
+                         ::testing::Values("lora_list", "lora_regex_rs", "lora_dora", "lora_all_linear_bias",
+                                           "lora_layers", "lora_gpt2", "lora_gpt2_dora", "lora_embedding",
+                                           "lora_bert_cls", "lora_vit_cls", "lora_exclude", "lora_sharded_base"));
+
+// --- created here ------------------------------------------------------------------
+
+LoraConfig config_for(const std::string& json) {
+  return LoraConfig::from_json(nlohmann::ordered_json::parse(json), "test");
+}
+
+TEST(LoraCreated, RandomAdapterSavedHereMatchesInPeft) {
+  // init_lora_weights=false: B is random too, so the adapter changes the output.
+  auto base_name = "llama_gqa_tied";
+  SafetensorsFile ref((fs::path(PEFT_PARITY_DIR) / base_name / "reference.safetensors").string());
+  PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / base_name).string()));
+  peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 16, "use_dora": true,
+      "target_modules": ["q_proj", "v_proj", "up_proj"], "init_lora_weights": false})"), 42);
+  at::Tensor out, base_out;
+  {
+    c10::InferenceMode guard;
+    out = peft.forward(inputs_of(ref)).logits;
+    auto off = peft.disable_adapters();
+    base_out = peft.forward(inputs_of(ref)).logits;
+  }
+  EXPECT_GT((out - base_out).abs().max().item<double>(), 1e-2) << "the adapter must change the output";
+  EXPECT_LE(max_diff(base_out, ref.get("logits"), ref.get("attention_mask")), kLogitTol) << "disabled = base";
+  const auto dir = scratch("created_dora");
+  peft.save_adapter(dir.string());
+  std::string log;
+  auto outputs = write_outputs(ref, "logits", out, scratch("created_dora_outputs.safetensors"));
+  EXPECT_EQ(check_in_python(fs::path(PEFT_PARITY_DIR) / base_name, dir.string(), outputs, &log), 0) << log;
+}
+
+class InitKeepsBase : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(InitKeepsBase, OutputEqualsBaseRightAfterInit) {
+  // PiSSA and OLoRA move the top of W into A and B and leave the residual in W.
+  c10::InferenceMode guard;
+  for (const char* base_name : {"llama_mha", "gpt2"}) {
+    if (GetParam() == "olora" && std::string(base_name) == "gpt2") continue;  // see OloraRefusesConv1D
+    SafetensorsFile ref((fs::path(PEFT_PARITY_DIR) / base_name / "reference.safetensors").string());
+    auto base = load_model((fs::path(PEFT_PARITY_DIR) / base_name).string());
+    PeftModel peft(base);
+    const std::string targets = std::string(base_name) == "gpt2" ? R"(["c_attn", "c_fc"])" : R"(["q_proj", "down_proj"])";
+    peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": )" +
+                                           targets + R"(, "init_lora_weights": ")" + GetParam() + "\"}"));
+    auto* a = dynamic_cast<LoraLinear*>(dynamic_cast<AdaptableLayer*>(
+        base->find(std::string(base_name) == "gpt2" ? "transformer.h.0.attn.c_attn" : "model.layers.0.self_attn.q_proj"))
+                                            ->adapter("default"));
+    ASSERT_NE(a, nullptr);
+    EXPECT_GT(a->lora_B.abs().max().item<double>(), 1e-3) << "B must carry part of W";
+    EXPECT_LE(max_diff(peft.forward(inputs_of(ref)).logits, ref.get("logits"), ref.get("attention_mask")), kLogitTol)
+        << base_name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Lora, InitKeepsBase, ::testing::Values("pissa", "olora"));
+
+TEST(LoraCreated, OloraRefusesConv1D) {
+  PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / "gpt2").string()));
+  EXPECT_THROW(peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "target_modules": ["c_attn"],
+      "init_lora_weights": "olora"})")), std::invalid_argument);
+}
+
+TEST(LoraCreated, DefaultInitStartsAtTheBaseAndLoraFaFreezesA) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((fs::path(PEFT_PARITY_DIR) / "qwen2" / "reference.safetensors").string());
+  auto base = load_model((fs::path(PEFT_PARITY_DIR) / "qwen2").string());
+  PeftModel peft(base);
+  peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "r": 2, "target_modules": "all-linear", "lora_fa": true})"));
+  EXPECT_LE(max_diff(peft.forward(inputs_of(ref)).logits, ref.get("logits"), ref.get("attention_mask")), kLogitTol);
+  for (auto& [n, t] : base->named_parameters()) {
+    const bool is_a = n.find("lora_A") != std::string::npos, is_b = n.find("lora_B") != std::string::npos;
+    EXPECT_EQ(t.requires_grad(), is_b) << n;
+    (void)is_a;
+  }
+  EXPECT_EQ(base->find("lm_head.default"), nullptr) << "all-linear must skip the output head";
+}
+
+TEST(LoraAdapters, SwitchDisableDeleteAndStack) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((case_dir("lora_list") / "reference.safetensors").string());
+  SafetensorsFile base_ref((base_dir("lora_list") / "reference.safetensors").string());
+  auto base = load_model(base_dir("lora_list").string());
+  PeftModel peft(base);
+  peft.load_adapter((case_dir("lora_list") / "adapter").string(), "list");
+  peft.load_adapter((case_dir("lora_embedding") / "adapter").string(), "emb");
+  ASSERT_EQ(peft.active_adapters(), std::vector<std::string>{"list"});
+  auto in = inputs_of(ref);
+  auto mask = ref.get("attention_mask");
+  EXPECT_LE(max_diff(peft.forward(in).logits, ref.get("logits"), mask), kLogitTol);
+  peft.set_adapter({"emb"});
+  SafetensorsFile emb_ref((case_dir("lora_embedding") / "reference.safetensors").string());
+  EXPECT_LE(max_diff(peft.forward(in).logits, emb_ref.get("logits"), mask), kLogitTol);
+  {
+    auto off = peft.disable_adapters();
+    EXPECT_LE(max_diff(peft.forward(in).logits, base_ref.get("logits"), mask), kLogitTol);
+  }
+  // Both at once: each layer adds every active adapter's delta; merging both equals it.
+  peft.set_adapter({"list", "emb"});
+  auto both = peft.forward(in).logits;
+  EXPECT_GT((both - ref.get("logits")).abs().max().item<double>(), 1e-3);
+  peft.merge();
+  EXPECT_LE(max_diff(peft.forward(in).logits, both, mask), kLogitTol);
+  peft.unmerge();
+  peft.delete_adapter("emb");
+  EXPECT_EQ(peft.adapters(), std::vector<std::string>{"list"});
+  EXPECT_EQ(base->find("model.embed_tokens.emb"), nullptr);
+  EXPECT_LE(max_diff(peft.forward(in).logits, ref.get("logits"), mask), kLogitTol);
+}
+
+// --- bad input -----------------------------------------------------------------------
+
+std::string load_error(const std::string& base, const fs::path& adapter) {
+  try {
+    PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / base).string()));
+    peft.load_adapter(adapter.string());
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+fs::path copy_adapter(const std::string& c, const std::string& as) {
+  auto dst = scratch(as);
+  fs::remove_all(dst);
+  fs::copy(case_dir(c) / "adapter", dst, fs::copy_options::recursive);
+  return dst;
+}
+
+TEST(LoraBadInput, AdapterForAnotherBaseNamesTheShapeMismatch) {
+  auto err = load_error("llama_gqa_tied", case_dir("lora_list") / "adapter");
+  EXPECT_THAT(err, HasSubstr("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' has shape [4, 64]"));
+  EXPECT_THAT(err, HasSubstr("needs [4, 48]"));
+}
+
+TEST(LoraBadInput, MissingTensorIsNamed) {
+  auto dir = copy_adapter("lora_list", "missing_tensor");
+  SafetensorsFile f((dir / "adapter_model.safetensors").string());
+  NamedTensors kept;
+  const std::string drop = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
+  for (const auto& n : f.names())
+    if (n != drop) kept.emplace_back(n, f.get(n).clone());
+  save_safetensors((dir / "adapter_model.safetensors").string(), kept);
+  EXPECT_THAT(load_error("llama_mha", dir), HasSubstr("missing tensor '" + drop + "'"));
+}
+
+TEST(LoraBadInput, UnknownPeftType) {
+  auto dir = copy_adapter("lora_list", "unknown_type");
+  auto j = nlohmann::json::parse(std::ifstream(dir / "adapter_config.json"));
+  j["peft_type"] = "SUPER_LORA";
+  std::ofstream(dir / "adapter_config.json") << j.dump();
+  EXPECT_THAT(load_error("llama_mha", dir), HasSubstr("unknown or unsupported peft_type 'SUPER_LORA'"));
+}
+
+TEST(LoraBadInput, TargetsMatchingNothing) {
+  PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / "gpt2").string()));
+  try {
+    peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj", "v_proj"]})"));
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("target_modules [q_proj, v_proj] matched no module of GPT2LMHeadModel"));
+  }
+}
+
+TEST(LoraBadInput, UnknownConfigKeysAreKeptNotFatal) {
+  auto dir = copy_adapter("lora_list", "unknown_key");
+  auto j = nlohmann::ordered_json::parse(std::ifstream(dir / "adapter_config.json"));
+  j["some_future_option"] = 3;
+  std::ofstream(dir / "adapter_config.json") << j.dump();
+  PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / "llama_mha").string()));
+  peft.load_adapter(dir.string());
+  peft.save_adapter(scratch("unknown_key_resaved").string());
+  auto back = nlohmann::json::parse(std::ifstream(scratch("unknown_key_resaved") / "adapter_config.json"));
+  EXPECT_EQ(back["some_future_option"], 3);
+}
+
+TEST(LoraBadInput, UnsupportedFeatureIsRefused) {
+  try {
+    config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj"], "lora_bias": true})");
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("'lora_bias' = true is not supported"));
+  }
+}
+
+// --- CLI -----------------------------------------------------------------------------
+
+TEST(LoraCli, ForwardWithAdapterMatchesPeftAndMergeWritesCheckpoint) {
+  const auto c = std::string("lora_gpt2");
+  SafetensorsFile ref((case_dir(c) / "reference.safetensors").string());
+  const auto base = base_dir(c);
+  for (bool merged : {false, true}) {
+    auto out = scratch(std::string("cli_") + (merged ? "merged" : "plain") + ".safetensors");
+    int status = 0;
+    auto log = run(std::string(PEFT_CLI) + " forward " + base.string() + " --ids " + (base / "ids.json").string() +
+                       " --adapter " + (case_dir(c) / "adapter").string() + (merged ? " --merged" : "") + " --out " +
+                       out.string(),
+                   &status);
+    ASSERT_EQ(status, 0) << log;
+    EXPECT_LE(max_diff(SafetensorsFile(out.string()).get("logits"), ref.get("logits"), ref.get("attention_mask")),
+              kLogitTol);
+  }
+  int status = 0;
+  auto merged_dir = scratch("cli_merge_out");
+  auto log = run(std::string(PEFT_CLI) + " merge " + base.string() + " " + (case_dir(c) / "adapter").string() + " " +
+                     merged_dir.string(),
+                 &status);
+  ASSERT_EQ(status, 0) << log;
+  c10::InferenceMode guard;
+  auto plain = load_model(merged_dir.string());
+  EXPECT_LE(max_diff(plain->forward(inputs_of(ref)).logits, ref.get("merged_logits"), ref.get("attention_mask")),
+            kLogitTol);
+  log = run(std::string(PEFT_CLI) + " inspect " + (case_dir(c) / "adapter").string(), &status);
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_THAT(log, HasSubstr("method:     LORA"));
+  EXPECT_THAT(log, HasSubstr("rank:       4"));
+  EXPECT_THAT(log, HasSubstr("c_attn"));
+}
+
+}  // namespace
+}  // namespace peft
