@@ -17,7 +17,7 @@ struct Regex::Impl {
 Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_shared<Impl>()) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &err, &off,
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off,
                               nullptr);
   if (!impl_->code) {
     PCRE2_UCHAR msg[256];
@@ -41,6 +41,28 @@ bool run(pcre2_code* code, const std::string& s, uint32_t options, std::string* 
   return ok;
 }
 }  // namespace
+
+std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::string& s) const {
+  std::vector<std::pair<size_t, size_t>> out;
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
+  size_t start = 0;
+  while (start <= s.size()) {
+    int rc = pcre2_match(impl_->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, 0, md, nullptr);
+    if (rc < 0) break;
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    size_t b = ov[0], e = ov[1];
+    if (e == b) {  // empty match: keep it out, step one char forward
+      if (b >= s.size()) break;
+      start = b + 1;
+      while (start < s.size() && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) ++start;
+      continue;
+    }
+    out.emplace_back(b, e);
+    start = e;
+  }
+  pcre2_match_data_free(md);
+  return out;
+}
 
 bool Regex::full_match(const std::string& s) const {
   return run(impl_->code, s, PCRE2_ANCHORED | PCRE2_ENDANCHORED, nullptr, 0);

@@ -3,6 +3,8 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace peft {
 
@@ -15,6 +17,8 @@ class Regex {
   // re.match(pattern, s): anchored at the start only. On success, `group1` (if given)
   // receives capture group `group` (empty when it did not participate).
   bool match_prefix(const std::string& s, std::string* captured = nullptr, int group = 1) const;
+  // All non-overlapping matches, as byte ranges, left to right (Unicode \w \s \d).
+  std::vector<std::pair<size_t, size_t>> find_all(const std::string& s) const;
   const std::string& pattern() const { return pattern_; }
 
  private:

@@ -42,5 +42,6 @@ void register_inspect(CLI::App& app);
 void register_forward(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_merge(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 }  // namespace peft::cli

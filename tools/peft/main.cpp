@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   peft::cli::register_forward(app);
   peft::cli::register_generate(app);
   peft::cli::register_merge(app);
+  peft::cli::register_tokenize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

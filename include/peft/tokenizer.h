@@ -1,0 +1,74 @@
+// Hugging Face tokenizer.json in C++: the same ids, tokens and offsets as `tokenizers`.
+//
+// Supported components (anything else is refused with the file and key named):
+//   normalizers     NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, BertNormalizer, Prepend,
+//                   Replace, Strip, Sequence
+//   pre-tokenizers  ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit,
+//                   BertPreTokenizer, Punctuation, Digits, Sequence
+//   models          BPE (merges, byte fallback, ignore_merges), WordPiece, Unigram (Viterbi)
+//   post-processors TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence
+//   decoders        ByteLevel, Metaspace, WordPiece, ByteFallback, Fuse, Strip, Replace,
+//                   BPEDecoder, Sequence
+// Offsets are byte offsets into the UTF-8 input (Python's `tokenizers` reports them in
+// characters; the same positions).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace peft {
+
+struct Encoding {
+  std::vector<int64_t> ids;
+  std::vector<std::string> tokens;
+  std::vector<std::pair<size_t, size_t>> offsets;  // byte ranges of the input
+  std::vector<int64_t> type_ids;
+  std::vector<int8_t> special_tokens_mask;
+  std::vector<int8_t> attention_mask;
+};
+
+struct PaddingOptions {
+  int64_t pad_id = 0;
+  std::string pad_token = "[PAD]";
+  int64_t pad_type_id = 0;
+  std::optional<size_t> length;  // fixed length; default: the longest in the batch
+  size_t pad_to_multiple_of = 0;
+  bool left = false;
+};
+
+class Tokenizer {
+ public:
+  // A tokenizer.json file, or a folder holding tokenizer.json (and tokenizer_config.json).
+  static Tokenizer from_file(const std::string& path);
+  static Tokenizer from_json(const std::string& json, const std::string& where = "tokenizer.json");
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  Encoding encode(const std::string& text, bool add_special_tokens = true) const;
+  Encoding encode_pair(const std::string& a, const std::string& b, bool add_special_tokens = true) const;
+  std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = true) const;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
+
+  // Truncation to max_length tokens (special tokens included), cutting from the right.
+  void enable_truncation(size_t max_length);
+  void enable_padding(PaddingOptions opts);
+
+  std::optional<int64_t> token_to_id(const std::string& token) const;
+  std::optional<std::string> id_to_token(int64_t id) const;
+  size_t vocab_size() const;  // the model's vocabulary plus added tokens
+  // Special tokens named by tokenizer_config.json (bos_token, eos_token, pad_token, unk_token).
+  std::optional<std::string> special_token(const std::string& role) const;
+
+  struct Impl;
+
+ private:
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace peft

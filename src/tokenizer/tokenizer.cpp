@@ -1,0 +1,323 @@
+#include "peft/tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tokenizer/components.h"
+
+namespace fs = std::filesystem;
+
+namespace peft {
+
+using namespace tok;
+
+struct AddedToken {
+  int64_t id;
+  std::string content;
+  bool single_word, lstrip, rstrip, special;
+};
+
+struct Tokenizer::Impl {
+  std::string where;
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre_tokenizer;
+  std::unique_ptr<tok::Model> model;
+  std::unique_ptr<PostProcessor> post_processor;
+  std::unique_ptr<Decoder> decoder;
+  std::vector<AddedToken> added;  // longest content first, for leftmost-longest matching
+  std::unordered_map<int64_t, const AddedToken*> added_by_id;
+  std::unordered_map<std::string, const AddedToken*> added_by_content;
+  std::optional<size_t> truncation;
+  std::optional<PaddingOptions> padding;
+  std::map<std::string, std::string> roles;  // tokenizer_config.json: bos_token, ...
+
+  // Added tokens found in `text`, as (begin, end, token), left to right.
+  std::vector<std::tuple<size_t, size_t, const AddedToken*>> find_added(const std::string& text) const;
+  Encoding encode_one(const std::string& text) const;
+};
+
+namespace {
+
+// Added tokens' single_word boundary: a letter, digit or '_' (Rust's is_alphanumeric).
+bool is_word_char(char32_t c) { return c == '_' || is_alphanumeric(c); }
+
+// The char ending right before byte `at`, and the one starting at `at` (0 if none).
+char32_t char_before(const std::string& s, size_t at) {
+  if (at == 0) return 0;
+  size_t b = at - 1;
+  while (b > 0 && (static_cast<unsigned char>(s[b]) & 0xC0) == 0x80) --b;
+  return decode_utf8(s.substr(b, at - b)).back();
+}
+char32_t char_at(const std::string& s, size_t at) {
+  if (at >= s.size()) return 0;
+  return decode_utf8(s.substr(at, utf8_len(static_cast<unsigned char>(s[at])))).front();
+}
+
+}  // namespace
+
+std::vector<std::tuple<size_t, size_t, const AddedToken*>> Tokenizer::Impl::find_added(const std::string& text) const {
+  std::vector<std::tuple<size_t, size_t, const AddedToken*>> out;
+  if (added.empty()) return out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    // Leftmost match; the longest among those starting there.
+    size_t best_at = std::string::npos;
+    const AddedToken* best = nullptr;
+    for (const auto& t : added) {
+      if (t.content.empty()) continue;
+      size_t at = text.find(t.content, pos);
+      while (at != std::string::npos && t.single_word) {
+        const char32_t before = char_before(text, at), after = char_at(text, at + t.content.size());
+        if ((!before || !is_word_char(before)) && (!after || !is_word_char(after))) break;
+        at = text.find(t.content, at + 1);
+      }
+      if (at == std::string::npos) continue;
+      if (at < best_at || (at == best_at && t.content.size() > best->content.size())) {
+        best_at = at;
+        best = &t;
+      }
+    }
+    if (!best) break;
+    size_t b = best_at, e = best_at + best->content.size();
+    if (best->lstrip)
+      while (b > pos && is_whitespace(static_cast<unsigned char>(text[b - 1]))) --b;
+    if (best->rstrip)
+      while (e < text.size() && is_whitespace(static_cast<unsigned char>(text[e]))) ++e;
+    out.emplace_back(b, e, best);
+    pos = e;
+  }
+  return out;
+}
+
+Encoding Tokenizer::Impl::encode_one(const std::string& text) const {
+  Encoding enc;
+  auto push = [&](int64_t id, const std::string& tok, Range off) {
+    enc.ids.push_back(id);
+    enc.tokens.push_back(tok);
+    enc.offsets.push_back(off);
+    enc.type_ids.push_back(0);
+    enc.special_tokens_mask.push_back(0);
+    enc.attention_mask.push_back(1);
+  };
+  auto encode_segment = [&](size_t b, size_t e) {
+    if (e <= b) return;
+    NormalizedString ns(text.substr(b, e - b), b);
+    if (normalizer) normalizer->normalize(ns);
+    std::vector<NormalizedString> pieces{ns};
+    if (pre_tokenizer) pre_tokenizer->split(pieces);
+    std::vector<Token> toks;
+    for (const auto& p : pieces)
+      if (!p.empty()) model->tokenize(p, toks);
+    for (const auto& t : toks) push(t.id, t.value, t.offsets);
+  };
+  size_t last = 0;
+  for (const auto& [b, e, t] : find_added(text)) {
+    encode_segment(last, b);
+    push(t->id, t->content, {b, e});
+    last = e;
+  }
+  encode_segment(last, text.size());
+  return enc;
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
+Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
+
+Tokenizer Tokenizer::from_json(const std::string& text, const std::string& where) {
+  Json j;
+  try {
+    j = Json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, std::string("invalid JSON: ") + e.what());
+  }
+  if (!j.is_object()) fail(where, "not a JSON object");
+  if (!j.contains("model") || j["model"].is_null()) fail(where, "missing 'model'");
+  auto impl = std::make_unique<Impl>();
+  impl->where = where;
+  impl->normalizer = make_normalizer(j.value("normalizer", Json()), where);
+  impl->pre_tokenizer = make_pre_tokenizer(j.value("pre_tokenizer", Json()), where);
+  impl->model = make_model(j["model"], where);
+  impl->post_processor = make_post_processor(j.value("post_processor", Json()), where);
+  impl->decoder = make_decoder(j.value("decoder", Json()), where);
+  for (const auto& a : j.value("added_tokens", Json::array())) {
+    try {
+      impl->added.push_back({a.at("id").get<int64_t>(), a.at("content").get<std::string>(), a.value("single_word", false),
+                             a.value("lstrip", false), a.value("rstrip", false), a.value("special", false)});
+    } catch (const nlohmann::json::exception& e) {
+      fail(where, std::string("bad entry in added_tokens: ") + e.what());
+    }
+  }
+  std::stable_sort(impl->added.begin(), impl->added.end(),
+                   [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
+  for (const auto& a : impl->added) {
+    impl->added_by_id[a.id] = &a;
+    impl->added_by_content[a.content] = &a;
+  }
+  if (j.contains("truncation") && j["truncation"].is_object())
+    impl->truncation = j["truncation"].value("max_length", size_t{512});
+  if (j.contains("padding") && j["padding"].is_object()) {
+    PaddingOptions p;
+    const auto& pj = j["padding"];
+    p.pad_id = pj.value("pad_id", int64_t{0});
+    p.pad_token = pj.value("pad_token", std::string("[PAD]"));
+    p.pad_type_id = pj.value("pad_type_id", int64_t{0});
+    p.left = pj.value("direction", std::string("Right")) == "Left";
+    if (pj.contains("strategy") && pj["strategy"].is_object() && pj["strategy"].contains("Fixed"))
+      p.length = pj["strategy"]["Fixed"].get<size_t>();
+    if (pj.contains("pad_to_multiple_of") && pj["pad_to_multiple_of"].is_number())
+      p.pad_to_multiple_of = pj["pad_to_multiple_of"].get<size_t>();
+    impl->padding = p;
+  }
+  return Tokenizer(std::move(impl));
+}
+
+Tokenizer Tokenizer::from_file(const std::string& path) {
+  fs::path file = path;
+  fs::path dir;
+  if (fs::is_directory(file)) {
+    dir = file;
+    file /= "tokenizer.json";
+  } else {
+    dir = file.parent_path();
+  }
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error(file.string() + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Tokenizer t = from_json(ss.str(), file.string());
+  std::ifstream cfg_in(dir / "tokenizer_config.json");
+  if (cfg_in) {
+    try {
+      auto cfg = Json::parse(cfg_in);
+      for (const char* role : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
+        if (!cfg.contains(role)) continue;
+        const auto& v = cfg[role];
+        if (v.is_string()) t.impl_->roles[role] = v.get<std::string>();
+        else if (v.is_object() && v.contains("content")) t.impl_->roles[role] = v["content"].get<std::string>();
+      }
+    } catch (const nlohmann::json::exception& e) {
+      fail((dir / "tokenizer_config.json").string(), std::string("invalid JSON: ") + e.what());
+    }
+  }
+  return t;
+}
+
+namespace {
+void truncate(Encoding& e, size_t n) {
+  if (e.ids.size() <= n) return;
+  e.ids.resize(n);
+  e.tokens.resize(n);
+  e.offsets.resize(n);
+  e.type_ids.resize(n);
+  e.special_tokens_mask.resize(n);
+  e.attention_mask.resize(n);
+}
+}  // namespace
+
+Encoding Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
+  Encoding e = impl_->encode_one(text);
+  if (impl_->truncation) {
+    const size_t room = add_special_tokens && impl_->post_processor ? impl_->post_processor->added_tokens(false) : 0;
+    truncate(e, *impl_->truncation > room ? *impl_->truncation - room : 0);
+  }
+  if (impl_->post_processor) e = impl_->post_processor->process(std::move(e), nullptr, add_special_tokens);
+  return e;
+}
+
+Encoding Tokenizer::encode_pair(const std::string& a, const std::string& b, bool add_special_tokens) const {
+  Encoding ea = impl_->encode_one(a), eb = impl_->encode_one(b);
+  std::fill(eb.type_ids.begin(), eb.type_ids.end(), 1);
+  if (impl_->truncation) {
+    // longest_first: drop from the longer sequence until the pair fits.
+    const size_t room = add_special_tokens && impl_->post_processor ? impl_->post_processor->added_tokens(true) : 0;
+    const size_t max = *impl_->truncation > room ? *impl_->truncation - room : 0;
+    size_t na = ea.ids.size(), nb = eb.ids.size();
+    while (na + nb > max) (na > nb ? na : nb)--;
+    truncate(ea, na);
+    truncate(eb, nb);
+  }
+  if (!impl_->post_processor) {
+    append_encoding(ea, eb);
+    return ea;
+  }
+  return impl_->post_processor->process(std::move(ea), &eb, add_special_tokens);
+}
+
+std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts, bool add_special_tokens) const {
+  std::vector<Encoding> out;
+  out.reserve(texts.size());
+  for (const auto& t : texts) out.push_back(encode(t, add_special_tokens));
+  if (!impl_->padding) return out;
+  const auto& p = *impl_->padding;
+  size_t len = 0;
+  for (const auto& e : out) len = std::max(len, e.ids.size());
+  if (p.length) len = *p.length;
+  if (p.pad_to_multiple_of > 0 && len % p.pad_to_multiple_of) len += p.pad_to_multiple_of - len % p.pad_to_multiple_of;
+  for (auto& e : out) {
+    if (e.ids.size() >= len) continue;
+    const size_t n = len - e.ids.size();
+    auto pad = [&](auto& v, auto value) { v.insert(p.left ? v.begin() : v.end(), n, value); };
+    pad(e.ids, p.pad_id);
+    pad(e.tokens, p.pad_token);
+    pad(e.offsets, Range{0, 0});
+    pad(e.type_ids, p.pad_type_id);
+    pad(e.special_tokens_mask, int8_t{1});
+    pad(e.attention_mask, int8_t{0});
+  }
+  return out;
+}
+
+std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  for (int64_t id : ids) {
+    auto it = impl_->added_by_id.find(id);
+    if (it != impl_->added_by_id.end()) {
+      if (skip_special_tokens && it->second->special) continue;
+      tokens.push_back(it->second->content);
+      continue;
+    }
+    auto t = impl_->model->id_to_token(id);
+    if (!t) throw std::out_of_range("decode: id " + std::to_string(id) + " is not in the vocabulary");
+    tokens.push_back(*t);
+  }
+  if (!impl_->decoder) {
+    std::string s;
+    for (size_t i = 0; i < tokens.size(); ++i) s += (i ? " " : "") + tokens[i];
+    return s;
+  }
+  std::string s;
+  for (const auto& t : impl_->decoder->decode_chain(std::move(tokens))) s += t;
+  return s;
+}
+
+void Tokenizer::enable_truncation(size_t max_length) { impl_->truncation = max_length; }
+void Tokenizer::enable_padding(PaddingOptions opts) { impl_->padding = std::move(opts); }
+
+std::optional<int64_t> Tokenizer::token_to_id(const std::string& token) const {
+  auto it = impl_->added_by_content.find(token);
+  if (it != impl_->added_by_content.end()) return it->second->id;
+  return impl_->model->token_to_id(token);
+}
+
+std::optional<std::string> Tokenizer::id_to_token(int64_t id) const {
+  auto it = impl_->added_by_id.find(id);
+  if (it != impl_->added_by_id.end()) return it->second->content;
+  return impl_->model->id_to_token(id);
+}
+
+size_t Tokenizer::vocab_size() const {
+  size_t n = impl_->model->vocab_size();
+  for (const auto& a : impl_->added)
+    if (!impl_->model->token_to_id(a.content)) ++n;
+  return n;
+}
+
+std::optional<std::string> Tokenizer::special_token(const std::string& role) const {
+  auto it = impl_->roles.find(role);
+  return it == impl_->roles.end() ? std::nullopt : std::optional<std::string>(it->second);
+}
+
+}  // namespace peft

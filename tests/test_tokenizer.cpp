@@ -1,0 +1,131 @@
+// Tokenizers against HF `tokenizers` (fixtures from tests/parity/make_tokenizers.py): ids,
+// tokens, byte offsets, decoding, pairs, batches with padding and truncation; bad files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "peft/tokenizer.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+namespace peft {
+namespace {
+
+fs::path tok_dir() { return fs::path(PEFT_PARITY_DIR).parent_path() / "parity_tokenizers"; }
+
+std::vector<json> read_jsonl(const fs::path& p) {
+  std::vector<json> out;
+  std::ifstream in(p);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) out.push_back(json::parse(l));
+  return out;
+}
+
+json offsets_json(const Encoding& e) {
+  json o = json::array();
+  for (const auto& [s, t] : e.offsets) o.push_back({s, t});
+  return o;
+}
+
+std::string show(const json& text) { return text.dump(); }
+
+class TokenizerParity : public ::testing::TestWithParam<std::string> {
+ protected:
+  Tokenizer tok = Tokenizer::from_file((tok_dir() / GetParam()).string());
+};
+
+TEST_P(TokenizerParity, IdsTokensOffsetsMatch) {
+  auto cases = read_jsonl(tok_dir() / GetParam() / "expected.jsonl");
+  ASSERT_GT(cases.size(), 50u);
+  for (const auto& c : cases) {
+    const auto text = c["text"].get<std::string>();
+    auto e = tok.encode(text);
+    EXPECT_EQ(json(e.ids), c["ids"]) << show(c["text"]);
+    EXPECT_EQ(json(e.tokens), c["tokens"]) << show(c["text"]);
+    EXPECT_EQ(offsets_json(e), c["offsets"]) << show(c["text"]);
+    EXPECT_EQ(json(e.special_tokens_mask), c["special_tokens_mask"]) << show(c["text"]);
+    EXPECT_EQ(json(tok.encode(text, false).ids), c["ids_no_special"]) << show(c["text"]);
+  }
+}
+
+TEST_P(TokenizerParity, DecodeMatches) {
+  for (const auto& c : read_jsonl(tok_dir() / GetParam() / "expected.jsonl")) {
+    const auto ids = c["ids"].get<std::vector<int64_t>>();
+    EXPECT_EQ(tok.decode(ids, false), c["decoded"].get<std::string>()) << show(c["text"]);
+    EXPECT_EQ(tok.decode(ids, true), c["decoded_skip"].get<std::string>()) << show(c["text"]);
+  }
+}
+
+TEST_P(TokenizerParity, PairsMatch) {
+  for (const auto& c : read_jsonl(tok_dir() / GetParam() / "expected_pairs.jsonl")) {
+    auto e = tok.encode_pair(c["a"].get<std::string>(), c["b"].get<std::string>());
+    EXPECT_EQ(json(e.ids), c["ids"]) << show(c["a"]);
+    EXPECT_EQ(json(e.type_ids), c["type_ids"]) << show(c["a"]);
+    EXPECT_EQ(offsets_json(e), c["offsets"]) << show(c["a"]);
+  }
+}
+
+TEST_P(TokenizerParity, PaddedTruncatedBatchMatches) {
+  auto b = json::parse(std::ifstream(tok_dir() / GetParam() / "expected_batch.json"));
+  tok.enable_truncation(b["truncation"]["max_length"].get<size_t>());
+  PaddingOptions p;
+  p.pad_id = b["padding"]["pad_id"].get<int64_t>();
+  p.pad_token = b["padding"]["pad_token"].get<std::string>();
+  tok.enable_padding(p);
+  auto enc = tok.encode_batch(b["texts"].get<std::vector<std::string>>());
+  ASSERT_EQ(enc.size(), b["ids"].size());
+  for (size_t i = 0; i < enc.size(); ++i) {
+    EXPECT_EQ(json(enc[i].ids), b["ids"][i]) << i;
+    EXPECT_EQ(json(enc[i].attention_mask), b["attention_mask"][i]) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Hf, TokenizerParity,
+                         ::testing::Values("gpt2_bpe", "llama2_bpe", "metaspace_bpe", "bert_wordpiece", "t5_unigram",
+                                           "llama3_split", "bert_cased_digits"));
+
+// --- malformed files -----------------------------------------------------------------
+
+std::string load_error(const std::string& text) {
+  try {
+    Tokenizer::from_json(text, "bad/tokenizer.json");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(TokenizerBadInput, MissingModel) {
+  EXPECT_THAT(load_error(R"({"version": "1.0", "normalizer": null})"), HasSubstr("bad/tokenizer.json: missing 'model'"));
+}
+
+TEST(TokenizerBadInput, UnknownTypes) {
+  EXPECT_THAT(load_error(R"({"model": {"type": "SuperBPE", "vocab": {}}})"), HasSubstr("unknown model type 'SuperBPE'"));
+  EXPECT_THAT(load_error(R"({"normalizer": {"type": "Sparkle"}, "model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}})"),
+              HasSubstr("unknown normalizer type 'Sparkle'"));
+  EXPECT_THAT(load_error(R"({"pre_tokenizer": {"type": "Nope"}, "model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}})"),
+              HasSubstr("unknown pre_tokenizer type 'Nope'"));
+}
+
+TEST(TokenizerBadInput, BadMerges) {
+  EXPECT_THAT(load_error(R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": ["a b"]}})"),
+              HasSubstr("merge 0 ('a', 'b') uses a token missing from the vocab"));
+  EXPECT_THAT(load_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["ab"]}})"),
+              HasSubstr("merge 0 ('ab') is not 'a b'"));
+  EXPECT_THAT(load_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [7]}})"),
+              HasSubstr("merge 0 is neither 'a b' nor [a, b]"));
+}
+
+TEST(TokenizerBadInput, InvalidJsonAndVocab) {
+  EXPECT_THAT(load_error("{\"model\": "), HasSubstr("invalid JSON"));
+  EXPECT_THAT(load_error(R"({"model": {"type": "WordPiece", "vocab": {"a": -3}}})"),
+              HasSubstr("vocab id of 'a' is not a non-negative integer"));
+}
+
+}  // namespace
+}  // namespace peft

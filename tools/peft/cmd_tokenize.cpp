@@ -1,0 +1,73 @@
+// peft tokenize TOKENIZER_DIR: encode or decode text with a tokenizer.json.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common.h"
+#include "peft/tokenizer.h"
+
+namespace peft::cli {
+
+namespace {
+
+struct TokenizeArgs {
+  std::string dir, text;
+  bool jsonl = false, decode = false, no_special = false, skip_special = false;
+};
+
+nlohmann::json offsets_json(const Encoding& e) {
+  nlohmann::json o = nlohmann::json::array();
+  for (const auto& [s, t] : e.offsets) o.push_back({s, t});
+  return o;
+}
+
+void run(const TokenizeArgs& a) {
+  auto tok = Tokenizer::from_file(a.dir);
+  if (!a.text.empty()) {
+    auto e = tok.encode(a.text, !a.no_special);
+    std::cout << "ids:     " << nlohmann::json(e.ids).dump() << "\n"
+              << "tokens:  " << nlohmann::json(e.tokens).dump() << "\n"
+              << "offsets: " << offsets_json(e).dump() << "\n";
+    return;
+  }
+  if (!a.jsonl && !a.decode) throw std::invalid_argument("give --text, --jsonl or --decode");
+  std::string line;
+  for (size_t n = 1; std::getline(std::cin, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error("stdin line " + std::to_string(n) + ": invalid JSON: " + e.what());
+    }
+    if (a.decode) {
+      if (!j.contains("ids") || !j["ids"].is_array())
+        throw std::runtime_error("stdin line " + std::to_string(n) + ": expected {\"ids\": [...]}");
+      std::cout << nlohmann::json{{"text", tok.decode(j["ids"].get<std::vector<int64_t>>(), a.skip_special)}}.dump()
+                << "\n";
+    } else {
+      if (!j.contains("text") || !j["text"].is_string())
+        throw std::runtime_error("stdin line " + std::to_string(n) + ": expected {\"text\": \"...\"}");
+      auto e = tok.encode(j["text"].get<std::string>(), !a.no_special);
+      std::cout << nlohmann::json{{"ids", e.ids}, {"offsets", offsets_json(e)}}.dump() << "\n";
+    }
+  }
+}
+
+}  // namespace
+
+void register_tokenize(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "tokenize",
+      "Encode text with a Hugging Face tokenizer.json (ids, tokens, offsets in bytes of the UTF-8 input), "
+      "or decode ids");
+  auto a = std::make_shared<TokenizeArgs>();
+  cmd->add_option("tokenizer", a->dir, "tokenizer.json, or a folder holding it")->required()->check(CLI::ExistingPath);
+  cmd->add_option("--text", a->text, "Text to encode; prints ids, tokens and offsets");
+  cmd->add_flag("--jsonl", a->jsonl, "Read {\"text\": ...} lines on stdin, write {\"ids\", \"offsets\"} lines");
+  cmd->add_flag("--decode", a->decode, "Read {\"ids\": [...]} lines on stdin, write {\"text\": ...} lines");
+  cmd->add_flag("--no-special", a->no_special, "Do not add special tokens (BOS, [CLS], ...)");
+  cmd->add_flag("--skip-special", a->skip_special, "With --decode: leave special tokens out of the text");
+  cmd->callback([a] { run(*a); });
+}
+
+}  // namespace peft::cli
