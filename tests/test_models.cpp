@@ -312,3 +312,41 @@ TEST(BadModel, CliReportsErrorAndFails) {
 
 }  // namespace
 }  // namespace peft
+
+#include "peft/tokenizer.h"
+
+namespace peft {
+namespace {
+
+TEST(Generate, CliPromptUsesTheModelFolderTokenizer) {
+  // A word-level tokenizer over the gpt2 fixture's 100 ids: "w0".."w99".
+  auto dir = copy_case("gpt2", "gpt2_with_tokenizer");
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int i = 0; i < 100; ++i) vocab["w" + std::to_string(i)] = i;
+  nlohmann::json tj = {{"version", "1.0"},
+                       {"normalizer", nullptr},
+                       {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
+                       {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}},
+                       {"decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", false}}}};
+  std::ofstream(dir / "tokenizer.json") << tj.dump();
+  auto tok = Tokenizer::from_file(dir.string());
+  auto model = load_model(dir.string());
+  GenerationConfig cfg;
+  cfg.max_new_tokens = 6;
+  const std::string prompt = "w5 w17 w42";
+  auto prompt_ids = tok.encode(prompt).ids;
+  ASSERT_EQ(prompt_ids, (std::vector<int64_t>{5, 17, 42}));
+  auto row = generate(*model, {prompt_ids}, cfg)[0];
+  const std::string want = tok.decode(std::vector<int64_t>(row.begin() + 3, row.end()), true);
+  int status = 0;
+  auto log = run(std::string(PEFT_CLI) + " generate " + dir.string() + " --prompt '" + prompt +
+                     "' --max-new-tokens 6 --no-eos",
+                 &status);
+  ASSERT_EQ(status, 0) << log;
+  auto j = nlohmann::json::parse(log.substr(log.find('{')));
+  EXPECT_EQ(j["prompt"], prompt);
+  EXPECT_EQ(j["completion"], want);
+}
+
+}  // namespace
+}  // namespace peft

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "peft/tokenizer.h"
@@ -125,6 +126,93 @@ TEST(TokenizerBadInput, InvalidJsonAndVocab) {
   EXPECT_THAT(load_error("{\"model\": "), HasSubstr("invalid JSON"));
   EXPECT_THAT(load_error(R"({"model": {"type": "WordPiece", "vocab": {"a": -3}}})"),
               HasSubstr("vocab id of 'a' is not a non-negative integer"));
+}
+
+}  // namespace
+}  // namespace peft
+
+// --- chat templates ------------------------------------------------------------------
+
+#include "peft/chat_template.h"
+
+namespace peft {
+namespace {
+
+TEST(ChatTemplate, MatchesJinjaRenderings) {
+  const auto path = fs::path(PEFT_SCRATCH_DIR) / "chat_reference.json";
+  fs::create_directories(path.parent_path());
+  const std::string cmd =
+      std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_chat.py " + path.string() + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  auto cases = json::parse(std::ifstream(path));
+  ASSERT_GE(cases.size(), 12u);
+  for (const auto& c : cases) {
+    auto format = detect_chat_format(c["template"].get<std::string>());
+    ASSERT_TRUE(format.has_value()) << c["format"];
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : c["messages"]) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    EXPECT_EQ(apply_chat_template(*format, msgs, c["add_generation_prompt"].get<bool>()), c["text"].get<std::string>())
+        << c["format"] << " " << c["messages"].dump();
+  }
+  EXPECT_FALSE(detect_chat_format("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}").has_value());
+}
+
+}  // namespace
+}  // namespace peft
+
+// --- CLI -----------------------------------------------------------------------------
+
+namespace peft {
+namespace {
+
+std::string run_cli(const std::string& args, const std::string& stdin_text, int* status) {
+  const auto in = fs::path(PEFT_SCRATCH_DIR) / "cli_stdin.txt";
+  fs::create_directories(in.parent_path());
+  std::ofstream(in) << stdin_text;
+  std::string out;
+  FILE* p = popen((std::string(PEFT_CLI) + " " + args + " < " + in.string() + " 2>&1").c_str(), "r");
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+TEST(TokenizeCli, JsonlEncodeAndDecodeMatchTheLibrary) {
+  const auto dir = (tok_dir() / "llama2_bpe").string();
+  auto tok = Tokenizer::from_file(dir);
+  const std::vector<std::string> texts = {"Hello world", "café 😀", "東京"};
+  std::string in;
+  for (const auto& t : texts) in += json{{"text", t}}.dump() + "\n";
+  int status = 0;
+  auto out = run_cli("tokenize " + dir + " --jsonl", in, &status);
+  ASSERT_EQ(status, 0) << out;
+  std::istringstream lines(out);
+  std::string decode_in;
+  for (const auto& t : texts) {
+    std::string l;
+    std::getline(lines, l);
+    auto j = json::parse(l);
+    auto e = tok.encode(t);
+    EXPECT_EQ(j["ids"], json(e.ids));
+    EXPECT_EQ(j["offsets"], offsets_json(e));
+    decode_in += json{{"ids", e.ids}}.dump() + "\n";
+  }
+  out = run_cli("tokenize " + dir + " --decode --skip-special", decode_in, &status);
+  ASSERT_EQ(status, 0) << out;
+  std::istringstream dl(out);
+  for (const auto& t : texts) {
+    std::string l;
+    std::getline(dl, l);
+    EXPECT_EQ(json::parse(l)["text"], tok.decode(tok.encode(t).ids, true));
+  }
+}
+
+TEST(TokenizeCli, MalformedLineIsReportedWithItsNumber) {
+  int status = 0;
+  auto out = run_cli("tokenize " + (tok_dir() / "gpt2_bpe").string() + " --jsonl", "{\"text\": \"ok\"}\n{\"text\": 3}\n",
+                     &status);
+  EXPECT_NE(status, 0);
+  EXPECT_THAT(out, HasSubstr("stdin line 2: expected {\"text\": \"...\"}"));
 }
 
 }  // namespace

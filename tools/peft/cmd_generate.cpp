@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "peft/generate.h"
+#include "peft/tokenizer.h"
 
 namespace peft::cli {
 
@@ -12,7 +13,8 @@ namespace {
 struct GenerateArgs {
   ModelArgs model;
   AdapterArgs adapters;
-  std::string ids;
+  std::string ids, tokenizer;
+  std::vector<std::string> prompts;
   GenerationConfig gen;
   std::vector<int64_t> eos;
   bool no_eos = false;
@@ -31,20 +33,36 @@ void run_generate(GenerateArgs& a) {
     else if (c.contains("eos_token_id") && c["eos_token_id"].is_array())
       a.gen.eos_token_ids = c["eos_token_id"].get<std::vector<int64_t>>();
   }
-  auto rows = generate(*model, read_id_lists(a.ids), a.gen);
-  std::cout << nlohmann::json(rows).dump() << "\n";
+  if (a.prompts.empty()) {
+    if (a.ids.empty()) throw std::invalid_argument("give --ids or --prompt");
+    auto rows = generate(*model, read_id_lists(a.ids), a.gen);
+    std::cout << nlohmann::json(rows).dump() << "\n";
+    return;
+  }
+  // Text in, text out: the model folder's tokenizer unless --tokenizer names another.
+  auto tok = Tokenizer::from_file(a.tokenizer.empty() ? a.model.dir : a.tokenizer);
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : a.prompts) prompts.push_back(tok.encode(p).ids);
+  auto rows = generate(*model, prompts, a.gen);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
+    std::cout << nlohmann::json{{"prompt", a.prompts[i]}, {"completion", tok.decode(completion, true)}}.dump()
+              << "\n";
+  }
 }
 
 }  // namespace
 
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate",
-                                 "Continue prompts given as token ids; prints a JSON list of id lists "
-                                 "(prompt followed by the new tokens)");
+                                 "Continue prompts: token ids (--ids; prints a JSON list of id lists, prompt then new "
+                                 "tokens) or text (--prompt, with the model's tokenizer)");
   auto a = std::make_shared<GenerateArgs>();
   a->model.add_to(cmd);
   a->adapters.add_to(cmd);
-  cmd->add_option("--ids", a->ids, "JSON list of token-id lists (the prompts)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--ids", a->ids, "JSON list of token-id lists (the prompts)")->check(CLI::ExistingFile);
+  cmd->add_option("--prompt", a->prompts, "Prompt text (repeatable); prints JSON lines {prompt, completion}");
+  cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
   cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
   auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");
   cmd->add_option("--top-k", a->gen.top_k, "Sample among the k most likely tokens (0: off)")->capture_default_str();
