@@ -43,5 +43,7 @@ void register_forward(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_merge(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace peft::cli

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   peft::cli::register_generate(app);
   peft::cli::register_merge(app);
   peft::cli::register_tokenize(app);
+  peft::cli::register_train(app);
+  peft::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,79 @@
+// Fine-tuning: `peft train` as a library call. One JSON config (docs/TRAINING.md lists
+// every field and its default), HF PEFT adapters out, resumable checkpoints.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace peft {
+
+struct TrainConfig {
+  // What to train.
+  std::string model;                 // HF model folder (config.json + safetensors)
+  std::string tokenizer;             // tokenizer folder; default: the model folder
+  nlohmann::ordered_json method;     // adapter_config.json fields (LoRA), e.g. {"r": 8, "target_modules": [...]}
+  std::string init_adapter;          // start from this adapter folder instead of a fresh init
+  std::string output_dir = "peft-output";
+  // Data.
+  std::string train_file;            // JSONL
+  std::string eval_file;             // JSONL; or carve eval_split off the training data
+  double eval_split = 0.0;
+  std::string format = "auto";       // auto | input_ids | text | prompt_completion | messages | text_label
+  int64_t max_length = 512;          // longer examples are truncated
+  bool packing = false;              // causal LM: concatenate examples into max_length blocks
+  bool completion_only_loss = true;  // prompt/completion and messages: loss on the completion only
+  std::string on_bad_line = "stop";  // stop | skip (a malformed JSONL line)
+  bool shuffle = true;
+  // Optimization (HF Trainer's names and defaults where it has them).
+  double learning_rate = 2e-4;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  std::string lr_scheduler_type = "linear";  // constant | constant_with_warmup | linear | cosine
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  int64_t per_device_train_batch_size = 8;
+  int64_t per_device_eval_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  double max_grad_norm = 1.0;        // 0: no clipping
+  int64_t max_steps = -1;            // > 0 overrides num_train_epochs
+  double num_train_epochs = 1.0;
+  std::string precision = "fp32";    // fp32 | bf16 (autocast of the forward on CPU/CUDA)
+  bool gradient_checkpointing = false;
+  std::string device = "cpu";
+  // Bookkeeping.
+  int64_t logging_steps = 1;
+  int64_t eval_steps = 0;            // 0: evaluate at the end only
+  int64_t save_steps = 0;            // 0: save at the end only
+  int64_t save_total_limit = 2;      // checkpoints kept
+  int64_t early_stopping_patience = 0;  // evaluations without improvement before stopping; 0: off
+  uint64_t seed = 42;
+  bool progress = true;
+
+  // Parses a config; unknown keys are an error naming them (a typo must not be ignored).
+  static TrainConfig from_json(const nlohmann::json& j, const std::string& where);
+  nlohmann::json to_json() const;
+  // Applies "key=value" overrides (value parsed as JSON, else taken as a string).
+  void apply_overrides(const std::vector<std::string>& kv);
+};
+
+struct StepLog {
+  int64_t step;
+  double loss, learning_rate, grad_norm, tokens_per_second;
+};
+
+struct TrainResult {
+  std::vector<StepLog> steps;        // every optimizer step of this run (resumed runs: the rest)
+  std::vector<nlohmann::json> evals; // {step, eval_loss, eval_perplexity | eval_accuracy}
+  std::string adapter_dir;           // the final adapter (HF PEFT format)
+};
+
+// Trains; with resume, continues from the newest intact checkpoint in output_dir so that
+// the remaining steps are exactly those of an uninterrupted run.
+TrainResult train(const TrainConfig& cfg, bool resume = false);
+
+// Loss (and perplexity for causal LMs, accuracy for classifiers) of model + adapters on a
+// JSONL file, formatted as training formats it.
+nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& adapters);
+
+}  // namespace peft

@@ -1,0 +1,162 @@
+#include "train/data.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "peft/chat_template.h"
+
+namespace peft {
+
+namespace {
+
+std::string detect_format(const nlohmann::json& j) {
+  if (j.contains("input_ids")) return "input_ids";
+  if (j.contains("messages")) return "messages";
+  if (j.contains("prompt") && j.contains("completion")) return "prompt_completion";
+  if (j.contains("text") && j.contains("label")) return "text_label";
+  if (j.contains("text")) return "text";
+  return "";
+}
+
+const std::string& str_field(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_string()) throw std::runtime_error(std::string("missing string field '") + key + "'");
+  return j[key].get_ref<const std::string&>();
+}
+
+std::optional<int64_t> eos_id(const Tokenizer& t) {
+  auto eos = t.special_token("eos_token");
+  return eos ? t.token_to_id(*eos) : std::nullopt;
+}
+
+Example make_example(const nlohmann::json& j, const std::string& format, const DataOptions& o) {
+  Example ex;
+  auto need_tok = [&]() -> const Tokenizer& {
+    if (!o.tokenizer) throw std::runtime_error("format '" + format + "' needs a tokenizer");
+    return *o.tokenizer;
+  };
+  if (format == "input_ids") {
+    if (!j["input_ids"].is_array()) throw std::runtime_error("'input_ids' is not a list");
+    for (const auto& v : j["input_ids"]) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) throw std::runtime_error("'input_ids' holds a non-id");
+      ex.input_ids.push_back(v.get<int64_t>());
+    }
+    ex.labels = ex.input_ids;
+  } else if (format == "text") {
+    const auto& tok = need_tok();
+    ex.input_ids = tok.encode(str_field(j, "text")).ids;
+    if (auto e = eos_id(tok)) ex.input_ids.push_back(*e);
+    ex.labels = ex.input_ids;
+  } else if (format == "prompt_completion" || format == "messages") {
+    const auto& tok = need_tok();
+    std::string prompt, full;
+    bool specials = true;
+    if (format == "prompt_completion") {
+      prompt = str_field(j, "prompt");
+      full = prompt + str_field(j, "completion");
+    } else {
+      if (!j["messages"].is_array() || j["messages"].empty()) throw std::runtime_error("'messages' is not a non-empty list");
+      std::vector<ChatMessage> msgs;
+      for (const auto& m : j["messages"]) msgs.push_back({str_field(m, "role"), str_field(m, "content")});
+      if (msgs.back().role != "assistant") throw std::runtime_error("the last message must be the assistant's");
+      // The format follows the tokenizer: Llama-3 markers if it has them, else ChatML.
+      const ChatFormat f = tok.token_to_id("<|start_header_id|>") ? ChatFormat::kLlama3 : ChatFormat::kChatML;
+      auto bos = tok.special_token("bos_token").value_or("");
+      prompt = apply_chat_template(f, {msgs.begin(), msgs.end() - 1}, true, bos);
+      full = apply_chat_template(f, msgs, false, bos);
+      specials = false;  // the template carries its own markers
+    }
+    const size_t prompt_len = tok.encode(prompt, specials).ids.size();
+    ex.input_ids = tok.encode(full, specials).ids;
+    if (auto e = eos_id(tok); e && format == "prompt_completion") ex.input_ids.push_back(*e);
+    ex.labels = ex.input_ids;
+    if (o.completion_only_loss)
+      for (size_t i = 0; i < std::min(prompt_len, ex.labels.size()); ++i) ex.labels[i] = -100;
+  } else if (format == "text_label") {
+    const auto& tok = need_tok();
+    ex.input_ids = tok.encode(str_field(j, "text")).ids;
+    const auto& l = j["label"];
+    if (l.is_number_integer()) ex.class_label = l.get<int64_t>();
+    else if (l.is_string() && o.label2id.contains(l.get<std::string>())) ex.class_label = o.label2id[l.get<std::string>()];
+    else throw std::runtime_error("label " + l.dump() + " is neither an index nor a name in config.json's label2id");
+  } else {
+    throw std::runtime_error("unknown format '" + format + "'");
+  }
+  if (static_cast<int64_t>(ex.input_ids.size()) > o.max_length) {
+    ex.input_ids.resize(o.max_length);
+    if (!ex.labels.empty()) ex.labels.resize(o.max_length);
+  }
+  if (ex.input_ids.empty()) throw std::runtime_error("the example has no tokens");
+  return ex;
+}
+
+}  // namespace
+
+std::vector<Example> load_examples(const std::string& path, const DataOptions& o) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::vector<Example> out;
+  std::string format = o.format, line;
+  size_t skipped = 0;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      auto j = nlohmann::json::parse(line);
+      if (!j.is_object()) throw std::runtime_error("not a JSON object");
+      if (format == "auto") {
+        format = detect_format(j);
+        if (format.empty()) throw std::runtime_error("no known fields (input_ids, text, prompt/completion, messages)");
+      }
+      out.push_back(make_example(j, format, o));
+    } catch (const std::exception& e) {
+      const std::string msg = path + ":" + std::to_string(n) + ": " + e.what();
+      if (!o.skip_bad_lines) throw std::runtime_error(msg + " (on_bad_line=skip to skip such lines)");
+      std::cerr << "warning: skipped " << msg << "\n";
+      ++skipped;
+    }
+  }
+  if (out.empty()) throw std::runtime_error(path + ": no usable examples");
+  if (o.classification)
+    for (const auto& e : out)
+      if (e.class_label < 0) throw std::runtime_error(path + ": classification needs {\"text\", \"label\"} lines");
+  if (o.packing && !o.classification) {
+    // Concatenate and cut into max_length blocks (the tail shorter).
+    std::vector<Example> packed(1);
+    for (const auto& e : out)
+      for (size_t i = 0; i < e.input_ids.size(); ++i) {
+        if (static_cast<int64_t>(packed.back().input_ids.size()) == o.max_length) packed.emplace_back();
+        packed.back().input_ids.push_back(e.input_ids[i]);
+        packed.back().labels.push_back(e.labels[i]);
+      }
+    out = std::move(packed);
+  }
+  return out;
+}
+
+Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal) {
+  size_t len = 0;
+  for (const auto* e : xs) len = std::max(len, e->input_ids.size());
+  const auto b = static_cast<int64_t>(xs.size()), s = static_cast<int64_t>(len);
+  std::vector<int64_t> ids(b * s, pad_id), mask(b * s, 0), labels(causal ? b * s : b, -100);
+  Batch out;
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& e = *xs[i];
+    for (size_t t = 0; t < e.input_ids.size(); ++t) {
+      ids[i * s + t] = e.input_ids[t];
+      mask[i * s + t] = 1;
+      if (causal) {
+        labels[i * s + t] = e.labels[t];
+        if (t > 0 && e.labels[t] != -100) ++out.num_items;  // position 0 never has a prediction
+      }
+    }
+    if (!causal) labels[i] = e.class_label;
+  }
+  if (!causal) out.num_items = b;
+  out.input_ids = at::tensor(ids, at::kLong).view({b, s});
+  out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
+  out.labels = causal ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
+  return out;
+}
+
+}  // namespace peft

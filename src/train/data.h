@@ -1,0 +1,46 @@
+// Training data: JSONL lines into token ids and labels, and batches of them.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "peft/tokenizer.h"
+
+namespace peft {
+
+struct Example {
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;  // causal LM: per token, -100 = no loss
+  int64_t class_label = -1;     // classification
+};
+
+struct DataOptions {
+  std::string format = "auto";
+  int64_t max_length = 512;
+  bool packing = false;
+  bool completion_only_loss = true;
+  bool skip_bad_lines = false;
+  bool classification = false;
+  const Tokenizer* tokenizer = nullptr;  // required unless every line is input_ids
+  nlohmann::json label2id;               // from the model's config.json, for string labels
+};
+
+// Reads a JSONL file. Formats: {"input_ids": [...]}, {"text"}, {"prompt", "completion"},
+// {"messages": [{"role", "content"}...]} (loss on the last assistant turn), {"text",
+// "label"}. A malformed line is an error naming the file and line, or skipped with a
+// warning under skip_bad_lines.
+std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
+
+struct Batch {
+  at::Tensor input_ids, attention_mask, labels;  // labels: [b, s] (LM) or [b] (classes)
+  int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
+};
+
+// Right-pads with pad_id; LM labels get -100 on padding.
+Batch collate(const std::vector<const Example*>& examples, int64_t pad_id, bool causal);
+
+}  // namespace peft

@@ -1,0 +1,446 @@
+// The training loop, mirroring HF Trainer's arithmetic (see docs/TRAINING.md): token-
+// weighted loss across gradient accumulation, global-norm clipping, torch's AdamW with
+// HF's decay groups, LambdaLR schedules; atomic checkpoints that resume exactly.
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/GradMode.h>
+#include <torch/optim/adamw.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "peft/layers.h"
+#include "peft/peft_model.h"
+#include "peft/train.h"
+#include "train/data.h"
+#include "train/schedule.h"
+
+namespace fs = std::filesystem;
+
+namespace peft {
+
+namespace {
+
+struct Setup {
+  std::shared_ptr<Model> model;
+  std::unique_ptr<PeftModel> peft;
+  std::optional<Tokenizer> tokenizer;
+  bool causal = true;
+  int64_t pad_id = 0;
+};
+
+Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool trainable_adapter) {
+  Setup s;
+  LoadOptions lo;
+  lo.device = cfg.device;
+  s.model = load_model(cfg.model, lo);
+  if (s.model->task() == TaskKind::kCausalLM) s.causal = true;
+  else if (s.model->task() == TaskKind::kSequenceClassification) s.causal = false;
+  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence classifiers");
+  const std::string tok_dir = cfg.tokenizer.empty() ? cfg.model : cfg.tokenizer;
+  if (fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir)) {
+    s.tokenizer = Tokenizer::from_file(tok_dir);
+    if (auto pad = s.tokenizer->special_token("pad_token"))
+      if (auto id = s.tokenizer->token_to_id(*pad)) s.pad_id = *id;
+  }
+  s.peft = std::make_unique<PeftModel>(s.model);
+  for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));
+  if (trainable_adapter && adapters.empty()) {
+    nlohmann::ordered_json m = cfg.method;
+    if (!m.contains("peft_type")) m["peft_type"] = "LORA";
+    if (!m.contains("task_type")) m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
+    s.peft->add_adapter("default", LoraConfig::from_json(m, "config 'method'"), cfg.seed);
+  }
+  return s;
+}
+
+DataOptions data_options(const TrainConfig& cfg, const Setup& s) {
+  DataOptions o;
+  o.format = cfg.format;
+  o.max_length = cfg.max_length;
+  o.packing = cfg.packing;
+  o.completion_only_loss = cfg.completion_only_loss;
+  o.skip_bad_lines = cfg.on_bad_line == "skip";
+  o.classification = !s.causal;
+  o.tokenizer = s.tokenizer ? &*s.tokenizer : nullptr;
+  o.label2id = s.model->config().value("label2id", nlohmann::json::object());
+  return o;
+}
+
+// Summed loss of one batch and the number of items it averages over.
+at::Tensor batch_loss_sum(PeftModel& peft, const Batch& b, bool causal, at::Device dev) {
+  ModelInputs in;
+  in.input_ids = b.input_ids.to(dev);
+  in.attention_mask = b.attention_mask.to(dev);
+  auto logits = peft.forward(in).logits.to(at::kFloat);
+  auto labels = b.labels.to(dev);
+  if (!causal) return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum);
+  const int64_t v = logits.size(-1);
+  auto shifted = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, v});
+  auto targets = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1});
+  return at::cross_entropy_loss(shifted, targets, {}, at::Reduction::Sum, -100);
+}
+
+// Fisher-Yates with a fixed generator: the same order on every platform.
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  if (!shuffle) return order;
+  std::mt19937_64 rng(seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  for (size_t i = n; i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  return order;
+}
+
+std::string fmt_time(double s) {
+  char buf[32];
+  const int t = static_cast<int>(s);
+  std::snprintf(buf, sizeof buf, "%02d:%02d:%02d", t / 3600, (t / 60) % 60, t % 60);
+  return buf;
+}
+
+void write_json_atomic(const fs::path& p, const nlohmann::json& j) {
+  const fs::path tmp = p.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
+  }
+  fs::rename(tmp, p);
+}
+
+// --- checkpoints ---------------------------------------------------------------------
+
+struct TrainerState {
+  int64_t step = 0;  // optimizer steps done; fixes the data position too
+  double best_eval = std::numeric_limits<double>::infinity();
+  int64_t bad_evals = 0;
+  nlohmann::json history = nlohmann::json::array();
+};
+
+void save_checkpoint(const fs::path& out_dir, PeftModel& peft, torch::optim::AdamW& opt,
+                     const std::vector<at::Tensor>& params, const TrainerState& st, int64_t keep) {
+  const fs::path final_dir = out_dir / ("checkpoint-" + std::to_string(st.step));
+  const fs::path tmp = out_dir / ("checkpoint-" + std::to_string(st.step) + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  peft.save_adapter(tmp.string());
+  NamedTensors opt_tensors;
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto it = opt.state().find(params[i].unsafeGetTensorImpl());
+    if (it == opt.state().end()) continue;
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    opt_tensors.emplace_back(std::to_string(i) + ".exp_avg", s.exp_avg());
+    opt_tensors.emplace_back(std::to_string(i) + ".exp_avg_sq", s.exp_avg_sq());
+    opt_tensors.emplace_back(std::to_string(i) + ".step", at::scalar_tensor(s.step(), at::kLong));
+  }
+  opt_tensors.emplace_back("rng_state", at::detail::getDefaultCPUGenerator().get_state());
+  save_safetensors((tmp / "optimizer.safetensors").string(), opt_tensors);
+  nlohmann::json j = {{"global_step", st.step},
+                      {"best_eval", std::isfinite(st.best_eval) ? nlohmann::json(st.best_eval) : nlohmann::json()},
+                      {"bad_evals", st.bad_evals}, {"log_history", st.history}};
+  // File sizes let resume tell a complete checkpoint from one cut short on disk.
+  nlohmann::json sizes;
+  for (const auto& f : fs::directory_iterator(tmp)) sizes[f.path().filename().string()] = fs::file_size(f.path());
+  j["file_sizes"] = sizes;
+  write_json_atomic(tmp / "trainer_state.json", j);
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  // Keep the newest `keep`.
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& d : fs::directory_iterator(out_dir)) {
+    const auto name = d.path().filename().string();
+    if (d.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos)
+      all.emplace_back(std::stoll(name.substr(11)), d.path());
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+}
+
+// The newest checkpoint whose files are all present, complete and readable.
+std::optional<fs::path> newest_intact_checkpoint(const fs::path& out_dir) {
+  if (!fs::exists(out_dir)) return std::nullopt;
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& d : fs::directory_iterator(out_dir)) {
+    const auto name = d.path().filename().string();
+    if (d.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos)
+      all.emplace_back(std::stoll(name.substr(11)), d.path());
+  }
+  std::sort(all.rbegin(), all.rend());
+  for (const auto& [step, dir] : all) {
+    try {
+      auto j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));
+      for (const auto& [f, size] : j.at("file_sizes").items())
+        if (!fs::exists(dir / f) || fs::file_size(dir / f) != size.get<uintmax_t>())
+          throw std::runtime_error(f + " is missing or has the wrong size");
+      SafetensorsFile a((dir / "adapter_model.safetensors").string());
+      SafetensorsFile o((dir / "optimizer.safetensors").string());
+      return dir;
+    } catch (const std::exception& e) {
+      std::cerr << "warning: " << dir.string() << " is damaged (" << e.what() << "); trying an older checkpoint\n";
+    }
+  }
+  return std::nullopt;
+}
+
+// --- evaluation ----------------------------------------------------------------------
+
+nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64_t batch, int64_t pad, bool causal,
+                        at::Device dev) {
+  c10::NoGradGuard no_grad;
+  peft.train(false);
+  double loss_sum = 0;
+  int64_t items = 0, correct = 0;
+  for (size_t i = 0; i < data.size(); i += static_cast<size_t>(batch)) {
+    std::vector<const Example*> xs;
+    for (size_t k = i; k < std::min(data.size(), i + static_cast<size_t>(batch)); ++k) xs.push_back(&data[k]);
+    Batch b = collate(xs, pad, causal);
+    loss_sum += batch_loss_sum(peft, b, causal, dev).item<double>();
+    items += b.num_items;
+    if (!causal) {
+      ModelInputs in;
+      in.input_ids = b.input_ids.to(dev);
+      in.attention_mask = b.attention_mask.to(dev);
+      correct += (peft.forward(in).logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
+    }
+  }
+  const double loss = loss_sum / std::max<int64_t>(1, items);
+  nlohmann::json r = {{"eval_loss", loss}};
+  if (causal) r["eval_perplexity"] = std::exp(loss);
+  else r["eval_accuracy"] = static_cast<double>(correct) / static_cast<double>(std::max<size_t>(1, data.size()));
+  return r;
+}
+
+void plot_losses(const fs::path& out_dir, const nlohmann::json& history) {
+  const fs::path data = out_dir / "loss.dat";
+  {
+    std::ofstream d(data);
+    for (const auto& h : history)
+      if (h.contains("loss")) d << h["step"] << " " << h["loss"] << "\n";
+    d << "\n\n";
+    for (const auto& h : history)
+      if (h.contains("eval_loss")) d << h["step"] << " " << h["eval_loss"] << "\n";
+  }
+  const std::string script = "set terminal pngcairo size 900,500; set output '" + (out_dir / "loss.png").string() +
+                             "'; set xlabel 'step'; set ylabel 'loss'; set grid; plot '" + data.string() +
+                             "' index 0 with lines title 'train', '' index 1 with linespoints title 'eval'";
+  const std::string cmd = "gnuplot -e \"" + script + "\" 2>/dev/null";
+  if (std::system(("command -v gnuplot >/dev/null 2>&1 && " + cmd).c_str()) != 0)
+    std::cerr << "note: gnuplot not found or failed; loss curve not drawn (" << data.string() << " has the numbers)\n";
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, bool resume) {
+  torch::manual_seed(cfg.seed);
+  if (cfg.gradient_checkpointing)
+    throw std::runtime_error("gradient_checkpointing is not implemented yet; set it to false");
+  const fs::path out_dir = cfg.output_dir;
+  fs::create_directories(out_dir);
+  std::optional<fs::path> ckpt = resume ? newest_intact_checkpoint(out_dir) : std::nullopt;
+  if (resume && !ckpt) std::cerr << "note: no intact checkpoint in " << out_dir.string() << "; starting fresh\n";
+
+  std::vector<std::string> init;
+  if (ckpt) init = {ckpt->string()};
+  else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
+  Setup s = load(cfg, init, true);
+  const at::Device dev(cfg.device);
+
+  auto opts = data_options(cfg, s);
+  std::vector<Example> train_data = load_examples(cfg.train_file, opts), eval_data;
+  if (!cfg.eval_file.empty()) eval_data = load_examples(cfg.eval_file, opts);
+  else if (cfg.eval_split > 0) {
+    // The split is fixed by the seed, not by the shuffle of the epochs.
+    auto order = epoch_order(train_data.size(), cfg.seed + 7, -1, true);
+    const size_t n_eval = std::max<size_t>(1, static_cast<size_t>(cfg.eval_split * train_data.size()));
+    std::vector<Example> rest;
+    for (size_t i = 0; i < order.size(); ++i) (i < n_eval ? eval_data : rest).push_back(train_data[order[i]]);
+    train_data = std::move(rest);
+  }
+
+  // Parameters and AdamW groups: no decay for biases and norm weights, as HF Trainer.
+  std::vector<at::Tensor> params = s.peft->trainable_tensors();
+  if (params.empty()) throw std::runtime_error("nothing to train: the adapter has no trainable parameters");
+  std::vector<at::Tensor> decay, no_decay;
+  {
+    std::set<const void*> no_decay_ptrs;
+    for (auto& [name, m] : s.model->named_modules()) {
+      const bool norm = dynamic_cast<LayerNorm*>(m) || dynamic_cast<RMSNorm*>(m);
+      for (auto& [pn, t] : m->named_parameters())
+        if (norm || pn.find("bias") != std::string::npos) no_decay_ptrs.insert(t.unsafeGetTensorImpl());
+    }
+    for (auto& t : params) (no_decay_ptrs.count(t.unsafeGetTensorImpl()) ? no_decay : decay).push_back(t);
+  }
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto group_opts = [&](double wd) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(cfg.learning_rate);
+    o->betas({cfg.adam_beta1, cfg.adam_beta2}).eps(cfg.adam_epsilon).weight_decay(wd);
+    return o;
+  };
+  if (!decay.empty()) groups.emplace_back(decay, group_opts(cfg.weight_decay));
+  if (!no_decay.empty()) groups.emplace_back(no_decay, group_opts(0.0));
+  torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(cfg.learning_rate));
+
+  const int64_t bs = cfg.per_device_train_batch_size, accum = cfg.gradient_accumulation_steps;
+  // As HF Trainer: the short last micro-batch of an epoch is kept, and an optimizer step
+  // never accumulates across an epoch boundary (the epoch's last step may have fewer).
+  const int64_t per_epoch = (static_cast<int64_t>(train_data.size()) + bs - 1) / bs;
+  const int64_t steps_per_epoch = (per_epoch + accum - 1) / accum;
+  const int64_t total = cfg.max_steps > 0 ? cfg.max_steps
+                                          : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(
+                                                                     cfg.num_train_epochs * steps_per_epoch)));
+  const int64_t warmup = cfg.warmup_steps > 0 ? cfg.warmup_steps : static_cast<int64_t>(std::ceil(cfg.warmup_ratio * total));
+
+  TrainerState st;
+  if (ckpt) {
+    auto j = nlohmann::json::parse(std::ifstream(*ckpt / "trainer_state.json"));
+    st.step = j["global_step"];
+    st.best_eval = j["best_eval"].is_null() ? std::numeric_limits<double>::infinity() : j["best_eval"].get<double>();
+    st.bad_evals = j["bad_evals"];
+    st.history = j["log_history"];
+    SafetensorsFile f((*ckpt / "optimizer.safetensors").string());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto k = std::to_string(i);
+      if (!f.contains(k + ".exp_avg")) continue;
+      auto ps = std::make_unique<torch::optim::AdamWParamState>();
+      ps->step(f.get(k + ".step").item<int64_t>());
+      ps->exp_avg(f.get(k + ".exp_avg").clone().to(dev));
+      ps->exp_avg_sq(f.get(k + ".exp_avg_sq").clone().to(dev));
+      opt.state()[params[i].unsafeGetTensorImpl()] = std::move(ps);
+    }
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(f.get("rng_state").clone());
+    std::cerr << "resumed from " << ckpt->string() << " at step " << st.step << "\n";
+  }
+  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::trunc);
+  for (const auto& h : st.history) metrics << h.dump() << "\n";
+
+  TrainResult result;
+  const bool tty = isatty(STDERR_FILENO);
+  const auto t_start = std::chrono::steady_clock::now();
+  const int64_t start_step = st.step;
+  std::vector<std::vector<size_t>> orders;  // per epoch, built on demand
+  auto micro_batch = [&](int64_t epoch, int64_t within) {
+    while (static_cast<int64_t>(orders.size()) <= epoch)
+      orders.push_back(epoch_order(train_data.size(), cfg.seed, static_cast<int64_t>(orders.size()), cfg.shuffle));
+    std::vector<const Example*> xs;
+    for (int64_t k = within * bs; k < std::min<int64_t>((within + 1) * bs, train_data.size()); ++k)
+      xs.push_back(&train_data[orders[epoch][k]]);
+    return collate(xs, s.pad_id, s.causal);
+  };
+  auto do_eval = [&](int64_t step) -> bool {
+    if (eval_data.empty()) return false;
+    auto r = run_eval(*s.peft, eval_data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, dev);
+    r["step"] = step;
+    st.history.push_back(r);
+    metrics << r.dump() << "\n" << std::flush;
+    result.evals.push_back(r);
+    if (tty) std::cerr << "\n";
+    std::cerr << "eval @ " << step << ": " << r.dump() << "\n";
+    const double l = r["eval_loss"];
+    if (l < st.best_eval) {
+      st.best_eval = l;
+      st.bad_evals = 0;
+    } else if (cfg.early_stopping_patience > 0 && ++st.bad_evals >= cfg.early_stopping_patience) {
+      std::cerr << "early stopping: eval_loss has not improved for " << st.bad_evals << " evaluations\n";
+      return true;
+    }
+    return false;
+  };
+
+  bool stop = false;
+  while (st.step < total && !stop) {
+    s.peft->train(true);
+    for (auto& g : opt.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(g.options())
+          .lr(cfg.learning_rate * lr_lambda(cfg.lr_scheduler_type, st.step, warmup, total));
+    const double lr_now = static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[0].options()).lr();
+    std::vector<Batch> mbs;
+    int64_t items = 0, tokens = 0;
+    const int64_t epoch = st.step / steps_per_epoch, first = (st.step % steps_per_epoch) * accum;
+    for (int64_t m = first; m < std::min(first + accum, per_epoch); ++m) {
+      mbs.push_back(micro_batch(epoch, m));
+      items += mbs.back().num_items;
+      tokens += mbs.back().attention_mask.sum().item<int64_t>();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    double step_loss = 0;
+    for (const auto& b : mbs) {
+      at::Tensor loss_sum;
+      if (cfg.precision == "bf16") {
+        at::autocast::set_autocast_enabled(dev.type(), true);
+        at::autocast::set_autocast_dtype(dev.type(), at::kBFloat16);
+        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev);
+        at::autocast::set_autocast_enabled(dev.type(), false);
+        at::autocast::clear_cache();
+      } else {
+        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev);
+      }
+      auto loss = loss_sum / static_cast<double>(std::max<int64_t>(1, items));
+      if (!std::isfinite(loss.item<double>()))
+        throw std::runtime_error("loss is " + std::to_string(loss.item<double>()) + " at step " +
+                                 std::to_string(st.step + 1) + "; lower learning_rate or check the data");
+      loss.backward();
+      step_loss += loss.item<double>();
+    }
+    double grad_norm = 0;
+    {
+      std::vector<at::Tensor> norms;
+      for (auto& p : params)
+        if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2));
+      grad_norm = at::linalg_vector_norm(at::stack(norms), 2).item<double>();
+      if (cfg.max_grad_norm > 0) {
+        const double coef = std::min(1.0, cfg.max_grad_norm / (grad_norm + 1e-6));
+        if (coef < 1.0)
+          for (auto& p : params)
+            if (p.grad().defined()) p.grad().mul_(coef);
+      }
+    }
+    opt.step();
+    opt.zero_grad();
+    ++st.step;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    StepLog log{st.step, step_loss, lr_now, grad_norm, tokens / std::max(secs, 1e-9)};
+    result.steps.push_back(log);
+    if (st.step % std::max<int64_t>(1, cfg.logging_steps) == 0 || st.step == total) {
+      nlohmann::json h = {{"step", log.step}, {"loss", log.loss}, {"learning_rate", log.learning_rate},
+                          {"grad_norm", log.grad_norm}, {"tokens_per_second", log.tokens_per_second}};
+      st.history.push_back(h);
+      metrics << h.dump() << "\n" << std::flush;
+    }
+    if (cfg.progress) {
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      const double eta = elapsed / static_cast<double>(st.step - start_step) * static_cast<double>(total - st.step);
+      const int width = 24, filled = static_cast<int>(width * st.step / total);
+      char line[256];
+      std::snprintf(line, sizeof line, "[%s%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ETA %s",
+                    std::string(filled, '#').c_str(), std::string(width - filled, ' ').c_str(),
+                    static_cast<long long>(st.step), static_cast<long long>(total), log.loss, log.learning_rate,
+                    log.tokens_per_second, fmt_time(eta).c_str());
+      if (tty) std::cerr << "\r" << line << std::flush;
+      else if (st.step % std::max<int64_t>(1, cfg.logging_steps) == 0 || st.step == total) std::cerr << line << "\n";
+    }
+    if (cfg.eval_steps > 0 && st.step % cfg.eval_steps == 0 && st.step < total) stop = do_eval(st.step);
+    if ((cfg.save_steps > 0 && st.step % cfg.save_steps == 0) || st.step == total || stop)
+      save_checkpoint(out_dir, *s.peft, opt, params, st, cfg.save_total_limit);
+  }
+  if (tty && cfg.progress) std::cerr << "\n";
+  if (!stop) do_eval(st.step);
+  s.peft->save_adapter(out_dir.string());
+  result.adapter_dir = out_dir.string();
+  write_json_atomic(out_dir / "train_config.json", cfg.to_json());
+  plot_losses(out_dir, st.history);
+  return result;
+}
+
+nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& adapters) {
+  Setup s = load(cfg, adapters, false);
+  auto data = load_examples(cfg.eval_file.empty() ? cfg.train_file : cfg.eval_file, data_options(cfg, s));
+  return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device));
+}
+
+}  // namespace peft

@@ -1,0 +1,274 @@
+// Training: per-step loss parity with HF Trainer + PEFT (tests/parity/train_reference.py),
+// exact resume after SIGKILL, damaged checkpoints, learning on LM and classification,
+// and the errors bad data and configs must give.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "peft/peft_model.h"
+#include "peft/safetensors.h"
+#include "peft/train.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+namespace peft {
+namespace {
+
+fs::path parity(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / name; }
+fs::path ref_dir() { return fs::path(PEFT_PARITY_DIR).parent_path() / "parity_train"; }
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "train" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+std::vector<json> metrics(const fs::path& dir) {
+  std::vector<json> out;
+  std::ifstream in(dir / "metrics.jsonl");
+  for (std::string l; std::getline(in, l);) {
+    auto j = json::parse(l);
+    if (j.contains("loss")) out.push_back(j);
+  }
+  return out;
+}
+
+// The configuration tests/parity/train_reference.py runs HF Trainer with.
+TrainConfig parity_config(const fs::path& out) {
+  TrainConfig c;
+  c.model = parity("llama_mha").string();
+  c.train_file = (ref_dir().parent_path() / "parity_train_data.jsonl").string();
+  c.init_adapter = (ref_dir() / "initial_adapter").string();
+  c.output_dir = out.string();
+  c.max_steps = 24;
+  c.per_device_train_batch_size = 2;
+  c.gradient_accumulation_steps = 2;
+  c.learning_rate = 1e-3;
+  c.warmup_steps = 3;
+  c.weight_decay = 0.01;
+  c.max_grad_norm = 1.0;
+  c.shuffle = false;
+  c.progress = false;
+  return c;
+}
+
+TEST(TrainParity, PerStepLossesMatchHfTrainer) {
+  auto ref = json::parse(std::ifstream(ref_dir() / "losses.json"));
+  const auto out = scratch("parity");
+  fs::remove_all(out);
+  auto result = train(parity_config(out));
+  ASSERT_EQ(result.steps.size(), 24u);
+  for (size_t i = 0; i < 24; ++i) {
+    const double want = ref["loss"][i];
+    EXPECT_LE(std::abs(result.steps[i].loss - want) / std::abs(want), 1e-4) << "step " << i + 1;
+    EXPECT_NEAR(result.steps[i].learning_rate, ref["learning_rate"][i].get<double>(), 1e-12) << "step " << i + 1;
+    EXPECT_LE(std::abs(result.steps[i].grad_norm - ref["grad_norm"][i].get<double>()),
+              1e-4 * ref["grad_norm"][i].get<double>())
+        << "step " << i + 1;
+  }
+  // The two final adapters agree, and each loads in the other's library.
+  SafetensorsFile ours((out / "adapter_model.safetensors").string());
+  SafetensorsFile theirs((ref_dir() / "final_adapter" / "adapter_model.safetensors").string());
+  ASSERT_EQ(ours.names(), theirs.names());
+  for (const auto& n : ours.names())
+    EXPECT_LE((ours.get(n) - theirs.get(n)).abs().max().item<double>(), 1e-4) << n;
+  PeftModel peft(load_model(parity("llama_mha").string()));
+  peft.load_adapter((ref_dir() / "final_adapter").string());
+  const std::string cmd = std::string(PEFT_PYTHON) + " -c \"import sys; from transformers import AutoModelForCausalLM; "
+                          "from peft import PeftModel; m = AutoModelForCausalLM.from_pretrained('" +
+                          parity("llama_mha").string() + "'); PeftModel.from_pretrained(m, '" + out.string() +
+                          "'); print('ok')\" > /dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << "HF PEFT could not load our trained adapter";
+}
+
+TEST(TrainResume, SigkillThenResumeRepeatsTheUninterruptedLosses) {
+  const auto full = scratch("resume_full"), cut = scratch("resume_cut");
+  fs::remove_all(full);
+  fs::remove_all(cut);
+  auto base = parity_config(full);
+  base.save_steps = 4;
+  base.max_steps = 20;
+  base.save_total_limit = 10;
+  const auto want = train(base).steps;
+  // The same run in a separate process, killed hard once checkpoint-8 exists.
+  base.output_dir = cut.string();
+  const auto cfg_file = scratch("resume_cfg.json");
+  std::ofstream(cfg_file) << base.to_json().dump();
+  const auto pid_file = scratch("resume.pid");
+  const std::string launch = std::string(PEFT_CLI) + " train --config " + cfg_file.string() + " > " +
+                             scratch("resume.log").string() + " 2>&1 & echo $! > " + pid_file.string();
+  ASSERT_EQ(std::system(launch.c_str()), 0);
+  int pid = 0;
+  std::ifstream(pid_file) >> pid;
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(cut / "checkpoint-8") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(cut / "checkpoint-8"));
+  kill(pid, SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_FALSE(fs::exists(cut / "adapter_model.safetensors")) << "the run finished before it was killed";
+  auto resumed = train(base, /*resume=*/true);
+  ASSERT_FALSE(resumed.steps.empty());
+  const auto first = resumed.steps.front().step;
+  EXPECT_GE(first, 9);
+  for (const auto& s : resumed.steps) EXPECT_EQ(s.loss, want[s.step - 1].loss) << "step " << s.step;
+  EXPECT_EQ(resumed.steps.back().step, 20);
+}
+
+TEST(TrainResume, DamagedNewestCheckpointFallsBackToThePrevious) {
+  const auto out = scratch("damaged");
+  fs::remove_all(out);
+  auto cfg = parity_config(out);
+  cfg.max_steps = 12;
+  cfg.save_steps = 4;
+  cfg.save_total_limit = 5;
+  const auto want = train(cfg).steps;
+  // Cut the newest checkpoint's optimizer state short, as a crash mid-copy would.
+  const auto f = out / "checkpoint-12" / "optimizer.safetensors";
+  fs::resize_file(f, fs::file_size(f) / 2);
+  cfg.max_steps = 12;
+  testing::internal::CaptureStderr();
+  auto resumed = train(cfg, true);
+  const auto err = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(err, HasSubstr("checkpoint-12 is damaged"));
+  EXPECT_THAT(err, HasSubstr("resumed from"));
+  ASSERT_EQ(resumed.steps.front().step, 9);
+  for (const auto& s : resumed.steps) EXPECT_EQ(s.loss, want[s.step - 1].loss) << "step " << s.step;
+}
+
+// --- learning ------------------------------------------------------------------------
+
+TEST(TrainLearns, LoraOnACausalLmLowersEvalLoss) {
+  // A language with structure: each row counts upward from a random start.
+  const auto data = scratch("counting.jsonl");
+  {
+    std::ofstream f(data);
+    std::mt19937 rng(3);
+    for (int i = 0; i < 96; ++i) {
+      json ids = json::array();
+      for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
+      f << json{{"input_ids", ids}}.dump() << "\n";
+    }
+  }
+  TrainConfig c;
+  c.model = parity("llama_mha").string();
+  c.train_file = data.string();
+  c.eval_split = 0.2;
+  c.output_dir = scratch("learn_lm").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"r": 8, "lora_alpha": 16, "target_modules": "all-linear"})");
+  c.max_steps = 60;
+  c.per_device_train_batch_size = 8;
+  c.learning_rate = 5e-3;
+  c.eval_steps = 30;
+  c.progress = false;
+  const double before = evaluate([&] {
+                          auto e = c;
+                          e.eval_file = data.string();
+                          return e;
+                        }(),
+                                 {})["eval_loss"];
+  auto r = train(c);
+  const double after = r.evals.back()["eval_loss"];
+  EXPECT_LT(after, 0.6 * before) << "eval loss " << before << " -> " << after;
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "loss.png"));
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "adapter_model.safetensors"));
+}
+
+TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
+  // A word-level tokenizer over bert_cls's vocabulary, and a label that a word decides.
+  const auto model = scratch("bert_cls_tok");
+  fs::remove_all(model);
+  fs::copy(parity("bert_cls"), model, fs::copy_options::recursive);
+  json vocab = json::object();
+  for (int i = 0; i < 90; ++i) vocab["w" + std::to_string(i)] = i;
+  json tj = {{"version", "1.0"},
+             {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
+             {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}}};
+  std::ofstream(model / "tokenizer.json") << tj.dump();
+  const auto data = scratch("cls.jsonl");
+  {
+    std::ofstream f(data);
+    std::mt19937 rng(5);
+    for (int i = 0; i < 160; ++i) {
+      std::string text;
+      const int label = static_cast<int>(rng() % 3);
+      for (int t = 0; t < 8; ++t) text += "w" + std::to_string(10 + rng() % 70) + " ";
+      text += "w" + std::to_string(1 + label);  // the class marker
+      f << json{{"text", text}, {"label", label}}.dump() << "\n";
+    }
+  }
+  TrainConfig c;
+  c.model = model.string();
+  c.train_file = data.string();
+  c.eval_split = 0.25;
+  c.output_dir = scratch("learn_cls").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]})");
+  c.max_steps = 150;
+  c.per_device_train_batch_size = 8;
+  c.learning_rate = 2e-2;
+  c.progress = false;
+  auto r = train(c);
+  EXPECT_GE(r.evals.back()["eval_accuracy"].get<double>(), 0.8);
+  auto cfg = json::parse(std::ifstream(fs::path(c.output_dir) / "adapter_config.json"));
+  EXPECT_THAT(cfg["modules_to_save"].dump(), HasSubstr("classifier"));
+  SafetensorsFile f((fs::path(c.output_dir) / "adapter_model.safetensors").string());
+  EXPECT_TRUE(f.contains("base_model.model.classifier.weight"));
+}
+
+// --- bad input -----------------------------------------------------------------------
+
+std::string train_error(TrainConfig c) {
+  try {
+    train(c);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(TrainBadInput, MalformedJsonlNamesTheLine) {
+  const auto data = scratch("bad.jsonl");
+  std::ofstream(data) << "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 2\n{\"input_ids\": [4, 5]}\n";
+  auto c = parity_config(scratch("bad_out"));
+  c.train_file = data.string();
+  c.init_adapter.clear();
+  c.method = json::parse(R"({"target_modules": ["q_proj"]})");
+  c.max_steps = 2;
+  EXPECT_THAT(train_error(c), HasSubstr("bad.jsonl:2:"));
+  c.on_bad_line = "skip";
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(train(c).steps.size(), 2u);
+  EXPECT_THAT(testing::internal::GetCapturedStderr(), HasSubstr("warning: skipped"));
+}
+
+TEST(TrainBadInput, UnknownConfigKeyIsAnError) {
+  try {
+    TrainConfig::from_json(json::parse(R"({"model": "m", "train_file": "t", "learning_rte": 1e-3})"), "cfg.json");
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cfg.json: unknown key 'learning_rte'"));
+  }
+}
+
+TEST(TrainBadInput, DivergingLossStopsWithAClearError) {
+  auto c = parity_config(scratch("nan_out"));
+  c.learning_rate = 1e30;
+  c.warmup_steps = 0;
+  c.max_grad_norm = 0;
+  c.max_steps = 10;
+  EXPECT_THAT(train_error(c), HasSubstr("lower learning_rate"));
+}
+
+}  // namespace
+}  // namespace peft

@@ -1,0 +1,65 @@
+// peft train --config CFG.json [key=value ...] [--resume]; peft eval.
+#include <fstream>
+#include <iostream>
+
+#include "common.h"
+#include "peft/train.h"
+
+namespace peft::cli {
+
+void register_train(CLI::App& app) {
+  auto* cmd = app.add_subcommand("train",
+                                 "Fine-tune a model with an adapter. The config (JSON) is described in "
+                                 "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4)");
+  auto cfg_path = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  auto resume = std::make_shared<bool>(false);
+  cmd->add_option("--config,-c", *cfg_path, "Training config (JSON)")->check(CLI::ExistingFile);
+  cmd->add_option("overrides", *overrides, "key=value overrides of config fields");
+  cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir");
+  cmd->callback([=] {
+    nlohmann::json j = nlohmann::json::object();
+    if (!cfg_path->empty()) {
+      std::ifstream in(*cfg_path);
+      try {
+        j = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error(*cfg_path + ": invalid JSON: " + e.what());
+      }
+    }
+    // Overrides apply before validation so that required keys may come from them.
+    for (const auto& kv : *overrides) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos) throw std::runtime_error("argument '" + kv + "' is not key=value");
+      nlohmann::json v;
+      try {
+        v = nlohmann::json::parse(kv.substr(eq + 1));
+      } catch (const nlohmann::json::exception&) {
+        v = kv.substr(eq + 1);
+      }
+      const std::string key = kv.substr(0, eq);
+      if (key.rfind("method.", 0) == 0) j["method"][key.substr(7)] = v;
+      else j[key] = v;
+    }
+    auto cfg = TrainConfig::from_json(j, cfg_path->empty() ? "command line" : *cfg_path);
+    auto r = train(cfg, *resume);
+    std::cerr << "adapter written to " << r.adapter_dir << " (metrics.jsonl, loss.png beside it)\n";
+  });
+}
+
+void register_eval(CLI::App& app) {
+  auto* cmd = app.add_subcommand("eval", "Loss and perplexity (causal LMs) or accuracy (classifiers) on a JSONL file");
+  auto cfg = std::make_shared<TrainConfig>();
+  auto adapters = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("model_dir", cfg->model, "Base model folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--data", cfg->eval_file, "JSONL data, formatted as for training")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--adapter", *adapters, "Adapter folder(s)")->check(CLI::ExistingDirectory);
+  cmd->add_option("--tokenizer", cfg->tokenizer, "Tokenizer folder (default: the model folder)");
+  cmd->add_option("--max-length", cfg->max_length, "Truncate examples to this many tokens")->capture_default_str();
+  cmd->add_option("--batch-size", cfg->per_device_eval_batch_size, "Examples per batch")->capture_default_str();
+  cmd->add_option("--format", cfg->format, "auto, input_ids, text, prompt_completion, messages, text_label")
+      ->capture_default_str();
+  cmd->callback([=] { std::cout << evaluate(*cfg, *adapters).dump() << "\n"; });
+}
+
+}  // namespace peft::cli
