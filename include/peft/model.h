@@ -63,6 +63,8 @@ class Model : public Module {
   // transformers' base_model_prefix ("model", "transformer", "bert", "vit"): a checkpoint
   // saved from the headless model lacks it, one saved from a headed model has it.
   virtual std::string base_model_prefix() const { return ""; }
+  // Parameters a checkpoint of the headless model does not have (a classifier head).
+  virtual std::vector<std::string> head_parameter_names() const { return {}; }
 
  protected:
   explicit Model(nlohmann::json config) : config_(std::move(config)) {}
@@ -72,6 +74,12 @@ class Model : public Module {
 struct LoadOptions {
   std::optional<at::ScalarType> dtype;  // cast floating weights; default: float32
   std::optional<std::string> device;    // "cpu", "cuda", "cuda:1"; default: cpu
+  // Build this class instead of config.json's (e.g. BertForSequenceClassification on a
+  // BertModel checkpoint); a head the checkpoint lacks is then newly initialized, seeded,
+  // with a warning, as transformers does.
+  std::string architecture;
+  int64_t num_labels = 0;  // with architecture: the classifier's size (0: config's)
+  uint64_t seed = 0;
 };
 
 // Builds the model that config.json's "architectures" (or "model_type") names and fills

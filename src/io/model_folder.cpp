@@ -1,5 +1,6 @@
 // Loading a Hugging Face model folder: config.json plus one or many safetensors files.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
 #include <fstream>
@@ -75,7 +76,16 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
   const fs::path dir(dir_str);
   if (!fs::is_directory(dir)) throw std::runtime_error(dir_str + ": not a directory");
   const auto config_path = dir / "config.json";
-  auto model = build_model(read_json(config_path), config_path.string());
+  auto config = read_json(config_path);
+  if (!opts.architecture.empty()) {
+    config["architectures"] = {opts.architecture};
+    if (opts.num_labels > 0) {
+      nlohmann::json id2label;
+      for (int64_t i = 0; i < opts.num_labels; ++i) id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+      config["id2label"] = id2label;
+    }
+  }
+  auto model = build_model(config, config_path.string());
   Checkpoint ck = open_checkpoint(dir);
 
   // The model's own names, and the checkpoint key that supplies each.
@@ -101,12 +111,24 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
     source[name] = key;
   }
   const auto tied = model->tied_parameter_names();
+  const auto heads = model->head_parameter_names();
   const at::ScalarType dtype = opts.dtype.value_or(at::kFloat);
+  auto gen = at::detail::createCPUGenerator(opts.seed);
+  std::vector<std::string> initialized;
   model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
     if (!s.persistent) return;
     auto it = source.find(name);
     if (it == source.end()) {
       if (std::find(tied.begin(), tied.end(), name) != tied.end()) return;
+      if (!opts.architecture.empty() && std::find(heads.begin(), heads.end(), name) != heads.end()) {
+        // transformers' init for Linear heads: N(0, initializer_range) weights, zero bias.
+        const double std = model->config().value("initializer_range", 0.02);
+        *s.tensor = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0
+                        ? at::zeros(s.shape, at::kFloat).to(dtype)
+                        : at::empty(s.shape, at::kFloat).normal_(0.0, std, gen).to(dtype);
+        initialized.push_back(name);
+        return;
+      }
       throw std::runtime_error(ck.describe + ": missing tensor '" + name + "' that " + model->type_name() +
                                " needs");
     }
@@ -123,6 +145,10 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
     std::cerr << "warning: " << ck.describe << ": " << unexpected.size() << " tensor(s) not used by "
               << model->type_name() << ", e.g. '" << unexpected.front() << "'\n";
   }
+  if (!initialized.empty())
+    std::cerr << "note: " << model->type_name() << " head newly initialized (not in the checkpoint): "
+              << initialized.front() << (initialized.size() > 1 ? ", ..." : "")
+              << "; it must be trained, or come from an adapter's modules_to_save\n";
   model->tie_weights();
   if (opts.device && *opts.device != "cpu") model->to(at::Device(*opts.device));
   return model;

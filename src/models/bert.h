@@ -115,6 +115,7 @@ class BertForSequenceClassification : public Model {
   TaskKind task() const override { return TaskKind::kSequenceClassification; }
   ModelOutputs forward(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "bert"; }
+  std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> classifier;
 };

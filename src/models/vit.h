@@ -103,6 +103,7 @@ class ViTForImageClassification : public Model {
   TaskKind task() const override { return TaskKind::kImageClassification; }
   ModelOutputs forward(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "vit"; }
+  std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
   std::shared_ptr<ViTModel> vit;
   std::shared_ptr<Linear> classifier;
 };

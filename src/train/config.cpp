@@ -12,6 +12,8 @@ template <class C, class F>
 void for_each_field(C& c, F&& f) {
   f("model", c.model);
   f("tokenizer", c.tokenizer);
+  f("architecture", c.architecture);
+  f("num_labels", c.num_labels);
   f("method", c.method);
   f("init_adapter", c.init_adapter);
   f("output_dir", c.output_dir);

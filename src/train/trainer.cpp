@@ -38,6 +38,9 @@ Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, boo
   Setup s;
   LoadOptions lo;
   lo.device = cfg.device;
+  lo.architecture = cfg.architecture;
+  lo.num_labels = cfg.num_labels;
+  lo.seed = cfg.seed;
   s.model = load_model(cfg.model, lo);
   if (s.model->task() == TaskKind::kCausalLM) s.causal = true;
   else if (s.model->task() == TaskKind::kSequenceClassification) s.causal = false;
@@ -353,6 +356,8 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
   };
 
   bool stop = false;
+  double loss_since_log = 0;  // HF logs the mean loss over the logging interval
+  int64_t steps_since_log = 0;
   while (st.step < total && !stop) {
     s.peft->train(true);
     for (auto& g : opt.param_groups())
@@ -406,8 +411,13 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     StepLog log{st.step, step_loss, lr_now, grad_norm, tokens / std::max(secs, 1e-9)};
     result.steps.push_back(log);
+    loss_since_log += log.loss;
+    ++steps_since_log;
     if (st.step % std::max<int64_t>(1, cfg.logging_steps) == 0 || st.step == total) {
-      nlohmann::json h = {{"step", log.step}, {"loss", log.loss}, {"learning_rate", log.learning_rate},
+      const double mean_loss = loss_since_log / static_cast<double>(steps_since_log);
+      loss_since_log = 0;
+      steps_since_log = 0;
+      nlohmann::json h = {{"step", log.step}, {"loss", mean_loss}, {"learning_rate", log.learning_rate},
                           {"grad_norm", log.grad_norm}, {"tokens_per_second", log.tokens_per_second}};
       st.history.push_back(h);
       metrics << h.dump() << "\n" << std::flush;

@@ -55,6 +55,9 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--data", cfg->eval_file, "JSONL data, formatted as for training")->required()->check(CLI::ExistingFile);
   cmd->add_option("--adapter", *adapters, "Adapter folder(s)")->check(CLI::ExistingDirectory);
   cmd->add_option("--tokenizer", cfg->tokenizer, "Tokenizer folder (default: the model folder)");
+  cmd->add_option("--architecture", cfg->architecture, "Build this class, e.g. BertForSequenceClassification");
+  cmd->add_option("--num-labels", cfg->num_labels, "With --architecture: classes of the new head");
+  cmd->add_option("--seed", cfg->seed, "Seed of a newly initialized head (as in training)")->capture_default_str();
   cmd->add_option("--max-length", cfg->max_length, "Truncate examples to this many tokens")->capture_default_str();
   cmd->add_option("--batch-size", cfg->per_device_eval_batch_size, "Examples per batch")->capture_default_str();
   cmd->add_option("--format", cfg->format, "auto, input_ids, text, prompt_completion, messages, text_label")

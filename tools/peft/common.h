@@ -45,5 +45,6 @@ void register_merge(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_classify(CLI::App& app);
 
 }  // namespace peft::cli

@@ -1,0 +1,57 @@
+// peft classify MODEL_DIR --text ... [--adapter DIR]: label probabilities of a sequence classifier.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <iostream>
+
+#include "common.h"
+#include "peft/tokenizer.h"
+
+namespace peft::cli {
+
+void register_classify(CLI::App& app) {
+  auto* cmd = app.add_subcommand("classify", "Classify texts with a sequence classifier (+ adapters); prints JSON lines");
+  struct Args {
+    ModelArgs model;
+    AdapterArgs adapters;
+    std::vector<std::string> texts;
+    std::string architecture;
+    int64_t num_labels = 0, max_length = 512;
+  };
+  auto a = std::make_shared<Args>();
+  a->model.add_to(cmd);
+  a->adapters.add_to(cmd);
+  cmd->add_option("--text", a->texts, "Text to classify (repeatable)")->required();
+  cmd->add_option("--architecture", a->architecture, "Build this class, e.g. BertForSequenceClassification");
+  cmd->add_option("--num-labels", a->num_labels, "With --architecture: classes of the head");
+  cmd->add_option("--max-length", a->max_length, "Truncate to this many tokens")->capture_default_str();
+  cmd->callback([a] {
+    LoadOptions o;
+    o.dtype = parse_dtype(a->model.dtype);
+    o.device = a->model.device;
+    o.architecture = a->architecture;
+    o.num_labels = a->num_labels;
+    auto model = load_model(a->model.dir, o);
+    if (model->task() != TaskKind::kSequenceClassification)
+      throw std::invalid_argument(model->type_name() + " is not a sequence classifier (see --architecture)");
+    auto peft = a->adapters.apply(model);
+    auto tok = Tokenizer::from_file(a->model.dir);
+    c10::InferenceMode guard;
+    const auto& id2label = model->config().value("id2label", nlohmann::json::object());
+    for (const auto& text : a->texts) {
+      auto ids = tok.encode(text).ids;
+      if (static_cast<int64_t>(ids.size()) > a->max_length) ids.resize(a->max_length);
+      ModelInputs in;
+      in.input_ids = at::tensor(ids, at::kLong).unsqueeze(0).to(at::Device(a->model.device));
+      auto probs = model->forward(in).logits.softmax(-1)[0].to(at::kCPU, at::kFloat);
+      const int64_t best = probs.argmax().item<int64_t>();
+      std::vector<double> p(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
+      const std::string key = std::to_string(best);
+      nlohmann::json out = {{"text", text}, {"label", best}, {"probabilities", p}};
+      if (id2label.contains(key)) out["label_name"] = id2label[key];
+      std::cout << out.dump() << "\n";
+    }
+  });
+}
+
+}  // namespace peft::cli
