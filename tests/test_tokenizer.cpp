@@ -166,7 +166,9 @@ namespace peft {
 namespace {
 
 std::string run_cli(const std::string& args, const std::string& stdin_text, int* status) {
-  const auto in = fs::path(PEFT_SCRATCH_DIR) / "cli_stdin.txt";
+  // One stdin file per test: ctest -j runs tests in parallel processes.
+  const auto in = fs::path(PEFT_SCRATCH_DIR) /
+                  (std::string("cli_stdin_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".txt");
   fs::create_directories(in.parent_path());
   std::ofstream(in) << stdin_text;
   std::string out;
