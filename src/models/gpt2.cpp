@@ -97,25 +97,12 @@ at::Tensor GPT2Model::forward(const ModelInputs& in) {
 }
 
 GPT2LMHeadModel::GPT2LMHeadModel(const nlohmann::json& j, const std::string& where)
-    : Model(j), cfg_(GPT2Config::from_json(j, where)) {
+    : GPT2LMHeadModel(j, GPT2Config::from_json(j, where)) {}
+
+GPT2LMHeadModel::GPT2LMHeadModel(const nlohmann::json& j, GPT2Config cfg)
+    : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   transformer = register_module("transformer", std::make_shared<GPT2Model>(cfg_));
-  lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.n_embd, cfg_.vocab_size, false));
-}
-
-ModelOutputs GPT2LMHeadModel::forward(const ModelInputs& in) {
-  ModelOutputs out;
-  out.last_hidden_state = transformer->forward(in);
-  out.logits = lm_head->forward(out.last_hidden_state);
-  return out;
-}
-
-std::vector<std::string> GPT2LMHeadModel::tied_parameter_names() const {
-  if (!cfg_.tie_word_embeddings) return {};
-  return {"lm_head.weight"};
-}
-
-void GPT2LMHeadModel::tie_weights() {
-  if (cfg_.tie_word_embeddings) lm_head->weight = transformer->wte->weight;
+  add_lm_head(cfg_.n_embd, cfg_.vocab_size);
 }
 
 }  // namespace peft

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "models/attention.h"
+#include "models/lm_head.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
@@ -58,21 +59,21 @@ class GPT2Model : public Module {
   std::shared_ptr<LayerNorm> ln_f;
 };
 
-class GPT2LMHeadModel : public Model {
+class GPT2LMHeadModel : public CausalLMBase {
  public:
   GPT2LMHeadModel(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "GPT2LMHeadModel"; }
-  TaskKind task() const override { return TaskKind::kCausalLM; }
-  ModelOutputs forward(const ModelInputs& in) override;
   int64_t num_cache_layers() const override { return cfg_.n_layer; }
-  std::vector<std::string> tied_parameter_names() const override;
-  void tie_weights() override;
   std::string base_model_prefix() const override { return "transformer"; }
 
   std::shared_ptr<GPT2Model> transformer;
-  std::shared_ptr<Linear> lm_head;
+
+ protected:
+  at::Tensor body_forward(const ModelInputs& in) override { return transformer->forward(in); }
+  Embedding& input_embedding() override { return *transformer->wte; }
 
  private:
+  GPT2LMHeadModel(const nlohmann::json& j, GPT2Config cfg);
   GPT2Config cfg_;
 };
 

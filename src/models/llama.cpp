@@ -123,25 +123,12 @@ at::Tensor LlamaModel::forward(const ModelInputs& in) {
 }
 
 LlamaForCausalLM::LlamaForCausalLM(const nlohmann::json& j, const std::string& arch, const std::string& where)
-    : Model(j), cfg_(LlamaConfig::from_json(j, arch, where)) {
+    : LlamaForCausalLM(j, LlamaConfig::from_json(j, arch, where)) {}
+
+LlamaForCausalLM::LlamaForCausalLM(const nlohmann::json& j, LlamaConfig cfg)
+    : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<LlamaModel>(cfg_));
-  lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.hidden_size, cfg_.vocab_size, false));
-}
-
-ModelOutputs LlamaForCausalLM::forward(const ModelInputs& in) {
-  ModelOutputs out;
-  out.last_hidden_state = model->forward(in);
-  out.logits = lm_head->forward(out.last_hidden_state);
-  return out;
-}
-
-std::vector<std::string> LlamaForCausalLM::tied_parameter_names() const {
-  if (!cfg_.tie_word_embeddings) return {};
-  return {"lm_head.weight"};
-}
-
-void LlamaForCausalLM::tie_weights() {
-  if (cfg_.tie_word_embeddings) lm_head->weight = model->embed_tokens->weight;
+  add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
 }
 
 }  // namespace peft

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "models/attention.h"
+#include "models/lm_head.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
@@ -71,21 +72,21 @@ class LlamaModel : public Module {
   RotaryEmbedding rope_;
 };
 
-class LlamaForCausalLM : public Model {
+class LlamaForCausalLM : public CausalLMBase {
  public:
   LlamaForCausalLM(const nlohmann::json& j, const std::string& arch, const std::string& where);
   std::string type_name() const override { return cfg_.arch + "ForCausalLM"; }
-  TaskKind task() const override { return TaskKind::kCausalLM; }
-  ModelOutputs forward(const ModelInputs& in) override;
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
-  void tie_weights() override;
-  std::vector<std::string> tied_parameter_names() const override;
   std::string base_model_prefix() const override { return "model"; }
 
   std::shared_ptr<LlamaModel> model;
-  std::shared_ptr<Linear> lm_head;
+
+ protected:
+  at::Tensor body_forward(const ModelInputs& in) override { return model->forward(in); }
+  Embedding& input_embedding() override { return *model->embed_tokens; }
 
  private:
+  LlamaForCausalLM(const nlohmann::json& j, LlamaConfig cfg);
   LlamaConfig cfg_;
 };
 

@@ -22,6 +22,10 @@ struct Vocab {
     auto it = ids.find(t);
     return it == ids.end() ? std::nullopt : std::optional<int64_t>(it->second);
   }
+  std::optional<std::string> token(int64_t id) const {
+    if (id < 0 || static_cast<size_t>(id) >= tokens.size()) return std::nullopt;
+    return tokens[id];
+  }
 };
 
 Vocab read_vocab_object(const Json& v, const std::string& where) {
@@ -111,10 +115,7 @@ class BPE : public Model {
   }
 
   std::optional<int64_t> token_to_id(const std::string& t) const override { return vocab_.find(t); }
-  std::optional<std::string> id_to_token(int64_t id) const override {
-    if (id < 0 || static_cast<size_t>(id) >= vocab_.tokens.size()) return std::nullopt;
-    return vocab_.tokens[id];
-  }
+  std::optional<std::string> id_to_token(int64_t id) const override { return vocab_.token(id); }
   size_t vocab_size() const override { return vocab_.ids.size(); }
 
  private:
@@ -263,10 +264,7 @@ class WordPiece : public Model {
   }
 
   std::optional<int64_t> token_to_id(const std::string& t) const override { return vocab_.find(t); }
-  std::optional<std::string> id_to_token(int64_t id) const override {
-    if (id < 0 || static_cast<size_t>(id) >= vocab_.tokens.size()) return std::nullopt;
-    return vocab_.tokens[id];
-  }
+  std::optional<std::string> id_to_token(int64_t id) const override { return vocab_.token(id); }
   size_t vocab_size() const override { return vocab_.ids.size(); }
 
  private:
@@ -366,10 +364,7 @@ class Unigram : public Model {
   }
 
   std::optional<int64_t> token_to_id(const std::string& t) const override { return vocab_.find(t); }
-  std::optional<std::string> id_to_token(int64_t id) const override {
-    if (id < 0 || static_cast<size_t>(id) >= vocab_.tokens.size()) return std::nullopt;
-    return vocab_.tokens[id];
-  }
+  std::optional<std::string> id_to_token(int64_t id) const override { return vocab_.token(id); }
   size_t vocab_size() const override { return vocab_.ids.size(); }
 
  private:

@@ -1,6 +1,8 @@
 #include "peft/peft_model.h"
 
 #include <ATen/ATen.h>
+
+#include "util/format.h"
 #include <c10/core/GradMode.h>
 
 #include <filesystem>
@@ -19,14 +21,6 @@ namespace {
 
 const std::string kPrefix = "base_model.model.";
 
-std::string with_commas(int64_t n) {
-  std::string s = std::to_string(n), out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i && (s.size() - i) % 3 == 0) out += ',';
-    out += s[i];
-  }
-  return out;
-}
 
 nlohmann::ordered_json read_json(const fs::path& p) {
   std::ifstream in(p);

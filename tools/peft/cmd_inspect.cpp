@@ -1,6 +1,8 @@
 // peft inspect MODEL_DIR: what a model folder holds.
 #include <ATen/ATen.h>
 
+#include "util/format.h"
+
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -11,14 +13,6 @@ namespace peft::cli {
 
 namespace {
 
-std::string with_commas(int64_t n) {
-  std::string s = std::to_string(n), out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i && (s.size() - i) % 3 == 0) out += ',';
-    out += s[i];
-  }
-  return out;
-}
 
 void inspect(const ModelArgs& args) {
   auto model = args.load();
