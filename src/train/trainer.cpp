@@ -125,6 +125,20 @@ struct TrainerState {
   nlohmann::json history = nlohmann::json::array();
 };
 
+// checkpoint-N folders (complete ones; .tmp are unfinished writes), oldest first.
+std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& out_dir) {
+  std::vector<std::pair<int64_t, fs::path>> all;
+  for (const auto& d : fs::directory_iterator(out_dir)) {
+    const auto name = d.path().filename().string();
+    if (!d.is_directory() || name.rfind("checkpoint-", 0) != 0) continue;
+    const auto num = name.substr(11);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
+    all.emplace_back(std::stoll(num), d.path());
+  }
+  std::sort(all.begin(), all.end());
+  return all;
+}
+
 void save_checkpoint(const fs::path& out_dir, PeftModel& peft, torch::optim::AdamW& opt,
                      const std::vector<at::Tensor>& params, const TrainerState& st, int64_t keep) {
   const fs::path final_dir = out_dir / ("checkpoint-" + std::to_string(st.step));
@@ -154,26 +168,15 @@ void save_checkpoint(const fs::path& out_dir, PeftModel& peft, torch::optim::Ada
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   // Keep the newest `keep`.
-  std::vector<std::pair<int64_t, fs::path>> all;
-  for (const auto& d : fs::directory_iterator(out_dir)) {
-    const auto name = d.path().filename().string();
-    if (d.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos)
-      all.emplace_back(std::stoll(name.substr(11)), d.path());
-  }
-  std::sort(all.begin(), all.end());
+  const auto all = list_checkpoints(out_dir);
   for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
 }
 
 // The newest checkpoint whose files are all present, complete and readable.
 std::optional<fs::path> newest_intact_checkpoint(const fs::path& out_dir) {
   if (!fs::exists(out_dir)) return std::nullopt;
-  std::vector<std::pair<int64_t, fs::path>> all;
-  for (const auto& d : fs::directory_iterator(out_dir)) {
-    const auto name = d.path().filename().string();
-    if (d.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.find(".tmp") == std::string::npos)
-      all.emplace_back(std::stoll(name.substr(11)), d.path());
-  }
-  std::sort(all.rbegin(), all.rend());
+  auto all = list_checkpoints(out_dir);
+  std::reverse(all.begin(), all.end());
   for (const auto& [step, dir] : all) {
     try {
       auto j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));
