@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "peft/npy.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
@@ -224,6 +225,72 @@ TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
   EXPECT_THAT(cfg["modules_to_save"].dump(), HasSubstr("classifier"));
   SafetensorsFile f((fs::path(c.output_dir) / "adapter_model.safetensors").string());
   EXPECT_TRUE(f.contains("base_model.model.classifier.weight"));
+}
+
+TEST(TrainLearns, LoraOnVitImageClassification) {
+  // 5 classes told apart by overall brightness, under noise (vit_cls: 3x12x12 images).
+  const int64_t n = 240;
+  auto gen = at::detail::createCPUGenerator(11);
+  auto labels = at::randint(0, 5, {n}, gen);
+  auto images = at::randn({n, 3, 12, 12}, gen) * 0.3 + ((labels.to(at::kFloat) - 2) * 0.8).view({n, 1, 1, 1});
+  const auto img = scratch("vit_images.npy"), lab = scratch("vit_labels.npy");
+  save_npy(img.string(), images);
+  save_npy(lab.string(), labels);
+  TrainConfig c;
+  c.model = parity("vit_cls").string();
+  c.train_file = img.string();
+  c.label_file = lab.string();
+  c.eval_split = 0.25;
+  c.output_dir = scratch("learn_vit").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                             "modules_to_save": ["classifier"]})");
+  c.max_steps = 100;
+  c.per_device_train_batch_size = 16;
+  c.learning_rate = 1e-2;
+  c.progress = false;
+  auto before_cfg = c;
+  before_cfg.eval_file = img.string();
+  before_cfg.eval_label_file = lab.string();
+  const double before = evaluate(before_cfg, {})["eval_accuracy"];
+  auto r = train(c);
+  const double after = r.evals.back()["eval_accuracy"];
+  EXPECT_GE(after, 0.9) << "accuracy " << before << " -> " << after;
+  EXPECT_GT(after, before + 0.3);
+  SafetensorsFile f((fs::path(c.output_dir) / "adapter_model.safetensors").string());
+  EXPECT_TRUE(f.contains("base_model.model.classifier.weight"));
+  EXPECT_TRUE(f.contains("base_model.model.vit.layers.0.attention.q_proj.lora_A.weight"));
+}
+
+TEST(Npy, ReadsNumpysFilesAndNumpyReadsOurs) {
+  const auto dir = scratch("npy");
+  fs::create_directories(dir);
+  const std::string py = std::string(PEFT_PYTHON) + " -c \"import numpy as np; d='" + dir.string() +
+                         "'; np.save(d + '/f.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4)); "
+                         "np.save(d + '/u.npy', np.arange(6, dtype=np.uint8)); np.save(d + '/l.npy', np.array([7, -2]))\"";
+  ASSERT_EQ(std::system(py.c_str()), 0);
+  EXPECT_TRUE(load_npy((dir / "f.npy").string()).equal(at::arange(24, at::kFloat).view({2, 3, 4})));
+  EXPECT_TRUE(load_npy((dir / "u.npy").string()).equal(at::arange(6, at::kByte)));
+  EXPECT_TRUE(load_npy((dir / "l.npy").string()).equal(at::tensor(std::vector<int64_t>{7, -2})));
+  save_npy((dir / "ours.npy").string(), at::arange(12, at::kFloat).view({3, 4}));
+  save_npy((dir / "ours1.npy").string(), at::tensor(std::vector<int64_t>{1, 2, 3}));
+  const std::string check = std::string(PEFT_PYTHON) + " -c \"import numpy as np, sys; d='" + dir.string() +
+                            "'; a = np.load(d + '/ours.npy'); b = np.load(d + '/ours1.npy'); "
+                            "sys.exit(0 if a.shape == (3, 4) and a.sum() == 66 and list(b) == [1, 2, 3] else 1)\"";
+  EXPECT_EQ(std::system(check.c_str()), 0);
+  std::ofstream(dir / "bad.npy") << "not numpy";
+  EXPECT_THROW(load_npy((dir / "bad.npy").string()), std::runtime_error);
+}
+
+TEST(TrainPrecision, Bf16AutocastTrainsCloseToFp32) {
+  auto c = parity_config(scratch("bf16"));
+  fs::remove_all(c.output_dir);
+  c.max_steps = 4;
+  c.precision = "bf16";
+  auto r = train(c);
+  auto ref = json::parse(std::ifstream(ref_dir() / "losses.json"));
+  for (size_t i = 0; i < r.steps.size(); ++i)
+    EXPECT_NEAR(r.steps[i].loss, ref["loss"][i].get<double>(), 0.03 * ref["loss"][i].get<double>()) << i;
 }
 
 // --- bad input -----------------------------------------------------------------------

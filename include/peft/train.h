@@ -18,8 +18,10 @@ struct TrainConfig {
   std::string init_adapter;          // start from this adapter folder instead of a fresh init
   std::string output_dir = "peft-output";
   // Data.
-  std::string train_file;            // JSONL
-  std::string eval_file;             // JSONL; or carve eval_split off the training data
+  std::string train_file;            // JSONL; for images a .npy [N, C, H, W]
+  std::string label_file;            // images: .npy [N] of class indices
+  std::string eval_file;             // JSONL (or .npy); or carve eval_split off the training data
+  std::string eval_label_file;       // images: labels of eval_file
   double eval_split = 0.0;
   std::string format = "auto";       // auto | input_ids | text | prompt_completion | messages | text_label
   int64_t max_length = 512;          // longer examples are truncated

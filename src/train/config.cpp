@@ -18,7 +18,9 @@ void for_each_field(C& c, F&& f) {
   f("init_adapter", c.init_adapter);
   f("output_dir", c.output_dir);
   f("train_file", c.train_file);
+  f("label_file", c.label_file);
   f("eval_file", c.eval_file);
+  f("eval_label_file", c.eval_label_file);
   f("eval_split", c.eval_split);
   f("format", c.format);
   f("max_length", c.max_length);

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "peft/chat_template.h"
+#include "peft/npy.h"
 
 namespace peft {
 
@@ -134,7 +135,37 @@ std::vector<Example> load_examples(const std::string& path, const DataOptions& o
   return out;
 }
 
+std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy) {
+  if (labels_npy.empty()) throw std::runtime_error(images_npy + ": image data needs label_file (a .npy of class indices)");
+  auto images = load_npy(images_npy);
+  auto labels = load_npy(labels_npy).to(at::kLong);
+  if (images.dim() != 4) throw std::runtime_error(images_npy + ": expected [N, C, H, W], got " + c10::str(images.sizes()));
+  if (labels.dim() != 1 || labels.size(0) != images.size(0))
+    throw std::runtime_error(labels_npy + ": expected [" + std::to_string(images.size(0)) + "] labels, got " +
+                             c10::str(labels.sizes()));
+  images = images.scalar_type() == at::kByte ? images.to(at::kFloat) / 255.0 : images.to(at::kFloat);
+  std::vector<Example> out(images.size(0));
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    out[i].pixel_values = images[i];
+    out[i].class_label = labels[i].item<int64_t>();
+  }
+  return out;
+}
+
 Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal) {
+  if (!xs.empty() && xs.front()->pixel_values.defined()) {
+    Batch out;
+    std::vector<at::Tensor> px;
+    std::vector<int64_t> labels;
+    for (const auto* e : xs) {
+      px.push_back(e->pixel_values);
+      labels.push_back(e->class_label);
+    }
+    out.pixel_values = at::stack(px);
+    out.labels = at::tensor(labels, at::kLong);
+    out.num_items = static_cast<int64_t>(xs.size());
+    return out;
+  }
   size_t len = 0;
   for (const auto* e : xs) len = std::max(len, e->input_ids.size());
   const auto b = static_cast<int64_t>(xs.size()), s = static_cast<int64_t>(len);

@@ -16,6 +16,7 @@ struct Example {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;  // causal LM: per token, -100 = no loss
   int64_t class_label = -1;     // classification
+  at::Tensor pixel_values;      // image classification: [channels, height, width]
 };
 
 struct DataOptions {
@@ -35,8 +36,13 @@ struct DataOptions {
 // warning under skip_bad_lines.
 std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
 
+// Image classification: images from a .npy [N, C, H, W] (float, or uint8 scaled to
+// [0, 1]) and class indices from a .npy [N].
+std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy);
+
 struct Batch {
   at::Tensor input_ids, attention_mask, labels;  // labels: [b, s] (LM) or [b] (classes)
+  at::Tensor pixel_values;                       // images instead of ids
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 

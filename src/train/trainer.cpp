@@ -43,8 +43,9 @@ Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, boo
   lo.seed = cfg.seed;
   s.model = load_model(cfg.model, lo);
   if (s.model->task() == TaskKind::kCausalLM) s.causal = true;
-  else if (s.model->task() == TaskKind::kSequenceClassification) s.causal = false;
-  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence classifiers");
+  else if (s.model->task() == TaskKind::kSequenceClassification || s.model->task() == TaskKind::kImageClassification)
+    s.causal = false;
+  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence/image classifiers");
   const std::string tok_dir = cfg.tokenizer.empty() ? cfg.model : cfg.tokenizer;
   if (fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir)) {
     s.tokenizer = Tokenizer::from_file(tok_dir);
@@ -56,7 +57,8 @@ Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, boo
   if (trainable_adapter && adapters.empty()) {
     nlohmann::ordered_json m = cfg.method;
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
-    if (!m.contains("task_type")) m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
+    if (!m.contains("task_type") && s.model->task() != TaskKind::kImageClassification)
+      m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
     s.peft->add_adapter("default", LoraConfig::from_json(m, "config 'method'"), cfg.seed);
   }
   return s;
@@ -75,11 +77,21 @@ DataOptions data_options(const TrainConfig& cfg, const Setup& s) {
   return o;
 }
 
+// JSONL, or for images a .npy with its labels .npy.
+std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
+  if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0) return load_image_examples(file, labels);
+  return load_examples(file, o);
+}
+
 // Summed loss of one batch and the number of items it averages over.
 at::Tensor batch_loss_sum(PeftModel& peft, const Batch& b, bool causal, at::Device dev) {
   ModelInputs in;
-  in.input_ids = b.input_ids.to(dev);
-  in.attention_mask = b.attention_mask.to(dev);
+  if (b.pixel_values.defined()) {
+    in.pixel_values = b.pixel_values.to(dev);
+  } else {
+    in.input_ids = b.input_ids.to(dev);
+    in.attention_mask = b.attention_mask.to(dev);
+  }
   auto logits = peft.forward(in).logits.to(at::kFloat);
   auto labels = b.labels.to(dev);
   if (!causal) return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum);
@@ -209,8 +221,12 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
     items += b.num_items;
     if (!causal) {
       ModelInputs in;
-      in.input_ids = b.input_ids.to(dev);
-      in.attention_mask = b.attention_mask.to(dev);
+      if (b.pixel_values.defined()) {
+        in.pixel_values = b.pixel_values.to(dev);
+      } else {
+        in.input_ids = b.input_ids.to(dev);
+        in.attention_mask = b.attention_mask.to(dev);
+      }
       correct += (peft.forward(in).logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
     }
   }
@@ -257,8 +273,8 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
   const at::Device dev(cfg.device);
 
   auto opts = data_options(cfg, s);
-  std::vector<Example> train_data = load_examples(cfg.train_file, opts), eval_data;
-  if (!cfg.eval_file.empty()) eval_data = load_examples(cfg.eval_file, opts);
+  std::vector<Example> train_data = read_data(cfg.train_file, cfg.label_file, opts), eval_data;
+  if (!cfg.eval_file.empty()) eval_data = read_data(cfg.eval_file, cfg.eval_label_file, opts);
   else if (cfg.eval_split > 0) {
     // The split is fixed by the seed, not by the shuffle of the epochs.
     auto order = epoch_order(train_data.size(), cfg.seed + 7, -1, true);
@@ -373,7 +389,8 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     for (int64_t m = first; m < std::min(first + accum, per_epoch); ++m) {
       mbs.push_back(micro_batch(epoch, m));
       items += mbs.back().num_items;
-      tokens += mbs.back().attention_mask.sum().item<int64_t>();
+      tokens += mbs.back().attention_mask.defined() ? mbs.back().attention_mask.sum().item<int64_t>()
+                                                    : mbs.back().num_items;  // images
     }
     const auto t0 = std::chrono::steady_clock::now();
     double step_loss = 0;
@@ -452,7 +469,8 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
 
 nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& adapters) {
   Setup s = load(cfg, adapters, false);
-  auto data = load_examples(cfg.eval_file.empty() ? cfg.train_file : cfg.eval_file, data_options(cfg, s));
+  auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, data_options(cfg, s))
+                                    : read_data(cfg.eval_file, cfg.eval_label_file, data_options(cfg, s));
   return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device));
 }
 
