@@ -35,6 +35,7 @@ struct ModelInputs {
   at::Tensor token_type_ids;  // BERT; undefined = zeros
   at::Tensor pixel_values;    // ViT: [batch, channels, height, width]
   KVCache* cache = nullptr;   // decoders: read and extended when given
+  bool checkpoint_layers = false;  // gradient checkpointing of each transformer block
 };
 
 struct ModelOutputs {

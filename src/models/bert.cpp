@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/checkpoint.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -124,7 +125,9 @@ ModelOutputs BertModel::forward(const ModelInputs& in) {
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
   auto h = embeddings->forward(in.input_ids, types, pos);
   auto mask = make_attention_mask(in.attention_mask, b, s, s, /*causal=*/false, h.device());
-  for (auto& l : encoder->layer->items()) h = l->forward(h, mask);
+  for (auto& l : encoder->layer->items())
+    h = in.checkpoint_layers ? checkpointed([l, mask](const at::Tensor& x) { return l->forward(x, mask); }, h)
+                             : l->forward(h, mask);
   ModelOutputs out;
   out.last_hidden_state = h;
   if (pooler) out.pooler_output = pooler->forward(h);

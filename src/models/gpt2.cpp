@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/checkpoint.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -92,7 +93,13 @@ at::Tensor GPT2Model::forward(const ModelInputs& in) {
                  : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
   auto x = wte->forward(in.input_ids) + wpe->forward(pos);
   auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, x.device());
-  for (size_t i = 0; i < h->size(); ++i) x = (*h)[i].forward(x, mask, cache, i);
+  for (size_t i = 0; i < h->size(); ++i) {
+    auto& block = (*h)[i];
+    if (in.checkpoint_layers && !cache)
+      x = checkpointed([&block, mask, i](const at::Tensor& t) { return block.forward(t, mask, nullptr, i); }, x);
+    else
+      x = block.forward(x, mask, cache, i);
+  }
   return ln_f->forward(x);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/checkpoint.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -118,7 +119,13 @@ at::Tensor LlamaModel::forward(const ModelInputs& in) {
                  ? in.position_ids
                  : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
   auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, h.device());
-  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, pos, mask, rope_, cache, i);
+  for (size_t i = 0; i < layers->size(); ++i) {
+    auto& layer = (*layers)[i];
+    if (in.checkpoint_layers && !cache)
+      h = checkpointed([&layer, pos, mask, this, i](const at::Tensor& x) { return layer.forward(x, pos, mask, rope_, nullptr, i); }, h);
+    else
+      h = layer.forward(h, pos, mask, rope_, cache, i);
+  }
   return norm->forward(h);
 }
 

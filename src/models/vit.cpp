@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "models/bert.h"
+#include "models/checkpoint.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -109,7 +110,8 @@ ViTModel::ViTModel(const nlohmann::json& j, const std::string& where, bool add_p
 ModelOutputs ViTModel::forward(const ModelInputs& in) {
   if (!in.pixel_values.defined()) throw std::invalid_argument("ViT needs pixel_values");
   auto h = embeddings->forward(in.pixel_values);
-  for (auto& l : layers->items()) h = l->forward(h);
+  for (auto& l : layers->items())
+    h = in.checkpoint_layers ? checkpointed([l](const at::Tensor& x) { return l->forward(x); }, h) : l->forward(h);
   ModelOutputs out;
   out.last_hidden_state = layernorm->forward(h);
   if (pooler) out.pooler_output = pooler->forward(out.last_hidden_state);

@@ -17,6 +17,7 @@
 #include "peft/layers.h"
 #include "peft/peft_model.h"
 #include "peft/train.h"
+#include "models/checkpoint.h"
 #include "train/data.h"
 #include "train/schedule.h"
 
@@ -84,8 +85,9 @@ std::vector<Example> read_data(const std::string& file, const std::string& label
 }
 
 // Summed loss of one batch and the number of items it averages over.
-at::Tensor batch_loss_sum(PeftModel& peft, const Batch& b, bool causal, at::Device dev) {
+at::Tensor batch_loss_sum(PeftModel& peft, const Batch& b, bool causal, at::Device dev, bool checkpoint = false) {
   ModelInputs in;
+  in.checkpoint_layers = checkpoint;
   if (b.pixel_values.defined()) {
     in.pixel_values = b.pixel_values.to(dev);
   } else {
@@ -259,8 +261,6 @@ void plot_losses(const fs::path& out_dir, const nlohmann::json& history) {
 
 TrainResult train(const TrainConfig& cfg, bool resume) {
   torch::manual_seed(cfg.seed);
-  if (cfg.gradient_checkpointing)
-    throw std::runtime_error("gradient_checkpointing is not implemented yet; set it to false");
   const fs::path out_dir = cfg.output_dir;
   fs::create_directories(out_dir);
   std::optional<fs::path> ckpt = resume ? newest_intact_checkpoint(out_dir) : std::nullopt;
@@ -399,17 +399,18 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
       if (cfg.precision == "bf16") {
         at::autocast::set_autocast_enabled(dev.type(), true);
         at::autocast::set_autocast_dtype(dev.type(), at::kBFloat16);
-        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev);
+        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev, cfg.gradient_checkpointing);
         at::autocast::set_autocast_enabled(dev.type(), false);
         at::autocast::clear_cache();
       } else {
-        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev);
+        loss_sum = batch_loss_sum(*s.peft, b, s.causal, dev, cfg.gradient_checkpointing);
       }
       auto loss = loss_sum / static_cast<double>(std::max<int64_t>(1, items));
       if (!std::isfinite(loss.item<double>()))
         throw std::runtime_error("loss is " + std::to_string(loss.item<double>()) + " at step " +
                                  std::to_string(st.step + 1) + "; lower learning_rate or check the data");
       loss.backward();
+      release_checkpoints();
       step_loss += loss.item<double>();
     }
     double grad_norm = 0;
