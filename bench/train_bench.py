@@ -6,9 +6,10 @@ For each model shape (random weights made with transformers' config classes, sav
 HF folder), both trainers run the same LoRA config (r=8, attention projections), data
 (random token ids, fixed length), batch, sequence length and thread count, in separate
 processes. Tokens/s is measured over the steps after the first (warm-up); peak memory is
-the process's max RSS. LoRA training costs about 4 x params FLOPs per token (forward 2N,
-backward through activations 2N; frozen weights get no gradient); the fraction of the
-machine's measured float32 matmul peak is printed.
+the process's max RSS. LoRA training costs about 4 x N FLOPs per token, N the parameters
+that take part in matrix products (all but the input and position embeddings; a tied
+lm_head counts): forward 2N, backward through activations 2N, frozen weights get no
+gradient. The fraction of the machine's measured float32 matmul peak is printed.
 """
 import argparse
 import json
@@ -60,7 +61,13 @@ def make_model(shape, out):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(getattr(transformers, cls)(**kwargs))
     model.save_pretrained(out)
-    return sum(p.numel() for p in model.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    lookup_only = sum(e.weight.numel() for e in embeds)
+    out_emb = model.get_output_embeddings()
+    if any(out_emb.weight is e.weight for e in embeds):  # tied: the matrix is also lm_head
+        lookup_only -= out_emb.weight.numel()
+    return total, total - lookup_only
 
 
 def matmul_peak(threads):
@@ -107,7 +114,7 @@ def main():
                 f.write(json.dumps({"input_ids": [rng.randint(1, 31999) for _ in range(args.seq)]}) + "\n")
         for shape in args.shapes.split(","):
             model_dir = os.path.join(tmp, shape)
-            n_params = make_model(shape, model_dir)
+            n_params, n_matmul = make_model(shape, model_dir)
             targets = SHAPES[shape][2]
             tokens = args.batch * args.seq
             out, _, hf_peak = timed([sys.executable, "-c", HF_SCRIPT, model_dir, data, str(args.steps), targets,
@@ -122,7 +129,7 @@ def main():
                                     "learning_rate=1e-4", "progress=false", f"method={method}"])
             logs = [json.loads(l) for l in open(os.path.join(ours_out, "metrics.jsonl")) if '"loss"' in l]
             our_tps = tokens * (len(logs) - 1) / sum(tokens / l["tokens_per_second"] for l in logs[1:])
-            flops = 4 * n_params
+            flops = 4 * n_matmul
             rows.append((shape, n_params, hf_tps, our_tps, hf_peak, our_peak, flops * our_tps / peak))
     print(f"{'model':8} {'params':>8} {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} {'HF peak MiB':>11} "
           f"{'ours peak MiB':>13} {'mem ratio':>9} {'ours % of peak':>14}")

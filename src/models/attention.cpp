@@ -33,13 +33,18 @@ at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
   return x.view({x.size(0), x.size(1), heads, head_dim}).transpose(1, 2);
 }
 
+at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device) {
+  if (past == 0 && (!padding.defined() || padding.all().item<bool>())) return {};
+  return make_attention_mask(padding, batch, q_len, past + q_len, /*causal=*/true, device);
+}
+
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                  double scale) {
+                  double scale, bool is_causal) {
   const int64_t groups = q.size(1) / k.size(1);
   auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
   auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
   auto m = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, false, scale);
+  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, is_causal && !mask.defined(), scale);
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
 }
 
@@ -79,11 +84,16 @@ RotaryEmbedding::RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, i
   }
 }
 
-void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const at::Tensor& position_ids) const {
-  auto freqs = position_ids.unsqueeze(-1).to(at::kFloat) * inv_freq_.to(q.device());  // [b, s, d/2]
+RotaryEmbedding::Angles RotaryEmbedding::angles(const at::Tensor& position_ids, at::ScalarType dtype,
+                                                at::Device device) const {
+  auto freqs = position_ids.to(device).unsqueeze(-1).to(at::kFloat) * inv_freq_.to(device);  // [b, s, d/2]
   auto emb = at::cat({freqs, freqs}, -1);
-  auto cos = (emb.cos() * attention_scaling_).to(q.scalar_type()).unsqueeze(1);
-  auto sin = (emb.sin() * attention_scaling_).to(q.scalar_type()).unsqueeze(1);
+  return {(emb.cos() * attention_scaling_).to(dtype).unsqueeze(1), (emb.sin() * attention_scaling_).to(dtype).unsqueeze(1)};
+}
+
+void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const Angles& a) {
+  const auto& cos = a.cos;
+  const auto& sin = a.sin;
   auto rotate_half = [](const at::Tensor& x) {
     auto h = x.size(-1) / 2;
     return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);

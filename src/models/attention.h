@@ -16,9 +16,14 @@ at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t
                                bool causal, at::Device device);
 
 // softmax(q k^T * scale + mask) v with q [b, h, q, d], k/v [b, kv_h, k, d]; kv heads are
-// repeated for grouped-query attention. Returns [b, q, h * d].
+// repeated for grouped-query attention. Returns [b, q, h * d]. An undefined mask with
+// is_causal = true is plain causal attention (ATen's fused kernels, no mask built).
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                  double scale);
+                  double scale, bool is_causal = false);
+
+// The mask a decoder needs, or undefined when plain causal attention will do (no past,
+// no padding): then pass is_causal = true to attend.
+at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device);
 
 // [b, s, h*d] -> [b, h, s, d]
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
@@ -28,8 +33,14 @@ class RotaryEmbedding {
  public:
   // rope: transformers' rope_parameters (rope_type, rope_theta, factor, ...).
   RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions);
-  // q, k [b, h, s, d]; position_ids [b, s]. Rotates in place of returning new tensors.
-  void apply(at::Tensor& q, at::Tensor& k, const at::Tensor& position_ids) const;
+  // cos and sin [b, 1, s, d] for position_ids [b, s]; computed once per forward, shared
+  // by every layer.
+  struct Angles {
+    at::Tensor cos, sin;
+  };
+  Angles angles(const at::Tensor& position_ids, at::ScalarType dtype, at::Device device) const;
+  // Rotates q, k [b, h, s, d].
+  static void apply(at::Tensor& q, at::Tensor& k, const Angles& a);
 
  private:
   at::Tensor inv_freq_;  // [d/2] float32

@@ -50,7 +50,7 @@ at::Tensor GPT2Attention::forward(const at::Tensor& h, const at::Tensor& mask, K
     cache->keys[layer] = k;
     cache->values[layer] = v;
   }
-  return c_proj->forward(attend(q, k, v, mask, scale_));
+  return c_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true));
 }
 
 GPT2MLP::GPT2MLP(const GPT2Config& c) : act_(c.activation_function) {
@@ -92,7 +92,7 @@ at::Tensor GPT2Model::forward(const ModelInputs& in) {
                  ? in.position_ids
                  : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
   auto x = wte->forward(in.input_ids) + wpe->forward(pos);
-  auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, x.device());
+  auto mask = decoder_mask(in.attention_mask, b, s, past, x.device());
   for (size_t i = 0; i < h->size(); ++i) {
     auto& block = (*h)[i];
     if (in.checkpoint_layers && !cache)

@@ -56,12 +56,12 @@ LlamaAttention::LlamaAttention(const LlamaConfig& c)
   o_proj = register_module("o_proj", std::make_shared<Linear>(heads_ * head_dim_, c.hidden_size, c.o_bias));
 }
 
-at::Tensor LlamaAttention::forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
-                                   const RotaryEmbedding& rope, KVCache* cache, size_t layer) {
+at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
+                                   KVCache* cache, size_t layer) {
   auto q = split_heads(q_proj->forward(h), heads_, head_dim_);
   auto k = split_heads(k_proj->forward(h), kv_heads_, head_dim_);
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
-  rope.apply(q, k, pos);
+  RotaryEmbedding::apply(q, k, rope);
   if (cache) {
     if (cache->keys[layer].defined()) {
       k = at::cat({cache->keys[layer], k}, 2);
@@ -70,7 +70,7 @@ at::Tensor LlamaAttention::forward(const at::Tensor& h, const at::Tensor& pos, c
     cache->keys[layer] = k;
     cache->values[layer] = v;
   }
-  return o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_))));
+  return o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), /*is_causal=*/true));
 }
 
 LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {
@@ -92,9 +92,9 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) : arch_(c.arch) {
       register_module("post_attention_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, norm));
 }
 
-at::Tensor LlamaDecoderLayer::forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
-                                      const RotaryEmbedding& rope, KVCache* cache, size_t layer) {
-  auto x = h + self_attn->forward(input_layernorm->forward(h), pos, mask, rope, cache, layer);
+at::Tensor LlamaDecoderLayer::forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
+                                      KVCache* cache, size_t layer) {
+  auto x = h + self_attn->forward(input_layernorm->forward(h), rope, mask, cache, layer);
   return x + mlp->forward(post_attention_layernorm->forward(x));
 }
 
@@ -118,13 +118,14 @@ at::Tensor LlamaModel::forward(const ModelInputs& in) {
   auto pos = in.position_ids.defined()
                  ? in.position_ids
                  : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
-  auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/true, h.device());
+  auto mask = decoder_mask(in.attention_mask, b, s, past, h.device());
+  const auto angles = rope_.angles(pos, h.scalar_type(), h.device());
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
     if (in.checkpoint_layers && !cache)
-      h = checkpointed([&layer, pos, mask, this, i](const at::Tensor& x) { return layer.forward(x, pos, mask, rope_, nullptr, i); }, h);
+      h = checkpointed([&layer, angles, mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); }, h);
     else
-      h = layer.forward(h, pos, mask, rope_, cache, i);
+      h = layer.forward(h, angles, mask, cache, i);
   }
   return norm->forward(h);
 }

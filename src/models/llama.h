@@ -23,8 +23,8 @@ class LlamaAttention : public Module {
  public:
   explicit LlamaAttention(const LlamaConfig& c);
   std::string type_name() const override { return arch_ + "Attention"; }
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
-                     const RotaryEmbedding& rope, KVCache* cache, size_t layer);
+  at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
+                     KVCache* cache, size_t layer);
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
 
  private:
@@ -47,8 +47,8 @@ class LlamaDecoderLayer : public Module {
  public:
   explicit LlamaDecoderLayer(const LlamaConfig& c);
   std::string type_name() const override { return arch_ + "DecoderLayer"; }
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& pos, const at::Tensor& mask,
-                     const RotaryEmbedding& rope, KVCache* cache, size_t layer);
+  at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
+                     KVCache* cache, size_t layer);
   std::shared_ptr<LlamaAttention> self_attn;
   std::shared_ptr<LlamaMLP> mlp;
   std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
