@@ -365,3 +365,23 @@ TEST(TrainMemory, GradientCheckpointingGivesTheSameSteps) {
 
 }  // namespace
 }  // namespace peft
+
+namespace peft {
+namespace {
+
+TEST(TrainConfigTest, OverridesParseJsonAndReachIntoMethod) {
+  auto j = TrainConfig::with_overrides(json::parse(R"({"model": "m", "method": {"r": 4}})"),
+                                       {"train_file=data.jsonl", "learning_rate=1e-4", "method.r=16",
+                                        "method.target_modules=[\"q_proj\"]", "shuffle=false"});
+  auto c = TrainConfig::from_json(j, "test");
+  EXPECT_EQ(c.train_file, "data.jsonl");
+  EXPECT_DOUBLE_EQ(c.learning_rate, 1e-4);
+  EXPECT_EQ(c.method["r"], 16);
+  EXPECT_EQ(c.method["target_modules"][0], "q_proj");
+  EXPECT_FALSE(c.shuffle);
+  EXPECT_THROW(TrainConfig::with_overrides(json::object(), {"no_equals_sign"}), std::runtime_error);
+  EXPECT_THROW(TrainConfig::from_json(TrainConfig::with_overrides(j, {"max_steps=\"many\""}), "t"), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace peft

@@ -57,8 +57,9 @@ struct TrainConfig {
   // Parses a config; unknown keys are an error naming them (a typo must not be ignored).
   static TrainConfig from_json(const nlohmann::json& j, const std::string& where);
   nlohmann::json to_json() const;
-  // Applies "key=value" overrides (value parsed as JSON, else taken as a string).
-  void apply_overrides(const std::vector<std::string>& kv);
+  // A config JSON with "key=value" overrides applied (value parsed as JSON, else taken
+  // as a string; "method.r=16" sets a field of method), before from_json validates it.
+  static nlohmann::json with_overrides(nlohmann::json j, const std::vector<std::string>& kv);
 };
 
 struct StepLog {

@@ -101,8 +101,8 @@ nlohmann::json TrainConfig::to_json() const {
   return j;
 }
 
-void TrainConfig::apply_overrides(const std::vector<std::string>& kv) {
-  nlohmann::json j = to_json();
+nlohmann::json TrainConfig::with_overrides(nlohmann::json j, const std::vector<std::string>& kv) {
+  if (j.is_null()) j = nlohmann::json::object();
   for (const auto& s : kv) {
     auto eq = s.find('=');
     if (eq == std::string::npos) throw std::runtime_error("override '" + s + "' is not key=value");
@@ -113,12 +113,10 @@ void TrainConfig::apply_overrides(const std::vector<std::string>& kv) {
     } catch (const nlohmann::json::exception&) {
       v = value;
     }
-    if (auto dot = key.find('.'); dot != std::string::npos && key.substr(0, dot) == "method")
-      j["method"][key.substr(dot + 1)] = v;
-    else
-      j[key] = v;
+    if (key.rfind("method.", 0) == 0) j["method"][key.substr(7)] = v;
+    else j[key] = v;
   }
-  *this = from_json(j, "command line");
+  return j;
 }
 
 }  // namespace peft

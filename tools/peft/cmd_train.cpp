@@ -28,19 +28,7 @@ void register_train(CLI::App& app) {
       }
     }
     // Overrides apply before validation so that required keys may come from them.
-    for (const auto& kv : *overrides) {
-      auto eq = kv.find('=');
-      if (eq == std::string::npos) throw std::runtime_error("argument '" + kv + "' is not key=value");
-      nlohmann::json v;
-      try {
-        v = nlohmann::json::parse(kv.substr(eq + 1));
-      } catch (const nlohmann::json::exception&) {
-        v = kv.substr(eq + 1);
-      }
-      const std::string key = kv.substr(0, eq);
-      if (key.rfind("method.", 0) == 0) j["method"][key.substr(7)] = v;
-      else j[key] = v;
-    }
+    j = TrainConfig::with_overrides(std::move(j), *overrides);
     auto cfg = TrainConfig::from_json(j, cfg_path->empty() ? "command line" : *cfg_path);
     auto r = train(cfg, *resume);
     std::cerr << "adapter written to " << r.adapter_dir << " (metrics.jsonl, loss.png beside it)\n";
