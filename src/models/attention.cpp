@@ -38,6 +38,32 @@ at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len,
   return make_attention_mask(padding, batch, q_len, past + q_len, /*causal=*/true, device);
 }
 
+DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Device device) {
+  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
+  KVCache* cache = in.cache;
+  if (cache && cache->keys.size() != num_layers) {
+    cache->keys.resize(num_layers);
+    cache->values.resize(num_layers);
+  }
+  DecoderStep step;
+  step.past = cache ? cache->length() : 0;
+  step.positions = in.position_ids.defined()
+                       ? in.position_ids
+                       : at::arange(step.past, step.past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
+  step.mask = decoder_mask(in.attention_mask, b, s, step.past, device);
+  return step;
+}
+
+void update_cache(KVCache* cache, size_t layer, at::Tensor& k, at::Tensor& v) {
+  if (!cache) return;
+  if (cache->keys[layer].defined()) {
+    k = at::cat({cache->keys[layer], k}, 2);
+    v = at::cat({cache->values[layer], v}, 2);
+  }
+  cache->keys[layer] = k;
+  cache->values[layer] = v;
+}
+
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                   double scale, bool is_causal) {
   const int64_t groups = q.size(1) / k.size(1);

@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <nlohmann/json.hpp>
+
+#include "peft/model.h"
 #include <optional>
 
 namespace peft {
@@ -27,6 +29,17 @@ at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len,
 
 // [b, s, h*d] -> [b, h, s, d]
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
+
+// What a decoder forward needs before its layers: the cache sized to its layers, the
+// number of cached positions, position ids (given, or counted from the cache), the mask.
+struct DecoderStep {
+  int64_t past;
+  at::Tensor positions, mask;
+};
+DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Device device);
+
+// With a cache, prepends the layer's cached keys/values to k/v and stores the result.
+void update_cache(KVCache* cache, size_t layer, at::Tensor& k, at::Tensor& v);
 
 // Rotary embedding: inverse frequencies computed once per rope type, cos/sin per call.
 class RotaryEmbedding {

@@ -42,14 +42,7 @@ at::Tensor GPT2Attention::forward(const at::Tensor& h, const at::Tensor& mask, K
   auto q = split_heads(qkv[0], heads_, head_dim_);
   auto k = split_heads(qkv[1], heads_, head_dim_);
   auto v = split_heads(qkv[2], heads_, head_dim_);
-  if (cache) {
-    if (cache->keys[layer].defined()) {
-      k = at::cat({cache->keys[layer], k}, 2);
-      v = at::cat({cache->values[layer], v}, 2);
-    }
-    cache->keys[layer] = k;
-    cache->values[layer] = v;
-  }
+  update_cache(cache, layer, k, v);
   return c_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true));
 }
 
@@ -81,18 +74,10 @@ GPT2Model::GPT2Model(const GPT2Config& c) {
 }
 
 at::Tensor GPT2Model::forward(const ModelInputs& in) {
-  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
   KVCache* cache = in.cache;
-  if (cache && cache->keys.size() != h->size()) {
-    cache->keys.resize(h->size());
-    cache->values.resize(h->size());
-  }
-  const int64_t past = cache ? cache->length() : 0;
-  auto pos = in.position_ids.defined()
-                 ? in.position_ids
-                 : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
-  auto x = wte->forward(in.input_ids) + wpe->forward(pos);
-  auto mask = decoder_mask(in.attention_mask, b, s, past, x.device());
+  const auto step = begin_decoder_step(in, h->size(), wte->weight.device());
+  const auto& mask = step.mask;
+  auto x = wte->forward(in.input_ids) + wpe->forward(step.positions);
   for (size_t i = 0; i < h->size(); ++i) {
     auto& block = (*h)[i];
     if (in.checkpoint_layers && !cache)

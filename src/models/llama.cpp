@@ -62,14 +62,7 @@ at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::A
   auto k = split_heads(k_proj->forward(h), kv_heads_, head_dim_);
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
   RotaryEmbedding::apply(q, k, rope);
-  if (cache) {
-    if (cache->keys[layer].defined()) {
-      k = at::cat({cache->keys[layer], k}, 2);
-      v = at::cat({cache->values[layer], v}, 2);
-    }
-    cache->keys[layer] = k;
-    cache->values[layer] = v;
-  }
+  update_cache(cache, layer, k, v);
   return o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), /*is_causal=*/true));
 }
 
@@ -108,18 +101,10 @@ LlamaModel::LlamaModel(const LlamaConfig& c)
 
 at::Tensor LlamaModel::forward(const ModelInputs& in) {
   auto h = embed_tokens->forward(in.input_ids);
-  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
   KVCache* cache = in.cache;
-  if (cache && cache->keys.size() != layers->size()) {
-    cache->keys.resize(layers->size());
-    cache->values.resize(layers->size());
-  }
-  const int64_t past = cache ? cache->length() : 0;
-  auto pos = in.position_ids.defined()
-                 ? in.position_ids
-                 : at::arange(past, past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
-  auto mask = decoder_mask(in.attention_mask, b, s, past, h.device());
-  const auto angles = rope_.angles(pos, h.scalar_type(), h.device());
+  const auto step = begin_decoder_step(in, layers->size(), h.device());
+  const auto& mask = step.mask;
+  const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
     if (in.checkpoint_layers && !cache)
