@@ -14,6 +14,7 @@
 
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -35,14 +36,7 @@ fs::path scratch(const std::string& name) {
 nlohmann::json case_info(const std::string& c) { return nlohmann::json::parse(std::ifstream(case_dir(c) / "case.json")); }
 fs::path base_dir(const std::string& c) { return fs::path(PEFT_PARITY_DIR) / case_info(c)["base"].get<std::string>(); }
 
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  *status = pclose(p);
-  return out;
-}
+std::string run(const std::string& cmd, int* status) { return test::run_command(cmd, status); }
 
 ModelInputs inputs_of(const SafetensorsFile& ref) {
   ModelInputs in;
@@ -315,12 +309,8 @@ TEST(LoraBadInput, AdapterForAnotherBaseNamesTheShapeMismatch) {
 
 TEST(LoraBadInput, MissingTensorIsNamed) {
   auto dir = copy_adapter("lora_list", "missing_tensor");
-  SafetensorsFile f((dir / "adapter_model.safetensors").string());
-  NamedTensors kept;
   const std::string drop = "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight";
-  for (const auto& n : f.names())
-    if (n != drop) kept.emplace_back(n, f.get(n).clone());
-  save_safetensors((dir / "adapter_model.safetensors").string(), kept);
+  test::drop_tensor((dir / "adapter_model.safetensors").string(), drop);
   EXPECT_THAT(load_error("llama_mha", dir), HasSubstr("missing tensor '" + drop + "'"));
 }
 

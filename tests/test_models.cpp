@@ -14,6 +14,7 @@
 #include "peft/generate.h"
 #include "peft/model.h"
 #include "peft/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -97,14 +98,7 @@ TEST_P(GenerationParity, GreedyGenerationMatchesTransformers) {
 
 // `peft forward` writes what the C++ API computes; `peft inspect` counts what
 // transformers counts.
-std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  *status = pclose(p);
-  return out;
-}
+std::string run(const std::string& cmd, int* status) { return test::run_command(cmd, status); }
 
 TEST_P(Parity, CliForwardMatchesApi) {
   const auto dir = case_dir(GetParam());
@@ -255,11 +249,7 @@ TEST(BadModel, ShapeMismatchNamesFileAndKey) {
 
 TEST(BadModel, MissingTensorIsNamed) {
   auto dir = copy_case("gpt2", "missing_tensor");
-  SafetensorsFile f((dir / "model.safetensors").string());
-  NamedTensors kept;
-  for (const auto& n : f.names())
-    if (n != "transformer.h.1.mlp.c_fc.bias") kept.emplace_back(n, f.get(n).clone());
-  save_safetensors((dir / "model.safetensors").string(), kept);
+  test::drop_tensor((dir / "model.safetensors").string(), "transformer.h.1.mlp.c_fc.bias");
   EXPECT_THAT(load_error(dir), HasSubstr("missing tensor 'transformer.h.1.mlp.c_fc.bias'"));
 }
 

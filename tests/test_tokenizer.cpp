@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "peft/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -171,12 +172,7 @@ std::string run_cli(const std::string& args, const std::string& stdin_text, int*
                   (std::string("cli_stdin_") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".txt");
   fs::create_directories(in.parent_path());
   std::ofstream(in) << stdin_text;
-  std::string out;
-  FILE* p = popen((std::string(PEFT_CLI) + " " + args + " < " + in.string() + " 2>&1").c_str(), "r");
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  *status = pclose(p);
-  return out;
+  return test::run_command(std::string(PEFT_CLI) + " " + args + " < " + in.string(), status);
 }
 
 TEST(TokenizeCli, JsonlEncodeAndDecodeMatchTheLibrary) {
