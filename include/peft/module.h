@@ -26,7 +26,6 @@ class Module {
     std::string name;              // local name ("weight")
     at::Tensor* tensor;            // the member it lives in
     std::vector<int64_t> shape;    // shape a checkpoint must have
-    bool persistent = true;        // false: a buffer that checkpoints do not carry
   };
 
   // Parameters of this module and its children, full dotted names, in registration
@@ -45,7 +44,6 @@ class Module {
 
  protected:
   void register_parameter(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape);
-  void register_buffer(const std::string& name, at::Tensor* slot);
   void remove_module(const std::string& name);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {

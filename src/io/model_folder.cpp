@@ -90,9 +90,7 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
 
   // The model's own names, and the checkpoint key that supplies each.
   std::set<std::string> expected;
-  model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
-    if (s.persistent) expected.insert(name);
-  });
+  model->visit_slots([&](const std::string& name, Module::ParamSlot&) { expected.insert(name); });
   const std::string prefix = model->base_model_prefix();
   const bool is_vit = model->type_name().rfind("ViT", 0) == 0;
   std::map<std::string, std::string> source;  // model name -> checkpoint key
@@ -116,7 +114,6 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
   auto gen = at::detail::createCPUGenerator(opts.seed);
   std::vector<std::string> initialized;
   model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
-    if (!s.persistent) return;
     auto it = source.find(name);
     if (it == source.end()) {
       if (std::find(tied.begin(), tied.end(), name) != tied.end()) return;

@@ -13,11 +13,7 @@ std::string join(const std::string& prefix, const std::string& name) {
 }  // namespace
 
 void Module::register_parameter(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape) {
-  slots_.push_back({name, slot, std::move(shape), true});
-}
-
-void Module::register_buffer(const std::string& name, at::Tensor* slot) {
-  slots_.push_back({name, slot, {}, false});
+  slots_.push_back({name, slot, std::move(shape)});
 }
 
 void Module::visit_slots(const std::function<void(const std::string&, ParamSlot&)>& fn, const std::string& prefix) {
@@ -30,7 +26,7 @@ std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const s
   std::set<const void*> seen;
   std::function<void(const Module&, const std::string&)> walk = [&](const Module& m, const std::string& p) {
     for (const auto& s : m.slots_) {
-      if (!s.persistent || !s.tensor->defined()) continue;
+      if (!s.tensor->defined()) continue;
       if (!seen.insert(s.tensor->unsafeGetTensorImpl()).second) continue;
       out.emplace_back(join(p, s.name), *s.tensor);
     }

@@ -21,7 +21,6 @@ namespace {
 
 const std::string kPrefix = "base_model.model.";
 
-
 nlohmann::ordered_json read_json(const fs::path& p) {
   std::ifstream in(p);
   if (!in) throw std::runtime_error(p.string() + ": cannot open");
@@ -38,9 +37,7 @@ PeftModel::PeftModel(std::shared_ptr<Model> base) : model_(std::move(base)) { ap
 
 std::vector<at::Tensor*> PeftModel::slots_of(Module* m) const {
   std::vector<at::Tensor*> out;
-  m->visit_slots([&](const std::string&, Module::ParamSlot& s) {
-    if (s.persistent) out.push_back(s.tensor);
-  });
+  m->visit_slots([&](const std::string&, Module::ParamSlot& s) { out.push_back(s.tensor); });
   return out;
 }
 
@@ -288,7 +285,7 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
     if (it == saved.copies.end()) continue;
     size_t i = 0;
     saved.module->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
-      if (s.persistent) out.emplace_back(kPrefix + path + "." + key, it->second[i++]);
+      out.emplace_back(kPrefix + path + "." + key, it->second[i++]);
     });
   }
   return out;
@@ -347,7 +344,6 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
     if (it == saved.copies.end()) continue;
     size_t i = 0;
     saved.module->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
-      if (!s.persistent) return;
       expected[kPrefix + path + "." + key] = &it->second[i];
       shapes[kPrefix + path + "." + key] = it->second[i].sizes().vec();
       ++i;

@@ -32,15 +32,9 @@ import warnings
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (
-    AutoModelForCausalLM,
-    BertForSequenceClassification,
-    BertModel,
-    ViTForImageClassification,
-    ViTModel,
-)
 from transformers.utils import logging as hf_logging
 
+from check_adapter import model_class_for  # same folder: one rule for which class a base is
 from peft import LoraConfig, get_peft_model
 
 hf_logging.set_verbosity_error()
@@ -115,17 +109,6 @@ CASES = [
 ]
 
 BASE_SEED = 4321
-
-
-def model_class_for(base_dir):
-    with open(os.path.join(base_dir, "config.json")) as f:
-        arch = json.load(f)["architectures"][0]
-    return {
-        "BertModel": BertModel,
-        "BertForSequenceClassification": BertForSequenceClassification,
-        "ViTModel": ViTModel,
-        "ViTForImageClassification": ViTForImageClassification,
-    }.get(arch, AutoModelForCausalLM)
 
 
 def load_base(base_dir):
