@@ -111,7 +111,7 @@ TEST_P(LoraParity, MergeMatchesAndUnmergeRestores) {
   // With adapters off, modules_to_save hold their originals again; biases loaded from
   // the adapter (bias = all / lora_only) legitimately differ.
   auto off = peft.disable_adapters();
-  const bool bias_trained = peft.config("default").bias != "none";
+  const bool bias_trained = dynamic_cast<const LoraConfig&>(peft.config("default")).bias != "none";
   for (auto& [n, t] : base->named_parameters()) {
     if (!before.count(n) || (bias_trained && n.find("bias") != std::string::npos)) continue;
     EXPECT_LE((t - before[n]).abs().max().item<double>(), kWeightTol) << n;

@@ -27,6 +27,9 @@ class LayerAdapter : public Module {
   // Returns the layer output with this adapter applied; `base_out` is the base layer's
   // output (or the output so far, when several adapters are active).
   virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& out) = 0;
+  // What the host layer computes on instead of x ((IA)3 on feed-forward layers scales
+  // the input); the identity for most adapters.
+  virtual at::Tensor transform_input(const at::Tensor& x) { return x; }
   // Folds the adapter into the host's weights / takes it back out.
   virtual void merge() = 0;
   virtual void unmerge() = 0;
@@ -43,9 +46,13 @@ class LayerAdapter : public Module {
 
 class AdaptableLayer : public Module {
  public:
-  // Base output plus every active, unmerged adapter (in activation order).
+  // Base output plus every active, unmerged adapter (in activation order), computed on
+  // the input as the adapters' transform_input leave it.
   at::Tensor forward(const at::Tensor& x);
   virtual at::Tensor base_forward(const at::Tensor& x) = 0;
+  // Feature sizes of the last input / output dimension (adapters size themselves by them).
+  virtual int64_t input_dim() const = 0;
+  virtual int64_t output_dim() const = 0;
 
   void attach(const std::string& name, std::shared_ptr<LayerAdapter> a);
   void detach(const std::string& name);

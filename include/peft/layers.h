@@ -16,6 +16,8 @@ class Linear : public AdaptableLayer {
   Linear(int64_t in_features, int64_t out_features, bool bias);
   std::string type_name() const override { return "Linear"; }
   at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return in_features; }
+  int64_t output_dim() const override { return out_features; }
   int64_t in_features, out_features;
   at::Tensor weight, bias;
 };
@@ -26,6 +28,8 @@ class Conv1D : public AdaptableLayer {
   Conv1D(int64_t in_features, int64_t out_features);
   std::string type_name() const override { return "Conv1D"; }
   at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return in_features; }
+  int64_t output_dim() const override { return out_features; }
   int64_t in_features, out_features;
   at::Tensor weight, bias;
 };
@@ -35,26 +39,32 @@ class Embedding : public AdaptableLayer {
   Embedding(int64_t num_embeddings, int64_t embedding_dim);
   std::string type_name() const override { return "Embedding"; }
   at::Tensor base_forward(const at::Tensor& ids) override;
+  int64_t input_dim() const override { return num_embeddings; }
+  int64_t output_dim() const override { return embedding_dim; }
   int64_t num_embeddings, embedding_dim;
   at::Tensor weight;
 };
 
-class LayerNorm : public Module {
+class LayerNorm : public AdaptableLayer {
  public:
   LayerNorm(int64_t dim, double eps);
   std::string type_name() const override { return "LayerNorm"; }
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return dim; }
+  int64_t output_dim() const override { return dim; }
   int64_t dim;
   double eps;
   at::Tensor weight, bias;
 };
 
 // LLaMA's RMSNorm: normalizes in fp32, scales in the input dtype.
-class RMSNorm : public Module {
+class RMSNorm : public AdaptableLayer {
  public:
   RMSNorm(int64_t dim, double eps, std::string type = "LlamaRMSNorm");
   std::string type_name() const override { return type_; }
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return dim; }
+  int64_t output_dim() const override { return dim; }
   int64_t dim;
   double eps;
   at::Tensor weight;

@@ -10,25 +10,11 @@
 #include <vector>
 
 #include "peft/adaptable.h"
+#include "peft/tuner.h"
 
 namespace peft {
 
-// Which modules a tuner wraps: HF PEFT's target_modules / exclude_modules /
-// layers_to_transform / layers_pattern / modules_to_save, with its matching rules.
-struct TargetSpec {
-  // A list matches a module name exactly or as a ".<entry>" suffix; a string is a
-  // full-match regex; "all-linear" is every Linear/Conv1D except the output head.
-  std::optional<std::vector<std::string>> target_list;
-  std::optional<std::string> target_regex;
-  std::optional<std::vector<std::string>> exclude_list;
-  std::optional<std::string> exclude_regex;
-  std::vector<int64_t> layers_to_transform;  // empty: all layers
-  std::vector<std::string> layers_pattern;
-  std::vector<std::string> modules_to_save;
-};
-
-struct LoraConfig {
-  TargetSpec targets;
+struct LoraConfig : AdapterConfig {
   int64_t r = 8;
   double lora_alpha = 8;
   double lora_dropout = 0.0;
@@ -41,17 +27,18 @@ struct LoraConfig {
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
-  std::string task_type;  // "", "CAUSAL_LM", "SEQ_CLS", ...
-  std::string base_model_name_or_path;
-  // Every key of the file this config came from, so saving keeps what we do not model.
-  nlohmann::ordered_json source;
 
   // Parses adapter_config.json content; `where` names the file in errors. Keys we do not
   // know are kept and reported in `unknown_keys` (HF PEFT warns about them too).
   static LoraConfig from_json(const nlohmann::ordered_json& j, const std::string& where,
                               std::vector<std::string>* unknown_keys = nullptr);
   // The adapter_config.json HF PEFT writes: all its LoRA fields, keys sorted.
-  nlohmann::ordered_json to_json() const;
+  nlohmann::ordered_json to_json() const override;
+  std::string peft_type() const override { return "LORA"; }
+  std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<LoraConfig>(*this); }
+  NamedModules layer_targets(Model& model) const override;
+  std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,
+                                                   at::Generator& gen) const override;
 
   // Rank and alpha for one module (rank_pattern / alpha_pattern applied), and the scale.
   int64_t rank_for(const std::string& module) const;

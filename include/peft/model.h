@@ -3,6 +3,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -30,12 +31,19 @@ struct KVCache {
 
 struct ModelInputs {
   at::Tensor input_ids;       // [batch, seq] int64
+  at::Tensor inputs_embeds;   // [batch, seq, hidden]: used instead of embedding input_ids
   at::Tensor attention_mask;  // [batch, past + seq], 1 = real token; undefined = all real
   at::Tensor position_ids;    // [batch, seq]; undefined = derived (decoders: past + arange)
   at::Tensor token_type_ids;  // BERT; undefined = zeros
   at::Tensor pixel_values;    // ViT: [batch, channels, height, width]
   KVCache* cache = nullptr;   // decoders: read and extended when given
   bool checkpoint_layers = false;  // gradient checkpointing of each transformer block
+  // Encoders (ViT): called with the hidden states before each layer; returns the states
+  // the layer gets (visual prompt tuning inserts and replaces prompt tokens here).
+  std::function<at::Tensor(size_t layer, const at::Tensor& hidden)> before_layer;
+
+  int64_t batch_size() const { return input_ids.defined() ? input_ids.size(0) : inputs_embeds.size(0); }
+  int64_t seq_len() const { return input_ids.defined() ? input_ids.size(1) : inputs_embeds.size(1); }
 };
 
 struct ModelOutputs {
@@ -44,9 +52,30 @@ struct ModelOutputs {
   at::Tensor pooler_output;
 };
 
+class Model;
+class Embedding;
+
+// A tuner that acts on a model's inputs rather than on its layers: soft prompts prepended
+// to the input embeddings, key/value prefixes in the cache, visual prompt tokens. The
+// model calls it at the start of every forward while it is installed.
+class InputAdapter : public Module {
+ public:
+  // Rewrites `in` for `model`; returns how many virtual positions it put in front of the
+  // sequence, which forward() removes again from sequence-shaped outputs.
+  virtual int64_t prepare(Model& model, ModelInputs& in) = 0;
+  // Parameters an optimizer updates (default: every slot).
+  virtual std::vector<at::Tensor*> trainable_slots();
+  // The tensors an adapter file holds for it, under their file keys ("prompt_embeddings");
+  // default: every slot under its name. Loading fills the slots by the same names.
+  virtual std::vector<std::pair<std::string, at::Tensor>> saved_tensors();
+  bool training = false;
+};
+
 class Model : public Module {
  public:
-  virtual ModelOutputs forward(const ModelInputs& in) = 0;
+  // Runs the model; with an input adapter installed its virtual positions are added to
+  // the inputs and removed from the outputs again, so outputs line up with input_ids.
+  ModelOutputs forward(const ModelInputs& in);
   virtual TaskKind task() const = 0;
   // transformers' class name: "LlamaForCausalLM", "BertModel", ...
   std::string type_name() const override = 0;
@@ -66,9 +95,15 @@ class Model : public Module {
   virtual std::string base_model_prefix() const { return ""; }
   // Parameters a checkpoint of the headless model does not have (a classifier head).
   virtual std::vector<std::string> head_parameter_names() const { return {}; }
+  // The token embedding (nullptr for image models).
+  virtual Embedding* input_embeddings() { return nullptr; }
+
+  // Set by PeftModel to the active soft-prompt/prefix adapter; not owned.
+  InputAdapter* input_adapter = nullptr;
 
  protected:
   explicit Model(nlohmann::json config) : config_(std::move(config)) {}
+  virtual ModelOutputs run(const ModelInputs& in) = 0;
   nlohmann::json config_;
 };
 

@@ -1,5 +1,6 @@
 // A base model with named adapters: add, load, save, switch, disable, merge, unload.
-// The C++ counterpart of HF PEFT's PeftModel + LoraModel; files are HF PEFT's format.
+// The C++ counterpart of HF PEFT's PeftModel + its tuner models; files are HF PEFT's
+// format. Any method (tuner.h) can be added; adapters of different methods can coexist.
 #pragma once
 
 #include <map>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "peft/lora.h"
+#include "peft/tuner.h"
 #include "peft/model.h"
 #include "peft/safetensors.h"
 
@@ -17,9 +19,9 @@ class PeftModel {
  public:
   explicit PeftModel(std::shared_ptr<Model> base);
 
-  // Wraps the modules `cfg` targets with a new adapter and initializes it (seeded).
-  // The first adapter added becomes active.
-  void add_adapter(const std::string& name, const LoraConfig& cfg, uint64_t seed = 0);
+  // Attaches a new adapter as `cfg`'s method says and initializes it (seeded). The first
+  // adapter added becomes active.
+  void add_adapter(const std::string& name, const AdapterConfig& cfg, uint64_t seed = 0);
   // Reads adapter_config.json + adapter_model.safetensors written by HF PEFT or by us.
   void load_adapter(const std::string& dir, const std::string& name = "default");
   // Writes them; the base's config.json "_name_or_path" fills base_model_name_or_path.
@@ -30,7 +32,9 @@ class PeftModel {
   void set_adapter(const std::vector<std::string>& names);
   const std::vector<std::string>& active_adapters() const { return active_; }
   std::vector<std::string> adapters() const;
-  const LoraConfig& config(const std::string& name) const;
+  const AdapterConfig& config(const std::string& name) const;
+  // The input adapter (soft prompt, prefix) of an adapter, or nullptr.
+  InputAdapter* input_adapter(const std::string& name) const;
   void delete_adapter(const std::string& name);
 
   ModelOutputs forward(const ModelInputs& in) { return model_->forward(in); }
@@ -50,7 +54,8 @@ class PeftModel {
   };
   Disabled disable_adapters() { return Disabled(this); }
 
-  // Folds the active adapters into the base weights; unmerge restores them.
+  // Folds the active adapters into the base weights; unmerge restores them. Methods that
+  // cannot merge (soft prompts, prefixes, bottleneck adapters) throw, naming the method.
   void merge();
   void unmerge();
   // Merges the active adapters, removes every adapter, and returns the plain model.
@@ -64,20 +69,25 @@ class PeftModel {
   void train(bool on);
 
  private:
-  struct SavedModule {  // a modules_to_save entry
+  // Trainable copies of one module's parameters (modules_to_save, LN tuning, BitFit).
+  struct SavedModule {
     Module* module;
+    std::vector<std::string> names;    // the copied parameters' local names
+    std::vector<at::Tensor*> slots;    // where they live in the module
     std::vector<at::Tensor> original;
     std::map<std::string, std::vector<at::Tensor>> copies;  // adapter -> its trainable copy
+    std::map<std::string, std::string> infix;               // adapter -> file key infix
   };
+  void add_copy(const std::string& adapter, const CopySpec& spec);
   struct Attachment {
     std::string path;
     AdaptableLayer* layer;
   };
   void apply_state();  // active lists, modules_to_save swaps, requires_grad flags
-  std::vector<at::Tensor*> slots_of(Module* m) const;
 
   std::shared_ptr<Model> model_;
-  std::map<std::string, LoraConfig> configs_;
+  std::map<std::string, std::unique_ptr<AdapterConfig>> configs_;
+  std::map<std::string, std::shared_ptr<InputAdapter>> inputs_;  // adapter -> its input adapter
   std::map<std::string, std::vector<Attachment>> attachments_;  // adapter -> layers
   std::map<std::string, SavedModule> saved_modules_;              // path -> copies
   std::vector<std::string> active_;

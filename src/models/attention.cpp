@@ -39,7 +39,7 @@ at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len,
 }
 
 DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Device device) {
-  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
+  const int64_t b = in.batch_size(), s = in.seq_len();
   KVCache* cache = in.cache;
   if (cache && cache->keys.size() != num_layers) {
     cache->keys.resize(num_layers);
@@ -49,7 +49,7 @@ DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Dev
   step.past = cache ? cache->length() : 0;
   step.positions = in.position_ids.defined()
                        ? in.position_ids
-                       : at::arange(step.past, step.past + s, in.input_ids.options()).unsqueeze(0).expand({b, s});
+                       : at::arange(step.past, step.past + s, at::TensorOptions(at::kLong).device(device)).unsqueeze(0).expand({b, s});
   step.mask = decoder_mask(in.attention_mask, b, s, step.past, device);
   return step;
 }

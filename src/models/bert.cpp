@@ -44,8 +44,9 @@ BertEmbeddings::BertEmbeddings(const BertConfig& c) {
   LayerNorm_ = register_module("LayerNorm", std::make_shared<LayerNorm>(c.hidden_size, c.layer_norm_eps));
 }
 
-at::Tensor BertEmbeddings::forward(const at::Tensor& ids, const at::Tensor& types, const at::Tensor& pos) {
-  auto e = word_embeddings->forward(ids) + token_type_embeddings->forward(types) + position_embeddings->forward(pos);
+at::Tensor BertEmbeddings::forward(const at::Tensor& ids, const at::Tensor& types, const at::Tensor& pos,
+                                   const at::Tensor& inputs_embeds) {
+  auto e = (inputs_embeds.defined() ? inputs_embeds : word_embeddings->forward(ids)) + token_type_embeddings->forward(types) + position_embeddings->forward(pos);
   return LayerNorm_->forward(e);
 }
 
@@ -118,12 +119,12 @@ BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add
   if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<BertPooler>(cfg_.hidden_size));
 }
 
-ModelOutputs BertModel::forward(const ModelInputs& in) {
-  const int64_t b = in.input_ids.size(0), s = in.input_ids.size(1);
-  auto opts = in.input_ids.options();
+ModelOutputs BertModel::run(const ModelInputs& in) {
+  const int64_t b = in.batch_size(), s = in.seq_len();
+  auto opts = at::TensorOptions(at::kLong).device(embeddings->word_embeddings->weight.device());
   auto pos = in.position_ids.defined() ? in.position_ids : at::arange(s, opts).unsqueeze(0).expand({b, s});
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
-  auto h = embeddings->forward(in.input_ids, types, pos);
+  auto h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds);
   auto mask = make_attention_mask(in.attention_mask, b, s, s, /*causal=*/false, h.device());
   for (auto& l : encoder->layer->items())
     h = in.checkpoint_layers ? checkpointed([l, mask](const at::Tensor& x) { return l->forward(x, mask); }, h)
@@ -141,7 +142,7 @@ BertForSequenceClassification::BertForSequenceClassification(const nlohmann::jso
   classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j), true));
 }
 
-ModelOutputs BertForSequenceClassification::forward(const ModelInputs& in) {
+ModelOutputs BertForSequenceClassification::run(const ModelInputs& in) {
   auto out = bert->forward(in);
   out.logits = classifier->forward(out.pooler_output);
   return out;

@@ -19,7 +19,8 @@ class BertEmbeddings : public Module {
  public:
   explicit BertEmbeddings(const BertConfig& c);
   std::string type_name() const override { return "BertEmbeddings"; }
-  at::Tensor forward(const at::Tensor& ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids);
+  at::Tensor forward(const at::Tensor& ids, const at::Tensor& token_type_ids, const at::Tensor& position_ids,
+                     const at::Tensor& inputs_embeds = {});
   std::shared_ptr<Embedding> word_embeddings, position_embeddings, token_type_embeddings;
   std::shared_ptr<LayerNorm> LayerNorm_;
 };
@@ -98,8 +99,9 @@ class BertModel : public Model {
   BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
   std::string type_name() const override { return "BertModel"; }
   TaskKind task() const override { return TaskKind::kEncoder; }
-  ModelOutputs forward(const ModelInputs& in) override;
+  ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "bert"; }
+  Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;
@@ -113,9 +115,10 @@ class BertForSequenceClassification : public Model {
   BertForSequenceClassification(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "BertForSequenceClassification"; }
   TaskKind task() const override { return TaskKind::kSequenceClassification; }
-  ModelOutputs forward(const ModelInputs& in) override;
+  ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "bert"; }
   std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
+  Embedding* input_embeddings() override { return bert->input_embeddings(); }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> classifier;
 };

@@ -51,7 +51,7 @@ GPT2MLP::GPT2MLP(const GPT2Config& c) : act_(c.activation_function) {
   c_proj = register_module("c_proj", std::make_shared<Conv1D>(c.n_inner, c.n_embd));
 }
 
-at::Tensor GPT2MLP::forward(const at::Tensor& x) { return c_proj->forward(activation(act_, c_fc->forward(x))); }
+at::Tensor GPT2MLP::base_forward(const at::Tensor& x) { return c_proj->forward(activation(act_, c_fc->forward(x))); }
 
 GPT2Block::GPT2Block(const GPT2Config& c, int64_t layer) {
   ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
@@ -77,7 +77,7 @@ at::Tensor GPT2Model::forward(const ModelInputs& in) {
   KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, h->size(), wte->weight.device());
   const auto& mask = step.mask;
-  auto x = wte->forward(in.input_ids) + wpe->forward(step.positions);
+  auto x = (in.inputs_embeds.defined() ? in.inputs_embeds : wte->forward(in.input_ids)) + wpe->forward(step.positions);
   for (size_t i = 0; i < h->size(); ++i) {
     auto& block = (*h)[i];
     if (in.checkpoint_layers && !cache)

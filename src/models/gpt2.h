@@ -28,11 +28,13 @@ class GPT2Attention : public Module {
   double scale_;
 };
 
-class GPT2MLP : public Module {
+class GPT2MLP : public AdaptableLayer {  // adaptable: parallel adapters sit beside it
  public:
   explicit GPT2MLP(const GPT2Config& c);
   std::string type_name() const override { return "GPT2MLP"; }
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return c_fc->in_features; }
+  int64_t output_dim() const override { return c_proj->out_features; }
   std::shared_ptr<Conv1D> c_fc, c_proj;
 
  private:

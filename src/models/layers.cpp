@@ -35,13 +35,13 @@ LayerNorm::LayerNorm(int64_t d, double e) : dim(d), eps(e) {
   register_parameter("bias", &bias, {d});
 }
 
-at::Tensor LayerNorm::forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, eps); }
+at::Tensor LayerNorm::base_forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, eps); }
 
 RMSNorm::RMSNorm(int64_t d, double e, std::string type) : dim(d), eps(e), type_(std::move(type)) {
   register_parameter("weight", &weight, {d});
 }
 
-at::Tensor RMSNorm::forward(const at::Tensor& x) {
+at::Tensor RMSNorm::base_forward(const at::Tensor& x) {
   auto h = x.to(at::kFloat);
   auto var = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(var + eps);

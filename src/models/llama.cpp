@@ -72,7 +72,7 @@ LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {
   down_proj = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias));
 }
 
-at::Tensor LlamaMLP::forward(const at::Tensor& x) {
+at::Tensor LlamaMLP::base_forward(const at::Tensor& x) {
   return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
 }
 
@@ -100,7 +100,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c)
 }
 
 at::Tensor LlamaModel::forward(const ModelInputs& in) {
-  auto h = embed_tokens->forward(in.input_ids);
+  auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
   KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, layers->size(), h.device());
   const auto& mask = step.mask;

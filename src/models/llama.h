@@ -32,11 +32,13 @@ class LlamaAttention : public Module {
   int64_t heads_, kv_heads_, head_dim_;
 };
 
-class LlamaMLP : public Module {
+class LlamaMLP : public AdaptableLayer {  // adaptable: parallel adapters sit beside it
  public:
   explicit LlamaMLP(const LlamaConfig& c);
   std::string type_name() const override { return arch_ + "MLP"; }
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return gate_proj->in_features; }
+  int64_t output_dim() const override { return down_proj->out_features; }
   std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
 
  private:

@@ -10,7 +10,7 @@ namespace peft {
 class CausalLMBase : public Model {
  public:
   TaskKind task() const override { return TaskKind::kCausalLM; }
-  ModelOutputs forward(const ModelInputs& in) override {
+  ModelOutputs run(const ModelInputs& in) override {
     ModelOutputs out;
     out.last_hidden_state = body_forward(in);
     out.logits = lm_head->forward(out.last_hidden_state);
@@ -19,6 +19,7 @@ class CausalLMBase : public Model {
   std::vector<std::string> tied_parameter_names() const override {
     return tie_ ? std::vector<std::string>{"lm_head.weight"} : std::vector<std::string>{};
   }
+  Embedding* input_embeddings() override { return &input_embedding(); }
   void tie_weights() override {
     if (tie_) lm_head->weight = input_embedding().weight;
   }

@@ -46,6 +46,34 @@ const char* task_kind_name(TaskKind k) {
   return "?";
 }
 
+ModelOutputs Model::forward(const ModelInputs& in) {
+  if (!input_adapter) return run(in);
+  ModelInputs adapted = in;
+  const int64_t virtual_positions = input_adapter->prepare(*this, adapted);
+  ModelOutputs out = run(adapted);
+  if (virtual_positions > 0) {
+    // Sequence-shaped outputs get the caller's positions back; pooled ones are as they are.
+    auto strip = [&](at::Tensor& t) {
+      if (t.defined() && t.dim() == 3) t = t.narrow(1, virtual_positions, t.size(1) - virtual_positions);
+    };
+    strip(out.last_hidden_state);
+    if (task() == TaskKind::kCausalLM) strip(out.logits);
+  }
+  return out;
+}
+
+std::vector<at::Tensor*> InputAdapter::trainable_slots() {
+  std::vector<at::Tensor*> out;
+  visit_slots([&](const std::string&, ParamSlot& s) { out.push_back(s.tensor); });
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> InputAdapter::saved_tensors() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  visit_slots([&](const std::string& name, ParamSlot& s) { out.emplace_back(name, *s.tensor); });
+  return out;
+}
+
 int64_t Model::num_parameters() const {
   int64_t n = 0;
   for (const auto& [_, t] : named_parameters()) n += t.numel();

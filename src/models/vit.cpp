@@ -78,7 +78,7 @@ ViTMLP::ViTMLP(const ViTConfig& c) : act_(c.hidden_act) {
   fc2 = register_module("fc2", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, true));
 }
 
-at::Tensor ViTMLP::forward(const at::Tensor& x) { return fc2->forward(activation(act_, fc1->forward(x))); }
+at::Tensor ViTMLP::base_forward(const at::Tensor& x) { return fc2->forward(activation(act_, fc1->forward(x))); }
 
 ViTLayer::ViTLayer(const ViTConfig& c) {
   attention = register_module("attention", std::make_shared<ViTAttention>(c));
@@ -107,11 +107,14 @@ ViTModel::ViTModel(const nlohmann::json& j, const std::string& where, bool add_p
   if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<ViTPooler>(cfg_));
 }
 
-ModelOutputs ViTModel::forward(const ModelInputs& in) {
+ModelOutputs ViTModel::run(const ModelInputs& in) {
   if (!in.pixel_values.defined()) throw std::invalid_argument("ViT needs pixel_values");
   auto h = embeddings->forward(in.pixel_values);
-  for (auto& l : layers->items())
+  for (size_t i = 0; i < layers->size(); ++i) {
+    const auto& l = layers->items()[i];
+    if (in.before_layer) h = in.before_layer(i, h);
     h = in.checkpoint_layers ? checkpointed([l](const at::Tensor& x) { return l->forward(x); }, h) : l->forward(h);
+  }
   ModelOutputs out;
   out.last_hidden_state = layernorm->forward(h);
   if (pooler) out.pooler_output = pooler->forward(out.last_hidden_state);
@@ -125,7 +128,7 @@ ViTForImageClassification::ViTForImageClassification(const nlohmann::json& j, co
   classifier = register_module("classifier", std::make_shared<Linear>(c.hidden_size, c.num_labels, true));
 }
 
-ModelOutputs ViTForImageClassification::forward(const ModelInputs& in) {
+ModelOutputs ViTForImageClassification::run(const ModelInputs& in) {
   auto out = vit->forward(in);
   out.logits = classifier->forward(out.last_hidden_state.select(1, 0));
   return out;

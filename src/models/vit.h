@@ -48,11 +48,13 @@ class ViTAttention : public Module {
   int64_t heads_, head_dim_;
 };
 
-class ViTMLP : public Module {
+class ViTMLP : public AdaptableLayer {  // adaptable: parallel adapters sit beside it
  public:
   explicit ViTMLP(const ViTConfig& c);
   std::string type_name() const override { return "ViTMLP"; }
-  at::Tensor forward(const at::Tensor& x);
+  at::Tensor base_forward(const at::Tensor& x) override;
+  int64_t input_dim() const override { return fc1->in_features; }
+  int64_t output_dim() const override { return fc2->out_features; }
   std::shared_ptr<Linear> fc1, fc2;
 
  private:
@@ -85,7 +87,7 @@ class ViTModel : public Model {
   ViTModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
   std::string type_name() const override { return "ViTModel"; }
   TaskKind task() const override { return TaskKind::kEncoder; }
-  ModelOutputs forward(const ModelInputs& in) override;
+  ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "vit"; }
   std::shared_ptr<ViTEmbeddings> embeddings;
   std::shared_ptr<ModuleList<ViTLayer>> layers;
@@ -101,7 +103,7 @@ class ViTForImageClassification : public Model {
   ViTForImageClassification(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "ViTForImageClassification"; }
   TaskKind task() const override { return TaskKind::kImageClassification; }
-  ModelOutputs forward(const ModelInputs& in) override;
+  ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "vit"; }
   std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
   std::shared_ptr<ViTModel> vit;

@@ -60,7 +60,9 @@ Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, boo
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
     if (!m.contains("task_type") && s.model->task() != TaskKind::kImageClassification)
       m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
-    s.peft->add_adapter("default", LoraConfig::from_json(m, "config 'method'"), cfg.seed);
+    auto method = parse_adapter_config(m, "config 'method'");
+    method->inference_mode = false;  // prompt encoders train through their reparameterization
+    s.peft->add_adapter("default", *method, cfg.seed);
   }
   return s;
 }

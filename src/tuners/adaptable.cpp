@@ -8,12 +8,14 @@
 namespace peft {
 
 at::Tensor AdaptableLayer::forward(const at::Tensor& x) {
-  at::Tensor out = base_forward(x);
-  if (adapters_disabled) return out;
-  for (const auto& name : active) {
-    LayerAdapter* a = adapter(name);
-    if (a && !a->merged()) out = a->forward(x, out);
-  }
+  if (adapters_disabled || active.empty()) return base_forward(x);
+  std::vector<LayerAdapter*> on;
+  for (const auto& name : active)
+    if (LayerAdapter* a = adapter(name); a && !a->merged()) on.push_back(a);
+  at::Tensor in = x;
+  for (auto* a : on) in = a->transform_input(in);
+  at::Tensor out = base_forward(in);
+  for (auto* a : on) out = a->forward(in, out);
   return out;
 }
 

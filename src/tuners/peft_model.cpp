@@ -35,68 +35,79 @@ nlohmann::ordered_json read_json(const fs::path& p) {
 
 PeftModel::PeftModel(std::shared_ptr<Model> base) : model_(std::move(base)) { apply_state(); }
 
-std::vector<at::Tensor*> PeftModel::slots_of(Module* m) const {
-  std::vector<at::Tensor*> out;
-  m->visit_slots([&](const std::string&, Module::ParamSlot& s) { out.push_back(s.tensor); });
+namespace {
+// Every parameter of `m` by local dotted name, or only those named.
+std::vector<std::pair<std::string, at::Tensor*>> params_of(Module* m, const std::vector<std::string>& only) {
+  std::vector<std::pair<std::string, at::Tensor*>> out;
+  m->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
+    if (only.empty() || std::find(only.begin(), only.end(), key) != only.end()) out.emplace_back(key, s.tensor);
+  });
   return out;
 }
+}  // namespace
 
-void PeftModel::add_adapter(const std::string& name, const LoraConfig& cfg_in, uint64_t seed) {
+void PeftModel::add_copy(const std::string& adapter, const CopySpec& spec) {
+  auto& saved = saved_modules_[spec.path];
+  auto params = params_of(spec.module, spec.params);
+  std::vector<std::string> names;
+  for (const auto& [n, t] : params)
+    if (t->defined()) names.push_back(n);
+  if (names.empty()) throw std::invalid_argument("'" + spec.path + "' has no parameters to train");
+  if (saved.module == nullptr) {
+    saved.module = spec.module;
+    saved.names = names;
+    for (const auto& [n, t] : params)
+      if (t->defined()) {
+        saved.slots.push_back(t);
+        saved.original.push_back(*t);
+      }
+  } else if (saved.names != names) {
+    throw std::invalid_argument("'" + spec.path + "' already has trainable copies of other parameters");
+  }
+  std::vector<at::Tensor> copy;
+  for (const auto& t : saved.original) copy.push_back(t.detach().clone());
+  saved.copies[adapter] = std::move(copy);
+  saved.infix[adapter] = spec.infix;
+}
+
+void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in, uint64_t seed) {
   if (configs_.count(name)) throw std::invalid_argument("an adapter named '" + name + "' already exists");
-  LoraConfig cfg = cfg_in;
+  auto cfg = cfg_in.clone();
+  cfg->resolve(*model_);
   // Sequence classification always trains its head, as HF PEFT does.
-  if (cfg.task_type == "SEQ_CLS")
+  auto& mts = cfg->targets.modules_to_save;
+  if (cfg->task_type == "SEQ_CLS")
     for (const char* head : {"classifier", "score"})
-      if (std::find(cfg.targets.modules_to_save.begin(), cfg.targets.modules_to_save.end(), head) ==
-          cfg.targets.modules_to_save.end())
-        cfg.targets.modules_to_save.push_back(head);
-  auto targets = find_targets(*model_, cfg.targets, cfg.task_type);
+      if (std::find(mts.begin(), mts.end(), head) == mts.end()) mts.push_back(head);
   auto gen = at::detail::createCPUGenerator(seed);
   std::vector<Attachment> attached;
-  for (auto& [path, m] : targets) {
-    const int64_t r = cfg.rank_for(path);
-    const double scaling = cfg.scaling_for(path);
-    std::shared_ptr<LayerAdapter> a;
-    AdaptableLayer* host = dynamic_cast<AdaptableLayer*>(m);
-    if (auto* l = dynamic_cast<Linear*>(m)) {
-      auto lora = std::make_shared<LoraLinear>(l, l->in_features, l->out_features, r, scaling, cfg.lora_dropout,
-                                               cfg.use_dora, cfg.fan_in_fan_out);
-      lora->freeze_A = cfg.lora_fa;
-      lora->initialize(cfg.init_lora_weights, cfg.use_dora, gen);
-      a = lora;
-    } else if (auto* c = dynamic_cast<Conv1D*>(m)) {
-      // GPT-2's Conv1D stores W as [in, out]: LoRA needs fan_in_fan_out, which HF PEFT
-      // also forces on (with a warning) when the config lacks it.
-      auto lora = std::make_shared<LoraLinear>(c, c->in_features, c->out_features, r, scaling, cfg.lora_dropout,
-                                               cfg.use_dora, /*fan_in_fan_out=*/true);
-      lora->freeze_A = cfg.lora_fa;
-      lora->initialize(cfg.init_lora_weights, cfg.use_dora, gen);
-      a = lora;
-    } else if (auto* e = dynamic_cast<Embedding*>(m)) {
-      if (cfg.use_dora) throw std::invalid_argument("DoRA on embedding '" + path + "' is not supported");
-      auto lora = std::make_shared<LoraEmbedding>(e, e->num_embeddings, e->embedding_dim, r, scaling);
-      lora->initialize(cfg.init_lora_weights, gen);
-      a = lora;
-    } else {
-      throw std::invalid_argument("target module '" + path + "' is a " + m->type_name() +
-                                  "; LoRA supports Linear, Conv1D and Embedding");
+  try {
+    for (auto& [path, m] : cfg->layer_targets(*model_)) {
+      auto* host = dynamic_cast<AdaptableLayer*>(m);
+      if (!host)
+        throw std::invalid_argument(cfg->peft_type() + ": target module '" + path + "' is a " + m->type_name() +
+                                    ", which takes no adapters");
+      host->attach(name, cfg->make_layer_adapter(path, *m, gen));
+      attached.push_back({path, host});
     }
-    host->attach(name, a);
-    attached.push_back({path, host});
+    for (const auto& spec : cfg->copies(*model_)) add_copy(name, spec);
+    for (auto& [path, m] : find_modules_to_save(*model_, mts)) add_copy(name, {path, m, {}, ""});
+    if (auto in = cfg->make_input_adapter(*model_, gen)) inputs_[name] = in;
+  } catch (...) {
+    for (auto& a : attached) a.layer->detach(name);
+    for (auto& [_, saved] : saved_modules_) saved.copies.erase(name);
+    std::erase_if(saved_modules_, [](const auto& p) { return p.second.copies.empty(); });
+    throw;
   }
-  for (auto& [path, m] : find_modules_to_save(*model_, cfg.targets.modules_to_save)) {
-    auto& saved = saved_modules_[path];
-    saved.module = m;
-    if (saved.original.empty())
-      for (auto* t : slots_of(m)) saved.original.push_back(*t);
-    std::vector<at::Tensor> copy;
-    for (const auto& t : saved.original) copy.push_back(t.detach().clone());
-    saved.copies[name] = std::move(copy);
-  }
-  configs_[name] = cfg;
+  configs_[name] = std::move(cfg);
   attachments_[name] = std::move(attached);
   if (active_.empty()) active_ = {name};
   apply_state();
+}
+
+InputAdapter* PeftModel::input_adapter(const std::string& name) const {
+  auto it = inputs_.find(name);
+  return it == inputs_.end() ? nullptr : it->second.get();
 }
 
 void PeftModel::apply_state() {
@@ -108,7 +119,7 @@ void PeftModel::apply_state() {
         if (a.layer->adapter(act)) a.layer->active.push_back(act);
       a.layer->adapters_disabled = disabled_;
     }
-  // modules_to_save: the first active adapter's copy, or the original.
+  // Trainable copies: the first active adapter's copy, or the original.
   for (auto& [path, saved] : saved_modules_) {
     const std::vector<at::Tensor>* use = &saved.original;
     if (!disabled_)
@@ -117,11 +128,18 @@ void PeftModel::apply_state() {
           use = &it->second;
           break;
         }
-    auto slots = slots_of(saved.module);
-    for (size_t i = 0; i < slots.size(); ++i) *slots[i] = (*use)[i];
+    for (size_t i = 0; i < saved.slots.size(); ++i) *saved.slots[i] = (*use)[i];
   }
-  // requires_grad: nothing but the active adapters' parameters, their modules_to_save
-  // copies and, per the bias setting, biases.
+  // The input adapter of the first active adapter that has one.
+  model_->input_adapter = nullptr;
+  if (!disabled_)
+    for (const auto& act : active_)
+      if (auto* in = input_adapter(act)) {
+        model_->input_adapter = in;
+        break;
+      }
+  // requires_grad: nothing but the active adapters' parameters, their copies and, per
+  // LoRA's bias setting, biases.
   for (auto& [_, t] : model_->named_parameters())
     if (t.requires_grad()) t.set_requires_grad(false);
   for (auto& [_, saved] : saved_modules_) {
@@ -129,17 +147,21 @@ void PeftModel::apply_state() {
     for (auto& [__, copy] : saved.copies)
       for (auto& t : copy) t.set_requires_grad(false);
   }
+  for (auto& [_, in] : inputs_)
+    in->visit_slots([](const std::string&, Module::ParamSlot& s) { s.tensor->set_requires_grad(false); });
   for (const auto& act : active_) {
     for (auto& a : attachments_[act])
       for (auto* t : a.layer->adapter(act)->trainable_slots()) t->set_requires_grad(true);
     for (auto& [_, saved] : saved_modules_)
       if (auto it = saved.copies.find(act); it != saved.copies.end())
         for (auto& t : it->second) t.set_requires_grad(true);
-    const auto& cfg = configs_[act];
-    if (cfg.bias == "all") {
+    if (auto* in = input_adapter(act))
+      for (auto* t : in->trainable_slots()) t->set_requires_grad(true);
+    const auto* lora = dynamic_cast<const LoraConfig*>(configs_[act].get());
+    if (lora && lora->bias == "all") {
       for (auto& [n, t] : model_->named_parameters())
         if (n.find("bias") != std::string::npos) t.set_requires_grad(true);
-    } else if (cfg.bias == "lora_only") {
+    } else if (lora && lora->bias == "lora_only") {
       for (auto& a : attachments_[act]) {
         at::Tensor* b = nullptr;
         if (auto* l = dynamic_cast<Linear*>(a.layer)) b = &l->bias;
@@ -167,10 +189,10 @@ std::vector<std::string> PeftModel::adapters() const {
   return out;
 }
 
-const LoraConfig& PeftModel::config(const std::string& name) const {
+const AdapterConfig& PeftModel::config(const std::string& name) const {
   auto it = configs_.find(name);
   if (it == configs_.end()) throw std::invalid_argument("no adapter named '" + name + "'");
-  return it->second;
+  return *it->second;
 }
 
 void PeftModel::delete_adapter(const std::string& name) {
@@ -181,7 +203,11 @@ void PeftModel::delete_adapter(const std::string& name) {
   }
   attachments_.erase(name);
   configs_.erase(name);
-  for (auto& [_, saved] : saved_modules_) saved.copies.erase(name);
+  inputs_.erase(name);
+  for (auto& [_, saved] : saved_modules_) {
+    saved.copies.erase(name);
+    saved.infix.erase(name);
+  }
   std::erase(active_, name);
   apply_state();
 }
@@ -198,6 +224,9 @@ PeftModel::Disabled::~Disabled() {
 
 void PeftModel::merge() {
   for (const auto& act : active_)
+    if (!configs_[act]->mergeable())
+      throw std::logic_error("adapter '" + act + "' (" + configs_[act]->peft_type() + ") cannot be merged into the weights");
+  for (const auto& act : active_)
     for (auto& a : attachments_[act]) a.layer->adapter(act)->merge();
 }
 
@@ -211,8 +240,10 @@ std::shared_ptr<Model> PeftModel::merge_and_unload() {
   merge();
   apply_state();  // modules_to_save now hold the active copies; keep them
   for (auto& [path, saved] : saved_modules_)
-    for (auto* t : slots_of(saved.module)) *t = t->detach();
+    for (auto* t : saved.slots) *t = t->detach();
   saved_modules_.clear();
+  inputs_.clear();
+  model_->input_adapter = nullptr;
   for (auto& [name, list] : attachments_)
     for (auto& a : list) a.layer->detach(name);
   attachments_.clear();
@@ -234,6 +265,12 @@ std::pair<int64_t, int64_t> PeftModel::trainable_parameters() const {
     for (const auto& t : saved.original) n += t.numel();
     all += n * static_cast<int64_t>(saved.copies.size());
   }
+  // Prompt encoders are modules of HF's PeftModel too.
+  for (const auto& [_, in] : inputs_)
+    in->visit_slots([&](const std::string&, Module::ParamSlot& s) {
+      all += s.tensor->numel();
+      if (s.tensor->requires_grad()) trainable += s.tensor->numel();
+    });
   return {trainable, all};
 }
 
@@ -248,6 +285,10 @@ std::vector<at::Tensor> PeftModel::trainable_tensors() const {
   std::vector<at::Tensor> out;
   for (const auto& [_, t] : model_->named_parameters())
     if (t.requires_grad()) out.push_back(t);
+  for (const auto& [_, in] : inputs_)
+    in->visit_slots([&](const std::string&, Module::ParamSlot& s) {
+      if (s.tensor->requires_grad()) out.push_back(*s.tensor);
+    });
   return out;
 }
 
@@ -255,13 +296,17 @@ void PeftModel::train(bool on) {
   for (auto& [_, list] : attachments_)
     for (auto& a : list)
       for (const auto& n : a.layer->adapter_names()) a.layer->adapter(n)->training = on;
+  for (auto& [_, in] : inputs_) in->training = on;
 }
 
 // --- files ---------------------------------------------------------------------------
 
 NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
-  const LoraConfig& cfg = config(name);
+  config(name);
+  const auto* lora = dynamic_cast<const LoraConfig*>(&config(name));
   NamedTensors out;
+  if (auto* in = input_adapter(name))
+    for (auto& [k, t] : in->saved_tensors()) out.emplace_back(k, t.detach());
   for (const auto& a : attachments_.at(name))
     a.layer->adapter(name)->visit_slots(
         [&](const std::string& key, Module::ParamSlot& s) { out.emplace_back(kPrefix + a.path + "." + key, *s.tensor); });
@@ -273,33 +318,31 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
     const auto dot = n.rfind('.');
     return wrapped.count(n.substr(0, dot)) ? n.substr(0, dot) + ".base_layer" + n.substr(dot) : n;
   };
-  if (cfg.bias != "none") {
+  if (lora && lora->bias != "none") {
     for (const auto& [n, t] : model_->named_parameters()) {
       if (n.find("bias") == std::string::npos || n.find(".lora_") != std::string::npos) continue;
       const bool on_wrapped = wrapped.count(n.substr(0, n.rfind('.'))) > 0;
-      if (cfg.bias == "all" || on_wrapped) out.emplace_back(kPrefix + hf_name(n), t);
+      if (lora->bias == "all" || on_wrapped) out.emplace_back(kPrefix + hf_name(n), t);
     }
   }
   for (const auto& [path, saved] : saved_modules_) {
     auto it = saved.copies.find(name);
     if (it == saved.copies.end()) continue;
-    size_t i = 0;
-    saved.module->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
-      out.emplace_back(kPrefix + path + "." + key, it->second[i++]);
-    });
+    for (size_t i = 0; i < saved.names.size(); ++i)
+      out.emplace_back(kPrefix + path + "." + saved.infix.at(name) + saved.names[i], it->second[i]);
   }
   return out;
 }
 
 void PeftModel::save_adapter(const std::string& dir, const std::string& name) const {
   fs::create_directories(dir);
-  LoraConfig cfg = config(name);
-  if (cfg.base_model_name_or_path.empty())
-    cfg.base_model_name_or_path = model_->config().value("_name_or_path", std::string());
+  auto cfg = config(name).clone();
+  if (cfg->base_model_name_or_path.empty())
+    cfg->base_model_name_or_path = model_->config().value("_name_or_path", std::string());
   const std::string tmp = (fs::path(dir) / "adapter_config.json.tmp").string();
   {
     std::ofstream out(tmp);
-    out << cfg.to_json().dump(2) << "\n";
+    out << cfg->to_json().dump(2) << "\n";
     if (!out) throw std::runtime_error(tmp + ": write failed");
   }
   fs::rename(tmp, fs::path(dir) / "adapter_config.json");
@@ -317,19 +360,19 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
     throw std::runtime_error(dir + ": no adapter_model.safetensors");
   }
   auto j = read_json(cfg_path);
-  const std::string type = j.value("peft_type", std::string());
-  if (type != "LORA")
-    throw std::runtime_error(cfg_path.string() + ": unknown or unsupported peft_type '" + type + "' (supported: LORA)");
   std::vector<std::string> unknown;
-  LoraConfig cfg = LoraConfig::from_json(j, cfg_path.string(), &unknown);
+  auto cfg = parse_adapter_config(j, cfg_path.string(), &unknown);
   for (const auto& k : unknown) std::cerr << "warning: " << cfg_path.string() << ": unknown key '" << k << "' kept\n";
-  // Shapes come from the config; values from the file. PiSSA/OLoRA must not rewrite the
-  // base while loading, so build with the plain init.
-  LoraConfig build = cfg;
-  build.init_lora_weights = "true";
-  add_adapter(name, build);
-  configs_[name] = cfg;
-  configs_[name].targets.modules_to_save = build.targets.modules_to_save;
+  // Shapes come from the config; values from the file. Saved prompt encoders are their
+  // outputs, so build in inference mode; PiSSA/OLoRA must not rewrite the base while
+  // loading, so build LoRA with the plain init.
+  cfg->inference_mode = true;
+  auto build = cfg->clone();
+  if (auto* lora = dynamic_cast<LoraConfig*>(build.get())) lora->init_lora_weights = "true";
+  add_adapter(name, *build);
+  const auto mts = configs_[name]->targets.modules_to_save;
+  configs_[name] = std::move(cfg);
+  configs_[name]->targets.modules_to_save = mts;
 
   SafetensorsFile file(st_path.string());
   std::map<std::string, at::Tensor*> expected;
@@ -342,13 +385,17 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   for (auto& [path, saved] : saved_modules_) {
     auto it = saved.copies.find(name);
     if (it == saved.copies.end()) continue;
-    size_t i = 0;
-    saved.module->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
-      expected[kPrefix + path + "." + key] = &it->second[i];
-      shapes[kPrefix + path + "." + key] = it->second[i].sizes().vec();
-      ++i;
-    });
+    for (size_t i = 0; i < saved.names.size(); ++i) {
+      const std::string key = kPrefix + path + "." + saved.infix.at(name) + saved.names[i];
+      expected[key] = &it->second[i];
+      shapes[key] = it->second[i].sizes().vec();
+    }
   }
+  if (auto* in = input_adapter(name))
+    in->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
+      expected[key] = s.tensor;
+      shapes[key] = s.shape;
+    });
   std::set<std::string> seen;
   for (const auto& key : file.names()) {
     auto it = expected.find(key);

@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "peft/lora.h"
+#include "peft/tuner.h"
 #include "peft/model.h"
 
 namespace peft {

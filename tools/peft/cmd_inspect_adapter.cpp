@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "common.h"
 #include "peft/safetensors.h"
@@ -29,6 +30,13 @@ void inspect_adapter(const std::string& dir) {
     for (const auto& [k, v] : c.rank_pattern) std::cout << ", " << k << ": r=" << v;
     std::cout << "\ntargets:    " << j["target_modules"].dump() << "\n";
     if (!c.targets.modules_to_save.empty()) std::cout << "saved:      " << j["modules_to_save"].dump() << "\n";
+  } else {
+    // The method's own settings: every field that is set, minus the bookkeeping ones.
+    auto cfg = parse_adapter_config(j, cfg_path.string());
+    static const std::set<std::string> kSkip = {"peft_type", "task_type", "base_model_name_or_path", "inference_mode",
+                                                "peft_version", "revision", "auto_mapping"};
+    for (const auto& [k, v] : cfg->to_json().items())
+      if (!v.is_null() && !kSkip.count(k)) std::cout << (k + ":").append(k.size() < 11 ? 11 - k.size() : 1, ' ') << v.dump() << "\n";
   }
   std::cout << "task:       " << (j["task_type"].is_string() ? j["task_type"].get<std::string>() : "-") << "\n"
             << "base model: "

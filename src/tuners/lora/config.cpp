@@ -3,7 +3,10 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "peft/layers.h"
 #include "peft/lora.h"
+#include "tuners/config_fields.h"
+#include "tuners/target_match.h"
 #include "util/regex.h"
 
 namespace peft {
@@ -43,30 +46,6 @@ bool is_default(const nlohmann::ordered_json& v, const nlohmann::ordered_json& d
 
 [[noreturn]] void fail(const std::string& where, const std::string& msg) {
   throw std::runtime_error(where + ": " + msg);
-}
-
-void read_list_or_regex(const nlohmann::ordered_json& v, std::optional<std::vector<std::string>>* list,
-                        std::optional<std::string>* regex, const std::string& key, const std::string& where) {
-  if (v.is_null()) return;
-  if (v.is_string()) {
-    *regex = v.get<std::string>();
-  } else if (v.is_array()) {
-    std::vector<std::string> out;
-    for (const auto& e : v) {
-      if (!e.is_string()) fail(where, "'" + key + "' entries must be strings");
-      out.push_back(e.get<std::string>());
-    }
-    *list = out;
-  } else {
-    fail(where, "'" + key + "' must be a list of names or a regex string");
-  }
-}
-
-nlohmann::ordered_json list_or_regex(const std::optional<std::vector<std::string>>& list,
-                                     const std::optional<std::string>& regex) {
-  if (regex) return *regex;
-  if (list) return *list;
-  return nullptr;
 }
 
 }  // namespace
@@ -120,6 +99,7 @@ LoraConfig LoraConfig::from_json(const nlohmann::ordered_json& j, const std::str
     if (tt.is_string()) c.task_type = tt.get<std::string>();
     auto base = j.value("base_model_name_or_path", nlohmann::ordered_json());
     if (base.is_string()) c.base_model_name_or_path = base.get<std::string>();
+    c.inference_mode = j.value("inference_mode", true);
   } catch (const nlohmann::json::exception& e) {
     fail(where, std::string("a field has the wrong type: ") + e.what());
   }
@@ -196,6 +176,42 @@ double LoraConfig::alpha_for(const std::string& module) const {
 double LoraConfig::scaling_for(const std::string& module) const {
   const double rank = static_cast<double>(rank_for(module)), alpha = alpha_for(module);
   return use_rslora ? alpha / std::sqrt(rank) : alpha / rank;
+}
+
+}  // namespace peft
+
+namespace peft {
+
+NamedModules LoraConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
+
+std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& path, Module& m,
+                                                             at::Generator& gen) const {
+  const int64_t r = rank_for(path);
+  const double scaling = scaling_for(path);
+  if (auto* l = dynamic_cast<Linear*>(&m)) {
+    auto lora = std::make_shared<LoraLinear>(l, l->in_features, l->out_features, r, scaling, lora_dropout, use_dora,
+                                             fan_in_fan_out);
+    lora->freeze_A = lora_fa;
+    lora->initialize(init_lora_weights, use_dora, gen);
+    return lora;
+  }
+  if (auto* c = dynamic_cast<Conv1D*>(&m)) {
+    // GPT-2's Conv1D stores W as [in, out]: LoRA needs fan_in_fan_out, which HF PEFT
+    // also forces on (with a warning) when the config lacks it.
+    auto lora = std::make_shared<LoraLinear>(c, c->in_features, c->out_features, r, scaling, lora_dropout, use_dora,
+                                             /*fan_in_fan_out=*/true);
+    lora->freeze_A = lora_fa;
+    lora->initialize(init_lora_weights, use_dora, gen);
+    return lora;
+  }
+  if (auto* e = dynamic_cast<Embedding*>(&m)) {
+    if (use_dora) throw std::invalid_argument("DoRA on embedding '" + path + "' is not supported");
+    auto lora = std::make_shared<LoraEmbedding>(e, e->num_embeddings, e->embedding_dim, r, scaling);
+    lora->initialize(init_lora_weights, gen);
+    return lora;
+  }
+  throw std::invalid_argument("target module '" + path + "' is a " + m.type_name() +
+                              "; LoRA supports Linear, Conv1D and Embedding");
 }
 
 }  // namespace peft

@@ -1,0 +1,71 @@
+// peft_type -> config parser, and what AdapterConfig does by default.
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+#include "peft/bottleneck.h"
+#include "peft/ia3.h"
+#include "peft/ln_tuning.h"
+#include "peft/lora.h"
+#include "peft/prompt.h"
+#include "peft/ssf.h"
+#include "peft/tuner.h"
+
+namespace peft {
+
+namespace {
+
+using Parser = std::function<std::unique_ptr<AdapterConfig>(const nlohmann::ordered_json&, const std::string&,
+                                                            std::vector<std::string>*)>;
+
+template <class C>
+Parser parser() {
+  return [](const nlohmann::ordered_json& j, const std::string& where, std::vector<std::string>* unknown) {
+    return std::make_unique<C>(C::from_json(j, where, unknown));
+  };
+}
+
+const std::map<std::string, Parser>& parsers() {
+  static const std::map<std::string, Parser> m = {
+      {"LORA", parser<LoraConfig>()},
+      {"IA3", parser<IA3Config>()},
+      {"LN_TUNING", parser<LNTuningConfig>()},
+      {"BITFIT", parser<BitFitConfig>()},
+      {"SSF", parser<SSFConfig>()},
+      {"BOTTLENECK", parser<BottleneckConfig>()},
+      {"PROMPT_TUNING", parser<PromptTuningConfig>()},
+      {"P_TUNING", parser<PromptEncoderConfig>()},
+      {"PREFIX_TUNING", parser<PrefixTuningConfig>()},
+      {"VPT", parser<VPTConfig>()},
+  };
+  return m;
+}
+
+}  // namespace
+
+NamedModules AdapterConfig::layer_targets(Model&) const { return {}; }
+
+std::shared_ptr<LayerAdapter> AdapterConfig::make_layer_adapter(const std::string& path, Module&, at::Generator&) const {
+  throw std::logic_error(peft_type() + " attaches no layer adapters (asked for '" + path + "')");
+}
+
+std::unique_ptr<AdapterConfig> parse_adapter_config(const nlohmann::ordered_json& j, const std::string& where,
+                                                    std::vector<std::string>* unknown) {
+  if (!j.is_object()) throw std::runtime_error(where + ": not a JSON object");
+  const std::string type = j.value("peft_type", std::string());
+  auto it = parsers().find(type);
+  if (it == parsers().end()) {
+    std::string known;
+    for (const auto& t : supported_peft_types()) known += (known.empty() ? "" : ", ") + t;
+    throw std::runtime_error(where + ": unknown or unsupported peft_type '" + type + "' (supported: " + known + ")");
+  }
+  return it->second(j, where, unknown);
+}
+
+std::vector<std::string> supported_peft_types() {
+  std::vector<std::string> out;
+  for (const auto& [t, _] : parsers()) out.push_back(t);
+  return out;
+}
+
+}  // namespace peft
