@@ -38,49 +38,13 @@ fs::path base_dir(const std::string& c) { return fs::path(PEFT_PARITY_DIR) / cas
 
 std::string run(const std::string& cmd, int* status) { return test::run_command(cmd, status); }
 
-ModelInputs inputs_of(const SafetensorsFile& ref) {
-  ModelInputs in;
-  if (ref.contains("input_ids")) in.input_ids = ref.get("input_ids");
-  if (ref.contains("attention_mask")) in.attention_mask = ref.get("attention_mask");
-  if (ref.contains("token_type_ids")) in.token_type_ids = ref.get("token_type_ids");
-  if (ref.contains("pixel_values")) in.pixel_values = ref.get("pixel_values");
-  return in;
-}
-
-// The output the reference stores (logits, or last_hidden_state for headless models).
-std::string output_key(const SafetensorsFile& ref) { return ref.contains("logits") ? "logits" : "last_hidden_state"; }
-at::Tensor output_of(const ModelOutputs& o, const std::string& key) {
-  return key == "logits" ? o.logits : o.last_hidden_state;
-}
-
-double max_diff(const at::Tensor& got, const at::Tensor& want, const at::Tensor& mask) {
-  EXPECT_EQ(got.sizes(), want.sizes());
-  auto d = (got.to(at::kFloat) - want.to(at::kFloat)).abs();
-  if (mask.defined() && d.dim() == 3) d = d * mask.to(at::kFloat).unsqueeze(-1);
-  return d.max().item<double>();
-}
-
-at::Tensor mask_of(const SafetensorsFile& ref) {
-  return ref.contains("attention_mask") ? ref.get("attention_mask") : at::Tensor();
-}
-
-// Inputs plus our outputs, for tests/parity/check_adapter.py to compare against PEFT.
-fs::path write_outputs(const SafetensorsFile& ref, const std::string& key, const at::Tensor& out, const fs::path& p) {
-  NamedTensors t;
-  for (const char* k : {"input_ids", "attention_mask", "token_type_ids", "pixel_values"})
-    if (ref.contains(k)) t.emplace_back(k, ref.get(k));
-  t.emplace_back(key, out.to(at::kFloat));
-  save_safetensors(p.string(), t);
-  return p;
-}
-
-int check_in_python(const fs::path& base, const std::string& adapter, const fs::path& outputs, std::string* log) {
-  int status = 0;
-  *log = run(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/check_adapter.py " + base.string() + " " +
-                 adapter + " " + outputs.string(),
-             &status);
-  return status;
-}
+using test::check_in_python;
+using test::inputs_of;
+using test::mask_of;
+using test::max_diff;
+using test::output_key;
+using test::output_of;
+using test::write_outputs;
 
 class LoraParity : public ::testing::TestWithParam<std::string> {};
 

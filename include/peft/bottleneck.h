@@ -25,6 +25,8 @@ struct BottleneckConfig : AdapterConfig {
   std::string peft_type() const override { return "BOTTLENECK"; }
   std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<BottleneckConfig>(*this); }
   nlohmann::ordered_json to_json() const override;
+  // bottleneck_size 0: hidden size / reduction_factor, written back so files say the size.
+  void resolve(const Model& model) override;
   // Default targets by architecture and adapter_type (output projections, MLP blocks).
   NamedModules layer_targets(Model& model) const override;
   std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,

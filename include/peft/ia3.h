@@ -21,6 +21,8 @@ struct IA3Config : AdapterConfig {
   std::string peft_type() const override { return "IA3"; }
   std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<IA3Config>(*this); }
   nlohmann::ordered_json to_json() const override;
+  // Null target_modules / feedforward_modules take HF's table for the model type.
+  void resolve(const Model& model) override;
   NamedModules layer_targets(Model& model) const override;
   std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,
                                                    at::Generator& gen) const override;

@@ -18,6 +18,7 @@ struct LNTuningConfig : AdapterConfig {
   nlohmann::ordered_json to_json() const override;
   // Default targets: HF's table by model type (e.g. llama: input_layernorm,
   // post_attention_layernorm, norm).
+  void resolve(const Model& model) override;
   std::vector<CopySpec> copies(Model& model) const override;
 };
 

@@ -20,6 +20,7 @@ struct PromptLearningConfig : AdapterConfig {
   int64_t token_dim = 0, num_attention_heads = 0, num_layers = 0;  // 0: from the model
   int64_t num_transformer_submodules = 1;
   bool mergeable() const override { return false; }
+  std::string key_prefix() const override { return "base_model."; }
   // Fills the sizes from the model's config.json; prefix tuning on grouped-query attention
   // sizes the keys by the key/value heads.
   void resolve(const Model& model) override;

@@ -71,6 +71,9 @@ class AdapterConfig {
   virtual std::vector<CopySpec> copies(Model& model) const { return {}; }
   // Input adapter, or nullptr. `model` is the base model (embeddings, sizes).
   virtual std::shared_ptr<InputAdapter> make_input_adapter(Model& model, at::Generator& gen) const { return nullptr; }
+  // What adapter file keys of modules start with: HF PEFT wraps the model in a tuner
+  // model ("base_model.model.") for most methods, not for prompt learning ("base_model.").
+  virtual std::string key_prefix() const { return "base_model.model."; }
   // Whether merge() can fold this method into the base weights.
   virtual bool mergeable() const { return true; }
 

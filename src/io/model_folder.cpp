@@ -147,7 +147,13 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
               << initialized.front() << (initialized.size() > 1 ? ", ..." : "")
               << "; it must be trained, or come from an adapter's modules_to_save\n";
   model->tie_weights();
-  if (opts.device && *opts.device != "cpu") model->to(at::Device(*opts.device));
+  if (opts.device && *opts.device != "cpu") {
+    const at::Device device(*opts.device);  // throws on a malformed name
+    if (device.is_cuda() && !at::hasCUDA())
+      throw std::runtime_error("device '" + *opts.device + "': this machine has no usable CUDA GPU (or torch was "
+                               "built without CUDA)");
+    model->to(device);
+  }
   return model;
 }
 

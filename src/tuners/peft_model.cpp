@@ -19,7 +19,6 @@ namespace peft {
 
 namespace {
 
-const std::string kPrefix = "base_model.model.";
 
 nlohmann::ordered_json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -98,6 +97,14 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
     for (auto& [_, saved] : saved_modules_) saved.copies.erase(name);
     std::erase_if(saved_modules_, [](const auto& p) { return p.second.copies.empty(); });
     throw;
+  }
+  // Targets a method chose itself (no target_modules given) are saved by name, so the
+  // file says exactly where the adapter sits.
+  if (cfg->targets.empty()) {
+    std::vector<std::string> paths;
+    for (const auto& a : attached) paths.push_back(a.path);
+    for (const auto& spec : cfg->copies(*model_)) paths.push_back(spec.path);
+    if (!paths.empty()) cfg->targets.target_list = paths;
   }
   configs_[name] = std::move(cfg);
   attachments_[name] = std::move(attached);
@@ -302,7 +309,7 @@ void PeftModel::train(bool on) {
 // --- files ---------------------------------------------------------------------------
 
 NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
-  config(name);
+  const std::string kPrefix = config(name).key_prefix();
   const auto* lora = dynamic_cast<const LoraConfig*>(&config(name));
   NamedTensors out;
   if (auto* in = input_adapter(name))
@@ -374,6 +381,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   configs_[name] = std::move(cfg);
   configs_[name]->targets.modules_to_save = mts;
 
+  const std::string kPrefix = configs_[name]->key_prefix();
   SafetensorsFile file(st_path.string());
   std::map<std::string, at::Tensor*> expected;
   std::map<std::string, std::vector<int64_t>> shapes;

@@ -7,6 +7,7 @@
 #include "peft/ia3.h"
 #include "peft/ln_tuning.h"
 #include "peft/lora.h"
+#include "peft/lycoris.h"
 #include "peft/prompt.h"
 #include "peft/ssf.h"
 #include "peft/tuner.h"
@@ -37,6 +38,8 @@ const std::map<std::string, Parser>& parsers() {
       {"P_TUNING", parser<PromptEncoderConfig>()},
       {"PREFIX_TUNING", parser<PrefixTuningConfig>()},
       {"VPT", parser<VPTConfig>()},
+      {"LOHA", parser<LoHaConfig>()},
+      {"LOKR", parser<LoKrConfig>()},
   };
   return m;
 }

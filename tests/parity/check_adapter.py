@@ -6,7 +6,8 @@ Usage: python tests/parity/check_adapter.py BASE_DIR ADAPTER_DIR_OR_- OUTPUTS.sa
 * BASE_DIR: a transformers checkpoint (config.json + safetensors). The class is chosen from
   config.json "architectures"[0] (BertModel / BertForSequenceClassification / ViTModel /
   ViTForImageClassification, otherwise AutoModelForCausalLM); eager attention, float32.
-* ADAPTER_DIR: a PEFT adapter folder loaded with PeftModel.from_pretrained(base, ADAPTER_DIR).
+* ADAPTER_DIR: a PEFT adapter folder loaded with PeftModel.from_pretrained(base, ADAPTER_DIR), any
+  PEFT type (LORA, IA3, LN_TUNING, LOHA, LOKR, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, ...).
   "-" means BASE_DIR is a complete (e.g. merged) checkpoint that is used as is.
 * OUTPUTS.safetensors: the inputs (input_ids, attention_mask, token_type_ids or pixel_values)
   and the expected output `logits` or `last_hidden_state` (float32).
@@ -14,6 +15,12 @@ Usage: python tests/parity/check_adapter.py BASE_DIR ADAPTER_DIR_OR_- OUTPUTS.sa
 Fails (exit 1) when loading reports missing / unexpected / mismatched keys (for the base
 checkpoint and for the adapter), or when max |output - expected| > tol. For 3-D outputs
 together with an attention_mask only positions with attention_mask == 1 are compared.
+
+Prompt-learning adapters: the file must hold `prompt_embeddings` (loaded strictly into the prompt
+encoder, shape included) plus exactly the modules_to_save keys, nothing else. PROMPT_TUNING /
+P_TUNING (virtual tokens prepended as input embeddings) make HF return outputs with
+num_virtual_tokens extra leading positions; those are removed before comparing, so the expected
+`logits` / `last_hidden_state` cover the real tokens only. PREFIX_TUNING adds no positions.
 """
 
 import argparse
@@ -36,7 +43,7 @@ from transformers.utils import logging as hf_logging
 
 import peft.peft_model as peft_model_mod
 from peft import PeftModel
-from peft.utils import get_peft_model_state_dict
+from peft.utils import PeftType, get_peft_model_state_dict
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 OUTPUT_KEYS = ("logits", "last_hidden_state")
@@ -47,6 +54,11 @@ KEY_PROBLEM_RE = re.compile(
     re.IGNORECASE,
 )
 ADAPTER_NAME = "default"
+# the one key a prompt-learning adapter file holds besides modules_to_save; PEFT loads it into the
+# prompt encoder itself (strict), so model.load_state_dict reports it as unexpected
+PROMPT_EMBEDDINGS_KEY = "prompt_embeddings"
+# prompt-learning methods whose virtual tokens are key/value prefixes, not extra input positions
+PREFIX_TYPES = {PeftType.PREFIX_TUNING, PeftType.CARTRIDGE}
 
 
 class _Collector(logging.Handler):
@@ -70,6 +82,28 @@ def model_class_for(base_dir):
         "ViTModel": ViTModel,
         "ViTForImageClassification": ViTForImageClassification,
     }.get(arch, AutoModelForCausalLM)
+
+
+def virtual_output_positions(model):
+    """Leading output positions that belong to virtual tokens: num_virtual_tokens for prompt-learning
+    methods that prepend input embeddings (PROMPT_TUNING, P_TUNING, ...), else 0."""
+    cfg = model.peft_config[model.active_adapter] if isinstance(model, PeftModel) else None
+    if cfg is None or not cfg.is_prompt_learning or cfg.peft_type in PREFIX_TYPES:
+        return 0
+    return cfg.num_virtual_tokens * (cfg.num_transformer_submodules or 1)
+
+
+def real_token_output(model, out, out_key):
+    """out.<out_key> as float32, with the virtual-token positions of prompt methods removed from
+    sequence-shaped (3-D) outputs; 2-D outputs (classification logits) are returned as they are."""
+    actual = getattr(out, out_key, None)
+    if actual is None:
+        return None
+    actual = actual.float()
+    n = virtual_output_positions(model)
+    if n and actual.dim() == 3:
+        actual = actual[:, n:]
+    return actual.contiguous()
 
 
 def fail(msg):
@@ -130,14 +164,21 @@ def load_model(base_dir, adapter_dir):
             problems.append(f"expected one set_peft_model_state_dict call, saw {len(raw_results)}")
         else:
             missing, unexpected = raw_results[0]
+            cfg = model.peft_config[ADAPTER_NAME]
+            if cfg.is_prompt_learning:
+                # consumed by prompt_encoder._load_adapter_state_dict (strict, shape-checked); a file
+                # without it raises KeyError during from_pretrained
+                unexpected = [k for k in unexpected if k != PROMPT_EMBEDDINGS_KEY]
+                # the prompt encoder is not loaded through model.load_state_dict
+                missing = [k for k in missing if not k.startswith(f"prompt_encoder.{ADAPTER_NAME}.")]
             if unexpected:
                 problems.append(f"adapter unexpected keys: {sorted(unexpected)}")
             # adapter keys carry the adapter name (lora_A.default.weight, modules_to_save.default.*,
-            # lora_magnitude_vector.default.weight, lora_embedding_A.default, ...)
+            # lora_magnitude_vector.default.weight, lora_embedding_A.default, ia3_l.default,
+            # hada_w1_a.default, lokr_w1.default, ln_tuning_layers.default.weight, ...)
             tag = f".{ADAPTER_NAME}"
             adapter_missing = [k for k in missing if f"{tag}." in k or k.endswith(tag)]
             # trainable biases (bias="all"/"lora_only") are saved without an adapter name
-            cfg = model.peft_config[ADAPTER_NAME]
             if getattr(cfg, "bias", "none") != "none":
                 saved = get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME, save_embedding_layers=False)
                 bias_keys = {k for k in saved if k.endswith("bias") and tag not in k}
@@ -179,12 +220,15 @@ def main():
 
     with torch.no_grad():
         out = model(**inputs)
-    actual = getattr(out, out_key, None)
+    actual = real_token_output(model, out, out_key)
     if actual is None:
         fail(f"model output has no {out_key}")
-    actual = actual.float()
+    n_virtual = virtual_output_positions(model) if actual.dim() == 3 else 0
     if tuple(actual.shape) != tuple(expected.shape):
-        fail(f"shape mismatch for {out_key}: model {tuple(actual.shape)} vs expected {tuple(expected.shape)}")
+        fail(
+            f"shape mismatch for {out_key}: model {tuple(actual.shape)} vs expected {tuple(expected.shape)}"
+            + (f" (after removing {n_virtual} virtual-token positions)" if n_virtual else "")
+        )
 
     diff = (actual - expected).abs()
     mask = inputs.get("attention_mask")
@@ -192,6 +236,8 @@ def main():
     if diff.dim() == 3 and mask is not None and tuple(mask.shape) == tuple(diff.shape[:2]):
         diff = diff[mask.bool()]
         note = f"{int(mask.sum())} unmasked positions"
+    if n_virtual:
+        note += f", {n_virtual} virtual-token positions removed"
     if not torch.isfinite(expected).all():
         fail(f"expected {out_key} contains non-finite values")
     max_diff = diff.max().item() if diff.numel() else 0.0

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <fstream>
 #include <map>
 
 #include "common.h"
@@ -14,8 +15,31 @@ namespace peft::cli {
 namespace {
 
 
-void inspect(const ModelArgs& args) {
+// What `method` (adapter_config.json fields, inline or a file) would train on the model:
+// HF PEFT's trainable-parameter line and the modules it touches.
+void inspect_method(std::shared_ptr<Model> model, const std::string& method) {
+  nlohmann::ordered_json j;
+  try {
+    j = std::filesystem::exists(method) ? nlohmann::ordered_json::parse(std::ifstream(method))
+                                        : nlohmann::ordered_json::parse(method);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("--method: not JSON and not a file: " + std::string(e.what()));
+  }
+  if (!j.contains("peft_type")) j["peft_type"] = "LORA";
+  auto cfg = parse_adapter_config(j, "--method");
+  cfg->inference_mode = false;
+  PeftModel peft(model);
+  peft.add_adapter("default", *cfg);
+  auto saved = peft.config("default").to_json();
+  std::cout << "method:       " << cfg->peft_type() << "\n";
+  if (saved.contains("target_modules") && !saved["target_modules"].is_null())
+    std::cout << "targets:      " << saved["target_modules"].dump() << "\n";
+  std::cout << peft.trainable_parameters_line() << "\n";
+}
+
+void inspect(const ModelArgs& args, const std::string& method) {
   auto model = args.load();
+  if (!method.empty()) return inspect_method(model, method);
   std::cout << "architecture: " << model->type_name() << "\n"
             << "task:         " << task_kind_name(model->task()) << "\n";
   // Group parameters by the class of the module that owns them, and by dtype.
@@ -45,11 +69,15 @@ void register_inspect(CLI::App& app) {
                                  "its method, rank, targets, size and base model");
   auto args = std::make_shared<ModelArgs>();
   args->add_to(cmd);
-  cmd->callback([args] {
+  auto method = std::make_shared<std::string>();
+  cmd->add_option("--method", *method,
+                  "Adapter config (JSON text or a file, adapter_config.json fields, e.g. "
+                  "'{\"peft_type\": \"IA3\"}'): print what it would train on the model, in HF PEFT's format");
+  cmd->callback([args, method] {
     if (std::filesystem::exists(std::filesystem::path(args->dir) / "adapter_config.json"))
       inspect_adapter(args->dir);
     else
-      inspect(*args);
+      inspect(*args, *method);
   });
 }
 

@@ -69,6 +69,14 @@ ojson BottleneckConfig::to_json() const {
   return config_json(*this, bottleneck_defaults(), fields);
 }
 
+void BottleneckConfig::resolve(const Model& model) {
+  if (bottleneck_size > 0) return;
+  const auto& c = model.config();
+  const int64_t hidden = c.contains("hidden_size") ? c["hidden_size"].get<int64_t>() : c.value("n_embd", int64_t{0});
+  if (hidden <= 0) throw std::invalid_argument("BOTTLENECK: the model's hidden size is unknown; set bottleneck_size");
+  bottleneck_size = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(hidden) / reduction_factor));
+}
+
 NamedModules BottleneckConfig::layer_targets(Model& model) const {
   if (!targets.empty()) return find_targets(model, targets, task_type);
   const std::string type = model.config().value("model_type", std::string());

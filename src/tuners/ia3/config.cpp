@@ -64,14 +64,12 @@ bool IA3Config::is_feedforward(const std::string& module) const {
   return false;
 }
 
-NamedModules IA3Config::layer_targets(Model& model) const {
-  if (!targets.empty()) return find_targets(model, targets, task_type);
-  // No targets given: HF's table for this model type, for both lists.
-  IA3Config filled = *this;
-  filled.targets.target_list = default_targets(model, "IA3", kTargets);
-  if (!feedforward_list && !feedforward_regex) filled.feedforward_list = default_targets(model, "IA3", kFeedforward);
-  return find_targets(model, filled.targets, task_type);
+void IA3Config::resolve(const Model& model) {
+  if (targets.empty()) targets.target_list = default_targets(model, "IA3", kTargets);
+  if (!feedforward_list && !feedforward_regex) feedforward_list = default_targets(model, "IA3", kFeedforward);
 }
+
+NamedModules IA3Config::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
 
 std::shared_ptr<LayerAdapter> IA3Config::make_layer_adapter(const std::string& path, Module& m,
                                                             at::Generator& gen) const {

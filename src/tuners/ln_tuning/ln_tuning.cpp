@@ -47,11 +47,13 @@ LNTuningConfig LNTuningConfig::from_json(const ojson& j, const std::string& wher
 
 ojson LNTuningConfig::to_json() const { return config_json(*this, ln_defaults(), ojson::object()); }
 
+void LNTuningConfig::resolve(const Model& model) {
+  if (targets.empty()) targets.target_list = default_targets(model, "LN_TUNING", kLNTargets);
+}
+
 std::vector<CopySpec> LNTuningConfig::copies(Model& model) const {
-  TargetSpec spec = targets;
-  if (spec.empty()) spec.target_list = default_targets(model, "LN_TUNING", kLNTargets);
   std::vector<CopySpec> out;
-  for (const auto& [path, m] : find_targets(model, spec, task_type)) out.push_back({path, m, {}, "ln_tuning_layers."});
+  for (const auto& [path, m] : find_targets(model, targets, task_type)) out.push_back({path, m, {}, "ln_tuning_layers."});
   return out;
 }
 

@@ -84,6 +84,20 @@ int64_t model_int(const Model& model, std::initializer_list<const char*> keys) {
   return 0;
 }
 
+// A config's sizes (from a file, perhaps for another model) must be the model's.
+void check_size(const std::string& method, const char* field, int64_t config, int64_t model_value,
+                const std::string& model) {
+  if (config != model_value)
+    throw std::invalid_argument(method + ": " + field + " is " + std::to_string(config) + " but " + model + " needs " +
+                                std::to_string(model_value) + " (is this adapter for another base model?)");
+}
+
+void check_token_dim(const PromptLearningConfig& c, Model& model) {
+  Embedding* emb = model.input_embeddings();
+  if (!emb) throw std::invalid_argument(c.peft_type() + ": " + model.type_name() + " has no token embedding");
+  check_size(c.peft_type(), "token_dim", c.token_dim, emb->embedding_dim, model.type_name());
+}
+
 }  // namespace
 
 void PromptLearningConfig::resolve(const Model& model) {
@@ -129,9 +143,9 @@ ojson PromptTuningConfig::to_json() const {
 }
 
 std::shared_ptr<InputAdapter> PromptTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
+  check_token_dim(*this, model);
   auto a = std::make_shared<SoftPrompt>(num_virtual_tokens, token_dim);
   Embedding* emb = model.input_embeddings();
-  if (!emb) throw std::invalid_argument("PROMPT_TUNING: " + model.type_name() + " has no token embedding");
   const int64_t n = num_virtual_tokens;
   if (prompt_tuning_init == "RANDOM") {
     a->embedding = at::randn({n, token_dim}, gen, at::TensorOptions(at::kFloat));  // nn.Embedding's init
@@ -185,6 +199,7 @@ ojson PromptEncoderConfig::to_json() const {
 }
 
 std::shared_ptr<InputAdapter> PromptEncoderConfig::make_input_adapter(Model& model, at::Generator& gen) const {
+  check_token_dim(*this, model);
   const int64_t n = num_virtual_tokens;
   const auto opts = at::TensorOptions(at::kFloat);
   std::shared_ptr<SoftPrompt> a;
@@ -238,6 +253,16 @@ std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& mode
     throw std::invalid_argument("PREFIX_TUNING: token_dim " + std::to_string(token_dim) +
                                 " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
   const int64_t head_dim = token_dim / num_attention_heads;
+  check_size(peft_type(), "num_layers", num_layers, model.num_cache_layers(), model.type_name());
+  {
+    // Keys and values per layer: kv heads x head size of the model's attention.
+    const int64_t heads = model_int(model, {"num_attention_heads", "n_head"});
+    const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
+    const int64_t hd = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
+                                                          : model_int(model, {"hidden_size", "n_embd"}) / heads;
+    check_size(peft_type(), "token_dim (kv heads x head_dim)", token_dim, kv * hd, model.type_name());
+    check_size(peft_type(), "num_attention_heads (kv heads)", num_attention_heads, kv, model.type_name());
+  }
   const bool projection = prefix_projection && !inference_mode;
   const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
   auto a = std::make_shared<PrefixEncoder>(num_virtual_tokens, num_layers, num_attention_heads, head_dim, projection,

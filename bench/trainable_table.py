@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Trainable-parameter counts per PEFT method on real-size models, ours next to HF PEFT's.
+
+Usage: python bench/trainable_table.py [--peft build/peft] [--work /tmp/peft_trainable]
+
+Builds GPT-2 small (124M) and ViT-base (86M, 10 classes) with random weights from
+transformers' config classes, then for each method prints the line `peft inspect MODEL
+--method JSON` gives and, for methods HF PEFT has, the line print_trainable_parameters()
+gives for the same config. Output: a markdown table (docs/TUNERS.md keeps one).
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import warnings
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
+from transformers.utils import logging as hf_logging
+
+import peft
+
+hf_logging.set_verbosity_error()
+
+MODELS = {
+    "gpt2-124M": lambda: GPT2LMHeadModel(GPT2Config()),
+    "vit-base-86M": lambda: ViTForImageClassification(ViTConfig(num_labels=10)),
+}
+
+# (label, model, config). Configs are adapter_config.json fields; HF gets the same ones.
+METHODS = [
+    ("LoRA r=8 (c_attn)", "gpt2-124M", {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["c_attn"]}),
+    ("LoRA r=8 all-linear", "gpt2-124M", {"peft_type": "LORA", "r": 8, "target_modules": "all-linear"}),
+    ("(IA)3", "gpt2-124M", {"peft_type": "IA3"}),
+    ("prompt tuning, 20 tokens", "gpt2-124M", {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 20, "task_type": "CAUSAL_LM"}),
+    ("P-tuning MLP, 20 tokens", "gpt2-124M",
+     {"peft_type": "P_TUNING", "num_virtual_tokens": 20, "encoder_hidden_size": 128, "task_type": "CAUSAL_LM"}),
+    ("prefix tuning, 20 tokens", "gpt2-124M", {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 20, "task_type": "CAUSAL_LM"}),
+    ("LayerNorm tuning", "gpt2-124M", {"peft_type": "LN_TUNING"}),
+    ("BitFit", "gpt2-124M", {"peft_type": "BITFIT"}),
+    ("SSF", "gpt2-124M", {"peft_type": "SSF"}),
+    ("Houlsby adapters, m=64", "gpt2-124M", {"peft_type": "BOTTLENECK", "adapter_type": "houlsby", "bottleneck_size": 64}),
+    ("Pfeiffer adapters, m=64", "gpt2-124M", {"peft_type": "BOTTLENECK", "adapter_type": "pfeiffer", "bottleneck_size": 64}),
+    ("AdaptFormer, m=64", "gpt2-124M", {"peft_type": "BOTTLENECK", "adapter_type": "parallel", "bottleneck_size": 64}),
+    ("Houlsby adapters, m=256", "gpt2-124M", {"peft_type": "BOTTLENECK", "adapter_type": "houlsby", "bottleneck_size": 256}),
+    ("VPT shallow, 10 tokens (+ head)", "vit-base-86M", {"peft_type": "VPT", "num_virtual_tokens": 10}),
+    ("VPT deep, 10 tokens (+ head)", "vit-base-86M", {"peft_type": "VPT", "num_virtual_tokens": 10, "deep": True}),
+    ("LoRA r=8 q,v (+ head)", "vit-base-86M",
+     {"peft_type": "LORA", "r": 8, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["classifier"]}),
+]
+
+HF_CONFIGS = {
+    "LORA": peft.LoraConfig,
+    "IA3": peft.IA3Config,
+    "PROMPT_TUNING": peft.PromptTuningConfig,
+    "P_TUNING": peft.PromptEncoderConfig,
+    "PREFIX_TUNING": peft.PrefixTuningConfig,
+    "LN_TUNING": peft.LNTuningConfig,
+}
+
+LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
+
+
+def hf_line(model_fn, cfg):
+    cls = HF_CONFIGS.get(cfg["peft_type"])
+    if cls is None:
+        return None
+    kwargs = {k: v for k, v in cfg.items() if k != "peft_type"}
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = peft.get_peft_model(model_fn(), cls(**kwargs))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        m.print_trainable_parameters()
+    return buf.getvalue().strip()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peft", default="build/peft")
+    ap.add_argument("--work", default="/tmp/peft_trainable")
+    args = ap.parse_args()
+    dirs = {}
+    for name, fn in MODELS.items():
+        d = os.path.join(args.work, name)
+        if not os.path.exists(os.path.join(d, "config.json")):
+            torch.manual_seed(0)
+            fn().save_pretrained(d)
+        dirs[name] = d
+    print("| method | model | trainable | % of all (ours) | HF PEFT's line agrees |")
+    print("|---|---|---:|---:|---|")
+    for label, model, cfg in METHODS:
+        out = subprocess.run([args.peft, "inspect", dirs[model], "--method", json.dumps(cfg)], capture_output=True,
+                             text=True, check=True).stdout
+        ours = LINE.search(out)
+        hf = hf_line(MODELS[model], cfg)
+        agree = "-" if hf is None else ("yes" if hf == ours.group(0) else f"no: {hf}")
+        print(f"| {label} | {model} | {ours.group(1)} | {float(ours.group(3)):.4f} | {agree} |")
+
+
+if __name__ == "__main__":
+    main()
