@@ -16,6 +16,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -229,13 +230,8 @@ TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
 
 TEST(TrainLearns, LoraOnVitImageClassification) {
   // 5 classes told apart by overall brightness, under noise (vit_cls: 3x12x12 images).
-  const int64_t n = 240;
-  auto gen = at::detail::createCPUGenerator(11);
-  auto labels = at::randint(0, 5, {n}, gen);
-  auto images = at::randn({n, 3, 12, 12}, gen) * 0.3 + ((labels.to(at::kFloat) - 2) * 0.8).view({n, 1, 1, 1});
   const auto img = scratch("vit_images.npy"), lab = scratch("vit_labels.npy");
-  save_npy(img.string(), images);
-  save_npy(lab.string(), labels);
+  test::write_brightness_images(img, lab);
   TrainConfig c;
   c.model = parity("vit_cls").string();
   c.train_file = img.string();

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "peft/model.h"
+#include "peft/npy.h"
 #include "peft/safetensors.h"
 
 namespace peft::test {
@@ -32,6 +33,17 @@ inline void drop_tensor(const std::string& path, const std::string& key) {
   for (const auto& n : f.names())
     if (n != key) kept.emplace_back(n, f.get(n).clone());
   save_safetensors(path, kept);
+}
+
+// An image task for vit_cls (3x12x12): 240 noisy images whose class (of 5) is their
+// overall brightness, written as .npy images and labels.
+inline void write_brightness_images(const std::filesystem::path& images_npy, const std::filesystem::path& labels_npy) {
+  const int64_t n = 240;
+  auto gen = at::detail::createCPUGenerator(11);
+  auto labels = at::randint(0, 5, {n}, gen);
+  auto images = at::randn({n, 3, 12, 12}, gen) * 0.3 + ((labels.to(at::kFloat) - 2) * 0.8).view({n, 1, 1, 1});
+  save_npy(images_npy.string(), images);
+  save_npy(labels_npy.string(), labels);
 }
 
 // --- parity fixtures: reference.safetensors holds inputs and expected outputs ----------

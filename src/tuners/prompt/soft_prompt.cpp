@@ -45,11 +45,8 @@ std::vector<std::pair<std::string, at::Tensor>> SoftPrompt::saved_tensors() {
 
 PromptEncoder::PromptEncoder(int64_t n_, int64_t dim_, int64_t hidden, bool use_lstm_, int64_t layers, double drop)
     : SoftPrompt(n_, dim_, "embedding.weight"), use_lstm(use_lstm_), lstm_layers(layers), dropout(drop) {
-  auto add = [&](std::vector<at::Tensor>& list, const std::string& name, std::vector<int64_t> shape) {
-    list.push_back(at::zeros(shape, at::kFloat));
-    (void)name;
-  };
-  // Tensors live in vectors sized up front so the slot pointers stay valid.
+  // HF's parameter names and shapes; the tensors are created before any is registered so
+  // that the slot pointers into the vectors stay valid.
   std::vector<std::pair<std::string, std::vector<int64_t>>> mlp_shapes, lstm_shapes;
   if (use_lstm) {
     for (int64_t l = 0; l < layers; ++l)
@@ -68,8 +65,8 @@ PromptEncoder::PromptEncoder(int64_t n_, int64_t dim_, int64_t hidden, bool use_
                   {"mlp_head.2.weight", {hidden, hidden}}, {"mlp_head.2.bias", {hidden}},
                   {"mlp_head.4.weight", {dim, hidden}},    {"mlp_head.4.bias", {dim}}};
   }
-  for (const auto& [name, shape] : lstm_shapes) add(lstm, name, shape);
-  for (const auto& [name, shape] : mlp_shapes) add(mlp, name, shape);
+  for (const auto& [name, shape] : lstm_shapes) lstm.push_back(at::zeros(shape, at::kFloat));
+  for (const auto& [name, shape] : mlp_shapes) mlp.push_back(at::zeros(shape, at::kFloat));
   for (size_t i = 0; i < lstm.size(); ++i) register_parameter(lstm_shapes[i].first, &lstm[i], lstm_shapes[i].second);
   for (size_t i = 0; i < mlp.size(); ++i) register_parameter(mlp_shapes[i].first, &mlp[i], mlp_shapes[i].second);
 }
