@@ -377,6 +377,24 @@ TEST(TunerErrors, PrefixAdapterForAnotherModelNamesTheShape) {
   }
 }
 
+TEST(TunerCli, InspectShowsEachMethodsSettings) {
+  for (const auto& [c, want] : std::vector<std::pair<std::string, std::string>>{
+           {"prefix_llama", "num_virtual_tokens: 6"}, {"ia3_gpt2", "feedforward_modules"}, {"lokr_llama", "decompose_factor"}}) {
+    int status = 0;
+    auto out = test::run_command(std::string(PEFT_CLI) + " inspect " + (case_dir(c) / "adapter").string(), &status);
+    EXPECT_EQ(status, 0) << out;
+    EXPECT_THAT(out, HasSubstr("method:     " + case_info(c)["peft_type"].get<std::string>())) << out;
+    EXPECT_THAT(out, HasSubstr(want)) << out;
+  }
+  int status = 0;
+  auto out = test::run_command(std::string(PEFT_CLI) + " inspect " + parity("gpt2").string() +
+                                   " --method '{\"peft_type\": \"IA3\"}'",
+                               &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_THAT(out, HasSubstr("trainable params: "));
+  EXPECT_THAT(out, HasSubstr("mlp.c_proj"));
+}
+
 // Soft prompts and adapters of different methods live side by side; switching changes
 // which one computes.
 TEST(TunerMix, MethodsSwitchAndStack) {

@@ -35,8 +35,10 @@ void inspect_adapter(const std::string& dir) {
     auto cfg = parse_adapter_config(j, cfg_path.string());
     static const std::set<std::string> kSkip = {"peft_type", "task_type", "base_model_name_or_path", "inference_mode",
                                                 "peft_version", "revision", "auto_mapping"};
-    for (const auto& [k, v] : cfg->to_json().items())
-      if (!v.is_null() && !kSkip.count(k)) std::cout << (k + ":").append(k.size() < 11 ? 11 - k.size() : 1, ' ') << v.dump() << "\n";
+    const auto fields = cfg->to_json();  // bound: items() of a temporary would dangle
+    std::cout << "settings:\n";
+    for (const auto& [k, v] : fields.items())
+      if (!v.is_null() && !kSkip.count(k)) std::cout << "  " << k << ": " << v.dump() << "\n";
   }
   std::cout << "task:       " << (j["task_type"].is_string() ? j["task_type"].get<std::string>() : "-") << "\n"
             << "base model: "
