@@ -139,3 +139,37 @@ TEST(VptLearns, DeepPromptsAndHeadClassifyImages) {
 
 }  // namespace
 }  // namespace peft
+
+namespace peft {
+namespace {
+
+// A prompt encoder trains through its MLP, but the adapter file holds only its output (as
+// HF PEFT's does): checkpoints keep the encoder's weights beside it, so a resumed run
+// repeats the uninterrupted one step for step.
+TEST(PromptEncoderResume, ResumedPTuningRepeatsTheUninterruptedSteps) {
+  TrainConfig c;
+  c.model = parity("llama_mha").string();
+  c.train_file = counting_data().string();
+  c.output_dir = scratch("ptuning_resume").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"peft_type": "P_TUNING", "num_virtual_tokens": 4, "encoder_hidden_size": 16})");
+  c.max_steps = 10;
+  c.save_steps = 5;
+  c.save_total_limit = 3;
+  c.per_device_train_batch_size = 8;
+  c.learning_rate = 1e-2;
+  c.progress = false;
+  const auto full = train(c);
+  ASSERT_EQ(full.steps.size(), 10u);
+  EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "checkpoint-5" / "prompt_encoder.safetensors"));
+  fs::remove_all(fs::path(c.output_dir) / "checkpoint-10");  // as if killed after step 5's checkpoint
+  const auto resumed = train(c, /*resume=*/true);
+  ASSERT_EQ(resumed.steps.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(resumed.steps[i].step, full.steps[5 + i].step);
+    EXPECT_NEAR(resumed.steps[i].loss, full.steps[5 + i].loss, 1e-6 * std::abs(full.steps[5 + i].loss));
+  }
+}
+
+}  // namespace
+}  // namespace peft

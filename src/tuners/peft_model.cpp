@@ -19,6 +19,8 @@ namespace peft {
 
 namespace {
 
+// Our addition to an adapter folder: a training prompt encoder's own weights.
+const char* const kPromptEncoderFile = "prompt_encoder.safetensors";
 
 nlohmann::ordered_json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -355,6 +357,16 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& name) co
   fs::rename(tmp, fs::path(dir) / "adapter_config.json");
   save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(name),
                    {{"format", "pt"}});
+  // A prompt encoder in training (P-tuning, prefix projection) is saved as its output, as
+  // HF PEFT does; its own weights go beside it, so training can go on from the folder
+  // (checkpoints, init_adapter). HF PEFT ignores the extra file.
+  const fs::path encoder = fs::path(dir) / kPromptEncoderFile;
+  fs::remove(encoder);
+  if (auto* in = input_adapter(name); in && !config(name).inference_mode) {
+    NamedTensors weights;
+    in->visit_slots([&](const std::string& key, Module::ParamSlot& s) { weights.emplace_back(key, s.tensor->detach()); });
+    save_safetensors(encoder.string(), weights, {{"format", "pt"}});
+  }
 }
 
 void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
@@ -371,9 +383,12 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   auto cfg = parse_adapter_config(j, cfg_path.string(), &unknown);
   for (const auto& k : unknown) std::cerr << "warning: " << cfg_path.string() << ": unknown key '" << k << "' kept\n";
   // Shapes come from the config; values from the file. Saved prompt encoders are their
-  // outputs, so build in inference mode; PiSSA/OLoRA must not rewrite the base while
-  // loading, so build LoRA with the plain init.
-  cfg->inference_mode = true;
+  // outputs, so build in inference mode, unless the encoder's own weights were saved
+  // too (our training folders). PiSSA/OLoRA must not rewrite the base while loading, so
+  // build LoRA with the plain init.
+  const fs::path enc_path = fs::path(dir) / kPromptEncoderFile;
+  const bool with_encoder = fs::exists(enc_path);
+  cfg->inference_mode = !with_encoder;
   auto build = cfg->clone();
   if (auto* lora = dynamic_cast<LoraConfig*>(build.get())) lora->init_lora_weights = "true";
   add_adapter(name, *build);
@@ -399,12 +414,25 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       shapes[key] = it->second[i].sizes().vec();
     }
   }
-  if (auto* in = input_adapter(name))
+  std::set<std::string> seen;
+  if (auto* in = input_adapter(name); in && with_encoder) {
+    // The encoder's weights; the output saved for HF PEFT is derived from them.
+    SafetensorsFile enc(enc_path.string());
+    in->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
+      if (!enc.contains(key)) throw std::runtime_error(enc_path.string() + ": missing tensor '" + key + "'");
+      if (enc.info(key).shape != s.shape)
+        throw std::runtime_error(enc_path.string() + ": '" + key + "' has shape " +
+                                 c10::str(at::IntArrayRef(enc.info(key).shape)) + ", the config makes " +
+                                 c10::str(at::IntArrayRef(s.shape)));
+      *s.tensor = enc.get(key).to(at::kFloat).clone().to(s.tensor->device());
+    });
+    for (const auto& [k, _] : in->saved_tensors()) seen.insert(k);
+  } else if (in) {
     in->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
       expected[key] = s.tensor;
       shapes[key] = s.shape;
     });
-  std::set<std::string> seen;
+  }
   for (const auto& key : file.names()) {
     auto it = expected.find(key);
     if (it == expected.end()) {

@@ -3,6 +3,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "peft/bitfit.h"
 #include "peft/bottleneck.h"
 #include "peft/ia3.h"
 #include "peft/ln_tuning.h"

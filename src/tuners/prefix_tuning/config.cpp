@@ -1,0 +1,79 @@
+// Prefix tuning: config and injection.
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "peft/prompt.h"
+#include "tuners/prefix_tuning/layer.h"
+
+namespace peft {
+
+namespace {
+
+// HF PEFT 0.21's fields.
+const ojson& prefix_defaults() {
+  static const auto j = ojson::parse(R"({
+    "auto_mapping": null, "base_model_name_or_path": null, "encoder_hidden_size": null, "inference_mode": true,
+    "init_weights": null, "modules_to_save": null, "num_attention_heads": null, "num_layers": null,
+    "num_transformer_submodules": null, "num_virtual_tokens": null, "peft_type": "PREFIX_TUNING",
+    "peft_version": "0.21.2", "prefix_projection": false, "revision": null, "task_type": null, "token_dim": null
+  })");
+  return j;
+}
+}  // namespace
+
+PrefixTuningConfig PrefixTuningConfig::from_json(const ojson& j, const std::string& where,
+                                                 std::vector<std::string>* unknown) {
+  PrefixTuningConfig c;
+  ConfigFields f(j, prefix_defaults(), "PREFIX_TUNING", where, unknown, c);
+  read_sizes(f, c);
+  c.encoder_hidden_size = int_or_zero(f, "encoder_hidden_size");
+  c.prefix_projection = f.get<bool>("prefix_projection");
+  if (!f.is_null("init_weights")) c.init_weights = f.get<std::string>("init_weights");
+  if (!c.init_weights.empty() && c.init_weights != "zero") f.fail("init_weights must be null or \"zero\"");
+  return c;
+}
+
+ojson PrefixTuningConfig::to_json() const {
+  ojson fields = size_fields(*this);
+  fields["encoder_hidden_size"] = encoder_hidden_size > 0 ? ojson(encoder_hidden_size) : ojson(token_dim);
+  fields["prefix_projection"] = prefix_projection;
+  fields["init_weights"] = init_weights.empty() ? ojson() : ojson(init_weights);
+  return config_json(*this, prefix_defaults(), fields);
+}
+
+std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
+  if (model.num_cache_layers() == 0)
+    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + " has no KV cache; prefix tuning needs a decoder");
+  if (token_dim % num_attention_heads != 0)
+    throw std::invalid_argument("PREFIX_TUNING: token_dim " + std::to_string(token_dim) +
+                                " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
+  const int64_t head_dim = token_dim / num_attention_heads;
+  check_size(peft_type(), "num_layers", num_layers, model.num_cache_layers(), model.type_name());
+  {
+    // Keys and values per layer: kv heads x head size of the model's attention.
+    const int64_t heads = model_int(model, {"num_attention_heads", "n_head"});
+    const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
+    const int64_t hd = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
+                                                          : model_int(model, {"hidden_size", "n_embd"}) / heads;
+    check_size(peft_type(), "token_dim (kv heads x head_dim)", token_dim, kv * hd, model.type_name());
+    check_size(peft_type(), "num_attention_heads (kv heads)", num_attention_heads, kv, model.type_name());
+  }
+  const bool projection = prefix_projection && !inference_mode;
+  const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
+  auto a = std::make_shared<PrefixEncoder>(num_virtual_tokens, num_layers, num_attention_heads, head_dim, projection,
+                                           token_dim, hidden);
+  const auto opts = at::TensorOptions(at::kFloat);
+  a->embedding = init_weights == "zero" && !projection ? at::zeros(a->embedding.sizes(), opts)
+                                                       : at::randn(a->embedding.sizes(), gen, opts);
+  for (size_t i = 0; i < a->transform.size(); ++i) {
+    auto& t = a->transform[i];
+    const int64_t fan = i < 2 ? token_dim : hidden;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan));
+    t = (init_weights == "zero" && i >= 2) ? at::zeros(t.sizes(), opts) : at::rand(t.sizes(), gen, opts) * (2 * bound) - bound;
+  }
+  a->to(device_of(model));
+  return a;
+}
+
+}  // namespace peft

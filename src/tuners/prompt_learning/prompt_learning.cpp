@@ -1,0 +1,107 @@
+#include "tuners/prompt_learning/prompt_learning.h"
+
+#include <ATen/ATen.h>
+
+#include "peft/layers.h"
+
+namespace peft {
+
+int64_t int_or_zero(const ConfigFields& f, const char* key) { return f.is_null(key) ? 0 : f.get<int64_t>(key); }
+
+void read_sizes(const ConfigFields& f, PromptLearningConfig& c) {
+  c.num_virtual_tokens = int_or_zero(f, "num_virtual_tokens");
+  if (c.num_virtual_tokens <= 0) f.fail("'num_virtual_tokens' must be a positive integer");
+  c.token_dim = int_or_zero(f, "token_dim");
+  c.num_attention_heads = int_or_zero(f, "num_attention_heads");
+  c.num_layers = int_or_zero(f, "num_layers");
+  c.num_transformer_submodules = f.is_null("num_transformer_submodules") ? 1 : f.get<int64_t>("num_transformer_submodules");
+  if (c.num_transformer_submodules != 1) f.fail("num_transformer_submodules must be 1 (encoder-decoder models are not supported)");
+}
+
+ojson size_fields(const PromptLearningConfig& c) {
+  auto v = [](int64_t x) { return x > 0 ? ojson(x) : ojson(); };
+  ojson j;
+  j["num_virtual_tokens"] = c.num_virtual_tokens;
+  j["token_dim"] = v(c.token_dim);
+  j["num_attention_heads"] = v(c.num_attention_heads);
+  j["num_layers"] = v(c.num_layers);
+  j["num_transformer_submodules"] = c.num_transformer_submodules;
+  return j;
+}
+
+at::Device device_of(Model& model) { return model.named_parameters().front().second.device(); }
+
+// The first of `keys` config.json has.
+int64_t model_int(const Model& model, std::initializer_list<const char*> keys) {
+  for (const char* k : keys)
+    if (model.config().contains(k) && model.config()[k].is_number_integer()) return model.config()[k].get<int64_t>();
+  return 0;
+}
+
+void check_size(const std::string& method, const char* field, int64_t config, int64_t model_value,
+                const std::string& model) {
+  if (config != model_value)
+    throw std::invalid_argument(method + ": " + field + " is " + std::to_string(config) + " but " + model + " needs " +
+                                std::to_string(model_value) + " (is this adapter for another base model?)");
+}
+
+void check_token_dim(const PromptLearningConfig& c, Model& model) {
+  Embedding* emb = model.input_embeddings();
+  if (!emb) throw std::invalid_argument(c.peft_type() + ": " + model.type_name() + " has no token embedding");
+  check_size(c.peft_type(), "token_dim", c.token_dim, emb->embedding_dim, model.type_name());
+}
+
+at::Tensor prepend_ones(const at::Tensor& mask, int64_t n) {
+  return at::cat({at::ones({mask.size(0), n}, mask.options()), mask}, 1);
+}
+
+void PromptLearningConfig::resolve(const Model& model) {
+  if (num_layers == 0) num_layers = model_int(model, {"num_hidden_layers", "num_layers", "n_layer"});
+  if (token_dim == 0) token_dim = model_int(model, {"hidden_size", "n_embd", "d_model"});
+  if (num_attention_heads == 0) num_attention_heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
+  // Prefix tuning on grouped-query attention: keys and values have the kv heads' size.
+  if (peft_type() == "PREFIX_TUNING" && model.config().contains("num_key_value_heads") &&
+      model.config()["num_key_value_heads"].is_number_integer() && source.value("token_dim", ojson()).is_null()) {
+    const int64_t kv = model.config()["num_key_value_heads"].get<int64_t>();
+    const int64_t head_dim = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
+                                                                  : token_dim / num_attention_heads;
+    token_dim = head_dim * kv;
+    num_attention_heads = kv;
+  }
+  if (token_dim == 0 || num_attention_heads == 0 || num_layers == 0)
+    throw std::invalid_argument(peft_type() + ": cannot read the model's sizes from its config.json; set token_dim, "
+                                "num_attention_heads and num_layers");
+}
+
+SoftPrompt::SoftPrompt(int64_t n_, int64_t dim_, const std::string& slot) : n(n_), dim(dim_) {
+  embedding = at::zeros({n, dim}, at::kFloat);
+  register_parameter(slot, &embedding, {n, dim});
+}
+
+int64_t SoftPrompt::prepare(Model& model, ModelInputs& in) {
+  const int64_t b = in.batch_size();
+  if (in.attention_mask.defined()) in.attention_mask = prepend_ones(in.attention_mask, n);
+  if (in.cache && in.cache->length() > 0) {  // a later generation step: prompts are cached
+    if (in.position_ids.defined()) in.position_ids = in.position_ids + n;
+    return 0;
+  }
+  Embedding* emb = model.input_embeddings();
+  if (!emb) throw std::invalid_argument(model.type_name() + " has no token embedding to prepend soft prompts to");
+  auto embeds = in.inputs_embeds.defined() ? in.inputs_embeds : emb->forward(in.input_ids);
+  auto p = prompts().to(embeds.scalar_type()).unsqueeze(0).expand({b, n, dim});
+  in.inputs_embeds = at::cat({p, embeds}, 1);
+  in.input_ids = at::Tensor();
+  if (in.token_type_ids.defined())
+    in.token_type_ids = at::cat({at::zeros({b, n}, in.token_type_ids.options()), in.token_type_ids}, 1);
+  if (in.position_ids.defined()) {
+    auto pre = at::arange(n, in.position_ids.options()).unsqueeze(0).expand({b, n});
+    in.position_ids = at::cat({pre, in.position_ids + n}, 1);
+  }
+  return n;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> SoftPrompt::saved_tensors() {
+  return {{"prompt_embeddings", prompts().detach()}};
+}
+
+}  // namespace peft
