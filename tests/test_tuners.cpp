@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "peft/generate.h"
+#include "peft/layers.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "test_util.h"
@@ -205,6 +206,7 @@ const std::vector<OwnCase> kOwnCases = {
 };
 
 std::string own_name(const ::testing::TestParamInfo<OwnCase>& i) { return i.param.name; }
+void PrintTo(const OwnCase& c, std::ostream* os) { *os << c.name; }
 
 std::unique_ptr<AdapterConfig> own_config(const OwnCase& c) {
   return parse_adapter_config(nlohmann::ordered_json::parse(c.config), c.name);
@@ -410,6 +412,44 @@ TEST(TunerMix, MethodsSwitchAndStack) {
   EXPECT_LE(max_diff(peft.forward(inputs_of(ref)).logits, ref.get("logits"), mask_of(ref)), kLogitTol);
   peft.delete_adapter("prefix");
   EXPECT_EQ(peft.model().input_adapter, nullptr);
+}
+
+}  // namespace
+}  // namespace peft
+
+namespace peft {
+namespace {
+
+// Prompt tuning's inits: TEXT takes the init text's token embeddings (cut or repeated to
+// the virtual tokens, as HF does), SAMPLE_VOCAB rows of the embedding.
+TEST(PromptTuningInit, TextAndSampledVocabularyAreEmbeddingRows) {
+  const auto tok = scratch("word_tokenizer");
+  fs::create_directories(tok);
+  json vocab = json::object();
+  for (int i = 0; i < 60; ++i) vocab["w" + std::to_string(i)] = i;
+  json tj = {{"version", "1.0"},
+             {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
+             {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}}};
+  std::ofstream(tok / "tokenizer.json") << tj.dump();
+  PeftModel peft(load_model(parity("llama_mha").string()));
+  auto text = nlohmann::ordered_json::parse(R"({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 5,
+      "prompt_tuning_init": "TEXT", "prompt_tuning_init_text": "w5 w7 w9"})");
+  text["tokenizer_name_or_path"] = tok.string();
+  peft.add_adapter("text", *parse_adapter_config(text, "text"));
+  const auto& emb = peft.model().input_embeddings()->weight;
+  auto got = peft.input_adapter("text")->saved_tensors()[0].second;
+  auto want = at::embedding(emb, at::tensor(std::vector<int64_t>{5, 7, 9, 5, 7}, at::kLong));
+  EXPECT_TRUE(at::equal(got, want));
+
+  peft.add_adapter("sampled", *parse_adapter_config(nlohmann::ordered_json::parse(R"(
+      {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4, "prompt_tuning_init": "SAMPLE_VOCAB"})"), "s"), 3);
+  auto rows = peft.input_adapter("sampled")->saved_tensors()[0].second;
+  for (int64_t i = 0; i < rows.size(0); ++i)
+    EXPECT_EQ((emb - rows[i]).abs().sum(-1).min().item<double>(), 0.0) << "row " << i << " is not an embedding";
+
+  auto bad = text;
+  bad["tokenizer_name_or_path"] = "/nonexistent";
+  EXPECT_THROW(peft.add_adapter("bad", *parse_adapter_config(bad, "bad")), std::invalid_argument);
 }
 
 }  // namespace

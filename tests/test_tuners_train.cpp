@@ -47,6 +47,8 @@ struct Method {
   int64_t steps;
 };
 
+void PrintTo(const Method& m, std::ostream* os) { *os << m.name; }
+
 class MethodLearns : public ::testing::TestWithParam<Method> {};
 
 TEST_P(MethodLearns, LowersEvalLossOfACausalLm) {

@@ -9,8 +9,11 @@ namespace peft::cli {
 
 void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train",
-                                 "Fine-tune a model with an adapter. The config (JSON) is described in "
-                                 "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4)");
+                                 "Fine-tune a model with an adapter of any method (LoRA by default; IA3, "
+                                 "PROMPT_TUNING, P_TUNING, PREFIX_TUNING, LN_TUNING, LOHA, LOKR, BITFIT, SSF, "
+                                 "BOTTLENECK, VPT: docs/TUNERS.md). The config (JSON) is described in "
+                                 "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4, "
+                                 "'method={\"peft_type\": \"IA3\"}')");
   auto cfg_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
