@@ -102,7 +102,7 @@ TEST_P(HfTunerParity, TrainableLineMatchesPeft) {
 const std::vector<std::string> kHfCases = {
     "ia3_llama",          "ia3_gpt2",           "ia3_bert_cls",      "ln_tuning_llama",       "ln_tuning_bert_cls",
     "prompt_tuning_llama", "prompt_tuning_text_gpt2", "prompt_tuning_bert_cls", "p_tuning_mlp_llama",
-    "p_tuning_lstm_gpt2", "prefix_llama",       "prefix_proj_gpt2",  "prefix_gqa",        "loha_llama",
+    "p_tuning_lstm_gpt2", "prefix_llama",       "prefix_proj_gpt2",  "prefix_gqa",        "prefix_bert_cls", "loha_llama",
     "lokr_llama",         "lokr_decompose_both_llama"};
 INSTANTIATE_TEST_SUITE_P(Tuners, HfTunerParity, ::testing::ValuesIn(kHfCases));
 
@@ -361,7 +361,7 @@ TEST(TunerErrors, MethodOnTheWrongModelIsRefused) {
     }
     return std::string("no error");
   };
-  EXPECT_THAT(add("bert_cls", R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2})"), HasSubstr("KV cache"));
+  EXPECT_THAT(add("vit_cls", R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2})"), HasSubstr("KV cache"));
   EXPECT_THAT(add("llama_mha", R"({"peft_type": "VPT"})"), HasSubstr("ViT"));
   EXPECT_THAT(add("bert_cls", R"({"peft_type": "BOTTLENECK", "adapter_type": "parallel"})"), HasSubstr("MLP"));
   EXPECT_THAT(add("llama_mha", R"({"peft_type": "BITFIT"})"), HasSubstr("no bias"));

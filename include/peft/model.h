@@ -80,7 +80,8 @@ class Model : public Module {
   // transformers' class name: "LlamaForCausalLM", "BertModel", ...
   std::string type_name() const override = 0;
   const nlohmann::json& config() const { return config_; }
-  // Number of decoder layers (for the KV cache); 0 for encoders.
+  // Layers whose attention reads keys/values from a KVCache: decoders' layers (which also
+  // append to it), BERT's (key/value prefixes only); 0 for models without.
   virtual int64_t num_cache_layers() const { return 0; }
   // Distinct parameter elements, tied weights counted once (transformers' num_parameters()).
   int64_t num_parameters() const;

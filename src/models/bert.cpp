@@ -57,10 +57,15 @@ BertSelfAttention::BertSelfAttention(const BertConfig& c)
   value = register_module("value", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true));
 }
 
-at::Tensor BertSelfAttention::forward(const at::Tensor& h, const at::Tensor& mask) {
+at::Tensor BertSelfAttention::forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix,
+                                     size_t layer) {
   auto q = split_heads(query->forward(h), heads_, head_dim_);
   auto k = split_heads(key->forward(h), heads_, head_dim_);
   auto v = split_heads(value->forward(h), heads_, head_dim_);
+  if (prefix && prefix->length() > 0) {
+    k = at::cat({prefix->keys[layer].to(k.scalar_type()), k}, 2);
+    v = at::cat({prefix->values[layer].to(v.scalar_type()), v}, 2);
+  }
   return attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
 }
 
@@ -79,8 +84,8 @@ BertAttention::BertAttention(const BertConfig& c) {
                            std::make_shared<BertDenseNorm>("BertSelfOutput", c.hidden_size, c.hidden_size, c.layer_norm_eps));
 }
 
-at::Tensor BertAttention::forward(const at::Tensor& h, const at::Tensor& mask) {
-  return output->forward(self->forward(h, mask), h);
+at::Tensor BertAttention::forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix, size_t layer) {
+  return output->forward(self->forward(h, mask, prefix, layer), h);
 }
 
 BertIntermediate::BertIntermediate(const BertConfig& c) : act_(c.hidden_act) {
@@ -96,8 +101,8 @@ BertLayer::BertLayer(const BertConfig& c) {
       "output", std::make_shared<BertDenseNorm>("BertOutput", c.intermediate_size, c.hidden_size, c.layer_norm_eps));
 }
 
-at::Tensor BertLayer::forward(const at::Tensor& h, const at::Tensor& mask) {
-  auto a = attention->forward(h, mask);
+at::Tensor BertLayer::forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix, size_t layer) {
+  auto a = attention->forward(h, mask, prefix, layer);
   return output->forward(intermediate->forward(a), a);
 }
 
@@ -121,14 +126,22 @@ BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add
 
 ModelOutputs BertModel::run(const ModelInputs& in) {
   const int64_t b = in.batch_size(), s = in.seq_len();
+  // A cache given to an encoder holds key/value prefixes (prefix tuning): every layer
+  // attends to them too, and positions count on after them, as transformers does.
+  const KVCache* prefix = in.cache && in.cache->length() > 0 ? in.cache : nullptr;
+  const int64_t past = prefix ? prefix->length() : 0;
   auto opts = at::TensorOptions(at::kLong).device(embeddings->word_embeddings->weight.device());
-  auto pos = in.position_ids.defined() ? in.position_ids : at::arange(s, opts).unsqueeze(0).expand({b, s});
+  auto pos = in.position_ids.defined() ? in.position_ids : at::arange(past, past + s, opts).unsqueeze(0).expand({b, s});
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
   auto h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds);
-  auto mask = make_attention_mask(in.attention_mask, b, s, s, /*causal=*/false, h.device());
-  for (auto& l : encoder->layer->items())
-    h = in.checkpoint_layers ? checkpointed([l, mask](const at::Tensor& x) { return l->forward(x, mask); }, h)
-                             : l->forward(h, mask);
+  auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/false, h.device());
+  const auto& layers = encoder->layer->items();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    h = in.checkpoint_layers
+            ? checkpointed([l, mask, prefix, i](const at::Tensor& x) { return l->forward(x, mask, prefix, i); }, h)
+            : l->forward(h, mask, prefix, i);
+  }
   ModelOutputs out;
   out.last_hidden_state = h;
   if (pooler) out.pooler_output = pooler->forward(h);

@@ -29,7 +29,8 @@ class BertSelfAttention : public Module {
  public:
   explicit BertSelfAttention(const BertConfig& c);
   std::string type_name() const override { return "BertSelfAttention"; }
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  // `prefix`: keys/values put before this layer's own (prefix tuning), or nullptr.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix = nullptr, size_t layer = 0);
   std::shared_ptr<Linear> query, key, value;
 
  private:
@@ -53,7 +54,8 @@ class BertAttention : public Module {
  public:
   explicit BertAttention(const BertConfig& c);
   std::string type_name() const override { return "BertAttention"; }
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  // `prefix`: keys/values put before this layer's own (prefix tuning), or nullptr.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix = nullptr, size_t layer = 0);
   std::shared_ptr<BertSelfAttention> self;
   std::shared_ptr<BertDenseNorm> output;
 };
@@ -73,7 +75,8 @@ class BertLayer : public Module {
  public:
   explicit BertLayer(const BertConfig& c);
   std::string type_name() const override { return "BertLayer"; }
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
+  // `prefix`: keys/values put before this layer's own (prefix tuning), or nullptr.
+  at::Tensor forward(const at::Tensor& h, const at::Tensor& mask, const KVCache* prefix = nullptr, size_t layer = 0);
   std::shared_ptr<BertAttention> attention;
   std::shared_ptr<BertIntermediate> intermediate;
   std::shared_ptr<BertDenseNorm> output;
@@ -102,6 +105,8 @@ class BertModel : public Model {
   ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "bert"; }
   Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
+  // Layers that take key/value prefixes from a cache (prefix tuning); BERT never appends.
+  int64_t num_cache_layers() const override { return cfg_.num_layers; }
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;
@@ -119,6 +124,7 @@ class BertForSequenceClassification : public Model {
   std::string base_model_prefix() const override { return "bert"; }
   std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
   Embedding* input_embeddings() override { return bert->input_embeddings(); }
+  int64_t num_cache_layers() const override { return bert->num_cache_layers(); }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> classifier;
 };

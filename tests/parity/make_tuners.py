@@ -169,6 +169,13 @@ CASES = [
         dict(task_type="CAUSAL_LM", num_virtual_tokens=4),
         dict(generate=True),
     ),
+    (
+        "prefix_bert_cls",
+        "bert_cls",
+        PrefixTuningConfig,
+        dict(task_type="SEQ_CLS", num_virtual_tokens=4),
+        dict(),
+    ),
     ("loha_llama", "llama_mha", LoHaConfig, dict(target_modules=["q_proj", "v_proj"], r=4, alpha=8), dict(merge=True)),
     (
         "lokr_llama",

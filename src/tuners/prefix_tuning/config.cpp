@@ -44,7 +44,7 @@ ojson PrefixTuningConfig::to_json() const {
 
 std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
   if (model.num_cache_layers() == 0)
-    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + " has no KV cache; prefix tuning needs a decoder");
+    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + " takes no key/value prefixes (no KV cache)");
   if (token_dim % num_attention_heads != 0)
     throw std::invalid_argument("PREFIX_TUNING: token_dim " + std::to_string(token_dim) +
                                 " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
