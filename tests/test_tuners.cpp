@@ -253,8 +253,9 @@ TEST_P(OwnTuner, MatchesPlainPytorchReference) {
   EXPECT_LE(max_diff(output_of(again.forward(inputs_of(ref)), key), ours, mask), 1e-6);
 }
 
-// Up-projections start at zero, SSF at scale 1 / shift 0, BitFit at the base biases: the
-// adapted model starts as the base model. (VPT adds tokens, so it is not among these.)
+// Up-projections start at zero, SSF at scale 1 / shift 0, BitFit and LN tuning at the
+// base's values, (IA)3 at ones, LoHa/LoKr with a zero factor: the adapted model starts as
+// the base model. (VPT adds tokens, so it is not among these.)
 class OwnTunerZeroInit : public ::testing::TestWithParam<OwnCase> {};
 
 TEST_P(OwnTunerZeroInit, FreshAdapterStartsAtTheBaseModel) {
@@ -272,7 +273,14 @@ TEST_P(OwnTunerZeroInit, FreshAdapterStartsAtTheBaseModel) {
 INSTANTIATE_TEST_SUITE_P(Tuners, OwnTuner, ::testing::ValuesIn(kOwnCases), own_name);
 
 std::vector<OwnCase> zero_init_cases() {
-  std::vector<OwnCase> out;
+  std::vector<OwnCase> out = {
+      // HF PEFT's methods at their default inits.
+      {"ia3_llama", "llama_mha", R"({"peft_type": "IA3"})"},
+      {"ia3_gpt2", "gpt2", R"({"peft_type": "IA3"})"},
+      {"ln_tuning_llama", "llama_mha", R"({"peft_type": "LN_TUNING"})"},
+      {"loha_llama", "llama_mha", R"({"peft_type": "LOHA", "target_modules": "all-linear"})"},
+      {"lokr_llama", "llama_mha", R"({"peft_type": "LOKR", "target_modules": "all-linear", "decompose_both": true, "r": 2})"},
+  };
   for (const auto& c : kOwnCases)
     if (c.name.rfind("vpt", 0) != 0) out.push_back(c);
   return out;
