@@ -22,6 +22,18 @@ namespace {
 // Our addition to an adapter folder: a training prompt encoder's own weights.
 const char* const kPromptEncoderFile = "prompt_encoder.safetensors";
 
+// Puts `key` of `file` (named `where` in errors) into `slot`, whose shape must be `want`
+// ("... but <who_needs> <want><advice>" otherwise). The slot keeps its requires_grad.
+void assign_checked(const SafetensorsFile& file, const std::string& where, const std::string& key, at::Tensor* slot,
+                    const std::vector<int64_t>& want, const std::string& who_needs, const std::string& advice = "") {
+  if (file.info(key).shape != want)
+    throw std::runtime_error(where + ": '" + key + "' has shape " + c10::str(at::IntArrayRef(file.info(key).shape)) +
+                             " but " + who_needs + " " + c10::str(at::IntArrayRef(want)) + advice);
+  const bool grad = slot->requires_grad();
+  *slot = file.get(key).to(at::kFloat).clone().to(slot->device());
+  if (grad) slot->set_requires_grad(true);
+}
+
 nlohmann::ordered_json read_json(const fs::path& p) {
   std::ifstream in(p);
   if (!in) throw std::runtime_error(p.string() + ": cannot open");
@@ -82,6 +94,7 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
       if (std::find(mts.begin(), mts.end(), head) == mts.end()) mts.push_back(head);
   auto gen = at::detail::createCPUGenerator(seed);
   std::vector<Attachment> attached;
+  const auto copies = cfg->copies(*model_);
   try {
     for (auto& [path, m] : cfg->layer_targets(*model_)) {
       auto* host = dynamic_cast<AdaptableLayer*>(m);
@@ -91,7 +104,7 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
       host->attach(name, cfg->make_layer_adapter(path, *m, gen));
       attached.push_back({path, host});
     }
-    for (const auto& spec : cfg->copies(*model_)) add_copy(name, spec);
+    for (const auto& spec : copies) add_copy(name, spec);
     for (auto& [path, m] : find_modules_to_save(*model_, mts)) add_copy(name, {path, m, {}, ""});
     if (auto in = cfg->make_input_adapter(*model_, gen)) inputs_[name] = in;
   } catch (...) {
@@ -105,7 +118,7 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
   if (cfg->targets.empty()) {
     std::vector<std::string> paths;
     for (const auto& a : attached) paths.push_back(a.path);
-    for (const auto& spec : cfg->copies(*model_)) paths.push_back(spec.path);
+    for (const auto& spec : copies) paths.push_back(spec.path);
     if (!paths.empty()) cfg->targets.target_list = paths;
   }
   configs_[name] = std::move(cfg);
@@ -420,11 +433,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
     SafetensorsFile enc(enc_path.string());
     in->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
       if (!enc.contains(key)) throw std::runtime_error(enc_path.string() + ": missing tensor '" + key + "'");
-      if (enc.info(key).shape != s.shape)
-        throw std::runtime_error(enc_path.string() + ": '" + key + "' has shape " +
-                                 c10::str(at::IntArrayRef(enc.info(key).shape)) + ", the config makes " +
-                                 c10::str(at::IntArrayRef(s.shape)));
-      *s.tensor = enc.get(key).to(at::kFloat).clone().to(s.tensor->device());
+      assign_checked(enc, enc_path.string(), key, s.tensor, s.shape, "the config makes");
     });
     for (const auto& [k, _] : in->saved_tensors()) seen.insert(k);
   } else if (in) {
@@ -456,15 +465,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       std::cerr << "warning: " << st_path.string() << ": unexpected key '" << key << "' ignored\n";
       continue;
     }
-    const auto& want = shapes[key];
-    if (file.info(key).shape != want)
-      throw std::runtime_error(st_path.string() + ": '" + key + "' has shape " +
-                               c10::str(at::IntArrayRef(file.info(key).shape)) + " but the base model needs " +
-                               c10::str(at::IntArrayRef(want)) +
-                               " (is this adapter for another base model, or another r?)");
-    const bool grad = it->second->requires_grad();
-    *it->second = file.get(key).to(at::kFloat).clone().to(it->second->device());
-    if (grad) it->second->set_requires_grad(true);
+    assign_checked(file, st_path.string(), key, it->second, shapes[key], "the base model needs",
+                   " (is this adapter for another base model, or another r?)");
     seen.insert(key);
   }
   for (const auto& [key, _] : expected)
