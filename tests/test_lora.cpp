@@ -58,28 +58,13 @@ TEST_P(LoraParity, HfAdapterLoadsAndMatchesPeft) {
 }
 
 TEST_P(LoraParity, MergeMatchesAndUnmergeRestores) {
-  c10::InferenceMode guard;
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
-  auto base = load_model(base_dir(GetParam()).string());
-  std::map<std::string, at::Tensor> before;
-  for (auto& [n, t] : base->named_parameters()) before[n] = t.clone();
-  PeftModel peft(base);
-  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
-  const auto key = output_key(ref);
-  auto unmerged = output_of(peft.forward(inputs_of(ref)), key);
-  peft.merge();
-  auto merged = output_of(peft.forward(inputs_of(ref)), key);
-  EXPECT_LE(max_diff(merged, ref.get("merged_" + key), mask_of(ref)), kLogitTol);
-  EXPECT_LE(max_diff(merged, unmerged, mask_of(ref)), kLogitTol);
-  peft.unmerge();
-  // With adapters off, modules_to_save hold their originals again; biases loaded from
-  // the adapter (bias = all / lora_only) legitimately differ.
-  auto off = peft.disable_adapters();
-  const bool bias_trained = dynamic_cast<const LoraConfig&>(peft.config("default")).bias != "none";
-  for (auto& [n, t] : base->named_parameters()) {
-    if (!before.count(n) || (bias_trained && n.find("bias") != std::string::npos)) continue;
-    EXPECT_LE((t - before[n]).abs().max().item<double>(), kWeightTol) << n;
-  }
+  // Biases loaded from the adapter (bias = all / lora_only) legitimately differ.
+  test::expect_merge_round_trip(base_dir(GetParam()), case_dir(GetParam()) / "adapter", ref, kLogitTol, kWeightTol,
+                                [](const PeftModel& peft, const std::string& n) {
+                                  return dynamic_cast<const LoraConfig&>(peft.config("default")).bias != "none" &&
+                                         n.find("bias") != std::string::npos;
+                                });
 }
 
 TEST_P(LoraParity, TrainableLineMatchesPeft) {
@@ -95,24 +80,9 @@ TEST_P(LoraParity, TrainableLineMatchesPeft) {
 
 TEST_P(LoraParity, SavedHereLoadsInPeftWithSameOutputs) {
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
-  PeftModel peft(load_model(base_dir(GetParam()).string()));
-  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
-  const auto dir = scratch("resaved_" + GetParam());
-  peft.save_adapter(dir.string());
-  // Our file, read back here, gives the same outputs.
-  PeftModel again(load_model(base_dir(GetParam()).string()));
-  again.load_adapter(dir.string());
-  const auto key = output_key(ref);
-  at::Tensor ours;
-  {
-    c10::InferenceMode guard;
-    ours = output_of(again.forward(inputs_of(ref)), key);
-  }
-  EXPECT_LE(max_diff(ours, ref.get(key), mask_of(ref)), kLogitTol);
-  // And HF PEFT loads it without missing/unexpected keys and computes the same.
-  std::string log;
-  auto outputs = write_outputs(ref, key, ours, scratch("outputs_" + GetParam() + ".safetensors"));
-  EXPECT_EQ(check_in_python(base_dir(GetParam()), dir.string(), outputs, &log), 0) << log;
+  test::expect_resave_round_trip(base_dir(GetParam()), case_dir(GetParam()) / "adapter", ref,
+                                 scratch("resaved_" + GetParam()),
+                                 scratch("outputs_" + GetParam() + ".safetensors"), kLogitTol);
 }
 
 TEST_P(LoraParity, MergeAndUnloadLoadsInTransformers) {

@@ -150,17 +150,8 @@ TEST(TrainResume, DamagedNewestCheckpointFallsBackToThePrevious) {
 // --- learning ------------------------------------------------------------------------
 
 TEST(TrainLearns, LoraOnACausalLmLowersEvalLoss) {
-  // A language with structure: each row counts upward from a random start.
   const auto data = scratch("counting.jsonl");
-  {
-    std::ofstream f(data);
-    std::mt19937 rng(3);
-    for (int i = 0; i < 96; ++i) {
-      json ids = json::array();
-      for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
-      f << json{{"input_ids", ids}}.dump() << "\n";
-    }
-  }
+  test::write_counting_data(data);
   TrainConfig c;
   c.model = parity("llama_mha").string();
   c.train_file = data.string();

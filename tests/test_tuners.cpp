@@ -29,13 +29,11 @@ using nlohmann::json;
 namespace peft {
 namespace {
 
-using test::check_in_python;
 using test::inputs_of;
 using test::mask_of;
 using test::max_diff;
 using test::output_key;
 using test::output_of;
-using test::write_outputs;
 
 constexpr double kLogitTol = 1e-4;  // fp32 outputs vs the references
 
@@ -68,24 +66,9 @@ TEST_P(HfTunerParity, HfAdapterLoadsAndMatchesPeft) {
 
 TEST_P(HfTunerParity, SavedHereLoadsInPeftWithSameOutputs) {
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
-  PeftModel peft(load_model(base_of(GetParam()).string()));
-  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
-  const auto dir = scratch("resaved_" + GetParam());
-  peft.save_adapter(dir.string());
-  const auto key = output_key(ref);
-  at::Tensor out;
-  {
-    c10::InferenceMode guard;
-    PeftModel again(load_model(base_of(GetParam()).string()));
-    again.load_adapter(dir.string());
-    out = output_of(again.forward(inputs_of(ref)), key);
-  }
-  EXPECT_LE(max_diff(out, ref.get(key), mask_of(ref)), kLogitTol);
-  std::string log;
-  EXPECT_EQ(check_in_python(base_of(GetParam()), dir.string(),
-                            write_outputs(ref, key, out, scratch("out_" + GetParam() + ".safetensors")), &log),
-            0)
-      << log;
+  test::expect_resave_round_trip(base_of(GetParam()), case_dir(GetParam()) / "adapter", ref,
+                                 scratch("resaved_" + GetParam()), scratch("out_" + GetParam() + ".safetensors"),
+                                 kLogitTol);
 }
 
 TEST_P(HfTunerParity, TrainableLineMatchesPeft) {
@@ -109,23 +92,8 @@ INSTANTIATE_TEST_SUITE_P(Tuners, HfTunerParity, ::testing::ValuesIn(kHfCases));
 class HfMergeParity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfMergeParity, MergedEqualsUnmergedAndPeftsMerge) {
-  c10::InferenceMode guard;
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
-  auto base = load_model(base_of(GetParam()).string());
-  std::map<std::string, at::Tensor> before;
-  for (auto& [n, t] : base->named_parameters()) before[n] = t.clone();
-  PeftModel peft(base);
-  peft.load_adapter((case_dir(GetParam()) / "adapter").string());
-  const auto key = output_key(ref);
-  auto unmerged = output_of(peft.forward(inputs_of(ref)), key);
-  peft.merge();
-  auto merged = output_of(peft.forward(inputs_of(ref)), key);
-  EXPECT_LE(max_diff(merged, ref.get("merged_" + key), mask_of(ref)), kLogitTol);
-  EXPECT_LE(max_diff(merged, unmerged, mask_of(ref)), kLogitTol);
-  peft.unmerge();
-  auto off = peft.disable_adapters();
-  for (auto& [n, t] : base->named_parameters())
-    if (before.count(n)) EXPECT_LE((t - before[n]).abs().max().item<double>(), 1e-5) << n;
+  test::expect_merge_round_trip(base_of(GetParam()), case_dir(GetParam()) / "adapter", ref, kLogitTol, 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tuners, HfMergeParity,

@@ -27,16 +27,9 @@ fs::path scratch(const std::string& name) {
   return p;
 }
 
-// A language with structure: each row counts upward from a random start.
 fs::path counting_data() {
   const auto data = scratch("counting.jsonl");
-  std::ofstream f(data);
-  std::mt19937 rng(3);
-  for (int i = 0; i < 96; ++i) {
-    json ids = json::array();
-    for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
-    f << json{{"input_ids", ids}}.dump() << "\n";
-  }
+  test::write_counting_data(data);
   return data;
 }
 

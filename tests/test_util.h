@@ -8,10 +8,18 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <c10/core/InferenceMode.h>
+
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
 
 #include "peft/model.h"
 #include "peft/npy.h"
+#include "peft/peft_model.h"
 #include "peft/safetensors.h"
 
 namespace peft::test {
@@ -33,6 +41,18 @@ inline void drop_tensor(const std::string& path, const std::string& key) {
   for (const auto& n : f.names())
     if (n != key) kept.emplace_back(n, f.get(n).clone());
   save_safetensors(path, kept);
+}
+
+// A language with structure for the causal LMs: 96 rows of 16 token ids, each counting
+// upward from a random start, as pre-tokenized JSONL.
+inline void write_counting_data(const std::filesystem::path& jsonl) {
+  std::ofstream f(jsonl);
+  std::mt19937 rng(3);
+  for (int i = 0; i < 96; ++i) {
+    nlohmann::json ids = nlohmann::json::array();
+    for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
+    f << nlohmann::json{{"input_ids", ids}}.dump() << "\n";
+  }
 }
 
 // An image task for vit_cls (3x12x12): 240 noisy images whose class (of 5) is their
@@ -90,6 +110,57 @@ inline int check_in_python(const std::filesystem::path& base, const std::string&
                  adapter + " " + outputs.string(),
              &status);
   return status;
+}
+
+// --- round trips of an adapter fixture (a case folder with adapter/ and reference.safetensors)
+
+// Loads `adapter_dir` on `base`, merges: outputs equal the reference's merged ones and the
+// unmerged ones (<= tol); unmerges: every base weight is restored (<= weight_tol), except
+// those `may_differ` names (e.g. biases an adapter itself carries).
+inline void expect_merge_round_trip(const std::filesystem::path& base_dir, const std::filesystem::path& adapter_dir,
+                                    const SafetensorsFile& ref, double tol, double weight_tol,
+                                    const std::function<bool(const PeftModel&, const std::string&)>& may_differ = {}) {
+  c10::InferenceMode guard;
+  auto base = load_model(base_dir.string());
+  std::map<std::string, at::Tensor> before;
+  for (auto& [n, t] : base->named_parameters()) before[n] = t.clone();
+  PeftModel peft(base);
+  peft.load_adapter(adapter_dir.string());
+  const auto key = output_key(ref);
+  auto unmerged = output_of(peft.forward(inputs_of(ref)), key);
+  peft.merge();
+  auto merged = output_of(peft.forward(inputs_of(ref)), key);
+  EXPECT_LE(max_diff(merged, ref.get("merged_" + key), mask_of(ref)), tol);
+  EXPECT_LE(max_diff(merged, unmerged, mask_of(ref)), tol);
+  peft.unmerge();
+  // With adapters off, modules_to_save hold their originals again.
+  auto off = peft.disable_adapters();
+  for (auto& [n, t] : base->named_parameters()) {
+    if (!before.count(n) || (may_differ && may_differ(peft, n))) continue;
+    EXPECT_LE((t - before[n]).abs().max().item<double>(), weight_tol) << n;
+  }
+}
+
+// Loads `adapter_dir` on `base` and saves it again in `resaved`: read back here it gives
+// the reference's outputs (<= tol), and HF PEFT loads it strictly and computes the same
+// (tests/parity/check_adapter.py; our outputs go to `outputs`).
+inline void expect_resave_round_trip(const std::filesystem::path& base_dir, const std::filesystem::path& adapter_dir,
+                                     const SafetensorsFile& ref, const std::filesystem::path& resaved,
+                                     const std::filesystem::path& outputs, double tol) {
+  PeftModel peft(load_model(base_dir.string()));
+  peft.load_adapter(adapter_dir.string());
+  peft.save_adapter(resaved.string());
+  const auto key = output_key(ref);
+  at::Tensor ours;
+  {
+    c10::InferenceMode guard;
+    PeftModel again(load_model(base_dir.string()));
+    again.load_adapter(resaved.string());
+    ours = output_of(again.forward(inputs_of(ref)), key);
+  }
+  EXPECT_LE(max_diff(ours, ref.get(key), mask_of(ref)), tol);
+  std::string log;
+  EXPECT_EQ(check_in_python(base_dir, resaved.string(), write_outputs(ref, key, ours, outputs), &log), 0) << log;
 }
 
 }  // namespace peft::test
