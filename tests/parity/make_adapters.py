@@ -211,19 +211,24 @@ def make_case(parity_dir, out_root, idx, name, base_name, kwargs):
         print(f"    peft warning: {w}")
 
 
+def reproducible(script):
+    """Makes fixture generation byte-reproducible: PEFT stores set-valued fields (e.g.
+    target_modules) as lists in set iteration order, which depends on string hashing, so the
+    script re-executes itself with a pinned hash seed; torch runs deterministic on 2 threads."""
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        os.execve(sys.executable, [sys.executable, os.path.abspath(script)] + sys.argv[1:], env)
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+
+
 def main():
     if len(sys.argv) != 3:
         print(__doc__)
         sys.exit(2)
-    # PEFT stores set-valued fields (e.g. target_modules) as lists in set iteration order, which
-    # depends on string hashing: pin the hash seed so adapter_config.json is byte-reproducible.
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+    reproducible(__file__)
     parity_dir, out_root = sys.argv[1], sys.argv[2]
     os.makedirs(out_root, exist_ok=True)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
     t0 = time.time()
     for idx, (name, base_name, kwargs) in enumerate(CASES):
         make_case(parity_dir, out_root, idx, name, base_name, kwargs)

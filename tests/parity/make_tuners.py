@@ -51,12 +51,13 @@ import warnings
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers.utils import logging as hf_logging
 
 # same folder: one rule for which class a base is, how adapters are loaded strictly, and which
 # output positions are virtual tokens
-from check_adapter import load_model, model_class_for, real_token_output, virtual_output_positions
+from check_adapter import load_model, real_token_output, virtual_output_positions
+from make_adapters import load_base, load_inputs, reproducible  # same folder: one way to load a base
 from peft import (
     IA3Config,
     LNTuningConfig,
@@ -71,7 +72,6 @@ from peft import (
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 
-INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 MIN_EFFECT = 1e-3
 RELOAD_TOL = 1e-5
 GEN_PROMPT_LEN = 6
@@ -195,18 +195,6 @@ CASES = [
 ]
 
 BASE_SEED = 8765
-
-
-def load_base(base_dir):
-    cls = model_class_for(base_dir)
-    model = cls.from_pretrained(base_dir, attn_implementation="eager", dtype=torch.float32)
-    model.eval()
-    return model
-
-
-def load_inputs(base_dir):
-    ref = load_file(os.path.join(base_dir, "reference.safetensors"))
-    return {k: ref[k] for k in INPUT_KEYS if k in ref}
 
 
 def output_key(out):
@@ -452,15 +440,9 @@ def main():
     if len(sys.argv) != 3:
         print(__doc__)
         sys.exit(2)
-    # PEFT stores set-valued fields (e.g. target_modules) as lists in set iteration order, which
-    # depends on string hashing: pin the hash seed so adapter_config.json is byte-reproducible.
-    if os.environ.get("PYTHONHASHSEED") != "0":
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+    reproducible(__file__)
     parity_dir, out_root = sys.argv[1], sys.argv[2]
     os.makedirs(out_root, exist_ok=True)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
     t0 = time.time()
     summary = []
     for idx, (name, base_name, cfg_cls, kwargs, opts) in enumerate(CASES):
