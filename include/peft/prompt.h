@@ -21,8 +21,7 @@ struct PromptLearningConfig : AdapterConfig {
   int64_t num_transformer_submodules = 1;
   bool mergeable() const override { return false; }
   std::string key_prefix() const override { return "base_model."; }
-  // Fills the sizes from the model's config.json; prefix tuning on grouped-query attention
-  // sizes the keys by the key/value heads.
+  // Fills the sizes from the model's config.json.
   void resolve(const Model& model) override;
 };
 
@@ -63,6 +62,9 @@ struct PrefixTuningConfig : PromptLearningConfig {
   std::string peft_type() const override { return "PREFIX_TUNING"; }
   std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<PrefixTuningConfig>(*this); }
   nlohmann::ordered_json to_json() const override;
+  // As PromptLearningConfig, then keys and values sized by the model's key/value heads
+  // (grouped-query attention), as HF PEFT writes them.
+  void resolve(const Model& model) override;
   std::shared_ptr<InputAdapter> make_input_adapter(Model& model, at::Generator& gen) const override;
 };
 

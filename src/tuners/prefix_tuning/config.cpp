@@ -20,7 +20,25 @@ const ojson& prefix_defaults() {
   })");
   return j;
 }
+// The model's attention: key/value heads and head size (kv heads = heads without GQA).
+std::pair<int64_t, int64_t> kv_heads_and_head_dim(const Model& model) {
+  const int64_t heads = model_int(model, {"num_attention_heads", "n_head"});
+  const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
+  const int64_t hd = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
+                                                        : model_int(model, {"hidden_size", "n_embd"}) / heads;
+  return {kv, hd};
+}
+
 }  // namespace
+
+void PrefixTuningConfig::resolve(const Model& model) {
+  PromptLearningConfig::resolve(model);
+  if (model_int(model, {"num_key_value_heads"}) > 0 && source.value("token_dim", ojson()).is_null()) {
+    const auto [kv, head_dim] = kv_heads_and_head_dim(model);
+    token_dim = head_dim * kv;
+    num_attention_heads = kv;
+  }
+}
 
 PrefixTuningConfig PrefixTuningConfig::from_json(const ojson& j, const std::string& where,
                                                  std::vector<std::string>* unknown) {
@@ -50,15 +68,9 @@ std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& mode
                                 " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
   const int64_t head_dim = token_dim / num_attention_heads;
   check_size(peft_type(), "num_layers", num_layers, model.num_cache_layers(), model.type_name());
-  {
-    // Keys and values per layer: kv heads x head size of the model's attention.
-    const int64_t heads = model_int(model, {"num_attention_heads", "n_head"});
-    const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
-    const int64_t hd = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
-                                                          : model_int(model, {"hidden_size", "n_embd"}) / heads;
-    check_size(peft_type(), "token_dim (kv heads x head_dim)", token_dim, kv * hd, model.type_name());
-    check_size(peft_type(), "num_attention_heads (kv heads)", num_attention_heads, kv, model.type_name());
-  }
+  const auto [kv, hd] = kv_heads_and_head_dim(model);  // keys and values per layer
+  check_size(peft_type(), "token_dim (kv heads x head_dim)", token_dim, kv * hd, model.type_name());
+  check_size(peft_type(), "num_attention_heads (kv heads)", num_attention_heads, kv, model.type_name());
   const bool projection = prefix_projection && !inference_mode;
   const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
   auto a = std::make_shared<PrefixEncoder>(num_virtual_tokens, num_layers, num_attention_heads, head_dim, projection,

@@ -59,15 +59,6 @@ void PromptLearningConfig::resolve(const Model& model) {
   if (num_layers == 0) num_layers = model_int(model, {"num_hidden_layers", "num_layers", "n_layer"});
   if (token_dim == 0) token_dim = model_int(model, {"hidden_size", "n_embd", "d_model"});
   if (num_attention_heads == 0) num_attention_heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
-  // Prefix tuning on grouped-query attention: keys and values have the kv heads' size.
-  if (peft_type() == "PREFIX_TUNING" && model.config().contains("num_key_value_heads") &&
-      model.config()["num_key_value_heads"].is_number_integer() && source.value("token_dim", ojson()).is_null()) {
-    const int64_t kv = model.config()["num_key_value_heads"].get<int64_t>();
-    const int64_t head_dim = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
-                                                                  : token_dim / num_attention_heads;
-    token_dim = head_dim * kv;
-    num_attention_heads = kv;
-  }
   if (token_dim == 0 || num_attention_heads == 0 || num_layers == 0)
     throw std::invalid_argument(peft_type() + ": cannot read the model's sizes from its config.json; set token_dim, "
                                 "num_attention_heads and num_layers");

@@ -34,16 +34,15 @@ ojson SSFConfig::to_json() const {
 
 NamedModules SSFConfig::layer_targets(Model& model) const {
   if (!targets.empty()) return find_targets(model, targets, task_type);
+  // Default: "all-linear" (HF's rule, head excluded) plus every norm, with the config's
+  // exclusions and modules_to_save still applied.
   TargetSpec spec = targets;
+  spec.target_regex = "all-linear";
   std::vector<std::string> names;
-  for (const auto& [name, m] : find_targets(model, [&] {
-         TargetSpec all = targets;
-         all.target_regex = "all-linear";
-         return all;
-       }(), task_type))
-    names.push_back(name);
+  for (const auto& [name, m] : find_targets(model, spec, task_type)) names.push_back(name);
   for (const auto& [name, m] : model.named_modules())
     if (dynamic_cast<LayerNorm*>(m) || dynamic_cast<RMSNorm*>(m)) names.push_back(name);
+  spec.target_regex.reset();
   spec.target_list = names;
   return find_targets(model, spec, task_type);
 }
