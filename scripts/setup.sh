@@ -11,7 +11,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 APT_PACKAGES=(build-essential cmake ninja-build ccache git pkg-config
               libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev
-              libpcre2-dev libcpp-httplib-dev libutf8proc-dev python3-venv
+              libpcre2-dev libcpp-httplib-dev libutf8proc-dev libxxhash-dev python3-venv
               bible-kjv-text fortunes-min gnuplot-nox time)
 
 missing=()

@@ -98,6 +98,7 @@ TEST_P(LoraParity, MergeAndUnloadLoadsInTransformers) {
   }
   EXPECT_LE(max_diff(out, ref.get("merged_" + key), mask_of(ref)), kLogitTol);
   const auto dir = scratch("merged_" + GetParam());
+  fs::remove_all(dir);
   save_pretrained(*plain, dir.string());
   std::string log;
   auto outputs = write_outputs(ref, key, out, scratch("merged_outputs_" + GetParam() + ".safetensors"));
@@ -306,6 +307,7 @@ TEST(LoraCli, ForwardWithAdapterMatchesPeftAndMergeWritesCheckpoint) {
   }
   int status = 0;
   auto merged_dir = scratch("cli_merge_out");
+  fs::remove_all(merged_dir);
   auto log = run(std::string(PEFT_CLI) + " merge " + base.string() + " " + (case_dir(c) / "adapter").string() + " " +
                      merged_dir.string(),
                  &status);

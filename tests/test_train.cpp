@@ -284,7 +284,7 @@ TEST(TrainPrecision, Bf16AutocastTrainsCloseToFp32) {
 
 std::string train_error(TrainConfig c) {
   try {
-    train(c);
+    train(c, /*resume=*/false, /*overwrite=*/true);  // each attempt starts from a clean output_dir
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -302,7 +302,7 @@ TEST(TrainBadInput, MalformedJsonlNamesTheLine) {
   EXPECT_THAT(train_error(c), HasSubstr("bad.jsonl:2:"));
   c.on_bad_line = "skip";
   testing::internal::CaptureStderr();
-  EXPECT_EQ(train(c).steps.size(), 2u);
+  EXPECT_EQ(train(c, false, /*overwrite=*/true).steps.size(), 2u);
   EXPECT_THAT(testing::internal::GetCapturedStderr(), HasSubstr("warning: skipped"));
 }
 

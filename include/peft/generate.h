@@ -17,6 +17,8 @@ struct GenerationConfig {
   uint64_t seed = 0;            // sampling is reproducible for a given seed
   std::vector<int64_t> eos_token_ids;  // a row stops after producing one of these
   int64_t pad_token_id = 0;     // fills finished rows and left padding
+
+  void validate() const;  // throws naming the first out-of-range setting
 };
 
 // Continues each prompt (ragged; left-padded internally, positions counted from each

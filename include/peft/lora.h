@@ -29,13 +29,15 @@ struct LoraConfig : AdapterConfig {
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
 
   // Parses adapter_config.json content; `where` names the file in errors. Keys we do not
-  // know are kept and reported in `unknown_keys` (HF PEFT warns about them too).
+  // know are kept and reported in `unknown_keys` (HF PEFT warns about them too). Without
+  // target_modules, resolve() picks HF PEFT's default targets for the architecture.
   static LoraConfig from_json(const nlohmann::ordered_json& j, const std::string& where,
                               std::vector<std::string>* unknown_keys = nullptr);
   // The adapter_config.json HF PEFT writes: all its LoRA fields, keys sorted.
   nlohmann::ordered_json to_json() const override;
   std::string peft_type() const override { return "LORA"; }
   std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<LoraConfig>(*this); }
+  void resolve(const Model& model) override;
   NamedModules layer_targets(Model& model) const override;
   std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,
                                                    at::Generator& gen) const override;

@@ -96,14 +96,24 @@ class Model : public Module {
   virtual std::string base_model_prefix() const { return ""; }
   // Parameters a checkpoint of the headless model does not have (a classifier head).
   virtual std::vector<std::string> head_parameter_names() const { return {}; }
+  // transformers' checkpoint keys, where they differ from the module names (ViT's files
+  // keep the v4 names): the name a key loads into, and the key a name is saved under.
+  virtual std::string name_for_checkpoint_key(const std::string& key) const { return key; }
+  virtual std::string checkpoint_key_for_name(const std::string& name) const { return name; }
+  // Learned position embeddings bound the sequence (GPT-2, BERT); 0: no bound (RoPE).
+  virtual int64_t max_positions() const { return 0; }
   // The token embedding (nullptr for image models).
   virtual Embedding* input_embeddings() { return nullptr; }
 
   // Set by PeftModel to the active soft-prompt/prefix adapter; not owned.
   InputAdapter* input_adapter = nullptr;
+  // The folder it was loaded from, absolute (transformers' name_or_path); adapters record
+  // it as base_model_name_or_path.
+  std::string name_or_path;
 
  protected:
   explicit Model(nlohmann::json config) : config_(std::move(config)) {}
+  void check_inputs(const ModelInputs& in);
   virtual ModelOutputs run(const ModelInputs& in) = 0;
   nlohmann::json config_;
 };
@@ -123,6 +133,15 @@ struct LoadOptions {
 // it from the folder's safetensors (single file or sharded via the index). Errors name
 // the file and key: a missing tensor, a shape that does not match the config.
 std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& opts = {});
+
+// Writes a model as an HF checkpoint folder (config.json + model.safetensors) that
+// transformers loads; tied parameters are written once, as transformers does. A folder
+// that already holds weights (model.safetensors, a sharded index, pytorch_model.bin) is
+// refused unless `overwrite`; then a stale index and its shards are removed, so that
+// the new weights are the ones that load.
+void save_pretrained(Model& model, const std::string& dir, bool overwrite = false);
+// The check save_pretrained makes first, for callers that want to fail before a long job.
+void check_save_target(const std::string& dir, bool overwrite);
 
 // Builds the model from a parsed config.json alone, parameters undefined.
 std::shared_ptr<Model> build_model(const nlohmann::json& config, const std::string& where = "config.json");

@@ -94,8 +94,4 @@ class PeftModel {
   bool disabled_ = false;
 };
 
-// Writes a model as an HF checkpoint folder (config.json + model.safetensors) that
-// transformers loads; tied parameters are written once, as transformers does.
-void save_pretrained(Model& model, const std::string& dir);
-
 }  // namespace peft

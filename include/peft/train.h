@@ -57,6 +57,8 @@ struct TrainConfig {
   // Parses a config; unknown keys are an error naming them (a typo must not be ignored).
   static TrainConfig from_json(const nlohmann::json& j, const std::string& where);
   nlohmann::json to_json() const;
+  // Throws naming the first missing or out-of-range setting (from_json and train call it).
+  void validate(const std::string& where = "training config") const;
   // A config JSON with "key=value" overrides applied (value parsed as JSON, else taken
   // as a string; "method.r=16" sets a field of method), before from_json validates it.
   static nlohmann::json with_overrides(nlohmann::json j, const std::vector<std::string>& kv);
@@ -74,8 +76,10 @@ struct TrainResult {
 };
 
 // Trains; with resume, continues from the newest intact checkpoint in output_dir so that
-// the remaining steps are exactly those of an uninterrupted run.
-TrainResult train(const TrainConfig& cfg, bool resume = false);
+// the remaining steps are exactly those of an uninterrupted run. output_dir is locked
+// while training. An output_dir that holds another run's files (or, without resume, any
+// earlier run's) is refused unless overwrite, which deletes them first.
+TrainResult train(const TrainConfig& cfg, bool resume = false, bool overwrite = false);
 
 // Loss (and perplexity for causal LMs, accuracy for classifiers) of model + adapters on a
 // JSONL file, formatted as training formats it.

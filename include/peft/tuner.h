@@ -91,6 +91,9 @@ class AdapterConfig {
 // in errors; unknown keys are kept and listed in `unknown_keys`.
 std::unique_ptr<AdapterConfig> parse_adapter_config(const nlohmann::ordered_json& j, const std::string& where,
                                                     std::vector<std::string>* unknown_keys = nullptr);
+// The same for a config a user wrote (peft train's "method", --method): an unknown key is
+// a typo, so it is an error with the nearest known key.
+std::unique_ptr<AdapterConfig> parse_user_adapter_config(const nlohmann::ordered_json& j, const std::string& where);
 // The peft_type values parse_adapter_config accepts.
 std::vector<std::string> supported_peft_types();
 

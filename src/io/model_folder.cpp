@@ -2,14 +2,16 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
 
-#include "models/vit.h"
 #include "peft/model.h"
 #include "peft/safetensors.h"
+#include "util/atomic_file.h"
+#include "util/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -17,15 +19,7 @@ namespace peft {
 
 namespace {
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error(p.string() + ": cannot open");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(p.string() + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::json read_json(const fs::path& p) { return read_json_file(p.string()); }
 
 // Checkpoint key -> the file that holds it.
 struct Checkpoint {
@@ -43,7 +37,13 @@ Checkpoint open_checkpoint(const fs::path& dir) {
       throw std::runtime_error(index.string() + ": missing object 'weight_map'");
     std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
     for (const auto& [key, file] : j["weight_map"].items()) {
+      if (!file.is_string()) throw std::runtime_error(index.string() + ": weight_map['" + key + "'] is not a file name");
       const std::string name = file.get<std::string>();
+      // Shards live in the folder itself: a path out of it is never followed.
+      if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
+          name == "." || name == "..")
+        throw std::runtime_error(index.string() + ": weight_map['" + key + "'] = '" + name +
+                                 "' is not a file name in the model folder");
       auto& f = files[name];
       if (!f) f = std::make_shared<SafetensorsFile>((dir / name).string());
       if (!f->contains(key))
@@ -92,11 +92,10 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
   std::set<std::string> expected;
   model->visit_slots([&](const std::string& name, Module::ParamSlot&) { expected.insert(name); });
   const std::string prefix = model->base_model_prefix();
-  const bool is_vit = model->type_name().rfind("ViT", 0) == 0;
   std::map<std::string, std::string> source;  // model name -> checkpoint key
   std::vector<std::string> unexpected;
   for (const auto& [key, _] : ck.by_key) {
-    std::string k = is_vit ? vit_rename_legacy_key(key) : key;
+    std::string k = model->name_for_checkpoint_key(key);
     std::string name;
     if (expected.count(k)) name = k;
     else if (!prefix.empty() && expected.count(prefix + "." + k)) name = prefix + "." + k;
@@ -147,6 +146,8 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
               << initialized.front() << (initialized.size() > 1 ? ", ..." : "")
               << "; it must be trained, or come from an adapter's modules_to_save\n";
   model->tie_weights();
+  model->name_or_path = fs::absolute(dir).lexically_normal().string();
+  if (model->name_or_path.size() > 1 && model->name_or_path.back() == '/') model->name_or_path.pop_back();
   if (opts.device && *opts.device != "cpu") {
     const at::Device device(*opts.device);  // throws on a malformed name
     if (device.is_cuda() && !at::hasCUDA())
@@ -155,6 +156,56 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
     model->to(device);
   }
   return model;
+}
+
+namespace {
+
+bool is_weights_file(const std::string& name) {
+  auto ends = [&](const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  return name == "model.safetensors" || name == "model.safetensors.index.json" || name.rfind("pytorch_model", 0) == 0 ||
+         (name.rfind("model-", 0) == 0 && ends(".safetensors"));
+}
+
+}  // namespace
+
+void check_save_target(const std::string& dir_str, bool overwrite) {
+  const fs::path dir(dir_str);
+  if (overwrite || !fs::is_directory(dir)) return;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (is_weights_file(e.path().filename().string()))
+      throw std::runtime_error(dir_str + ": already holds model weights (" + e.path().filename().string() +
+                               "); choose an empty folder, or pass --force to replace them");
+}
+
+void save_pretrained(Model& model, const std::string& dir_str, bool overwrite) {
+  const fs::path dir(dir_str);
+  check_save_target(dir_str, overwrite);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error(dir_str + ": cannot create the folder: " + ec.message());
+  NamedTensors tensors;
+  for (auto& [n, t] : model.named_parameters()) tensors.emplace_back(model.checkpoint_key_for_name(n), t.detach());
+  save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  write_json_atomic((dir / "config.json").string(), model.config());
+  // A sharded checkpoint left beside the new file would be loaded instead of it.
+  const auto index = dir / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    std::set<std::string> shards;
+    try {
+      const auto j = read_json_file(index.string());
+      for (const auto& [key, file] : j.at("weight_map").items())
+        if (file.is_string()) shards.insert(file.get<std::string>());
+    } catch (const std::exception&) {
+      // An unreadable index is removed all the same; its shards then stay, unused.
+    }
+    fs::remove(index);
+    for (const auto& s : shards)
+      if (s != "model.safetensors" && s.find('/') == std::string::npos && is_weights_file(s)) fs::remove(dir / s);
+  }
+  fsync_dir(dir.string());
 }
 
 }  // namespace peft

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <fstream>
+
+#include "util/atomic_file.h"
 #include <regex>
 #include <sstream>
 
@@ -77,14 +79,14 @@ void save_npy(const std::string& path, const at::Tensor& t_in) {
   std::string header = "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (" + shape + "), }";
   while ((10 + header.size() + 1) % 64) header += ' ';
   header += '\n';
-  std::ofstream out(path, std::ios::binary);
+  AtomicFile out(path);
   out.write("\x93NUMPY\x01\x00", 8);
   const uint16_t len = static_cast<uint16_t>(header.size());
-  out.put(static_cast<char>(len & 0xff));
-  out.put(static_cast<char>(len >> 8));
-  out << header;
-  out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
-  if (!out) throw std::runtime_error(path + ": write failed");
+  const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+  out.write(len_bytes, 2);
+  out.write(header);
+  out.write(t.data_ptr(), t.nbytes());
+  out.commit();
 }
 
 }  // namespace peft

@@ -11,6 +11,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "util/atomic_file.h"
+
 namespace peft {
 
 struct SafetensorsFile::Mapping {
@@ -22,12 +24,17 @@ struct SafetensorsFile::Mapping {
 };
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path), map_(std::make_shared<Mapping>()) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO or a device must not wait for a writer.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw SafetensorsError(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     ::close(fd);
     throw SafetensorsError(path + ": cannot stat: " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw SafetensorsError(path + ": not a regular file");
   }
   map_->size = static_cast<size_t>(st.st_size);
   static const uint8_t kEmpty[1] = {0};
@@ -131,20 +138,13 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     data.push_back(c);
   }
   const std::string header = serialize_safetensors_header(infos, metadata);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw SafetensorsError(tmp + ": cannot open for writing: " + std::strerror(errno));
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const auto& c : data) out.write(static_cast<const char*>(c.data_ptr()), static_cast<std::streamsize>(c.nbytes()));
-    out.flush();
-    if (!out) throw SafetensorsError(tmp + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw SafetensorsError(path + ": rename from .tmp failed: " + std::strerror(errno));
+  AtomicFile out(path);
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
+  out.write(len, 8);
+  out.write(header);
+  for (const auto& c : data) out.write(c.data_ptr(), c.nbytes());
+  out.commit();
 }
 
 }  // namespace peft

@@ -1,6 +1,7 @@
 #include "peft/safetensors_header.h"
 
 #include <algorithm>
+#include <set>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -106,8 +107,20 @@ StHeader parse_safetensors_header(const uint8_t* file, size_t size, const std::s
                     std::to_string(size) + " bytes); the file is truncated or not safetensors");
   const char* begin = reinterpret_cast<const char*>(file + 8);
   nlohmann::json j;
+  // Duplicate keys would silently keep the last one (the reference rejects them), and
+  // nesting is bounded so later recursion over the value stays shallow.
+  std::vector<std::set<std::string>> keys;
+  auto check = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& v) {
+    using E = nlohmann::json::parse_event_t;
+    if (depth > 64) fail(where, "header JSON is nested too deeply");
+    if (ev == E::object_start) keys.emplace_back();
+    else if (ev == E::object_end && !keys.empty()) keys.pop_back();
+    else if (ev == E::key && !keys.empty() && !keys.back().insert(v.get<std::string>()).second)
+      fail(where, "header names '" + v.get<std::string>() + "' twice");
+    return true;
+  };
   try {
-    j = nlohmann::json::parse(begin, begin + n);
+    j = nlohmann::json::parse(begin, begin + n, check);
   } catch (const nlohmann::json::exception& e) {
     fail(where, std::string("header is not valid JSON: ") + e.what());
   }

@@ -9,24 +9,25 @@
 
 namespace peft {
 
-int64_t num_labels_of(const nlohmann::json& j) {
-  if (j.contains("id2label") && j["id2label"].is_object()) return static_cast<int64_t>(j["id2label"].size());
-  return j.value("num_labels", int64_t{2});
+int64_t num_labels_of(const nlohmann::json& j, const std::string& where) {
+  if (j.contains("id2label") && j["id2label"].is_object() && !j["id2label"].empty())
+    return static_cast<int64_t>(j["id2label"].size());
+  return ConfigReader(j, where).dim("num_labels", 2, ConfigLimits::kLabels);
 }
 
 BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& where) {
   ConfigReader r(j, where);
   BertConfig c;
-  c.vocab_size = r.get<int64_t>("vocab_size", 30522);
-  c.hidden_size = r.get<int64_t>("hidden_size", 768);
-  c.num_layers = r.get<int64_t>("num_hidden_layers", 12);
-  c.num_heads = r.get<int64_t>("num_attention_heads", 12);
-  c.intermediate_size = r.get<int64_t>("intermediate_size", 3072);
-  c.max_position_embeddings = r.get<int64_t>("max_position_embeddings", 512);
-  c.type_vocab_size = r.get<int64_t>("type_vocab_size", 2);
-  c.layer_norm_eps = r.get<double>("layer_norm_eps", 1e-12);
+  c.vocab_size = r.dim("vocab_size", 30522, ConfigLimits::kVocab);
+  c.hidden_size = r.dim("hidden_size", 768, ConfigLimits::kWidth);
+  c.num_layers = r.dim("num_hidden_layers", 12, ConfigLimits::kLayers);
+  c.num_heads = r.dim("num_attention_heads", 12, ConfigLimits::kHeads);
+  c.intermediate_size = r.dim("intermediate_size", 3072, ConfigLimits::kWidth);
+  c.max_position_embeddings = r.dim("max_position_embeddings", 512, ConfigLimits::kPositions);
+  c.type_vocab_size = r.dim("type_vocab_size", 2, ConfigLimits::kVocab);
+  c.layer_norm_eps = r.positive("layer_norm_eps", 1e-12);
   c.hidden_act = r.get<std::string>("hidden_act", "gelu");
-  c.num_labels = num_labels_of(j);
+  c.num_labels = num_labels_of(j, where);
   check_activation(c.hidden_act);
   if (r.get<bool>("is_decoder", false)) r.fail("BERT as a decoder (is_decoder) is not supported");
   const auto pos = r.get<std::string>("position_embedding_type", "absolute");
@@ -132,6 +133,14 @@ ModelOutputs BertModel::run(const ModelInputs& in) {
   const int64_t past = prefix ? prefix->length() : 0;
   auto opts = at::TensorOptions(at::kLong).device(embeddings->word_embeddings->weight.device());
   auto pos = in.position_ids.defined() ? in.position_ids : at::arange(past, past + s, opts).unsqueeze(0).expand({b, s});
+  if (in.token_type_ids.defined()) {
+    const auto& t = in.token_type_ids;
+    if (t.dim() != 2 || t.size(0) != b || t.size(1) != s)
+      throw std::invalid_argument("token_type_ids must have the shape of input_ids [" + std::to_string(b) + ", " +
+                                  std::to_string(s) + "], got " + c10::str(t.sizes()));
+    if (t.numel() > 0 && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= cfg_.type_vocab_size))
+      throw std::invalid_argument("token_type_ids must lie in [0, " + std::to_string(cfg_.type_vocab_size) + ")");
+  }
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
   auto h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds);
   auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/false, h.device());
@@ -152,7 +161,7 @@ BertForSequenceClassification::BertForSequenceClassification(const nlohmann::jso
     : Model(j) {
   bert = register_module("bert", std::make_shared<BertModel>(j, where, true));
   const int64_t hidden = j.value("hidden_size", int64_t{768});
-  classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j), true));
+  classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j, where), true));
 }
 
 ModelOutputs BertForSequenceClassification::run(const ModelInputs& in) {

@@ -107,6 +107,7 @@ class BertModel : public Model {
   Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
   // Layers that take key/value prefixes from a cache (prefix tuning); BERT never appends.
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
+  int64_t max_positions() const override { return cfg_.max_position_embeddings; }
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;
@@ -125,11 +126,12 @@ class BertForSequenceClassification : public Model {
   std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
   Embedding* input_embeddings() override { return bert->input_embeddings(); }
   int64_t num_cache_layers() const override { return bert->num_cache_layers(); }
+  int64_t max_positions() const override { return bert->max_positions(); }
   std::shared_ptr<BertModel> bert;
   std::shared_ptr<Linear> classifier;
 };
 
 // Number of labels as transformers derives it: id2label's size, else num_labels, else 2.
-int64_t num_labels_of(const nlohmann::json& config);
+int64_t num_labels_of(const nlohmann::json& config, const std::string& where);
 
 }  // namespace peft

@@ -1,11 +1,28 @@
-// Typed reads from a config.json, with errors that name the file and key.
+// Typed reads from a config.json, with errors that name the file and key. Every value
+// that sizes or divides something is read through dim(): an integer in [1, max], so a
+// hostile or mistyped config fails here, before any module is built.
 #pragma once
 
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
+#include "util/json_file.h"
+
 namespace peft {
+
+// Upper bounds far above any real model, low enough that no size computed from them
+// overflows or asks for an absurd allocation.
+struct ConfigLimits {
+  static constexpr int64_t kLayers = 4096;
+  static constexpr int64_t kWidth = int64_t{1} << 20;      // hidden, intermediate, head_dim
+  static constexpr int64_t kHeads = 16384;
+  static constexpr int64_t kVocab = int64_t{1} << 24;
+  static constexpr int64_t kPositions = int64_t{1} << 24;
+  static constexpr int64_t kLabels = int64_t{1} << 20;
+};
 
 class ConfigReader {
  public:
@@ -14,13 +31,26 @@ class ConfigReader {
   template <class T>
   T get(const char* key) const {
     auto it = j_.find(key);
-    if (it == j_.end() || it->is_null()) throw std::runtime_error(where_ + ": missing required key '" + key + "'");
+    if (it == j_.end() || it->is_null()) fail("missing required key '" + std::string(key) + "'");
     return convert<T>(*it, key);
   }
   template <class T>
   T get(const char* key, T fallback) const {
     auto it = j_.find(key);
     return it == j_.end() || it->is_null() ? fallback : convert<T>(*it, key);
+  }
+  // A size: an integer in [1, max] (missing: `fallback`, or an error when none).
+  int64_t dim(const char* key, std::optional<int64_t> fallback, int64_t max) const {
+    const int64_t v = fallback && !has(key) ? *fallback : get<int64_t>(key);
+    if (v < 1 || v > max)
+      fail("'" + std::string(key) + "' must be between 1 and " + std::to_string(max) + ", got " + std::to_string(v));
+    return v;
+  }
+  // A finite number > 0 (epsilons, rope theta).
+  double positive(const char* key, double fallback) const {
+    const double v = get<double>(key, fallback);
+    if (!std::isfinite(v) || v <= 0) fail("'" + std::string(key) + "' must be a finite number > 0");
+    return v;
   }
   bool has(const char* key) const {
     auto it = j_.find(key);
@@ -33,11 +63,7 @@ class ConfigReader {
  private:
   template <class T>
   T convert(const nlohmann::json& v, const char* key) const {
-    try {
-      return v.get<T>();
-    } catch (const nlohmann::json::exception&) {
-      throw std::runtime_error(where_ + ": key '" + key + "' has the wrong type (" + v.dump() + ")");
-    }
+    return strict_get<T>(v, where_ + ": '" + key + "'");
   }
   const nlohmann::json& j_;
   std::string where_;

@@ -12,13 +12,13 @@ namespace peft {
 GPT2Config GPT2Config::from_json(const nlohmann::json& j, const std::string& where) {
   ConfigReader r(j, where);
   GPT2Config c;
-  c.vocab_size = r.get<int64_t>("vocab_size", 50257);
-  c.n_positions = r.get<int64_t>("n_positions", 1024);
-  c.n_embd = r.get<int64_t>("n_embd", 768);
-  c.n_layer = r.get<int64_t>("n_layer", 12);
-  c.n_head = r.get<int64_t>("n_head", 12);
-  c.n_inner = r.get<int64_t>("n_inner", 4 * c.n_embd);
-  c.layer_norm_epsilon = r.get<double>("layer_norm_epsilon", 1e-5);
+  c.vocab_size = r.dim("vocab_size", 50257, ConfigLimits::kVocab);
+  c.n_positions = r.dim("n_positions", 1024, ConfigLimits::kPositions);
+  c.n_embd = r.dim("n_embd", 768, ConfigLimits::kWidth);
+  c.n_layer = r.dim("n_layer", 12, ConfigLimits::kLayers);
+  c.n_head = r.dim("n_head", 12, ConfigLimits::kHeads);
+  c.n_inner = r.dim("n_inner", 4 * c.n_embd, ConfigLimits::kWidth);
+  c.layer_norm_epsilon = r.positive("layer_norm_epsilon", 1e-5);
   c.activation_function = r.get<std::string>("activation_function", "gelu_new");
   check_activation(c.activation_function);
   c.scale_attn_weights = r.get<bool>("scale_attn_weights", true);

@@ -66,6 +66,7 @@ class GPT2LMHeadModel : public CausalLMBase {
   GPT2LMHeadModel(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "GPT2LMHeadModel"; }
   int64_t num_cache_layers() const override { return cfg_.n_layer; }
+  int64_t max_positions() const override { return cfg_.n_positions; }
   std::string base_model_prefix() const override { return "transformer"; }
 
   std::shared_ptr<GPT2Model> transformer;

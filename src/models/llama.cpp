@@ -13,15 +13,15 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
   ConfigReader r(j, where);
   LlamaConfig c;
   c.arch = arch;
-  c.vocab_size = r.get<int64_t>("vocab_size");
-  c.hidden_size = r.get<int64_t>("hidden_size");
-  c.intermediate_size = r.get<int64_t>("intermediate_size");
-  c.num_layers = r.get<int64_t>("num_hidden_layers");
-  c.num_heads = r.get<int64_t>("num_attention_heads");
-  c.num_kv_heads = r.get<int64_t>("num_key_value_heads", c.num_heads);
-  c.head_dim = r.get<int64_t>("head_dim", c.hidden_size / c.num_heads);
-  c.max_position_embeddings = r.get<int64_t>("max_position_embeddings", 2048);
-  c.rms_norm_eps = r.get<double>("rms_norm_eps", 1e-6);
+  c.vocab_size = r.dim("vocab_size", std::nullopt, ConfigLimits::kVocab);
+  c.hidden_size = r.dim("hidden_size", std::nullopt, ConfigLimits::kWidth);
+  c.intermediate_size = r.dim("intermediate_size", std::nullopt, ConfigLimits::kWidth);
+  c.num_layers = r.dim("num_hidden_layers", std::nullopt, ConfigLimits::kLayers);
+  c.num_heads = r.dim("num_attention_heads", std::nullopt, ConfigLimits::kHeads);
+  c.num_kv_heads = r.dim("num_key_value_heads", c.num_heads, ConfigLimits::kHeads);
+  c.head_dim = r.dim("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_heads), ConfigLimits::kWidth);
+  c.max_position_embeddings = r.dim("max_position_embeddings", 2048, ConfigLimits::kPositions);
+  c.rms_norm_eps = r.positive("rms_norm_eps", 1e-6);
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", false);
   c.hidden_act = r.get<std::string>("hidden_act", "silu");
   check_activation(c.hidden_act);
@@ -42,7 +42,7 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
     c.rope = j["rope_parameters"];
   } else {
     c.rope = r.has("rope_scaling") ? j["rope_scaling"] : nlohmann::json::object();
-    c.rope["rope_theta"] = r.get<double>("rope_theta", 10000.0);
+    c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
   }
   if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
   return c;

@@ -7,6 +7,8 @@
 #include "models/gpt2.h"
 #include "models/llama.h"
 #include "models/vit.h"
+#include "peft/layers.h"
+#include "util/json_file.h"
 
 namespace peft {
 
@@ -46,10 +48,37 @@ const char* task_kind_name(TaskKind k) {
   return "?";
 }
 
+// Inputs a model would index out of range with: one clear error instead of a torch one.
+void Model::check_inputs(const ModelInputs& in) {
+  if (in.input_ids.defined()) {
+    const auto& ids = in.input_ids;
+    if (ids.dim() != 2 || ids.scalar_type() != at::kLong)
+      throw std::invalid_argument("input_ids must be a [batch, seq] int64 tensor, got " + c10::str(ids.sizes()) + " " +
+                                  c10::toString(ids.scalar_type()));
+    if (auto* emb = input_embeddings(); emb && ids.numel() > 0) {
+      const auto [lo, hi] = at::aminmax(ids);
+      const int64_t low = lo.item<int64_t>(), high = hi.item<int64_t>();
+      if (low < 0 || high >= emb->num_embeddings)
+        throw std::invalid_argument("token id " + std::to_string(low < 0 ? low : high) + " is out of range: " +
+                                    type_name() + " has a vocabulary of " + std::to_string(emb->num_embeddings));
+    }
+  }
+  if (in.attention_mask.defined() && in.attention_mask.dim() != 2)
+    throw std::invalid_argument("attention_mask must be [batch, past + seq], got " + c10::str(in.attention_mask.sizes()));
+  if (const int64_t max = max_positions(); max > 0 && (in.input_ids.defined() || in.inputs_embeds.defined())) {
+    const int64_t past = in.cache ? in.cache->length() : 0;
+    if (past + in.seq_len() > max)
+      throw std::invalid_argument(type_name() + " takes at most " + std::to_string(max) + " positions; got " +
+                                  std::to_string(past + in.seq_len()) + " (truncate the input, e.g. max_length)");
+  }
+}
+
 ModelOutputs Model::forward(const ModelInputs& in) {
+  check_inputs(in);
   if (!input_adapter) return run(in);
   ModelInputs adapted = in;
   const int64_t virtual_positions = input_adapter->prepare(*this, adapted);
+  check_inputs(adapted);  // virtual tokens count against the position limit too
   ModelOutputs out = run(adapted);
   if (virtual_positions > 0) {
     // Sequence-shaped outputs get the caller's positions back; pooled ones are as they are.
@@ -83,9 +112,10 @@ int64_t Model::num_parameters() const {
 std::shared_ptr<Model> build_model(const nlohmann::json& config, const std::string& where) {
   if (!config.is_object()) throw std::runtime_error(where + ": not a JSON object");
   std::string arch;
-  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty())
+  if (config.contains("architectures") && config["architectures"].is_array() && !config["architectures"].empty()) {
+    if (!config["architectures"][0].is_string()) throw std::runtime_error(where + ": 'architectures' must list names");
     arch = config["architectures"][0].get<std::string>();
-  else if (config.contains("model_type")) {
+  } else if (config.contains("model_type") && config["model_type"].is_string()) {
     auto it = kDefaultArch.find(config["model_type"].get<std::string>());
     if (it != kDefaultArch.end()) arch = it->second;
   }
@@ -94,7 +124,7 @@ std::shared_ptr<Model> build_model(const nlohmann::json& config, const std::stri
     std::string known;
     for (const auto& [k, _] : factories()) known += (known.empty() ? "" : ", ") + k;
     throw std::runtime_error(where + ": unsupported architecture '" +
-                             (arch.empty() ? config.value("model_type", std::string("?")) : arch) +
+                             (arch.empty() ? quote_json(config.value("model_type", nlohmann::json("?"))) : arch) +
                              "' (supported: " + known + ")");
   }
   return it->second(config, where);

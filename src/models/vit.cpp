@@ -1,5 +1,7 @@
 #include "models/vit.h"
 
+#include <cstring>
+
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -14,20 +16,20 @@ namespace peft {
 ViTConfig ViTConfig::from_json(const nlohmann::json& j, const std::string& where) {
   ConfigReader r(j, where);
   ViTConfig c;
-  c.image_size = r.get<int64_t>("image_size", 224);
-  c.patch_size = r.get<int64_t>("patch_size", 16);
-  c.num_channels = r.get<int64_t>("num_channels", 3);
-  c.hidden_size = r.get<int64_t>("hidden_size", 768);
-  c.num_layers = r.get<int64_t>("num_hidden_layers", 12);
-  c.num_heads = r.get<int64_t>("num_attention_heads", 12);
-  c.head_dim = r.get<int64_t>("head_dim", c.hidden_size / c.num_heads);
-  c.intermediate_size = r.get<int64_t>("intermediate_size", 3072);
-  c.layer_norm_eps = r.get<double>("layer_norm_eps", 1e-12);
+  c.image_size = r.dim("image_size", 224, ConfigLimits::kWidth);
+  c.patch_size = r.dim("patch_size", 16, ConfigLimits::kWidth);
+  c.num_channels = r.dim("num_channels", 3, ConfigLimits::kWidth);
+  c.hidden_size = r.dim("hidden_size", 768, ConfigLimits::kWidth);
+  c.num_layers = r.dim("num_hidden_layers", 12, ConfigLimits::kLayers);
+  c.num_heads = r.dim("num_attention_heads", 12, ConfigLimits::kHeads);
+  c.head_dim = r.dim("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_heads), ConfigLimits::kWidth);
+  c.intermediate_size = r.dim("intermediate_size", 3072, ConfigLimits::kWidth);
+  c.layer_norm_eps = r.positive("layer_norm_eps", 1e-12);
   c.qkv_bias = r.get<bool>("qkv_bias", true);
   c.hidden_act = r.get<std::string>("hidden_act", "gelu");
   c.pooler_act = r.get<std::string>("pooler_act", "tanh");
-  c.pooler_output_size = r.get<int64_t>("pooler_output_size", c.hidden_size);
-  c.num_labels = num_labels_of(j);
+  c.pooler_output_size = r.dim("pooler_output_size", c.hidden_size, ConfigLimits::kWidth);
+  c.num_labels = num_labels_of(j, where);
   check_activation(c.hidden_act);
   check_activation(c.pooler_act);
   if (c.image_size % c.patch_size != 0) r.fail("image_size is not a multiple of patch_size");
@@ -109,6 +111,12 @@ ViTModel::ViTModel(const nlohmann::json& j, const std::string& where, bool add_p
 
 ModelOutputs ViTModel::run(const ModelInputs& in) {
   if (!in.pixel_values.defined()) throw std::invalid_argument("ViT needs pixel_values");
+  const auto& px = in.pixel_values;
+  if (px.dim() != 4 || px.size(1) != cfg_.num_channels || px.size(2) != cfg_.image_size ||
+      px.size(3) != cfg_.image_size || !px.is_floating_point())
+    throw std::invalid_argument("pixel_values must be float [batch, " + std::to_string(cfg_.num_channels) + ", " +
+                                std::to_string(cfg_.image_size) + ", " + std::to_string(cfg_.image_size) + "], got " +
+                                c10::str(px.sizes()) + " " + c10::toString(px.scalar_type()));
   auto h = embeddings->forward(in.pixel_values);
   for (size_t i = 0; i < layers->size(); ++i) {
     const auto& l = layers->items()[i];
@@ -148,6 +156,19 @@ std::string vit_rename_legacy_key(const std::string& key) {
   std::string k = key;
   for (const auto& [re, to] : kRules) k = std::regex_replace(k, re, to);
   return k;
+}
+
+std::string vit_legacy_key(const std::string& name) {
+  static const std::pair<const char*, const char*> kBack[] = {
+      {".attention.q_proj.", ".attention.attention.query."}, {".attention.k_proj.", ".attention.attention.key."},
+      {".attention.v_proj.", ".attention.attention.value."}, {".attention.o_proj.", ".attention.output.dense."},
+      {".mlp.fc1.", ".intermediate.dense."},                 {".mlp.fc2.", ".output.dense."}};
+  std::string key = name;
+  for (const auto& [from, to] : kBack)
+    if (auto p = key.find(from); p != std::string::npos) key.replace(p, std::strlen(from), to);
+  if (key.rfind("layers.", 0) == 0) key = "encoder.layer." + key.substr(7);
+  if (auto p = key.find(".layers."); p != std::string::npos) key.replace(p, 8, ".encoder.layer.");
+  return key;
 }
 
 }  // namespace peft

@@ -82,10 +82,18 @@ class ViTPooler : public Module {
   std::string act_;
 };
 
+// Renames a ViT checkpoint key from transformers' v4 layout to the v5 module names;
+// returns the key unchanged when it already has them.
+std::string vit_rename_legacy_key(const std::string& key);
+// The reverse: the v4 key transformers writes for a v5 module name.
+std::string vit_legacy_key(const std::string& name);
+
 class ViTModel : public Model {
  public:
   ViTModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
   std::string type_name() const override { return "ViTModel"; }
+  std::string name_for_checkpoint_key(const std::string& key) const override { return vit_rename_legacy_key(key); }
+  std::string checkpoint_key_for_name(const std::string& name) const override { return vit_legacy_key(name); }
   TaskKind task() const override { return TaskKind::kEncoder; }
   ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "vit"; }
@@ -102,6 +110,8 @@ class ViTForImageClassification : public Model {
  public:
   ViTForImageClassification(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "ViTForImageClassification"; }
+  std::string name_for_checkpoint_key(const std::string& key) const override { return vit_rename_legacy_key(key); }
+  std::string checkpoint_key_for_name(const std::string& name) const override { return vit_legacy_key(name); }
   TaskKind task() const override { return TaskKind::kImageClassification; }
   ModelOutputs run(const ModelInputs& in) override;
   std::string base_model_prefix() const override { return "vit"; }
@@ -110,8 +120,5 @@ class ViTForImageClassification : public Model {
   std::shared_ptr<Linear> classifier;
 };
 
-// Renames a ViT checkpoint key from transformers' v4 layout to the v5 module names;
-// returns the key unchanged when it already has them.
-std::string vit_rename_legacy_key(const std::string& key);
 
 }  // namespace peft

@@ -4,7 +4,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cmath>
 #include <stdexcept>
+#include <string>
 
 namespace peft {
 
@@ -31,11 +33,24 @@ at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
 
 }  // namespace
 
+void GenerationConfig::validate() const {
+  auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (max_new_tokens < 0 || max_new_tokens > (int64_t{1} << 24))
+    bad("max_new_tokens must be between 0 and 16777216, got " + std::to_string(max_new_tokens));
+  if (!(temperature > 0) || !std::isfinite(temperature)) bad("temperature must be a finite number > 0");
+  if (top_k < 0) bad("top_k must be >= 0 (0: off), got " + std::to_string(top_k));
+  if (!(top_p > 0 && top_p <= 1)) bad("top_p must be in (0, 1] (1: off)");
+  for (int64_t id : eos_token_ids)
+    if (id < 0) bad("eos token ids must be >= 0, got " + std::to_string(id));
+  if (pad_token_id < 0) bad("pad_token_id must be >= 0");
+}
+
 std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationConfig& cfg) {
   if (model.task() != TaskKind::kCausalLM)
     throw std::invalid_argument(model.type_name() + " is not a causal LM; it cannot generate");
   if (prompts.empty()) return {};
+  cfg.validate();
   c10::InferenceMode guard;
   const int64_t b = static_cast<int64_t>(prompts.size());
   int64_t len = 0;

@@ -31,8 +31,13 @@ struct Vocab {
 Vocab read_vocab_object(const Json& v, const std::string& where) {
   if (!v.is_object()) fail(where, "'vocab' must be an object of token -> id");
   Vocab vocab;
+  // Ids index a table: one far beyond the number of entries would size it absurdly.
+  const int64_t max_id = static_cast<int64_t>(v.size()) + (int64_t{1} << 16);
   for (const auto& [t, id] : v.items()) {
     if (!id.is_number_integer() || id.get<int64_t>() < 0) fail(where, "vocab id of '" + t + "' is not a non-negative integer");
+    if (id.get<int64_t>() >= max_id)
+      fail(where, "vocab id " + std::to_string(id.get<int64_t>()) + " of '" + t + "' is far beyond the vocabulary's " +
+                      std::to_string(v.size()) + " entries");
     vocab.add(t, id.get<int64_t>());
   }
   return vocab;

@@ -1,10 +1,13 @@
 #include "peft/tokenizer.h"
 
+#include <utf8proc.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "tokenizer/components.h"
+#include "util/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -59,19 +62,31 @@ char32_t char_at(const std::string& s, size_t at) {
 std::vector<std::tuple<size_t, size_t, const AddedToken*>> Tokenizer::Impl::find_added(const std::string& text) const {
   std::vector<std::tuple<size_t, size_t, const AddedToken*>> out;
   if (added.empty()) return out;
+  // Each token's next occurrence at or after `pos`, found again only once `pos` passes
+  // it: every token scans the text once in all, not once per match.
+  std::vector<size_t> next(added.size(), 0);
+  std::vector<bool> stale(added.size(), true);
+  auto occurrence = [&](size_t i, size_t pos) {
+    const auto& t = added[i];
+    if (!stale[i] && (next[i] == std::string::npos || next[i] >= pos)) return next[i];
+    size_t at = text.find(t.content, pos);
+    while (at != std::string::npos && t.single_word) {
+      const char32_t before = char_before(text, at), after = char_at(text, at + t.content.size());
+      if ((!before || !is_word_char(before)) && (!after || !is_word_char(after))) break;
+      at = text.find(t.content, at + 1);
+    }
+    stale[i] = false;
+    return next[i] = at;
+  };
   size_t pos = 0;
   while (pos < text.size()) {
     // Leftmost match; the longest among those starting there.
     size_t best_at = std::string::npos;
     const AddedToken* best = nullptr;
-    for (const auto& t : added) {
+    for (size_t i = 0; i < added.size(); ++i) {
+      const auto& t = added[i];
       if (t.content.empty()) continue;
-      size_t at = text.find(t.content, pos);
-      while (at != std::string::npos && t.single_word) {
-        const char32_t before = char_before(text, at), after = char_at(text, at + t.content.size());
-        if ((!before || !is_word_char(before)) && (!after || !is_word_char(after))) break;
-        at = text.find(t.content, at + 1);
-      }
+      const size_t at = occurrence(i, pos);
       if (at == std::string::npos) continue;
       if (at < best_at || (at == best_at && t.content.size() > best->content.size())) {
         best_at = at;
@@ -127,12 +142,18 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_json(const std::string& text, const std::string& where) {
-  Json j;
+  const Json j = parse_json(text, where);
   try {
-    j = Json::parse(text);
+    return build(j, where);
   } catch (const nlohmann::json::exception& e) {
-    fail(where, std::string("invalid JSON: ") + e.what());
+    // A field of the wrong type deep in a component: name the file, keep one line.
+    std::string what = e.what();
+    if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+    fail(where, "malformed tokenizer.json: " + what);
   }
+}
+
+Tokenizer Tokenizer::build(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) fail(where, "not a JSON object");
   if (!j.contains("model") || j["model"].is_null()) fail(where, "missing 'model'");
   auto impl = std::make_unique<Impl>();
@@ -183,23 +204,16 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   } else {
     dir = file.parent_path();
   }
-  std::ifstream in(file);
-  if (!in) throw std::runtime_error(file.string() + ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  Tokenizer t = from_json(ss.str(), file.string());
-  std::ifstream cfg_in(dir / "tokenizer_config.json");
-  if (cfg_in) {
-    try {
-      auto cfg = Json::parse(cfg_in);
-      for (const char* role : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
-        if (!cfg.contains(role)) continue;
-        const auto& v = cfg[role];
-        if (v.is_string()) t.impl_->roles[role] = v.get<std::string>();
-        else if (v.is_object() && v.contains("content")) t.impl_->roles[role] = v["content"].get<std::string>();
-      }
-    } catch (const nlohmann::json::exception& e) {
-      fail((dir / "tokenizer_config.json").string(), std::string("invalid JSON: ") + e.what());
+  Tokenizer t = from_json(read_file_bytes(file.string()), file.string());
+  const fs::path cfg_path = dir / "tokenizer_config.json";
+  if (fs::exists(cfg_path)) {
+    const auto cfg = read_json_file(cfg_path.string());
+    for (const char* role : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
+      if (!cfg.is_object() || !cfg.contains(role)) continue;
+      const auto& v = cfg.at(role);
+      if (v.is_string()) t.impl_->roles[role] = v.get<std::string>();
+      else if (v.is_object() && v.contains("content") && v.at("content").is_string())
+        t.impl_->roles[role] = v.at("content").get<std::string>();
     }
   }
   return t;
@@ -217,7 +231,23 @@ void truncate(Encoding& e, size_t n) {
 }
 }  // namespace
 
+namespace {
+// Text must be UTF-8 (as a Python str always is): invalid bytes are an error naming where
+// they are, never dropped or replaced silently.
+void check_utf8(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    utf8proc_int32_t cp;
+    const auto n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data() + i),
+                                    static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
+    if (n <= 0) throw std::invalid_argument("text is not valid UTF-8 (at byte " + std::to_string(i) + ")");
+    i += static_cast<size_t>(n);
+  }
+}
+}  // namespace
+
 Encoding Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
+  check_utf8(text);
   Encoding e = impl_->encode_one(text);
   if (impl_->truncation) {
     const size_t room = add_special_tokens && impl_->post_processor ? impl_->post_processor->added_tokens(false) : 0;
@@ -228,6 +258,8 @@ Encoding Tokenizer::encode(const std::string& text, bool add_special_tokens) con
 }
 
 Encoding Tokenizer::encode_pair(const std::string& a, const std::string& b, bool add_special_tokens) const {
+  check_utf8(a);
+  check_utf8(b);
   Encoding ea = impl_->encode_one(a), eb = impl_->encode_one(b);
   std::fill(eb.type_ids.begin(), eb.type_ids.end(), 1);
   if (impl_->truncation) {

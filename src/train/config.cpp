@@ -1,11 +1,23 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <set>
 #include <stdexcept>
 
 #include "peft/train.h"
+#include "models/config_reader.h"
+#include "util/json_file.h"
+#include "util/suggest.h"
 
 namespace peft {
 
 namespace {
+
+std::string format_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 // Every field with its JSON name, once: parsing, printing and overrides share this list.
 template <class C, class F>
@@ -56,30 +68,61 @@ void for_each_field(C& c, F&& f) {
 
 template <class T>
 void assign(T& dst, const nlohmann::json& v, const std::string& where, const std::string& key) {
-  try {
-    if constexpr (std::is_same_v<T, nlohmann::ordered_json>) dst = nlohmann::ordered_json::parse(v.dump());
-    else dst = v.get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw std::runtime_error(where + ": '" + key + "' has the wrong type (" + v.dump() + ")");
+  if constexpr (std::is_same_v<T, nlohmann::ordered_json>) {
+    if (!v.is_object()) throw std::runtime_error(where + ": '" + key + "' must be an object, got " + quote_json(v));
+    dst = nlohmann::ordered_json::parse(v.dump());
+  } else {
+    dst = strict_get<T>(v, where + ": '" + key + "'");
   }
 }
 
-void validate(const TrainConfig& c, const std::string& where) {
+}  // namespace
+
+void TrainConfig::validate(const std::string& where) const {
+  const TrainConfig& c = *this;
   auto bad = [&](const std::string& m) { throw std::runtime_error(where + ": " + m); };
+  auto in_range = [&](const char* key, double v, double lo, double hi, bool lo_open = false) {
+    if (!std::isfinite(v) || v < lo || v > hi || (lo_open && v == lo))
+      bad("'" + std::string(key) + "' must be in " + (lo_open ? "(" : "[") + format_number(lo) + ", " +
+          format_number(hi) + "], got " + format_number(v));
+  };
+  constexpr int64_t kMaxBatch = int64_t{1} << 20, kMaxSteps = int64_t{1} << 40;
   if (c.model.empty()) bad("'model' is required");
   if (c.train_file.empty()) bad("'train_file' is required");
-  static const std::set<std::string> formats = {"auto", "input_ids", "text", "prompt_completion", "messages", "text_label"};
-  if (!formats.count(c.format)) bad("unknown format '" + c.format + "'");
-  static const std::set<std::string> scheds = {"constant", "constant_with_warmup", "linear", "cosine"};
-  if (!scheds.count(c.lr_scheduler_type)) bad("unknown lr_scheduler_type '" + c.lr_scheduler_type + "'");
+  if (c.output_dir.empty()) bad("'output_dir' must not be empty");
+  static const std::vector<std::string> formats = {"auto", "input_ids", "text", "prompt_completion", "messages",
+                                                   "text_label"};
+  if (std::find(formats.begin(), formats.end(), c.format) == formats.end())
+    bad("unknown format '" + c.format + "'" + did_you_mean(c.format, formats));
+  static const std::vector<std::string> scheds = {"constant", "constant_with_warmup", "linear", "cosine"};
+  if (std::find(scheds.begin(), scheds.end(), c.lr_scheduler_type) == scheds.end())
+    bad("unknown lr_scheduler_type '" + c.lr_scheduler_type + "'" + did_you_mean(c.lr_scheduler_type, scheds));
   if (c.on_bad_line != "stop" && c.on_bad_line != "skip") bad("on_bad_line must be stop or skip");
   if (c.precision != "fp32" && c.precision != "bf16") bad("precision must be fp32 or bf16");
-  if (c.per_device_train_batch_size < 1 || c.gradient_accumulation_steps < 1) bad("batch sizes must be >= 1");
-  if (c.eval_split < 0 || c.eval_split >= 1) bad("eval_split must be in [0, 1)");
-  if (c.max_length < 2) bad("max_length must be >= 2");
+  in_range("per_device_train_batch_size", c.per_device_train_batch_size, 1, kMaxBatch);
+  in_range("per_device_eval_batch_size", c.per_device_eval_batch_size, 1, kMaxBatch);
+  in_range("gradient_accumulation_steps", c.gradient_accumulation_steps, 1, kMaxBatch);
+  in_range("eval_split", c.eval_split, 0, 0.999);
+  in_range("max_length", c.max_length, 2, int64_t{1} << 24);
+  in_range("learning_rate", c.learning_rate, 0, std::numeric_limits<double>::max());
+  in_range("weight_decay", c.weight_decay, 0, 10);
+  in_range("adam_beta1", c.adam_beta1, 0, 1);
+  in_range("adam_beta2", c.adam_beta2, 0, 1);
+  if (c.adam_beta1 >= 1 || c.adam_beta2 >= 1) bad("adam_beta1 and adam_beta2 must be below 1");
+  in_range("adam_epsilon", c.adam_epsilon, 0, 1, /*lo_open=*/true);
+  in_range("max_grad_norm", c.max_grad_norm, 0, 1e9);
+  if (c.max_steps != -1) in_range("max_steps", c.max_steps, 1, kMaxSteps);
+  in_range("num_train_epochs", c.num_train_epochs, 0, 1e6, /*lo_open=*/true);
+  in_range("warmup_steps", c.warmup_steps, 0, kMaxSteps);
+  in_range("warmup_ratio", c.warmup_ratio, 0, 1);
+  in_range("logging_steps", c.logging_steps, 1, kMaxSteps);
+  in_range("eval_steps", c.eval_steps, 0, kMaxSteps);
+  in_range("save_steps", c.save_steps, 0, kMaxSteps);
+  in_range("save_total_limit", c.save_total_limit, 0, 1e6);
+  in_range("early_stopping_patience", c.early_stopping_patience, 0, 1e6);
+  in_range("num_labels", c.num_labels, 0, ConfigLimits::kLabels);
+  if (c.num_labels > 0 && c.architecture.empty()) bad("'num_labels' needs 'architecture' (the class of the new head)");
 }
-
-}  // namespace
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw std::runtime_error(where + ": the config must be a JSON object");
@@ -90,8 +133,13 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& w
     if (auto it = j.find(name); it != j.end() && !it->is_null()) assign(field, *it, where, name);
   });
   for (const auto& [k, _] : j.items())
-    if (!known.count(k)) throw std::runtime_error(where + ": unknown key '" + k + "' (docs/TRAINING.md lists the keys)");
-  validate(c, where);
+    if (!known.count(k)) {
+      std::string hint = did_you_mean(k, {known.begin(), known.end()});
+      if (k == "bf16" || k == "fp16") hint = " (use precision=bf16)";
+      throw std::runtime_error(where + ": unknown key '" + k + "'" +
+                               (hint.empty() ? " (peft train --help and docs/TRAINING.md list the keys)" : hint));
+    }
+  c.validate(where);
   return c;
 }
 
@@ -109,9 +157,9 @@ nlohmann::json TrainConfig::with_overrides(nlohmann::json j, const std::vector<s
     const std::string key = s.substr(0, eq), value = s.substr(eq + 1);
     nlohmann::json v;
     try {
-      v = nlohmann::json::parse(value);
-    } catch (const nlohmann::json::exception&) {
-      v = value;
+      v = parse_json(value, "");
+    } catch (const std::exception&) {
+      v = value;  // not JSON: a string
     }
     if (key.rfind("method.", 0) == 0) j["method"][key.substr(7)] = v;
     else j[key] = v;

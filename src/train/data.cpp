@@ -2,11 +2,13 @@
 
 #include <ATen/ATen.h>
 
-#include <fstream>
+#include <algorithm>
 #include <iostream>
+#include <sstream>
 
 #include "peft/chat_template.h"
 #include "peft/npy.h"
+#include "util/json_file.h"
 
 namespace peft {
 
@@ -21,9 +23,16 @@ std::string detect_format(const nlohmann::json& j) {
   return "";
 }
 
+// A line's field; lines may differ in which fields they have, so every access checks.
+const nlohmann::json& field(const nlohmann::json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key)) throw std::runtime_error(std::string("missing field '") + key + "'");
+  return j.at(key);
+}
+
 const std::string& str_field(const nlohmann::json& j, const char* key) {
-  if (!j.contains(key) || !j[key].is_string()) throw std::runtime_error(std::string("missing string field '") + key + "'");
-  return j[key].get_ref<const std::string&>();
+  const auto& v = field(j, key);
+  if (!v.is_string()) throw std::runtime_error(std::string("field '") + key + "' must be a string, got " + quote_json(v));
+  return v.get_ref<const std::string&>();
 }
 
 std::optional<int64_t> eos_id(const Tokenizer& t) {
@@ -38,9 +47,13 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
     return *o.tokenizer;
   };
   if (format == "input_ids") {
-    if (!j["input_ids"].is_array()) throw std::runtime_error("'input_ids' is not a list");
-    for (const auto& v : j["input_ids"]) {
+    const auto& ids = field(j, "input_ids");
+    if (!ids.is_array()) throw std::runtime_error("'input_ids' is not a list");
+    for (const auto& v : ids) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0) throw std::runtime_error("'input_ids' holds a non-id");
+      if (o.vocab_size > 0 && v.get<int64_t>() >= o.vocab_size)
+        throw std::runtime_error("token id " + std::to_string(v.get<int64_t>()) + " is out of range for the model's " +
+                                 std::to_string(o.vocab_size) + "-token vocabulary");
       ex.input_ids.push_back(v.get<int64_t>());
     }
     ex.labels = ex.input_ids;
@@ -57,9 +70,10 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
       prompt = str_field(j, "prompt");
       full = prompt + str_field(j, "completion");
     } else {
-      if (!j["messages"].is_array() || j["messages"].empty()) throw std::runtime_error("'messages' is not a non-empty list");
+      const auto& messages = field(j, "messages");
+      if (!messages.is_array() || messages.empty()) throw std::runtime_error("'messages' is not a non-empty list");
       std::vector<ChatMessage> msgs;
-      for (const auto& m : j["messages"]) msgs.push_back({str_field(m, "role"), str_field(m, "content")});
+      for (const auto& m : messages) msgs.push_back({str_field(m, "role"), str_field(m, "content")});
       if (msgs.back().role != "assistant") throw std::runtime_error("the last message must be the assistant's");
       // The format follows the tokenizer: Llama-3 markers if it has them, else ChatML.
       const ChatFormat f = tok.token_to_id("<|start_header_id|>") ? ChatFormat::kLlama3 : ChatFormat::kChatML;
@@ -77,10 +91,14 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
   } else if (format == "text_label") {
     const auto& tok = need_tok();
     ex.input_ids = tok.encode(str_field(j, "text")).ids;
-    const auto& l = j["label"];
+    const auto& l = field(j, "label");
     if (l.is_number_integer()) ex.class_label = l.get<int64_t>();
-    else if (l.is_string() && o.label2id.contains(l.get<std::string>())) ex.class_label = o.label2id[l.get<std::string>()];
-    else throw std::runtime_error("label " + l.dump() + " is neither an index nor a name in config.json's label2id");
+    else if (l.is_string() && o.label2id.contains(l.get<std::string>()) && o.label2id[l.get<std::string>()].is_number_integer())
+      ex.class_label = o.label2id[l.get<std::string>()].get<int64_t>();
+    else throw std::runtime_error("label " + quote_json(l) + " is neither an index nor a name in config.json's label2id");
+    if (ex.class_label < 0 || (o.num_labels > 0 && ex.class_label >= o.num_labels))
+      throw std::runtime_error("label " + std::to_string(ex.class_label) + " is out of range: the model has " +
+                               std::to_string(o.num_labels) + " labels");
   } else {
     throw std::runtime_error("unknown format '" + format + "'");
   }
@@ -95,15 +113,14 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
 }  // namespace
 
 std::vector<Example> load_examples(const std::string& path, const DataOptions& o) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::istringstream in(read_file_bytes(path));
   std::vector<Example> out;
   std::string format = o.format, line;
   size_t skipped = 0;
   for (size_t n = 1; std::getline(in, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
-      auto j = nlohmann::json::parse(line);
+      auto j = parse_json(line, "");
       if (!j.is_object()) throw std::runtime_error("not a JSON object");
       if (format == "auto") {
         format = detect_format(j);
@@ -118,6 +135,20 @@ std::vector<Example> load_examples(const std::string& path, const DataOptions& o
     }
   }
   if (out.empty()) throw std::runtime_error(path + ": no usable examples");
+  if (!o.classification) {
+    // A causal example predicts its labels from position 1 on; truncation can leave none.
+    size_t no_loss = 0;
+    for (const auto& e : out)
+      no_loss += std::all_of(e.labels.begin() + std::min<size_t>(1, e.labels.size()), e.labels.end(),
+                             [](int64_t l) { return l == -100; });
+    if (no_loss == out.size())
+      throw std::runtime_error(path + ": no example has a token to learn (all completions were cut off by max_length " +
+                               std::to_string(o.max_length) + ", or are empty)");
+    if (no_loss > 0)
+      std::cerr << "warning: " << path << ": " << no_loss << " of " << out.size()
+                << " examples have no token to learn (completion cut off by max_length " << o.max_length
+                << " or empty); they add nothing to the loss\n";
+  }
   if (o.classification)
     for (const auto& e : out)
       if (e.class_label < 0) throw std::runtime_error(path + ": classification needs {\"text\", \"label\"} lines");
@@ -135,14 +166,24 @@ std::vector<Example> load_examples(const std::string& path, const DataOptions& o
   return out;
 }
 
-std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy) {
+std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy,
+                                         int64_t num_labels) {
   if (labels_npy.empty()) throw std::runtime_error(images_npy + ": image data needs label_file (a .npy of class indices)");
   auto images = load_npy(images_npy);
-  auto labels = load_npy(labels_npy).to(at::kLong);
+  auto labels = load_npy(labels_npy);
+  if (labels.is_floating_point() || labels.scalar_type() == at::kBool)
+    throw std::runtime_error(labels_npy + ": labels must be integers, got " + c10::toString(labels.scalar_type()));
+  labels = labels.to(at::kLong);
   if (images.dim() != 4) throw std::runtime_error(images_npy + ": expected [N, C, H, W], got " + c10::str(images.sizes()));
   if (labels.dim() != 1 || labels.size(0) != images.size(0))
     throw std::runtime_error(labels_npy + ": expected [" + std::to_string(images.size(0)) + "] labels, got " +
                              c10::str(labels.sizes()));
+  if (!labels.is_floating_point() && labels.numel() > 0) {
+    const int64_t lo = labels.min().item<int64_t>(), hi = labels.max().item<int64_t>();
+    if (lo < 0 || (num_labels > 0 && hi >= num_labels))
+      throw std::runtime_error(labels_npy + ": label " + std::to_string(lo < 0 ? lo : hi) + " is out of range: the model has " +
+                               std::to_string(num_labels) + " labels");
+  }
   images = images.scalar_type() == at::kByte ? images.to(at::kFloat) / 255.0 : images.to(at::kFloat);
   std::vector<Example> out(images.size(0));
   for (int64_t i = 0; i < images.size(0); ++i) {

@@ -28,6 +28,8 @@ struct DataOptions {
   bool classification = false;
   const Tokenizer* tokenizer = nullptr;  // required unless every line is input_ids
   nlohmann::json label2id;               // from the model's config.json, for string labels
+  int64_t num_labels = 0;                // classification: labels must lie in [0, num_labels)
+  int64_t vocab_size = 0;                // input_ids must lie in [0, vocab_size) (0: unchecked)
 };
 
 // Reads a JSONL file. Formats: {"input_ids": [...]}, {"text"}, {"prompt", "completion"},
@@ -37,8 +39,9 @@ struct DataOptions {
 std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
 
 // Image classification: images from a .npy [N, C, H, W] (float, or uint8 scaled to
-// [0, 1]) and class indices from a .npy [N].
-std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy);
+// [0, 1]) and class indices in [0, num_labels) from a .npy [N].
+std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy,
+                                         int64_t num_labels);
 
 struct Batch {
   at::Tensor input_ids, attention_mask, labels;  // labels: [b, s] (LM) or [b] (classes)

@@ -17,9 +17,14 @@
 #include "peft/layers.h"
 #include "peft/peft_model.h"
 #include "peft/train.h"
+#include "models/bert.h"  // num_labels_of
 #include "models/checkpoint.h"
 #include "train/data.h"
+#include "train/run_folder.h"
 #include "train/schedule.h"
+#include "util/atomic_file.h"
+#include "util/hash.h"
+#include "util/process.h"
 
 namespace fs = std::filesystem;
 
@@ -60,7 +65,7 @@ Setup load(const TrainConfig& cfg, const std::vector<std::string>& adapters, boo
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
     if (!m.contains("task_type") && s.model->task() != TaskKind::kImageClassification)
       m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
-    auto method = parse_adapter_config(m, "config 'method'");
+    auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
     s.peft->add_adapter("default", *method, cfg.seed);
   }
@@ -77,12 +82,15 @@ DataOptions data_options(const TrainConfig& cfg, const Setup& s) {
   o.classification = !s.causal;
   o.tokenizer = s.tokenizer ? &*s.tokenizer : nullptr;
   o.label2id = s.model->config().value("label2id", nlohmann::json::object());
+  if (!s.causal) o.num_labels = num_labels_of(s.model->config(), cfg.model);
+  if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
   return o;
 }
 
 // JSONL, or for images a .npy with its labels .npy.
 std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
-  if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0) return load_image_examples(file, labels);
+  if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0)
+    return load_image_examples(file, labels, o.num_labels);
   return load_examples(file, o);
 }
 
@@ -122,91 +130,66 @@ std::string fmt_time(double s) {
   return buf;
 }
 
-void write_json_atomic(const fs::path& p, const nlohmann::json& j) {
-  const fs::path tmp = p.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
+// What makes two runs the same run: every setting that changes the steps' results, and
+// the contents (not the paths) of the data files.
+nlohmann::json run_fingerprint(const TrainConfig& cfg) {
+  nlohmann::json config = cfg.to_json(), data = nlohmann::json::object();
+  for (const char* k : {"output_dir", "progress", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+                        "device", "early_stopping_patience"})
+    config.erase(k);
+  for (const char* k : {"train_file", "label_file", "eval_file", "eval_label_file"}) {
+    const std::string f = config[k];
+    config.erase(k);
+    if (!f.empty()) data[k] = file_content_hash(f);
   }
-  fs::rename(tmp, p);
+  return {{"config", config}, {"data", data}};
 }
 
-// --- checkpoints ---------------------------------------------------------------------
-
-struct TrainerState {
-  int64_t step = 0;  // optimizer steps done; fixes the data position too
-  double best_eval = std::numeric_limits<double>::infinity();
-  int64_t bad_evals = 0;
-  nlohmann::json history = nlohmann::json::array();
-};
-
-// checkpoint-N folders (complete ones; .tmp are unfinished writes), oldest first.
-std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& out_dir) {
-  std::vector<std::pair<int64_t, fs::path>> all;
-  for (const auto& d : fs::directory_iterator(out_dir)) {
-    const auto name = d.path().filename().string();
-    if (!d.is_directory() || name.rfind("checkpoint-", 0) != 0) continue;
-    const auto num = name.substr(11);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
-    all.emplace_back(std::stoll(num), d.path());
-  }
-  std::sort(all.begin(), all.end());
-  return all;
-}
-
-void save_checkpoint(const fs::path& out_dir, PeftModel& peft, torch::optim::AdamW& opt,
-                     const std::vector<at::Tensor>& params, const TrainerState& st, int64_t keep) {
-  const fs::path final_dir = out_dir / ("checkpoint-" + std::to_string(st.step));
-  const fs::path tmp = out_dir / ("checkpoint-" + std::to_string(st.step) + ".tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  peft.save_adapter(tmp.string());
-  NamedTensors opt_tensors;
-  for (size_t i = 0; i < params.size(); ++i) {
-    auto it = opt.state().find(params[i].unsafeGetTensorImpl());
-    if (it == opt.state().end()) continue;
-    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-    opt_tensors.emplace_back(std::to_string(i) + ".exp_avg", s.exp_avg());
-    opt_tensors.emplace_back(std::to_string(i) + ".exp_avg_sq", s.exp_avg_sq());
-    opt_tensors.emplace_back(std::to_string(i) + ".step", at::scalar_tensor(s.step(), at::kLong));
-  }
-  opt_tensors.emplace_back("rng_state", at::detail::getDefaultCPUGenerator().get_state());
-  save_safetensors((tmp / "optimizer.safetensors").string(), opt_tensors);
-  nlohmann::json j = {{"global_step", st.step},
-                      {"best_eval", std::isfinite(st.best_eval) ? nlohmann::json(st.best_eval) : nlohmann::json()},
-                      {"bad_evals", st.bad_evals}, {"log_history", st.history}};
-  // File sizes let resume tell a complete checkpoint from one cut short on disk.
-  nlohmann::json sizes;
-  for (const auto& f : fs::directory_iterator(tmp)) sizes[f.path().filename().string()] = fs::file_size(f.path());
-  j["file_sizes"] = sizes;
-  write_json_atomic(tmp / "trainer_state.json", j);
-  fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
-  // Keep the newest `keep`.
-  const auto all = list_checkpoints(out_dir);
-  for (size_t i = 0; keep > 0 && i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
-}
-
-// The newest checkpoint whose files are all present, complete and readable.
-std::optional<fs::path> newest_intact_checkpoint(const fs::path& out_dir) {
-  if (!fs::exists(out_dir)) return std::nullopt;
-  auto all = list_checkpoints(out_dir);
-  std::reverse(all.begin(), all.end());
-  for (const auto& [step, dir] : all) {
-    try {
-      auto j = nlohmann::json::parse(std::ifstream(dir / "trainer_state.json"));
-      for (const auto& [f, size] : j.at("file_sizes").items())
-        if (!fs::exists(dir / f) || fs::file_size(dir / f) != size.get<uintmax_t>())
-          throw std::runtime_error(f + " is missing or has the wrong size");
-      SafetensorsFile a((dir / "adapter_model.safetensors").string());
-      SafetensorsFile o((dir / "optimizer.safetensors").string());
-      return dir;
-    } catch (const std::exception& e) {
-      std::cerr << "warning: " << dir.string() << " is damaged (" << e.what() << "); trying an older checkpoint\n";
+void save_checkpoint(RunFolder& run, PeftModel& peft, torch::optim::AdamW& opt, const std::vector<at::Tensor>& params,
+                     const TrainerState& st, int64_t keep) {
+  run.save_checkpoint(st, [&](const fs::path& tmp) {
+    peft.save_adapter(tmp.string());
+    NamedTensors opt_tensors;
+    for (size_t i = 0; i < params.size(); ++i) {
+      auto it = opt.state().find(params[i].unsafeGetTensorImpl());
+      if (it == opt.state().end()) continue;
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      opt_tensors.emplace_back(std::to_string(i) + ".exp_avg", s.exp_avg());
+      opt_tensors.emplace_back(std::to_string(i) + ".exp_avg_sq", s.exp_avg_sq());
+      opt_tensors.emplace_back(std::to_string(i) + ".step", at::scalar_tensor(s.step(), at::kLong));
     }
+    opt_tensors.emplace_back("rng_state", at::detail::getDefaultCPUGenerator().get_state());
+    save_safetensors((tmp / "optimizer.safetensors").string(), opt_tensors);
+  }, keep);
+}
+
+// Restores AdamW's moments and the CPU generator from a checkpoint, checking each
+// tensor against the parameter it belongs to.
+void load_optimizer_state(const fs::path& ckpt, torch::optim::AdamW& opt, const std::vector<at::Tensor>& params,
+                          at::Device dev) {
+  const std::string path = (ckpt / "optimizer.safetensors").string();
+  SafetensorsFile f(path);
+  auto get = [&](const std::string& key, at::IntArrayRef shape, at::ScalarType dtype) {
+    if (!f.contains(key)) throw std::runtime_error(path + ": missing tensor '" + key + "'");
+    at::Tensor t = f.get(key);
+    if (t.sizes() != shape || t.scalar_type() != dtype)
+      throw std::runtime_error(path + ": tensor '" + key + "' has shape " + c10::str(t.sizes()) + " " +
+                               c10::toString(t.scalar_type()) + ", expected " + c10::str(shape) + " " +
+                               c10::toString(dtype));
+    return t.clone();
+  };
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto k = std::to_string(i);
+    if (!f.contains(k + ".exp_avg")) continue;
+    auto ps = std::make_unique<torch::optim::AdamWParamState>();
+    ps->step(get(k + ".step", {}, at::kLong).item<int64_t>());
+    ps->exp_avg(get(k + ".exp_avg", params[i].sizes(), params[i].scalar_type()).to(dev));
+    ps->exp_avg_sq(get(k + ".exp_avg_sq", params[i].sizes(), params[i].scalar_type()).to(dev));
+    opt.state()[params[i].unsafeGetTensorImpl()] = std::move(ps);
   }
-  return std::nullopt;
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  const at::Tensor now = gen.get_state();
+  gen.set_state(get("rng_state", now.sizes(), now.scalar_type()));
 }
 
 // --- evaluation ----------------------------------------------------------------------
@@ -241,32 +224,34 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
   return r;
 }
 
+// Draws loss.png with gnuplot, if it is installed. The script names its files relative
+// to the output folder, where gnuplot runs: no path, and nothing from the config, ever
+// reaches a command line or a script.
 void plot_losses(const fs::path& out_dir, const nlohmann::json& history) {
-  const fs::path data = out_dir / "loss.dat";
-  {
-    std::ofstream d(data);
-    for (const auto& h : history)
-      if (h.contains("loss")) d << h["step"] << " " << h["loss"] << "\n";
-    d << "\n\n";
-    for (const auto& h : history)
-      if (h.contains("eval_loss")) d << h["step"] << " " << h["eval_loss"] << "\n";
-  }
-  const std::string script = "set terminal pngcairo size 900,500; set output '" + (out_dir / "loss.png").string() +
-                             "'; set xlabel 'step'; set ylabel 'loss'; set grid; plot '" + data.string() +
-                             "' index 0 with lines title 'train', '' index 1 with linespoints title 'eval'";
-  const std::string cmd = "gnuplot -e \"" + script + "\" 2>/dev/null";
-  if (std::system(("command -v gnuplot >/dev/null 2>&1 && " + cmd).c_str()) != 0)
-    std::cerr << "note: gnuplot not found or failed; loss curve not drawn (" << data.string() << " has the numbers)\n";
+  std::string data;
+  for (const auto& h : history)
+    if (h.contains("loss")) data += h["step"].dump() + " " + h["loss"].dump() + "\n";
+  data += "\n\n";
+  for (const auto& h : history)
+    if (h.contains("eval_loss")) data += h["step"].dump() + " " + h["eval_loss"].dump() + "\n";
+  write_file_atomic((out_dir / "loss.dat").string(), data);
+  write_file_atomic((out_dir / "loss.gp").string(),
+                    "set terminal pngcairo size 900,500\nset output 'loss.png'\nset xlabel 'step'\n"
+                    "set ylabel 'loss'\nset grid\nplot 'loss.dat' index 0 with lines title 'train', "
+                    "'' index 1 with linespoints title 'eval'\n");
+  if (run_program({"gnuplot", "loss.gp"}, out_dir.string()) != 0)
+    std::cerr << "note: gnuplot not found or failed; loss curve not drawn (" << (out_dir / "loss.dat").string()
+              << " has the numbers)\n";
 }
 
 }  // namespace
 
-TrainResult train(const TrainConfig& cfg, bool resume) {
+TrainResult train(const TrainConfig& cfg, bool resume, bool overwrite) {
+  cfg.validate();
   torch::manual_seed(cfg.seed);
   const fs::path out_dir = cfg.output_dir;
-  fs::create_directories(out_dir);
-  std::optional<fs::path> ckpt = resume ? newest_intact_checkpoint(out_dir) : std::nullopt;
-  if (resume && !ckpt) std::cerr << "note: no intact checkpoint in " << out_dir.string() << "; starting fresh\n";
+  RunFolder run(out_dir, run_fingerprint(cfg));
+  const std::optional<fs::path> ckpt = run.prepare(resume, overwrite);
 
   std::vector<std::string> init;
   if (ckpt) init = {ckpt->string()};
@@ -285,6 +270,9 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     for (size_t i = 0; i < order.size(); ++i) (i < n_eval ? eval_data : rest).push_back(train_data[order[i]]);
     train_data = std::move(rest);
   }
+  if (train_data.empty())
+    throw std::runtime_error(cfg.train_file + ": no training examples are left after eval_split " +
+                             std::to_string(cfg.eval_split) + " (use a smaller eval_split, or an eval_file)");
 
   // Parameters and AdamW groups: no decay for biases and norm weights, as HF Trainer.
   std::vector<at::Tensor> params = s.peft->trainable_tensors();
@@ -321,27 +309,13 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
 
   TrainerState st;
   if (ckpt) {
-    auto j = nlohmann::json::parse(std::ifstream(*ckpt / "trainer_state.json"));
-    st.step = j["global_step"];
-    st.best_eval = j["best_eval"].is_null() ? std::numeric_limits<double>::infinity() : j["best_eval"].get<double>();
-    st.bad_evals = j["bad_evals"];
-    st.history = j["log_history"];
-    SafetensorsFile f((*ckpt / "optimizer.safetensors").string());
-    for (size_t i = 0; i < params.size(); ++i) {
-      const auto k = std::to_string(i);
-      if (!f.contains(k + ".exp_avg")) continue;
-      auto ps = std::make_unique<torch::optim::AdamWParamState>();
-      ps->step(f.get(k + ".step").item<int64_t>());
-      ps->exp_avg(f.get(k + ".exp_avg").clone().to(dev));
-      ps->exp_avg_sq(f.get(k + ".exp_avg_sq").clone().to(dev));
-      opt.state()[params[i].unsafeGetTensorImpl()] = std::move(ps);
-    }
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(f.get("rng_state").clone());
+    st = RunFolder::read_state(*ckpt);
+    load_optimizer_state(*ckpt, opt, params, dev);
     std::cerr << "resumed from " << ckpt->string() << " at step " << st.step << "\n";
   }
-  std::ofstream metrics(out_dir / "metrics.jsonl", std::ios::trunc);
-  for (const auto& h : st.history) metrics << h.dump() << "\n";
+  std::string logged;
+  for (const auto& h : st.history) logged += h.dump() + "\n";
+  AppendFile metrics((out_dir / "metrics.jsonl").string(), logged);
 
   TrainResult result;
   const bool tty = isatty(STDERR_FILENO);
@@ -361,7 +335,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     auto r = run_eval(*s.peft, eval_data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, dev);
     r["step"] = step;
     st.history.push_back(r);
-    metrics << r.dump() << "\n" << std::flush;
+    metrics.append(r.dump() + "\n");
     result.evals.push_back(r);
     if (tty) std::cerr << "\n";
     std::cerr << "eval @ " << step << ": " << r.dump() << "\n";
@@ -443,7 +417,7 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
       nlohmann::json h = {{"step", log.step}, {"loss", mean_loss}, {"learning_rate", log.learning_rate},
                           {"grad_norm", log.grad_norm}, {"tokens_per_second", log.tokens_per_second}};
       st.history.push_back(h);
-      metrics << h.dump() << "\n" << std::flush;
+      metrics.append(h.dump() + "\n");
     }
     if (cfg.progress) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
@@ -459,13 +433,13 @@ TrainResult train(const TrainConfig& cfg, bool resume) {
     }
     if (cfg.eval_steps > 0 && st.step % cfg.eval_steps == 0 && st.step < total) stop = do_eval(st.step);
     if ((cfg.save_steps > 0 && st.step % cfg.save_steps == 0) || st.step == total || stop)
-      save_checkpoint(out_dir, *s.peft, opt, params, st, cfg.save_total_limit);
+      save_checkpoint(run, *s.peft, opt, params, st, cfg.save_total_limit);
   }
   if (tty && cfg.progress) std::cerr << "\n";
   if (!stop) do_eval(st.step);
   s.peft->save_adapter(out_dir.string());
   result.adapter_dir = out_dir.string();
-  write_json_atomic(out_dir / "train_config.json", cfg.to_json());
+  write_json_atomic((out_dir / "train_config.json").string(), cfg.to_json());
   plot_losses(out_dir, st.history);
   return result;
 }

@@ -8,31 +8,40 @@ ConfigFields::ConfigFields(const ojson& j, const ojson& defaults, const std::str
                            std::vector<std::string>* unknown, AdapterConfig& c)
     : j_(j), defaults_(defaults), where_(std::move(where)) {
   if (!j.is_object()) fail("not a JSON object");
-  const std::string type = j.value("peft_type", std::string());
+  const std::string type = j.contains("peft_type") && j["peft_type"].is_string() ? j["peft_type"].get<std::string>() : "";
   if (type != peft_type) fail("peft_type is '" + type + "', expected '" + peft_type + "'");
   for (const auto& [k, _] : j.items())
     if (!defaults.contains(k) && unknown) unknown->push_back(k);
   c.source = j;
-  try {
-    read_list_or_regex(value("target_modules"), &c.targets.target_list, &c.targets.target_regex, "target_modules",
-                       where_);
-    read_list_or_regex(value("exclude_modules"), &c.targets.exclude_list, &c.targets.exclude_regex,
-                       "exclude_modules", where_);
-    const auto& lt = value("layers_to_transform");
-    if (lt.is_number_integer()) c.targets.layers_to_transform = {lt.get<int64_t>()};
-    else if (lt.is_array()) c.targets.layers_to_transform = lt.get<std::vector<int64_t>>();
-    const auto& lp = value("layers_pattern");
-    if (lp.is_string()) c.targets.layers_pattern = {lp.get<std::string>()};
-    else if (lp.is_array()) c.targets.layers_pattern = lp.get<std::vector<std::string>>();
-    const auto& ms = value("modules_to_save");
-    if (ms.is_array()) c.targets.modules_to_save = ms.get<std::vector<std::string>>();
-    if (value("task_type").is_string()) c.task_type = value("task_type").get<std::string>();
-    if (value("base_model_name_or_path").is_string())
-      c.base_model_name_or_path = value("base_model_name_or_path").get<std::string>();
-    if (value("inference_mode").is_boolean()) c.inference_mode = value("inference_mode").get<bool>();
-  } catch (const nlohmann::json::exception& e) {
-    fail(std::string("a field has the wrong type: ") + e.what());
+  read_list_or_regex(value("target_modules"), &c.targets.target_list, &c.targets.target_regex, "target_modules",
+                     where_);
+  read_list_or_regex(value("exclude_modules"), &c.targets.exclude_list, &c.targets.exclude_regex, "exclude_modules",
+                     where_);
+  const auto& lt = value("layers_to_transform");
+  if (lt.is_array()) {
+    for (const auto& e : lt) c.targets.layers_to_transform.push_back(strict_get<int64_t>(e, where_ + ": 'layers_to_transform' entries"));
+  } else if (!lt.is_null()) {
+    c.targets.layers_to_transform = {strict_get<int64_t>(lt, where_ + ": 'layers_to_transform'")};
   }
+  for (int64_t l : c.targets.layers_to_transform)
+    if (l < 0) fail("'layers_to_transform' entries must be layer indices >= 0, got " + std::to_string(l));
+  c.targets.layers_pattern = string_list(value("layers_pattern"), "layers_pattern");
+  c.targets.modules_to_save = string_list(value("modules_to_save"), "modules_to_save");
+  for (const char* key : {"task_type", "base_model_name_or_path"})
+    if (!value(key).is_null() && !value(key).is_string()) fail("'" + std::string(key) + "' must be a string or null");
+  if (value("task_type").is_string()) c.task_type = value("task_type").get<std::string>();
+  if (value("base_model_name_or_path").is_string())
+    c.base_model_name_or_path = value("base_model_name_or_path").get<std::string>();
+  if (!value("inference_mode").is_null()) c.inference_mode = get<bool>("inference_mode");
+}
+
+std::vector<std::string> ConfigFields::string_list(const ojson& v, const char* key) const {
+  if (v.is_null()) return {};
+  if (v.is_string()) return {v.get<std::string>()};
+  if (!v.is_array()) fail("'" + std::string(key) + "' must be a name or a list of names, got " + quote_json(v));
+  std::vector<std::string> out;
+  for (const auto& e : v) out.push_back(strict_get<std::string>(e, where_ + ": '" + key + "' entries"));
+  return out;
 }
 
 const ojson& ConfigFields::value(const char* key) const {
@@ -47,7 +56,7 @@ void ConfigFields::require_default(const char* key) const {
   if (it == j_.end() || it->is_null()) return;
   auto d = defaults_.find(key);
   if (d != defaults_.end() && *it == *d) return;
-  fail("'" + std::string(key) + "' = " + it->dump() + " is not supported");
+  fail("'" + std::string(key) + "' = " + quote_json(*it) + " is not supported");
 }
 
 void ConfigFields::fail(const std::string& msg) const { throw std::runtime_error(where_ + ": " + msg); }

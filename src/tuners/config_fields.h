@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "peft/tuner.h"
+#include "util/json_file.h"
 
 namespace peft {
 
@@ -23,12 +24,7 @@ class ConfigFields {
   // The file's value, else the default; a wrong type is an error naming the key.
   template <class T>
   T get(const char* key) const {
-    const ojson& v = value(key);
-    try {
-      return v.get<T>();
-    } catch (const nlohmann::json::exception&) {
-      fail("'" + std::string(key) + "' has the wrong type (" + v.dump() + ")");
-    }
+    return strict_get<T>(value(key), where_ + ": '" + key + "'");
   }
   const ojson& value(const char* key) const;
   bool is_null(const char* key) const { return value(key).is_null(); }
@@ -38,6 +34,8 @@ class ConfigFields {
   const std::string& where() const { return where_; }
 
  private:
+  // A name or a list of names (layers_pattern, modules_to_save).
+  std::vector<std::string> string_list(const ojson& v, const char* key) const;
   const ojson& j_;
   const ojson& defaults_;
   std::string where_;

@@ -2,7 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include "util/atomic_file.h"
 #include "util/format.h"
+#include "util/json_file.h"
 #include <c10/core/GradMode.h>
 
 #include <filesystem>
@@ -34,15 +36,7 @@ void assign_checked(const SafetensorsFile& file, const std::string& where, const
   if (grad) slot->set_requires_grad(true);
 }
 
-nlohmann::ordered_json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error(p.string() + ": cannot open");
-  try {
-    return nlohmann::ordered_json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(p.string() + ": invalid JSON: " + e.what());
-  }
-}
+nlohmann::ordered_json read_json(const fs::path& p) { return read_ordered_json_file(p.string()); }
 
 }  // namespace
 
@@ -360,14 +354,9 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& name) co
   fs::create_directories(dir);
   auto cfg = config(name).clone();
   if (cfg->base_model_name_or_path.empty())
-    cfg->base_model_name_or_path = model_->config().value("_name_or_path", std::string());
-  const std::string tmp = (fs::path(dir) / "adapter_config.json.tmp").string();
-  {
-    std::ofstream out(tmp);
-    out << cfg->to_json().dump(2) << "\n";
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  fs::rename(tmp, fs::path(dir) / "adapter_config.json");
+    cfg->base_model_name_or_path =
+        model_->name_or_path.empty() ? model_->config().value("_name_or_path", std::string()) : model_->name_or_path;
+  write_json_atomic((fs::path(dir) / "adapter_config.json").string(), cfg->to_json());
   save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(), adapter_state_dict(name),
                    {{"format", "pt"}});
   // A prompt encoder in training (P-tuning, prefix projection) is saved as its output, as
@@ -472,31 +461,6 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   for (const auto& [key, _] : expected)
     if (!seen.count(key)) throw std::runtime_error(st_path.string() + ": missing tensor '" + key + "'");
   apply_state();
-}
-
-// --- merged checkpoints --------------------------------------------------------------
-
-void save_pretrained(Model& model, const std::string& dir) {
-  fs::create_directories(dir);
-  NamedTensors tensors;
-  const bool vit = model.type_name().rfind("ViT", 0) == 0;
-  for (auto& [n, t] : model.named_parameters()) {
-    std::string key = n;
-    if (vit) {
-      // transformers writes ViT checkpoints under its v4 names; so do we.
-      static const std::pair<const char*, const char*> kBack[] = {
-          {".attention.q_proj.", ".attention.attention.query."}, {".attention.k_proj.", ".attention.attention.key."},
-          {".attention.v_proj.", ".attention.attention.value."}, {".attention.o_proj.", ".attention.output.dense."},
-          {".mlp.fc1.", ".intermediate.dense."},                 {".mlp.fc2.", ".output.dense."}};
-      for (const auto& [from, to] : kBack)
-        if (auto p = key.find(from); p != std::string::npos) key.replace(p, std::strlen(from), to);
-      if (key.rfind("layers.", 0) == 0) key = "encoder.layer." + key.substr(7);
-      if (auto p = key.find(".layers."); p != std::string::npos) key.replace(p, 8, ".encoder.layer.");
-    }
-    tensors.emplace_back(key, t.detach());
-  }
-  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  std::ofstream(fs::path(dir) / "config.json") << model.config().dump(2) << "\n";
 }
 
 }  // namespace peft

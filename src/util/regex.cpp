@@ -14,6 +14,19 @@ struct Regex::Impl {
   }
 };
 
+namespace {
+
+// Any outcome but a match or "no match" (a match or depth limit, bad UTF-8) is an error:
+// treating it as "no match" would silently change what a pattern selects.
+[[noreturn]] void match_error(int rc, const std::string& pattern) {
+  PCRE2_UCHAR msg[256];
+  pcre2_get_error_message(rc, msg, sizeof msg);
+  throw std::runtime_error("regular expression '" + pattern + "' could not be matched: " +
+                           reinterpret_cast<const char*>(msg));
+}
+
+}  // namespace
+
 Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_shared<Impl>()) {
   int err = 0;
   PCRE2_SIZE off = 0;
@@ -25,12 +38,19 @@ Regex::Regex(const std::string& pattern) : pattern_(pattern), impl_(std::make_sh
     throw std::invalid_argument("invalid regular expression '" + pattern + "' at offset " + std::to_string(off) +
                                 ": " + reinterpret_cast<const char*>(msg));
   }
+  // Compiled to machine code where PCRE2 supports it; matching falls back otherwise.
+  pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);
 }
 
 namespace {
-bool run(pcre2_code* code, const std::string& s, uint32_t options, std::string* captured, int group) {
+bool run(pcre2_code* code, const std::string& s, uint32_t options, std::string* captured, int group,
+         const std::string& pattern) {
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
   int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0, options, md, nullptr);
+  if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {
+    pcre2_match_data_free(md);
+    match_error(rc, pattern);
+  }
   bool ok = rc >= 0;
   if (ok && captured) {
     captured->clear();
@@ -46,9 +66,17 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::string& s) con
   std::vector<std::pair<size_t, size_t>> out;
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(impl_->code, nullptr);
   size_t start = 0;
+  // PCRE2 checks the subject's UTF-8 on every call; once is enough (else each call scans
+  // the rest of the string and a long text takes quadratic time).
+  uint32_t options = 0;
   while (start <= s.size()) {
-    int rc = pcre2_match(impl_->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, 0, md, nullptr);
-    if (rc < 0) break;
+    int rc = pcre2_match(impl_->code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, options, md, nullptr);
+    options = PCRE2_NO_UTF_CHECK;
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      pcre2_match_data_free(md);
+      match_error(rc, pattern_);
+    }
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t b = ov[0], e = ov[1];
     if (e == b) {  // empty match: keep it out, step one char forward
@@ -65,11 +93,11 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(const std::string& s) con
 }
 
 bool Regex::full_match(const std::string& s) const {
-  return run(impl_->code, s, PCRE2_ANCHORED | PCRE2_ENDANCHORED, nullptr, 0);
+  return run(impl_->code, s, PCRE2_ANCHORED | PCRE2_ENDANCHORED, nullptr, 0, pattern_);
 }
 
 bool Regex::match_prefix(const std::string& s, std::string* captured, int group) const {
-  return run(impl_->code, s, PCRE2_ANCHORED, captured, group);
+  return run(impl_->code, s, PCRE2_ANCHORED, captured, group, pattern_);
 }
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include "common.h"
 #include "peft/generate.h"
 #include "peft/tokenizer.h"
+#include "util/json_file.h"
 
 namespace peft::cli {
 
@@ -28,10 +29,11 @@ void run_generate(GenerateArgs& a) {
   } else if (!a.no_eos) {
     // config.json's eos_token_id (an id or a list), as transformers uses by default.
     const auto& c = model->config();
-    if (c.contains("eos_token_id") && c["eos_token_id"].is_number_integer())
-      a.gen.eos_token_ids = {c["eos_token_id"].get<int64_t>()};
-    else if (c.contains("eos_token_id") && c["eos_token_id"].is_array())
-      a.gen.eos_token_ids = c["eos_token_id"].get<std::vector<int64_t>>();
+    const std::string where = a.model.dir + "/config.json: 'eos_token_id'";
+    if (c.contains("eos_token_id") && c["eos_token_id"].is_array())
+      for (const auto& v : c["eos_token_id"]) a.gen.eos_token_ids.push_back(strict_get<int64_t>(v, where));
+    else if (c.contains("eos_token_id") && !c["eos_token_id"].is_null())
+      a.gen.eos_token_ids = {strict_get<int64_t>(c["eos_token_id"], where)};
   }
   if (a.prompts.empty()) {
     if (a.ids.empty()) throw std::invalid_argument("give --ids or --prompt");
@@ -46,7 +48,8 @@ void run_generate(GenerateArgs& a) {
   auto rows = generate(*model, prompts, a.gen);
   for (size_t i = 0; i < rows.size(); ++i) {
     std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
-    std::cout << nlohmann::json{{"prompt", a.prompts[i]}, {"completion", tok.decode(completion, true)}}.dump()
+    std::cout << nlohmann::json{{"prompt", a.prompts[i]}, {"completion", tok.decode(completion, true)}}.dump(
+                     -1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
   }
 }

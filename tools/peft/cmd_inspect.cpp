@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include "util/format.h"
+#include "util/json_file.h"
 
 #include <filesystem>
 #include <iostream>
@@ -18,15 +19,11 @@ namespace {
 // What `method` (adapter_config.json fields, inline or a file) would train on the model:
 // HF PEFT's trainable-parameter line and the modules it touches.
 void inspect_method(std::shared_ptr<Model> model, const std::string& method) {
-  nlohmann::ordered_json j;
-  try {
-    j = std::filesystem::exists(method) ? nlohmann::ordered_json::parse(std::ifstream(method))
-                                        : nlohmann::ordered_json::parse(method);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error("--method: not JSON and not a file: " + std::string(e.what()));
-  }
+  nlohmann::ordered_json j = std::filesystem::exists(method) ? read_ordered_json_file(method)
+                                                              : parse_ordered_json(method, "--method");
+  if (!j.is_object()) throw std::runtime_error("--method: expected a JSON object of adapter settings");
   if (!j.contains("peft_type")) j["peft_type"] = "LORA";
-  auto cfg = parse_adapter_config(j, "--method");
+  auto cfg = parse_user_adapter_config(j, "--method");
   cfg->inference_mode = false;
   PeftModel peft(model);
   peft.add_adapter("default", *cfg);

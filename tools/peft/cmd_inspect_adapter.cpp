@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "peft/safetensors.h"
+#include "util/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -13,14 +14,9 @@ namespace peft::cli {
 
 void inspect_adapter(const std::string& dir) {
   const auto cfg_path = fs::path(dir) / "adapter_config.json";
-  std::ifstream in(cfg_path);
-  nlohmann::ordered_json j;
-  try {
-    j = nlohmann::ordered_json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(cfg_path.string() + ": invalid JSON: " + e.what());
-  }
-  const std::string type = j.value("peft_type", std::string("?"));
+  const nlohmann::ordered_json j = read_ordered_json_file(cfg_path.string());
+  auto cfg = parse_adapter_config(j, cfg_path.string());  // validates before anything is printed
+  const std::string type = cfg->peft_type();
   std::cout << "method:     " << type << "\n";
   if (type == "LORA") {
     auto c = LoraConfig::from_json(j, cfg_path.string());
@@ -28,21 +24,20 @@ void inspect_adapter(const std::string& dir) {
     std::cout << "variant:    " << variant << "\n"
               << "rank:       " << c.r << " (alpha " << c.lora_alpha << ")";
     for (const auto& [k, v] : c.rank_pattern) std::cout << ", " << k << ": r=" << v;
-    std::cout << "\ntargets:    " << j["target_modules"].dump() << "\n";
-    if (!c.targets.modules_to_save.empty()) std::cout << "saved:      " << j["modules_to_save"].dump() << "\n";
+    std::cout << "\ntargets:    " << quote_json(c.to_json()["target_modules"], 400) << "\n";
+    if (!c.targets.modules_to_save.empty())
+      std::cout << "saved:      " << quote_json(c.to_json()["modules_to_save"], 400) << "\n";
   } else {
     // The method's own settings: every field that is set, minus the bookkeeping ones.
-    auto cfg = parse_adapter_config(j, cfg_path.string());
     static const std::set<std::string> kSkip = {"peft_type", "task_type", "base_model_name_or_path", "inference_mode",
                                                 "peft_version", "revision", "auto_mapping"};
     const auto fields = cfg->to_json();  // bound: items() of a temporary would dangle
     std::cout << "settings:\n";
     for (const auto& [k, v] : fields.items())
-      if (!v.is_null() && !kSkip.count(k)) std::cout << "  " << k << ": " << v.dump() << "\n";
+      if (!v.is_null() && !kSkip.count(k)) std::cout << "  " << k << ": " << quote_json(v, 200) << "\n";
   }
-  std::cout << "task:       " << (j["task_type"].is_string() ? j["task_type"].get<std::string>() : "-") << "\n"
-            << "base model: "
-            << (j["base_model_name_or_path"].is_string() ? j["base_model_name_or_path"].get<std::string>() : "-") << "\n";
+  std::cout << "task:       " << (cfg->task_type.empty() ? "-" : cfg->task_type) << "\n"
+            << "base model: " << (cfg->base_model_name_or_path.empty() ? "-" : cfg->base_model_name_or_path) << "\n";
   SafetensorsFile f((fs::path(dir) / "adapter_model.safetensors").string());
   int64_t n = 0;
   for (const auto& t : f.header().tensors) {

@@ -1,30 +1,63 @@
 // peft merge BASE_DIR ADAPTER_DIR OUT_DIR: fold an adapter into the base, write an HF checkpoint.
+#include <filesystem>
 #include <iostream>
 
 #include "common.h"
+#include "util/atomic_file.h"
+#include "util/json_file.h"
+
+namespace fs = std::filesystem;
 
 namespace peft::cli {
 
+namespace {
+
+// What a model folder carries besides its weights, so that the merged folder tokenizes,
+// chats and generates as the base does (peft generate, AutoTokenizer).
+constexpr const char* kCompanionFiles[] = {
+    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json", "generation_config.json", "tokenizer.model",      "vocab.txt",
+    "vocab.json",       "merges.txt",            "added_tokens.json",      "preprocessor_config.json"};
+
+void copy_companions(const fs::path& base, const fs::path& out) {
+  std::error_code ec;
+  if (fs::equivalent(base, out, ec)) return;
+  for (const char* name : kCompanionFiles)
+    if (fs::is_regular_file(base / name)) write_file_atomic((out / name).string(), read_file_bytes((base / name).string()));
+}
+
+}  // namespace
+
 void register_merge(CLI::App& app) {
   auto* cmd = app.add_subcommand("merge",
-                                 "Merge adapters into the base model and write a plain Hugging Face checkpoint "
-                                 "(config.json + model.safetensors) that transformers loads");
+                                 "Merge an adapter into the base model and write a plain Hugging Face model folder "
+                                 "(config.json + model.safetensors, with the base's tokenizer and generation files) "
+                                 "that transformers and peft generate load.\n"
+                                 "Example: peft merge ./base ./my-adapter ./merged");
   auto model = std::make_shared<ModelArgs>();
   auto adapter_dir = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
+  auto force = std::make_shared<bool>(false);
   model->add_to(cmd);
   cmd->add_option("adapter_dir", *adapter_dir, "Adapter folder (adapter_config.json + adapter_model.safetensors)")
       ->required()
       ->check(CLI::ExistingDirectory);
-  cmd->add_option("out_dir", *out, "Output folder for the merged checkpoint")->required();
+  cmd->add_option("out_dir", *out, "Output folder for the merged model (must not hold weights yet)")->required();
+  cmd->add_flag("--force", *force, "Replace the weights already in out_dir (even the base folder's own)");
   cmd->callback([=] {
+    std::error_code ec;
+    if (!*force && fs::exists(*out) && fs::equivalent(model->dir, *out, ec))
+      throw std::runtime_error(*out + ": is the base model folder; merging into it would replace the base weights "
+                               "(choose another out_dir, or pass --force)");
+    check_save_target(*out, *force);
     AdapterArgs a;
     a.dirs = {*adapter_dir};
     a.merged = true;
     auto base = model->load();
     auto peft = a.apply(base);
     peft->merge_and_unload();
-    save_pretrained(*base, *out);
+    save_pretrained(*base, *out, *force);
+    copy_companions(model->dir, *out);
     std::cerr << "wrote " << *out << " (" << base->type_name() << ", " << base->num_parameters() << " parameters)\n";
   });
 }

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "peft/tokenizer.h"
+#include "util/json_file.h"
 
 namespace peft::cli {
 
@@ -25,7 +26,8 @@ void run(const TokenizeArgs& a) {
   if (!a.text.empty()) {
     auto e = tok.encode(a.text, !a.no_special);
     std::cout << "ids:     " << nlohmann::json(e.ids).dump() << "\n"
-              << "tokens:  " << nlohmann::json(e.tokens).dump() << "\n"
+              << "tokens:  " << nlohmann::json(e.tokens).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+              << "\n"
               << "offsets: " << offsets_json(e).dump() << "\n";
     return;
   }
@@ -33,21 +35,20 @@ void run(const TokenizeArgs& a) {
   std::string line;
   for (size_t n = 1; std::getline(std::cin, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error("stdin line " + std::to_string(n) + ": invalid JSON: " + e.what());
-    }
+    const std::string where = "stdin line " + std::to_string(n);
+    const nlohmann::json j = parse_json(line, where);
     if (a.decode) {
-      if (!j.contains("ids") || !j["ids"].is_array())
-        throw std::runtime_error("stdin line " + std::to_string(n) + ": expected {\"ids\": [...]}");
-      std::cout << nlohmann::json{{"text", tok.decode(j["ids"].get<std::vector<int64_t>>(), a.skip_special)}}.dump()
+      if (!j.is_object() || !j.contains("ids") || !j.at("ids").is_array())
+        throw std::runtime_error(where + ": expected {\"ids\": [...]}");
+      std::vector<int64_t> ids;
+      for (const auto& v : j.at("ids")) ids.push_back(strict_get<int64_t>(v, where + ": ids"));
+      std::cout << nlohmann::json{{"text", tok.decode(ids, a.skip_special)}}.dump(
+                       -1, ' ', false, nlohmann::json::error_handler_t::replace)
                 << "\n";
     } else {
-      if (!j.contains("text") || !j["text"].is_string())
-        throw std::runtime_error("stdin line " + std::to_string(n) + ": expected {\"text\": \"...\"}");
-      auto e = tok.encode(j["text"].get<std::string>(), !a.no_special);
+      if (!j.is_object() || !j.contains("text") || !j.at("text").is_string())
+        throw std::runtime_error(where + ": expected {\"text\": \"...\"}");
+      auto e = tok.encode(j.at("text").get<std::string>(), !a.no_special);
       std::cout << nlohmann::json{{"ids", e.ids}, {"offsets", offsets_json(e)}}.dump() << "\n";
     }
   }

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "peft/train.h"
+#include "util/json_file.h"
 
 namespace peft::cli {
 
@@ -17,23 +18,17 @@ void register_train(CLI::App& app) {
   auto cfg_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
+  auto overwrite = std::make_shared<bool>(false);
   cmd->add_option("--config,-c", *cfg_path, "Training config (JSON)")->check(CLI::ExistingFile);
   cmd->add_option("overrides", *overrides, "key=value overrides of config fields");
-  cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir");
+  cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir (of the same run)");
+  cmd->add_flag("--overwrite", *overwrite, "Delete an earlier run's checkpoints and outputs in output_dir first");
   cmd->callback([=] {
-    nlohmann::json j = nlohmann::json::object();
-    if (!cfg_path->empty()) {
-      std::ifstream in(*cfg_path);
-      try {
-        j = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        throw std::runtime_error(*cfg_path + ": invalid JSON: " + e.what());
-      }
-    }
+    nlohmann::json j = cfg_path->empty() ? nlohmann::json::object() : read_json_file(*cfg_path);
     // Overrides apply before validation so that required keys may come from them.
     j = TrainConfig::with_overrides(std::move(j), *overrides);
     auto cfg = TrainConfig::from_json(j, cfg_path->empty() ? "command line" : *cfg_path);
-    auto r = train(cfg, *resume);
+    auto r = train(cfg, *resume, *overwrite);
     std::cerr << "adapter written to " << r.adapter_dir << " (metrics.jsonl, loss.png beside it)\n";
   });
 }

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "util/json_file.h"
+
 namespace peft::cli {
 
 void ModelArgs::add_to(CLI::App* app) {
@@ -56,14 +58,7 @@ at::ScalarType parse_dtype(const std::string& name) {
 }
 
 std::vector<std::vector<int64_t>> read_id_lists(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(path + ": invalid JSON: " + e.what());
-  }
+  const nlohmann::json j = read_json_file(path);
   if (!j.is_array() || j.empty()) throw std::runtime_error(path + ": expected a non-empty list of token-id lists");
   std::vector<std::vector<int64_t>> rows;
   for (size_t i = 0; i < j.size(); ++i) {
@@ -73,7 +68,8 @@ std::vector<std::vector<int64_t>> read_id_lists(const std::string& path) {
     std::vector<int64_t> row;
     for (const auto& v : r) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0)
-        throw std::runtime_error(path + ": row " + std::to_string(i) + " has a non-integer or negative id: " + v.dump());
+        throw std::runtime_error(path + ": row " + std::to_string(i) + " has a non-integer or negative id: " +
+                                 quote_json(v));
       row.push_back(v.get<int64_t>());
     }
     rows.push_back(std::move(row));

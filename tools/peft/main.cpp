@@ -1,4 +1,6 @@
 // peft: the command-line tool.
+#include <c10/util/Exception.h>
+
 #include <iostream>
 
 #include "common.h"
@@ -20,6 +22,11 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const c10::Error& e) {
+    // A torch error that got past our checks: its message, never its backtrace.
+    std::string m = e.what_without_backtrace();
+    std::cerr << "error: " << m.substr(0, m.find('\n')) << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

@@ -8,6 +8,7 @@
 #include "tuners/config_fields.h"
 #include "tuners/target_match.h"
 #include "util/regex.h"
+#include "util/suggest.h"
 
 namespace peft {
 
@@ -15,8 +16,8 @@ namespace {
 
 // Every field HF PEFT 0.21 writes for LoRA, with its default. Saving starts from this so
 // files carry all keys HF expects; loading treats other keys as unknown.
-const nlohmann::ordered_json& lora_defaults() {
-  static const auto j = nlohmann::ordered_json::parse(R"({
+const ojson& lora_defaults() {
+  static const auto j = ojson::parse(R"({
     "alora_invocation_tokens": null, "alpha_pattern": {}, "arrow_config": null, "auto_mapping": null,
     "base_model_name_or_path": null, "bias": "none", "corda_config": null, "ensure_weight_tying": false,
     "eva_config": null, "exclude_modules": null, "fan_in_fan_out": false, "inference_mode": true,
@@ -38,119 +39,88 @@ const char* kUnsupportedUnlessDefault[] = {
     "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config", "target_parameters",
     "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
-bool is_default(const nlohmann::ordered_json& v, const nlohmann::ordered_json& d) {
+// HF PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for our models: the
+// targets when a config names none.
+const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
+    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
+    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}}};
+
+bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;
   if (v.is_object() && v.empty() && d.is_null()) return true;
   return v == false && d.is_null();
 }
 
-[[noreturn]] void fail(const std::string& where, const std::string& msg) {
-  throw std::runtime_error(where + ": " + msg);
-}
-
 }  // namespace
 
-LoraConfig LoraConfig::from_json(const nlohmann::ordered_json& j, const std::string& where,
-                                 std::vector<std::string>* unknown_keys) {
-  if (!j.is_object()) fail(where, "not a JSON object");
-  const auto& defaults = lora_defaults();
+LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::vector<std::string>* unknown_keys) {
   LoraConfig c;
-  c.source = j;
-  const std::string type = j.value("peft_type", std::string());
-  if (type != "LORA") fail(where, "peft_type is '" + type + "', expected 'LORA'");
-  for (const auto& [k, v] : j.items()) {
-    if (!defaults.contains(k) && k != "lora_fa") {
-      if (unknown_keys) unknown_keys->push_back(k);
-      continue;
-    }
-    for (const char* u : kUnsupportedUnlessDefault)
-      if (k == u && !is_default(v, defaults[k])) fail(where, "'" + k + "' = " + v.dump() + " is not supported");
-  }
-  try {
-    read_list_or_regex(j.value("target_modules", nlohmann::ordered_json()), &c.targets.target_list,
-                       &c.targets.target_regex, "target_modules", where);
-    read_list_or_regex(j.value("exclude_modules", nlohmann::ordered_json()), &c.targets.exclude_list,
-                       &c.targets.exclude_regex, "exclude_modules", where);
-    if (!c.targets.target_list && !c.targets.target_regex) fail(where, "'target_modules' is required");
-    auto lt = j.value("layers_to_transform", nlohmann::ordered_json());
-    if (lt.is_number_integer()) c.targets.layers_to_transform = {lt.get<int64_t>()};
-    else if (lt.is_array()) c.targets.layers_to_transform = lt.get<std::vector<int64_t>>();
-    auto lp = j.value("layers_pattern", nlohmann::ordered_json());
-    if (lp.is_string()) c.targets.layers_pattern = {lp.get<std::string>()};
-    else if (lp.is_array()) c.targets.layers_pattern = lp.get<std::vector<std::string>>();
-    auto ms = j.value("modules_to_save", nlohmann::ordered_json());
-    if (ms.is_array()) c.targets.modules_to_save = ms.get<std::vector<std::string>>();
-    c.r = j.value("r", int64_t{8});
-    c.lora_alpha = j.value("lora_alpha", 8.0);
-    c.lora_dropout = j.value("lora_dropout", 0.0);
-    c.bias = j.value("bias", std::string("none"));
-    c.fan_in_fan_out = j.value("fan_in_fan_out", false);
-    c.use_rslora = j.value("use_rslora", false);
-    c.use_dora = j.value("use_dora", false);
-    c.lora_fa = j.value("lora_fa", false);
-    auto init = j.value("init_lora_weights", nlohmann::ordered_json(true));
-    c.init_lora_weights = init.is_boolean() ? (init.get<bool>() ? "true" : "false") : init.get<std::string>();
-    // Bound to locals: a range-for over items() of a temporary would dangle.
-    const auto rank_pattern = j.value("rank_pattern", nlohmann::ordered_json::object());
-    const auto alpha_pattern = j.value("alpha_pattern", nlohmann::ordered_json::object());
-    for (const auto& [k, v] : rank_pattern.items()) c.rank_pattern.emplace_back(k, v.get<int64_t>());
-    for (const auto& [k, v] : alpha_pattern.items()) c.alpha_pattern.emplace_back(k, v.get<double>());
-    auto tt = j.value("task_type", nlohmann::ordered_json());
-    if (tt.is_string()) c.task_type = tt.get<std::string>();
-    auto base = j.value("base_model_name_or_path", nlohmann::ordered_json());
-    if (base.is_string()) c.base_model_name_or_path = base.get<std::string>();
-    c.inference_mode = j.value("inference_mode", true);
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, std::string("a field has the wrong type: ") + e.what());
-  }
-  if (c.r <= 0) fail(where, "'r' must be positive, got " + std::to_string(c.r));
+  std::vector<std::string> extra;
+  ConfigFields f(j, lora_defaults(), "LORA", where, &extra, c);
+  for (const auto& k : extra)
+    if (k != "lora_fa" && unknown_keys) unknown_keys->push_back(k);
+  for (const char* u : kUnsupportedUnlessDefault)
+    if (j.contains(u) && !is_default(j[u], lora_defaults()[u]))
+      f.fail("'" + std::string(u) + "' = " + quote_json(j[u]) + " is not supported");
+  c.r = f.get<int64_t>("r");
+  c.lora_alpha = f.get<double>("lora_alpha");
+  c.lora_dropout = f.get<double>("lora_dropout");
+  c.bias = f.get<std::string>("bias");
+  c.fan_in_fan_out = f.get<bool>("fan_in_fan_out");
+  c.use_rslora = f.get<bool>("use_rslora");
+  c.use_dora = f.get<bool>("use_dora");
+  c.lora_fa = j.contains("lora_fa") && strict_get<bool>(j["lora_fa"], where + ": 'lora_fa'");
+  const ojson& init = f.value("init_lora_weights");
+  c.init_lora_weights = init.is_boolean() ? (init.get<bool>() ? "true" : "false")
+                                          : strict_get<std::string>(init, where + ": 'init_lora_weights'");
+  for (const char* key : {"rank_pattern", "alpha_pattern"})
+    if (!f.value(key).is_null() && !f.value(key).is_object()) f.fail("'" + std::string(key) + "' must be an object");
+  for (const auto& [k, v] : f.value("rank_pattern").items())
+    c.rank_pattern.emplace_back(k, strict_get<int64_t>(v, where + ": rank_pattern '" + k + "'"));
+  for (const auto& [k, v] : f.value("alpha_pattern").items())
+    c.alpha_pattern.emplace_back(k, strict_get<double>(v, where + ": alpha_pattern '" + k + "'"));
+
+  auto check_rank = [&](int64_t r, const std::string& what) {
+    if (r < 1 || r > (int64_t{1} << 20)) f.fail(what + " must be between 1 and 1048576, got " + std::to_string(r));
+  };
+  check_rank(c.r, "'r'");
+  for (const auto& [k, r] : c.rank_pattern) check_rank(r, "rank_pattern '" + k + "'");
+  if (!std::isfinite(c.lora_alpha)) f.fail("'lora_alpha' must be finite");
+  for (const auto& [k, a] : c.alpha_pattern)
+    if (!std::isfinite(a)) f.fail("alpha_pattern '" + k + "' must be finite");
+  if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) f.fail("'lora_dropout' must be in [0, 1)");
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
-    fail(where, "'bias' must be none, all or lora_only, got '" + c.bias + "'");
-  static const char* inits[] = {"true", "false", "gaussian", "pissa", "olora"};
-  if (std::find(std::begin(inits), std::end(inits), c.init_lora_weights) == std::end(inits))
-    fail(where, "init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora)");
+    f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
+  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora"};
+  if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
+    f.fail("init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora)" +
+           did_you_mean(c.init_lora_weights, inits));
   for (const auto& [k, _] : c.rank_pattern) Regex check(k);
   for (const auto& [k, _] : c.alpha_pattern) Regex check(k);
   return c;
 }
 
-nlohmann::ordered_json LoraConfig::to_json() const {
-  nlohmann::ordered_json j = lora_defaults();
-  for (const auto& [k, v] : source.items()) j[k] = v;  // keep what we read, unknown keys too
-  j["target_modules"] = list_or_regex(targets.target_list, targets.target_regex);
-  j["exclude_modules"] = list_or_regex(targets.exclude_list, targets.exclude_regex);
-  j["layers_to_transform"] = targets.layers_to_transform.empty() ? nlohmann::ordered_json()
-                                                                   : nlohmann::ordered_json(targets.layers_to_transform);
-  j["layers_pattern"] = targets.layers_pattern.empty()     ? nlohmann::ordered_json()
-                        : targets.layers_pattern.size() == 1 ? nlohmann::ordered_json(targets.layers_pattern[0])
-                                                             : nlohmann::ordered_json(targets.layers_pattern);
-  j["modules_to_save"] = targets.modules_to_save.empty() ? nlohmann::ordered_json()
-                                                         : nlohmann::ordered_json(targets.modules_to_save);
-  j["r"] = r;
-  if (lora_alpha == std::floor(lora_alpha)) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
-  else j["lora_alpha"] = lora_alpha;
-  j["lora_dropout"] = lora_dropout;
-  j["bias"] = bias;
-  j["fan_in_fan_out"] = fan_in_fan_out;
-  j["use_rslora"] = use_rslora;
-  j["use_dora"] = use_dora;
-  if (init_lora_weights == "true" || init_lora_weights == "false") j["init_lora_weights"] = init_lora_weights == "true";
-  else j["init_lora_weights"] = init_lora_weights;
-  nlohmann::ordered_json rp = nlohmann::ordered_json::object(), ap = nlohmann::ordered_json::object();
+ojson LoraConfig::to_json() const {
+  ojson fields;
+  fields["r"] = r;
+  if (lora_alpha == std::floor(lora_alpha) && std::abs(lora_alpha) < 1e15) fields["lora_alpha"] = static_cast<int64_t>(lora_alpha);
+  else fields["lora_alpha"] = lora_alpha;
+  fields["lora_dropout"] = lora_dropout;
+  fields["bias"] = bias;
+  fields["fan_in_fan_out"] = fan_in_fan_out;
+  fields["use_rslora"] = use_rslora;
+  fields["use_dora"] = use_dora;
+  if (init_lora_weights == "true" || init_lora_weights == "false") fields["init_lora_weights"] = init_lora_weights == "true";
+  else fields["init_lora_weights"] = init_lora_weights;
+  ojson rp = ojson::object(), ap = ojson::object();
   for (const auto& [k, v] : rank_pattern) rp[k] = v;
   for (const auto& [k, v] : alpha_pattern) ap[k] = v;
-  j["rank_pattern"] = rp;
-  j["alpha_pattern"] = ap;
-  j["task_type"] = task_type.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(task_type);
-  j["base_model_name_or_path"] =
-      base_model_name_or_path.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(base_model_name_or_path);
-  j["peft_type"] = "LORA";
-  j["inference_mode"] = true;
-  if (lora_fa) j["lora_fa"] = true;
-  else j.erase("lora_fa");
-  // HF writes keys sorted (json.dumps(sort_keys=True)).
-  nlohmann::json sorted = j;  // std::map ordering
-  return nlohmann::ordered_json::parse(sorted.dump());
+  fields["rank_pattern"] = rp;
+  fields["alpha_pattern"] = ap;
+  if (lora_fa) fields["lora_fa"] = true;
+  ojson j = config_json(*this, lora_defaults(), fields);
+  if (!lora_fa) j.erase("lora_fa");
+  return j;
 }
 
 namespace {
@@ -181,6 +151,11 @@ double LoraConfig::scaling_for(const std::string& module) const {
 }  // namespace peft
 
 namespace peft {
+
+void LoraConfig::resolve(const Model& model) {
+  // As HF PEFT: no target_modules means the architecture's usual ones, saved as a list.
+  if (targets.empty()) targets.target_list = default_targets(model, "LORA", kDefaultTargets);
+}
 
 NamedModules LoraConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
 
