@@ -263,8 +263,18 @@ TEST(LoraBadInput, TargetsMatchingNothing) {
     peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj", "v_proj"]})"));
     FAIL() << "expected an error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_THAT(e.what(), HasSubstr("target_modules [q_proj, v_proj] matched no module of GPT2LMHeadModel"));
+    EXPECT_THAT(e.what(), HasSubstr("target_modules: no module is named 'q_proj'"));
+    EXPECT_THAT(e.what(), HasSubstr("GPT2LMHeadModel's module names end in: "));
+    EXPECT_THAT(e.what(), HasSubstr("c_attn"));
   }
+}
+
+TEST(LoraBadInput, ATypoAmongMatchingTargetsIsAWarningWithASuggestion) {
+  PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / "llama_mha").string()));
+  testing::internal::CaptureStderr();
+  peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj", "v_prj"]})"));
+  EXPECT_THAT(testing::internal::GetCapturedStderr(),
+              HasSubstr("warning: target_modules: no module is named 'v_prj' (did you mean 'v_proj'?)"));
 }
 
 TEST(LoraBadInput, UnknownConfigKeysAreKeptNotFatal) {

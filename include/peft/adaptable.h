@@ -44,6 +44,14 @@ class LayerAdapter : public Module {
   bool merged_ = false;
 };
 
+// What a layer computes, as far as adapters care.
+enum class LayerKind {
+  kLinear,     // x W^T + b (Linear, GPT-2's Conv1D)
+  kEmbedding,  // a table lookup
+  kNorm,       // per-feature scale (and shift)
+  kBlock,      // a composite (an MLP block) with no single weight
+};
+
 class AdaptableLayer : public Module {
  public:
   // Base output plus every active, unmerged adapter (in activation order), computed on
@@ -53,6 +61,13 @@ class AdaptableLayer : public Module {
   // Feature sizes of the last input / output dimension (adapters size themselves by them).
   virtual int64_t input_dim() const = 0;
   virtual int64_t output_dim() const = 0;
+  virtual LayerKind kind() const = 0;
+  // The base parameters adapters read and fold into; nullptr where the layer has none (a
+  // norm without bias, a block). A 2-D weight is [out, in] unless weight_is_in_out()
+  // (GPT-2's Conv1D, and an embedding's [vocab, dim]); a 1-D one scales features.
+  virtual at::Tensor* weight_tensor() { return nullptr; }
+  virtual at::Tensor* bias_tensor() { return nullptr; }
+  virtual bool weight_is_in_out() const { return false; }
 
   void attach(const std::string& name, std::shared_ptr<LayerAdapter> a);
   void detach(const std::string& name);

@@ -15,6 +15,9 @@ class Linear : public AdaptableLayer {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias);
   std::string type_name() const override { return "Linear"; }
+  LayerKind kind() const override { return LayerKind::kLinear; }
+  at::Tensor* weight_tensor() override { return &weight; }
+  at::Tensor* bias_tensor() override { return bias.defined() ? &bias : nullptr; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return in_features; }
   int64_t output_dim() const override { return out_features; }
@@ -27,6 +30,10 @@ class Conv1D : public AdaptableLayer {
  public:
   Conv1D(int64_t in_features, int64_t out_features);
   std::string type_name() const override { return "Conv1D"; }
+  LayerKind kind() const override { return LayerKind::kLinear; }
+  at::Tensor* weight_tensor() override { return &weight; }
+  at::Tensor* bias_tensor() override { return bias.defined() ? &bias : nullptr; }
+  bool weight_is_in_out() const override { return true; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return in_features; }
   int64_t output_dim() const override { return out_features; }
@@ -38,6 +45,9 @@ class Embedding : public AdaptableLayer {
  public:
   Embedding(int64_t num_embeddings, int64_t embedding_dim);
   std::string type_name() const override { return "Embedding"; }
+  LayerKind kind() const override { return LayerKind::kEmbedding; }
+  at::Tensor* weight_tensor() override { return &weight; }
+  bool weight_is_in_out() const override { return true; }
   at::Tensor base_forward(const at::Tensor& ids) override;
   int64_t input_dim() const override { return num_embeddings; }
   int64_t output_dim() const override { return embedding_dim; }
@@ -49,6 +59,9 @@ class LayerNorm : public AdaptableLayer {
  public:
   LayerNorm(int64_t dim, double eps);
   std::string type_name() const override { return "LayerNorm"; }
+  LayerKind kind() const override { return LayerKind::kNorm; }
+  at::Tensor* weight_tensor() override { return weight.defined() ? &weight : nullptr; }
+  at::Tensor* bias_tensor() override { return bias.defined() ? &bias : nullptr; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return dim; }
   int64_t output_dim() const override { return dim; }
@@ -62,6 +75,8 @@ class RMSNorm : public AdaptableLayer {
  public:
   RMSNorm(int64_t dim, double eps, std::string type = "LlamaRMSNorm");
   std::string type_name() const override { return type_; }
+  LayerKind kind() const override { return LayerKind::kNorm; }
+  at::Tensor* weight_tensor() override { return &weight; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return dim; }
   int64_t output_dim() const override { return dim; }

@@ -38,6 +38,9 @@ struct LoraConfig : AdapterConfig {
   std::string peft_type() const override { return "LORA"; }
   std::unique_ptr<AdapterConfig> clone() const override { return std::make_unique<LoraConfig>(*this); }
   void resolve(const Model& model) override;
+  // bias "all": every bias of the model; "lora_only": the adapted layers' biases.
+  std::vector<std::string> trained_base_parameters(Model& model, const std::set<std::string>& adapted) const override;
+  std::unique_ptr<AdapterConfig> for_loading() const override;
   NamedModules layer_targets(Model& model) const override;
   std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,
                                                    at::Generator& gen) const override;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,7 @@ class PeftModel {
     AdaptableLayer* layer;
   };
   void apply_state();  // active lists, modules_to_save swaps, requires_grad flags
+  std::set<std::string> adapted_paths(const std::string& adapter) const;
 
   std::shared_ptr<Model> model_;
   std::map<std::string, std::unique_ptr<AdapterConfig>> configs_;

@@ -15,6 +15,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -76,6 +77,14 @@ class AdapterConfig {
   virtual std::string key_prefix() const { return "base_model.model."; }
   // Whether merge() can fold this method into the base weights.
   virtual bool mergeable() const { return true; }
+  // Base parameters (by model name) this adapter trains and saves with itself, such as
+  // LoRA's biases; `adapted` holds the paths of the layers it attaches to.
+  virtual std::vector<std::string> trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
+    return {};
+  }
+  // The config to build when saved weights are about to be loaded into the adapter
+  // (LoRA: a plain init, so that PiSSA/OLoRA do not rewrite the base while loading).
+  virtual std::unique_ptr<AdapterConfig> for_loading() const { return clone(); }
 
   TargetSpec targets;
   std::string task_type;  // "", "CAUSAL_LM", "SEQ_CLS", ...

@@ -2,56 +2,54 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
-
-#include <deque>
-#include <mutex>
 
 namespace peft {
 
 namespace {
 
-struct Saved {
+// What backward needs to recompute one block: the block and the random state(s) its
+// forward started from. It lives in the autograd node, so it is freed with the graph.
+struct Replay : torch::CustomClassHolder {
   std::function<at::Tensor(const at::Tensor&)> fn;
-  at::Tensor rng_state;
+  at::Device device = at::kCPU;
+  at::Tensor cpu_rng, device_rng;  // device_rng: the accelerator's generator, when x is on one
 };
 
-// Closures live until release_checkpoints(): autograd keeps only an index into this list.
-std::mutex g_mu;
-std::deque<Saved> g_saved;
+at::Generator device_generator(at::Device d) { return at::globalContext().defaultGenerator(d); }
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, int64_t index) {
-    ctx->saved_data["index"] = index;
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            c10::intrusive_ptr<Replay> replay) {
     ctx->save_for_backward({x});
+    ctx->saved_data["replay"] = c10::IValue::make_capsule(replay);
     at::NoGradGuard no_grad;
-    Saved* s;
-    {
-      std::lock_guard<std::mutex> lock(g_mu);
-      s = &g_saved[static_cast<size_t>(index)];
-    }
-    return s->fn(x);
+    return replay->fn(x);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    Saved* s;
-    {
-      std::lock_guard<std::mutex> lock(g_mu);
-      s = &g_saved[static_cast<size_t>(ctx->saved_data["index"].toInt())];
-    }
+    auto replay = c10::static_intrusive_pointer_cast<Replay>(ctx->saved_data["replay"].toCapsule());
     auto x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    // Replay the forward's random stream, then put the current one back.
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    at::Tensor now = gen.get_state();
-    gen.set_state(s->rng_state);
+    // Replay the forward's random streams (dropout masks repeat), then restore them.
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    const at::Tensor cpu_now = cpu.get_state();
+    cpu.set_state(replay->cpu_rng);
+    at::Tensor device_now;
+    if (replay->device_rng.defined()) {
+      at::Generator g = device_generator(replay->device);
+      device_now = g.get_state();
+      g.set_state(replay->device_rng);
+    }
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
-      y = s->fn(x);
+      y = replay->fn(x);
     }
-    gen.set_state(now);
+    cpu.set_state(cpu_now);
+    if (device_now.defined()) device_generator(replay->device).set_state(device_now);
     torch::autograd::backward({y}, {grad_out[0]});
     return {x.grad(), at::Tensor()};
   }
@@ -61,20 +59,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x) {
   if (!at::GradMode::is_enabled()) return fn(x);
-  int64_t index;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    g_saved.push_back({fn, at::detail::getDefaultCPUGenerator().get_state()});
-    index = static_cast<int64_t>(g_saved.size()) - 1;
-  }
+  auto replay = c10::make_intrusive<Replay>();
+  replay->fn = fn;
+  replay->device = x.device();
+  replay->cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
+  if (!x.device().is_cpu()) replay->device_rng = device_generator(x.device()).get_state();
   // The output must require grad even when x does not (the first block's input comes
   // from a frozen embedding), or backward never reaches the block's parameters.
-  return CheckpointFunction::apply(x.requires_grad() ? x : x.detach().requires_grad_(true), index);
-}
-
-void release_checkpoints() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  g_saved.clear();
+  return CheckpointFunction::apply(x.requires_grad() ? x : x.detach().requires_grad_(true), replay);
 }
 
 }  // namespace peft

@@ -8,11 +8,9 @@
 
 namespace peft {
 
-// y = fn(x), with fn's activations recomputed in backward (the RNG state is replayed so
-// dropout masks repeat). Gradients reach x and every parameter fn uses.
+// y = fn(x), with fn's activations recomputed in backward (the CPU and accelerator RNG
+// states are replayed so dropout masks repeat). Gradients reach x and every parameter fn
+// uses. What backward needs is kept in the autograd graph and freed with it.
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
-
-// Clears the closures kept for pending backward passes (call after backward).
-void release_checkpoints();
 
 }  // namespace peft

@@ -32,6 +32,7 @@ class GPT2MLP : public AdaptableLayer {  // adaptable: parallel adapters sit bes
  public:
   explicit GPT2MLP(const GPT2Config& c);
   std::string type_name() const override { return "GPT2MLP"; }
+  LayerKind kind() const override { return LayerKind::kBlock; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return c_fc->in_features; }
   int64_t output_dim() const override { return c_proj->out_features; }

@@ -36,6 +36,7 @@ class LlamaMLP : public AdaptableLayer {  // adaptable: parallel adapters sit be
  public:
   explicit LlamaMLP(const LlamaConfig& c);
   std::string type_name() const override { return arch_ + "MLP"; }
+  LayerKind kind() const override { return LayerKind::kBlock; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return gate_proj->in_features; }
   int64_t output_dim() const override { return down_proj->out_features; }

@@ -52,6 +52,7 @@ class ViTMLP : public AdaptableLayer {  // adaptable: parallel adapters sit besi
  public:
   explicit ViTMLP(const ViTConfig& c);
   std::string type_name() const override { return "ViTMLP"; }
+  LayerKind kind() const override { return LayerKind::kBlock; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return fc1->in_features; }
   int64_t output_dim() const override { return fc2->out_features; }

@@ -173,18 +173,9 @@ void PeftModel::apply_state() {
         for (auto& t : it->second) t.set_requires_grad(true);
     if (auto* in = input_adapter(act))
       for (auto* t : in->trainable_slots()) t->set_requires_grad(true);
-    const auto* lora = dynamic_cast<const LoraConfig*>(configs_[act].get());
-    if (lora && lora->bias == "all") {
-      for (auto& [n, t] : model_->named_parameters())
-        if (n.find("bias") != std::string::npos) t.set_requires_grad(true);
-    } else if (lora && lora->bias == "lora_only") {
-      for (auto& a : attachments_[act]) {
-        at::Tensor* b = nullptr;
-        if (auto* l = dynamic_cast<Linear*>(a.layer)) b = &l->bias;
-        if (auto* c = dynamic_cast<Conv1D*>(a.layer)) b = &c->bias;
-        if (b && b->defined()) b->set_requires_grad(true);
-      }
-    }
+    const auto trained = configs_[act]->trained_base_parameters(*model_, adapted_paths(act));
+    for (auto& [n, t] : model_->named_parameters())
+      if (std::find(trained.begin(), trained.end(), n) != trained.end()) t.set_requires_grad(true);
   }
 }
 
@@ -308,6 +299,13 @@ std::vector<at::Tensor> PeftModel::trainable_tensors() const {
   return out;
 }
 
+std::set<std::string> PeftModel::adapted_paths(const std::string& adapter) const {
+  std::set<std::string> paths;
+  if (auto it = attachments_.find(adapter); it != attachments_.end())
+    for (const auto& a : it->second) paths.insert(a.path);
+  return paths;
+}
+
 void PeftModel::train(bool on) {
   for (auto& [_, list] : attachments_)
     for (auto& a : list)
@@ -319,7 +317,6 @@ void PeftModel::train(bool on) {
 
 NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
   const std::string kPrefix = config(name).key_prefix();
-  const auto* lora = dynamic_cast<const LoraConfig*>(&config(name));
   NamedTensors out;
   if (auto* in = input_adapter(name))
     for (auto& [k, t] : in->saved_tensors()) out.emplace_back(k, t.detach());
@@ -328,19 +325,14 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
         [&](const std::string& key, Module::ParamSlot& s) { out.emplace_back(kPrefix + a.path + "." + key, *s.tensor); });
   // Trained biases, under the names HF PEFT's state dict gives them: a wrapped layer's
   // own parameters sit below "base_layer" there.
-  std::set<std::string> wrapped;
-  for (const auto& a : attachments_.at(name)) wrapped.insert(a.path);
+  const std::set<std::string> wrapped = adapted_paths(name);
   auto hf_name = [&](const std::string& n) {
     const auto dot = n.rfind('.');
     return wrapped.count(n.substr(0, dot)) ? n.substr(0, dot) + ".base_layer" + n.substr(dot) : n;
   };
-  if (lora && lora->bias != "none") {
-    for (const auto& [n, t] : model_->named_parameters()) {
-      if (n.find("bias") == std::string::npos || n.find(".lora_") != std::string::npos) continue;
-      const bool on_wrapped = wrapped.count(n.substr(0, n.rfind('.'))) > 0;
-      if (lora->bias == "all" || on_wrapped) out.emplace_back(kPrefix + hf_name(n), t);
-    }
-  }
+  const auto trained = config(name).trained_base_parameters(*model_, wrapped);
+  for (const auto& [n, t] : model_->named_parameters())
+    if (std::find(trained.begin(), trained.end(), n) != trained.end()) out.emplace_back(kPrefix + hf_name(n), t);
   for (const auto& [path, saved] : saved_modules_) {
     auto it = saved.copies.find(name);
     if (it == saved.copies.end()) continue;
@@ -391,9 +383,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   const fs::path enc_path = fs::path(dir) / kPromptEncoderFile;
   const bool with_encoder = fs::exists(enc_path);
   cfg->inference_mode = !with_encoder;
-  auto build = cfg->clone();
-  if (auto* lora = dynamic_cast<LoraConfig*>(build.get())) lora->init_lora_weights = "true";
-  add_adapter(name, *build);
+  add_adapter(name, *cfg->for_loading());
   const auto mts = configs_[name]->targets.modules_to_save;
   configs_[name] = std::move(cfg);
   configs_[name]->targets.modules_to_save = mts;
@@ -431,7 +421,9 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       shapes[key] = s.shape;
     });
   }
+  std::vector<std::string> unexpected;
   for (const auto& key : file.names()) {
+    if (seen.count(key)) continue;  // an input adapter's output, rebuilt from its encoder
     auto it = expected.find(key);
     if (it == expected.end()) {
       // Base parameters an adapter may carry (trained biases; the embedding HF PEFT
@@ -451,15 +443,29 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
           }
         if (seen.count(key)) continue;
       }
-      std::cerr << "warning: " << st_path.string() << ": unexpected key '" << key << "' ignored\n";
+      unexpected.push_back(key);
       continue;
     }
     assign_checked(file, st_path.string(), key, it->second, shapes[key], "the base model needs",
                    " (is this adapter for another base model, or another r?)");
     seen.insert(key);
   }
+  std::vector<std::string> missing;
   for (const auto& [key, _] : expected)
-    if (!seen.count(key)) throw std::runtime_error(st_path.string() + ": missing tensor '" + key + "'");
+    if (!seen.count(key)) missing.push_back(key);
+  if (!missing.empty()) {
+    // Keys that fit nothing and keys that were not found: most likely another model's adapter.
+    const std::string base = configs_[name]->base_model_name_or_path;
+    throw std::runtime_error(st_path.string() + ": missing tensor '" + missing.front() + "'" +
+                             (missing.size() > 1 ? " and " + std::to_string(missing.size() - 1) + " more" : "") +
+                             (unexpected.empty() ? ""
+                                                 : "; " + std::to_string(unexpected.size()) +
+                                                       " of its tensors fit no module of " + model_->type_name() +
+                                                       " (e.g. '" + unexpected.front() + "')") +
+                             (base.empty() ? "" : "; it was made for " + base));
+  }
+  for (const auto& key : unexpected)
+    std::cerr << "warning: " << st_path.string() << ": unexpected key '" << key << "' ignored\n";
   apply_state();
 }
 

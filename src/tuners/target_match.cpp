@@ -3,10 +3,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <iostream>
+#include <set>
 #include <stdexcept>
 
 #include "peft/layers.h"
 #include "util/regex.h"
+#include "util/suggest.h"
 
 namespace peft {
 
@@ -26,6 +29,18 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& e : v) s += (s.empty() ? "" : ", ") + e;
   return s;
+}
+
+// The distinct last segments of the model's module names ("q_proj", "lm_head", ...),
+// without numbered list entries.
+std::vector<std::string> leaf_names(Model& model) {
+  std::set<std::string> leaves;
+  for (const auto& [name, m] : model.named_modules()) {
+    if (name.empty() || dynamic_cast<LayerAdapter*>(m)) continue;
+    const std::string leaf = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+    if (leaf.find_first_not_of("0123456789") != std::string::npos) leaves.insert(leaf);
+  }
+  return {leaves.begin(), leaves.end()};
 }
 
 }  // namespace
@@ -58,6 +73,7 @@ bool is_target(const TargetSpec& spec, const std::string& name) {
 
 std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSpec spec, const std::string& task_type) {
   auto modules = model.named_modules();
+  bool from_all_linear = false;
   if (spec.target_regex && [&] {
         std::string lower = *spec.target_regex;
         std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
@@ -74,22 +90,39 @@ std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSp
         }
     std::vector<std::string> names;
     for (const auto& [name, m] : modules)
-      if ((dynamic_cast<Linear*>(m) || dynamic_cast<Conv1D*>(m)) &&
+      if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->kind() == LayerKind::kLinear &&
           std::find(excluded.begin(), excluded.end(), name) == excluded.end())
         names.push_back(name);
     spec.target_regex.reset();
     spec.target_list = names;
+    from_all_linear = true;
   }
   std::vector<std::pair<std::string, Module*>> out;
   for (const auto& [name, m] : modules)
     if (!name.empty() && !dynamic_cast<LayerAdapter*>(m) && is_target(spec, name)) out.emplace_back(name, m);
+  // A listed name that matches nothing is a typo or a name of another architecture.
+  const auto leaves = leaf_names(model);
+  std::vector<std::string> unmatched;
+  if (spec.target_list && !from_all_linear)
+    for (const auto& t : *spec.target_list) {
+      bool hit = false;
+      for (const auto& [name, m] : modules)
+        if (!name.empty() && (name == t || ends_with(name, "." + t))) hit = true;
+      if (!hit) unmatched.push_back(t);
+    }
+  auto missing = [&] {
+    return "'" + unmatched.front() + "'" + did_you_mean(unmatched.front(), leaves) + "; " + model.type_name() +
+           "'s module names end in: " + join(leaves);
+  };
   if (out.empty()) {
+    if (!unmatched.empty()) throw std::invalid_argument("target_modules: no module is named " + missing());
     std::string what = spec.target_regex ? "regex '" + *spec.target_regex + "'"
                                          : "target_modules [" + join(spec.target_list.value_or(std::vector<std::string>{})) + "]";
     if (!spec.layers_to_transform.empty()) what += " with layers_to_transform";
-    throw std::invalid_argument(what + " matched no module of " + model.type_name() +
-                                " (module names look like '" + (modules.size() > 3 ? modules[3].first : "") + "')");
+    throw std::invalid_argument(what + " matched no module of " + model.type_name() + "; its module names end in: " +
+                                join(leaves));
   }
+  if (!unmatched.empty()) std::cerr << "warning: target_modules: no module is named " << missing() << "\n";
   return out;
 }
 

@@ -74,7 +74,7 @@ NamedModules IA3Config::layer_targets(Model& model) const { return find_targets(
 std::shared_ptr<LayerAdapter> IA3Config::make_layer_adapter(const std::string& path, Module& m,
                                                             at::Generator& gen) const {
   auto* host = dynamic_cast<AdaptableLayer*>(&m);
-  if (!dynamic_cast<Linear*>(&m) && !dynamic_cast<Conv1D*>(&m))
+  if (!host || host->kind() != LayerKind::kLinear)
     throw std::invalid_argument("IA3: target module '" + path + "' is a " + m.type_name() +
                                 "; IA3 supports Linear and Conv1D");
   auto a = std::make_shared<IA3Layer>(host, is_feedforward(path));

@@ -23,16 +23,15 @@ at::Tensor IA3Layer::forward(const at::Tensor&, const at::Tensor& out) {
 
 void IA3Layer::scale_host(bool undo) {
   c10::NoGradGuard g;
-  at::Tensor *w = nullptr, *b = nullptr;
-  bool transposed = false;  // weight stored [in, out]
-  if (auto* l = dynamic_cast<Linear*>(host_)) w = &l->weight, b = &l->bias;
-  if (auto* c = dynamic_cast<Conv1D*>(host_)) w = &c->weight, b = &c->bias, transposed = true;
+  at::Tensor* w = host_->weight_tensor();
+  at::Tensor* b = host_->bias_tensor();
+  const bool transposed = host_->weight_is_in_out();
   auto l = ia3_l.flatten().to(w->scalar_type());
   // Rows of W [out, in] scale outputs, columns scale inputs.
   const bool along_out = !feedforward;
   auto shaped = (along_out != transposed) ? l.unsqueeze(1) : l.unsqueeze(0);
   undo ? w->div_(shaped) : w->mul_(shaped);
-  if (!feedforward && b->defined()) undo ? b->div_(l) : b->mul_(l);
+  if (!feedforward && b) undo ? b->div_(l) : b->mul_(l);
 }
 
 void IA3Layer::merge() {

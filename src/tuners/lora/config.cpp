@@ -159,29 +159,40 @@ void LoraConfig::resolve(const Model& model) {
 
 NamedModules LoraConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
 
+std::vector<std::string> LoraConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
+  std::vector<std::string> out;
+  if (bias == "none") return out;
+  for (const auto& [n, t] : model.named_parameters()) {
+    if (n.find("bias") == std::string::npos || n.find(".lora_") != std::string::npos) continue;
+    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
+  }
+  return out;
+}
+
+std::unique_ptr<AdapterConfig> LoraConfig::for_loading() const {
+  auto c = std::make_unique<LoraConfig>(*this);
+  c->init_lora_weights = "true";
+  return c;
+}
+
 std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& path, Module& m,
                                                              at::Generator& gen) const {
   const int64_t r = rank_for(path);
   const double scaling = scaling_for(path);
-  if (auto* l = dynamic_cast<Linear*>(&m)) {
-    auto lora = std::make_shared<LoraLinear>(l, l->in_features, l->out_features, r, scaling, lora_dropout, use_dora,
-                                             fan_in_fan_out);
+  auto* host = dynamic_cast<AdaptableLayer*>(&m);
+  const LayerKind kind = host ? host->kind() : LayerKind::kBlock;
+  if (kind == LayerKind::kLinear) {
+    // A weight stored [in, out] (GPT-2's Conv1D) needs fan_in_fan_out, which HF PEFT also
+    // forces on (with a warning) when the config lacks it.
+    auto lora = std::make_shared<LoraLinear>(host, host->input_dim(), host->output_dim(), r, scaling, lora_dropout,
+                                             use_dora, fan_in_fan_out || host->weight_is_in_out());
     lora->freeze_A = lora_fa;
     lora->initialize(init_lora_weights, use_dora, gen);
     return lora;
   }
-  if (auto* c = dynamic_cast<Conv1D*>(&m)) {
-    // GPT-2's Conv1D stores W as [in, out]: LoRA needs fan_in_fan_out, which HF PEFT
-    // also forces on (with a warning) when the config lacks it.
-    auto lora = std::make_shared<LoraLinear>(c, c->in_features, c->out_features, r, scaling, lora_dropout, use_dora,
-                                             /*fan_in_fan_out=*/true);
-    lora->freeze_A = lora_fa;
-    lora->initialize(init_lora_weights, use_dora, gen);
-    return lora;
-  }
-  if (auto* e = dynamic_cast<Embedding*>(&m)) {
+  if (kind == LayerKind::kEmbedding) {
     if (use_dora) throw std::invalid_argument("DoRA on embedding '" + path + "' is not supported");
-    auto lora = std::make_shared<LoraEmbedding>(e, e->num_embeddings, e->embedding_dim, r, scaling);
+    auto lora = std::make_shared<LoraEmbedding>(host, host->input_dim(), host->output_dim(), r, scaling);
     lora->initialize(init_lora_weights, gen);
     return lora;
   }

@@ -30,9 +30,8 @@ LoraLinear::LoraLinear(AdaptableLayer* host, int64_t in, int64_t out, int64_t r,
 }
 
 at::Tensor& LoraLinear::host_weight() const {
-  if (auto* l = dynamic_cast<Linear*>(host_)) return l->weight;
-  if (auto* c = dynamic_cast<Conv1D*>(host_)) return c->weight;
-  throw std::logic_error("LoRA host is neither Linear nor Conv1D");
+  if (at::Tensor* w = host_->weight_tensor()) return *w;
+  throw std::logic_error("LoRA on a " + host_->type_name() + ": it has no weight to merge into");
 }
 
 at::Tensor LoraLinear::host_weight_out_in() const {
@@ -41,9 +40,8 @@ at::Tensor LoraLinear::host_weight_out_in() const {
 }
 
 at::Tensor LoraLinear::host_bias() const {
-  if (auto* l = dynamic_cast<Linear*>(host_)) return l->bias;
-  if (auto* c = dynamic_cast<Conv1D*>(host_)) return c->bias;
-  return {};
+  at::Tensor* b = host_->bias_tensor();
+  return b ? *b : at::Tensor();
 }
 
 at::Tensor LoraLinear::delta_weight() const { return at::matmul(lora_B, lora_A) * scaling; }

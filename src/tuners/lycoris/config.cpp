@@ -54,10 +54,12 @@ ojson lycoris_fields(const LycorisConfig& c) {
   return j;
 }
 
-Linear& linear_host(const std::string& method, const std::string& path, Module& m) {
-  auto* l = dynamic_cast<Linear*>(&m);
-  if (!l) throw std::invalid_argument(method + ": target module '" + path + "' is a " + m.type_name() +
-                                      "; only Linear layers are supported");
+// LoHa and LoKr add a delta to a weight stored [out, in]: Linear layers only.
+AdaptableLayer& linear_host(const std::string& method, const std::string& path, Module& m) {
+  auto* l = dynamic_cast<AdaptableLayer*>(&m);
+  if (!l || l->kind() != LayerKind::kLinear || l->weight_is_in_out() || !l->weight_tensor())
+    throw std::invalid_argument(method + ": target module '" + path + "' is a " + m.type_name() +
+                                "; only Linear layers are supported");
   return *l;
 }
 
@@ -90,7 +92,7 @@ std::shared_ptr<LayerAdapter> LoHaConfig::make_layer_adapter(const std::string& 
   a->w1_b = kaiming(a->w1_b.sizes(), gen);
   a->w2_a = kaiming(a->w2_a.sizes(), gen);
   a->w2_b = init_weights ? at::zeros(a->w2_b.sizes(), at::kFloat) : kaiming(a->w2_b.sizes(), gen);
-  a->to(l.weight.device());
+  a->to(l.weight_tensor()->device());
   return a;
 }
 
@@ -123,7 +125,7 @@ std::shared_ptr<LayerAdapter> LoKrConfig::make_layer_adapter(const std::string& 
     if (a->full_w1) a->w1.zero_();
     else a->w1_a.zero_();
   }
-  a->to(l.weight.device());
+  a->to(l.weight_tensor()->device());
   return a;
 }
 

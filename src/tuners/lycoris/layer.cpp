@@ -13,7 +13,7 @@ at::Tensor DeltaWeightAdapter::forward(const at::Tensor& x, const at::Tensor& ou
 void DeltaWeightAdapter::merge() {
   if (merged_) return;
   c10::NoGradGuard g;
-  auto& w = dynamic_cast<Linear*>(host_)->weight;
+  auto& w = *host_->weight_tensor();
   w.add_(delta_weight().to(w.scalar_type()));
   merged_ = true;
 }
@@ -21,7 +21,7 @@ void DeltaWeightAdapter::merge() {
 void DeltaWeightAdapter::unmerge() {
   if (!merged_) return;
   c10::NoGradGuard g;
-  auto& w = dynamic_cast<Linear*>(host_)->weight;
+  auto& w = *host_->weight_tensor();
   w.sub_(delta_weight().to(w.scalar_type()));
   merged_ = false;
 }

@@ -41,7 +41,7 @@ NamedModules SSFConfig::layer_targets(Model& model) const {
   std::vector<std::string> names;
   for (const auto& [name, m] : find_targets(model, spec, task_type)) names.push_back(name);
   for (const auto& [name, m] : model.named_modules())
-    if (dynamic_cast<LayerNorm*>(m) || dynamic_cast<RMSNorm*>(m)) names.push_back(name);
+    if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->kind() == LayerKind::kNorm) names.push_back(name);
   spec.target_regex.reset();
   spec.target_list = names;
   return find_targets(model, spec, task_type);

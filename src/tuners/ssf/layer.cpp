@@ -20,16 +20,15 @@ at::Tensor SSFLayer::forward(const at::Tensor&, const at::Tensor& out) {
 
 void SSFLayer::fold(bool undo) {
   c10::NoGradGuard g;
-  at::Tensor *w = nullptr, *b = nullptr;
-  at::Tensor scale_w = ssf_scale;  // the scale shaped for the weight
-  if (auto* l = dynamic_cast<Linear*>(host_)) w = &l->weight, b = &l->bias, scale_w = ssf_scale.unsqueeze(1);
-  else if (auto* c = dynamic_cast<Conv1D*>(host_)) w = &c->weight, b = &c->bias, scale_w = ssf_scale.unsqueeze(0);
-  else if (auto* n = dynamic_cast<LayerNorm*>(host_)) w = &n->weight, b = &n->bias;
-  else if (auto* r = dynamic_cast<RMSNorm*>(host_)) w = &r->weight;
-  else if (auto* e = dynamic_cast<Embedding*>(host_)) w = &e->weight, scale_w = ssf_scale.unsqueeze(0);
-  else throw std::logic_error("SSF on '" + path_ + "' (" + host_->type_name() + ") cannot be merged");
-  const bool embedding = dynamic_cast<Embedding*>(host_) != nullptr;
-  const bool has_bias = b && b->defined();
+  at::Tensor* w = host_->weight_tensor();
+  at::Tensor* b = host_->bias_tensor();
+  if (!w) throw std::logic_error("SSF on '" + path_ + "' (" + host_->type_name() + ") cannot be merged");
+  // The scale shaped for the weight: per row of [out, in], per column of [in, out].
+  const at::Tensor scale_w = w->dim() == 1             ? ssf_scale
+                             : host_->weight_is_in_out() ? ssf_scale.unsqueeze(0)
+                                                         : ssf_scale.unsqueeze(1);
+  const bool embedding = host_->kind() == LayerKind::kEmbedding;  // its shift goes into the table
+  const bool has_bias = b != nullptr;
   if (!has_bias && !embedding && ssf_shift.abs().max().item<double>() != 0.0)
     throw std::logic_error("SSF shift on '" + path_ + "' cannot be merged: the " + host_->type_name() +
                            " has no bias");

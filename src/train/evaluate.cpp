@@ -1,0 +1,63 @@
+#include "train/evaluate.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+
+#include "train/setup.h"
+
+namespace peft {
+
+at::Tensor batch_logits(PeftModel& peft, const Batch& b, at::Device dev, bool checkpoint_layers) {
+  ModelInputs in;
+  in.checkpoint_layers = checkpoint_layers;
+  if (b.pixel_values.defined()) {
+    in.pixel_values = b.pixel_values.to(dev);
+  } else {
+    in.input_ids = b.input_ids.to(dev);
+    in.attention_mask = b.attention_mask.to(dev);
+  }
+  return peft.forward(in).logits.to(at::kFloat);
+}
+
+at::Tensor loss_sum(const at::Tensor& logits, const Batch& b, bool causal) {
+  auto labels = b.labels.to(logits.device());
+  if (!causal) return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum);
+  const int64_t v = logits.size(-1);
+  auto shifted = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, v});
+  auto targets = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1});
+  return at::cross_entropy_loss(shifted, targets, {}, at::Reduction::Sum, -100);
+}
+
+nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64_t batch, int64_t pad, bool causal,
+                        at::Device dev) {
+  c10::NoGradGuard no_grad;
+  peft.train(false);
+  double total = 0;
+  int64_t items = 0, correct = 0;
+  for (size_t i = 0; i < data.size(); i += static_cast<size_t>(batch)) {
+    std::vector<const Example*> xs;
+    for (size_t k = i; k < std::min(data.size(), i + static_cast<size_t>(batch)); ++k) xs.push_back(&data[k]);
+    const Batch b = collate(xs, pad, causal);
+    const at::Tensor logits = batch_logits(peft, b, dev);
+    total += loss_sum(logits, b, causal).item<double>();
+    items += b.num_items;
+    if (!causal) correct += (logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
+  }
+  const double loss = total / static_cast<double>(std::max<int64_t>(1, items));
+  nlohmann::json r = {{"eval_loss", loss}};
+  if (causal) r["eval_perplexity"] = std::exp(loss);
+  else r["eval_accuracy"] = static_cast<double>(correct) / static_cast<double>(std::max<size_t>(1, data.size()));
+  return r;
+}
+
+nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& adapters) {
+  TrainSetup s = load_setup(cfg, adapters, false);
+  const auto opts = data_options(cfg, s);
+  auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, opts)
+                                    : read_data(cfg.eval_file, cfg.eval_label_file, opts);
+  return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device));
+}
+
+}  // namespace peft

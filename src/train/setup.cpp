@@ -1,0 +1,65 @@
+#include "train/setup.h"
+
+#include <filesystem>
+
+#include "models/bert.h"  // num_labels_of
+#include "peft/layers.h"
+
+namespace fs = std::filesystem;
+
+namespace peft {
+
+TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter) {
+  TrainSetup s;
+  LoadOptions lo;
+  lo.device = cfg.device;
+  lo.architecture = cfg.architecture;
+  lo.num_labels = cfg.num_labels;
+  lo.seed = cfg.seed;
+  s.model = load_model(cfg.model, lo);
+  const TaskKind task = s.model->task();
+  if (task == TaskKind::kCausalLM) s.causal = true;
+  else if (task == TaskKind::kSequenceClassification || task == TaskKind::kImageClassification) s.causal = false;
+  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence/image classifiers");
+  const std::string tok_dir = cfg.tokenizer.empty() ? cfg.model : cfg.tokenizer;
+  if (fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir)) {
+    s.tokenizer = Tokenizer::from_file(tok_dir);
+    if (auto pad = s.tokenizer->special_token("pad_token"))
+      if (auto id = s.tokenizer->token_to_id(*pad)) s.pad_id = *id;
+  }
+  s.peft = std::make_unique<PeftModel>(s.model);
+  for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));
+  if (fresh_adapter && adapters.empty()) {
+    nlohmann::ordered_json m = cfg.method;
+    if (!m.contains("peft_type")) m["peft_type"] = "LORA";
+    if (!m.contains("task_type") && task != TaskKind::kImageClassification)
+      m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
+    auto method = parse_user_adapter_config(m, "method");
+    method->inference_mode = false;  // prompt encoders train through their reparameterization
+    s.peft->add_adapter("default", *method, cfg.seed);
+  }
+  return s;
+}
+
+DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
+  DataOptions o;
+  o.format = cfg.format;
+  o.max_length = cfg.max_length;
+  o.packing = cfg.packing;
+  o.completion_only_loss = cfg.completion_only_loss;
+  o.skip_bad_lines = cfg.on_bad_line == "skip";
+  o.classification = !s.causal;
+  o.tokenizer = s.tokenizer ? &*s.tokenizer : nullptr;
+  o.label2id = s.model->config().value("label2id", nlohmann::json::object());
+  if (!s.causal) o.num_labels = num_labels_of(s.model->config(), cfg.model);
+  if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
+  return o;
+}
+
+std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
+  if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0)
+    return load_image_examples(file, labels, o.num_labels);
+  return load_examples(file, o);
+}
+
+}  // namespace peft

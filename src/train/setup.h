@@ -1,0 +1,34 @@
+// What training and evaluation start from: the model with its adapters, the tokenizer,
+// and the data read the way the model needs it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "peft/peft_model.h"
+#include "peft/tokenizer.h"
+#include "peft/train.h"
+#include "train/data.h"
+
+namespace peft {
+
+struct TrainSetup {
+  std::shared_ptr<Model> model;
+  std::unique_ptr<PeftModel> peft;
+  std::optional<Tokenizer> tokenizer;
+  bool causal = true;  // causal LM; else a sequence or image classifier
+  int64_t pad_id = 0;
+};
+
+// Loads cfg.model and `adapters` (the first named "default"); with `fresh_adapter` and no
+// adapters, adds cfg.method as a new trainable adapter.
+TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter);
+
+DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s);
+
+// JSONL, or for images a .npy with its labels .npy.
+std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o);
+
+}  // namespace peft
