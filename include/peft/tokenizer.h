@@ -43,8 +43,10 @@ struct PaddingOptions {
 
 class Tokenizer {
  public:
-  // A tokenizer.json file, or a folder holding tokenizer.json (and tokenizer_config.json).
+  // tokenizer.json (or a folder holding it, with tokenizer_config.json beside it), or a
+  // GGUF model (or a folder holding only one) whose metadata carries the tokenizer.
   static Tokenizer from_file(const std::string& path);
+  static Tokenizer from_gguf(const std::string& path);
   static Tokenizer from_json(const std::string& json, const std::string& where = "tokenizer.json");
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
@@ -64,12 +66,15 @@ class Tokenizer {
   size_t vocab_size() const;  // the model's vocabulary plus added tokens
   // Special tokens named by tokenizer_config.json (bos_token, eos_token, pad_token, unk_token).
   std::optional<std::string> special_token(const std::string& role) const;
+  // The Jinja chat template of tokenizer_config.json (or chat_template.jinja), if any.
+  std::optional<std::string> chat_template() const;
 
   struct Impl;
 
  private:
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   static Tokenizer build(const nlohmann::json& j, const std::string& where);
+  void apply_config(const nlohmann::json& tokenizer_config);  // special-token roles, chat template
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,4 +1,5 @@
-// Loading a Hugging Face model folder: config.json plus one or many safetensors files.
+// Loading a model (a Hugging Face folder, or a GGUF file) and saving one as a Hugging Face
+// folder.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -8,6 +9,7 @@
 #include <iostream>
 #include <set>
 
+#include "io/checkpoint_reader.h"
 #include "peft/model.h"
 #include "peft/safetensors.h"
 #include "util/atomic_file.h"
@@ -19,49 +21,6 @@ namespace peft {
 
 namespace {
 
-nlohmann::json read_json(const fs::path& p) { return read_json_file(p.string()); }
-
-// Checkpoint key -> the file that holds it.
-struct Checkpoint {
-  std::map<std::string, std::shared_ptr<SafetensorsFile>> by_key;
-  std::string describe;
-};
-
-Checkpoint open_checkpoint(const fs::path& dir) {
-  Checkpoint ck;
-  const auto index = dir / "model.safetensors.index.json";
-  const auto single = dir / "model.safetensors";
-  if (fs::exists(index)) {
-    auto j = read_json(index);
-    if (!j.contains("weight_map") || !j["weight_map"].is_object())
-      throw std::runtime_error(index.string() + ": missing object 'weight_map'");
-    std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
-    for (const auto& [key, file] : j["weight_map"].items()) {
-      if (!file.is_string()) throw std::runtime_error(index.string() + ": weight_map['" + key + "'] is not a file name");
-      const std::string name = file.get<std::string>();
-      // Shards live in the folder itself: a path out of it is never followed.
-      if (name.empty() || name.find('/') != std::string::npos || name.find('\\') != std::string::npos ||
-          name == "." || name == "..")
-        throw std::runtime_error(index.string() + ": weight_map['" + key + "'] = '" + name +
-                                 "' is not a file name in the model folder");
-      auto& f = files[name];
-      if (!f) f = std::make_shared<SafetensorsFile>((dir / name).string());
-      if (!f->contains(key))
-        throw std::runtime_error(index.string() + ": maps '" + key + "' to " + name + ", which has no such tensor");
-      ck.by_key[key] = f;
-    }
-    ck.describe = index.string();
-  } else if (fs::exists(single)) {
-    auto f = std::make_shared<SafetensorsFile>(single.string());
-    for (const auto& n : f->names()) ck.by_key[n] = f;
-    ck.describe = single.string();
-  } else {
-    throw std::runtime_error(dir.string() + ": no model.safetensors or model.safetensors.index.json "
-                             "(pytorch_model.bin checkpoints are not supported; convert them to safetensors)");
-  }
-  return ck;
-}
-
 // Buffers that transformers checkpoints sometimes carry and the models recompute.
 bool ignorable(const std::string& key) {
   for (const char* s : {".attn.bias", ".attn.masked_bias", "position_ids", "rotary_emb.inv_freq"})
@@ -72,11 +31,11 @@ bool ignorable(const std::string& key) {
 
 }  // namespace
 
-std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions& opts) {
-  const fs::path dir(dir_str);
-  if (!fs::is_directory(dir)) throw std::runtime_error(dir_str + ": not a directory");
-  const auto config_path = dir / "config.json";
-  auto config = read_json(config_path);
+std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
+  const ModelPath where = resolve_model_path(path);
+  const auto ck = open_checkpoint(where);
+  auto config = ck->config();
+  const std::string config_name = where.gguf.empty() ? (fs::path(where.folder) / "config.json").string() : where.gguf;
   if (!opts.architecture.empty()) {
     config["architectures"] = {opts.architecture};
     if (opts.num_labels > 0) {
@@ -85,8 +44,7 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
       config["id2label"] = id2label;
     }
   }
-  auto model = build_model(config, config_path.string());
-  Checkpoint ck = open_checkpoint(dir);
+  auto model = build_model(config, config_name);
 
   // The model's own names, and the checkpoint key that supplies each.
   std::set<std::string> expected;
@@ -94,7 +52,7 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
   const std::string prefix = model->base_model_prefix();
   std::map<std::string, std::string> source;  // model name -> checkpoint key
   std::vector<std::string> unexpected;
-  for (const auto& [key, _] : ck.by_key) {
+  for (const auto& key : ck->keys()) {
     std::string k = model->name_for_checkpoint_key(key);
     std::string name;
     if (expected.count(k)) name = k;
@@ -125,20 +83,21 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
         initialized.push_back(name);
         return;
       }
-      throw std::runtime_error(ck.describe + ": missing tensor '" + name + "' that " + model->type_name() +
+      throw std::runtime_error(ck->describe() + ": missing tensor '" + name + "' that " + model->type_name() +
                                " needs");
     }
-    auto& file = ck.by_key.at(it->second);
-    at::Tensor t = file->get(it->second);
-    if (t.sizes().vec() != s.shape)
-      throw std::runtime_error(file->path() + ": tensor '" + it->second + "' has shape " + c10::str(t.sizes()) +
-                               " but config.json implies " + c10::str(at::IntArrayRef(s.shape)) + " for '" + name +
-                               "'");
+    // Shapes are checked before anything is read (or dequantized).
+    const auto shape = ck->shape(it->second);
+    if (shape != s.shape)
+      throw std::runtime_error(ck->file_of(it->second) + ": tensor '" + it->second + "' has shape " +
+                               c10::str(at::IntArrayRef(shape)) + " but the config implies " +
+                               c10::str(at::IntArrayRef(s.shape)) + " for '" + name + "'");
+    at::Tensor t = ck->get(it->second);
     if (t.is_floating_point()) t = t.to(dtype);
     *s.tensor = t;
   });
   if (!unexpected.empty()) {
-    std::cerr << "warning: " << ck.describe << ": " << unexpected.size() << " tensor(s) not used by "
+    std::cerr << "warning: " << ck->describe() << ": " << unexpected.size() << " tensor(s) not used by "
               << model->type_name() << ", e.g. '" << unexpected.front() << "'\n";
   }
   if (!initialized.empty())
@@ -146,7 +105,7 @@ std::shared_ptr<Model> load_model(const std::string& dir_str, const LoadOptions&
               << initialized.front() << (initialized.size() > 1 ? ", ..." : "")
               << "; it must be trained, or come from an adapter's modules_to_save\n";
   model->tie_weights();
-  model->name_or_path = fs::absolute(dir).lexically_normal().string();
+  model->name_or_path = fs::absolute(where.gguf.empty() ? where.folder : where.gguf).lexically_normal().string();
   if (model->name_or_path.size() > 1 && model->name_or_path.back() == '/') model->name_or_path.pop_back();
   if (opts.device && *opts.device != "cpu") {
     const at::Device device(*opts.device);  // throws on a malformed name

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "peft/gguf.h"
+#include "peft/gguf_llama.h"
 #include "tokenizer/components.h"
 #include "util/json_file.h"
 
@@ -34,6 +36,7 @@ struct Tokenizer::Impl {
   std::optional<size_t> truncation;
   std::optional<PaddingOptions> padding;
   std::map<std::string, std::string> roles;  // tokenizer_config.json: bos_token, ...
+  std::optional<std::string> chat_template;  // tokenizer_config.json or chat_template.jinja
 
   // Added tokens found in `text`, as (begin, end, token), left to right.
   std::vector<std::tuple<size_t, size_t, const AddedToken*>> find_added(const std::string& text) const;
@@ -195,29 +198,54 @@ Tokenizer Tokenizer::build(const nlohmann::json& j, const std::string& where) {
   return Tokenizer(std::move(impl));
 }
 
+namespace {
+bool is_gguf(const fs::path& p) { return p.extension() == ".gguf" && fs::is_regular_file(p); }
+}  // namespace
+
+void Tokenizer::apply_config(const nlohmann::json& cfg) {
+  if (!cfg.is_object()) return;
+  for (const char* role : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
+    if (!cfg.contains(role)) continue;
+    const auto& v = cfg.at(role);
+    if (v.is_string()) impl_->roles[role] = v.get<std::string>();
+    else if (v.is_object() && v.contains("content") && v.at("content").is_string())
+      impl_->roles[role] = v.at("content").get<std::string>();
+  }
+  if (cfg.contains("chat_template") && cfg.at("chat_template").is_string())
+    impl_->chat_template = cfg.at("chat_template").get<std::string>();
+}
+
 Tokenizer Tokenizer::from_file(const std::string& path) {
   fs::path file = path;
-  fs::path dir;
+  fs::path dir = file;
   if (fs::is_directory(file)) {
-    dir = file;
     file /= "tokenizer.json";
+    // A folder holding only a GGUF model: its tokenizer is in the file's metadata.
+    if (!fs::exists(file))
+      for (const auto& e : fs::directory_iterator(dir))
+        if (is_gguf(e.path())) return from_gguf(e.path().string());
   } else {
+    if (is_gguf(file)) return from_gguf(path);
     dir = file.parent_path();
   }
   Tokenizer t = from_json(read_file_bytes(file.string()), file.string());
   const fs::path cfg_path = dir / "tokenizer_config.json";
-  if (fs::exists(cfg_path)) {
-    const auto cfg = read_json_file(cfg_path.string());
-    for (const char* role : {"bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token", "mask_token"}) {
-      if (!cfg.is_object() || !cfg.contains(role)) continue;
-      const auto& v = cfg.at(role);
-      if (v.is_string()) t.impl_->roles[role] = v.get<std::string>();
-      else if (v.is_object() && v.contains("content") && v.at("content").is_string())
-        t.impl_->roles[role] = v.at("content").get<std::string>();
-    }
-  }
+  if (fs::exists(cfg_path)) t.apply_config(read_json_file(cfg_path.string()));
+  // transformers 4.43+ may keep the template in its own file.
+  const fs::path jinja = dir / "chat_template.jinja";
+  if (fs::exists(jinja)) t.impl_->chat_template = read_file_bytes(jinja.string());
   return t;
 }
+
+Tokenizer Tokenizer::from_gguf(const std::string& path) {
+  const GgufFile file(path);
+  const HfTokenizerFiles hf = hf_tokenizer_from_gguf(file.header());
+  Tokenizer t = from_json(hf.tokenizer.dump(), path);
+  t.apply_config(nlohmann::json::parse(hf.tokenizer_config.dump()));
+  return t;
+}
+
+std::optional<std::string> Tokenizer::chat_template() const { return impl_->chat_template; }
 
 namespace {
 void truncate(Encoding& e, size_t n) {

@@ -10,9 +10,9 @@
 namespace peft::cli {
 
 void ModelArgs::add_to(CLI::App* app) {
-  app->add_option("model_dir", dir, "Hugging Face model folder (config.json + *.safetensors)")
+  app->add_option("model", dir, "Model: a Hugging Face folder (config.json + *.safetensors) or a .gguf file")
       ->required()
-      ->check(CLI::ExistingDirectory);
+      ->check(CLI::ExistingPath);
   app->add_option("--dtype", dtype, "Compute dtype: float32, bfloat16, float16")->capture_default_str();
   app->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
 }

@@ -46,5 +46,6 @@ void register_tokenize(CLI::App& app);
 void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_classify(CLI::App& app);
+void register_convert(CLI::App& app);
 
 }  // namespace peft::cli

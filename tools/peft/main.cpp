@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   peft::cli::register_train(app);
   peft::cli::register_eval(app);
   peft::cli::register_classify(app);
+  peft::cli::register_convert(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

