@@ -18,6 +18,7 @@
 #include "peft/tokenizer.h"
 #include "peft/train.h"
 #include "test_util.h"
+#include "train/data.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -100,6 +101,38 @@ TEST(SmolLM2, LogitsMatchTransformersOnAPaddedBatch) {
 TEST(SmolLM2, SixtyFourGreedyTokensMatchTransformers) {
   expect_greedy_match(gguf_path());
   expect_greedy_match(converted().string());
+}
+
+// Chat data goes through the model's own template (SmolLM2's adds a default system
+// prompt); the loss covers every assistant turn, from where the template opens it to
+// where it closes it, or only the last one when asked.
+TEST(SmolLM2, ChatDataLearnsEveryAssistantTurn) {
+  const auto dir = scratch("chat");
+  fs::create_directories(dir);
+  const auto data = dir / "chat.jsonl";
+  std::ofstream(data) << R"({"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And its second city?"}, {"role": "assistant", "content": "Lyon."}]})"
+                      << "\n"
+                      << R"({"conversations": [{"from": "human", "value": "Capital of France?"}, {"from": "gpt", "value": "Paris."}, {"from": "human", "value": "And its second city?"}, {"from": "gpt", "value": "Lyon."}]})"
+                      << "\n";
+  const auto tok = Tokenizer::from_file(gguf_path());
+  DataOptions o;
+  o.tokenizer = &tok;
+  auto learned = [&](const Example& e) {
+    std::vector<int64_t> ids;
+    for (size_t i = 0; i < e.labels.size(); ++i)
+      if (e.labels[i] != -100) ids.push_back(e.labels[i]);
+    return tok.decode(ids, false);
+  };
+  auto all = load_examples(data.string(), o);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].input_ids, all[1].input_ids) << "ShareGPT reads as the same conversation";
+  EXPECT_EQ(tok.decode(all[0].input_ids, false),
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+            "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n"
+            "<|im_start|>user\nAnd its second city?<|im_end|>\n<|im_start|>assistant\nLyon.<|im_end|>\n");
+  EXPECT_EQ(learned(all[0]), "Paris.<|im_end|>\nLyon.<|im_end|>\n");
+  o.last_turn_only = true;
+  EXPECT_EQ(learned(load_examples(data.string(), o)[0]), "Lyon.<|im_end|>\n");
 }
 
 // A LoRA trained here on the GGUF base loads in HF PEFT on transformers' GGUF-loaded

@@ -68,6 +68,10 @@ class Tokenizer {
   std::optional<std::string> special_token(const std::string& role) const;
   // The Jinja chat template of tokenizer_config.json (or chat_template.jinja), if any.
   std::optional<std::string> chat_template() const;
+  // `messages` ([{role, content, ...}], passed to the template as they are) rendered with
+  // the chat template as transformers' apply_chat_template renders it, special tokens
+  // from tokenizer_config.json; ChatML when the tokenizer has no template.
+  std::string apply_chat_template(const nlohmann::ordered_json& messages, bool add_generation_prompt) const;
 
   struct Impl;
 

@@ -27,6 +27,7 @@ struct TrainConfig {
   int64_t max_length = 512;          // longer examples are truncated
   bool packing = false;              // causal LM: concatenate examples into max_length blocks
   bool completion_only_loss = true;  // prompt/completion and messages: loss on the completion only
+  std::string chat_loss_turns = "all";  // messages: loss on every assistant turn, or "last"
   std::string on_bad_line = "stop";  // stop | skip (a malformed JSONL line)
   bool shuffle = true;
   // Optimization (HF Trainer's names and defaults where it has them).

@@ -3,10 +3,12 @@
 #include <utf8proc.h>
 
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <sstream>
 
 #include "peft/gguf.h"
+#include "peft/jinja.h"
 #include "peft/gguf_llama.h"
 #include "tokenizer/components.h"
 #include "util/json_file.h"
@@ -37,6 +39,8 @@ struct Tokenizer::Impl {
   std::optional<PaddingOptions> padding;
   std::map<std::string, std::string> roles;  // tokenizer_config.json: bos_token, ...
   std::optional<std::string> chat_template;  // tokenizer_config.json or chat_template.jinja
+  mutable std::mutex chat_mu;
+  mutable std::shared_ptr<ChatTemplate> parsed_chat;  // parsed on first use
 
   // Added tokens found in `text`, as (begin, end, token), left to right.
   std::vector<std::tuple<size_t, size_t, const AddedToken*>> find_added(const std::string& text) const;
@@ -246,6 +250,25 @@ Tokenizer Tokenizer::from_gguf(const std::string& path) {
 }
 
 std::optional<std::string> Tokenizer::chat_template() const { return impl_->chat_template; }
+
+namespace {
+// TRL's setup_chat_format: ChatML, for a tokenizer that brings no template.
+const char* kChatML =
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+}  // namespace
+
+std::string Tokenizer::apply_chat_template(const nlohmann::ordered_json& messages, bool add_generation_prompt) const {
+  {
+    std::lock_guard<std::mutex> lock(impl_->chat_mu);
+    if (!impl_->parsed_chat)
+      impl_->parsed_chat = std::make_shared<ChatTemplate>(ChatTemplate::parse(
+          impl_->chat_template.value_or(kChatML), impl_->where + ": chat_template"));
+  }
+  nlohmann::ordered_json special = nlohmann::ordered_json::object();
+  for (const auto& [role, token] : impl_->roles) special[role] = token;
+  return render_chat(*impl_->parsed_chat, messages, add_generation_prompt, special);
+}
 
 namespace {
 void truncate(Encoding& e, size_t n) {

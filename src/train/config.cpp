@@ -38,6 +38,7 @@ void for_each_field(C& c, F&& f) {
   f("max_length", c.max_length);
   f("packing", c.packing);
   f("completion_only_loss", c.completion_only_loss);
+  f("chat_loss_turns", c.chat_loss_turns);
   f("on_bad_line", c.on_bad_line);
   f("shuffle", c.shuffle);
   f("learning_rate", c.learning_rate);
@@ -98,6 +99,7 @@ void TrainConfig::validate(const std::string& where) const {
   if (std::find(scheds.begin(), scheds.end(), c.lr_scheduler_type) == scheds.end())
     bad("unknown lr_scheduler_type '" + c.lr_scheduler_type + "'" + did_you_mean(c.lr_scheduler_type, scheds));
   if (c.on_bad_line != "stop" && c.on_bad_line != "skip") bad("on_bad_line must be stop or skip");
+  if (c.chat_loss_turns != "all" && c.chat_loss_turns != "last") bad("chat_loss_turns must be all or last");
   if (c.precision != "fp32" && c.precision != "bf16") bad("precision must be fp32 or bf16");
   in_range("per_device_train_batch_size", c.per_device_train_batch_size, 1, kMaxBatch);
   in_range("per_device_eval_batch_size", c.per_device_eval_batch_size, 1, kMaxBatch);

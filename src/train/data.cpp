@@ -3,10 +3,10 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 #include <iostream>
 #include <sstream>
 
-#include "peft/chat_template.h"
 #include "peft/npy.h"
 #include "util/json_file.h"
 
@@ -16,7 +16,7 @@ namespace {
 
 std::string detect_format(const nlohmann::json& j) {
   if (j.contains("input_ids")) return "input_ids";
-  if (j.contains("messages")) return "messages";
+  if (j.contains("messages") || j.contains("conversations")) return "messages";
   if (j.contains("prompt") && j.contains("completion")) return "prompt_completion";
   if (j.contains("text") && j.contains("label")) return "text_label";
   if (j.contains("text")) return "text";
@@ -38,6 +38,63 @@ const std::string& str_field(const nlohmann::json& j, const char* key) {
 std::optional<int64_t> eos_id(const Tokenizer& t) {
   auto eos = t.special_token("eos_token");
   return eos ? t.token_to_id(*eos) : std::nullopt;
+}
+
+// {"messages": [...]} as it is, or ShareGPT's {"conversations": [{"from", "value"}]} in
+// the same form. Messages pass to the chat template whole (tool calls, null content).
+nlohmann::ordered_json chat_messages(const nlohmann::json& j) {
+  static const std::map<std::string, std::string> kShareGpt = {
+      {"human", "user"}, {"user", "user"},   {"gpt", "assistant"},  {"assistant", "assistant"}, {"model", "assistant"},
+      {"system", "system"}, {"tool", "tool"}, {"function", "tool"}, {"observation", "tool"}};
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  if (j.contains("messages")) {
+    const auto& messages = field(j, "messages");
+    if (!messages.is_array() || messages.empty()) throw std::runtime_error("'messages' is not a non-empty list");
+    for (const auto& m : messages) {
+      str_field(m, "role");
+      if (m.contains("content") && !m.at("content").is_null() && !m.at("content").is_string() &&
+          !m.at("content").is_array())
+        throw std::runtime_error("a message's 'content' must be a string, a list of parts or null");
+      out.push_back(nlohmann::ordered_json::parse(m.dump()));
+    }
+    return out;
+  }
+  const auto& conv = field(j, "conversations");
+  if (!conv.is_array() || conv.empty()) throw std::runtime_error("'conversations' is not a non-empty list");
+  for (const auto& m : conv) {
+    const std::string& from = str_field(m, "from");
+    auto it = kShareGpt.find(from);
+    if (it == kShareGpt.end()) throw std::runtime_error("unknown ShareGPT speaker '" + from + "'");
+    out.push_back({{"role", it->second}, {"content", str_field(m, "value")}});
+  }
+  return out;
+}
+
+// A conversation through the tokenizer's chat template. Loss on the assistant turns (all
+// of them, as TRL's assistant-only loss; or the last), each from where the template opens
+// the turn (add_generation_prompt) to where it closes it.
+void chat_example(const nlohmann::ordered_json& msgs, const Tokenizer& tok, const DataOptions& o, Example& ex) {
+  std::vector<size_t> turns;
+  for (size_t i = 0; i < msgs.size(); ++i)
+    if (msgs[i].value("role", std::string()) == "assistant") turns.push_back(i);
+  if (turns.empty()) throw std::runtime_error("the conversation has no assistant message to learn from");
+  if (o.last_turn_only) turns.erase(turns.begin(), turns.end() - 1);
+  auto length = [&](size_t n, bool open_turn) {
+    nlohmann::ordered_json part = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < n; ++i) part.push_back(msgs[i]);
+    // The template carries its own markers (BOS included), as transformers tokenizes it.
+    return tok.encode(tok.apply_chat_template(part, open_turn), false).ids.size();
+  };
+  ex.input_ids = tok.encode(tok.apply_chat_template(msgs, false), false).ids;
+  if (!o.completion_only_loss) {
+    ex.labels = ex.input_ids;
+    return;
+  }
+  ex.labels.assign(ex.input_ids.size(), -100);
+  for (size_t t : turns) {
+    const size_t begin = length(t, true), end = std::min(length(t + 1, false), ex.labels.size());
+    for (size_t i = begin; i < end; ++i) ex.labels[i] = ex.input_ids[i];
+  }
 }
 
 Example make_example(const nlohmann::json& j, const std::string& format, const DataOptions& o) {
@@ -62,33 +119,17 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
     ex.input_ids = tok.encode(str_field(j, "text")).ids;
     if (auto e = eos_id(tok)) ex.input_ids.push_back(*e);
     ex.labels = ex.input_ids;
-  } else if (format == "prompt_completion" || format == "messages") {
+  } else if (format == "prompt_completion") {
     const auto& tok = need_tok();
-    std::string prompt, full;
-    bool specials = true;
-    if (format == "prompt_completion") {
-      prompt = str_field(j, "prompt");
-      full = prompt + str_field(j, "completion");
-    } else {
-      const auto& messages = field(j, "messages");
-      if (!messages.is_array() || messages.empty()) throw std::runtime_error("'messages' is not a non-empty list");
-      std::vector<ChatMessage> msgs;
-      for (const auto& m : messages) msgs.push_back({str_field(m, "role"), str_field(m, "content")});
-      if (msgs.back().role != "assistant") throw std::runtime_error("the last message must be the assistant's");
-      // The format follows the tokenizer: Llama-3 markers if it has them, else ChatML.
-      const ChatFormat f = tok.token_to_id("<|start_header_id|>") ? ChatFormat::kLlama3 : ChatFormat::kChatML;
-      auto bos = tok.special_token("bos_token").value_or("");
-      prompt = apply_chat_template(f, {msgs.begin(), msgs.end() - 1}, true, bos);
-      full = apply_chat_template(f, msgs, false, bos);
-      specials = false;  // the template carries its own markers
-    }
-    const size_t prompt_len = tok.encode(prompt, specials).ids.size();
-    ex.input_ids = tok.encode(full, specials).ids;
-    if (auto e = eos_id(tok); e && format == "prompt_completion") ex.input_ids.push_back(*e);
+    const std::string prompt = str_field(j, "prompt");
+    const size_t prompt_len = tok.encode(prompt).ids.size();
+    ex.input_ids = tok.encode(prompt + str_field(j, "completion")).ids;
+    if (auto e = eos_id(tok)) ex.input_ids.push_back(*e);
     ex.labels = ex.input_ids;
     if (o.completion_only_loss)
       for (size_t i = 0; i < std::min(prompt_len, ex.labels.size()); ++i) ex.labels[i] = -100;
-  } else if (format == "text_label") {
+  } else if (format == "messages") {
+    chat_example(chat_messages(j), need_tok(), o, ex);  } else if (format == "text_label") {
     const auto& tok = need_tok();
     ex.input_ids = tok.encode(str_field(j, "text")).ids;
     const auto& l = field(j, "label");

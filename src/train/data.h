@@ -24,6 +24,7 @@ struct DataOptions {
   int64_t max_length = 512;
   bool packing = false;
   bool completion_only_loss = true;
+  bool last_turn_only = false;           // messages: loss on the last assistant turn only
   bool skip_bad_lines = false;
   bool classification = false;
   const Tokenizer* tokenizer = nullptr;  // required unless every line is input_ids
@@ -33,9 +34,10 @@ struct DataOptions {
 };
 
 // Reads a JSONL file. Formats: {"input_ids": [...]}, {"text"}, {"prompt", "completion"},
-// {"messages": [{"role", "content"}...]} (loss on the last assistant turn), {"text",
-// "label"}. A malformed line is an error naming the file and line, or skipped with a
-// warning under skip_bad_lines.
+// {"messages": [{"role", "content", ...}]} or ShareGPT {"conversations": [{"from",
+// "value"}]} (rendered with the tokenizer's chat template; loss on every assistant turn,
+// or the last), {"text", "label"}. A malformed line is an error naming the file and line,
+// or skipped with a warning under skip_bad_lines.
 std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
 
 // Image classification: images from a .npy [N, C, H, W] (float, or uint8 scaled to

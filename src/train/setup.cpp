@@ -47,6 +47,7 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
   o.max_length = cfg.max_length;
   o.packing = cfg.packing;
   o.completion_only_loss = cfg.completion_only_loss;
+  o.last_turn_only = cfg.chat_loss_turns == "last";
   o.skip_bad_lines = cfg.on_bad_line == "skip";
   o.classification = !s.causal;
   o.tokenizer = s.tokenizer ? &*s.tokenizer : nullptr;

@@ -15,7 +15,8 @@ struct GenerateArgs {
   ModelArgs model;
   AdapterArgs adapters;
   std::string ids, tokenizer;
-  std::vector<std::string> prompts;
+  std::vector<std::string> prompts, chats;
+  std::string system;
   GenerationConfig gen;
   std::vector<int64_t> eos;
   bool no_eos = false;
@@ -35,8 +36,8 @@ void run_generate(GenerateArgs& a) {
     else if (c.contains("eos_token_id") && !c["eos_token_id"].is_null())
       a.gen.eos_token_ids = {strict_get<int64_t>(c["eos_token_id"], where)};
   }
-  if (a.prompts.empty()) {
-    if (a.ids.empty()) throw std::invalid_argument("give --ids or --prompt");
+  if (a.prompts.empty() && a.chats.empty()) {
+    if (a.ids.empty()) throw std::invalid_argument("give --ids, --prompt or --chat");
     auto rows = generate(*model, read_id_lists(a.ids), a.gen);
     std::cout << nlohmann::json(rows).dump() << "\n";
     return;
@@ -45,6 +46,15 @@ void run_generate(GenerateArgs& a) {
   auto tok = Tokenizer::from_file(a.tokenizer.empty() ? a.model.dir : a.tokenizer);
   std::vector<std::vector<int64_t>> prompts;
   for (const auto& p : a.prompts) prompts.push_back(tok.encode(p).ids);
+  // A chat message goes through the model's chat template, as a user turn with the
+  // assistant's turn opened; the template carries its own special tokens.
+  for (const auto& c : a.chats) {
+    nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+    if (!a.system.empty()) msgs.push_back({{"role", "system"}, {"content", a.system}});
+    msgs.push_back({{"role", "user"}, {"content", c}});
+    a.prompts.push_back(c);
+    prompts.push_back(tok.encode(tok.apply_chat_template(msgs, true), false).ids);
+  }
   auto rows = generate(*model, prompts, a.gen);
   for (size_t i = 0; i < rows.size(); ++i) {
     std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
@@ -59,12 +69,19 @@ void run_generate(GenerateArgs& a) {
 void register_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate",
                                  "Continue prompts: token ids (--ids; prints a JSON list of id lists, prompt then new "
-                                 "tokens) or text (--prompt, with the model's tokenizer)");
+                                 "tokens), text (--prompt, with the model's tokenizer) or chat messages (--chat, "
+                                 "through the model's chat template).\n"
+                                 "Example: peft generate SmolLM2-135M-Instruct.Q4_1.gguf --chat 'What is the capital "
+                                 "of France?'");
   auto a = std::make_shared<GenerateArgs>();
   a->model.add_to(cmd);
   a->adapters.add_to(cmd);
   cmd->add_option("--ids", a->ids, "JSON list of token-id lists (the prompts)")->check(CLI::ExistingFile);
   cmd->add_option("--prompt", a->prompts, "Prompt text (repeatable); prints JSON lines {prompt, completion}");
+  cmd->add_option("--chat", a->chats,
+                  "A user message, sent through the model's chat template (repeatable); prints JSON lines "
+                  "{prompt, completion}");
+  cmd->add_option("--system", a->system, "With --chat: a system message first");
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
   cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
   auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");
