@@ -89,7 +89,7 @@ TEST_P(TokenizerParity, PaddedTruncatedBatchMatches) {
 
 INSTANTIATE_TEST_SUITE_P(Hf, TokenizerParity,
                          ::testing::Values("gpt2_bpe", "llama2_bpe", "metaspace_bpe", "bert_wordpiece", "t5_unigram",
-                                           "llama3_split", "bert_cased_digits"));
+                                           "llama3_split", "bert_cased_digits", "wordlevel"));
 
 // --- malformed files -----------------------------------------------------------------
 

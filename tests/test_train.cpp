@@ -20,6 +20,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using nlohmann::json;
 
 namespace peft {
@@ -177,29 +178,38 @@ TEST(TrainLearns, LoraOnACausalLmLowersEvalLoss) {
   EXPECT_TRUE(fs::exists(fs::path(c.output_dir) / "adapter_model.safetensors"));
 }
 
-TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
-  // A word-level tokenizer over bert_cls's vocabulary, and a label that a word decides.
-  const auto model = scratch("bert_cls_tok");
+// A copy of a BERT parity model with a word-level tokenizer over its vocabulary.
+fs::path bert_with_words(const std::string& name, const std::string& base) {
+  const auto model = scratch(name);
   fs::remove_all(model);
-  fs::copy(parity("bert_cls"), model, fs::copy_options::recursive);
+  fs::copy(parity(base), model, fs::copy_options::recursive);
   json vocab = json::object();
   for (int i = 0; i < 90; ++i) vocab["w" + std::to_string(i)] = i;
   json tj = {{"version", "1.0"},
              {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
              {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}}};
   std::ofstream(model / "tokenizer.json") << tj.dump();
-  const auto data = scratch("cls.jsonl");
-  {
-    std::ofstream f(data);
-    std::mt19937 rng(5);
-    for (int i = 0; i < 160; ++i) {
-      std::string text;
-      const int label = static_cast<int>(rng() % 3);
-      for (int t = 0; t < 8; ++t) text += "w" + std::to_string(10 + rng() % 70) + " ";
-      text += "w" + std::to_string(1 + label);  // the class marker
-      f << json{{"text", text}, {"label", label}}.dump() << "\n";
-    }
+  return model;
+}
+
+// 160 texts of 8 random words and a class marker word; labels as indices or as names.
+fs::path marker_data(const std::string& name, const std::vector<std::string>& names = {}) {
+  const auto data = scratch(name);
+  std::ofstream f(data);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 160; ++i) {
+    std::string text;
+    const int label = static_cast<int>(rng() % 3);
+    for (int t = 0; t < 8; ++t) text += "w" + std::to_string(10 + rng() % 70) + " ";
+    text += "w" + std::to_string(1 + label);  // the class marker
+    f << json{{"text", text}, {"label", names.empty() ? json(label) : json(names[label])}}.dump() << "\n";
   }
+  return data;
+}
+
+TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
+  const auto model = bert_with_words("bert_cls_tok", "bert_cls");
+  const auto data = marker_data("cls.jsonl");
   TrainConfig c;
   c.model = model.string();
   c.train_file = data.string();
@@ -217,6 +227,32 @@ TEST(TrainLearns, LoraOnBertClassificationWithModulesToSave) {
   EXPECT_THAT(cfg["modules_to_save"].dump(), HasSubstr("classifier"));
   SafetensorsFile f((fs::path(c.output_dir) / "adapter_model.safetensors").string());
   EXPECT_TRUE(f.contains("base_model.model.classifier.weight"));
+}
+
+std::string train_error(TrainConfig c);
+
+// String labels through `labels`, on a headless BERT given a new head; the head is the
+// adapter's own (modules_to_save), so no "newly initialized" note.
+TEST(TrainLearns, StringLabelsNameTheClassesOfANewHead) {
+  TrainConfig c;
+  c.model = bert_with_words("bert_tok", "bert").string();
+  c.architecture = "BertForSequenceClassification";
+  c.labels = {"alpha", "beta", "gamma"};
+  c.train_file = marker_data("cls_names.jsonl", c.labels).string();
+  c.eval_split = 0.25;
+  c.output_dir = scratch("learn_cls_names").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"]})");
+  c.max_steps = 150;
+  c.per_device_train_batch_size = 8;
+  c.learning_rate = 2e-2;
+  c.progress = false;
+  testing::internal::CaptureStderr();
+  auto r = train(c);
+  EXPECT_THAT(testing::internal::GetCapturedStderr(), Not(HasSubstr("newly initialized")));
+  EXPECT_GE(r.evals.back()["eval_accuracy"].get<double>(), 0.8);
+  c.labels = {"alpha", "beta"};
+  EXPECT_THAT(train_error(c), HasSubstr("label \"gamma\" is neither an index nor a name"));
 }
 
 TEST(TrainLearns, LoraOnVitImageClassification) {

@@ -110,6 +110,9 @@ class Model : public Module {
   // The folder it was loaded from, absolute (transformers' name_or_path); adapters record
   // it as base_model_name_or_path.
   std::string name_or_path;
+  // Head parameters load_model initialized because the checkpoint has none (a new
+  // classifier); report_new_heads tells the user unless an adapter supplies them.
+  std::vector<std::string> newly_initialized;
 
  protected:
   explicit Model(nlohmann::json config) : config_(std::move(config)) {}
@@ -126,6 +129,8 @@ struct LoadOptions {
   // with a warning, as transformers does.
   std::string architecture;
   int64_t num_labels = 0;  // with architecture: the classifier's size (0: config's)
+  // Class names (id order); they set num_labels, id2label and label2id.
+  std::vector<std::string> labels;
   uint64_t seed = 0;
 };
 

@@ -85,6 +85,7 @@ class PeftModel {
     AdaptableLayer* layer;
   };
   void apply_state();  // active lists, modules_to_save swaps, requires_grad flags
+  friend void report_new_heads(const Model& model, const PeftModel* peft);
   std::set<std::string> adapted_paths(const std::string& adapter) const;
 
   std::shared_ptr<Model> model_;
@@ -95,5 +96,9 @@ class PeftModel {
   std::vector<std::string> active_;
   bool disabled_ = false;
 };
+
+// A note on stderr for each head parameter load_model initialized, unless `peft` (may be
+// null) supplies it (an adapter's modules_to_save copy, or a parameter it trains).
+void report_new_heads(const Model& model, const PeftModel* peft);
 
 }  // namespace peft

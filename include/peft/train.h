@@ -14,6 +14,7 @@ struct TrainConfig {
   std::string tokenizer;             // tokenizer folder; default: the model folder
   std::string architecture;          // e.g. BertForSequenceClassification on a BertModel checkpoint
   int64_t num_labels = 0;            // with architecture: classes of the new head
+  std::vector<std::string> labels;   // class names in id order (string labels in the data)
   nlohmann::ordered_json method;     // adapter_config.json fields (LoRA), e.g. {"r": 8, "target_modules": [...]}
   std::string init_adapter;          // start from this adapter folder instead of a fresh init
   std::string output_dir = "peft-output";

@@ -36,12 +36,21 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   const auto ck = open_checkpoint(where);
   auto config = ck->config();
   const std::string config_name = where.gguf.empty() ? (fs::path(where.folder) / "config.json").string() : where.gguf;
-  if (!opts.architecture.empty()) {
-    config["architectures"] = {opts.architecture};
-    if (opts.num_labels > 0) {
-      nlohmann::json id2label;
-      for (int64_t i = 0; i < opts.num_labels; ++i) id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+  if (!opts.architecture.empty()) config["architectures"] = {opts.architecture};
+  if (!opts.labels.empty() || opts.num_labels > 0) {
+    // Class names: as given, else the config's own when it has that many, else LABEL_i.
+    const int64_t n = opts.labels.empty() ? opts.num_labels : static_cast<int64_t>(opts.labels.size());
+    const bool keep = opts.labels.empty() && config.contains("id2label") && config["id2label"].is_object() &&
+                      static_cast<int64_t>(config["id2label"].size()) == n;
+    if (!keep) {
+      nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
+      for (int64_t i = 0; i < n; ++i) {
+        const std::string name = opts.labels.empty() ? "LABEL_" + std::to_string(i) : opts.labels[i];
+        id2label[std::to_string(i)] = name;
+        label2id[name] = i;
+      }
       config["id2label"] = id2label;
+      config["label2id"] = label2id;
     }
   }
   auto model = build_model(config, config_name);
@@ -69,7 +78,6 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   const auto heads = model->head_parameter_names();
   const at::ScalarType dtype = opts.dtype.value_or(at::kFloat);
   auto gen = at::detail::createCPUGenerator(opts.seed);
-  std::vector<std::string> initialized;
   model->visit_slots([&](const std::string& name, Module::ParamSlot& s) {
     auto it = source.find(name);
     if (it == source.end()) {
@@ -80,7 +88,7 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
         *s.tensor = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0
                         ? at::zeros(s.shape, at::kFloat).to(dtype)
                         : at::empty(s.shape, at::kFloat).normal_(0.0, std, gen).to(dtype);
-        initialized.push_back(name);
+        model->newly_initialized.push_back(name);
         return;
       }
       throw std::runtime_error(ck->describe() + ": missing tensor '" + name + "' that " + model->type_name() +
@@ -100,10 +108,6 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     std::cerr << "warning: " << ck->describe() << ": " << unexpected.size() << " tensor(s) not used by "
               << model->type_name() << ", e.g. '" << unexpected.front() << "'\n";
   }
-  if (!initialized.empty())
-    std::cerr << "note: " << model->type_name() << " head newly initialized (not in the checkpoint): "
-              << initialized.front() << (initialized.size() > 1 ? ", ..." : "")
-              << "; it must be trained, or come from an adapter's modules_to_save\n";
   model->tie_weights();
   model->name_or_path = fs::absolute(where.gguf.empty() ? where.folder : where.gguf).lexically_normal().string();
   if (model->name_or_path.size() > 1 && model->name_or_path.back() == '/') model->name_or_path.pop_back();

@@ -224,6 +224,31 @@ class BPE : public Model {
   mutable std::unordered_map<std::string, std::vector<std::pair<int64_t, size_t>>> cache_;
 };
 
+// One token per pre-tokenized piece: the piece itself if the vocabulary has it, else the
+// unknown token (an error without one, as tokenizers gives).
+class WordLevel : public Model {
+ public:
+  WordLevel(const Json& j, const std::string& where) : where_(where) {
+    vocab_ = read_vocab_object(j.at("vocab"), where);
+    unk_ = j.contains("unk_token") && j["unk_token"].is_string() ? j["unk_token"].get<std::string>() : "";
+  }
+
+  void tokenize(const NormalizedString& piece, std::vector<Token>& out) const override {
+    if (auto id = vocab_.find(piece.str())) return out.push_back({*id, piece.str(), piece.original_span()});
+    auto unk = unk_.empty() ? std::nullopt : vocab_.find(unk_);
+    if (!unk) throw std::runtime_error(where_ + ": '" + piece.str() + "' is not in the vocabulary and there is no unk_token");
+    out.push_back({*unk, unk_, piece.original_span()});
+  }
+
+  std::optional<int64_t> token_to_id(const std::string& t) const override { return vocab_.find(t); }
+  std::optional<std::string> id_to_token(int64_t id) const override { return vocab_.token(id); }
+  size_t vocab_size() const override { return vocab_.ids.size(); }
+
+ private:
+  Vocab vocab_;
+  std::string unk_, where_;
+};
+
 class WordPiece : public Model {
  public:
   WordPiece(const Json& j, const std::string& where) {
@@ -396,10 +421,11 @@ std::unique_ptr<Model> make_model(const Json& j, const std::string& where_in) {
     if (type == "BPE") return std::make_unique<BPE>(j, where);
     if (type == "WordPiece") return std::make_unique<WordPiece>(j, where);
     if (type == "Unigram") return std::make_unique<Unigram>(j, where);
+    if (type == "WordLevel") return std::make_unique<WordLevel>(j, where);
   } catch (const nlohmann::json::exception& e) {
     fail(where, e.what());
   }
-  fail(where_in, "unknown model type '" + type + "' (supported: BPE, WordPiece, Unigram)");
+  fail(where_in, "unknown model type '" + type + "' (supported: BPE, WordPiece, Unigram, WordLevel)");
 }
 
 }  // namespace peft::tok

@@ -131,10 +131,17 @@ class Metaspace : public PreTokenizer {
 
 class Whitespace : public PreTokenizer {
  public:
-  Whitespace() : re_(R"(\w+|[^\w\s]+)") {}
+  // tokenizers' \w+|[^\w\s]+ under Oniguruma, whose \w is Unicode's word class
+  // (alphabetic, marks, decimal digits, connector punctuation, joiners); PCRE2's \w is
+  // letters, all numbers and '_'.
+  Whitespace()
+      : re_(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}]+|[^\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}\s]+)") {}
   void split(std::vector<NormalizedString>& pieces) const override {
+    // Every match is a piece of its own (tokenizers splits with invert): "dog." is "dog", ".".
     each_piece(pieces, [&](NormalizedString& p) {
-      return split_by_matches(p, invert(re_.find_all(p.str()), p.str().size()), SplitBehavior::kRemoved);
+      std::vector<NormalizedString> out;
+      for (const auto& [b, e] : re_.find_all(p.str())) out.push_back(p.slice(b, e));
+      return out;
     });
   }
 

@@ -26,6 +26,7 @@ void for_each_field(C& c, F&& f) {
   f("tokenizer", c.tokenizer);
   f("architecture", c.architecture);
   f("num_labels", c.num_labels);
+  f("labels", c.labels);
   f("method", c.method);
   f("init_adapter", c.init_adapter);
   f("output_dir", c.output_dir);
@@ -72,6 +73,10 @@ void assign(T& dst, const nlohmann::json& v, const std::string& where, const std
   if constexpr (std::is_same_v<T, nlohmann::ordered_json>) {
     if (!v.is_object()) throw std::runtime_error(where + ": '" + key + "' must be an object, got " + quote_json(v));
     dst = nlohmann::ordered_json::parse(v.dump());
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    if (!v.is_array()) throw std::runtime_error(where + ": '" + key + "' must be a list of names, got " + quote_json(v));
+    dst.clear();
+    for (const auto& e : v) dst.push_back(strict_get<std::string>(e, where + ": '" + key + "' entries"));
   } else {
     dst = strict_get<T>(v, where + ": '" + key + "'");
   }
@@ -124,6 +129,13 @@ void TrainConfig::validate(const std::string& where) const {
   in_range("early_stopping_patience", c.early_stopping_patience, 0, 1e6);
   in_range("num_labels", c.num_labels, 0, ConfigLimits::kLabels);
   if (c.num_labels > 0 && c.architecture.empty()) bad("'num_labels' needs 'architecture' (the class of the new head)");
+  if (!c.labels.empty() && c.num_labels > 0 && c.num_labels != static_cast<int64_t>(c.labels.size()))
+    bad("'num_labels' " + std::to_string(c.num_labels) + " and the " + std::to_string(c.labels.size()) +
+        " 'labels' disagree");
+  if (c.labels.size() > static_cast<size_t>(ConfigLimits::kLabels)) bad("too many 'labels'");
+  std::set<std::string> seen;
+  for (const auto& l : c.labels)
+    if (!seen.insert(l).second) bad("'labels' names '" + l + "' twice");
 }
 
 TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& where) {

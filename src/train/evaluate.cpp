@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "train/autocast.h"
 #include "train/setup.h"
 
 namespace peft {
@@ -31,7 +32,7 @@ at::Tensor loss_sum(const at::Tensor& logits, const Batch& b, bool causal) {
 }
 
 nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64_t batch, int64_t pad, bool causal,
-                        at::Device dev) {
+                        at::Device dev, bool bf16) {
   c10::NoGradGuard no_grad;
   peft.train(false);
   double total = 0;
@@ -40,7 +41,11 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
     std::vector<const Example*> xs;
     for (size_t k = i; k < std::min(data.size(), i + static_cast<size_t>(batch)); ++k) xs.push_back(&data[k]);
     const Batch b = collate(xs, pad, causal);
-    const at::Tensor logits = batch_logits(peft, b, dev);
+    at::Tensor logits;
+    {
+      AutocastGuard autocast(dev.type(), bf16, at::kBFloat16);
+      logits = batch_logits(peft, b, dev);
+    }
     total += loss_sum(logits, b, causal).item<double>();
     items += b.num_items;
     if (!causal) correct += (logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
@@ -53,11 +58,15 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
 }
 
 nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& adapters) {
+  if (cfg.precision != "fp32" && cfg.precision != "bf16") throw std::invalid_argument("dtype must be fp32 or bf16");
+  if (cfg.per_device_eval_batch_size < 1 || cfg.max_length < 2)
+    throw std::invalid_argument("batch size must be >= 1 and max length >= 2");
   TrainSetup s = load_setup(cfg, adapters, false);
   const auto opts = data_options(cfg, s);
   auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, opts)
                                     : read_data(cfg.eval_file, cfg.eval_label_file, opts);
-  return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device));
+  return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device),
+                  cfg.precision == "bf16");
 }
 
 }  // namespace peft

@@ -19,8 +19,8 @@ at::Tensor batch_logits(PeftModel& peft, const Batch& b, at::Device dev, bool ch
 at::Tensor loss_sum(const at::Tensor& logits, const Batch& b, bool causal);
 
 // {eval_loss, eval_perplexity} for causal LMs, {eval_loss, eval_accuracy} for classifiers:
-// one forward per batch, no gradients, dropout off.
+// one forward per batch, no gradients, dropout off; with bf16, under bf16 autocast.
 nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64_t batch, int64_t pad, bool causal,
-                        at::Device dev);
+                        at::Device dev, bool bf16 = false);
 
 }  // namespace peft

@@ -15,6 +15,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   lo.device = cfg.device;
   lo.architecture = cfg.architecture;
   lo.num_labels = cfg.num_labels;
+  lo.labels = cfg.labels;
   lo.seed = cfg.seed;
   s.model = load_model(cfg.model, lo);
   const TaskKind task = s.model->task();
@@ -38,6 +39,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     method->inference_mode = false;  // prompt encoders train through their reparameterization
     s.peft->add_adapter("default", *method, cfg.seed);
   }
+  report_new_heads(*s.model, s.peft.get());
   return s;
 }
 

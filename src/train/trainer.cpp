@@ -2,7 +2,6 @@
 // weighted loss across gradient accumulation, global-norm clipping, torch's AdamW with
 // HF's decay groups, LambdaLR schedules; atomic checkpoints that resume exactly.
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 
 #include "peft/layers.h"
 #include "peft/train.h"
+#include "train/autocast.h"
 #include "train/evaluate.h"
 #include "train/run_folder.h"
 #include "train/schedule.h"
@@ -28,29 +28,6 @@ namespace fs = std::filesystem;
 namespace peft {
 
 namespace {
-
-// Autocast on `device` for the guard's lifetime; the previous state comes back after.
-class AutocastGuard {
- public:
-  AutocastGuard(at::DeviceType device, bool on, at::ScalarType dtype)
-      : device_(device), was_on_(at::autocast::is_autocast_enabled(device)),
-        was_dtype_(at::autocast::get_autocast_dtype(device)) {
-    at::autocast::set_autocast_enabled(device_, on);
-    at::autocast::set_autocast_dtype(device_, dtype);
-  }
-  ~AutocastGuard() {
-    at::autocast::set_autocast_enabled(device_, was_on_);
-    at::autocast::set_autocast_dtype(device_, was_dtype_);
-    at::autocast::clear_cache();
-  }
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
-
- private:
-  at::DeviceType device_;
-  bool was_on_;
-  at::ScalarType was_dtype_;
-};
 
 // Fisher-Yates with a fixed generator: the same order on every platform.
 std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
@@ -343,7 +320,8 @@ void Trainer::show_progress(const StepLog& s) {
 
 bool Trainer::evaluate() {
   if (eval_data_.empty()) return false;
-  auto r = run_eval(*s_.peft, eval_data_, cfg_.per_device_eval_batch_size, s_.pad_id, s_.causal, dev_);
+  auto r = run_eval(*s_.peft, eval_data_, cfg_.per_device_eval_batch_size, s_.pad_id, s_.causal, dev_,
+                    cfg_.precision == "bf16");
   r["step"] = st_.step;
   st_.history.push_back(r);
   metrics_->append(r.dump() + "\n");

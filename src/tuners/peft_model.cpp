@@ -469,4 +469,18 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   apply_state();
 }
 
+void report_new_heads(const Model& model, const PeftModel* peft) {
+  std::vector<std::string> bare;
+  for (const auto& name : model.newly_initialized) {
+    bool supplied = false;
+    if (peft)
+      for (const auto& [path, saved] : peft->saved_modules_)
+        if (name.rfind(path + ".", 0) == 0 && !saved.copies.empty()) supplied = true;
+    if (!supplied) bare.push_back(name);
+  }
+  if (!bare.empty())
+    std::cerr << "note: " << model.type_name() << " head newly initialized (not in the checkpoint): " << bare.front()
+              << (bare.size() > 1 ? ", ..." : "") << "; it must be trained, or come from an adapter's modules_to_save\n";
+}
+
 }  // namespace peft

@@ -27,7 +27,7 @@ Output (OUT_DIR is created; every file below is rewritten on each run):
       on a copy, encode_batch(texts[:8]): padding, truncation, texts, ids, tokens,
       attention_mask, type_ids, special_tokens_mask, offsets (bytes)
 
-Tokenizers: gpt2_bpe, llama2_bpe, metaspace_bpe, bert_wordpiece, t5_unigram,
+Tokenizers: gpt2_bpe, llama2_bpe, metaspace_bpe, bert_wordpiece, t5_unigram, wordlevel,
 llama3_split, bert_cased_digits (see build_* below).
 
 Everything is deterministic: training runs single-threaded (RAYON_NUM_THREADS=1,
@@ -455,6 +455,16 @@ def build_llama3_split(lines):
     return tok, cfg, "<|end_of_text|>"
 
 
+def build_wordlevel(lines):
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(vocab_size=3000, min_frequency=2, show_progress=False,
+                                        special_tokens=["[UNK]", "[PAD]"])
+    train(tok, lines, trainer)
+    return tok, dict(unk_token="[UNK]", pad_token="[PAD]"), "[PAD]"
+
+
 BUILDERS = [
     ("gpt2_bpe", build_gpt2_bpe),
     ("llama2_bpe", build_llama2_bpe),
@@ -463,6 +473,7 @@ BUILDERS = [
     ("t5_unigram", build_t5_unigram),
     ("llama3_split", build_llama3_split),
     ("bert_cased_digits", build_bert_cased_digits),
+    ("wordlevel", build_wordlevel),
 ]
 
 

@@ -3,6 +3,9 @@
 #include <iostream>
 
 #include "common.h"
+#include "io/checkpoint_reader.h"
+#include "peft/gguf.h"
+#include "peft/gguf_llama.h"
 #include "util/atomic_file.h"
 #include "util/json_file.h"
 
@@ -19,11 +22,20 @@ constexpr const char* kCompanionFiles[] = {
     "chat_template.json", "generation_config.json", "tokenizer.model",      "vocab.txt",
     "vocab.json",       "merges.txt",            "added_tokens.json",      "preprocessor_config.json"};
 
-void copy_companions(const fs::path& base, const fs::path& out) {
+void copy_companions(const std::string& base_path, const fs::path& out) {
+  const ModelPath base = resolve_model_path(base_path);
+  if (!base.gguf.empty()) {
+    // A GGUF base carries its tokenizer and chat template in its metadata.
+    const HfTokenizerFiles tok = hf_tokenizer_from_gguf(GgufFile(base.gguf).header());
+    write_json_atomic((out / "tokenizer.json").string(), tok.tokenizer, -1);
+    write_json_atomic((out / "tokenizer_config.json").string(), tok.tokenizer_config);
+    return;
+  }
   std::error_code ec;
-  if (fs::equivalent(base, out, ec)) return;
+  if (fs::equivalent(base.folder, out, ec)) return;
   for (const char* name : kCompanionFiles)
-    if (fs::is_regular_file(base / name)) write_file_atomic((out / name).string(), read_file_bytes((base / name).string()));
+    if (fs::is_regular_file(fs::path(base.folder) / name))
+      write_file_atomic((out / name).string(), read_file_bytes((fs::path(base.folder) / name).string()));
 }
 
 }  // namespace

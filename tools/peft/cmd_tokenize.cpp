@@ -21,6 +21,23 @@ nlohmann::json offsets_json(const Encoding& e) {
   return o;
 }
 
+// {"ids": [...], "offsets": [[b, e], ...]} written as it is formatted: a long text's
+// output is never held as a JSON tree.
+void write_ids_offsets(std::ostream& out, const Encoding& e) {
+  std::string buf = "{\"ids\":[";
+  for (size_t i = 0; i < e.ids.size(); ++i) (buf += i ? "," : "") += std::to_string(e.ids[i]);
+  out << buf << "],\"offsets\":[";
+  buf.clear();
+  for (size_t i = 0; i < e.offsets.size(); ++i) {
+    if (buf.size() > (1 << 16)) {
+      out << buf;
+      buf.clear();
+    }
+    ((((buf += i ? ",[" : "[") += std::to_string(e.offsets[i].first)) += ",") += std::to_string(e.offsets[i].second)) += "]";
+  }
+  out << buf << "]}\n";
+}
+
 void run(const TokenizeArgs& a) {
   auto tok = Tokenizer::from_file(a.dir);
   if (!a.text.empty()) {
@@ -48,8 +65,8 @@ void run(const TokenizeArgs& a) {
     } else {
       if (!j.is_object() || !j.contains("text") || !j.at("text").is_string())
         throw std::runtime_error(where + ": expected {\"text\": \"...\"}");
-      auto e = tok.encode(j.at("text").get<std::string>(), !a.no_special);
-      std::cout << nlohmann::json{{"ids", e.ids}, {"offsets", offsets_json(e)}}.dump() << "\n";
+      const auto e = tok.encode(j.at("text").get_ref<const std::string&>(), !a.no_special);
+      write_ids_offsets(std::cout, e);
     }
   }
 }

@@ -15,6 +15,13 @@ void register_train(CLI::App& app) {
                                  "BOTTLENECK, VPT: docs/TUNERS.md). The config (JSON) is described in "
                                  "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4, "
                                  "'method={\"peft_type\": \"IA3\"}')");
+  // Every key with its default, from the config itself, so the list cannot go stale.
+  std::string keys = "Config keys (default values; docs/TRAINING.md explains each):\n";
+  const nlohmann::json defaults = TrainConfig().to_json();  // bound: items() of a temporary would dangle
+  for (const auto& [k, v] : defaults.items())
+    keys += "  " + k + " = " + (v.is_string() && v.get<std::string>().empty() ? "\"\"" : v.dump()) + "\n";
+  cmd->footer(keys + "\nExample: peft train model=SmolLM2-135M-Instruct.Q4_1.gguf train_file=chat.jsonl "
+                     "output_dir=out 'method={\"r\": 16, \"target_modules\": \"all-linear\"}' num_train_epochs=1");
   auto cfg_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
@@ -37,7 +44,9 @@ void register_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Loss and perplexity (causal LMs) or accuracy (classifiers) on a JSONL file");
   auto cfg = std::make_shared<TrainConfig>();
   auto adapters = std::make_shared<std::vector<std::string>>();
-  cmd->add_option("model_dir", cfg->model, "Base model folder")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("model", cfg->model, "Base model: a Hugging Face folder or a .gguf file")
+      ->required()
+      ->check(CLI::ExistingPath);
   cmd->add_option("--data", cfg->eval_file, "JSONL data, formatted as for training")->required()->check(CLI::ExistingFile);
   cmd->add_option("--adapter", *adapters, "Adapter folder(s)")->check(CLI::ExistingDirectory);
   cmd->add_option("--tokenizer", cfg->tokenizer, "Tokenizer folder (default: the model folder)");
@@ -47,6 +56,9 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--max-length", cfg->max_length, "Truncate examples to this many tokens")->capture_default_str();
   cmd->add_option("--batch-size", cfg->per_device_eval_batch_size, "Examples per batch")->capture_default_str();
   cmd->add_option("--format", cfg->format, "auto, input_ids, text, prompt_completion, messages, text_label")
+      ->capture_default_str();
+  cmd->add_option("--device", cfg->device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", cfg->precision, "fp32, or bf16 (autocast, as training with precision=bf16)")
       ->capture_default_str();
   cmd->callback([=] { std::cout << evaluate(*cfg, *adapters).dump() << "\n"; });
 }

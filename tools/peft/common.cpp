@@ -34,6 +34,7 @@ void AdapterArgs::add_to(CLI::App* app) {
 std::unique_ptr<PeftModel> AdapterArgs::apply(std::shared_ptr<Model> model) const {
   if (dirs.empty()) {
     if (merged || !names.empty()) throw std::invalid_argument("--merged and --adapter-name need --adapter");
+    report_new_heads(*model, nullptr);
     return nullptr;
   }
   if (!names.empty() && names.size() != dirs.size())
@@ -47,6 +48,7 @@ std::unique_ptr<PeftModel> AdapterArgs::apply(std::shared_ptr<Model> model) cons
   }
   peft->set_adapter(active);
   if (merged) peft->merge();
+  report_new_heads(*model, peft.get());
   return peft;
 }
 
