@@ -100,7 +100,5 @@ class Conv2d : public Module {
 
 // Activations by transformers' ACT2FN names ("gelu", "gelu_new", "silu", "relu", ...).
 at::Tensor activation(const std::string& name, const at::Tensor& x);
-// Throws for an activation name we do not implement, naming it.
-void check_activation(const std::string& name);
 
 }  // namespace peft

@@ -9,32 +9,7 @@
 
 namespace peft {
 
-int64_t num_labels_of(const nlohmann::json& j, const std::string& where) {
-  if (j.contains("id2label") && j["id2label"].is_object() && !j["id2label"].empty())
-    return static_cast<int64_t>(j["id2label"].size());
-  return ConfigReader(j, where).dim("num_labels", 2, ConfigLimits::kLabels);
-}
 
-BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& where) {
-  ConfigReader r(j, where);
-  BertConfig c;
-  c.vocab_size = r.dim("vocab_size", 30522, ConfigLimits::kVocab);
-  c.hidden_size = r.dim("hidden_size", 768, ConfigLimits::kWidth);
-  c.num_layers = r.dim("num_hidden_layers", 12, ConfigLimits::kLayers);
-  c.num_heads = r.dim("num_attention_heads", 12, ConfigLimits::kHeads);
-  c.intermediate_size = r.dim("intermediate_size", 3072, ConfigLimits::kWidth);
-  c.max_position_embeddings = r.dim("max_position_embeddings", 512, ConfigLimits::kPositions);
-  c.type_vocab_size = r.dim("type_vocab_size", 2, ConfigLimits::kVocab);
-  c.layer_norm_eps = r.positive("layer_norm_eps", 1e-12);
-  c.hidden_act = r.get<std::string>("hidden_act", "gelu");
-  c.num_labels = num_labels_of(j, where);
-  check_activation(c.hidden_act);
-  if (r.get<bool>("is_decoder", false)) r.fail("BERT as a decoder (is_decoder) is not supported");
-  const auto pos = r.get<std::string>("position_embedding_type", "absolute");
-  if (pos != "absolute") r.fail("position_embedding_type '" + pos + "' is not supported");
-  if (c.hidden_size % c.num_heads != 0) r.fail("hidden_size is not a multiple of num_attention_heads");
-  return c;
-}
 
 BertEmbeddings::BertEmbeddings(const BertConfig& c) {
   word_embeddings = register_module("word_embeddings", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));

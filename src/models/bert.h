@@ -1,19 +1,14 @@
 // BERT: BertModel and BertForSequenceClassification with transformers' names.
 #pragma once
 
+#include "models/model_config.h"
+
 #include "models/attention.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
 namespace peft {
 
-struct BertConfig {
-  int64_t vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings,
-      type_vocab_size, num_labels;
-  double layer_norm_eps;
-  std::string hidden_act;
-  static BertConfig from_json(const nlohmann::json& j, const std::string& where);
-};
 
 class BertEmbeddings : public Module {
  public:
@@ -131,7 +126,5 @@ class BertForSequenceClassification : public Model {
   std::shared_ptr<Linear> classifier;
 };
 
-// Number of labels as transformers derives it: id2label's size, else num_labels, else 2.
-int64_t num_labels_of(const nlohmann::json& config, const std::string& where);
 
 }  // namespace peft

@@ -9,25 +9,6 @@
 
 namespace peft {
 
-GPT2Config GPT2Config::from_json(const nlohmann::json& j, const std::string& where) {
-  ConfigReader r(j, where);
-  GPT2Config c;
-  c.vocab_size = r.dim("vocab_size", 50257, ConfigLimits::kVocab);
-  c.n_positions = r.dim("n_positions", 1024, ConfigLimits::kPositions);
-  c.n_embd = r.dim("n_embd", 768, ConfigLimits::kWidth);
-  c.n_layer = r.dim("n_layer", 12, ConfigLimits::kLayers);
-  c.n_head = r.dim("n_head", 12, ConfigLimits::kHeads);
-  c.n_inner = r.dim("n_inner", 4 * c.n_embd, ConfigLimits::kWidth);
-  c.layer_norm_epsilon = r.positive("layer_norm_epsilon", 1e-5);
-  c.activation_function = r.get<std::string>("activation_function", "gelu_new");
-  check_activation(c.activation_function);
-  c.scale_attn_weights = r.get<bool>("scale_attn_weights", true);
-  c.scale_attn_by_inverse_layer_idx = r.get<bool>("scale_attn_by_inverse_layer_idx", false);
-  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
-  if (r.get<bool>("add_cross_attention", false)) r.fail("add_cross_attention is not supported");
-  if (c.n_embd % c.n_head != 0) r.fail("n_embd is not a multiple of n_head");
-  return c;
-}
 
 GPT2Attention::GPT2Attention(const GPT2Config& c, int64_t layer)
     : heads_(c.n_head), head_dim_(c.n_embd / c.n_head) {

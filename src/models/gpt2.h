@@ -1,6 +1,8 @@
 // GPT-2: GPT2LMHeadModel with transformers' names (Conv1D weights stored [in, out]).
 #pragma once
 
+#include "models/model_config.h"
+
 #include "models/attention.h"
 #include "models/lm_head.h"
 #include "peft/layers.h"
@@ -8,13 +10,6 @@
 
 namespace peft {
 
-struct GPT2Config {
-  int64_t vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
-  double layer_norm_epsilon;
-  std::string activation_function;
-  bool scale_attn_weights, scale_attn_by_inverse_layer_idx, tie_word_embeddings;
-  static GPT2Config from_json(const nlohmann::json& j, const std::string& where);
-};
 
 class GPT2Attention : public Module {
  public:

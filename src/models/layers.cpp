@@ -1,5 +1,7 @@
 #include "peft/layers.h"
 
+#include "models/model_config.h"
+
 #include <ATen/ATen.h>
 
 #include <stdexcept>
@@ -55,12 +57,6 @@ Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t s) : stride(s) {
 
 at::Tensor Conv2d::forward(const at::Tensor& x) { return at::conv2d(x, weight, bias, {stride, stride}); }
 
-void check_activation(const std::string& name) {
-  static const char* known[] = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "relu", "tanh"};
-  for (const char* k : known)
-    if (name == k) return;
-  throw std::runtime_error("unsupported activation function '" + name + "'");
-}
 
 at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "gelu") return at::gelu(x);

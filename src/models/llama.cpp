@@ -9,44 +9,6 @@
 
 namespace peft {
 
-LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& arch, const std::string& where) {
-  ConfigReader r(j, where);
-  LlamaConfig c;
-  c.arch = arch;
-  c.vocab_size = r.dim("vocab_size", std::nullopt, ConfigLimits::kVocab);
-  c.hidden_size = r.dim("hidden_size", std::nullopt, ConfigLimits::kWidth);
-  c.intermediate_size = r.dim("intermediate_size", std::nullopt, ConfigLimits::kWidth);
-  c.num_layers = r.dim("num_hidden_layers", std::nullopt, ConfigLimits::kLayers);
-  c.num_heads = r.dim("num_attention_heads", std::nullopt, ConfigLimits::kHeads);
-  c.num_kv_heads = r.dim("num_key_value_heads", c.num_heads, ConfigLimits::kHeads);
-  c.head_dim = r.dim("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_heads), ConfigLimits::kWidth);
-  c.max_position_embeddings = r.dim("max_position_embeddings", 2048, ConfigLimits::kPositions);
-  c.rms_norm_eps = r.positive("rms_norm_eps", 1e-6);
-  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", false);
-  c.hidden_act = r.get<std::string>("hidden_act", "silu");
-  check_activation(c.hidden_act);
-  if (arch == "Qwen2") {
-    c.qkv_bias = true;
-    c.o_bias = false;
-    c.mlp_bias = false;
-  } else {
-    c.qkv_bias = c.o_bias = r.get<bool>("attention_bias", false);
-    c.mlp_bias = r.get<bool>("mlp_bias", false);
-  }
-  if (c.num_heads % c.num_kv_heads != 0)
-    r.fail("num_attention_heads " + std::to_string(c.num_heads) + " is not a multiple of num_key_value_heads " +
-           std::to_string(c.num_kv_heads));
-  // transformers 5 keeps rope settings in rope_parameters; older configs use rope_theta
-  // and rope_scaling at the top level.
-  if (r.has("rope_parameters")) {
-    c.rope = j["rope_parameters"];
-  } else {
-    c.rope = r.has("rope_scaling") ? j["rope_scaling"] : nlohmann::json::object();
-    c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
-  }
-  if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
-  return c;
-}
 
 LlamaAttention::LlamaAttention(const LlamaConfig& c)
     : arch_(c.arch), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {

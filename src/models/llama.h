@@ -1,6 +1,8 @@
 // LLaMA-family decoders: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
 #pragma once
 
+#include "models/model_config.h"
+
 #include "models/attention.h"
 #include "models/lm_head.h"
 #include "peft/layers.h"
@@ -8,16 +10,6 @@
 
 namespace peft {
 
-struct LlamaConfig {
-  std::string arch;  // "Llama", "Mistral", "Qwen2": prefixes module type names
-  int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim;
-  int64_t max_position_embeddings;
-  double rms_norm_eps;
-  bool tie_word_embeddings, qkv_bias, o_bias, mlp_bias;
-  std::string hidden_act;
-  nlohmann::json rope;
-  static LlamaConfig from_json(const nlohmann::json& j, const std::string& arch, const std::string& where);
-};
 
 class LlamaAttention : public Module {
  public:

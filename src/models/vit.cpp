@@ -13,28 +13,6 @@
 
 namespace peft {
 
-ViTConfig ViTConfig::from_json(const nlohmann::json& j, const std::string& where) {
-  ConfigReader r(j, where);
-  ViTConfig c;
-  c.image_size = r.dim("image_size", 224, ConfigLimits::kWidth);
-  c.patch_size = r.dim("patch_size", 16, ConfigLimits::kWidth);
-  c.num_channels = r.dim("num_channels", 3, ConfigLimits::kWidth);
-  c.hidden_size = r.dim("hidden_size", 768, ConfigLimits::kWidth);
-  c.num_layers = r.dim("num_hidden_layers", 12, ConfigLimits::kLayers);
-  c.num_heads = r.dim("num_attention_heads", 12, ConfigLimits::kHeads);
-  c.head_dim = r.dim("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_heads), ConfigLimits::kWidth);
-  c.intermediate_size = r.dim("intermediate_size", 3072, ConfigLimits::kWidth);
-  c.layer_norm_eps = r.positive("layer_norm_eps", 1e-12);
-  c.qkv_bias = r.get<bool>("qkv_bias", true);
-  c.hidden_act = r.get<std::string>("hidden_act", "gelu");
-  c.pooler_act = r.get<std::string>("pooler_act", "tanh");
-  c.pooler_output_size = r.dim("pooler_output_size", c.hidden_size, ConfigLimits::kWidth);
-  c.num_labels = num_labels_of(j, where);
-  check_activation(c.hidden_act);
-  check_activation(c.pooler_act);
-  if (c.image_size % c.patch_size != 0) r.fail("image_size is not a multiple of patch_size");
-  return c;
-}
 
 ViTPatchEmbeddings::ViTPatchEmbeddings(const ViTConfig& c) {
   projection = register_module("projection",

@@ -3,20 +3,14 @@
 // names (encoder.layer.N.attention.attention.query, ...) are renamed on load.
 #pragma once
 
+#include "models/model_config.h"
+
 #include "models/attention.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
 namespace peft {
 
-struct ViTConfig {
-  int64_t image_size, patch_size, num_channels, hidden_size, num_layers, num_heads, head_dim, intermediate_size,
-      pooler_output_size, num_labels;
-  double layer_norm_eps;
-  bool qkv_bias;
-  std::string hidden_act, pooler_act;
-  static ViTConfig from_json(const nlohmann::json& j, const std::string& where);
-};
 
 class ViTPatchEmbeddings : public Module {
  public:

@@ -337,6 +337,10 @@ class Unigram : public Model {
     size_t pos = 0;
     while (pos < s.size()) {
       const size_t mblen = std::min(utf8_len(static_cast<unsigned char>(s[pos])), s.size() - pos);
+      if (best[pos].starts_at < 0) {  // no segmentation reaches here (no unk_id): nothing starts from it
+        pos += mblen;
+        continue;
+      }
       const double here = best[pos].score;
       bool single = false;
       // Common-prefix search, shortest first, over char boundaries.

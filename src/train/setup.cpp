@@ -2,7 +2,7 @@
 
 #include <filesystem>
 
-#include "models/bert.h"  // num_labels_of
+#include "models/model_config.h"  // num_labels_of
 #include "peft/layers.h"
 
 namespace fs = std::filesystem;

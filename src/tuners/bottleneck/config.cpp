@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "peft/bottleneck.h"
+#include "models/model_config.h"  // check_activation
 #include "peft/layers.h"
 #include "tuners/config_fields.h"
 #include "tuners/target_match.h"

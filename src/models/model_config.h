@@ -1,0 +1,54 @@
+// What each model family reads from config.json, validated before any module is built:
+// sizes are integers within bounds, activations are known, heads divide widths. No
+// LibTorch here, so the fuzzer checks it alone.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace peft {
+
+struct LlamaConfig {
+  std::string arch;  // "Llama", "Mistral", "Qwen2": prefixes module type names
+  int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim;
+  int64_t max_position_embeddings;
+  double rms_norm_eps;
+  bool tie_word_embeddings, qkv_bias, o_bias, mlp_bias;
+  std::string hidden_act;
+  nlohmann::json rope;
+  static LlamaConfig from_json(const nlohmann::json& j, const std::string& arch, const std::string& where);
+};
+
+struct GPT2Config {
+  int64_t vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
+  double layer_norm_epsilon;
+  std::string activation_function;
+  bool scale_attn_weights, scale_attn_by_inverse_layer_idx, tie_word_embeddings;
+  static GPT2Config from_json(const nlohmann::json& j, const std::string& where);
+};
+
+struct BertConfig {
+  int64_t vocab_size, hidden_size, num_layers, num_heads, intermediate_size, max_position_embeddings,
+      type_vocab_size, num_labels;
+  double layer_norm_eps;
+  std::string hidden_act;
+  static BertConfig from_json(const nlohmann::json& j, const std::string& where);
+};
+
+struct ViTConfig {
+  int64_t image_size, patch_size, num_channels, hidden_size, num_layers, num_heads, head_dim, intermediate_size,
+      pooler_output_size, num_labels;
+  double layer_norm_eps;
+  bool qkv_bias;
+  std::string hidden_act, pooler_act;
+  static ViTConfig from_json(const nlohmann::json& j, const std::string& where);
+};
+
+// Number of labels as transformers derives it: id2label's size, else num_labels, else 2.
+int64_t num_labels_of(const nlohmann::json& config, const std::string& where);
+
+// Throws for an activation name we do not implement, naming it.
+void check_activation(const std::string& name);
+
+}  // namespace peft
