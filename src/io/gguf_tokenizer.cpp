@@ -371,6 +371,8 @@ Json optional_string(const std::optional<std::string>& s) { return s ? Json(*s) 
 
 }  // namespace
 
+const char* gguf_pre_split_regex(const std::string& pre) { return split_regex(pre); }
+
 HfTokenizerFiles hf_tokenizer_from_gguf(const GgufHeader& h) {
   const Source s = read_source(h);
   const bool byte_level = s.model == "gpt2";

@@ -47,5 +47,6 @@ void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_classify(CLI::App& app);
 void register_convert(CLI::App& app);
+void register_export_gguf(CLI::App& app);
 
 }  // namespace peft::cli

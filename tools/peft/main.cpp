@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   peft::cli::register_eval(app);
   peft::cli::register_classify(app);
   peft::cli::register_convert(app);
+  peft::cli::register_export_gguf(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
