@@ -14,6 +14,9 @@
 
 namespace peft {
 
+// What a model reads: token ids (or embeddings), or images.
+enum class InputKind { kTokens, kPixels };
+
 // What a model's head computes; decides what `logits` means.
 enum class TaskKind {
   kCausalLM,                // logits [batch, seq, vocab]
@@ -77,6 +80,7 @@ class Model : public Module {
   // the inputs and removed from the outputs again, so outputs line up with input_ids.
   ModelOutputs forward(const ModelInputs& in);
   virtual TaskKind task() const = 0;
+  virtual InputKind input_kind() const { return InputKind::kTokens; }
   // transformers' class name: "LlamaForCausalLM", "BertModel", ...
   std::string type_name() const override = 0;
   const nlohmann::json& config() const { return config_; }
@@ -137,7 +141,7 @@ struct LoadOptions {
 // Builds the model that config.json's "architectures" (or "model_type") names and fills
 // it from the folder's safetensors (single file or sharded via the index). Errors name
 // the file and key: a missing tensor, a shape that does not match the config.
-std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& opts = {});
+[[nodiscard]] std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& opts = {});
 
 // Writes a model as an HF checkpoint folder (config.json + model.safetensors) that
 // transformers loads; tied parameters are written once, as transformers does. A folder

@@ -41,6 +41,10 @@ class Module {
   // Casts and moves every parameter in place.
   void to(at::ScalarType dtype);
   void to(at::Device device);
+  // Where its parameters live and their floating dtype (a module keeps them together);
+  // CPU and float32 for a module without parameters.
+  at::Device device() const;
+  at::ScalarType dtype() const;
 
  protected:
   void register_parameter(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape);

@@ -43,7 +43,7 @@ class PeftModel {
   std::shared_ptr<Model> model_ptr() { return model_; }
 
   // While alive, the model computes as the base model (adapters and modules_to_save off).
-  class Disabled {
+  class [[nodiscard]] Disabled {
    public:
     explicit Disabled(PeftModel* m);
     ~Disabled();
@@ -53,7 +53,7 @@ class PeftModel {
    private:
     PeftModel* m_;
   };
-  Disabled disable_adapters() { return Disabled(this); }
+  [[nodiscard]] Disabled disable_adapters() { return Disabled(this); }
 
   // Folds the active adapters into the base weights; unmerge restores them. Methods that
   // cannot merge (soft prompts, prefixes, bottleneck adapters) throw, naming the method.

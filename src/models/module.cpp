@@ -70,6 +70,18 @@ void Module::to(at::ScalarType dtype) {
   });
 }
 
+at::Device Module::device() const {
+  for (const auto& [name, t] : named_parameters())
+    if (t.defined()) return t.device();
+  return at::kCPU;
+}
+
+at::ScalarType Module::dtype() const {
+  for (const auto& [name, t] : named_parameters())
+    if (t.defined() && t.is_floating_point()) return t.scalar_type();
+  return at::kFloat;
+}
+
 void Module::to(at::Device device) {
   std::map<const void*, at::Tensor> done;
   visit_slots([&](const std::string&, ParamSlot& s) {

@@ -87,6 +87,7 @@ class ViTModel : public Model {
  public:
   ViTModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
   std::string type_name() const override { return "ViTModel"; }
+  InputKind input_kind() const override { return InputKind::kPixels; }
   std::string name_for_checkpoint_key(const std::string& key) const override { return vit_rename_legacy_key(key); }
   std::string checkpoint_key_for_name(const std::string& name) const override { return vit_legacy_key(name); }
   TaskKind task() const override { return TaskKind::kEncoder; }
@@ -105,6 +106,7 @@ class ViTForImageClassification : public Model {
  public:
   ViTForImageClassification(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "ViTForImageClassification"; }
+  InputKind input_kind() const override { return InputKind::kPixels; }
   std::string name_for_checkpoint_key(const std::string& key) const override { return vit_rename_legacy_key(key); }
   std::string checkpoint_key_for_name(const std::string& name) const override { return vit_legacy_key(name); }
   TaskKind task() const override { return TaskKind::kImageClassification; }

@@ -58,7 +58,7 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
     if (p.empty()) throw std::invalid_argument("generate: empty prompt");
     len = std::max<int64_t>(len, static_cast<int64_t>(p.size()));
   }
-  at::Device device = model.named_parameters().front().second.device();
+  at::Device device = model.device();
   auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);
   auto mask = at::zeros({b, len}, at::kLong);
   for (int64_t i = 0; i < b; ++i) {

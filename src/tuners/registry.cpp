@@ -1,49 +1,20 @@
-// peft_type -> config parser, and what AdapterConfig does by default.
+// peft_type -> config parser (each method registers itself; tuners/registry.h), and what
+// AdapterConfig does by default.
 #include <algorithm>
 #include <functional>
 #include <map>
 #include <stdexcept>
 
-#include "peft/bitfit.h"
-#include "peft/bottleneck.h"
-#include "peft/ia3.h"
-#include "peft/ln_tuning.h"
-#include "peft/lora.h"
-#include "peft/lycoris.h"
-#include "peft/prompt.h"
-#include "peft/ssf.h"
 #include "peft/tuner.h"
+#include "tuners/registry.h"
 #include "util/suggest.h"
 
 namespace peft {
 
 namespace {
 
-using Parser = std::function<std::unique_ptr<AdapterConfig>(const nlohmann::ordered_json&, const std::string&,
-                                                            std::vector<std::string>*)>;
-
-template <class C>
-Parser parser() {
-  return [](const nlohmann::ordered_json& j, const std::string& where, std::vector<std::string>* unknown) {
-    return std::make_unique<C>(C::from_json(j, where, unknown));
-  };
-}
-
-const std::map<std::string, Parser>& parsers() {
-  static const std::map<std::string, Parser> m = {
-      {"LORA", parser<LoraConfig>()},
-      {"IA3", parser<IA3Config>()},
-      {"LN_TUNING", parser<LNTuningConfig>()},
-      {"BITFIT", parser<BitFitConfig>()},
-      {"SSF", parser<SSFConfig>()},
-      {"BOTTLENECK", parser<BottleneckConfig>()},
-      {"PROMPT_TUNING", parser<PromptTuningConfig>()},
-      {"P_TUNING", parser<PromptEncoderConfig>()},
-      {"PREFIX_TUNING", parser<PrefixTuningConfig>()},
-      {"VPT", parser<VPTConfig>()},
-      {"LOHA", parser<LoHaConfig>()},
-      {"LOKR", parser<LoKrConfig>()},
-  };
+std::map<std::string, ConfigParser>& parsers() {
+  static std::map<std::string, ConfigParser> m;  // filled by the methods' registrations
   return m;
 }
 
@@ -81,6 +52,12 @@ std::unique_ptr<AdapterConfig> parse_user_adapter_config(const nlohmann::ordered
     if (std::find(unknown.begin(), unknown.end(), k) == unknown.end()) known.push_back(k);
   throw std::runtime_error(where + ": unknown " + c->peft_type() + " setting '" + unknown.front() + "'" +
                            did_you_mean(unknown.front(), known) + " (docs/TUNERS.md lists each method's settings)");
+}
+
+bool register_adapter_config(const std::string& peft_type, ConfigParser parse) {
+  if (!parsers().emplace(peft_type, std::move(parse)).second)
+    throw std::logic_error("peft_type " + peft_type + " is registered twice");
+  return true;
 }
 
 std::vector<std::string> supported_peft_types() {

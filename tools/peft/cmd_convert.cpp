@@ -35,7 +35,7 @@ void register_convert(CLI::App& app) {
     write_json_atomic((fs::path(*out) / "tokenizer.json").string(), tok.tokenizer, -1);
     write_json_atomic((fs::path(*out) / "tokenizer_config.json").string(), tok.tokenizer_config);
     std::cerr << "wrote " << *out << " (" << m->type_name() << ", " << m->num_parameters() << " parameters, "
-              << c10::toString(m->named_parameters().front().second.scalar_type()) << ")\n";
+              << c10::toString(m->dtype()) << ")\n";
   });
 }
 

@@ -21,10 +21,10 @@ void run_forward(const ForwardArgs& a) {
   auto model = a.model.load();
   auto peft = a.adapters.apply(model);
   c10::InferenceMode guard;
-  const auto device = model->named_parameters().front().second.device();
+  const auto device = model->device();
   ModelInputs in;
   NamedTensors result;
-  if (model->type_name().rfind("ViT", 0) == 0) {
+  if (model->input_kind() == InputKind::kPixels) {
     if (a.pixels.empty()) throw std::invalid_argument(model->type_name() + " needs --pixels");
     SafetensorsFile f(a.pixels);
     if (!f.contains("pixel_values")) throw std::runtime_error(a.pixels + ": no tensor 'pixel_values'");

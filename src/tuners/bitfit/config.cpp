@@ -1,4 +1,5 @@
 // BitFit: config and injection (trainable copies of bias vectors).
+#include "tuners/registry.h"
 #include "peft/bitfit.h"
 #include "tuners/config_fields.h"
 #include "tuners/target_match.h"
@@ -51,5 +52,10 @@ std::vector<CopySpec> BitFitConfig::copies(Model& model) const {
   }
   return out;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kBitFitRegistered = register_method<BitFitConfig>("BITFIT");
+}  // namespace
 
 }  // namespace peft

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "tuners/registry.h"
 #include "peft/bottleneck.h"
 #include "models/model_config.h"  // check_activation
 #include "peft/layers.h"
@@ -123,9 +124,14 @@ std::shared_ptr<LayerAdapter> BottleneckConfig::make_layer_adapter(const std::st
     a->up_w = at::rand({d, size}, gen, opts) * (2 * ub) - ub;
     a->up_b = at::rand({d}, gen, opts) * (2 * ub) - ub;
   }
-  const auto device = host->named_parameters().front().second.device();
+  const auto device = host->device();
   for (auto* t : a->trainable_slots()) *t = t->to(device);
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kBottleneckRegistered = register_method<BottleneckConfig>("BOTTLENECK");
+}  // namespace
 
 }  // namespace peft

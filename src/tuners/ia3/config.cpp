@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 
+#include "tuners/registry.h"
 #include "peft/ia3.h"
 #include "peft/layers.h"
 #include "tuners/config_fields.h"
@@ -79,8 +80,13 @@ std::shared_ptr<LayerAdapter> IA3Config::make_layer_adapter(const std::string& p
                                 "; IA3 supports Linear and Conv1D");
   auto a = std::make_shared<IA3Layer>(host, is_feedforward(path));
   if (!init_ia3_weights) a->ia3_l = at::randn(a->ia3_l.sizes(), gen, at::TensorOptions(at::kFloat));
-  a->ia3_l = a->ia3_l.to(host->named_parameters().front().second.device());
+  a->ia3_l = a->ia3_l.to(host->device());
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kIA3Registered = register_method<IA3Config>("IA3");
+}  // namespace
 
 }  // namespace peft

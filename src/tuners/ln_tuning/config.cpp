@@ -1,4 +1,5 @@
 // LayerNorm tuning: config and injection (trainable copies of the targeted norms).
+#include "tuners/registry.h"
 #include "peft/ln_tuning.h"
 #include "tuners/config_fields.h"
 #include "tuners/target_match.h"
@@ -42,5 +43,10 @@ std::vector<CopySpec> LNTuningConfig::copies(Model& model) const {
   for (const auto& [path, m] : find_targets(model, targets, task_type)) out.push_back({path, m, {}, "ln_tuning_layers."});
   return out;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kLNTuningRegistered = register_method<LNTuningConfig>("LN_TUNING");
+}  // namespace
 
 }  // namespace peft

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "tuners/registry.h"
 #include "peft/layers.h"
 #include "peft/lora.h"
 #include "tuners/config_fields.h"
@@ -199,5 +200,10 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
   throw std::invalid_argument("target module '" + path + "' is a " + m.type_name() +
                               "; LoRA supports Linear, Conv1D and Embedding");
 }
+
+
+namespace {
+[[maybe_unused]] const bool kLoraRegistered = register_method<LoraConfig>("LORA");
+}  // namespace
 
 }  // namespace peft

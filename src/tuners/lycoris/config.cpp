@@ -1,3 +1,4 @@
+#include "tuners/registry.h"
 #include "peft/layers.h"
 #include "peft/lycoris.h"
 #include "tuners/config_fields.h"
@@ -128,5 +129,11 @@ std::shared_ptr<LayerAdapter> LoKrConfig::make_layer_adapter(const std::string& 
   a->to(l.weight_tensor()->device());
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kLoHaRegistered = register_method<LoHaConfig>("LOHA");
+[[maybe_unused]] const bool kLoKrRegistered = register_method<LoKrConfig>("LOKR");
+}  // namespace
 
 }  // namespace peft

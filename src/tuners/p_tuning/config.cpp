@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "tuners/registry.h"
 #include "peft/prompt.h"
 #include "tuners/p_tuning/layer.h"
 
@@ -71,5 +72,10 @@ std::shared_ptr<InputAdapter> PromptEncoderConfig::make_input_adapter(Model& mod
   a->to(device_of(model));
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kPromptEncoderRegistered = register_method<PromptEncoderConfig>("P_TUNING");
+}  // namespace
 
 }  // namespace peft

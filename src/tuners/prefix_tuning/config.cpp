@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "tuners/registry.h"
 #include "peft/prompt.h"
 #include "tuners/prefix_tuning/layer.h"
 
@@ -87,5 +88,10 @@ std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& mode
   a->to(device_of(model));
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kPrefixTuningRegistered = register_method<PrefixTuningConfig>("PREFIX_TUNING");
+}  // namespace
 
 }  // namespace peft

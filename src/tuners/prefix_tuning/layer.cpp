@@ -43,7 +43,7 @@ int64_t PrefixEncoder::prepare(Model& model, ModelInputs& in) {
     in.cache = &scratch_;
   }
   if (in.cache->length() == 0) {
-    const auto dtype = model.named_parameters().front().second.scalar_type();
+    const auto dtype = model.dtype();
     // HF's layout: [n, layers * 2, heads, head_dim] -> [layers * 2, batch, heads, n, head_dim].
     auto kv = past().to(dtype).view({1, n, layers * 2, heads, head_dim}).expand({b, n, layers * 2, heads, head_dim});
     kv = kv.permute({2, 0, 3, 1, 4});

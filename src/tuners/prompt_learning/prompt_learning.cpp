@@ -29,7 +29,7 @@ ojson size_fields(const PromptLearningConfig& c) {
   return j;
 }
 
-at::Device device_of(Model& model) { return model.named_parameters().front().second.device(); }
+at::Device device_of(Model& model) { return model.device(); }
 
 // The first of `keys` config.json has.
 int64_t model_int(const Model& model, std::initializer_list<const char*> keys) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "tuners/registry.h"
 #include "peft/layers.h"
 #include "peft/prompt.h"
 #include "peft/tokenizer.h"
@@ -78,5 +79,10 @@ std::shared_ptr<InputAdapter> PromptTuningConfig::make_input_adapter(Model& mode
   a->to(device_of(model));
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kPromptTuningRegistered = register_method<PromptTuningConfig>("PROMPT_TUNING");
+}  // namespace
 
 }  // namespace peft

@@ -1,6 +1,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include "tuners/registry.h"
 #include "peft/layers.h"
 #include "peft/ssf.h"
 #include "tuners/config_fields.h"
@@ -55,10 +56,15 @@ std::shared_ptr<LayerAdapter> SSFConfig::make_layer_adapter(const std::string& p
     a->ssf_scale = 1 + 0.02 * at::randn(a->ssf_scale.sizes(), gen, at::TensorOptions(at::kFloat));
     a->ssf_shift = 0.02 * at::randn(a->ssf_shift.sizes(), gen, at::TensorOptions(at::kFloat));
   }
-  const auto device = host->named_parameters().front().second.device();
+  const auto device = host->device();
   a->ssf_scale = a->ssf_scale.to(device);
   a->ssf_shift = a->ssf_shift.to(device);
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kSSFRegistered = register_method<SSFConfig>("SSF");
+}  // namespace
 
 }  // namespace peft

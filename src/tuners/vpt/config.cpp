@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "tuners/registry.h"
 #include "peft/prompt.h"
 #include "tuners/vpt/layer.h"
 
@@ -43,8 +44,8 @@ void VPTConfig::resolve(const Model& model) {
 }
 
 std::shared_ptr<InputAdapter> VPTConfig::make_input_adapter(Model& model, at::Generator& gen) const {
-  if (model.type_name().rfind("ViT", 0) != 0)
-    throw std::invalid_argument("VPT: visual prompt tuning needs a ViT model, not " + model.type_name());
+  if (model.input_kind() != InputKind::kPixels)
+    throw std::invalid_argument("VPT: visual prompt tuning needs an image model (ViT), not " + model.type_name());
   const auto& c = model.config();
   const int64_t hidden = c.value("hidden_size", int64_t{768}), layers = c.value("num_hidden_layers", int64_t{12});
   const int64_t patch = c.value("patch_size", int64_t{16});
@@ -54,5 +55,10 @@ std::shared_ptr<InputAdapter> VPTConfig::make_input_adapter(Model& model, at::Ge
   a->to(device_of(model));
   return a;
 }
+
+
+namespace {
+[[maybe_unused]] const bool kVPTRegistered = register_method<VPTConfig>("VPT");
+}  // namespace
 
 }  // namespace peft
