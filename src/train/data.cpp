@@ -154,7 +154,11 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
 }  // namespace
 
 std::vector<Example> load_examples(const std::string& path, const DataOptions& o) {
-  std::istringstream in(read_file_bytes(path));
+  return parse_examples(read_file_bytes(path), path, o);
+}
+
+std::vector<Example> parse_examples(const std::string& jsonl, const std::string& path, const DataOptions& o) {
+  std::istringstream in(jsonl);
   std::vector<Example> out;
   std::string format = o.format, line;
   size_t skipped = 0;

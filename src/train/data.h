@@ -39,6 +39,8 @@ struct DataOptions {
 // or the last), {"text", "label"}. A malformed line is an error naming the file and line,
 // or skipped with a warning under skip_bad_lines.
 std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
+// The same for JSONL text in memory; `path` names it in errors.
+std::vector<Example> parse_examples(const std::string& jsonl, const std::string& path, const DataOptions& opts);
 
 // Image classification: images from a .npy [N, C, H, W] (float, or uint8 scaled to
 // [0, 1]) and class indices in [0, num_labels) from a .npy [N].
