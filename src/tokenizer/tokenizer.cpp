@@ -114,9 +114,9 @@ std::vector<std::tuple<size_t, size_t, const AddedToken*>> Tokenizer::Impl::find
 
 Encoding Tokenizer::Impl::encode_one(const std::string& text) const {
   Encoding enc;
-  auto push = [&](int64_t id, const std::string& tok, Range off) {
+  auto push = [&](int64_t id, std::string tok, Range off) {
     enc.ids.push_back(id);
-    enc.tokens.push_back(tok);
+    enc.tokens.push_back(std::move(tok));
     enc.offsets.push_back(off);
     enc.type_ids.push_back(0);
     enc.special_tokens_mask.push_back(0);
@@ -124,14 +124,22 @@ Encoding Tokenizer::Impl::encode_one(const std::string& text) const {
   };
   auto encode_segment = [&](size_t b, size_t e) {
     if (e <= b) return;
-    NormalizedString ns(text.substr(b, e - b), b);
-    if (normalizer) normalizer->normalize(ns);
-    std::vector<NormalizedString> pieces{ns};
+    std::vector<NormalizedString> pieces;
+    {
+      NormalizedString ns(text.substr(b, e - b), b);
+      if (normalizer) normalizer->normalize(ns);
+      pieces.push_back(std::move(ns));
+    }
     if (pre_tokenizer) pre_tokenizer->split(pieces);
+    // Piece by piece, each freed once tokenized: a long text never holds its pieces and
+    // all its tokens at once.
     std::vector<Token> toks;
-    for (const auto& p : pieces)
+    for (auto& p : pieces) {
       if (!p.empty()) model->tokenize(p, toks);
-    for (const auto& t : toks) push(t.id, t.value, t.offsets);
+      for (auto& t : toks) push(t.id, std::move(t.value), t.offsets);
+      toks.clear();
+      p = NormalizedString();
+    }
   };
   size_t last = 0;
   for (const auto& [b, e, t] : find_added(text)) {
