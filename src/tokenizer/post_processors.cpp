@@ -113,8 +113,9 @@ class Template : public PostProcessor {
 class ClsSep : public PostProcessor {
  public:
   ClsSep(const Json& j, bool roberta) : roberta_(roberta) {
-    cls_ = {j.at("cls")[0].get<std::string>(), j.at("cls")[1].get<int64_t>()};
-    sep_ = {j.at("sep")[0].get<std::string>(), j.at("sep")[1].get<int64_t>()};
+    // at(): a const json's [] does not check bounds.
+    cls_ = {j.at("cls").at(0).get<std::string>(), j.at("cls").at(1).get<int64_t>()};
+    sep_ = {j.at("sep").at(0).get<std::string>(), j.at("sep").at(1).get<int64_t>()};
     trim_ = roberta && j.value("trim_offsets", true);
     prefix_space_ = j.value("add_prefix_space", true);
   }

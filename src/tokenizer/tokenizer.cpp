@@ -2,6 +2,7 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <fstream>
@@ -193,7 +194,9 @@ Tokenizer Tokenizer::build(const nlohmann::json& j, const std::string& where) {
     impl->added_by_content[a.content] = &a;
   }
   if (j.contains("truncation") && j["truncation"].is_object())
-    impl->truncation = j["truncation"].value("max_length", size_t{512});
+    impl->truncation = static_cast<size_t>(std::clamp<int64_t>(
+        strict_get<int64_t>(j["truncation"].value("max_length", Json(512)), where + ": truncation max_length"), 0,
+        int64_t{1} << 40));
   if (j.contains("padding") && j["padding"].is_object()) {
     PaddingOptions p;
     const auto& pj = j["padding"];
@@ -201,10 +204,16 @@ Tokenizer Tokenizer::build(const nlohmann::json& j, const std::string& where) {
     p.pad_token = pj.value("pad_token", std::string("[PAD]"));
     p.pad_type_id = pj.value("pad_type_id", int64_t{0});
     p.left = pj.value("direction", std::string("Right")) == "Left";
+    // Lengths size allocations in encode_batch: integers within bounds.
+    auto length = [&](const Json& v, const char* key) {
+      const int64_t n = strict_get<int64_t>(v, where + ": padding " + key);
+      if (n < 0 || n > (int64_t{1} << 24)) fail(where, std::string("padding ") + key + " is out of range");
+      return static_cast<size_t>(n);
+    };
     if (pj.contains("strategy") && pj["strategy"].is_object() && pj["strategy"].contains("Fixed"))
-      p.length = pj["strategy"]["Fixed"].get<size_t>();
+      p.length = length(pj["strategy"]["Fixed"], "Fixed");
     if (pj.contains("pad_to_multiple_of") && pj["pad_to_multiple_of"].is_number())
-      p.pad_to_multiple_of = pj["pad_to_multiple_of"].get<size_t>();
+      p.pad_to_multiple_of = length(pj["pad_to_multiple_of"], "pad_to_multiple_of");
     impl->padding = p;
   }
   return Tokenizer(std::move(impl));

