@@ -58,6 +58,12 @@ from transformers.utils import logging as hf_logging
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 
+# The command line computes in float64, so the reference carries no fp32 rounding of its own:
+# fp32 runs of the same model differ from process to process by up to ~1e-4 on strongly
+# perturbed adapters (seen with SSF on GPT-2), while float64 is ~1e-6 from every fp32 run.
+# The selftest builds its own fp32 tensors and stays in fp32.
+COMPUTE_DTYPE = torch.float32
+
 PREFIX = "base_model.model."
 TOP_LEVEL_KEYS = ("vpt_prompts",)
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
@@ -101,7 +107,7 @@ def model_class_for(base_dir):
 
 def load_base(base_dir):
     model = model_class_for(base_dir).from_pretrained(base_dir, attn_implementation="eager", dtype=torch.float32)
-    model.to(torch.float32)
+    model.to(COMPUTE_DTYPE)
     model.eval()
     return model
 
@@ -159,8 +165,8 @@ class Adapter:
                 k = vit_rename(k)
             if k in self.tensors:
                 raise RefError(f"adapter key {k!r} appears twice (after renaming)")
-            if v.dtype != torch.float32:
-                v = v.float()
+            if v.dtype != COMPUTE_DTYPE:
+                v = v.to(COMPUTE_DTYPE)
             self.tensors[k] = v
         self.used = set()
         self.is_vit = is_vit
@@ -396,7 +402,7 @@ def read_inputs(path):
     if not inputs:
         raise RefError(f"{path} holds none of {INPUT_KEYS}")
     if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].float()
+        inputs["pixel_values"] = inputs["pixel_values"].to(COMPUTE_DTYPE)
     return inputs
 
 
@@ -789,6 +795,8 @@ def main():
         parity_dir = argv[1] if len(argv) > 1 else os.path.join(here, "..", "..", "build", "parity")
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         return selftest(os.path.normpath(parity_dir))
+    global COMPUTE_DTYPE
+    COMPUTE_DTYPE = torch.float64
     return main_cli(argv)
 
 
