@@ -1,6 +1,13 @@
 """LoRA training throughput and peak memory: `peft train` vs HF Trainer + PEFT, side by side.
 
 Usage: python bench/train_bench.py --peft build/peft [--steps 6] [--seq 128] [--batch 4] [--shapes gpt2,llama]
+         [--precisions fp32,bf16] [--layers N]
+
+Shapes (random weights): gpt2 (124M, tied), llama (134M, untied), llama_tied, smollm2_360m
+(960 wide, GQA 15/5, vocab 49,152, tied), qwen2_5_0_5b (896 wide, GQA 14/2, vocab 151,936,
+tied), llama3_2_1b (2048 wide, GQA 32/8, vocab 128,256, tied). --layers N keeps each
+shape's widths and vocabulary but uses N layers (the big shapes take minutes per step on
+2 cores at full depth).
 
 For each model shape (random weights made with transformers' config classes, saved as a
 HF folder), both trainers run the same LoRA config (r=8, attention projections), data
@@ -9,7 +16,9 @@ processes. Tokens/s is measured over the steps after the first (warm-up); peak m
 the process's max RSS. LoRA training costs about 4 x N FLOPs per token, N the parameters
 that take part in matrix products (all but the input and position embeddings; a tied
 lm_head counts): forward 2N, backward through activations 2N, frozen weights get no
-gradient. The fraction of the machine's measured float32 matmul peak is printed.
+gradient; attention adds 12 x layers x hidden x seq. The fraction of the machine's
+measured matmul peak for the run's precision (fp32 or bf16) is printed. HF runs with
+`bf16=True` (CPU autocast) for bf16; ours with precision=bf16.
 """
 import argparse
 import json
@@ -26,6 +35,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, Train
 from peft import LoraConfig, get_peft_model
 model_dir, data, steps, targets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
 batch = int(sys.argv[6])
+bf16 = sys.argv[8] == "bf16"
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
 model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
 rows = [json.loads(l)["input_ids"] for l in open(data)]
@@ -38,7 +48,7 @@ class T(TrainerCallback):
     def on_step_end(self, args, state, control, **kw): times.append(time.perf_counter())
 args = TrainingArguments(output_dir=sys.argv[7], per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
                          logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
-                         remove_unused_columns=False, disable_tqdm=True)
+                         remove_unused_columns=False, disable_tqdm=True, bf16=bf16)
 Trainer(model=model, args=args, train_dataset=DS(), callbacks=[T()]).train()
 print(json.dumps({"step_times": [b - a for a, b in zip(times, times[1:])]}))
 '''
@@ -50,14 +60,33 @@ SHAPES = {
     "llama": ("LlamaConfig", dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
                                   num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024),
               "q_proj,v_proj"),
+    "llama_tied": ("LlamaConfig", dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                                       num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
+                                       tie_word_embeddings=True), "q_proj,v_proj"),
+    # SmolLM2-360M: tied, GQA 15/5, 49k vocabulary.
+    "smollm2_360m": ("LlamaConfig", dict(vocab_size=49152, hidden_size=960, intermediate_size=2560,
+                                         num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+                                         max_position_embeddings=2048, tie_word_embeddings=True), "q_proj,v_proj"),
+    # Qwen2.5-0.5B: tied, GQA 14/2, q/k/v biases, 152k vocabulary.
+    "qwen2_5_0_5b": ("Qwen2Config", dict(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                         max_position_embeddings=2048, tie_word_embeddings=True), "q_proj,v_proj"),
+    # Llama-3.2-1B: tied, GQA 32/8, 128k vocabulary.
+    "llama3_2_1b": ("LlamaConfig", dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                                        num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                                        max_position_embeddings=2048, tie_word_embeddings=True,
+                                        rope_theta=500000.0), "q_proj,v_proj"),
 }
 
 
-def make_model(shape, out):
+def make_model(shape, out, layers=None):
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
     cls, kwargs, _ = SHAPES[shape]
+    kwargs = dict(kwargs)
+    if layers:
+        kwargs["n_layer" if cls == "GPT2Config" else "num_hidden_layers"] = layers
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(getattr(transformers, cls)(**kwargs))
     model.save_pretrained(out)
@@ -67,13 +96,17 @@ def make_model(shape, out):
     out_emb = model.get_output_embeddings()
     if any(out_emb.weight is e.weight for e in embeds):  # tied: the matrix is also lm_head
         lookup_only -= out_emb.weight.numel()
-    return total, total - lookup_only
+    cfg = model.config
+    # Attention score and value products, forward and backward, per token (PaLM's 12 * L * d * T).
+    attn = 12 * cfg.num_hidden_layers * cfg.hidden_size
+    return total, total - lookup_only, attn
 
 
-def matmul_peak(threads):
+def matmul_peak(threads, dtype="fp32"):
     import torch
     torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(2048, 2048, dtype=dt), torch.randn(2048, 2048, dtype=dt)
     for _ in range(3):
         a @ b
     t = time.perf_counter()
@@ -100,11 +133,18 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--shapes", default="gpt2,llama")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--layers", type=int, default=None)
     args = ap.parse_args()
-    peak = matmul_peak(args.threads)
-    print(f"machine: {os.cpu_count()} cores; float32 matmul peak {peak / 1e9:.1f} GFLOP/s ({args.threads} threads)")
-    print(f"batch {args.batch} x seq {args.seq}, {args.steps} steps (first is warm-up), LoRA r=8\n")
-    rows = []
+    peaks = {p: matmul_peak(args.threads, p) for p in ("fp32", "bf16")}
+    flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n")[0] if os.path.exists("/proc/cpuinfo") else ""
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"machine: {cpu}, {os.cpu_count()} cores; AVX-512 {'avx512f' in flags}, AMX-BF16 {'amx_bf16' in flags}")
+    print(f"matmul peak (2048^3, {args.threads} threads): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    print(f"batch {args.batch} x seq {args.seq}, {args.steps} steps (first is warm-up), LoRA r=8"
+          + (f", {args.layers} layers per shape" if args.layers else "") + "\n")
+    rows, sizes = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         import random
         rng = random.Random(0)
@@ -112,30 +152,35 @@ def main():
         with open(data, "w") as f:
             for _ in range(args.batch * args.steps):
                 f.write(json.dumps({"input_ids": [rng.randint(1, 31999) for _ in range(args.seq)]}) + "\n")
-        for shape in args.shapes.split(","):
+        for shape, precision in [(s, p) for s in args.shapes.split(",") for p in args.precisions.split(",")]:
             model_dir = os.path.join(tmp, shape)
-            n_params, n_matmul = make_model(shape, model_dir)
+            if not os.path.isdir(model_dir):
+                sizes[shape] = make_model(shape, model_dir, args.layers)
+            n_params, n_matmul, attn_flops = sizes[shape]
             targets = SHAPES[shape][2]
             tokens = args.batch * args.seq
             out, _, hf_peak = timed([sys.executable, "-c", HF_SCRIPT, model_dir, data, str(args.steps), targets,
-                                     str(args.threads), str(args.batch), os.path.join(tmp, "hf_out")])
+                                     str(args.threads), str(args.batch), os.path.join(tmp, "hf_out"), precision])
             hf_times = json.loads(out.strip().splitlines()[-1])["step_times"]
             hf_tps = tokens * len(hf_times) / sum(hf_times)
             method = json.dumps({"r": 8, "lora_alpha": 16, "target_modules": targets.split(",")})
-            ours_out = os.path.join(tmp, "ours_" + shape)
+            ours_out = os.path.join(tmp, f"ours_{shape}_{precision}")
             _, _, our_peak = timed([args.peft, "train", f"model={model_dir}", f"train_file={data}",
                                     f"output_dir={ours_out}", f"max_steps={args.steps}", "shuffle=false",
                                     f"per_device_train_batch_size={args.batch}", f"max_length={args.seq}",
-                                    "learning_rate=1e-4", "progress=false", f"method={method}"])
+                                    "learning_rate=1e-4", "progress=false", f"method={method}",
+                                    f"precision={precision}"])
             logs = [json.loads(l) for l in open(os.path.join(ours_out, "metrics.jsonl")) if '"loss"' in l]
             our_tps = tokens * (len(logs) - 1) / sum(tokens / l["tokens_per_second"] for l in logs[1:])
-            flops = 4 * n_matmul
-            rows.append((shape, n_params, hf_tps, our_tps, hf_peak, our_peak, flops * our_tps / peak))
-    print(f"{'model':8} {'params':>8} {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} {'HF peak MiB':>11} "
+            flops = 4 * n_matmul + attn_flops * args.seq
+            rows.append((shape, precision, n_params, hf_tps, our_tps, hf_peak, our_peak,
+                         flops * our_tps / peaks[precision]))
+            print(f"  {shape} {precision}: HF {hf_tps:.1f} tok/s, ours {our_tps:.1f}", flush=True)
+    print(f"\n{'model':13} {'prec':4} {'params':>8} {'HF tok/s':>9} {'ours tok/s':>10} {'ratio':>6} {'HF peak MiB':>11} "
           f"{'ours peak MiB':>13} {'mem ratio':>9} {'ours % of peak':>14}")
-    for shape, n, hf, ours, hfm, om, frac in rows:
-        print(f"{shape:8} {n / 1e6:7.1f}M {hf:9.1f} {ours:10.1f} {ours / hf:6.2f} {hfm / 2**20:11.0f} {om / 2**20:13.0f} "
-              f"{om / hfm:9.2f} {100 * frac:13.1f}%")
+    for shape, prec, n, hf, ours, hfm, om, frac in rows:
+        print(f"{shape:13} {prec:4} {n / 1e6:7.1f}M {hf:9.1f} {ours:10.1f} {ours / hf:6.2f} {hfm / 2**20:11.0f} "
+              f"{om / 2**20:13.0f} {om / hfm:9.2f} {100 * frac:13.1f}%")
 
 
 if __name__ == "__main__":

@@ -316,6 +316,22 @@ TEST(TrainPrecision, Bf16AutocastTrainsCloseToFp32) {
     EXPECT_NEAR(r.steps[i].loss, ref["loss"][i].get<double>(), 0.03 * ref["loss"][i].get<double>()) << i;
 }
 
+// The bf16 path (frozen base stored in bf16, fp32 adapter master weights, fused loss)
+// follows the fp32 run, itself checked against HF Trainer by TrainParity, over 50 steps.
+TEST(TrainPrecision, Bf16StaysWithinOnePercentOfFp32Over50Steps) {
+  auto fp32 = parity_config(scratch("curve_fp32"));
+  fp32.max_steps = 50;
+  fs::remove_all(fp32.output_dir);
+  auto bf16 = fp32;
+  bf16.output_dir = scratch("curve_bf16").string();
+  bf16.precision = "bf16";
+  fs::remove_all(bf16.output_dir);
+  const auto want = train(fp32).steps, got = train(bf16).steps;
+  ASSERT_EQ(got.size(), 50u);
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LE(std::abs(got[i].loss - want[i].loss), 1e-2 * std::abs(want[i].loss)) << "step " << i + 1;
+}
+
 // --- bad input -----------------------------------------------------------------------
 
 std::string train_error(TrainConfig c) {
@@ -391,6 +407,26 @@ TEST(TrainMemory, GradientCheckpointingGivesTheSameSteps) {
 
 namespace peft {
 namespace {
+
+// Backward recomputes each block under the autocast state its forward had (bf16 here),
+// with the frozen weights stored in bf16.
+TEST(TrainMemory, GradientCheckpointingUnderBf16GivesTheSameSteps) {
+  auto plain = parity_config(scratch("ckpt_bf16_off"));
+  plain.max_steps = 4;
+  plain.precision = "bf16";
+  fs::remove_all(plain.output_dir);
+  auto want = train(plain).steps;
+  auto ck = plain;
+  ck.output_dir = scratch("ckpt_bf16_on").string();
+  fs::remove_all(ck.output_dir);
+  ck.gradient_checkpointing = true;
+  auto got = train(ck).steps;
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i].loss, want[i].loss, 1e-6 * std::abs(want[i].loss)) << i;
+    EXPECT_NEAR(got[i].grad_norm, want[i].grad_norm, 1e-4 * want[i].grad_norm) << i;
+  }
+}
 
 TEST(TrainConfigTest, OverridesParseJsonAndReachIntoMethod) {
   auto j = TrainConfig::with_overrides(json::parse(R"({"model": "m", "method": {"r": 4}})"),

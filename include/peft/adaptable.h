@@ -36,6 +36,9 @@ class LayerAdapter : public Module {
   bool merged() const { return merged_; }
   // Parameters an optimizer should update (their requires_grad is set by the model).
   virtual std::vector<at::Tensor*> trainable_slots() = 0;
+  // True where forward reads the host's weight (DoRA's weight norm): such a host keeps its
+  // weight in full precision when training stores the frozen base in bf16.
+  virtual bool reads_host_weight() const { return false; }
   bool training = false;  // dropout on
 
  protected:

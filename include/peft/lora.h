@@ -59,6 +59,7 @@ class LoraLinear : public LayerAdapter {
              bool use_dora, bool fan_in_fan_out);
   std::string type_name() const override { return "LoraLinear"; }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
+  bool reads_host_weight() const override { return use_dora; }
   void merge() override;
   void unmerge() override;
   std::vector<at::Tensor*> trainable_slots() override;

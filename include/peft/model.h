@@ -41,6 +41,9 @@ struct ModelInputs {
   at::Tensor pixel_values;    // ViT: [batch, channels, height, width]
   KVCache* cache = nullptr;   // decoders: read and extended when given
   bool checkpoint_layers = false;  // gradient checkpointing of each transformer block
+  // Causal LMs: return last_hidden_state only, without logits (a chunked loss applies
+  // Model::output_layer() itself and never holds [tokens, vocab] at once).
+  bool skip_logits = false;
   // Encoders (ViT): called with the hidden states before each layer; returns the states
   // the layer gets (visual prompt tuning inserts and replaces prompt tokens here).
   std::function<at::Tensor(size_t layer, const at::Tensor& hidden)> before_layer;
@@ -57,6 +60,7 @@ struct ModelOutputs {
 
 class Model;
 class Embedding;
+class AdaptableLayer;
 
 // A tuner that acts on a model's inputs rather than on its layers: soft prompts prepended
 // to the input embeddings, key/value prefixes in the cache, visual prompt tokens. The
@@ -108,6 +112,9 @@ class Model : public Module {
   virtual int64_t max_positions() const { return 0; }
   // The token embedding (nullptr for image models).
   virtual Embedding* input_embeddings() { return nullptr; }
+  // Causal LMs: the layer that maps last_hidden_state to logits (lm_head), so a caller
+  // that sets ModelInputs::skip_logits can apply it in chunks; nullptr otherwise.
+  virtual AdaptableLayer* output_layer() { return nullptr; }
 
   // Set by PeftModel to the active soft-prompt/prefix adapter; not owned.
   InputAdapter* input_adapter = nullptr;

@@ -2,9 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include "util/autocast.h"
 
 namespace peft {
 
@@ -16,6 +19,10 @@ struct Replay : torch::CustomClassHolder {
   std::function<at::Tensor(const at::Tensor&)> fn;
   at::Device device = at::kCPU;
   at::Tensor cpu_rng, device_rng;  // device_rng: the accelerator's generator, when x is on one
+  // Autocast as the forward ran: backward runs after the caller's autocast scope has
+  // ended, and the recompute must compute in the same precision (as torch's checkpoint).
+  bool autocast = false;
+  at::ScalarType autocast_dtype = at::kBFloat16;
 };
 
 at::Generator device_generator(at::Device d) { return at::globalContext().defaultGenerator(d); }
@@ -46,6 +53,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
+      AutocastGuard autocast(replay->device.type(), replay->autocast, replay->autocast_dtype);
       y = replay->fn(x);
     }
     cpu.set_state(cpu_now);
@@ -62,6 +70,8 @@ at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, 
   auto replay = c10::make_intrusive<Replay>();
   replay->fn = fn;
   replay->device = x.device();
+  replay->autocast = at::autocast::is_autocast_enabled(x.device().type());
+  replay->autocast_dtype = at::autocast::get_autocast_dtype(x.device().type());
   replay->cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
   if (!x.device().is_cpu()) replay->device_rng = device_generator(x.device()).get_state();
   // The output must require grad even when x does not (the first block's input comes

@@ -13,13 +13,14 @@ class CausalLMBase : public Model {
   ModelOutputs run(const ModelInputs& in) override {
     ModelOutputs out;
     out.last_hidden_state = body_forward(in);
-    out.logits = lm_head->forward(out.last_hidden_state);
+    if (!in.skip_logits) out.logits = lm_head->forward(out.last_hidden_state);
     return out;
   }
   std::vector<std::string> tied_parameter_names() const override {
     return tie_ ? std::vector<std::string>{"lm_head.weight"} : std::vector<std::string>{};
   }
   Embedding* input_embeddings() override { return &input_embedding(); }
+  AdaptableLayer* output_layer() override { return lm_head.get(); }
   void tie_weights() override {
     if (tie_) lm_head->weight = input_embedding().weight;
   }

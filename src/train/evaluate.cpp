@@ -5,12 +5,14 @@
 
 #include <cmath>
 
-#include "train/autocast.h"
+#include "train/lm_loss.h"
+#include "train/precision.h"
+#include "util/autocast.h"
 #include "train/setup.h"
 
 namespace peft {
 
-at::Tensor batch_logits(PeftModel& peft, const Batch& b, at::Device dev, bool checkpoint_layers) {
+BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causal, bool checkpoint_layers) {
   ModelInputs in;
   in.checkpoint_layers = checkpoint_layers;
   if (b.pixel_values.defined()) {
@@ -19,16 +21,17 @@ at::Tensor batch_logits(PeftModel& peft, const Batch& b, at::Device dev, bool ch
     in.input_ids = b.input_ids.to(dev);
     in.attention_mask = b.attention_mask.to(dev);
   }
-  return peft.forward(in).logits.to(at::kFloat);
-}
-
-at::Tensor loss_sum(const at::Tensor& logits, const Batch& b, bool causal) {
-  auto labels = b.labels.to(logits.device());
-  if (!causal) return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum);
+  AdaptableLayer* head = causal ? peft.model().output_layer() : nullptr;
+  in.skip_logits = head != nullptr;
+  ModelOutputs out = peft.forward(in);
+  auto labels = b.labels.to(dev);
+  if (head) return {causal_lm_loss_sum(*head, out.last_hidden_state, labels), {}};
+  auto logits = out.logits.to(at::kFloat);
+  if (!causal) return {at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum), logits};
   const int64_t v = logits.size(-1);
   auto shifted = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, v});
   auto targets = labels.narrow(1, 1, labels.size(1) - 1).reshape({-1});
-  return at::cross_entropy_loss(shifted, targets, {}, at::Reduction::Sum, -100);
+  return {at::cross_entropy_loss(shifted, targets, {}, at::Reduction::Sum, -100), {}};
 }
 
 nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64_t batch, int64_t pad, bool causal,
@@ -41,14 +44,14 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
     std::vector<const Example*> xs;
     for (size_t k = i; k < std::min(data.size(), i + static_cast<size_t>(batch)); ++k) xs.push_back(&data[k]);
     const Batch b = collate(xs, pad, causal);
-    at::Tensor logits;
+    BatchLoss r;
     {
       AutocastGuard autocast(dev.type(), bf16, at::kBFloat16);
-      logits = batch_logits(peft, b, dev);
+      r = batch_loss(peft, b, dev, causal);
     }
-    total += loss_sum(logits, b, causal).item<double>();
+    total += r.sum.item<double>();
     items += b.num_items;
-    if (!causal) correct += (logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
+    if (!causal) correct += (r.logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
   }
   const double loss = total / static_cast<double>(std::max<int64_t>(1, items));
   nlohmann::json r = {{"eval_loss", loss}};
@@ -62,6 +65,7 @@ nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& 
   if (cfg.per_device_eval_batch_size < 1 || cfg.max_length < 2)
     throw std::invalid_argument("batch size must be >= 1 and max length >= 2");
   TrainSetup s = load_setup(cfg, adapters, false);
+  if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);
   const auto opts = data_options(cfg, s);
   auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, opts)
                                     : read_data(cfg.eval_file, cfg.eval_label_file, opts);

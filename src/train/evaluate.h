@@ -11,12 +11,15 @@
 
 namespace peft {
 
-// Logits of a batch in fp32.
-at::Tensor batch_logits(PeftModel& peft, const Batch& b, at::Device dev, bool checkpoint_layers = false);
-
-// Summed cross-entropy of `logits` against the batch's labels (shifted by one for causal
-// LMs; -100 ignored), to be divided by Batch::num_items.
-at::Tensor loss_sum(const at::Tensor& logits, const Batch& b, bool causal);
+// The forward of one batch: its summed cross-entropy against the batch's labels (shifted
+// by one for causal LMs; -100 ignored), to be divided by Batch::num_items, and for
+// classifiers the fp32 logits. Causal LMs never materialize their logits: the loss is
+// computed from the last hidden states in chunks (train/lm_loss.h).
+struct BatchLoss {
+  at::Tensor sum;
+  at::Tensor logits;  // classifiers only
+};
+BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causal, bool checkpoint_layers = false);
 
 // {eval_loss, eval_perplexity} for causal LMs, {eval_loss, eval_accuracy} for classifiers:
 // one forward per batch, no gradients, dropout off; with bf16, under bf16 autocast.

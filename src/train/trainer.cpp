@@ -14,11 +14,12 @@
 
 #include "peft/layers.h"
 #include "peft/train.h"
-#include "train/autocast.h"
+#include "util/autocast.h"
 #include "train/evaluate.h"
 #include "train/run_folder.h"
 #include "train/schedule.h"
 #include "train/setup.h"
+#include "train/precision.h"
 #include "util/atomic_file.h"
 #include "util/hash.h"
 #include "util/process.h"
@@ -122,6 +123,8 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite)
   if (ckpt_) init = {ckpt_->string()};
   else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
   s_ = load_setup(cfg, init, true);
+  if (cfg.precision == "bf16") store_frozen_weights(*s_.model, at::kBFloat16);
+  if (dev_.is_cpu()) flush_denormals();
   load_data();
   build_optimizer();
   if (ckpt_) this->resume(*ckpt_);
@@ -258,7 +261,7 @@ StepLog Trainer::step() {
     at::Tensor sum;
     {
       AutocastGuard autocast(dev_.type(), cfg_.precision == "bf16", at::kBFloat16);
-      sum = loss_sum(batch_logits(*s_.peft, b, dev_, cfg_.gradient_checkpointing), b, s_.causal);
+      sum = batch_loss(*s_.peft, b, dev_, s_.causal, cfg_.gradient_checkpointing).sum;
     }
     auto loss = sum / static_cast<double>(std::max<int64_t>(1, items));
     const double value = loss.item<double>();

@@ -1,4 +1,5 @@
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
 #include <cmath>
@@ -54,7 +55,9 @@ at::Tensor LoraLinear::dora_weight_norm(const at::Tensor& delta) const {
 
 at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
   const bool drop = training && dropout > 0;
-  auto xa = x.to(lora_A.scalar_type());
+  // Under autocast the products run in bf16 whatever x is: casting x to the fp32 adapter's
+  // type would only copy it, to be cast back.
+  auto xa = at::autocast::is_autocast_enabled(x.device().type()) ? x : x.to(lora_A.scalar_type());
   if (drop) xa = at::dropout(xa, dropout, true);
   auto lora = at::linear(at::linear(xa, lora_A), lora_B);
   if (!use_dora) return out + (lora * scaling).to(out.scalar_type());

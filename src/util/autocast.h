@@ -1,4 +1,5 @@
-// Mixed precision for a scope: the forward in bf16 where autocast says so.
+// Mixed precision for a scope: the forward in bf16 where autocast says so. Gradient
+// checkpointing uses it too, to recompute in backward with the forward's autocast state.
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -17,7 +18,7 @@ class AutocastGuard {
   ~AutocastGuard() {
     at::autocast::set_autocast_enabled(device_, was_on_);
     at::autocast::set_autocast_dtype(device_, was_dtype_);
-    at::autocast::clear_cache();
+    if (!was_on_) at::autocast::clear_cache();  // leaving the outermost scope, as torch does
   }
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;

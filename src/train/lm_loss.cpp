@@ -1,0 +1,91 @@
+#include "train/lm_loss.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+
+#include "models/checkpoint.h"
+#include "peft/adaptable.h"
+#include "util/autocast.h"
+
+namespace peft {
+namespace {
+
+// The dtype the head's products run in: autocast's, else the hidden states'.
+at::ScalarType compute_dtype(const at::Tensor& h) {
+  const auto dev = h.device().type();
+  return at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : h.scalar_type();
+}
+
+// loss = sum_i logsumexp(h_i W^T) - (h_i W^T)[t_i]; d loss / d h_i = (softmax_i - onehot_i) W,
+// computed in forward chunk by chunk; W gets no gradient.
+struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCrossEntropy> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& weight,
+                            const at::Tensor& targets, int64_t rows, bool want_grad) {
+    const auto dt = compute_dtype(h);
+    const at::Tensor w = weight.to(dt), hc = h.to(dt);
+    at::Tensor grad_h = want_grad ? at::empty_like(h) : at::Tensor();
+    at::Tensor loss = at::zeros({}, h.options().dtype(at::kFloat));
+    AutocastGuard off(h.device().type(), false, at::autocast::get_autocast_dtype(h.device().type()));  // explicit dtypes
+    for (int64_t r0 = 0; r0 < h.size(0); r0 += rows) {
+      const int64_t n = std::min(rows, h.size(0) - r0);
+      const at::Tensor t = targets.narrow(0, r0, n).unsqueeze(1);
+      at::Tensor logits = at::mm(hc.narrow(0, r0, n), w.t()).to(at::kFloat);
+      const at::Tensor lse = at::logsumexp(logits, 1, true);
+      loss.add_((lse - logits.gather(1, t)).sum());
+      if (!want_grad) continue;
+      logits.sub_(lse).exp_();  // softmax, in place
+      logits.scatter_add_(1, t, at::full_like(t, -1, logits.options()));
+      grad_h.narrow(0, r0, n).copy_(at::mm(logits.to(dt), w));
+    }
+    ctx->save_for_backward({grad_h});
+    return loss;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const at::Tensor grad_h = ctx->get_saved_variables()[0];
+    return {grad_h * grad_out[0].to(grad_h.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// A head that is just x W^T: no adapter, no bias, nothing of it trains.
+bool plain_frozen_head(AdaptableLayer& head) {
+  at::Tensor* w = head.weight_tensor();
+  at::Tensor* b = head.bias_tensor();
+  return head.kind() == LayerKind::kLinear && !head.weight_is_in_out() && w && w->defined() && !w->requires_grad() &&
+         w->dim() == 2 && (!b || !b->defined()) && (head.adapters_disabled || head.active.empty());
+}
+
+}  // namespace
+
+at::Tensor causal_lm_loss_sum(AdaptableLayer& head, const at::Tensor& hidden, const at::Tensor& labels,
+                              int64_t chunk_elements) {
+  const int64_t dim = hidden.size(-1), seq = hidden.size(1);
+  at::Tensor h = hidden.narrow(1, 0, seq - 1).reshape({-1, dim});
+  at::Tensor t = labels.to(hidden.device()).narrow(1, 1, seq - 1).reshape({-1});
+  const at::Tensor keep = (t != -100).nonzero().squeeze(1);
+  if (keep.numel() == 0) return hidden.sum().to(at::kFloat) * 0;  // no labelled token: zero, still in the graph
+  if (keep.numel() < t.numel()) {
+    h = h.index_select(0, keep);
+    t = t.index_select(0, keep);
+  }
+  const int64_t rows = std::max<int64_t>(1, chunk_elements / std::max<int64_t>(1, head.output_dim()));
+  if (plain_frozen_head(head))
+    return FusedLinearCrossEntropy::apply(h, *head.weight_tensor(), t, rows,
+                                          at::GradMode::is_enabled() && h.requires_grad());
+  at::Tensor total = at::zeros({}, hidden.options().dtype(at::kFloat));
+  for (int64_t r0 = 0; r0 < h.size(0); r0 += rows) {
+    const int64_t n = std::min(rows, h.size(0) - r0);
+    const at::Tensor tc = t.narrow(0, r0, n);
+    total = total + checkpointed(
+                        [&head, tc](const at::Tensor& x) {
+                          return at::cross_entropy_loss(head.forward(x).to(at::kFloat), tc, {}, at::Reduction::Sum);
+                        },
+                        h.narrow(0, r0, n));
+  }
+  return total;
+}
+
+}  // namespace peft

@@ -1,0 +1,145 @@
+// The training fast paths, each against the plain ATen composition it replaces: the
+// chunked/fused causal LM loss, bf16 storage of the frozen base, and gradient
+// checkpointing under autocast.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "peft/layers.h"
+#include "peft/peft_model.h"
+#include "peft/train.h"
+#include "peft/tuner.h"
+#include "train/lm_loss.h"
+#include "train/precision.h"
+#include "util/autocast.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace peft {
+namespace {
+
+fs::path parity(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / name; }
+
+// transformers' causal LM loss: logits of every position, shifted, summed cross-entropy.
+at::Tensor reference_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  const int64_t v = logits.size(-1), s = logits.size(1);
+  return at::cross_entropy_loss(logits.narrow(1, 0, s - 1).reshape({-1, v}).to(at::kFloat),
+                                labels.narrow(1, 1, s - 1).reshape({-1}), {}, at::Reduction::Sum, -100);
+}
+
+struct LossCase {
+  at::Tensor hidden, labels;
+};
+
+LossCase loss_case(int64_t vocab) {
+  at::manual_seed(3);
+  LossCase c{at::randn({3, 11, 16}), at::randint(vocab, {3, 11})};
+  c.labels.index_put_({0, at::indexing::Slice(0, 5)}, -100);  // a masked prompt
+  c.labels.index_put_({2, at::indexing::Slice(7, at::indexing::None)}, -100);  // padding
+  return c;
+}
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a.to(at::kDouble) - b.to(at::kDouble)).abs().max() / b.to(at::kDouble).abs().max()).item<double>();
+}
+
+// Value and gradient wrt the hidden states, ours (chunks of 4 rows) against the reference.
+void expect_loss_matches(Linear& head, double tol, bool bf16) {
+  auto c = loss_case(head.out_features);
+  auto h1 = c.hidden.clone().requires_grad_(true), h2 = c.hidden.clone().requires_grad_(true);
+  at::Tensor ours, want;
+  {
+    AutocastGuard autocast(at::kCPU, bf16, at::kBFloat16);
+    ours = causal_lm_loss_sum(head, h1, c.labels, 4 * head.out_features);
+    want = reference_loss(head.forward(h2), c.labels);
+  }
+  EXPECT_LE(std::abs(ours.item<double>() - want.item<double>()), tol * std::abs(want.item<double>()));
+  ours.backward();
+  want.backward();
+  EXPECT_LE(rel(h1.grad(), h2.grad()), tol);
+  // Positions whose next label is ignored get no gradient at all.
+  EXPECT_EQ(h1.grad()[0].narrow(0, 0, 4).abs().max().item<double>(), 0.0);
+}
+
+TEST(FusedLoss, PlainHeadMatchesTheLogitsComposition) {
+  Linear head(16, 37, false);
+  head.weight = at::randn({37, 16});
+  expect_loss_matches(head, 1e-6, false);
+}
+
+TEST(FusedLoss, Bf16AutocastMatchesTheLogitsComposition) {
+  Linear head(16, 37, false);
+  head.weight = at::randn({37, 16});
+  expect_loss_matches(head, 2e-3, true);
+  head.weight = head.weight.to(at::kBFloat16);  // stored in bf16, as precision=bf16 does
+  expect_loss_matches(head, 2e-3, true);
+}
+
+TEST(FusedLoss, TrainedHeadTakesTheCheckpointedPathAndGetsItsGradient) {
+  Linear a(16, 37, true), b(16, 37, true);
+  auto w = at::randn({37, 16}), bias = at::randn({37});
+  for (Linear* l : {&a, &b}) {
+    l->weight = w.clone().requires_grad_(true);
+    l->bias = bias.clone();
+  }
+  auto c = loss_case(37);
+  auto h1 = c.hidden.clone().requires_grad_(true), h2 = c.hidden.clone().requires_grad_(true);
+  auto ours = causal_lm_loss_sum(a, h1, c.labels, 4 * 37);
+  auto want = reference_loss(b.forward(h2), c.labels);
+  EXPECT_NEAR(ours.item<double>(), want.item<double>(), 1e-6 * want.item<double>());
+  ours.backward();
+  want.backward();
+  EXPECT_LE(rel(h1.grad(), h2.grad()), 1e-6);
+  EXPECT_LE(rel(a.weight.grad(), b.weight.grad()), 1e-6);
+}
+
+TEST(FusedLoss, NoLabelledTokenIsAZeroLossThatStillBackpropagates) {
+  Linear head(16, 37, false);
+  head.weight = at::randn({37, 16});
+  auto h = at::randn({2, 5, 16}).requires_grad_(true);
+  auto loss = causal_lm_loss_sum(head, h, at::full({2, 5}, -100, at::kLong));
+  EXPECT_EQ(loss.item<double>(), 0.0);
+  loss.backward();
+  EXPECT_EQ(h.grad().abs().max().item<double>(), 0.0);
+}
+
+std::unique_ptr<AdapterConfig> lora(const char* j) { return parse_adapter_config(json::parse(j), "test"); }
+
+TEST(FrozenBf16, MatmulWeightsOnlyAndNeverATrainedOrDoraWeight) {
+  auto model = load_model(parity("llama_mha").string());
+  PeftModel peft(model);
+  peft.add_adapter("default", *lora(R"({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj", "v_proj"]})"));
+  EXPECT_GT(store_frozen_weights(*model, at::kBFloat16), 0);
+  for (const auto& [name, t] : model->named_parameters()) {
+    const bool matmul = name.find("_proj.weight") != std::string::npos || name == "lm_head.weight";
+    if (matmul) EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
+    else EXPECT_EQ(t.scalar_type(), at::kFloat) << name;  // embeddings, norms, LoRA A/B
+  }
+  // DoRA reads its host's weight: that host stays fp32.
+  auto m2 = load_model(parity("llama_mha").string());
+  PeftModel p2(m2);
+  p2.add_adapter("default", *lora(R"({"peft_type": "LORA", "r": 2, "use_dora": true, "target_modules": ["q_proj"]})"));
+  store_frozen_weights(*m2, at::kBFloat16);
+  for (const auto& [name, t] : m2->named_parameters())
+    if (name.find("q_proj.weight") != std::string::npos) EXPECT_EQ(t.scalar_type(), at::kFloat) << name;
+}
+
+TEST(FrozenBf16, TiedHeadGetsItsOwnCopyAndLookupsStayFp32) {
+  auto model = load_model(parity("gpt2").string());  // tied lm_head
+  auto* emb = model->input_embeddings();
+  auto* head = model->output_layer();
+  ASSERT_TRUE(emb && head);
+  ASSERT_TRUE(emb->weight.is_same(*head->weight_tensor()));
+  const auto before = emb->weight.clone();
+  store_frozen_weights(*model, at::kBFloat16);
+  EXPECT_EQ(emb->weight.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(emb->weight, before));
+  EXPECT_EQ(head->weight_tensor()->scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(*head->weight_tensor(), before.to(at::kBFloat16)));
+}
+
+}  // namespace
+}  // namespace peft
