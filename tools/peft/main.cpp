@@ -5,8 +5,10 @@
 
 #include "common.h"
 #include "peft/safetensors_header.h"
+#include "util/allocator.h"
 
 int main(int argc, char** argv) {
+  peft::keep_freed_memory();
   CLI::App app{"peft: parameter-efficient fine-tuning of Hugging Face transformers, in C++"};
   app.set_version_flag("--version", "peft 0.1.0");
   app.require_subcommand(1);
