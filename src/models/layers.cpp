@@ -1,5 +1,6 @@
 #include "peft/layers.h"
 
+#include "models/fused_norm.h"
 #include "models/model_config.h"
 
 #include <ATen/ATen.h>
@@ -43,12 +44,7 @@ RMSNorm::RMSNorm(int64_t d, double e, std::string type) : dim(d), eps(e), type_(
   register_parameter("weight", &weight, {d});
 }
 
-at::Tensor RMSNorm::base_forward(const at::Tensor& x) {
-  auto h = x.to(at::kFloat);
-  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(var + eps);
-  return weight * h.to(x.scalar_type());
-}
+at::Tensor RMSNorm::base_forward(const at::Tensor& x) { return rms_norm(x, weight, eps); }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t s) : stride(s) {
   register_parameter("weight", &weight, {out, in, kernel, kernel});
