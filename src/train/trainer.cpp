@@ -1,11 +1,13 @@
 // The training loop, mirroring HF Trainer's arithmetic (see docs/TRAINING.md): token-
 // weighted loss across gradient accumulation, global-norm clipping, torch's AdamW with
 // HF's decay groups, LambdaLR schedules; atomic checkpoints that resume exactly.
+#include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -342,7 +344,18 @@ bool Trainer::evaluate() {
   return false;
 }
 
+// The thread settings a run used, for reproducing its speed.
+static std::string thread_report() {
+  auto env = [](const char* k) {
+    const char* v = std::getenv(k);
+    return std::string(k) + "=" + (v ? v : "unset");
+  };
+  return std::to_string(at::get_num_threads()) + " intra-op threads (" + env("OMP_NUM_THREADS") + ", " +
+         env("MKL_NUM_THREADS") + ", " + env("OMP_PROC_BIND") + ")";
+}
+
 TrainResult Trainer::run() {
+  if (cfg_.progress) std::cerr << "training on " << cfg_.device << ", " << cfg_.precision << ", " << thread_report() << "\n";
   t_start_ = std::chrono::steady_clock::now();
   start_step_ = st_.step;
   bool stop = false;
