@@ -11,7 +11,6 @@
 #include "peft/peft_model.h"
 #include "peft/train.h"
 #include "peft/tuner.h"
-#include "models/fused_norm.h"
 #include "train/lm_loss.h"
 #include "train/precision.h"
 #include "util/autocast.h"
@@ -145,38 +144,3 @@ TEST(FrozenBf16, TiedHeadGetsItsOwnCopyAndLookupsStayFp32) {
 }  // namespace
 }  // namespace peft
 
-namespace peft {
-namespace {
-
-// The fused RMSNorm against transformers' composition: values and gradients of x and of
-// a trained weight, for fp32 and bf16 inputs.
-void expect_rms_norm_matches(at::ScalarType xt, at::ScalarType wt, double tol) {
-  at::manual_seed(5);
-  const auto x0 = (at::randn({3, 7, 40}) * 3).to(xt), w0 = (1 + 0.3 * at::randn({40})).to(wt);
-  const auto g = at::randn({3, 7, 40});
-  auto x1 = x0.clone().requires_grad_(true), w1 = w0.clone().requires_grad_(true);
-  auto x2 = x0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
-  auto ours = rms_norm(x1, w1, 1e-6), want = rms_norm_reference(x2, w2, 1e-6);
-  ASSERT_EQ(ours.scalar_type(), want.scalar_type());
-  EXPECT_LE(rel(ours, want), tol);
-  (ours * g.to(ours.scalar_type())).sum().backward();
-  (want * g.to(want.scalar_type())).sum().backward();
-  EXPECT_LE(rel(x1.grad(), x2.grad()), tol);
-  EXPECT_LE(rel(w1.grad(), w2.grad()), tol);
-}
-
-TEST(FusedRmsNorm, Fp32MatchesTheComposition) { expect_rms_norm_matches(at::kFloat, at::kFloat, 1e-6); }
-TEST(FusedRmsNorm, Bf16InputMatchesTheComposition) { expect_rms_norm_matches(at::kBFloat16, at::kFloat, 1e-2); }
-TEST(FusedRmsNorm, Bf16WeightMatchesTheComposition) { expect_rms_norm_matches(at::kBFloat16, at::kBFloat16, 1e-2); }
-
-TEST(FusedRmsNorm, FrozenWeightGetsNoGradientAndOddLayoutsFallBack) {
-  auto x = at::randn({4, 16}).requires_grad_(true);
-  auto w = at::randn({16});
-  rms_norm(x, w, 1e-5).sum().backward();
-  EXPECT_FALSE(w.grad().defined());
-  auto xt = at::randn({16, 4}).t();  // not contiguous: the composition
-  EXPECT_LE(rel(rms_norm(xt, w, 1e-5), rms_norm_reference(xt, w, 1e-5)), 0.0);
-}
-
-}  // namespace
-}  // namespace peft
