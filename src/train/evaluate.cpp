@@ -6,7 +6,6 @@
 #include <cmath>
 
 #include "train/lm_loss.h"
-#include "train/precision.h"
 #include "util/autocast.h"
 #include "train/setup.h"
 
@@ -65,7 +64,6 @@ nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& 
   if (cfg.per_device_eval_batch_size < 1 || cfg.max_length < 2)
     throw std::invalid_argument("batch size must be >= 1 and max length >= 2");
   TrainSetup s = load_setup(cfg, adapters, false);
-  if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);
   const auto opts = data_options(cfg, s);
   auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, opts)
                                     : read_data(cfg.eval_file, cfg.eval_label_file, opts);

@@ -4,6 +4,7 @@
 
 #include "models/model_config.h"  // num_labels_of
 #include "peft/layers.h"
+#include "train/precision.h"
 
 namespace fs = std::filesystem;
 
@@ -40,6 +41,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     s.peft->add_adapter("default", *method, cfg.seed);
   }
   report_new_heads(*s.model, s.peft.get());
+  if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);  // after the adapters: they decide
   return s;
 }
 

@@ -23,7 +23,8 @@ struct TrainSetup {
 };
 
 // Loads cfg.model and `adapters` (the first named "default"); with `fresh_adapter` and no
-// adapters, adds cfg.method as a new trainable adapter.
+// adapters, adds cfg.method as a new trainable adapter. With precision bf16 the frozen
+// matmul weights are then stored in bf16 (train/precision.h).
 TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter);
 
 DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s);

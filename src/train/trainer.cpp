@@ -125,7 +125,6 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite)
   if (ckpt_) init = {ckpt_->string()};
   else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
   s_ = load_setup(cfg, init, true);
-  if (cfg.precision == "bf16") store_frozen_weights(*s_.model, at::kBFloat16);
   if (dev_.is_cpu()) flush_denormals();
   load_data();
   build_optimizer();
