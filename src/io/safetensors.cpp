@@ -10,14 +10,41 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 
 #include "util/atomic_file.h"
 
 namespace peft {
 
+// The mapping, and how many live tensors alias each tensor's byte range. When the last
+// tensor over a range dies, the whole pages inside it are handed back (MADV_DONTNEED):
+// nothing can read them any more, and a model whose weights were converted (fp32 to bf16
+// for training, dequantized, cast) would otherwise keep the file's pages resident beside
+// the converted copy until every last tensor of the file is gone. Ranges never overlap
+// (the header check), and pages shared with a neighbouring tensor are left alone.
 struct SafetensorsFile::Mapping {
   void* addr = nullptr;
   size_t size = 0;
+  std::mutex mu;
+  std::map<const uint8_t*, int64_t> live;  // range start -> tensors aliasing it
+
+  void acquire(const uint8_t* begin) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++live[begin];
+  }
+  void release(const uint8_t* begin, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = live.find(begin);
+      if (it == live.end() || --it->second > 0) return;
+      live.erase(it);
+    }
+    static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(begin) + bytes) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  }
   ~Mapping() {
     if (addr && addr != MAP_FAILED) munmap(addr, size);
   }
@@ -78,7 +105,12 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
   if (reinterpret_cast<uintptr_t>(data) % es != 0)  // unaligned (legal in the format): copy
     return at::from_blob(data, t.shape, opts).clone();
   auto keep = map_;
-  return at::from_blob(data, t.shape, [keep](void*) mutable { keep.reset(); }, opts);
+  const size_t bytes = t.end - t.begin;
+  keep->acquire(data);
+  return at::from_blob(data, t.shape, [keep, data, bytes](void*) mutable {
+    keep->release(data, bytes);
+    keep.reset();
+  }, opts);
 }
 
 at::ScalarType to_scalar_type(StDType t, const std::string& where) {
