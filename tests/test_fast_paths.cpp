@@ -1,7 +1,9 @@
 // The training fast paths, each against the plain ATen composition it replaces: the
 // chunked/fused causal LM loss, bf16 storage of the frozen base, and gradient
-// checkpointing under autocast.
+// checkpointing under autocast; and the CUDA backend loaded on demand.
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -14,6 +16,7 @@
 #include "train/lm_loss.h"
 #include "train/precision.h"
 #include "util/autocast.h"
+#include "util/cuda_backend.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -108,15 +111,16 @@ TEST(FusedLoss, NoLabelledTokenIsAZeroLossThatStillBackpropagates) {
 
 std::unique_ptr<AdapterConfig> lora(const char* j) { return parse_adapter_config(json::parse(j), "test"); }
 
-TEST(FrozenBf16, MatmulWeightsOnlyAndNeverATrainedOrDoraWeight) {
+TEST(FrozenBf16, MatmulAndEmbeddingWeightsOnlyAndNeverATrainedOrDoraWeight) {
   auto model = load_model(parity("llama_mha").string());
   PeftModel peft(model);
   peft.add_adapter("default", *lora(R"({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj", "v_proj"]})"));
   EXPECT_GT(store_frozen_weights(*model, at::kBFloat16), 0);
   for (const auto& [name, t] : model->named_parameters()) {
-    const bool matmul = name.find("_proj.weight") != std::string::npos || name == "lm_head.weight";
-    if (matmul) EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
-    else EXPECT_EQ(t.scalar_type(), at::kFloat) << name;  // embeddings, norms, LoRA A/B
+    const bool low = name.find("_proj.weight") != std::string::npos || name == "lm_head.weight" ||
+                     name == "model.embed_tokens.weight";
+    if (low) EXPECT_EQ(t.scalar_type(), at::kBFloat16) << name;
+    else EXPECT_EQ(t.scalar_type(), at::kFloat) << name;  // norms, LoRA A/B
   }
   // DoRA reads its host's weight: that host stays fp32.
   auto m2 = load_model(parity("llama_mha").string());
@@ -127,18 +131,48 @@ TEST(FrozenBf16, MatmulWeightsOnlyAndNeverATrainedOrDoraWeight) {
     if (name.find("q_proj.weight") != std::string::npos) EXPECT_EQ(t.scalar_type(), at::kFloat) << name;
 }
 
-TEST(FrozenBf16, TiedHeadGetsItsOwnCopyAndLookupsStayFp32) {
+TEST(FrozenBf16, TiedHeadAndEmbeddingShareOneTableWhoseLookupsComeBackFp32) {
   auto model = load_model(parity("gpt2").string());  // tied lm_head
   auto* emb = model->input_embeddings();
   auto* head = model->output_layer();
   ASSERT_TRUE(emb && head);
   ASSERT_TRUE(emb->weight.is_same(*head->weight_tensor()));
   const auto before = emb->weight.clone();
+  const auto ids = at::arange(0, 7, at::kLong).view({1, 7});
   store_frozen_weights(*model, at::kBFloat16);
-  EXPECT_EQ(emb->weight.scalar_type(), at::kFloat);
-  EXPECT_TRUE(at::equal(emb->weight, before));
-  EXPECT_EQ(head->weight_tensor()->scalar_type(), at::kBFloat16);
-  EXPECT_TRUE(at::equal(*head->weight_tensor(), before.to(at::kBFloat16)));
+  EXPECT_EQ(emb->weight.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(emb->weight.is_same(*head->weight_tensor()));
+  EXPECT_TRUE(at::equal(emb->weight, before.to(at::kBFloat16)));
+  const auto looked_up = emb->forward(ids);
+  EXPECT_EQ(looked_up.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(looked_up, at::embedding(before, ids).to(at::kBFloat16).to(at::kFloat)));
+}
+
+TEST(FrozenBf16, AnEmbeddingWithAnAdapterOrThatTrainsStaysFp32) {
+  auto model = load_model(parity("llama_mha").string());
+  PeftModel peft(model);
+  peft.add_adapter("default", *lora(R"({"peft_type": "LORA", "r": 2, "target_modules": ["embed_tokens"]})"));
+  store_frozen_weights(*model, at::kBFloat16);
+  EXPECT_EQ(model->input_embeddings()->weight.scalar_type(), at::kFloat);
+  auto m2 = load_model(parity("llama_mha").string());
+  m2->input_embeddings()->weight.requires_grad_(true);
+  store_frozen_weights(*m2, at::kBFloat16);
+  EXPECT_EQ(m2->input_embeddings()->weight.scalar_type(), at::kFloat);
+}
+
+// The CPU runs never load LibTorch's CUDA half; asking for it loads it and registers the
+// CUDA device as linking would have (whether a GPU is present is a separate question).
+TEST(CudaBackend, LoadsOnDemandAndRegistersTheCudaDevice) {
+#ifdef PEFT_TORCH_HAS_CUDA
+  EXPECT_FALSE(c10::impl::hasDeviceGuardImpl(c10::DeviceType::CUDA));
+  EXPECT_EQ(load_cuda_backend(), "");
+  EXPECT_TRUE(c10::impl::hasDeviceGuardImpl(c10::DeviceType::CUDA));
+  EXPECT_TRUE(at::detail::getCUDAHooks().isBuilt());
+  EXPECT_EQ(load_cuda_backend(), "");  // once; the second call answers the same
+#else
+  EXPECT_NE(load_cuda_backend().find("libc10_cuda"), std::string::npos) << load_cuda_backend();
+  EXPECT_FALSE(at::detail::getCUDAHooks().isBuilt());
+#endif
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,10 @@ class AdaptableLayer : public Module {
   virtual at::Tensor* weight_tensor() { return nullptr; }
   virtual at::Tensor* bias_tensor() { return nullptr; }
   virtual bool weight_is_in_out() const { return false; }
+  // Set where the weight is stored narrower than the model computes (bf16 training keeps
+  // a frozen embedding table in bf16, its lookups still feed an fp32 residual stream);
+  // layers whose output dtype autocast already decides ignore it.
+  std::optional<at::ScalarType> compute_dtype;
 
   void attach(const std::string& name, std::shared_ptr<LayerAdapter> a);
   void detach(const std::string& name);

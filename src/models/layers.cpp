@@ -30,7 +30,10 @@ Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), embedding_dim(d)
   register_parameter("weight", &weight, {n, d});
 }
 
-at::Tensor Embedding::base_forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+at::Tensor Embedding::base_forward(const at::Tensor& ids) {
+  at::Tensor out = at::embedding(weight, ids);
+  return compute_dtype && *compute_dtype != out.scalar_type() ? out.to(*compute_dtype) : out;
+}
 
 LayerNorm::LayerNorm(int64_t d, double e) : dim(d), eps(e) {
   register_parameter("weight", &weight, {d});

@@ -26,11 +26,12 @@ bool plain_frozen(const AdaptableLayer& l, const at::Tensor& w) {
 }  // namespace
 
 int64_t store_frozen_weights(Model& model, at::ScalarType dtype) {
-  // Every layer holding each weight (a tied lm_head shares the embedding's); a weight is
-  // converted only where every holder agrees. The embedding itself keeps its weight, so a
-  // tied lm_head gets its own bf16 copy and lookups stay exact.
+  // Every layer holding each weight (a tied lm_head shares the embedding's): a weight is
+  // converted only where every holder agrees, and then once, so a tied pair keeps sharing
+  // one table. Embeddings remember the dtype they computed in, so their lookups still feed
+  // the residual stream at full width (only the stored values are rounded).
   struct Holders {
-    std::vector<at::Tensor*> slots;
+    std::vector<AdaptableLayer*> layers;
     bool ok = true;
   };
   std::map<const void*, Holders> by_weight;
@@ -39,17 +40,22 @@ int64_t store_frozen_weights(Model& model, at::ScalarType dtype) {
     if (!layer) continue;
     at::Tensor* w = layer->weight_tensor();
     if (!w || !w->defined() || !w->is_floating_point()) continue;
+    const LayerKind kind = layer->kind();
+    if (kind != LayerKind::kLinear && kind != LayerKind::kEmbedding) continue;
     auto& h = by_weight[w->unsafeGetTensorImpl()];
-    const bool matmul = layer->kind() == LayerKind::kLinear;
-    if (matmul) h.slots.push_back(w);
+    h.layers.push_back(layer);
     if (!plain_frozen(*layer, *w)) h.ok = false;
-    if (!matmul && !layer->adapter_names().empty()) h.ok = false;
+    if (kind == LayerKind::kEmbedding && !layer->adapter_names().empty()) h.ok = false;
   }
   int64_t converted = 0;
   for (auto& [_, h] : by_weight) {
-    if (!h.ok || h.slots.empty() || h.slots.front()->scalar_type() == dtype) continue;
-    const at::Tensor low = h.slots.front()->to(dtype);
-    for (at::Tensor* s : h.slots) *s = low;
+    const at::ScalarType was = h.layers.front()->weight_tensor()->scalar_type();
+    if (!h.ok || was == dtype) continue;
+    const at::Tensor low = h.layers.front()->weight_tensor()->to(dtype);
+    for (AdaptableLayer* l : h.layers) {
+      *l->weight_tensor() = low;
+      if (l->kind() == LayerKind::kEmbedding) l->compute_dtype = was;
+    }
     converted += low.numel();
   }
   return converted;
