@@ -28,10 +28,9 @@ target_include_directories(peft_torch SYSTEM INTERFACE
 target_compile_definitions(peft_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=${PEFT_TORCH_CXX11_ABI})
 set(_libs ${_lib}/libtorch_cpu.so ${_lib}/libc10.so)
 if(EXISTS ${_lib}/libtorch_cuda.so)
-  # --no-as-needed: nothing references libtorch_cuda directly, but loading it registers
-  # the CUDA kernels and makes at::kCUDA usable when the machine has a GPU.
+  # Not linked: src/util/cuda_backend.cpp opens libtorch_cuda when a CUDA device is first
+  # asked for (linking it loads a dozen NVIDIA libraries into every CPU run).
   set(PEFT_TORCH_HAS_CUDA ON)
-  target_link_options(peft_torch INTERFACE "LINKER:--no-as-needed,${_lib}/libtorch_cuda.so,${_lib}/libc10_cuda.so,--as-needed")
 endif()
 target_link_libraries(peft_torch INTERFACE ${_libs} ${_lib}/libtorch.so)
 set(CMAKE_BUILD_RPATH ${_lib})

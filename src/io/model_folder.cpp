@@ -13,6 +13,7 @@
 #include "peft/model.h"
 #include "peft/safetensors.h"
 #include "util/atomic_file.h"
+#include "util/cuda_backend.h"
 #include "util/json_file.h"
 
 namespace fs = std::filesystem;
@@ -113,6 +114,8 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (model->name_or_path.size() > 1 && model->name_or_path.back() == '/') model->name_or_path.pop_back();
   if (opts.device && *opts.device != "cpu") {
     const at::Device device(*opts.device);  // throws on a malformed name
+    if (device.is_cuda() && !load_cuda_backend().empty())
+      throw std::runtime_error("device '" + *opts.device + "': " + load_cuda_backend());
     if (device.is_cuda() && !at::hasCUDA())
       throw std::runtime_error("device '" + *opts.device + "': this machine has no usable CUDA GPU (or torch was "
                                "built without CUDA)");

@@ -1,0 +1,18 @@
+// LibTorch's CUDA backend, loaded on first use.
+//
+// The CUDA build of LibTorch links a dozen NVIDIA libraries (cuBLAS, cuDNN, NCCL, ...);
+// loading them at start-up costs every CPU run over 100 MB of resident memory and time.
+// The binary therefore links only LibTorch's CPU half; libtorch_cuda is opened when a
+// caller first asks for a CUDA device, and its static initializers register the CUDA
+// kernels and hooks exactly as if it had been linked.
+#pragma once
+
+#include <string>
+
+namespace peft {
+
+// Loads libtorch_cuda (once; later calls return the first answer). Returns "" on success,
+// else why not (a CPU-only LibTorch, a library that failed to load).
+const std::string& load_cuda_backend();
+
+}  // namespace peft
