@@ -72,6 +72,15 @@ class AdaptableLayer : public Module {
   virtual at::Tensor* weight_tensor() { return nullptr; }
   virtual at::Tensor* bias_tensor() { return nullptr; }
   virtual bool weight_is_in_out() const { return false; }
+  // The weight's values as a dense tensor, for adapters that read or fold into them
+  // (DoRA's norm, merging, PiSSA): the stored weight itself, or a dequantized copy of a
+  // 4-bit one. Undefined where the layer has no weight.
+  virtual at::Tensor dense_weight();
+  // Replaces the weight's values with `w` (its shape; any dtype): copied into the stored
+  // weight, or quantized again where the weight is 4-bit.
+  virtual void assign_weight(const at::Tensor& w);
+  // True where weight_tensor() holds packed 4-bit codes rather than values.
+  virtual bool weight_quantized() const { return false; }
   // Set where the weight is stored narrower than the model computes (bf16 training keeps
   // a frozen embedding table in bf16, its lookups still feed an fp32 residual stream);
   // layers whose output dtype autocast already decides ignore it.

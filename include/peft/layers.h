@@ -3,6 +3,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 
 #include "peft/adaptable.h"
@@ -10,19 +11,29 @@
 
 namespace peft {
 
+namespace quant {
+struct Weight4bit;
+}
+
 // y = x W^T + b, weight [out, in] as nn.Linear stores it.
 class Linear : public AdaptableLayer {
  public:
   Linear(int64_t in_features, int64_t out_features, bool bias);
-  std::string type_name() const override { return "Linear"; }
+  std::string type_name() const override { return weight_4bit ? "Linear4bit" : "Linear"; }
   LayerKind kind() const override { return LayerKind::kLinear; }
   at::Tensor* weight_tensor() override { return &weight; }
   at::Tensor* bias_tensor() override { return bias.defined() ? &bias : nullptr; }
+  at::Tensor dense_weight() override;
+  void assign_weight(const at::Tensor& w) override;
+  bool weight_quantized() const override { return weight_4bit != nullptr; }
   at::Tensor base_forward(const at::Tensor& x) override;
   int64_t input_dim() const override { return in_features; }
   int64_t output_dim() const override { return out_features; }
   int64_t in_features, out_features;
   at::Tensor weight, bias;
+  // Set where the weight is stored 4-bit (QLoRA): `weight` then holds the packed codes,
+  // uint8 [out * in / 2, 1], exactly as bitsandbytes' Params4bit does.
+  std::shared_ptr<const quant::Weight4bit> weight_4bit;
 };
 
 // GPT-2's Conv1D: a linear layer whose weight is stored transposed, [in, out].

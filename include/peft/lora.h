@@ -72,8 +72,9 @@ class LoraLinear : public LayerAdapter {
   bool use_dora, fan_in_fan_out, freeze_A = false;
 
  private:
-  at::Tensor& host_weight() const;  // the base weight as stored ([out, in] or [in, out])
+  at::Tensor host_weight() const;  // the base weight's values as stored ([out, in] or [in, out])
   at::Tensor host_weight_out_in() const;
+  void set_host_weight_out_in(const at::Tensor& w_out_in);  // values, transposed back as stored
   at::Tensor host_bias() const;
   at::Tensor dora_weight_norm(const at::Tensor& delta) const;
   at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly

@@ -132,8 +132,24 @@ class Model : public Module {
   nlohmann::json config_;
 };
 
+// QLoRA's base: Linear weights stored in 4 bits (bitsandbytes' NF4/FP4 blockwise format),
+// quantized one tensor at a time as they stream from the file.
+struct Load4bit {
+  std::string quant_type = "nf4";  // "nf4" or "fp4"
+  bool double_quant = false;       // quantize the absmax too (bnb_4bit_use_double_quant)
+  int64_t blocksize = 64;          // 32..4096, a power of two
+  // What the products compute in (bnb_4bit_compute_dtype); default: float32.
+  std::optional<at::ScalarType> compute_dtype;
+};
+
 struct LoadOptions {
   std::optional<at::ScalarType> dtype;  // cast floating weights; default: float32
+  // Quantize the Linear layers as transformers' bitsandbytes integration does (the output
+  // head, tied weights and the last module stay full precision). A checkpoint saved
+  // 4-bit (config.json's quantization_config) loads 4-bit without it.
+  std::optional<Load4bit> load_in_4bit;
+  // The compute dtype of 4-bit layers, over both load_in_4bit's and a 4-bit checkpoint's.
+  std::optional<at::ScalarType> compute_dtype_4bit;
   std::optional<std::string> device;    // "cpu", "cuda", "cuda:1"; default: cpu
   // Build this class instead of config.json's (e.g. BertForSequenceClassification on a
   // BertModel checkpoint); a head the checkpoint lacks is then newly initialized, seeded,

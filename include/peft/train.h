@@ -47,6 +47,12 @@ struct TrainConfig {
   std::string precision = "fp32";    // fp32 | bf16 (autocast of the forward on CPU/CUDA)
   bool gradient_checkpointing = false;
   std::string device = "cpu";
+  // QLoRA: the base's Linear weights stored 4-bit (bitsandbytes' format) as they load.
+  bool load_in_4bit = false;
+  std::string quant_type = "nf4";    // nf4 | fp4
+  bool double_quant = false;
+  int64_t blocksize = 64;            // 4-bit block: a power of two in 32..4096
+  std::string compute_dtype;         // float32 | bfloat16; empty: the checkpoint's, else float32
   // Bookkeeping.
   int64_t logging_steps = 1;
   int64_t eval_steps = 0;            // 0: evaluate at the end only

@@ -10,6 +10,8 @@
 #include <set>
 
 #include "io/checkpoint_reader.h"
+#include "io/load_4bit.h"
+#include "peft/layers.h"
 #include "peft/model.h"
 #include "peft/safetensors.h"
 #include "util/atomic_file.h"
@@ -55,6 +57,9 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     }
   }
   auto model = build_model(config, config_name);
+  const std::optional<Load4bit> plan = plan_4bit(config, opts, config_name);
+  std::map<std::string, Linear*> four_bit;  // weight name -> layer stored 4-bit
+  if (plan) four_bit = layers_to_quantize(*model, config);
 
   // The model's own names, and the checkpoint key that supplies each.
   std::set<std::string> expected;
@@ -62,7 +67,9 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   const std::string prefix = model->base_model_prefix();
   std::map<std::string, std::string> source;  // model name -> checkpoint key
   std::vector<std::string> unexpected;
-  for (const auto& key : ck->keys()) {
+  const std::vector<std::string> all_keys = ck->keys();
+  for (const auto& key : all_keys) {
+    if (plan && is_quant_state_key(key)) continue;  // read with its 4-bit weight
     std::string k = model->name_for_checkpoint_key(key);
     std::string name;
     if (expected.count(k)) name = k;
@@ -75,6 +82,7 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     }
     source[name] = key;
   }
+  const std::set<std::string> key_set(all_keys.begin(), all_keys.end());
   const auto tied = model->tied_parameter_names();
   const auto heads = model->head_parameter_names();
   const at::ScalarType dtype = opts.dtype.value_or(at::kFloat);
@@ -94,6 +102,10 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
       }
       throw std::runtime_error(ck->describe() + ": missing tensor '" + name + "' that " + model->type_name() +
                                " needs");
+    }
+    if (auto q = four_bit.find(name); q != four_bit.end()) {
+      load_linear_4bit(*ck, key_set, it->second, *q->second, *plan, opts.dtype);
+      return;
     }
     // Shapes are checked before anything is read (or dequantized).
     const auto shape = ck->shape(it->second);
@@ -152,10 +164,21 @@ void save_pretrained(Model& model, const std::string& dir_str, bool overwrite) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(dir_str + ": cannot create the folder: " + ec.message());
+  // 4-bit layers save their packed codes and bnb's state keys, as transformers does.
+  std::map<std::string, Linear*> four_bit;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* l = dynamic_cast<Linear*>(m); l && l->weight_4bit) four_bit[name.empty() ? "weight" : name + ".weight"] = l;
   NamedTensors tensors;
-  for (auto& [n, t] : model.named_parameters()) tensors.emplace_back(model.checkpoint_key_for_name(n), t.detach());
+  for (auto& [n, t] : model.named_parameters()) {
+    const std::string key = model.checkpoint_key_for_name(n);
+    if (auto q = four_bit.find(n); q != four_bit.end()) append_4bit_tensors(*q->second, key, tensors);
+    else tensors.emplace_back(key, t.detach());
+  }
   save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_json_atomic((dir / "config.json").string(), model.config());
+  nlohmann::json config = model.config();
+  if (four_bit.empty()) config.erase("quantization_config");
+  else config["quantization_config"] = quantization_config(model);
+  write_json_atomic((dir / "config.json").string(), config);
   // A sharded checkpoint left beside the new file would be loaded instead of it.
   const auto index = dir / "model.safetensors.index.json";
   if (fs::exists(index)) {

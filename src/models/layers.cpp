@@ -1,6 +1,7 @@
 #include "peft/layers.h"
 
 #include "models/model_config.h"
+#include "quant/linear_4bit.h"
 
 #include <ATen/ATen.h>
 
@@ -13,7 +14,23 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : in_features(in), out_fe
   if (has_bias) register_parameter("bias", &bias, {out});
 }
 
-at::Tensor Linear::base_forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor Linear::base_forward(const at::Tensor& x) {
+  if (weight_4bit) return quant::linear_4bit(x, weight, weight_4bit, bias);
+  return at::linear(x, weight, bias);
+}
+
+at::Tensor Linear::dense_weight() {
+  if (!weight_4bit) return weight;
+  return quant::dequantize_weight(weight, *weight_4bit, weight_4bit->state.dtype);
+}
+
+void Linear::assign_weight(const at::Tensor& w) {
+  if (!weight_4bit) return AdaptableLayer::assign_weight(w);
+  const auto& old = weight_4bit->state;
+  auto q = quant::quantize_4bit(w.to(old.dtype).contiguous(), old.type, old.blocksize, old.nested);
+  weight = q.packed.to(weight.device());
+  weight_4bit = std::make_shared<const quant::Weight4bit>(std::move(q.state), weight_4bit->compute_dtype);
+}
 
 Conv1D::Conv1D(int64_t in, int64_t out) : in_features(in), out_features(out) {
   register_parameter("weight", &weight, {in, out});

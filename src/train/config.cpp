@@ -59,6 +59,11 @@ void for_each_field(C& c, F&& f) {
   f("precision", c.precision);
   f("gradient_checkpointing", c.gradient_checkpointing);
   f("device", c.device);
+  f("load_in_4bit", c.load_in_4bit);
+  f("quant_type", c.quant_type);
+  f("double_quant", c.double_quant);
+  f("blocksize", c.blocksize);
+  f("compute_dtype", c.compute_dtype);
   f("logging_steps", c.logging_steps);
   f("eval_steps", c.eval_steps);
   f("save_steps", c.save_steps);
@@ -106,6 +111,11 @@ void TrainConfig::validate(const std::string& where) const {
   if (c.on_bad_line != "stop" && c.on_bad_line != "skip") bad("on_bad_line must be stop or skip");
   if (c.chat_loss_turns != "all" && c.chat_loss_turns != "last") bad("chat_loss_turns must be all or last");
   if (c.precision != "fp32" && c.precision != "bf16") bad("precision must be fp32 or bf16");
+  if (c.quant_type != "nf4" && c.quant_type != "fp4") bad("quant_type must be nf4 or fp4");
+  if (c.blocksize < 32 || c.blocksize > 4096 || (c.blocksize & (c.blocksize - 1)) != 0)
+    bad("blocksize must be a power of two in 32..4096, got " + std::to_string(c.blocksize));
+  if (!c.compute_dtype.empty() && c.compute_dtype != "float32" && c.compute_dtype != "bfloat16")
+    bad("compute_dtype must be float32 or bfloat16");
   in_range("per_device_train_batch_size", c.per_device_train_batch_size, 1, kMaxBatch);
   in_range("per_device_eval_batch_size", c.per_device_eval_batch_size, 1, kMaxBatch);
   in_range("gradient_accumulation_steps", c.gradient_accumulation_steps, 1, kMaxBatch);

@@ -1,11 +1,25 @@
 #include "peft/adaptable.h"
 
+#include <c10/core/GradMode.h>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
 #include <stdexcept>
 
 namespace peft {
+
+at::Tensor AdaptableLayer::dense_weight() {
+  at::Tensor* w = weight_tensor();
+  return w ? *w : at::Tensor();
+}
+
+void AdaptableLayer::assign_weight(const at::Tensor& w) {
+  at::Tensor* mine = weight_tensor();
+  if (!mine) throw std::logic_error(type_name() + " has no weight to assign");
+  c10::NoGradGuard no_grad;
+  mine->copy_(w);
+}
 
 at::Tensor AdaptableLayer::forward(const at::Tensor& x) {
   if (adapters_disabled || active.empty()) return base_forward(x);

@@ -15,12 +15,30 @@ void ModelArgs::add_to(CLI::App* app) {
       ->check(CLI::ExistingPath);
   app->add_option("--dtype", dtype, "Compute dtype: float32, bfloat16, float16")->capture_default_str();
   app->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  auto* q = app->add_flag("--load-in-4bit", load_in_4bit,
+                          "Store the Linear weights 4-bit as they load (QLoRA; bitsandbytes' format; the output "
+                          "head stays full precision). A checkpoint saved 4-bit loads 4-bit without it");
+  app->add_option("--quant-type", quant_type, "With --load-in-4bit: nf4 or fp4")
+      ->check(CLI::IsMember({"nf4", "fp4"}))
+      ->capture_default_str()
+      ->needs(q);
+  app->add_flag("--double-quant", double_quant, "With --load-in-4bit: quantize the block scales too (~0.4 bit/param)")
+      ->needs(q);
+  app->add_option("--blocksize", blocksize, "With --load-in-4bit: elements per scale, a power of two in 32..4096")
+      ->capture_default_str()
+      ->needs(q);
+  app->add_option("--compute-dtype", compute_dtype,
+                  "4-bit layers compute in: float32 or bfloat16 (default: the checkpoint's, else float32)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
 }
 
 std::shared_ptr<Model> ModelArgs::load() const {
   LoadOptions o;
   o.dtype = parse_dtype(dtype);
   o.device = device;
+  if (load_in_4bit) o.load_in_4bit = Load4bit{quant_type, double_quant, blocksize, std::nullopt};
+  // Alone, --compute-dtype applies to a checkpoint saved 4-bit and quantizes nothing.
+  if (!compute_dtype.empty()) o.compute_dtype_4bit = parse_dtype(compute_dtype);
   return load_model(dir, o);
 }
 

@@ -17,6 +17,12 @@ struct ModelArgs {
   std::string dir;
   std::string dtype = "float32";
   std::string device = "cpu";
+  // QLoRA base: Linear weights stored 4-bit as they load.
+  bool load_in_4bit = false;
+  std::string quant_type = "nf4";
+  bool double_quant = false;
+  int64_t blocksize = 64;
+  std::string compute_dtype;  // empty: the checkpoint's, else float32
   void add_to(CLI::App* app);
   std::shared_ptr<Model> load() const;
 };

@@ -23,14 +23,14 @@ at::Tensor IA3Layer::forward(const at::Tensor&, const at::Tensor& out) {
 
 void IA3Layer::scale_host(bool undo) {
   c10::NoGradGuard g;
-  at::Tensor* w = host_->weight_tensor();
+  const at::Tensor w = host_->dense_weight();
   at::Tensor* b = host_->bias_tensor();
   const bool transposed = host_->weight_is_in_out();
-  auto l = ia3_l.flatten().to(w->scalar_type());
+  auto l = ia3_l.flatten().to(w.scalar_type());
   // Rows of W [out, in] scale outputs, columns scale inputs.
   const bool along_out = !feedforward;
   auto shaped = (along_out != transposed) ? l.unsqueeze(1) : l.unsqueeze(0);
-  undo ? w->div_(shaped) : w->mul_(shaped);
+  host_->assign_weight(undo ? w / shaped : w * shaped);
   if (!feedforward && b) undo ? b->div_(l) : b->mul_(l);
 }
 

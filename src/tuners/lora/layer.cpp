@@ -30,14 +30,19 @@ LoraLinear::LoraLinear(AdaptableLayer* host, int64_t in, int64_t out, int64_t r,
   if (use_dora) register_parameter("lora_magnitude_vector", &magnitude, {out});
 }
 
-at::Tensor& LoraLinear::host_weight() const {
-  if (at::Tensor* w = host_->weight_tensor()) return *w;
-  throw std::logic_error("LoRA on a " + host_->type_name() + ": it has no weight to merge into");
+at::Tensor LoraLinear::host_weight() const {
+  at::Tensor w = host_->dense_weight();
+  if (!w.defined()) throw std::logic_error("LoRA on a " + host_->type_name() + ": it has no weight to merge into");
+  return w;
 }
 
 at::Tensor LoraLinear::host_weight_out_in() const {
-  const at::Tensor& w = host_weight();
+  at::Tensor w = host_weight();
   return fan_in_fan_out ? w.t() : w;
+}
+
+void LoraLinear::set_host_weight_out_in(const at::Tensor& w_out_in) {
+  host_->assign_weight(fan_in_fan_out ? w_out_in.t() : w_out_in);
 }
 
 at::Tensor LoraLinear::host_bias() const {
@@ -79,7 +84,6 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
 void LoraLinear::merge() {
   if (merged_) return;
   c10::NoGradGuard no_grad;
-  at::Tensor& w = host_weight();
   auto delta = delta_weight();
   at::Tensor w_oi = host_weight_out_in().to(at::kFloat);
   at::Tensor merged;
@@ -89,18 +93,17 @@ void LoraLinear::merge() {
   } else {
     merged = w_oi + delta;
   }
-  w.copy_(fan_in_fan_out ? merged.t() : merged);
+  set_host_weight_out_in(merged);
   merged_ = true;
 }
 
 void LoraLinear::unmerge() {
   if (!merged_) return;
   c10::NoGradGuard no_grad;
-  at::Tensor& w = host_weight();
   auto delta = delta_weight();
   at::Tensor w_oi = host_weight_out_in().to(at::kFloat);
   at::Tensor orig = use_dora ? w_oi / (magnitude / merged_weight_norm_).view({-1, 1}) - delta : w_oi - delta;
-  w.copy_(fan_in_fan_out ? orig.t() : orig);
+  set_host_weight_out_in(orig);
   merged_ = false;
 }
 
@@ -125,7 +128,7 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
                                 : kaiming_uniform(rank, in, gen);
     lora_B = init == "false" ? kaiming_uniform(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
   } else if (init == "pissa" || init == "olora") {
-    at::Tensor& w = host_weight();
+    const at::Tensor w = host_weight();
     const auto dtype = w.scalar_type();
     at::Tensor residual;
     if (init == "pissa") {
@@ -146,7 +149,8 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
       lora_B = Q.narrow(1, 0, rank).contiguous();
       residual = wf - scaling * at::matmul(lora_B, lora_A);
     }
-    w = residual.to(dtype).contiguous();
+    if (host_->weight_quantized()) host_->assign_weight(residual);
+    else *host_->weight_tensor() = residual.to(dtype).contiguous();
   } else {
     throw std::invalid_argument("unknown init_lora_weights '" + init + "'");
   }

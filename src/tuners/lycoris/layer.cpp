@@ -13,16 +13,16 @@ at::Tensor DeltaWeightAdapter::forward(const at::Tensor& x, const at::Tensor& ou
 void DeltaWeightAdapter::merge() {
   if (merged_) return;
   c10::NoGradGuard g;
-  auto& w = *host_->weight_tensor();
-  w.add_(delta_weight().to(w.scalar_type()));
+  const at::Tensor w = host_->dense_weight();
+  host_->assign_weight(w + delta_weight().to(w.scalar_type()));
   merged_ = true;
 }
 
 void DeltaWeightAdapter::unmerge() {
   if (!merged_) return;
   c10::NoGradGuard g;
-  auto& w = *host_->weight_tensor();
-  w.sub_(delta_weight().to(w.scalar_type()));
+  const at::Tensor w = host_->dense_weight();
+  host_->assign_weight(w - delta_weight().to(w.scalar_type()));
   merged_ = false;
 }
 

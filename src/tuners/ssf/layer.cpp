@@ -20,11 +20,11 @@ at::Tensor SSFLayer::forward(const at::Tensor&, const at::Tensor& out) {
 
 void SSFLayer::fold(bool undo) {
   c10::NoGradGuard g;
-  at::Tensor* w = host_->weight_tensor();
+  at::Tensor w = host_->dense_weight();
   at::Tensor* b = host_->bias_tensor();
-  if (!w) throw std::logic_error("SSF on '" + path_ + "' (" + host_->type_name() + ") cannot be merged");
+  if (!w.defined()) throw std::logic_error("SSF on '" + path_ + "' (" + host_->type_name() + ") cannot be merged");
   // The scale shaped for the weight: per row of [out, in], per column of [in, out].
-  const at::Tensor scale_w = w->dim() == 1             ? ssf_scale
+  const at::Tensor scale_w = w.dim() == 1             ? ssf_scale
                              : host_->weight_is_in_out() ? ssf_scale.unsqueeze(0)
                                                          : ssf_scale.unsqueeze(1);
   const bool embedding = host_->kind() == LayerKind::kEmbedding;  // its shift goes into the table
@@ -32,16 +32,17 @@ void SSFLayer::fold(bool undo) {
   if (!has_bias && !embedding && ssf_shift.abs().max().item<double>() != 0.0)
     throw std::logic_error("SSF shift on '" + path_ + "' cannot be merged: the " + host_->type_name() +
                            " has no bias");
-  auto sw = scale_w.to(w->scalar_type());
+  auto sw = scale_w.to(w.scalar_type());
   if (!undo) {
-    w->mul_(sw);
-    if (embedding) w->add_(ssf_shift.to(w->scalar_type()));
+    w = w * sw;
+    if (embedding) w = w + ssf_shift.to(w.scalar_type());
     if (has_bias) b->mul_(ssf_scale.to(b->scalar_type())).add_(ssf_shift.to(b->scalar_type()));
   } else {
-    if (embedding) w->sub_(ssf_shift.to(w->scalar_type()));
-    w->div_(sw);
+    if (embedding) w = w - ssf_shift.to(w.scalar_type());
+    w = w / sw;
     if (has_bias) b->sub_(ssf_shift.to(b->scalar_type())).div_(ssf_scale.to(b->scalar_type()));
   }
+  host_->assign_weight(w);
 }
 
 void SSFLayer::merge() {

@@ -1,0 +1,168 @@
+#include "io/load_4bit.h"
+
+#include <ATen/ATen.h>
+
+#include <set>
+#include <stdexcept>
+
+#include "io/checkpoint_reader.h"
+#include "peft/layers.h"
+#include "quant/linear_4bit.h"
+
+namespace peft {
+
+namespace {
+
+using quant::QuantType;
+
+QuantType parse_quant_type(const std::string& name, const std::string& where) {
+  if (name == "nf4") return QuantType::kNF4;
+  if (name == "fp4") return QuantType::kFP4;
+  throw std::runtime_error(where + ": unknown 4-bit quant type '" + name + "' (nf4 or fp4)");
+}
+
+at::ScalarType parse_compute_dtype(const std::string& name, const std::string& where) {
+  if (name == "float32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16") return at::kHalf;
+  throw std::runtime_error(where + ": unknown compute dtype '" + name + "' (float32, bfloat16 or float16)");
+}
+
+std::string dtype_name(at::ScalarType t) {
+  return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
+}
+
+// transformers' llm_int8_skip_modules match a module by name or by a dotted suffix.
+bool named_in(const std::string& module, const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns) {
+    if (module == p) return true;
+    if (module.size() > p.size() && module.compare(module.size() - p.size(), p.size(), p) == 0 &&
+        module[module.size() - p.size() - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::optional<Load4bit> plan_4bit(const nlohmann::json& config, const LoadOptions& opts, const std::string& where) {
+  std::optional<Load4bit> plan = opts.load_in_4bit;
+  const auto qc = config.find("quantization_config");
+  if (qc != config.end() && !qc->is_null()) {
+    const std::string ctx = where + ": quantization_config";
+    if (!qc->is_object()) throw std::runtime_error(ctx + " is not an object");
+    const std::string method = qc->value("quant_method", std::string("bitsandbytes"));
+    if (method != "bitsandbytes")
+      throw std::runtime_error(ctx + ": quant_method '" + method + "' is not supported (bitsandbytes 4-bit only)");
+    if (qc->value("load_in_8bit", false))
+      throw std::runtime_error(ctx + ": 8-bit bitsandbytes checkpoints are not supported (4-bit only)");
+    if (qc->value("load_in_4bit", false)) {
+      Load4bit stored;
+      stored.quant_type = qc->value("bnb_4bit_quant_type", std::string("fp4"));
+      stored.double_quant = qc->value("bnb_4bit_use_double_quant", false);
+      if (auto c = qc->find("bnb_4bit_compute_dtype"); c != qc->end() && c->is_string())
+        stored.compute_dtype = parse_compute_dtype(c->get<std::string>(), ctx + ".bnb_4bit_compute_dtype");
+      if (plan && plan->compute_dtype) stored.compute_dtype = plan->compute_dtype;
+      plan = stored;
+    }
+  }
+  if (!plan) return plan;
+  if (opts.compute_dtype_4bit) plan->compute_dtype = opts.compute_dtype_4bit;
+  parse_quant_type(plan->quant_type, where);
+  if (!quant::valid_blocksize(plan->blocksize))
+    throw std::runtime_error(where + ": 4-bit blocksize " + std::to_string(plan->blocksize) +
+                             " is not a power of two in 32..4096");
+  if (!plan->compute_dtype) plan->compute_dtype = at::kFloat;
+  return plan;
+}
+
+std::map<std::string, Linear*> layers_to_quantize(Model& model, const nlohmann::json& config) {
+  // As transformers' get_keys_to_not_convert: the output head, tied weights and the module
+  // of the last parameter stay full precision; so do llm_int8_skip_modules.
+  std::set<std::string> keep;
+  for (const auto& t : model.tied_parameter_names()) keep.insert(t);
+  const auto params = model.named_parameters();
+  if (!params.empty()) keep.insert(params.back().first);
+  std::vector<std::string> skip;
+  if (auto qc = config.find("quantization_config"); qc != config.end() && qc->is_object())
+    if (auto s = qc->find("llm_int8_skip_modules"); s != qc->end() && s->is_array())
+      for (const auto& p : *s)
+        if (p.is_string()) skip.push_back(p.get<std::string>());
+  AdaptableLayer* head = model.output_layer();
+  std::map<std::string, Linear*> out;
+  for (auto& [name, m] : model.named_modules()) {
+    auto* linear = dynamic_cast<Linear*>(m);
+    if (!linear || m == head || named_in(name, skip)) continue;
+    const std::string weight = name.empty() ? "weight" : name + ".weight";
+    if (keep.count(weight)) continue;
+    out[weight] = linear;
+  }
+  return out;
+}
+
+bool is_quant_state_key(const std::string& key) {
+  for (const char* s : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map"}) {
+    const std::string suffix(s);
+    if (key.size() > suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
+  }
+  return key.find(".quant_state.bitsandbytes__") != std::string::npos;
+}
+
+void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& keys, const std::string& key,
+                      Linear& layer, const Load4bit& plan, std::optional<at::ScalarType> dtype) {
+  const std::vector<int64_t> want{layer.out_features, layer.in_features};
+  const bool stored = keys.count(key + ".quant_state.bitsandbytes__nf4") || keys.count(key + ".quant_state.bitsandbytes__fp4");
+  quant::Quantized4bit q;
+  if (stored) {
+    const quant::TensorLookup get = [&](const std::string& k) { return keys.count(k) ? ck.get(k) : at::Tensor(); };
+    q.state = quant::quant_state_from_tensors(get, key);
+    if (q.state.shape != want)
+      throw std::runtime_error(ck.file_of(key) + ": 4-bit tensor '" + key + "' has shape " +
+                               c10::str(at::IntArrayRef(q.state.shape)) + " but the config implies " +
+                               c10::str(at::IntArrayRef(want)));
+    q.packed = ck.get(key);
+  } else {
+    const auto shape = ck.shape(key);
+    if (shape != want)
+      throw std::runtime_error(ck.file_of(key) + ": tensor '" + key + "' has shape " +
+                               c10::str(at::IntArrayRef(shape)) + " but the config implies " +
+                               c10::str(at::IntArrayRef(want)));
+    at::Tensor dense = ck.get(key);
+    if (dtype) dense = dense.to(*dtype);
+    if (dense.scalar_type() != at::kFloat && dense.scalar_type() != at::kBFloat16 && dense.scalar_type() != at::kHalf)
+      dense = dense.to(at::kFloat);
+    q = quant::quantize_4bit(dense, parse_quant_type(plan.quant_type, ck.describe()), plan.blocksize, plan.double_quant);
+  }
+  layer.weight = q.packed;
+  layer.weight_4bit = std::make_shared<const quant::Weight4bit>(std::move(q.state), plan.compute_dtype.value_or(at::kFloat));
+}
+
+void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& out) {
+  out.emplace_back(key, layer.weight.contiguous());
+  for (auto& [k, t] : quant::quant_state_to_tensors(layer.weight_4bit->state, key)) out.emplace_back(k, t);
+}
+
+nlohmann::json quantization_config(Model& model) {
+  for (auto& [name, m] : model.named_modules()) {
+    auto* linear = dynamic_cast<Linear*>(m);
+    if (!linear || !linear->weight_4bit) continue;
+    const auto& w = *linear->weight_4bit;
+    // The keys transformers' BitsAndBytesConfig.to_dict() writes for a 4-bit model.
+    return {{"quant_method", "bitsandbytes"},
+            {"load_in_4bit", true},
+            {"load_in_8bit", false},
+            {"_load_in_4bit", true},
+            {"_load_in_8bit", false},
+            {"bnb_4bit_quant_type", quant::quant_type_name(w.state.type)},
+            {"bnb_4bit_use_double_quant", w.state.nested},
+            {"bnb_4bit_compute_dtype", dtype_name(w.compute_dtype)},
+            {"bnb_4bit_quant_storage", "uint8"},
+            {"llm_int8_threshold", 6.0},
+            {"llm_int8_skip_modules", nullptr},
+            {"llm_int8_enable_fp32_cpu_offload", false},
+            {"llm_int8_has_fp16_weight", false}};
+  }
+  return nullptr;
+}
+
+}  // namespace peft

@@ -1,0 +1,36 @@
+// A frozen linear layer on a 4-bit weight (QLoRA's base, bitsandbytes' Linear4bit).
+//
+// The packed codes stay the only copy of the weight. A forward dequantizes the layer's
+// weight into the compute dtype just for its own matrix product (never the whole model at
+// once), and backward dequantizes it again to reach the input: the weight gets no
+// gradient, so adapters on top (LoRA, DoRA, (IA)3, ...) train through it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "quant/quant_4bit.h"
+
+namespace peft::quant {
+
+// What a 4-bit layer keeps beside its packed codes.
+struct Weight4bit {
+  QuantState4bit state;                        // shape [out, in]
+  at::Tensor scales;                           // dequantize_absmax(state), once
+  at::ScalarType compute_dtype = at::kFloat;   // bnb_4bit_compute_dtype
+
+  Weight4bit(QuantState4bit s, at::ScalarType compute);
+  int64_t out_features() const { return state.rows(); }
+  int64_t in_features() const { return state.cols(); }
+};
+
+// y = x W^T + b as bnb's Linear4bit computes it: x cast to the compute dtype, W
+// dequantized to it, the product cast back to x's dtype. Differentiable in x and b.
+at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std::shared_ptr<const Weight4bit>& w,
+                       const at::Tensor& bias);
+
+// The whole weight [out, in] in `dtype`.
+at::Tensor dequantize_weight(const at::Tensor& packed, const Weight4bit& w, at::ScalarType dtype);
+
+}  // namespace peft::quant
