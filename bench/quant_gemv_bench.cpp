@@ -1,0 +1,80 @@
+// 4-bit decode speed against the machine's memory bandwidth, in one run.
+//
+// Usage: build/bench_quant_gemv [out_features in_features [threads]]   (default 11008 4096)
+//
+// Prints: a STREAM-like copy's bandwidth (read + write of a 1 GiB fp32 buffer, best of 5),
+// then for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1 and 4 rows: GB/s of
+// packed weight + scales streamed, as a fraction of the copy bandwidth, beside the dense
+// bf16 GEMV; and at 256 rows (training, prefill) the 4-bit product against the dense bf16
+// GEMM. Four weights are used in turn, far larger than the caches together, so every
+// call streams its weight from memory.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+
+#include "quant/gemv_4bit.h"
+#include "quant/linear_4bit.h"
+#include "util/allocator.h"
+
+using namespace peft::quant;
+
+double best_seconds(const std::function<void()>& fn, int reps) {
+  fn();  // warm-up
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+int main(int argc, char** argv) {
+  const int64_t out = argc > 2 ? std::atoll(argv[1]) : 11008, in = argc > 2 ? std::atoll(argv[2]) : 4096;
+  if (argc > 3) at::set_num_threads(std::atoi(argv[3]));
+  peft::keep_freed_memory();  // as the peft binary does: a dequantized weight reuses freed memory
+  std::printf("threads %d, weight [%lld, %lld]\n", at::get_num_threads(), static_cast<long long>(out),
+              static_cast<long long>(in));
+  // Several weights back to back, so consecutive calls never find the last one in cache.
+  const int kWeights = 4;
+  at::Tensor src = at::empty({256 << 20}, at::kFloat).uniform_();
+  at::Tensor dst = at::empty_like(src);
+  const double copy_s = best_seconds([&] { dst.copy_(src); }, 5);
+  const double copy_gbs = 2.0 * src.nbytes() / copy_s / 1e9;
+  std::printf("copy (read + write)      %7.1f GB/s\n", copy_gbs);
+
+  std::vector<at::Tensor> packed(kWeights), dense(kWeights);
+  std::vector<std::shared_ptr<const Weight4bit>> w(kWeights);
+  for (int i = 0; i < kWeights; ++i) {
+    const at::Tensor full = at::randn({out, in}).to(at::kBFloat16);
+    auto q = quantize_4bit(full, QuantType::kNF4, 64, false);
+    packed[i] = q.packed;
+    w[i] = std::make_shared<const Weight4bit>(std::move(q.state), at::kBFloat16);
+    dense[i] = full;
+  }
+  const double bytes_4bit = static_cast<double>(packed[0].nbytes()) + w[0]->scales.nbytes();
+  int k = 0;
+  for (int64_t rows : {1, 4}) {
+    const at::Tensor x = at::randn({rows, in});
+    const at::Tensor xb = x.to(at::kBFloat16);
+    const double fused = best_seconds([&] { gemv_4bit(x, packed[k % kWeights], *w[k % kWeights]); ++k; }, 20);
+    const double bf16 = best_seconds([&] { at::linear(xb, dense[k++ % kWeights]); }, 20);
+    std::printf("rows %3lld: fused 4-bit GEMV %7.3f ms, %5.1f GB/s of 4-bit weight = %5.1f%% of copy bandwidth; "
+                "dense bf16 GEMV %7.3f ms (%5.1f GB/s)\n",
+                static_cast<long long>(rows), fused * 1e3, bytes_4bit / fused / 1e9,
+                100.0 * bytes_4bit / fused / 1e9 / copy_gbs, bf16 * 1e3, dense[0].nbytes() / bf16 / 1e9);
+  }
+  // Training and prefill shapes: tiles of the weight dequantized into cache, then GEMM.
+  for (int64_t rows : {256}) {
+    const at::Tensor xb = at::randn({rows, in}).to(at::kBFloat16);
+    const double q4 = best_seconds([&] { linear_4bit(xb, packed[k % kWeights], w[k % kWeights], {}); ++k; }, 5);
+    const double bf16 = best_seconds([&] { at::linear(xb, dense[k++ % kWeights]); }, 5);
+    std::printf("rows %3lld: 4-bit (dequantized tiles + bf16 GEMM) %7.2f ms, dense bf16 GEMM %7.2f ms: %.2fx\n",
+                static_cast<long long>(rows), q4 * 1e3, bf16 * 1e3, q4 / bf16);
+  }
+  return 0;
+}

@@ -1,0 +1,112 @@
+#include "quant/gemv_4bit.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+namespace peft::quant {
+namespace {
+
+// Everything one call needs, as raw pointers. x is deinterleaved per 32 elements: for
+// each group, its 16 even-index values then its 16 odd-index ones, so the high nibbles
+// (even elements) and low nibbles (odd elements) of 16 bytes meet 16 contiguous x values.
+struct Job {
+  const uint8_t* packed;
+  const float* scales;
+  const float* code;
+  const float* xs;  // [rows, in] deinterleaved
+  float* y;         // [rows, out]
+  int64_t rows, in, out, blocksize;
+};
+
+void rows_scalar(const Job& j, int64_t o0, int64_t o1) {
+  const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize;
+  for (int64_t o = o0; o < o1; ++o) {
+    for (int64_t r = 0; r < j.rows; ++r) {
+      const float* x = j.xs + r * j.in;
+      const uint8_t* p = j.packed + o * (j.in / 2);
+      float total = 0.f;
+      for (int64_t b = 0; b < blocks; ++b) {
+        float acc = 0.f;
+        for (int64_t g = 0; g < groups; ++g, p += 16, x += 32)
+          for (int k = 0; k < 16; ++k) acc += j.code[p[k] >> 4] * x[k] + j.code[p[k] & 0xF] * x[16 + k];
+        total += acc * j.scales[(o * j.in) / j.blocksize + b];
+      }
+      j.y[r * j.out + o] = total;
+    }
+  }
+}
+
+// AVX-512: 16 bytes widen to 16 int32 lanes; their nibbles index the 16-entry code table
+// held in one register (a permute, no memory gather).
+// High and low nibbles accumulate separately, so each accumulator sees one FMA per 16
+// bytes (the FMA latency, not the loads, would otherwise bound a single row).
+template <int R>
+__attribute__((target("avx512f"))) void rows_avx512_fixed(const Job& j, int64_t o, int64_t r0) {
+  const __m512 lut = _mm512_loadu_ps(j.code);
+  const __m512i low = _mm512_set1_epi32(0xF);
+  const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize;
+  const uint8_t* p = j.packed + o * (j.in / 2);
+  const float* scale = j.scales + (o * j.in) / j.blocksize;
+  __m512 total[R];
+  for (int r = 0; r < R; ++r) total[r] = _mm512_setzero_ps();
+  int64_t xo = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m512 acc_hi[R], acc_lo[R];
+    for (int r = 0; r < R; ++r) acc_hi[r] = acc_lo[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g, p += 16, xo += 32) {
+      const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), lut);
+      const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(bytes, low), lut);
+      for (int r = 0; r < R; ++r) {
+        const float* x = j.xs + (r0 + r) * j.in + xo;
+        acc_hi[r] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x), acc_hi[r]);
+        acc_lo[r] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + 16), acc_lo[r]);
+      }
+    }
+    const __m512 s = _mm512_set1_ps(scale[b]);
+    for (int r = 0; r < R; ++r) total[r] = _mm512_fmadd_ps(_mm512_add_ps(acc_hi[r], acc_lo[r]), s, total[r]);
+  }
+  for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = _mm512_reduce_add_ps(total[r]);
+}
+
+__attribute__((target("avx512f"))) void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
+  for (int64_t o = o0; o < o1; ++o) {
+    int64_t r = 0;
+    for (; r + 4 <= j.rows; r += 4) rows_avx512_fixed<4>(j, o, r);
+    for (; r + 2 <= j.rows; r += 2) rows_avx512_fixed<2>(j, o, r);
+    for (; r < j.rows; ++r) rows_avx512_fixed<1>(j, o, r);
+  }
+}
+
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+
+}  // namespace
+
+bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
+  const int64_t bs = w.state.blocksize;
+  return x2d.dim() == 2 && x2d.size(0) >= 1 && x2d.size(0) <= kGemvMaxRows && packed.device().is_cpu() &&
+         x2d.device().is_cpu() && bs % 32 == 0 && w.in_features() % bs == 0 && packed.is_contiguous() &&
+         packed.element_size() == 1;
+}
+
+at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool use_simd) {
+  const int64_t rows = x2d.size(0), in = w.in_features(), out = w.out_features();
+  // Deinterleave x once per call (it is reused by every output row).
+  const at::Tensor xs = x2d.to(at::kFloat).reshape({rows, in / 32, 16, 2}).transpose(2, 3).contiguous();
+  at::Tensor y = at::empty({rows, out}, x2d.options().dtype(at::kFloat));
+  const Job job{static_cast<const uint8_t*>(packed.const_data_ptr()), w.scales.const_data_ptr<float>(),
+                code_table(w.state.type).data(), xs.const_data_ptr<float>(), y.data_ptr<float>(), rows, in,
+                out, w.state.blocksize};
+  const bool simd = use_simd && has_avx512();
+  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) {
+    if (simd) rows_avx512(job, o0, o1);
+    else rows_scalar(job, o0, o1);
+  });
+  return y;
+}
+
+}  // namespace peft::quant

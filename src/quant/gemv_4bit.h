@@ -1,0 +1,25 @@
+// Decoding on a 4-bit weight: y = x W^T for a few rows of x, reading the packed codes
+// once and never writing a dequantized weight. Decode is bound by the bytes of weight it
+// streams, so this is where 4-bit pays: half a byte per parameter instead of two.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "quant/linear_4bit.h"
+
+namespace peft::quant {
+
+// Rows of x up to which the fused kernel is used (beyond, dequantize + GEMM is faster).
+constexpr int64_t kGemvMaxRows = 8;
+
+// True where gemv_4bit can compute x [rows, in] against `w` (a CPU weight whose rows are
+// whole blocks, blocks of a multiple of 32 elements, rows <= kGemvMaxRows).
+bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w);
+
+// [rows, out] fp32: sum_i x[r, i] * code[q(o, i)] * scale(o, i), each block's partial
+// sum scaled once (fp32 throughout; the rounding differs from dequantize-then-multiply by
+// about one fp32 ulp per block, far below the 4-bit error itself).
+// `simd`: false forces the portable loop (the tests compare both).
+at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool simd = true);
+
+}  // namespace peft::quant

@@ -1,0 +1,139 @@
+// The 4-bit compute paths against the plain composition they replace: the fused decode
+// GEMV and the differentiable 4-bit linear, each checked against x @ dequantize(W)^T.
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <gtest/gtest.h>
+
+#include "quant/dequantize_fast.h"
+#include "quant/gemv_4bit.h"
+#include "quant/linear_4bit.h"
+
+namespace peft::quant {
+namespace {
+
+std::shared_ptr<const Weight4bit> make(const at::Tensor& w, QuantType t, int64_t bs, bool nested, at::Tensor* packed) {
+  auto q = quantize_4bit(w, t, bs, nested);
+  *packed = q.packed;
+  return std::make_shared<const Weight4bit>(std::move(q.state), at::kFloat);
+}
+
+double rel(const at::Tensor& a, const at::Tensor& b) {
+  return ((a.to(at::kDouble) - b.to(at::kDouble)).abs().max() / b.to(at::kDouble).abs().max()).item<double>();
+}
+
+TEST(Gemv4bit, EqualsDequantizeThenMultiplyForEveryRowCountAndBothPaths) {
+  at::manual_seed(0);
+  for (auto [type, bs, nested] : {std::tuple{QuantType::kNF4, int64_t{64}, false},
+                                  std::tuple{QuantType::kFP4, int64_t{128}, true},
+                                  std::tuple{QuantType::kNF4, int64_t{32}, true}}) {
+    at::Tensor packed;
+    const auto w = make(at::randn({96, 256}), type, bs, nested, &packed);
+    const at::Tensor dense = dequantize_weight(packed, *w, at::kFloat);
+    for (int64_t rows = 1; rows <= kGemvMaxRows; ++rows) {
+      const at::Tensor x = at::randn({rows, 256});
+      ASSERT_TRUE(gemv_4bit_applies(x, packed, *w));
+      const at::Tensor want = at::matmul(x.to(at::kDouble), dense.to(at::kDouble).t());
+      // fp32 sums of 256 products against a float64 reference: 1e-5 relative is ~100 ulp.
+      EXPECT_LE(rel(gemv_4bit(x, packed, *w, /*simd=*/true), want), 1e-5) << rows;
+      EXPECT_LE(rel(gemv_4bit(x, packed, *w, /*simd=*/false), want), 1e-5) << rows;
+    }
+  }
+}
+
+TEST(Gemv4bit, DoesNotApplyWhereRowsCrossBlocksOrThereAreManyRows) {
+  at::Tensor packed;
+  const auto w = make(at::randn({8, 96}), QuantType::kNF4, 64, false, &packed);  // 96 % 64 != 0
+  EXPECT_FALSE(gemv_4bit_applies(at::randn({1, 96}), packed, *w));
+  const auto w2 = make(at::randn({8, 128}), QuantType::kNF4, 64, false, &packed);
+  EXPECT_FALSE(gemv_4bit_applies(at::randn({kGemvMaxRows + 1, 128}), packed, *w2));
+}
+
+TEST(Linear4bit, ForwardAndInputGradientMatchTheDequantizedComposition) {
+  at::manual_seed(1);
+  at::Tensor packed;
+  const auto w = make(at::randn({48, 128}), QuantType::kNF4, 64, true, &packed);
+  const at::Tensor dense = dequantize_weight(packed, *w, at::kFloat);
+  const at::Tensor bias = at::randn({48});
+  for (int64_t rows : {3, 40}) {  // the decode kernel, then dequantize + GEMM
+    auto x1 = at::randn({rows, 128}).requires_grad_(true);
+    auto x2 = x1.detach().clone().requires_grad_(true);
+    {
+      c10::NoGradGuard no_grad;
+      EXPECT_LE(rel(linear_4bit(x1, packed, w, bias), at::linear(x1, dense, bias)), 1e-5) << rows;
+    }
+    auto y1 = linear_4bit(x1, packed, w, bias);
+    auto y2 = at::linear(x2, dense, bias);
+    EXPECT_LE(rel(y1, y2), 1e-6);
+    const auto g = at::randn_like(y2);
+    y1.backward(g);
+    y2.backward(g);
+    EXPECT_LE(rel(x1.grad(), x2.grad()), 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace peft::quant
+
+namespace peft::quant {
+namespace {
+
+TEST(DequantizeFast, BitIdenticalToDequantize4bitInFp32AndBf16WithNaNsAndInfs) {
+  at::manual_seed(2);
+  at::Tensor w = at::randn({64, 256}) * 3;
+  w.index_put_({5, 7}, std::numeric_limits<float>::quiet_NaN());
+  w.index_put_({9, 100}, std::numeric_limits<float>::infinity());
+  w.index_put_({12}, 0.0);
+  for (auto type : {QuantType::kNF4, QuantType::kFP4})
+    for (int64_t bs : {32, 64, 256})
+      for (bool nested : {false, true}) {
+        auto q = quantize_4bit(w, type, bs, nested);
+        const at::Tensor scales = dequantize_absmax(q.state);
+        for (auto dtype : {at::kFloat, at::kBFloat16}) {
+          const at::Tensor want = dequantize_4bit(q.packed, q.state, dtype);
+          at::Tensor got = at::empty({64, 256}, at::TensorOptions().dtype(dtype));
+          dequantize_rows_fast(q.packed, q.state, scales, got);
+          // Bitwise: compare the raw bytes (NaN != NaN as values).
+          EXPECT_TRUE(at::equal(got.view(dtype == at::kFloat ? at::kInt : at::kShort),
+                                want.view(dtype == at::kFloat ? at::kInt : at::kShort)))
+              << quant_type_name(type) << " bs " << bs << " nested " << nested << " " << dtype;
+        }
+      }
+}
+
+}  // namespace
+}  // namespace peft::quant
+
+namespace peft::quant {
+namespace {
+
+// Large enough that forward runs over several row tiles and backward over several column
+// tiles, the last of each partial.
+TEST(Linear4bit, TiledProductsCoverEveryTileForwardAndBackward) {
+  at::manual_seed(3);
+  auto q = quantize_4bit(at::randn({4100, 1088}), QuantType::kNF4, 64, false);
+  const auto w = std::make_shared<const Weight4bit>(q.state, at::kFloat);
+  const at::Tensor dense = dequantize_weight(q.packed, *w, at::kFloat);
+  auto x1 = at::randn({2, 20, 1088}).requires_grad_(true);
+  auto x2 = x1.detach().clone().requires_grad_(true);
+  auto y1 = linear_4bit(x1, q.packed, w, at::Tensor());
+  auto y2 = at::linear(x2, dense);
+  EXPECT_LE(rel(y1, y2), 1e-6);  // the same products, blocked differently by the GEMM
+  const auto g = at::randn_like(y2);
+  y1.backward(g);
+  y2.backward(g);
+  EXPECT_LE(rel(x1.grad(), x2.grad()), 1e-6);
+}
+
+TEST(DequantizeFast, TilesEqualTheSameSliceOfTheWholeWeightAlignedOrNot) {
+  auto q = quantize_4bit(at::randn({40, 320}), QuantType::kFP4, 64, true);
+  const at::Tensor scales = dequantize_absmax(q.state);
+  const at::Tensor whole = dequantize_4bit(q.packed, q.state, at::kFloat);
+  for (auto [r0, r1, c0, c1] : {std::tuple{3, 17, 64, 256}, std::tuple{0, 40, 0, 320}, std::tuple{5, 6, 10, 99}}) {
+    at::Tensor tile = at::empty({r1 - r0, c1 - c0});
+    dequantize_tile(q.packed, q.state, scales, r0, r1, c0, c1, tile);
+    EXPECT_TRUE(at::equal(tile, whole.slice(0, r0, r1).slice(1, c0, c1))) << r0 << " " << c0 << " " << c1;
+  }
+}
+
+}  // namespace
+}  // namespace peft::quant
