@@ -137,3 +137,30 @@ TEST(DequantizeFast, TilesEqualTheSameSliceOfTheWholeWeightAlignedOrNot) {
 
 }  // namespace
 }  // namespace peft::quant
+
+#include "util/autocast.h"
+
+namespace peft::quant {
+namespace {
+
+// bf16 training runs the 4-bit products in bf16 even for an fp32 compute dtype, as bnb's
+// F.linear under autocast does; the output comes back in the input's dtype.
+TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsTheInputDtype) {
+  at::manual_seed(4);
+  auto q = quantize_4bit(at::randn({64, 256}), QuantType::kNF4, 64, false);
+  const auto w = std::make_shared<const Weight4bit>(q.state, at::kFloat);
+  const at::Tensor x = at::randn({40, 256});
+  const at::Tensor want = at::linear(x.to(at::kBFloat16), dequantize_weight(q.packed, *w, at::kBFloat16));
+  at::Tensor got;
+  {
+    AutocastGuard autocast(at::kCPU, true, at::kBFloat16);
+    got = linear_4bit(x, q.packed, w, at::Tensor());
+  }
+  EXPECT_EQ(got.scalar_type(), at::kFloat);
+  // The same bf16 products; only the GEMM's blocking differs (one bf16 rounding apart).
+  EXPECT_LE(rel(got, want.to(at::kFloat)), 1e-2);
+  EXPECT_GT(rel(got, at::linear(x, dequantize_weight(q.packed, *w, at::kFloat))), 1e-4);  // not fp32
+}
+
+}  // namespace
+}  // namespace peft::quant

@@ -4,6 +4,7 @@
 #include "quant/gemv_4bit.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -127,8 +128,13 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
     throw std::invalid_argument("4-bit linear: input has " + std::to_string(x.size(-1)) + " features, the weight " +
                                 std::to_string(w.in_features()));
   const at::ScalarType in_dtype = x.scalar_type();
-  const at::Tensor xc = x.to(w.compute_dtype);
-  const at::Tensor b = bias.defined() ? bias.to(w.compute_dtype) : bias;
+  // Under autocast the product runs in autocast's dtype, as bnb's F.linear would (the
+  // out= GEMMs used here are not autocast ops themselves).
+  const auto device = x.device().type();
+  const at::ScalarType compute = at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device)
+                                                                           : w.compute_dtype;
+  const at::Tensor xc = x.to(compute);
+  const at::Tensor b = bias.defined() ? bias.to(compute) : bias;
   at::Tensor y;
   if (at::GradMode::is_enabled() && (xc.requires_grad() || (b.defined() && b.requires_grad()))) {
     auto ref = c10::make_intrusive<StateRef>();
