@@ -34,6 +34,9 @@ class Linear : public AdaptableLayer {
   // Set where the weight is stored 4-bit (QLoRA): `weight` then holds the packed codes,
   // uint8 [out * in / 2, 1], exactly as bitsandbytes' Params4bit does.
   std::shared_ptr<const quant::Weight4bit> weight_4bit;
+  // Largest |value assigned - value stored| of the last assign_weight on a 4-bit weight
+  // (a merge requantizes: this is the error it added).
+  double requantization_error = 0.0;
 };
 
 // GPT-2's Conv1D: a linear layer whose weight is stored transposed, [in, out].

@@ -166,6 +166,10 @@ struct LoadOptions {
 // the file and key: a missing tensor, a shape that does not match the config.
 [[nodiscard]] std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& opts = {});
 
+// Replaces every 4-bit weight by its dequantized values in `dtype` (merging into a dense
+// copy then adds no requantization error). Returns the number of layers converted.
+int64_t dequantize_4bit_weights(Model& model, at::ScalarType dtype);
+
 // Writes a model as an HF checkpoint folder (config.json + model.safetensors) that
 // transformers loads; tied parameters are written once, as transformers does. A folder
 // that already holds weights (model.safetensors, a sharded index, pytorch_model.bin) is

@@ -137,6 +137,18 @@ void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& k
   layer.weight_4bit = std::make_shared<const quant::Weight4bit>(std::move(q.state), plan.compute_dtype.value_or(at::kFloat));
 }
 
+int64_t dequantize_4bit_weights(Model& model, at::ScalarType dtype) {
+  int64_t n = 0;
+  for (auto& [name, m] : model.named_modules()) {
+    auto* linear = dynamic_cast<Linear*>(m);
+    if (!linear || !linear->weight_4bit) continue;
+    linear->weight = linear->dense_weight().to(dtype);
+    linear->weight_4bit.reset();
+    ++n;
+  }
+  return n;
+}
+
 void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& out) {
   out.emplace_back(key, layer.weight.contiguous());
   for (auto& [k, t] : quant::quant_state_to_tensors(layer.weight_4bit->state, key)) out.emplace_back(k, t);

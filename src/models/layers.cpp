@@ -30,6 +30,7 @@ void Linear::assign_weight(const at::Tensor& w) {
   auto q = quant::quantize_4bit(w.to(old.dtype).contiguous(), old.type, old.blocksize, old.nested);
   weight = q.packed.to(weight.device());
   weight_4bit = std::make_shared<const quant::Weight4bit>(std::move(q.state), weight_4bit->compute_dtype);
+  requantization_error = (dense_weight().to(at::kFloat) - w.to(at::kFloat)).abs().max().item<double>();
 }
 
 Conv1D::Conv1D(int64_t in, int64_t out) : in_features(in), out_features(out) {
