@@ -1,7 +1,7 @@
 """LoRA training throughput and peak memory: `peft train` vs HF Trainer + PEFT, side by side.
 
 Usage: python bench/train_bench.py --peft build/peft [--steps 6] [--seq 128] [--batch 4] [--shapes gpt2,llama]
-         [--precisions fp32,bf16] [--layers N]
+         [--precisions fp32,bf16] [--layers N] [--quant nf4|fp4]
 
 Shapes (random weights): gpt2 (124M, tied), llama (134M, untied), llama_tied, smollm2_360m
 (960 wide, GQA 15/5, vocab 49,152, tied), qwen2_5_0_5b (896 wide, GQA 14/2, vocab 151,936,
@@ -36,7 +36,12 @@ from peft import LoraConfig, get_peft_model
 model_dir, data, steps, targets = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
 batch = int(sys.argv[6])
 bf16 = sys.argv[8] == "bf16"
-model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+quant = {}
+if sys.argv[9] != "none":  # QLoRA: bitsandbytes 4-bit base (its CPU backend)
+    from transformers import BitsAndBytesConfig
+    quant["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=sys.argv[9],
+                                                      bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **quant)
 model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
 rows = [json.loads(l)["input_ids"] for l in open(data)]
 class DS(torch.utils.data.Dataset):
@@ -135,6 +140,8 @@ def main():
     ap.add_argument("--shapes", default="gpt2,llama")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--layers", type=int, default=None)
+    ap.add_argument("--quant", choices=["none", "nf4", "fp4"], default="none",
+                    help="QLoRA: both trainers on a 4-bit base (HF: bitsandbytes' CPU backend)")
     args = ap.parse_args()
     peaks = {p: matmul_peak(args.threads, p) for p in ("fp32", "bf16")}
     flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n")[0] if os.path.exists("/proc/cpuinfo") else ""
@@ -160,7 +167,8 @@ def main():
             targets = SHAPES[shape][2]
             tokens = args.batch * args.seq
             out, _, hf_peak = timed([sys.executable, "-c", HF_SCRIPT, model_dir, data, str(args.steps), targets,
-                                     str(args.threads), str(args.batch), os.path.join(tmp, "hf_out"), precision])
+                                     str(args.threads), str(args.batch), os.path.join(tmp, "hf_out"), precision,
+                                     args.quant])
             hf_times = json.loads(out.strip().splitlines()[-1])["step_times"]
             hf_tps = tokens * len(hf_times) / sum(hf_times)
             method = json.dumps({"r": 8, "lora_alpha": 16, "target_modules": targets.split(",")})
@@ -169,7 +177,8 @@ def main():
                                     f"output_dir={ours_out}", f"max_steps={args.steps}", "shuffle=false",
                                     f"per_device_train_batch_size={args.batch}", f"max_length={args.seq}",
                                     "learning_rate=1e-4", "progress=false", f"method={method}",
-                                    f"precision={precision}"])
+                                    f"precision={precision}"]
+                                   + ([] if args.quant == "none" else ["load_in_4bit=true", f"quant_type={args.quant}"]))
             logs = [json.loads(l) for l in open(os.path.join(ours_out, "metrics.jsonl")) if '"loss"' in l]
             our_tps = tokens * (len(logs) - 1) / sum(tokens / l["tokens_per_second"] for l in logs[1:])
             flops = 4 * n_matmul + attn_flops * args.seq
