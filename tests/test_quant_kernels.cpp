@@ -164,3 +164,27 @@ TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsTheInputDtype) {
 
 }  // namespace
 }  // namespace peft::quant
+
+namespace peft::quant {
+namespace {
+
+// bf16 compute: on CPUs with AVX512-BF16 the GEMV multiplies bf16 x by bf16 codes; the
+// error is then that of rounding both to bf16 (2^-9 relative each), summed over 256 terms
+// of random sign: 1e-2 of the largest output bounds it with room.
+TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
+  at::manual_seed(5);
+  for (int64_t bs : {64, 128}) {
+    auto q = quantize_4bit(at::randn({80, 512}), QuantType::kNF4, bs, true);
+    const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
+    const at::Tensor dense = dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble);
+    for (int64_t rows : {1, 3, 8}) {
+      const at::Tensor x = at::randn({rows, 512});
+      const at::Tensor want = at::matmul(x.to(at::kDouble), dense.t());
+      EXPECT_LE(rel(gemv_4bit(x, q.packed, *w), want), 1e-2) << bs << " " << rows;
+      EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, /*simd=*/false), want), 1e-5) << bs << " " << rows;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace peft::quant

@@ -17,8 +17,10 @@ constexpr int64_t kGemvMaxRows = 8;
 bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w);
 
 // [rows, out] fp32: sum_i x[r, i] * code[q(o, i)] * scale(o, i), each block's partial
-// sum scaled once (fp32 throughout; the rounding differs from dequantize-then-multiply by
-// about one fp32 ulp per block, far below the 4-bit error itself).
+// sum scaled once. With an fp32 compute dtype, fp32 throughout (the rounding differs from
+// dequantize-then-multiply by about one fp32 ulp per block, far below the 4-bit error);
+// with bf16 compute on a CPU with AVX512-BF16, x and the codes are bf16 (as bnb's bf16
+// dequantization rounds code * scale to bf16) and products accumulate in fp32.
 // `simd`: false forces the portable loop (the tests compare both).
 at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool simd = true);
 
