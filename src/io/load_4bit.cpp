@@ -51,15 +51,29 @@ std::optional<Load4bit> plan_4bit(const nlohmann::json& config, const LoadOption
   if (qc != config.end() && !qc->is_null()) {
     const std::string ctx = where + ": quantization_config";
     if (!qc->is_object()) throw std::runtime_error(ctx + " is not an object");
-    const std::string method = qc->value("quant_method", std::string("bitsandbytes"));
+    // Typed reads that name the key (never nlohmann's bare type_error).
+    auto str = [&](const char* key, const char* def) {
+      const auto it = qc->find(key);
+      if (it == qc->end() || it->is_null()) return std::string(def);
+      if (!it->is_string()) throw std::runtime_error(ctx + "." + key + ": expected a string, got " + it->dump());
+      return it->get<std::string>();
+    };
+    auto flag = [&](const char* key) {
+      const auto it = qc->find(key);
+      if (it == qc->end() || it->is_null()) return false;
+      if (!it->is_boolean()) throw std::runtime_error(ctx + "." + key + ": expected true or false, got " + it->dump());
+      return it->get<bool>();
+    };
+    const std::string method = str("quant_method", "bitsandbytes");
     if (method != "bitsandbytes")
-      throw std::runtime_error(ctx + ": quant_method '" + method + "' is not supported (bitsandbytes 4-bit only)");
-    if (qc->value("load_in_8bit", false))
-      throw std::runtime_error(ctx + ": 8-bit bitsandbytes checkpoints are not supported (4-bit only)");
-    if (qc->value("load_in_4bit", false)) {
+      throw std::runtime_error(ctx + ".quant_method: '" + method + "' is not supported (bitsandbytes 4-bit only)");
+    if (flag("load_in_8bit"))
+      throw std::runtime_error(ctx + ".load_in_8bit: 8-bit bitsandbytes checkpoints are not supported (4-bit only)");
+    if (flag("load_in_4bit")) {
       Load4bit stored;
-      stored.quant_type = qc->value("bnb_4bit_quant_type", std::string("fp4"));
-      stored.double_quant = qc->value("bnb_4bit_use_double_quant", false);
+      stored.quant_type = str("bnb_4bit_quant_type", "fp4");
+      parse_quant_type(stored.quant_type, ctx + ".bnb_4bit_quant_type");
+      stored.double_quant = flag("bnb_4bit_use_double_quant");
       if (auto c = qc->find("bnb_4bit_compute_dtype"); c != qc->end() && c->is_string())
         stored.compute_dtype = parse_compute_dtype(c->get<std::string>(), ctx + ".bnb_4bit_compute_dtype");
       if (plan && plan->compute_dtype) stored.compute_dtype = plan->compute_dtype;
@@ -115,7 +129,11 @@ void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& k
   quant::Quantized4bit q;
   if (stored) {
     const quant::TensorLookup get = [&](const std::string& k) { return keys.count(k) ? ck.get(k) : at::Tensor(); };
-    q.state = quant::quant_state_from_tensors(get, key);
+    try {
+      q.state = quant::quant_state_from_tensors(get, key);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(ck.file_of(key) + ": " + e.what());  // the message names the key
+    }
     if (q.state.shape != want)
       throw std::runtime_error(ck.file_of(key) + ": 4-bit tensor '" + key + "' has shape " +
                                c10::str(at::IntArrayRef(q.state.shape)) + " but the config implies " +

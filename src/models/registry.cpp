@@ -105,7 +105,9 @@ std::vector<std::pair<std::string, at::Tensor>> InputAdapter::saved_tensors() {
 
 int64_t Model::num_parameters() const {
   int64_t n = 0;
-  for (const auto& [_, t] : named_parameters()) n += t.numel();
+  // A 4-bit weight (the only uint8 parameter: packed codes, two per byte) counts twice its
+  // bytes, as transformers' num_parameters() counts bnb's Params4bit.
+  for (const auto& [_, t] : named_parameters()) n += t.scalar_type() == at::kByte ? 2 * t.numel() : t.numel();
   return n;
 }
 

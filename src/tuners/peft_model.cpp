@@ -263,7 +263,9 @@ std::shared_ptr<Model> PeftModel::merge_and_unload() {
 std::pair<int64_t, int64_t> PeftModel::trainable_parameters() const {
   int64_t trainable = 0, all = 0;
   for (const auto& [_, t] : model_->named_parameters()) {
-    all += t.numel();
+    // A 4-bit weight's packed codes (uint8, two per byte) count twice, as PEFT counts
+    // bnb's Params4bit.
+    all += t.scalar_type() == at::kByte ? 2 * t.numel() : t.numel();
     if (t.requires_grad()) trainable += t.numel();
   }
   // HF PEFT also counts the originals and the inactive copies of modules_to_save.
