@@ -10,6 +10,8 @@
 #include <map>
 
 #include "common.h"
+#include "peft/layers.h"
+#include "quant/linear_4bit.h"
 
 namespace peft::cli {
 
@@ -34,6 +36,39 @@ void inspect_method(std::shared_ptr<Model> model, const std::string& method) {
   std::cout << peft.trainable_parameters_line() << "\n";
 }
 
+// QLoRA bases: the 4-bit settings, how many layers, and the bytes per parameter of the
+// whole model (packed codes and their quantization state included, as saved).
+void inspect_4bit(Model& model) {
+  std::map<std::string, int64_t> kinds;  // settings -> layers
+  std::map<const void*, const quant::Weight4bit*> four_bit;
+  for (auto& [name, m] : model.named_modules()) {
+    auto* l = dynamic_cast<Linear*>(m);
+    if (!l || !l->weight_4bit) continue;
+    const auto& w = *l->weight_4bit;
+    four_bit[l->weight.data_ptr()] = &w;
+    kinds[std::string(quant::quant_type_name(w.state.type)) + ", blocksize " + std::to_string(w.state.blocksize) +
+          ", double quant " + (w.state.nested ? "yes" : "no") + ", compute dtype " +
+          (w.compute_dtype == at::kBFloat16 ? "bfloat16" : w.compute_dtype == at::kHalf ? "float16" : "float32")]++;
+  }
+  if (four_bit.empty()) return;
+  int64_t params = 0, bytes = 0;
+  for (const auto& [name, t] : model.named_parameters()) {
+    bytes += static_cast<int64_t>(t.nbytes());
+    auto q = four_bit.find(t.data_ptr());
+    if (q == four_bit.end()) {
+      params += t.numel();
+      continue;
+    }
+    params += 2 * t.numel();  // as num_parameters() counts packed codes
+    for (const auto& [k, s] : quant::quant_state_to_tensors(q->second->state, name))
+      bytes += static_cast<int64_t>(s.nbytes());
+  }
+  for (const auto& [kind, n] : kinds) std::cout << "4-bit layers: " << n << " (" << kind << ")\n";
+  char per[32];
+  std::snprintf(per, sizeof per, "%.3f", params ? static_cast<double>(bytes) / static_cast<double>(params) : 0.0);
+  std::cout << "bytes per parameter: " << per << " (" << with_commas(bytes) << " bytes, quantization state included)\n";
+}
+
 void inspect(const ModelArgs& args, const std::string& method) {
   auto model = args.load();
   if (!method.empty()) return inspect_method(model, method);
@@ -46,7 +81,7 @@ void inspect(const ModelArgs& args, const std::string& method) {
     Module* owner = dot == std::string::npos ? model.get() : model->find(name.substr(0, dot));
     auto& g = groups[{owner ? owner->type_name() : "?", std::string(c10::toString(t.scalar_type()))}];
     g.first += 1;
-    g.second += t.numel();
+    g.second += t.scalar_type() == at::kByte ? 2 * t.numel() : t.numel();  // 4-bit codes: two per byte
   }
   std::printf("%-28s %-10s %8s %14s\n", "module type", "dtype", "tensors", "parameters");
   for (const auto& [key, g] : groups)
@@ -54,6 +89,7 @@ void inspect(const ModelArgs& args, const std::string& method) {
                 with_commas(g.second).c_str());
   std::cout << "total parameters: " << with_commas(model->num_parameters()) << " (" << model->num_parameters()
             << ")\n";
+  inspect_4bit(*model);
 }
 
 }  // namespace
