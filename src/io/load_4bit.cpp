@@ -155,16 +155,21 @@ void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& k
   layer.weight_4bit = std::make_shared<const quant::Weight4bit>(std::move(q.state), plan.compute_dtype.value_or(at::kFloat));
 }
 
+std::map<std::string, Linear*> layers_4bit(Model& model) {
+  std::map<std::string, Linear*> out;
+  for (auto& [name, m] : model.named_modules())
+    if (auto* linear = dynamic_cast<Linear*>(m); linear && linear->weight_4bit)
+      out[name.empty() ? "weight" : name + ".weight"] = linear;
+  return out;
+}
+
 int64_t dequantize_4bit_weights(Model& model, at::ScalarType dtype) {
-  int64_t n = 0;
-  for (auto& [name, m] : model.named_modules()) {
-    auto* linear = dynamic_cast<Linear*>(m);
-    if (!linear || !linear->weight_4bit) continue;
+  const auto layers = layers_4bit(model);
+  for (auto& [name, linear] : layers) {
     linear->weight = linear->dense_weight().to(dtype);
     linear->weight_4bit.reset();
-    ++n;
   }
-  return n;
+  return static_cast<int64_t>(layers.size());
 }
 
 void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& out) {
@@ -173,9 +178,7 @@ void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& ou
 }
 
 nlohmann::json quantization_config(Model& model) {
-  for (auto& [name, m] : model.named_modules()) {
-    auto* linear = dynamic_cast<Linear*>(m);
-    if (!linear || !linear->weight_4bit) continue;
+  for (auto& [name, linear] : layers_4bit(model)) {
     const auto& w = *linear->weight_4bit;
     // The keys transformers' BitsAndBytesConfig.to_dict() writes for a 4-bit model.
     return {{"quant_method", "bitsandbytes"},

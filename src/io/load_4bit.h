@@ -38,6 +38,9 @@ bool is_quant_state_key(const std::string& key);
 void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& keys, const std::string& key,
                       Linear& layer, const Load4bit& plan, std::optional<at::ScalarType> dtype);
 
+// The model's 4-bit Linear layers, by parameter name of their weight ("...q_proj.weight").
+std::map<std::string, Linear*> layers_4bit(Model& model);
+
 // The tensors a 4-bit layer saves under `key` (packed codes and bnb's state keys), and the
 // quantization_config config.json then needs.
 void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& out);

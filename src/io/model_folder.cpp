@@ -165,9 +165,7 @@ void save_pretrained(Model& model, const std::string& dir_str, bool overwrite) {
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(dir_str + ": cannot create the folder: " + ec.message());
   // 4-bit layers save their packed codes and bnb's state keys, as transformers does.
-  std::map<std::string, Linear*> four_bit;
-  for (auto& [name, m] : model.named_modules())
-    if (auto* l = dynamic_cast<Linear*>(m); l && l->weight_4bit) four_bit[name.empty() ? "weight" : name + ".weight"] = l;
+  const std::map<std::string, Linear*> four_bit = layers_4bit(model);
   NamedTensors tensors;
   for (auto& [n, t] : model.named_parameters()) {
     const std::string key = model.checkpoint_key_for_name(n);

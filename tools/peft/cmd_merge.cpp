@@ -5,41 +5,13 @@
 #include "common.h"
 #include "peft/layers.h"
 #include "io/checkpoint_reader.h"
-#include "peft/gguf.h"
-#include "peft/gguf_llama.h"
-#include "util/atomic_file.h"
+#include "io/load_4bit.h"
 #include "util/json_file.h"
 
 namespace fs = std::filesystem;
 
 namespace peft::cli {
 
-namespace {
-
-// What a model folder carries besides its weights, so that the merged folder tokenizes,
-// chats and generates as the base does (peft generate, AutoTokenizer).
-constexpr const char* kCompanionFiles[] = {
-    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "chat_template.json", "generation_config.json", "tokenizer.model",      "vocab.txt",
-    "vocab.json",       "merges.txt",            "added_tokens.json",      "preprocessor_config.json"};
-
-void copy_companions(const std::string& base_path, const fs::path& out) {
-  const ModelPath base = resolve_model_path(base_path);
-  if (!base.gguf.empty()) {
-    // A GGUF base carries its tokenizer and chat template in its metadata.
-    const HfTokenizerFiles tok = hf_tokenizer_from_gguf(GgufFile(base.gguf).header());
-    write_json_atomic((out / "tokenizer.json").string(), tok.tokenizer, -1);
-    write_json_atomic((out / "tokenizer_config.json").string(), tok.tokenizer_config);
-    return;
-  }
-  std::error_code ec;
-  if (fs::equivalent(base.folder, out, ec)) return;
-  for (const char* name : kCompanionFiles)
-    if (fs::is_regular_file(fs::path(base.folder) / name))
-      write_file_atomic((out / name).string(), read_file_bytes((fs::path(base.folder) / name).string()));
-}
-
-}  // namespace
 
 void register_merge(CLI::App& app) {
   auto* cmd = app.add_subcommand("merge",
@@ -78,8 +50,8 @@ void register_merge(CLI::App& app) {
     peft->merge_and_unload();
     double requant = 0.0;
     int64_t requantized = 0;
-    for (auto& [name, m] : base->named_modules())
-      if (auto* l = dynamic_cast<Linear*>(m); l && l->weight_4bit && l->requantization_error > 0) {
+    for (auto& [name, l] : layers_4bit(*base))
+      if (l->requantization_error > 0) {
         requant = std::max(requant, l->requantization_error);
         ++requantized;
       }

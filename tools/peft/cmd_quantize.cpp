@@ -8,12 +8,9 @@
 
 #include "common.h"
 #include "io/checkpoint_reader.h"
-#include "peft/gguf.h"
-#include "peft/gguf_llama.h"
 #include "peft/layers.h"
 #include "peft/safetensors.h"
 #include "quant/linear_4bit.h"
-#include "util/atomic_file.h"
 #include "util/format.h"
 #include "util/json_file.h"
 
@@ -22,30 +19,6 @@ namespace fs = std::filesystem;
 namespace peft::cli {
 
 namespace {
-
-// What a model folder carries besides its weights (the list cmd_merge.cpp copies), so the
-// quantized folder tokenizes, chats and generates as the original does.
-constexpr const char* kCompanionFiles[] = {
-    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-    "chat_template.json", "generation_config.json", "tokenizer.model",      "vocab.txt",
-    "vocab.json",       "merges.txt",            "added_tokens.json",      "preprocessor_config.json"};
-
-int copy_companions(const ModelPath& src, const fs::path& out) {
-  if (!src.gguf.empty()) {
-    // A GGUF file carries its tokenizer and chat template in its metadata.
-    const HfTokenizerFiles tok = hf_tokenizer_from_gguf(GgufFile(src.gguf).header());
-    write_json_atomic((out / "tokenizer.json").string(), tok.tokenizer, -1);
-    write_json_atomic((out / "tokenizer_config.json").string(), tok.tokenizer_config);
-    return 2;
-  }
-  int n = 0;
-  for (const char* name : kCompanionFiles)
-    if (fs::is_regular_file(fs::path(src.folder) / name)) {
-      write_file_atomic((out / name).string(), read_file_bytes((fs::path(src.folder) / name).string()));
-      ++n;
-    }
-  return n;
-}
 
 std::string fixed(double v, int digits) {
   char buf[64];
@@ -122,7 +95,7 @@ void quantize(const QuantizeArgs& a) {
   if (layers == 0) throw std::runtime_error(a.model + ": no Linear layer to quantize (" + model->type_name() + ")");
 
   save_pretrained(*model, a.out, a.overwrite);
-  const int companions = copy_companions(src, fs::path(a.out));
+  const int companions = copy_companions(a.model, a.out);
   int64_t stored_bytes = 0;
   {
     SafetensorsFile written((fs::path(a.out) / "model.safetensors").string());

@@ -2,10 +2,17 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/checkpoint_reader.h"
+#include "peft/gguf.h"
+#include "peft/gguf_llama.h"
+#include "util/atomic_file.h"
 #include "util/json_file.h"
+
+namespace fs = std::filesystem;
 
 namespace peft::cli {
 
@@ -108,6 +115,36 @@ void pad_right(const std::vector<std::vector<int64_t>>& rows, int64_t pad, at::T
     (*ids)[i].narrow(0, 0, n).copy_(at::tensor(rows[i], at::kLong));
     (*mask)[i].narrow(0, 0, n).fill_(1);
   }
+}
+
+namespace {
+
+constexpr const char* kCompanionFiles[] = {
+    "tokenizer.json",   "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+    "chat_template.json", "generation_config.json", "tokenizer.model",      "vocab.txt",
+    "vocab.json",       "merges.txt",            "added_tokens.json",      "preprocessor_config.json"};
+
+}  // namespace
+
+int copy_companions(const std::string& model_path, const std::string& out_dir) {
+  const ModelPath src = resolve_model_path(model_path);
+  const fs::path out(out_dir);
+  if (!src.gguf.empty()) {
+    // A GGUF file carries its tokenizer and chat template in its metadata.
+    const HfTokenizerFiles tok = hf_tokenizer_from_gguf(GgufFile(src.gguf).header());
+    write_json_atomic((out / "tokenizer.json").string(), tok.tokenizer, -1);
+    write_json_atomic((out / "tokenizer_config.json").string(), tok.tokenizer_config);
+    return 2;
+  }
+  std::error_code ec;
+  if (fs::equivalent(src.folder, out, ec)) return 0;
+  int n = 0;
+  for (const char* name : kCompanionFiles)
+    if (fs::is_regular_file(fs::path(src.folder) / name)) {
+      write_file_atomic((out / name).string(), read_file_bytes((fs::path(src.folder) / name).string()));
+      ++n;
+    }
+  return n;
 }
 
 }  // namespace peft::cli

@@ -44,6 +44,12 @@ void pad_right(const std::vector<std::vector<int64_t>>& rows, int64_t pad, at::T
 
 at::ScalarType parse_dtype(const std::string& name);
 
+// Copies what a model carries besides its weights (tokenizer, chat template, generation
+// config) from the model at `model_path` (a folder, or a GGUF file's metadata) into `out`,
+// so a folder written from it tokenizes, chats and generates as the original does.
+// Returns the number of files written (none when `out` is the model's own folder).
+int copy_companions(const std::string& model_path, const std::string& out);
+
 void register_inspect(CLI::App& app);
 void register_forward(CLI::App& app);
 void register_generate(CLI::App& app);
