@@ -17,6 +17,9 @@
 #include "peft/safetensors.h"
 #include "peft/train.h"
 #include "test_util.h"
+#include "train/data.h"
+#include "train/evaluate.h"
+#include <c10/core/GradMode.h>
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -90,6 +93,93 @@ TEST(TrainParity, PerStepLossesMatchHfTrainer) {
                           parity("llama_mha").string() + "'); PeftModel.from_pretrained(m, '" + out.string() +
                           "'); print('ok')\" > /dev/null 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << "HF PEFT could not load our trained adapter";
+}
+
+// Padding-free micro-batches (one row per micro-batch, examples told apart by their
+// positions) against HF Trainer with DataCollatorWithFlattening.
+TEST(TrainParity, PaddingFreeMatchesHfFlatteningCollator) {
+  const auto ref_pf = ref_dir().parent_path() / "parity_train_pf";
+  auto ref = json::parse(std::ifstream(ref_pf / "losses.json"));
+  const auto out = scratch("parity_padding_free");
+  fs::remove_all(out);
+  auto cfg = parity_config(out);
+  cfg.train_file = (ref_dir().parent_path() / "parity_train_pf_data.jsonl").string();
+  cfg.init_adapter = (ref_pf / "initial_adapter").string();
+  cfg.padding_free = true;
+  auto result = train(cfg);
+  ASSERT_EQ(result.steps.size(), 24u);
+  for (size_t i = 0; i < 24; ++i) {
+    const double want = ref["loss"][i];
+    EXPECT_LE(std::abs(result.steps[i].loss - want) / std::abs(want), 1e-4) << "step " << i + 1;
+    EXPECT_LE(std::abs(result.steps[i].grad_norm - ref["grad_norm"][i].get<double>()),
+              1e-4 * ref["grad_norm"][i].get<double>())
+        << "step " << i + 1;
+  }
+  SafetensorsFile ours((out / "adapter_model.safetensors").string());
+  SafetensorsFile theirs((ref_pf / "final_adapter" / "adapter_model.safetensors").string());
+  for (const auto& n : theirs.names()) EXPECT_LE((ours.get(n) - theirs.get(n)).abs().max().item<double>(), 1e-4) << n;
+}
+
+// Best fit decreasing: lengths 5,4,3,3,2,1 into rows of 8 give [5,3], [4,3,1], [2].
+TEST(TrainPacking, WholeExamplesBestFitLongestFirst) {
+  std::vector<Example> xs;
+  for (int64_t n : {3, 5, 1, 4, 2, 3}) {
+    Example e;
+    for (int64_t i = 0; i < n; ++i) e.input_ids.push_back(10 * n + i);
+    e.labels = e.input_ids;
+    xs.push_back(e);
+  }
+  auto rows = pack_examples(xs, 8);
+  ASSERT_EQ(rows.size(), 3u);
+  const std::vector<std::vector<int64_t>> ids = {{50, 51, 52, 53, 54, 30, 31, 32}, {40, 41, 42, 43, 30, 31, 32, 10}, {20, 21}};
+  const std::vector<std::vector<int64_t>> pos = {{0, 1, 2, 3, 4, 0, 1, 2}, {0, 1, 2, 3, 0, 1, 2, 0}, {0, 1}};
+  const std::vector<std::vector<int64_t>> labels = {{-100, 51, 52, 53, 54, -100, 31, 32},
+                                                    {-100, 41, 42, 43, -100, 31, 32, -100},
+                                                    {-100, 21}};
+  for (size_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(rows[r].input_ids, ids[r]) << r;
+    EXPECT_EQ(rows[r].position_ids, pos[r]) << r;
+    EXPECT_EQ(rows[r].labels, labels[r]) << r;
+  }
+  // Collated, the short row's padding is a sequence of its own and carries no loss.
+  auto b = collate({&rows[0], &rows[1], &rows[2]}, 0, true);
+  ASSERT_TRUE(b.position_ids.defined());
+  EXPECT_TRUE(b.position_ids[2].equal(at::tensor({0, 1, 0, 1, 2, 3, 4, 5}, at::kLong)));
+  EXPECT_EQ(b.num_items, 6 + 5 + 1);
+}
+
+// Packed rows give the loss HF computes for the same examples one by one: the first
+// optimizer step of the parity run (4 examples, before any update).
+TEST(TrainPacking, PackedRowsGiveHfsLossOfTheirExamples) {
+  auto ref = json::parse(std::ifstream(ref_dir() / "losses.json"));
+  PeftModel peft(load_model(parity("llama_mha").string()));
+  peft.load_adapter((ref_dir() / "initial_adapter").string());
+  DataOptions o;
+  o.max_length = 40;
+  auto all = load_examples((ref_dir().parent_path() / "parity_train_data.jsonl").string(), o);
+  auto rows = pack_examples(std::vector<Example>(all.begin(), all.begin() + 4), o.max_length);
+  ASSERT_LT(rows.size(), 4u) << "no two examples shared a row";
+  std::vector<const Example*> xs;
+  for (const auto& r : rows) xs.push_back(&r);
+  const Batch b = collate(xs, 0, true);
+  ASSERT_EQ(b.num_items, ref["num_items_in_batch"][0].get<int64_t>());
+  c10::NoGradGuard no_grad;
+  const double loss = batch_loss(peft, b, at::kCPU, true).sum.item<double>() / static_cast<double>(b.num_items);
+  const double want = ref["loss"][0];
+  EXPECT_LE(std::abs(loss - want) / want, 1e-5) << loss << " vs " << want;
+}
+
+TEST(TrainBadInput, PackingNeedsACausalLmWithoutVirtualTokens) {
+  auto cfg = parity_config(scratch("packing_prompt"));
+  cfg.packing = true;
+  cfg.init_adapter.clear();
+  cfg.method = {{"peft_type", "PROMPT_TUNING"}, {"num_virtual_tokens", 4}};
+  try {
+    train(cfg);
+    FAIL() << "prompt tuning with packing trained";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("packing cannot be used with PROMPT_TUNING"));
+  }
 }
 
 TEST(TrainResume, SigkillThenResumeRepeatsTheUninterruptedLosses) {

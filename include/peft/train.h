@@ -26,7 +26,8 @@ struct TrainConfig {
   double eval_split = 0.0;
   std::string format = "auto";       // auto | input_ids | text | prompt_completion | messages | text_label
   int64_t max_length = 512;          // longer examples are truncated
-  bool packing = false;              // causal LM: concatenate examples into max_length blocks
+  bool packing = false;              // causal LM: whole examples packed into rows of max_length, kept apart
+  bool padding_free = false;         // causal LM: each micro-batch one row, no padding (HF DataCollatorWithFlattening)
   bool completion_only_loss = true;  // prompt/completion and messages: loss on the completion only
   std::string chat_loss_turns = "all";  // messages: loss on every assistant turn, or "last"
   std::string on_bad_line = "stop";  // stop | skip (a malformed JSONL line)

@@ -38,6 +38,22 @@ at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len,
   return make_attention_mask(padding, batch, q_len, past + q_len, /*causal=*/true, device);
 }
 
+at::Tensor packed_sequence_ids(const at::Tensor& position_ids) {
+  auto first = position_ids.narrow(-1, 0, 1) - 1;
+  auto starts = at::diff(position_ids, 1, -1, first).ne(1);
+  auto ids = starts.cumsum(-1);
+  if (ids.select(-1, ids.size(-1) - 1).eq(0).all().item<bool>()) return {};
+  return ids;
+}
+
+at::Tensor packed_causal_mask(const at::Tensor& sequence_ids) {
+  const int64_t b = sequence_ids.size(0), s = sequence_ids.size(1);
+  auto pos = at::arange(s, sequence_ids.options());
+  auto causal = (pos.unsqueeze(0) <= pos.unsqueeze(1)).view({1, 1, s, s});
+  auto same = sequence_ids.view({b, 1, s, 1}).eq(sequence_ids.view({b, 1, 1, s}));
+  return causal & same;
+}
+
 DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Device device) {
   const int64_t b = in.batch_size(), s = in.seq_len();
   KVCache* cache = in.cache;
@@ -51,6 +67,12 @@ DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Dev
                        ? in.position_ids
                        : at::arange(step.past, step.past + s, at::TensorOptions(at::kLong).device(device)).unsqueeze(0).expand({b, s});
   step.mask = decoder_mask(in.attention_mask, b, s, step.past, device);
+  // As transformers: position ids that restart mark packed sequences, which then attend
+  // only within themselves (only without a padding mask and a cache).
+  if (in.position_ids.defined() && !in.attention_mask.defined() && !cache && s > 1) {
+    auto ids = packed_sequence_ids(step.positions.to(device).expand({b, s}));
+    if (ids.defined()) step.mask = packed_causal_mask(ids);
+  }
   return step;
 }
 

@@ -27,6 +27,13 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // no padding): then pass is_causal = true to attend.
 at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device);
 
+// transformers' find_packed_sequence_indices: for position ids [b, s], the index of the
+// sequence each token belongs to, a new one starting wherever a position does not follow
+// the previous one by 1; undefined when every row holds one sequence.
+at::Tensor packed_sequence_ids(const at::Tensor& position_ids);
+// Causal attention within each packed sequence: [b, 1, s, s], true = may attend.
+at::Tensor packed_causal_mask(const at::Tensor& sequence_ids);
+
 // [b, s, h*d] -> [b, h, s, d]
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
 

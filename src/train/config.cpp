@@ -38,6 +38,7 @@ void for_each_field(C& c, F&& f) {
   f("format", c.format);
   f("max_length", c.max_length);
   f("packing", c.packing);
+  f("padding_free", c.padding_free);
   f("completion_only_loss", c.completion_only_loss);
   f("chat_loss_turns", c.chat_loss_turns);
   f("on_bad_line", c.on_bad_line);

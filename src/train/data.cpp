@@ -197,18 +197,49 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
   if (o.classification)
     for (const auto& e : out)
       if (e.class_label < 0) throw std::runtime_error(path + ": classification needs {\"text\", \"label\"} lines");
-  if (o.packing && !o.classification) {
-    // Concatenate and cut into max_length blocks (the tail shorter).
-    std::vector<Example> packed(1);
-    for (const auto& e : out)
-      for (size_t i = 0; i < e.input_ids.size(); ++i) {
-        if (static_cast<int64_t>(packed.back().input_ids.size()) == o.max_length) packed.emplace_back();
-        packed.back().input_ids.push_back(e.input_ids[i]);
-        packed.back().labels.push_back(e.labels[i]);
-      }
-    out = std::move(packed);
-  }
+  if (o.packing && !o.classification) out = pack_examples(out, o.max_length);
   return out;
+}
+
+namespace {
+// Appends one example to a row: its ids, its labels with the first one -100, positions
+// from 0 (or its own, when it is a packed row already).
+void append_example(Example& row, const Example& e) {
+  row.input_ids.insert(row.input_ids.end(), e.input_ids.begin(), e.input_ids.end());
+  const size_t first = row.labels.size();
+  row.labels.insert(row.labels.end(), e.labels.begin(), e.labels.end());
+  if (e.position_ids.empty()) {
+    if (first < row.labels.size()) row.labels[first] = -100;
+    for (size_t i = 0; i < e.input_ids.size(); ++i) row.position_ids.push_back(static_cast<int64_t>(i));
+  } else {
+    row.position_ids.insert(row.position_ids.end(), e.position_ids.begin(), e.position_ids.end());
+  }
+}
+}  // namespace
+
+std::vector<Example> pack_examples(const std::vector<Example>& xs, int64_t max_length) {
+  std::vector<size_t> order(xs.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return xs[a].input_ids.size() > xs[b].input_ids.size(); });
+  std::vector<Example> rows;
+  std::multimap<int64_t, size_t> room;  // free tokens -> row
+  for (size_t i : order) {
+    const auto n = static_cast<int64_t>(xs[i].input_ids.size());
+    auto it = room.lower_bound(n);  // the fullest row it fits in
+    size_t r;
+    if (it == room.end()) {
+      r = rows.size();
+      rows.emplace_back();
+    } else {
+      r = it->second;
+      room.erase(it);
+    }
+    append_example(rows[r], xs[i]);
+    const int64_t left = max_length - static_cast<int64_t>(rows[r].input_ids.size());
+    if (left > 0) room.emplace(left, r);
+  }
+  return rows;
 }
 
 std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy,
@@ -238,7 +269,7 @@ std::vector<Example> load_image_examples(const std::string& images_npy, const st
   return out;
 }
 
-Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal) {
+Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal, bool flatten) {
   if (!xs.empty() && xs.front()->pixel_values.defined()) {
     Batch out;
     std::vector<at::Tensor> px;
@@ -252,14 +283,25 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
     out.num_items = static_cast<int64_t>(xs.size());
     return out;
   }
+  const bool positions =
+      causal && (flatten || std::any_of(xs.begin(), xs.end(), [](const Example* e) { return !e->position_ids.empty(); }));
+  std::vector<Example> flat;
+  std::vector<const Example*> rows = xs;
+  if (causal && flatten) {
+    flat.emplace_back();
+    for (const auto* e : xs) append_example(flat.back(), *e);
+    rows = {&flat.back()};
+  }
   size_t len = 0;
-  for (const auto* e : xs) len = std::max(len, e->input_ids.size());
-  const auto b = static_cast<int64_t>(xs.size()), s = static_cast<int64_t>(len);
-  std::vector<int64_t> ids(b * s, pad_id), mask(b * s, 0), labels(causal ? b * s : b, -100);
+  for (const auto* e : rows) len = std::max(len, e->input_ids.size());
+  const auto b = static_cast<int64_t>(rows.size()), s = static_cast<int64_t>(len);
+  std::vector<int64_t> ids(b * s, pad_id), mask(b * s, 0), labels(causal ? b * s : b, -100), pos;
+  if (positions) pos.assign(b * s, 0);
   Batch out;
   for (int64_t i = 0; i < b; ++i) {
-    const auto& e = *xs[i];
-    for (size_t t = 0; t < e.input_ids.size(); ++t) {
+    const auto& e = *rows[i];
+    const int64_t n = static_cast<int64_t>(e.input_ids.size());
+    for (int64_t t = 0; t < n; ++t) {
       ids[i * s + t] = e.input_ids[t];
       mask[i * s + t] = 1;
       if (causal) {
@@ -267,12 +309,17 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
         if (t > 0 && e.labels[t] != -100) ++out.num_items;  // position 0 never has a prediction
       }
     }
+    // Padding counts from 0 again: a sequence of its own, which no real token sees.
+    if (positions)
+      for (int64_t t = 0; t < s; ++t)
+        pos[i * s + t] = t < n ? (e.position_ids.empty() ? t : e.position_ids[t]) : t - n;
     if (!causal) labels[i] = e.class_label;
   }
   if (!causal) out.num_items = b;
   out.input_ids = at::tensor(ids, at::kLong).view({b, s});
   out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
   out.labels = causal ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
+  if (positions) out.position_ids = at::tensor(pos, at::kLong).view({b, s});
   return out;
 }
 

@@ -15,6 +15,7 @@ namespace peft {
 struct Example {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;  // causal LM: per token, -100 = no loss
+  std::vector<int64_t> position_ids;  // packed rows: restart at 0 per example; empty = 0, 1, ...
   int64_t class_label = -1;     // classification
   at::Tensor pixel_values;      // image classification: [channels, height, width]
 };
@@ -22,7 +23,7 @@ struct Example {
 struct DataOptions {
   std::string format = "auto";
   int64_t max_length = 512;
-  bool packing = false;
+  bool packing = false;  // causal LM: whole examples into rows of max_length, kept apart
   bool completion_only_loss = true;
   bool last_turn_only = false;           // messages: loss on the last assistant turn only
   bool skip_bad_lines = false;
@@ -47,13 +48,22 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
 std::vector<Example> load_image_examples(const std::string& images_npy, const std::string& labels_npy,
                                          int64_t num_labels);
 
+// Causal LM packing (TRL's best-fit decreasing): whole examples into as few rows of at
+// most max_length tokens as fit, longest first. Position ids restart at 0 for each
+// example, so attention stays within it, and its first label is -100, so it is not
+// predicted from the example before it (HF's DataCollatorWithFlattening does the same).
+std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t max_length);
+
 struct Batch {
   at::Tensor input_ids, attention_mask, labels;  // labels: [b, s] (LM) or [b] (classes)
+  at::Tensor position_ids;  // packed or flattened rows; then the model gets no attention_mask
   at::Tensor pixel_values;                       // images instead of ids
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 
-// Right-pads with pad_id; LM labels get -100 on padding.
-Batch collate(const std::vector<const Example*>& examples, int64_t pad_id, bool causal);
+// Right-pads with pad_id; LM labels get -100 on padding. `flatten` (causal LM): the
+// examples become one row [1, total] without padding, as HF's DataCollatorWithFlattening
+// makes it (padding-free training).
+Batch collate(const std::vector<const Example*>& examples, int64_t pad_id, bool causal, bool flatten = false);
 
 }  // namespace peft

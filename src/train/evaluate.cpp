@@ -18,7 +18,9 @@ BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causa
     in.pixel_values = b.pixel_values.to(dev);
   } else {
     in.input_ids = b.input_ids.to(dev);
-    in.attention_mask = b.attention_mask.to(dev);
+    // Packed rows are told apart by their positions; a padding mask would hide that.
+    if (b.position_ids.defined()) in.position_ids = b.position_ids.to(dev);
+    else in.attention_mask = b.attention_mask.to(dev);
   }
   AdaptableLayer* head = causal ? peft.model().output_layer() : nullptr;
   in.skip_logits = head != nullptr;

@@ -43,6 +43,15 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     s.peft->add_adapter("default", *method, cfg.seed);
   }
   report_new_heads(*s.model, s.peft.get());
+  if (cfg.packing || cfg.padding_free) {
+    const char* what = cfg.packing ? "packing" : "padding_free";
+    if (!s.causal) throw std::runtime_error(std::string(what) + " is for causal LMs; " + cfg.model + " is a classifier");
+    // Packed sequences are told apart by position ids, which virtual tokens would shift.
+    for (const auto& name : s.peft->active_adapters())
+      if (s.peft->input_adapter(name))
+        throw std::runtime_error(std::string(what) + " cannot be used with " + s.peft->config(name).peft_type() +
+                                 " (virtual tokens before each row would be shared by its packed examples)");
+  }
   if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);  // after the adapters: they decide
   return s;
 }

@@ -239,7 +239,7 @@ Batch Trainer::micro_batch(int64_t epoch, int64_t index) {
   std::vector<const Example*> xs;
   for (int64_t k = index * bs; k < std::min<int64_t>((index + 1) * bs, train_data_.size()); ++k)
     xs.push_back(&train_data_[orders_[epoch][k]]);
-  return collate(xs, s_.pad_id, s_.causal);
+  return collate(xs, s_.pad_id, s_.causal, cfg_.padding_free);
 }
 
 // One optimizer step over gradient_accumulation_steps micro-batches.

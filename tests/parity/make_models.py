@@ -12,7 +12,7 @@ For every case a directory OUT_DIR/<case>/ is (re)created with:
 
 reference.safetensors tensors:
   LM models   : input_ids, attention_mask, logits, gen_input_ids, gen_output_ids,
-                num_parameters
+                packed_input_ids, packed_position_ids, packed_logits, num_parameters
   BertModel   : input_ids, attention_mask, token_type_ids, last_hidden_state,
                 pooler_output, num_parameters
   Bert cls    : input_ids, attention_mask, token_type_ids, logits, num_parameters
@@ -52,6 +52,7 @@ hf_logging.disable_progress_bar()
 B = 3
 S = 7
 LENGTHS = [7, 4, 1]  # ragged, row 0 is full length
+PACKED_SEGMENTS = [[5, 4, 3], [1, 6, 5]]  # sequence lengths in each packed row
 GEN_PROMPT_LEN = 5
 GEN_NEW = 32
 # spec requires > 1e-3; we ask for a bit more head-room for float32 C++ parity
@@ -274,6 +275,16 @@ def make_text_inputs(vocab):
     return input_ids, attention_mask
 
 
+def make_packed_inputs(vocab, seed):
+    """Rows of several sequences each, told apart only by position ids that restart at 0
+    (DataCollatorWithFlattening's form); transformers then keeps each sequence's attention
+    within itself. Drawn from their own generator so the other inputs stay as they were."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (len(PACKED_SEGMENTS), sum(PACKED_SEGMENTS[0])), generator=gen, dtype=torch.int64)
+    pos = torch.tensor([[i for n in row for i in range(n)] for row in PACKED_SEGMENTS], dtype=torch.int64)
+    return ids, pos
+
+
 def ragged(t, lengths):
     return [t[b, :n].tolist() for b, n in enumerate(lengths)]
 
@@ -368,6 +379,17 @@ def make_case(out_root, idx, name, kind, cls, cfg_factory, save_kwargs):
                 logits=logits.float().contiguous(),
                 gen_input_ids=gen_in.contiguous(),
                 gen_output_ids=gen_out,
+            )
+            packed_ids, packed_pos = make_packed_inputs(vocab, seed + 2)
+            with torch.no_grad():
+                packed_logits = model(packed_ids, position_ids=packed_pos, use_cache=False).logits
+                # transformers keeps packed sequences apart: the last one of row 0 alone
+                alone = model(packed_ids[:1, -PACKED_SEGMENTS[0][-1] :], use_cache=False).logits
+            assert torch.allclose(packed_logits[:1, -PACKED_SEGMENTS[0][-1] :], alone, atol=1e-5), name
+            ref.update(
+                packed_input_ids=packed_ids,
+                packed_position_ids=packed_pos,
+                packed_logits=packed_logits.float().contiguous(),
             )
             note = f"min_gen_margin={margin:.4f}"
         elif kind in ("bert", "bert_cls"):

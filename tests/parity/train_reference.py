@@ -6,6 +6,7 @@ Usage:
       [--steps 24] [--grad-accum 2] [--batch 2] [--lr 1e-3] [--warmup 3]
       [--weight-decay 0.01] [--max-grad-norm 1.0] [--scheduler linear]
       [--r 4] [--alpha 8] [--targets q_proj,v_proj] [--seed 0]
+      [--padding-free] (micro-batches collated by DataCollatorWithFlattening)
       [--gen-rows N]   (first (re)write DATA.jsonl with N random rows)
       [--verify]       (re-run the whole loop by hand, without Trainer, and
                         compare losses / lr / grad_norm / final adapter)
@@ -58,6 +59,7 @@ import torch
 from torch.utils.data import Dataset, SequentialSampler
 from transformers import (
     AutoModelForCausalLM,
+    DataCollatorWithFlattening,
     PrinterCallback,
     Trainer,
     TrainerCallback,
@@ -109,8 +111,14 @@ class RowsDataset(Dataset):
         return {"input_ids": self.rows[i], "row": i}
 
 
+PADDING_FREE = False  # --padding-free: transformers' DataCollatorWithFlattening instead
+
+
 def collate(features):
-    """Right-pad with PAD_ID to the longest row; labels = input_ids, -100 on padding."""
+    """Right-pad with PAD_ID to the longest row; labels = input_ids, -100 on padding.
+    Padding-free: one row [1, total] with position ids restarting per example."""
+    if PADDING_FREE:
+        return DataCollatorWithFlattening()([{"input_ids": f["input_ids"]} for f in features])
     longest = max(len(f["input_ids"]) for f in features)
     ids = torch.full((len(features), longest), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(features), longest), dtype=torch.long)
@@ -284,7 +292,8 @@ def step_loss(model, step_rows, rows):
     for b in batches:
         # Trainer sets model.config.use_cache = args.use_cache (False): no KV cache in training forwards
         # (with a DynamicCache, K/V go through torch.cat and results differ in the last ulp)
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits.float()
+        masks = {"position_ids": b["position_ids"]} if PADDING_FREE else {"attention_mask": b["attention_mask"]}
+        logits = model(input_ids=b["input_ids"], **masks, use_cache=False).logits.float()
         shift = torch.nn.functional.pad(b["labels"], (0, 1), value=IGNORE)[:, 1:]
         ce_sum = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), shift.reshape(-1), ignore_index=IGNORE, reduction="sum"
@@ -353,7 +362,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gen-rows", type=int, default=0)
     ap.add_argument("--verify", action="store_true")
+    ap.add_argument("--padding-free", action="store_true")
     args = ap.parse_args()
+    global PADDING_FREE
+    PADDING_FREE = args.padding_free
 
     t0 = time.time()
     if args.gen_rows > 0:
