@@ -31,6 +31,8 @@ class LayerAdapter : public Module {
   // What the host layer computes on instead of x ((IA)3 on feed-forward layers scales
   // the input); the identity for most adapters.
   virtual at::Tensor transform_input(const at::Tensor& x) { return x; }
+  // True where transform_input is not the identity (the host then computes on other input).
+  virtual bool transforms_input() const { return false; }
   // Folds the adapter into the host's weights / takes it back out.
   virtual void merge() = 0;
   virtual void unmerge() = 0;
@@ -46,6 +48,39 @@ class LayerAdapter : public Module {
   explicit LayerAdapter(AdaptableLayer* host) : host_(host) {}
   AdaptableLayer* host_;
   bool merged_ = false;
+};
+
+// A mixed-adapter batch (serving): row i of every layer input uses adapter row_adapters[i]
+// ("" = the base model alone) instead of the layers' active lists. The base product runs
+// once for the whole batch; each adapter then runs on its own rows. Installed for the
+// length of a forward by MixedBatch::Scope (PeftModel::forward_mixed); the model code never
+// sees it.
+class MixedBatch {
+ public:
+  MixedBatch(const std::vector<std::string>& row_adapters, at::Device device);
+  struct Group {
+    std::string adapter;
+    at::Tensor rows;  // int64 row indices on the device
+    int64_t count;
+  };
+  const std::vector<Group>& groups() const { return groups_; }  // first-appearance order
+  int64_t batch() const { return batch_; }
+
+  class [[nodiscard]] Scope {
+   public:
+    explicit Scope(const MixedBatch* m);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    const MixedBatch* prev_;
+  };
+  static const MixedBatch* current();  // this thread's, or nullptr
+
+ private:
+  std::vector<Group> groups_;
+  int64_t batch_;
 };
 
 // What a layer computes, as far as adapters care.
@@ -94,6 +129,8 @@ class AdaptableLayer : public Module {
   bool adapters_disabled = false;   // true: base output only
 
  private:
+  at::Tensor mixed_forward(const at::Tensor& x, const MixedBatch& m);
+
   std::vector<std::pair<std::string, std::shared_ptr<LayerAdapter>>> adapters_;
 };
 

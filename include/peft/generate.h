@@ -6,6 +6,10 @@
 
 #include "peft/model.h"
 
+namespace at {
+class Generator;
+}
+
 namespace peft {
 
 struct GenerationConfig {
@@ -20,6 +24,10 @@ struct GenerationConfig {
 
   void validate() const;  // throws naming the first out-of-range setting
 };
+
+// The next token for each row of logits [rows, vocab] (float): argmax, or a draw after
+// temperature, top-k and top-p (transformers' order) when cfg.do_sample.
+at::Tensor next_tokens(const at::Tensor& logits, const GenerationConfig& cfg, at::Generator& gen);
 
 // Continues each prompt (ragged; left-padded internally, positions counted from each
 // row's first real token, as transformers' generate does). Returns, per row, the prompt

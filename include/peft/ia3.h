@@ -36,6 +36,7 @@ class IA3Layer : public LayerAdapter {
   IA3Layer(AdaptableLayer* host, bool feedforward);
   std::string type_name() const override { return "IA3Layer"; }
   at::Tensor transform_input(const at::Tensor& x) override;
+  bool transforms_input() const override { return feedforward; }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
   void merge() override;
   void unmerge() override;

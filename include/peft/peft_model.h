@@ -39,6 +39,14 @@ class PeftModel {
   void delete_adapter(const std::string& name);
 
   ModelOutputs forward(const ModelInputs& in) { return model_->forward(in); }
+  // One forward of a batch whose rows use different adapters (HF PEFT's adapter_names):
+  // row i uses row_adapters[i], "" or "__base__" for the base model alone, whatever is
+  // active. Layer adapters only (LoRA and its variants, (IA)3, LoHa/LoKr, ...): adapters
+  // with soft prompts, modules_to_save or trained base parameters, or merged ones, are
+  // refused by name.
+  ModelOutputs forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters);
+  // Why `name` cannot take part in a mixed batch, or "" when it can.
+  std::string mixed_batch_refusal(const std::string& name) const;
   Model& model() { return *model_; }
   std::shared_ptr<Model> model_ptr() { return model_; }
 

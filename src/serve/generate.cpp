@@ -33,6 +33,12 @@ at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
 
 }  // namespace
 
+at::Tensor next_tokens(const at::Tensor& logits, const GenerationConfig& cfg, at::Generator& gen) {
+  if (!cfg.do_sample) return logits.argmax(-1).cpu();
+  auto probs = warp(logits, cfg).softmax(-1).cpu();
+  return at::multinomial(probs, 1, false, gen).squeeze(-1);
+}
+
 void GenerationConfig::validate() const {
   auto bad = [](const std::string& m) { throw std::invalid_argument(m); };
   if (max_new_tokens < 0 || max_new_tokens > (int64_t{1} << 24))
@@ -81,13 +87,7 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   in.cache = &cache;
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     auto logits = model.forward(in).logits.select(1, -1).to(at::kFloat);
-    at::Tensor next;
-    if (cfg.do_sample) {
-      auto probs = warp(logits, cfg).softmax(-1).cpu();
-      next = at::multinomial(probs, 1, false, gen).squeeze(-1);
-    } else {
-      next = logits.argmax(-1).cpu();
-    }
+    at::Tensor next = next_tokens(logits, cfg, gen);
     auto next_acc = next.accessor<int64_t, 1>();
     bool all_done = true;
     for (int64_t i = 0; i < b; ++i) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "peft/layers.h"
@@ -119,6 +120,38 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
   attachments_[name] = std::move(attached);
   if (active_.empty()) active_ = {name};
   apply_state();
+}
+
+std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
+  auto cfg = configs_.find(name);
+  if (cfg == configs_.end()) return "no adapter named '" + name + "' is loaded";
+  const std::string what = "adapter '" + name + "' (" + cfg->second->peft_type() + ")";
+  if (inputs_.count(name)) return what + " has virtual tokens; it runs in batches of its own";
+  for (const auto& [path, saved] : saved_modules_)
+    if (saved.copies.count(name)) return what + " has its own copy of " + path + " (modules_to_save)";
+  if (!cfg->second->trained_base_parameters(*model_, adapted_paths(name)).empty())
+    return what + " changes base parameters";
+  for (const auto& a : attachments_.at(name))
+    if (a.layer->adapter(name)->merged()) return what + " is merged into the base weights";
+  return "";
+}
+
+ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters) {
+  if (static_cast<int64_t>(row_adapters.size()) != in.batch_size())
+    throw std::invalid_argument("forward_mixed: " + std::to_string(row_adapters.size()) + " adapter names for " +
+                                std::to_string(in.batch_size()) + " rows");
+  std::vector<std::string> rows(row_adapters);
+  for (auto& n : rows) {
+    if (n == "__base__") n.clear();
+    if (n.empty()) continue;
+    if (auto why = mixed_batch_refusal(n); !why.empty()) throw std::invalid_argument(why);
+  }
+  MixedBatch mixed(rows, model_->device());
+  // The base model underneath: no active adapter's copies or soft prompt.
+  std::optional<Disabled> off;
+  if (!disabled_ && !active_.empty()) off.emplace(this);
+  MixedBatch::Scope scope(&mixed);
+  return model_->forward(in);
 }
 
 InputAdapter* PeftModel::input_adapter(const std::string& name) const {

@@ -1,0 +1,136 @@
+// Serving engine: continuous batching of generation requests over one base model, each
+// request with its own adapter (or none), all in one mixed batch.
+//
+// A worker thread owns the model. At every decoding step it admits waiting requests (in
+// arrival order, while the batch has room and the KV budget allows), prefills each, and
+// decodes one token for every running request in a single forward whose rows use their
+// own adapters (PeftModel::forward_mixed). Finished requests leave at once, so the batch
+// changes from step to step. Adapters are loaded and removed between steps, without
+// stopping running requests.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "peft/generate.h"
+#include "peft/peft_model.h"
+
+namespace peft {
+
+// What a request hears: each new token, and on the last call why it ended.
+struct TokenEvent {
+  int64_t token = -1;          // -1 when no token comes with the event (error, cancel)
+  bool done = false;
+  std::string finish_reason;   // with done: "stop" (EOS/stop id), "length", "cancelled", "error"
+  std::string error;           // with finish_reason "error"
+};
+
+struct ServeRequest {
+  std::vector<int64_t> prompt;  // token ids, non-empty
+  std::string adapter;          // "" = the base model
+  GenerationConfig gen;         // max_new_tokens, sampling and seed, stop ids (eos_token_ids)
+  // Called on the engine thread, in order; must not block for long.
+  std::function<void(const TokenEvent&)> on_event;
+};
+
+// The queue is full, or the engine is draining (HTTP 429).
+struct QueueFull : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+// The request names an adapter that is not loaded (HTTP 404).
+struct UnknownAdapter : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+struct EngineOptions {
+  int64_t max_batch = 16;        // requests decoded together
+  int64_t max_kv_tokens = 65536;  // KV positions reserved by running requests (prompt + max_new_tokens each)
+  int64_t max_queue = 1024;      // waiting requests; beyond, submit throws QueueFull
+  int64_t max_context = 0;       // prompt + max_new_tokens per request; 0: the model's max_position_embeddings
+};
+
+struct EngineStats {
+  int64_t queued = 0, running = 0;
+  int64_t requests_done = 0, tokens_generated = 0, steps = 0;
+  std::vector<double> ttft_seconds, inter_token_seconds;  // recent samples (bounded)
+};
+
+class Engine {
+ public:
+  // The engine drives `peft` from its own thread until destroyed; callers touch the model
+  // only through run_between_steps.
+  Engine(PeftModel& peft, EngineOptions opts = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a request and returns its id. Throws UnknownAdapter, std::invalid_argument for
+  // a request that can never run (empty prompt, ids outside the vocabulary, too long for
+  // the context or the KV budget, an adapter that cannot join a mixed batch) and QueueFull
+  // when the queue is full.
+  uint64_t submit(ServeRequest r);
+  // Ends a queued or running request with finish_reason "cancelled"; false if unknown.
+  bool cancel(uint64_t id);
+  // Runs fn on the engine thread between two steps (loading or removing an adapter) and
+  // returns when it has run; its exception is rethrown here.
+  void run_between_steps(const std::function<void(PeftModel&)>& fn);
+  // Stops admitting new requests (submit throws QueueFull), lets queued and running ones
+  // finish, then returns.
+  void drain();
+  EngineStats stats() const;
+  const EngineOptions& options() const { return opts_; }
+  // The loaded adapters (as of the last step).
+  std::vector<std::string> adapters() const;
+
+ private:
+  struct Running;
+  void refresh_adapters();  // engine thread: snapshot of what submit may accept
+  void loop();
+  void step();
+  void admit();
+  void prefill(Running& r);
+  void decode();
+  void finish(Running& r, const std::string& reason, const std::string& error = "");
+  void remove_rows(const std::vector<size_t>& rows);
+  void emit(Running& r, int64_t token);
+
+  PeftModel& peft_;
+  EngineOptions opts_;
+  mutable std::mutex mu_;
+  std::condition_variable wake_, idle_;
+  struct Queued {
+    uint64_t id;
+    ServeRequest req;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::deque<Queued> queue_;
+  std::deque<std::function<void()>> commands_;
+  std::vector<uint64_t> cancels_;
+  std::map<std::string, std::string> adapter_refusals_;  // loaded adapter -> why it cannot mix ("" = it can)
+  int64_t vocab_ = 0, context_ = 0;
+  std::set<uint64_t> live_;  // queued or running ids
+  uint64_t next_id_ = 1;
+  bool stopping_ = false, draining_ = false;
+  EngineStats stats_;
+
+  // Engine-thread state: the running requests, one row each of the batch KV cache.
+  std::vector<std::unique_ptr<Running>> running_;
+  KVCache cache_;
+  at::Tensor mask_;  // [rows, cache length], 1 = a real position (rows are left-padded)
+  int64_t kv_reserved_ = 0;
+  std::thread worker_;
+};
+
+}  // namespace peft

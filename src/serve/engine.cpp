@@ -1,0 +1,401 @@
+#include "peft/engine.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <future>
+#include <optional>
+
+#include "peft/layers.h"
+
+namespace peft {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+constexpr size_t kLatencySamples = 4096;
+
+void record(std::vector<double>& samples, double v) {
+  if (samples.size() == kLatencySamples) samples.erase(samples.begin(), samples.begin() + kLatencySamples / 2);
+  samples.push_back(v);
+}
+
+std::string what_of(const std::exception& e) {
+  if (auto* c = dynamic_cast<const c10::Error*>(&e)) {
+    std::string m = c->what_without_backtrace();
+    return m.substr(0, m.find('\n'));
+  }
+  return e.what();
+}
+}  // namespace
+
+struct Engine::Running {
+  uint64_t id;
+  ServeRequest req;
+  int64_t generated = 0;
+  int64_t next_input = 0;  // the token the next decode step feeds
+  int64_t position = 0;    // its position id
+  int64_t reserved = 0;    // KV positions held
+  at::Generator gen;
+  Clock::time_point submitted, last_token;
+};
+
+Engine::Engine(PeftModel& peft, EngineOptions opts) : peft_(peft), opts_(opts) {
+  Model& m = peft_.model();
+  if (m.task() != TaskKind::kCausalLM) throw std::invalid_argument(m.type_name() + " is not a causal LM; it cannot serve");
+  if (opts_.max_batch < 1 || opts_.max_kv_tokens < 1 || opts_.max_queue < 0)
+    throw std::invalid_argument("max_batch and max_kv_tokens must be >= 1, max_queue >= 0");
+  if (auto* emb = m.input_embeddings()) vocab_ = emb->num_embeddings;
+  context_ = opts_.max_context > 0 ? opts_.max_context : m.max_positions();
+  refresh_adapters();
+  worker_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard lk(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  worker_.join();
+}
+
+void Engine::refresh_adapters() {
+  std::map<std::string, std::string> r;
+  for (const auto& name : peft_.adapters()) r[name] = peft_.mixed_batch_refusal(name);
+  std::lock_guard lk(mu_);
+  adapter_refusals_ = std::move(r);
+}
+
+std::vector<std::string> Engine::adapters() const {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, _] : adapter_refusals_) out.push_back(name);
+  return out;
+}
+
+uint64_t Engine::submit(ServeRequest r) {
+  r.gen.validate();
+  const auto n = static_cast<int64_t>(r.prompt.size());
+  if (n == 0) throw std::invalid_argument("the prompt is empty");
+  for (int64_t id : r.prompt)
+    if (id < 0 || (vocab_ > 0 && id >= vocab_))
+      throw std::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                  std::to_string(vocab_) + ")");
+  const int64_t need = n + r.gen.max_new_tokens;
+  if (context_ > 0 && need > context_)
+    throw std::invalid_argument("the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+                                std::to_string(r.gen.max_new_tokens) + ") exceeds the context of " +
+                                std::to_string(context_) + " tokens");
+  if (need > opts_.max_kv_tokens)
+    throw std::invalid_argument("the prompt plus max_tokens (" + std::to_string(need) +
+                                " tokens) exceeds the KV budget of " + std::to_string(opts_.max_kv_tokens));
+  std::unique_lock lk(mu_);
+  if (r.adapter == "__base__") r.adapter.clear();
+  if (!r.adapter.empty()) {
+    auto it = adapter_refusals_.find(r.adapter);
+    if (it == adapter_refusals_.end()) throw UnknownAdapter("no adapter named '" + r.adapter + "' is loaded");
+    if (!it->second.empty()) throw std::invalid_argument(it->second);
+  }
+  if (stopping_ || draining_) throw QueueFull("the server is shutting down");
+  if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue)
+    throw QueueFull("the queue is full (" + std::to_string(opts_.max_queue) + " requests waiting)");
+  const uint64_t id = next_id_++;
+  queue_.push_back({id, std::move(r), Clock::now()});
+  live_.insert(id);
+  stats_.queued = static_cast<int64_t>(queue_.size());
+  lk.unlock();
+  wake_.notify_all();
+  return id;
+}
+
+bool Engine::cancel(uint64_t id) {
+  {
+    std::lock_guard lk(mu_);
+    if (!live_.count(id)) return false;
+    cancels_.push_back(id);
+  }
+  wake_.notify_all();
+  return true;
+}
+
+void Engine::run_between_steps(const std::function<void(PeftModel&)>& fn) {
+  if (std::this_thread::get_id() == worker_.get_id()) {
+    fn(peft_);
+    refresh_adapters();
+    return;
+  }
+  // The snapshot submit checks against is refreshed before the caller returns, even when
+  // fn fails half-way.
+  std::packaged_task<void()> task([&] {
+    struct Refresh {
+      Engine* e;
+      ~Refresh() { e->refresh_adapters(); }
+    } refresh{this};
+    fn(peft_);
+  });
+  auto done = task.get_future();
+  {
+    std::lock_guard lk(mu_);
+    if (stopping_) throw std::runtime_error("the engine is stopping");
+    commands_.emplace_back([&task] { task(); });
+  }
+  wake_.notify_all();
+  done.get();
+}
+
+void Engine::drain() {
+  std::unique_lock lk(mu_);
+  draining_ = true;
+  wake_.notify_all();
+  idle_.wait(lk, [&] { return queue_.empty() && live_.empty(); });
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lk(mu_);
+  return stats_;
+}
+
+void Engine::loop() {
+  c10::InferenceMode guard;
+  for (;;) {
+    {
+      std::unique_lock lk(mu_);
+      wake_.wait(lk, [&] {
+        return stopping_ || !queue_.empty() || !commands_.empty() || !cancels_.empty() || !running_.empty();
+      });
+      if (stopping_) break;
+    }
+    step();
+  }
+  // Stopping: pending commands still run (their callers wait); whatever is left ends as
+  // cancelled.
+  std::deque<std::function<void()>> commands;
+  {
+    std::lock_guard lk(mu_);
+    commands.swap(commands_);
+  }
+  for (auto& c : commands) c();
+  for (auto& r : running_) finish(*r, "cancelled");
+  running_.clear();
+  std::deque<Queued> left;
+  {
+    std::lock_guard lk(mu_);
+    left.swap(queue_);
+  }
+  for (auto& q : left)
+    if (q.req.on_event) q.req.on_event({-1, true, "cancelled", ""});
+  std::lock_guard lk(mu_);
+  live_.clear();
+  idle_.notify_all();
+}
+
+void Engine::step() {
+  std::deque<std::function<void()>> commands;
+  std::vector<uint64_t> cancels;
+  {
+    std::lock_guard lk(mu_);
+    commands.swap(commands_);
+    cancels.swap(cancels_);
+  }
+  for (auto& c : commands) c();  // a packaged task: its exception goes to the caller
+  for (uint64_t id : cancels) {
+    std::optional<ServeRequest> queued;
+    {
+      std::lock_guard lk(mu_);
+      auto it = std::find_if(queue_.begin(), queue_.end(), [&](const Queued& q) { return q.id == id; });
+      if (it != queue_.end()) {
+        queued = std::move(it->req);
+        queue_.erase(it);
+        live_.erase(id);
+      }
+    }
+    if (queued && queued->on_event) queued->on_event({-1, true, "cancelled", ""});
+    for (size_t i = 0; i < running_.size(); ++i)
+      if (running_[i]->id == id) {
+        finish(*running_[i], "cancelled");
+        remove_rows({i});
+        break;
+      }
+  }
+  admit();
+  if (!running_.empty()) decode();
+  std::lock_guard lk(mu_);
+  stats_.steps++;
+  stats_.queued = static_cast<int64_t>(queue_.size());
+  stats_.running = static_cast<int64_t>(running_.size());
+  if (queue_.empty() && live_.empty()) idle_.notify_all();
+}
+
+void Engine::admit() {
+  while (static_cast<int64_t>(running_.size()) < opts_.max_batch) {
+    auto r = std::make_unique<Running>();
+    {
+      std::lock_guard lk(mu_);
+      if (queue_.empty()) return;
+      Queued& front = queue_.front();
+      const int64_t need = static_cast<int64_t>(front.req.prompt.size()) + front.req.gen.max_new_tokens;
+      if (kv_reserved_ + need > opts_.max_kv_tokens) return;  // in order: the head waits for room
+      r->id = front.id;
+      r->req = std::move(front.req);
+      r->submitted = front.at;
+      queue_.pop_front();
+      r->reserved = need;
+      kv_reserved_ += need;
+    }
+    r->gen = at::detail::createCPUGenerator(r->req.gen.seed);
+    try {
+      prefill(*r);
+    } catch (const std::exception& e) {
+      finish(*r, "error", what_of(e));
+    }
+  }
+}
+
+// The request's prompt alone, with its own cache; its first token; then its cache joins
+// the batch as one more row (left-padded to the batch's length, or the batch to its).
+void Engine::prefill(Running& r) {
+  const auto n = static_cast<int64_t>(r.req.prompt.size());
+  const at::Device dev = peft_.model().device();
+  KVCache cache;
+  ModelInputs in;
+  in.input_ids = at::tensor(r.req.prompt, at::kLong).view({1, n}).to(dev);
+  in.cache = &cache;
+  auto logits = peft_.forward_mixed(in, {r.req.adapter}).logits.select(1, -1).to(at::kFloat);
+  if (r.req.gen.max_new_tokens == 0) return finish(r, "length");
+  const int64_t tok = next_tokens(logits, r.req.gen, r.gen)[0].item<int64_t>();
+  r.position = n;
+  emit(r, tok);
+  if (r.generated < 0) return;  // finished by its first token
+  auto row_mask = at::ones({1, n}, at::TensorOptions(at::kLong).device(dev));
+  if (running_.empty()) {
+    cache_ = std::move(cache);
+    mask_ = row_mask;
+  } else {
+    const int64_t len = mask_.size(1), pad = std::abs(len - n);
+    auto left_pad = [&](const at::Tensor& t, int64_t dim) {
+      auto sizes = t.sizes().vec();
+      sizes[dim] = pad;
+      return pad == 0 ? t : at::cat({at::zeros(sizes, t.options()), t}, dim);
+    };
+    for (size_t l = 0; l < cache_.keys.size(); ++l) {
+      auto& bk = cache_.keys[l];
+      auto& bv = cache_.values[l];
+      auto rk = cache.keys[l], rv = cache.values[l];
+      if (n < len) rk = left_pad(rk, 2), rv = left_pad(rv, 2);
+      else bk = left_pad(bk, 2), bv = left_pad(bv, 2);
+      bk = at::cat({bk, rk}, 0);
+      bv = at::cat({bv, rv}, 0);
+    }
+    if (n < len) row_mask = left_pad(row_mask, 1);
+    else mask_ = left_pad(mask_, 1);
+    mask_ = at::cat({mask_, row_mask}, 0);
+  }
+  running_.push_back(std::make_unique<Running>(std::move(r)));
+}
+
+// One token for every running request: one forward, each row with its own adapter.
+void Engine::decode() {
+  const at::Device dev = peft_.model().device();
+  const auto b = static_cast<int64_t>(running_.size());
+  std::vector<int64_t> ids(b), pos(b);
+  std::vector<std::string> adapters(b);
+  for (int64_t i = 0; i < b; ++i) {
+    ids[i] = running_[i]->next_input;
+    pos[i] = running_[i]->position;
+    adapters[i] = running_[i]->req.adapter;
+  }
+  mask_ = at::cat({mask_, at::ones({b, 1}, mask_.options())}, 1);
+  ModelInputs in;
+  in.input_ids = at::tensor(ids, at::kLong).view({b, 1}).to(dev);
+  in.position_ids = at::tensor(pos, at::kLong).view({b, 1}).to(dev);
+  in.attention_mask = mask_;
+  in.cache = &cache_;
+  at::Tensor logits;
+  try {
+    logits = peft_.forward_mixed(in, adapters).logits.select(1, -1).to(at::kFloat);
+  } catch (const std::exception& e) {
+    const std::string why = what_of(e);
+    std::vector<size_t> all;
+    for (size_t i = 0; i < running_.size(); ++i) finish(*running_[i], "error", why), all.push_back(i);
+    remove_rows(all);
+    return;
+  }
+  std::vector<size_t> done;
+  for (int64_t i = 0; i < b; ++i) {
+    Running& r = *running_[i];
+    r.position++;
+    emit(r, next_tokens(logits.narrow(0, i, 1), r.req.gen, r.gen)[0].item<int64_t>());
+    if (r.generated < 0) done.push_back(static_cast<size_t>(i));
+  }
+  if (!done.empty()) remove_rows(done);
+}
+
+// Sends a token; a request that ends with it is finished (generated set to -1).
+void Engine::emit(Running& r, int64_t token) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lk(mu_);
+    const double since = std::chrono::duration<double>(now - (r.generated == 0 ? r.submitted : r.last_token)).count();
+    record(r.generated == 0 ? stats_.ttft_seconds : stats_.inter_token_seconds, since);
+    stats_.tokens_generated++;
+  }
+  r.last_token = now;
+  r.generated++;
+  r.next_input = token;
+  const auto& eos = r.req.gen.eos_token_ids;
+  const bool stop = std::find(eos.begin(), eos.end(), token) != eos.end();
+  const bool length = r.generated >= r.req.gen.max_new_tokens;
+  if (r.req.on_event) r.req.on_event({token, stop || length, stop ? "stop" : length ? "length" : "", ""});
+  if (stop || length) {
+    r.generated = -1;
+    std::lock_guard lk(mu_);
+    kv_reserved_ -= r.reserved;
+    r.reserved = 0;
+    live_.erase(r.id);
+    stats_.requests_done++;
+  }
+}
+
+// Ends a request without a token (cancelled, error, or nothing to generate).
+void Engine::finish(Running& r, const std::string& reason, const std::string& error) {
+  if (r.generated < 0) return;
+  r.generated = -1;
+  if (r.req.on_event) r.req.on_event({-1, true, reason, error});
+  std::lock_guard lk(mu_);
+  kv_reserved_ -= r.reserved;
+  r.reserved = 0;
+  live_.erase(r.id);
+  stats_.requests_done++;
+}
+
+// Drops finished rows from the batch and its cache, and left columns no row uses any more.
+void Engine::remove_rows(const std::vector<size_t>& rows) {
+  std::vector<int64_t> keep;
+  std::vector<std::unique_ptr<Running>> still;
+  for (size_t i = 0; i < running_.size(); ++i)
+    if (std::find(rows.begin(), rows.end(), i) == rows.end()) {
+      keep.push_back(static_cast<int64_t>(i));
+      still.push_back(std::move(running_[i]));
+    }
+  running_ = std::move(still);
+  if (keep.empty()) {
+    cache_ = KVCache();
+    mask_ = at::Tensor();
+    return;
+  }
+  auto idx = at::tensor(keep, at::kLong).to(mask_.device());
+  mask_ = mask_.index_select(0, idx);
+  const int64_t first = mask_.any(0).to(at::kLong).argmax().item<int64_t>();  // first used column
+  const int64_t len = mask_.size(1) - first;
+  mask_ = mask_.narrow(1, first, len);
+  for (size_t l = 0; l < cache_.keys.size(); ++l) {
+    cache_.keys[l] = cache_.keys[l].index_select(0, idx).narrow(2, first, len);
+    cache_.values[l] = cache_.values[l].index_select(0, idx).narrow(2, first, len);
+  }
+}
+
+}  // namespace peft

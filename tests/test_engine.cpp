@@ -1,0 +1,264 @@
+// Serving engine: mixed-adapter batches (PeftModel::forward_mixed) and continuous
+// batching (Engine) against HF PEFT's greedy generations with each adapter alone
+// (tests/parity/make_serving.py), and against our own merged models.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "peft/engine.h"
+#include "peft/generate.h"
+#include "peft/peft_model.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+namespace peft {
+namespace {
+
+fs::path base_dir() { return fs::path(PEFT_PARITY_DIR) / "llama_mha"; }
+fs::path serving_dir() { return fs::path(PEFT_PARITY_DIR).parent_path() / "parity_serving"; }
+
+struct Case {
+  std::vector<int64_t> prompt, tokens;
+  std::string adapter;
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (const auto& r : json::parse(std::ifstream(serving_dir() / "requests.json")))
+    out.push_back({r["prompt"].get<std::vector<int64_t>>(), r["tokens"].get<std::vector<int64_t>>(),
+                   r["adapter"].get<std::string>()});
+  return out;
+}
+
+std::vector<std::string> adapter_names() {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(serving_dir()))
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::unique_ptr<PeftModel> model_with_all_adapters() {
+  auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
+  for (const auto& n : adapter_names()) peft->load_adapter((serving_dir() / n).string(), n);
+  return peft;
+}
+
+// The tokens a request hears, and how it ended.
+struct Collector {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, std::vector<int64_t>> tokens;
+  std::map<uint64_t, std::string> reasons;
+
+  std::function<void(const TokenEvent&)> sink(uint64_t* id) {
+    return [this, id](const TokenEvent& e) {
+      std::lock_guard lk(mu);
+      if (e.token >= 0) tokens[*id].push_back(e.token);
+      if (e.done) reasons[*id] = e.finish_reason + (e.error.empty() ? "" : ": " + e.error);
+      cv.notify_all();
+    };
+  }
+  void wait_for(size_t n) {
+    std::unique_lock lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(120), [&] { return reasons.size() >= n; }));
+  }
+};
+
+ServeRequest request(const Case& c, int64_t new_tokens) {
+  ServeRequest r;
+  r.prompt = c.prompt;
+  r.adapter = c.adapter;
+  r.gen.max_new_tokens = new_tokens;
+  return r;
+}
+
+// Every row of one padded batch with its own adapter gives the logits that adapter gives
+// alone (fp32, 1e-5).
+TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
+  c10::InferenceMode guard;
+  auto peft = model_with_all_adapters();
+  const auto cs = cases();
+  const int64_t b = static_cast<int64_t>(cs.size());
+  int64_t len = 0;
+  for (const auto& c : cs) len = std::max<int64_t>(len, c.prompt.size());
+  auto ids = at::zeros({b, len}, at::kLong), mask = at::zeros({b, len}, at::kLong);
+  std::vector<std::string> rows;
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t n = cs[i].prompt.size();
+    ids[i].narrow(0, 0, n).copy_(at::tensor(cs[i].prompt, at::kLong));
+    mask[i].narrow(0, 0, n).fill_(1);
+    rows.push_back(cs[i].adapter);
+  }
+  ModelInputs in;
+  in.input_ids = ids;
+  in.attention_mask = mask;
+  auto mixed = peft->forward_mixed(in, rows).logits;
+  for (int64_t i = 0; i < b; ++i) {
+    ModelInputs one;
+    const int64_t n = cs[i].prompt.size();
+    one.input_ids = ids.narrow(0, i, 1).narrow(1, 0, n);
+    at::Tensor alone;
+    if (cs[i].adapter.empty()) {
+      auto off = peft->disable_adapters();
+      alone = peft->forward(one).logits;
+    } else {
+      peft->set_adapter({cs[i].adapter});
+      alone = peft->forward(one).logits;
+    }
+    EXPECT_LE((mixed.narrow(0, i, 1).narrow(1, 0, n) - alone).abs().max().item<double>(), 1e-5)
+        << "row " << i << " (" << cs[i].adapter << ")";
+  }
+}
+
+// All requests at once, 8 adapters and the base in one running batch: HF PEFT's greedy
+// tokens for each request with its adapter alone, and ours with that adapter merged.
+TEST(Engine, MixedBatchGreedyTokensEqualHfAndMerged) {
+  auto peft = model_with_all_adapters();
+  const auto cs = cases();
+  Collector got;
+  std::vector<uint64_t> ids(cs.size());
+  {
+    Engine engine(*peft, {.max_batch = 16});
+    for (size_t i = 0; i < cs.size(); ++i) {
+      auto r = request(cs[i], static_cast<int64_t>(cs[i].tokens.size()));
+      r.on_event = got.sink(&ids[i]);
+      std::lock_guard lk(got.mu);  // the id is known before the first event reads it
+      ids[i] = engine.submit(std::move(r));
+    }
+    got.wait_for(cs.size());
+    EXPECT_GE(engine.stats().steps, 1);
+  }
+  for (size_t i = 0; i < cs.size(); ++i) {
+    EXPECT_EQ(got.tokens[ids[i]], cs[i].tokens) << "request " << i << " (" << cs[i].adapter << ")";
+    EXPECT_EQ(got.reasons[ids[i]], "length");
+    PeftModel merged(load_model(base_dir().string()));
+    if (!cs[i].adapter.empty()) {
+      merged.load_adapter((serving_dir() / cs[i].adapter).string(), cs[i].adapter);
+      merged.merge();
+    }
+    GenerationConfig g;
+    g.max_new_tokens = static_cast<int64_t>(cs[i].tokens.size());
+    auto out = generate(merged.model(), {cs[i].prompt}, g)[0];
+    EXPECT_EQ(std::vector<int64_t>(out.begin() + cs[i].prompt.size(), out.end()), got.tokens[ids[i]]) << "merged " << i;
+  }
+}
+
+// Requests that come and go: a batch of 3, different lengths, later arrivals join while
+// others run; every request still gets exactly its tokens.
+TEST(Engine, RequestsJoinAndLeaveTheRunningBatch) {
+  auto peft = model_with_all_adapters();
+  const auto cs = cases();
+  Collector got;
+  std::vector<uint64_t> ids(cs.size());
+  std::vector<int64_t> lengths;
+  {
+    Engine engine(*peft, {.max_batch = 3, .max_kv_tokens = 60});
+    for (size_t i = 0; i < cs.size(); ++i) {
+      lengths.push_back(1 + static_cast<int64_t>(i * 5 % cs[i].tokens.size()));
+      auto r = request(cs[i], lengths.back());
+      r.on_event = got.sink(&ids[i]);
+      {
+        std::lock_guard lk(got.mu);
+        ids[i] = engine.submit(std::move(r));
+      }
+      if (i % 3 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    got.wait_for(cs.size());
+    const auto st = engine.stats();
+    EXPECT_EQ(st.requests_done, static_cast<int64_t>(cs.size()));
+    EXPECT_EQ(st.running, 0);
+  }
+  for (size_t i = 0; i < cs.size(); ++i)
+    EXPECT_EQ(got.tokens[ids[i]], std::vector<int64_t>(cs[i].tokens.begin(), cs[i].tokens.begin() + lengths[i]))
+        << "request " << i;
+}
+
+TEST(Engine, StopIdsCancelAndRunTimeAdapters) {
+  auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
+  const auto cs = cases();
+  const Case* with = nullptr;
+  for (const auto& c : cs)
+    if (c.adapter == "all_r8") with = &c;
+  ASSERT_NE(with, nullptr);
+  Engine engine(*peft, {.max_batch = 4, .max_queue = 2});
+  // Not loaded yet: refused by name; then loaded between steps and used.
+  EXPECT_THROW(engine.submit(request(*with, 3)), UnknownAdapter);
+  engine.run_between_steps([&](PeftModel& m) { m.load_adapter((serving_dir() / "all_r8").string(), "all_r8"); });
+  Collector got;
+  uint64_t a = 0, b = 0;
+  auto ra = request(*with, static_cast<int64_t>(with->tokens.size()));
+  ra.gen.eos_token_ids = {with->tokens[2]};  // a stop id: ends at the third token
+  ra.on_event = got.sink(&a);
+  {
+    std::lock_guard lk(got.mu);
+    a = engine.submit(std::move(ra));
+  }
+  got.wait_for(1);
+  EXPECT_EQ(got.tokens[a], std::vector<int64_t>(with->tokens.begin(), with->tokens.begin() + 3));
+  EXPECT_EQ(got.reasons[a], "stop");
+  // A long request, cancelled while it runs.
+  auto rb = request(*with, 400);
+  rb.on_event = got.sink(&b);
+  {
+    std::lock_guard lk(got.mu);
+    b = engine.submit(std::move(rb));
+  }
+  EXPECT_TRUE(engine.cancel(b));
+  got.wait_for(2);
+  EXPECT_EQ(got.reasons[b], "cancelled");
+  EXPECT_FALSE(engine.cancel(b));
+  // Removed between steps: refused again.
+  engine.run_between_steps([](PeftModel& m) { m.delete_adapter("all_r8"); });
+  EXPECT_THROW(engine.submit(request(*with, 3)), UnknownAdapter);
+  EXPECT_TRUE(engine.adapters().empty());
+}
+
+TEST(Engine, BadRequestsAreRefusedWithTheReason) {
+  auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
+  Engine engine(*peft, {.max_batch = 1, .max_kv_tokens = 64, .max_queue = 1, .max_context = 48});
+  auto why = [&](ServeRequest r) {
+    try {
+      engine.submit(std::move(r));
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  ServeRequest r;
+  EXPECT_THAT(why(r), HasSubstr("the prompt is empty"));
+  r.prompt = {1, 2, 3};
+  r.gen.max_new_tokens = 46;
+  EXPECT_THAT(why(r), HasSubstr("exceeds the context of 48"));
+  r.gen.max_new_tokens = 4;
+  r.prompt = {1, 100000};
+  EXPECT_THAT(why(r), HasSubstr("token id 100000 is outside the vocabulary"));
+  r.prompt = {1, 2};
+  r.gen.top_p = 0;
+  EXPECT_THAT(why(r), HasSubstr("top_p"));
+  // A full queue: the engine is held between steps so nothing leaves it.
+  std::mutex hold;
+  std::unique_lock lk(hold);
+  std::thread blocker([&] { engine.run_between_steps([&](PeftModel&) { std::lock_guard l(hold); }); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  r.gen.top_p = 1;
+  EXPECT_EQ(why(r), "accepted");
+  EXPECT_THROW(engine.submit(r), QueueFull);
+  lk.unlock();
+  blocker.join();
+  engine.drain();
+  EXPECT_THROW(engine.submit(r), QueueFull);  // draining: nothing new
+}
+
+}  // namespace
+}  // namespace peft
