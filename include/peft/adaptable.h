@@ -33,6 +33,14 @@ class LayerAdapter : public Module {
   virtual at::Tensor transform_input(const at::Tensor& x) { return x; }
   // True where transform_input is not the identity (the host then computes on other input).
   virtual bool transforms_input() const { return false; }
+  // Where forward adds exactly x A^T B^T * scale to the output (plain LoRA, no dropout),
+  // its factors: mixed batches then run all such adapters of a layer as one gathered
+  // shrink and one expand (SGMV style) instead of one pair of products per adapter.
+  struct LowRank {
+    at::Tensor A, B;  // [r, in], [out, r]
+    double scale;
+  };
+  virtual std::optional<LowRank> low_rank() const { return std::nullopt; }
   // Folds the adapter into the host's weights / takes it back out.
   virtual void merge() = 0;
   virtual void unmerge() = 0;

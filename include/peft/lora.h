@@ -60,6 +60,7 @@ class LoraLinear : public LayerAdapter {
   std::string type_name() const override { return "LoraLinear"; }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
   bool reads_host_weight() const override { return use_dora; }
+  std::optional<LowRank> low_rank() const override;
   void merge() override;
   void unmerge() override;
   std::vector<at::Tensor*> trainable_slots() override;

@@ -81,6 +81,11 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
   return out + dora.to(out.scalar_type());
 }
 
+std::optional<LayerAdapter::LowRank> LoraLinear::low_rank() const {
+  if (use_dora || (training && dropout > 0)) return std::nullopt;
+  return LowRank{lora_A, lora_B, scaling};
+}
+
 void LoraLinear::merge() {
   if (merged_) return;
   c10::NoGradGuard no_grad;
