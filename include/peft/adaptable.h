@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -62,7 +63,9 @@ class LayerAdapter : public Module {
 // ("" = the base model alone) instead of the layers' active lists. The base product runs
 // once for the whole batch; each adapter then runs on its own rows. Installed for the
 // length of a forward by MixedBatch::Scope (PeftModel::forward_mixed); the model code never
-// sees it.
+// sees it. A batch whose rows keep their adapters (decoding steps) can be reused: each
+// layer's gathered LoRA factors are kept in it, so later forwards skip gathering them.
+// Rebuild it when adapters change.
 class MixedBatch {
  public:
   MixedBatch(const std::vector<std::string>& row_adapters, at::Device device);
@@ -86,9 +89,18 @@ class MixedBatch {
   };
   static const MixedBatch* current();  // this thread's, or nullptr
 
+  // Plain LoRA factors of one layer gathered per row: rows [n], A^T [n, in, r_max],
+  // B^T * scale [n, r_max, out] (ranks zero-padded).
+  struct GatheredLowRank {
+    at::Tensor rows, a_t, b_t;
+  };
+  GatheredLowRank* gathered(const AdaptableLayer* layer) const;  // nullptr until stored
+  void store(const AdaptableLayer* layer, GatheredLowRank g) const;
+
  private:
   std::vector<Group> groups_;
   int64_t batch_;
+  mutable std::map<const AdaptableLayer*, GatheredLowRank> gathered_;
 };
 
 // What a layer computes, as far as adapters care.

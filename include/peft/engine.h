@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -128,6 +129,7 @@ class Engine {
   // Engine-thread state: the running requests, one row each of the batch KV cache.
   std::vector<std::unique_ptr<Running>> running_;
   KVCache cache_;
+  std::optional<MixedBatch> mixed_;  // the rows' adapters, kept while the rows stay
   at::Tensor mask_;  // [rows, cache length], 1 = a real position (rows are left-padded)
   int64_t kv_reserved_ = 0;
   std::thread worker_;

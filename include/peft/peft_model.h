@@ -44,7 +44,13 @@ class PeftModel {
   // active. Layer adapters only (LoRA and its variants, (IA)3, LoHa/LoKr, ...): adapters
   // with soft prompts, modules_to_save or trained base parameters, or merged ones, are
   // refused by name.
-  ModelOutputs forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters);
+  ModelOutputs forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters) {
+    return forward_mixed(in, mixed_batch(row_adapters));
+  }
+  // The same with a batch made by mixed_batch(), which may serve several forwards while
+  // its rows keep their adapters and no adapter is loaded, removed or changed.
+  ModelOutputs forward_mixed(const ModelInputs& in, const MixedBatch& m);
+  MixedBatch mixed_batch(const std::vector<std::string>& row_adapters) const;
   // Why `name` cannot take part in a mixed batch, or "" when it can.
   std::string mixed_batch_refusal(const std::string& name) const;
   Model& model() { return *model_; }

@@ -126,6 +126,7 @@ void Engine::run_between_steps(const std::function<void(PeftModel&)>& fn) {
   if (std::this_thread::get_id() == worker_.get_id()) {
     fn(peft_);
     refresh_adapters();
+    mixed_.reset();
     return;
   }
   // The snapshot submit checks against is refreshed before the caller returns, even when
@@ -202,6 +203,7 @@ void Engine::step() {
     cancels.swap(cancels_);
   }
   for (auto& c : commands) c();  // a packaged task: its exception goes to the caller
+  if (!commands.empty()) mixed_.reset();  // adapters may have changed
   for (uint64_t id : cancels) {
     std::optional<ServeRequest> queued;
     {
@@ -295,6 +297,7 @@ void Engine::prefill(Running& r) {
     mask_ = at::cat({mask_, row_mask}, 0);
   }
   running_.push_back(std::make_unique<Running>(std::move(r)));
+  mixed_.reset();
 }
 
 // One token for every running request: one forward, each row with its own adapter.
@@ -316,7 +319,8 @@ void Engine::decode() {
   in.cache = &cache_;
   at::Tensor logits;
   try {
-    logits = peft_.forward_mixed(in, adapters).logits.select(1, -1).to(at::kFloat);
+    if (!mixed_) mixed_.emplace(peft_.mixed_batch(adapters));
+    logits = peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
   } catch (const std::exception& e) {
     const std::string why = what_of(e);
     std::vector<size_t> all;
@@ -382,6 +386,7 @@ void Engine::remove_rows(const std::vector<size_t>& rows) {
       still.push_back(std::move(running_[i]));
     }
   running_ = std::move(still);
+  mixed_.reset();
   if (keep.empty()) {
     cache_ = KVCache();
     mask_ = at::Tensor();

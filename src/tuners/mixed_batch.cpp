@@ -15,17 +15,16 @@ struct Routed {
   LayerAdapter* adapter;
 };
 
-// Plain LoRA adapters of several groups at once: their factors padded to the largest
-// rank and stacked, one gathered shrink (x A^T) and one gathered expand (. B^T s) over
-// all their rows, added in place.
-at::Tensor add_low_rank(const at::Tensor& x, at::Tensor out, const std::vector<Routed>& on) {
+// The factors of several plain LoRA adapters, padded to the largest rank, one copy per
+// row of their groups.
+MixedBatch::GatheredLowRank gather_low_rank(const at::Tensor& x, int64_t outf, const std::vector<Routed>& on) {
   int64_t rank = 0;
   std::vector<LayerAdapter::LowRank> f;
   for (const auto& r : on) {
     f.push_back(*r.adapter->low_rank());
     rank = std::max(rank, f.back().A.size(0));
   }
-  const int64_t in = x.size(-1), outf = out.size(-1), g = static_cast<int64_t>(on.size());
+  const int64_t in = x.size(-1), g = static_cast<int64_t>(on.size());
   auto opts = x.options();
   auto A = at::zeros({g, rank, in}, opts), B = at::zeros({g, outf, rank}, opts);
   std::vector<at::Tensor> rows, slots;
@@ -36,14 +35,26 @@ at::Tensor add_low_rank(const at::Tensor& x, at::Tensor out, const std::vector<R
     rows.push_back(on[i].group->rows);
     slots.push_back(at::full({on[i].group->count}, i, rows.back().options()));
   }
-  auto idx = at::cat(rows), slot = at::cat(slots);
-  auto xs = x.index_select(0, idx);
-  auto flat = xs.reshape({xs.size(0), -1, in});                                 // [n, s, in]
-  auto h = at::bmm(flat, A.index_select(0, slot).transpose(1, 2));               // [n, s, r]
-  auto d = at::bmm(h, B.index_select(0, slot).transpose(1, 2));                  // [n, s, out]
+  auto slot = at::cat(slots);
+  return {at::cat(rows), A.index_select(0, slot).transpose(1, 2).contiguous(),
+          B.index_select(0, slot).transpose(1, 2).contiguous()};
+}
+
+// All plain LoRA adapters of a layer at once: one gathered shrink (x A^T) and one gathered
+// expand (. B^T s) over their rows, added to the base output.
+at::Tensor add_low_rank(const AdaptableLayer* layer, const MixedBatch& m, const at::Tensor& x, const at::Tensor& out,
+                        const std::vector<Routed>& on) {
+  auto* g = m.gathered(layer);
+  if (!g || g->a_t.scalar_type() != x.scalar_type()) {
+    m.store(layer, gather_low_rank(x, out.size(-1), on));
+    g = m.gathered(layer);
+  }
+  auto xs = x.index_select(0, g->rows);
+  auto h = at::bmm(xs.reshape({xs.size(0), -1, x.size(-1)}), g->a_t);  // [n, s, r]
+  auto d = at::bmm(h, g->b_t);                                          // [n, s, out]
   auto sizes = xs.sizes().vec();
-  sizes.back() = outf;
-  return out.index_add(0, idx, d.reshape(sizes).to(out.scalar_type()));
+  sizes.back() = out.size(-1);
+  return out.index_add(0, g->rows, d.reshape(sizes).to(out.scalar_type()));
 }
 }  // namespace
 
@@ -68,6 +79,13 @@ MixedBatch::MixedBatch(const std::vector<std::string>& row_adapters, at::Device 
 MixedBatch::Scope::Scope(const MixedBatch* m) : prev_(current_mixed_batch) { current_mixed_batch = m; }
 MixedBatch::Scope::~Scope() { current_mixed_batch = prev_; }
 const MixedBatch* MixedBatch::current() { return current_mixed_batch; }
+
+MixedBatch::GatheredLowRank* MixedBatch::gathered(const AdaptableLayer* layer) const {
+  auto it = gathered_.find(layer);
+  return it == gathered_.end() ? nullptr : &it->second;
+}
+
+void MixedBatch::store(const AdaptableLayer* layer, GatheredLowRank g) const { gathered_[layer] = std::move(g); }
 
 at::Tensor AdaptableLayer::mixed_forward(const at::Tensor& x, const MixedBatch& m) {
   if (x.dim() == 0 || x.size(0) != m.batch())
@@ -100,7 +118,7 @@ at::Tensor AdaptableLayer::mixed_forward(const at::Tensor& x, const MixedBatch& 
     const auto& [g, a] = low_rank[0];
     out = out.index_copy(0, g->rows, a->forward(x.index_select(0, g->rows), out.index_select(0, g->rows)));
   } else if (!low_rank.empty()) {
-    out = add_low_rank(x, out, low_rank);
+    out = add_low_rank(this, m, x, out, low_rank);
   }
   return out;
 }

@@ -136,20 +136,30 @@ std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
   return "";
 }
 
-ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters) {
-  if (static_cast<int64_t>(row_adapters.size()) != in.batch_size())
-    throw std::invalid_argument("forward_mixed: " + std::to_string(row_adapters.size()) + " adapter names for " +
-                                std::to_string(in.batch_size()) + " rows");
+MixedBatch PeftModel::mixed_batch(const std::vector<std::string>& row_adapters) const {
   std::vector<std::string> rows(row_adapters);
+  std::set<std::string> checked;
   for (auto& n : rows) {
     if (n == "__base__") n.clear();
-    if (n.empty()) continue;
+    if (n.empty() || !checked.insert(n).second) continue;
     if (auto why = mixed_batch_refusal(n); !why.empty()) throw std::invalid_argument(why);
   }
-  MixedBatch mixed(rows, model_->device());
-  // The base model underneath: no active adapter's copies or soft prompt.
+  return MixedBatch(rows, model_->device());
+}
+
+ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const MixedBatch& mixed) {
+  if (mixed.batch() != in.batch_size())
+    throw std::invalid_argument("forward_mixed: " + std::to_string(mixed.batch()) + " adapter names for " +
+                                std::to_string(in.batch_size()) + " rows");
+  // The base model underneath: no active adapter's copies or soft prompt (layer adapters
+  // follow the rows' names anyway, so most of the time there is nothing to switch off).
+  bool swapped_in = false;
+  for (const auto& act : active_) {
+    swapped_in = swapped_in || inputs_.count(act);
+    for (const auto& [_, saved] : saved_modules_) swapped_in = swapped_in || saved.copies.count(act);
+  }
   std::optional<Disabled> off;
-  if (!disabled_ && !active_.empty()) off.emplace(this);
+  if (!disabled_ && swapped_in) off.emplace(this);
   MixedBatch::Scope scope(&mixed);
   return model_->forward(in);
 }
