@@ -224,6 +224,47 @@ TEST(Engine, StopIdsCancelAndRunTimeAdapters) {
   EXPECT_TRUE(engine.adapters().empty());
 }
 
+// More registered adapters than may stay resident: the least recently used idle one is
+// unloaded and read again when a request names it; tokens stay exact.
+TEST(Engine, RegistryKeepsAtMostTheResidentBoundAndReloadsOnDemand) {
+  auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
+  const auto cs = cases();
+  Engine engine(*peft, {.max_batch = 4, .max_resident_adapters = 2});
+  for (const auto& n : adapter_names()) engine.register_adapter(n, (serving_dir() / n).string());
+  EXPECT_EQ(engine.adapters(), adapter_names());
+  EXPECT_THROW(engine.register_adapter("qv_r2", (serving_dir() / "qv_r2").string()), std::invalid_argument);
+  try {
+    engine.register_adapter("broken", (serving_dir() / "no_such_folder").string());
+    FAIL() << "a missing folder registered";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no_such_folder"));
+  }
+  EXPECT_EQ(engine.adapters().size(), adapter_names().size());  // the failed one is not left behind
+  EXPECT_LE(engine.stats().adapters_resident, 2);
+  // Every case one after the other, twice: adapters cycle through the two resident slots.
+  for (int pass = 0; pass < 2; ++pass)
+    for (const auto& c : cs) {
+      Collector got;
+      uint64_t id = 0;
+      auto r = request(c, static_cast<int64_t>(c.tokens.size()));
+      r.on_event = got.sink(&id);
+      {
+        std::lock_guard lk(got.mu);
+        id = engine.submit(std::move(r));
+      }
+      got.wait_for(1);
+      EXPECT_EQ(got.tokens[id], c.tokens) << c.adapter << " pass " << pass;
+      EXPECT_LE(engine.stats().adapters_resident, 2);
+    }
+  const auto st = engine.stats();
+  EXPECT_EQ(st.adapters_registered, static_cast<int64_t>(adapter_names().size()));
+  EXPECT_GT(st.adapter_evictions, 0);
+  EXPECT_GT(st.adapter_loads, static_cast<int64_t>(adapter_names().size()));
+  engine.unregister_adapter("qv_r2");
+  EXPECT_THROW(engine.unregister_adapter("qv_r2"), UnknownAdapter);
+  EXPECT_THROW(engine.submit(request(cs[0], 2)), UnknownAdapter);
+}
+
 TEST(Engine, BadRequestsAreRefusedWithTheReason) {
   auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
   Engine engine(*peft, {.max_batch = 1, .max_kv_tokens = 64, .max_queue = 1, .max_context = 48});

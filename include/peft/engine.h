@@ -60,11 +60,16 @@ struct EngineOptions {
   int64_t max_kv_tokens = 65536;  // KV positions reserved by running requests (prompt + max_new_tokens each)
   int64_t max_queue = 1024;      // waiting requests; beyond, submit throws QueueFull
   int64_t max_context = 0;       // prompt + max_new_tokens per request; 0: the model's max_position_embeddings
+  // Registered adapters kept in memory at once (0: all). Beyond, the least recently used
+  // one that no running request uses is unloaded; it is read from its folder again when a
+  // request names it.
+  int64_t max_resident_adapters = 0;
 };
 
 struct EngineStats {
   int64_t queued = 0, running = 0;
   int64_t requests_done = 0, tokens_generated = 0, steps = 0;
+  int64_t adapters_registered = 0, adapters_resident = 0, adapter_loads = 0, adapter_evictions = 0;
   std::vector<double> ttft_seconds, inter_token_seconds;  // recent samples (bounded)
 };
 
@@ -87,17 +92,28 @@ class Engine {
   // Runs fn on the engine thread between two steps (loading or removing an adapter) and
   // returns when it has run; its exception is rethrown here.
   void run_between_steps(const std::function<void(PeftModel&)>& fn);
+  // Registers the adapter folder `dir` as `name`: loaded now (checked: an error names the
+  // file or why it cannot join mixed batches) and, under max_resident_adapters, unloaded
+  // when unused and loaded again on demand. Throws std::invalid_argument if the name is
+  // taken.
+  void register_adapter(const std::string& name, const std::string& dir);
+  // Removes an adapter (registered, or loaded through run_between_steps). Throws
+  // UnknownAdapter, or std::logic_error while queued or running requests use it.
+  void unregister_adapter(const std::string& name);
   // Stops admitting new requests (submit throws QueueFull), lets queued and running ones
   // finish, then returns.
   void drain();
   EngineStats stats() const;
   const EngineOptions& options() const { return opts_; }
-  // The loaded adapters (as of the last step).
+  // The adapters requests may name: loaded ones and registered ones, resident or not.
   std::vector<std::string> adapters() const;
 
  private:
   struct Running;
   void refresh_adapters();  // engine thread: snapshot of what submit may accept
+  void make_resident(const std::string& name);  // engine thread: loads, evicting the LRU if full
+  void release_adapter(const std::string& name);  // a request using it ended
+  int64_t running_with(const std::string& adapter) const;
   void loop();
   void step();
   void admit();
@@ -120,6 +136,12 @@ class Engine {
   std::deque<std::function<void()>> commands_;
   std::vector<uint64_t> cancels_;
   std::map<std::string, std::string> adapter_refusals_;  // loaded adapter -> why it cannot mix ("" = it can)
+  struct Registered {
+    std::string dir;
+    bool resident = false;
+    int64_t last_used = 0, running = 0;  // the step it last joined the batch; requests running with it
+  };
+  std::map<std::string, Registered> registered_;
   int64_t vocab_ = 0, context_ = 0;
   std::set<uint64_t> live_;  // queued or running ids
   uint64_t next_id_ = 1;

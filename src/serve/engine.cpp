@@ -63,20 +63,6 @@ Engine::~Engine() {
   worker_.join();
 }
 
-void Engine::refresh_adapters() {
-  std::map<std::string, std::string> r;
-  for (const auto& name : peft_.adapters()) r[name] = peft_.mixed_batch_refusal(name);
-  std::lock_guard lk(mu_);
-  adapter_refusals_ = std::move(r);
-}
-
-std::vector<std::string> Engine::adapters() const {
-  std::lock_guard lk(mu_);
-  std::vector<std::string> out;
-  for (const auto& [name, _] : adapter_refusals_) out.push_back(name);
-  return out;
-}
-
 uint64_t Engine::submit(ServeRequest r) {
   r.gen.validate();
   const auto n = static_cast<int64_t>(r.prompt.size());
@@ -97,8 +83,9 @@ uint64_t Engine::submit(ServeRequest r) {
   if (r.adapter == "__base__") r.adapter.clear();
   if (!r.adapter.empty()) {
     auto it = adapter_refusals_.find(r.adapter);
-    if (it == adapter_refusals_.end()) throw UnknownAdapter("no adapter named '" + r.adapter + "' is loaded");
-    if (!it->second.empty()) throw std::invalid_argument(it->second);
+    if (it == adapter_refusals_.end() && !registered_.count(r.adapter))
+      throw UnknownAdapter("no adapter named '" + r.adapter + "' is loaded");
+    if (it != adapter_refusals_.end() && !it->second.empty()) throw std::invalid_argument(it->second);
   }
   if (stopping_ || draining_) throw QueueFull("the server is shutting down");
   if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue)
@@ -250,6 +237,17 @@ void Engine::admit() {
     }
     r->gen = at::detail::createCPUGenerator(r->req.gen.seed);
     try {
+      if (!r->req.adapter.empty()) {
+        {
+          std::lock_guard lk(mu_);
+          if (auto it = registered_.find(r->req.adapter); it != registered_.end()) it->second.running++;
+        }
+        make_resident(r->req.adapter);
+        std::lock_guard lk(mu_);
+        auto refusal = adapter_refusals_.find(r->req.adapter);
+        if (refusal == adapter_refusals_.end()) throw UnknownAdapter("adapter '" + r->req.adapter + "' was removed");
+        if (!refusal->second.empty()) throw std::invalid_argument(refusal->second);
+      }
       prefill(*r);
     } catch (const std::exception& e) {
       finish(*r, "error", what_of(e));
@@ -338,6 +336,10 @@ void Engine::decode() {
   if (!done.empty()) remove_rows(done);
 }
 
+int64_t Engine::running_with(const std::string& adapter) const {
+  return std::count_if(running_.begin(), running_.end(), [&](const auto& r) { return r->req.adapter == adapter; });
+}
+
 // Sends a token; a request that ends with it is finished (generated set to -1).
 void Engine::emit(Running& r, int64_t token) {
   const auto now = Clock::now();
@@ -356,6 +358,7 @@ void Engine::emit(Running& r, int64_t token) {
   if (r.req.on_event) r.req.on_event({token, stop || length, stop ? "stop" : length ? "length" : "", ""});
   if (stop || length) {
     r.generated = -1;
+    release_adapter(r.req.adapter);
     std::lock_guard lk(mu_);
     kv_reserved_ -= r.reserved;
     r.reserved = 0;
@@ -368,6 +371,7 @@ void Engine::emit(Running& r, int64_t token) {
 void Engine::finish(Running& r, const std::string& reason, const std::string& error) {
   if (r.generated < 0) return;
   r.generated = -1;
+  release_adapter(r.req.adapter);
   if (r.req.on_event) r.req.on_event({-1, true, reason, error});
   std::lock_guard lk(mu_);
   kv_reserved_ -= r.reserved;

@@ -1,0 +1,110 @@
+// The engine's adapter registry: adapters named by folder, kept resident up to a bound,
+// least recently used first out.
+#include <algorithm>
+
+#include "peft/engine.h"
+
+namespace peft {
+
+void Engine::refresh_adapters() {
+  std::map<std::string, std::string> r;
+  for (const auto& name : peft_.adapters()) r[name] = peft_.mixed_batch_refusal(name);
+  std::lock_guard lk(mu_);
+  adapter_refusals_ = std::move(r);
+  int64_t resident = 0;
+  for (auto& [name, e] : registered_) resident += e.resident = adapter_refusals_.count(name) > 0;
+  stats_.adapters_registered = static_cast<int64_t>(registered_.size());
+  stats_.adapters_resident = resident;
+}
+
+std::vector<std::string> Engine::adapters() const {
+  std::lock_guard lk(mu_);
+  std::set<std::string> names;
+  for (const auto& [name, _] : adapter_refusals_) names.insert(name);
+  for (const auto& [name, _] : registered_) names.insert(name);
+  return {names.begin(), names.end()};
+}
+
+void Engine::register_adapter(const std::string& name, const std::string& dir) {
+  if (name.empty() || name == "__base__") throw std::invalid_argument("an adapter needs a name other than '" + name + "'");
+  {
+    std::lock_guard lk(mu_);
+    if (registered_.count(name) || adapter_refusals_.count(name))
+      throw std::invalid_argument("an adapter named '" + name + "' already exists");
+    registered_[name] = {dir};
+  }
+  try {
+    run_between_steps([&](PeftModel&) {
+      make_resident(name);
+      std::lock_guard lk(mu_);
+      if (const auto& why = adapter_refusals_[name]; !why.empty()) throw std::invalid_argument(why);
+    });
+  } catch (...) {
+    run_between_steps([&](PeftModel& m) {
+      if (adapter_refusals_.count(name)) m.delete_adapter(name);
+      std::lock_guard lk(mu_);
+      registered_.erase(name);
+    });
+    throw;
+  }
+}
+
+void Engine::unregister_adapter(const std::string& name) {
+  run_between_steps([&](PeftModel& m) {
+    bool loaded, known;
+    int64_t users = 0;
+    {
+      std::lock_guard lk(mu_);
+      loaded = adapter_refusals_.count(name) > 0;
+      known = loaded || registered_.count(name);
+      for (const auto& q : queue_) users += q.req.adapter == name;
+    }
+    users += running_with(name);
+    if (!known) throw UnknownAdapter("no adapter named '" + name + "' is loaded");
+    if (users > 0)
+      throw std::logic_error("adapter '" + name + "' is in use by " + std::to_string(users) + " queued or running requests");
+    if (loaded) m.delete_adapter(name);
+    std::lock_guard lk(mu_);
+    registered_.erase(name);
+  });
+}
+
+void Engine::make_resident(const std::string& name) {
+  std::string dir;
+  std::vector<std::string> evict;
+  {
+    std::lock_guard lk(mu_);
+    auto it = registered_.find(name);
+    if (it == registered_.end()) return;  // loaded by the caller, not ours to manage
+    it->second.last_used = stats_.steps;
+    if (it->second.resident) return;
+    dir = it->second.dir;
+    if (opts_.max_resident_adapters > 0) {
+      std::vector<std::pair<int64_t, std::string>> idle;  // (last used, name)
+      int64_t resident = 0;
+      for (const auto& [n, e] : registered_) {
+        resident += e.resident;
+        if (e.resident && e.running == 0) idle.emplace_back(e.last_used, n);
+      }
+      std::sort(idle.begin(), idle.end());
+      for (size_t i = 0; i < idle.size() && resident - static_cast<int64_t>(i) >= opts_.max_resident_adapters; ++i)
+        evict.push_back(idle[i].second);
+    }
+  }
+  for (const auto& n : evict) peft_.delete_adapter(n);
+  peft_.load_adapter(dir, name);
+  {
+    std::lock_guard lk(mu_);
+    stats_.adapter_loads++;
+    stats_.adapter_evictions += static_cast<int64_t>(evict.size());
+  }
+  refresh_adapters();
+  mixed_.reset();
+}
+
+void Engine::release_adapter(const std::string& name) {
+  std::lock_guard lk(mu_);
+  if (auto it = registered_.find(name); it != registered_.end() && it->second.running > 0) it->second.running--;
+}
+
+}  // namespace peft
