@@ -117,7 +117,7 @@ class Engine {
   void loop();
   void step();
   void admit();
-  void prefill(Running& r);
+  void prefill(std::vector<std::unique_ptr<Running>>& fresh);
   void decode();
   void finish(Running& r, const std::string& reason, const std::string& error = "");
   void remove_rows(const std::vector<size_t>& rows);

@@ -219,82 +219,109 @@ void Engine::step() {
   if (queue_.empty() && live_.empty()) idle_.notify_all();
 }
 
+// Takes waiting requests in order while the batch has rows and the KV budget room, makes
+// their adapters resident, and prefills them together.
 void Engine::admit() {
-  while (static_cast<int64_t>(running_.size()) < opts_.max_batch) {
+  std::vector<std::unique_ptr<Running>> fresh;
+  while (static_cast<int64_t>(running_.size() + fresh.size()) < opts_.max_batch) {
     auto r = std::make_unique<Running>();
     {
       std::lock_guard lk(mu_);
-      if (queue_.empty()) return;
+      if (queue_.empty()) break;
       Queued& front = queue_.front();
       const int64_t need = static_cast<int64_t>(front.req.prompt.size()) + front.req.gen.max_new_tokens;
-      if (kv_reserved_ + need > opts_.max_kv_tokens) return;  // in order: the head waits for room
+      if (kv_reserved_ + need > opts_.max_kv_tokens) break;  // in order: the head waits for room
       r->id = front.id;
       r->req = std::move(front.req);
       r->submitted = front.at;
       queue_.pop_front();
       r->reserved = need;
       kv_reserved_ += need;
+      if (auto it = registered_.find(r->req.adapter); it != registered_.end()) it->second.running++;
     }
     r->gen = at::detail::createCPUGenerator(r->req.gen.seed);
     try {
       if (!r->req.adapter.empty()) {
-        {
-          std::lock_guard lk(mu_);
-          if (auto it = registered_.find(r->req.adapter); it != registered_.end()) it->second.running++;
-        }
         make_resident(r->req.adapter);
         std::lock_guard lk(mu_);
         auto refusal = adapter_refusals_.find(r->req.adapter);
         if (refusal == adapter_refusals_.end()) throw UnknownAdapter("adapter '" + r->req.adapter + "' was removed");
         if (!refusal->second.empty()) throw std::invalid_argument(refusal->second);
       }
-      prefill(*r);
+      if (r->req.gen.max_new_tokens == 0) finish(*r, "length");
+      else fresh.push_back(std::move(r));
     } catch (const std::exception& e) {
       finish(*r, "error", what_of(e));
     }
   }
+  if (fresh.empty()) return;
+  try {
+    prefill(fresh);
+  } catch (const std::exception& e) {
+    for (auto& r : fresh) finish(*r, "error", what_of(e));
+  }
 }
 
-// The request's prompt alone, with its own cache; its first token; then its cache joins
-// the batch as one more row (left-padded to the batch's length, or the batch to its).
-void Engine::prefill(Running& r) {
-  const auto n = static_cast<int64_t>(r.req.prompt.size());
+namespace {
+// Left-pads dimension `dim` of t to `len` with zeros.
+at::Tensor left_pad(const at::Tensor& t, int64_t dim, int64_t len) {
+  const int64_t pad = len - t.size(dim);
+  if (pad <= 0) return t;
+  auto sizes = t.sizes().vec();
+  sizes[dim] = pad;
+  return at::cat({at::zeros(sizes, t.options()), t}, dim);
+}
+}  // namespace
+
+// The newcomers' prompts in one forward (left-padded, each row with its adapter and its
+// own positions), their first tokens; then their cache rows join the batch's, the shorter
+// side left-padded to the longer.
+void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   const at::Device dev = peft_.model().device();
+  const auto k = static_cast<int64_t>(fresh.size());
+  int64_t len = 0;
+  for (const auto& r : fresh) len = std::max<int64_t>(len, r->req.prompt.size());
+  auto ids = at::zeros({k, len}, at::kLong), mask = at::zeros({k, len}, at::kLong);
+  std::vector<std::string> adapters;
+  for (int64_t i = 0; i < k; ++i) {
+    const auto& p = fresh[i]->req.prompt;
+    const auto n = static_cast<int64_t>(p.size());
+    ids[i].narrow(0, len - n, n).copy_(at::tensor(p, at::kLong));
+    mask[i].narrow(0, len - n, n).fill_(1);
+    adapters.push_back(fresh[i]->req.adapter);
+  }
   KVCache cache;
   ModelInputs in;
-  in.input_ids = at::tensor(r.req.prompt, at::kLong).view({1, n}).to(dev);
+  in.input_ids = ids.to(dev);
+  in.attention_mask = mask.to(dev);
+  in.position_ids = (in.attention_mask.cumsum(-1) - 1).masked_fill(in.attention_mask == 0, 1);
   in.cache = &cache;
-  auto logits = peft_.forward_mixed(in, {r.req.adapter}).logits.select(1, -1).to(at::kFloat);
-  if (r.req.gen.max_new_tokens == 0) return finish(r, "length");
-  const int64_t tok = next_tokens(logits, r.req.gen, r.gen)[0].item<int64_t>();
-  r.position = n;
-  emit(r, tok);
-  if (r.generated < 0) return;  // finished by its first token
-  auto row_mask = at::ones({1, n}, at::TensorOptions(at::kLong).device(dev));
-  if (running_.empty()) {
-    cache_ = std::move(cache);
-    mask_ = row_mask;
-  } else {
-    const int64_t len = mask_.size(1), pad = std::abs(len - n);
-    auto left_pad = [&](const at::Tensor& t, int64_t dim) {
-      auto sizes = t.sizes().vec();
-      sizes[dim] = pad;
-      return pad == 0 ? t : at::cat({at::zeros(sizes, t.options()), t}, dim);
-    };
-    for (size_t l = 0; l < cache_.keys.size(); ++l) {
-      auto& bk = cache_.keys[l];
-      auto& bv = cache_.values[l];
-      auto rk = cache.keys[l], rv = cache.values[l];
-      if (n < len) rk = left_pad(rk, 2), rv = left_pad(rv, 2);
-      else bk = left_pad(bk, 2), bv = left_pad(bv, 2);
-      bk = at::cat({bk, rk}, 0);
-      bv = at::cat({bv, rv}, 0);
-    }
-    if (n < len) row_mask = left_pad(row_mask, 1);
-    else mask_ = left_pad(mask_, 1);
-    mask_ = at::cat({mask_, row_mask}, 0);
+  auto logits = peft_.forward_mixed(in, adapters).logits.select(1, -1).to(at::kFloat);
+  std::vector<int64_t> keep;
+  for (int64_t i = 0; i < k; ++i) {
+    Running& r = *fresh[i];
+    r.position = static_cast<int64_t>(r.req.prompt.size());
+    emit(r, next_tokens(logits.narrow(0, i, 1), r.req.gen, r.gen)[0].item<int64_t>());
+    if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
   }
-  running_.push_back(std::make_unique<Running>(std::move(r)));
+  if (keep.empty()) return;
+  auto rows = at::tensor(keep, at::kLong).to(dev);
+  auto new_mask = in.attention_mask.index_select(0, rows);
+  const int64_t width = std::max(len, running_.empty() ? 0 : mask_.size(1));
+  for (size_t l = 0; l < cache.keys.size(); ++l) {
+    auto nk = left_pad(cache.keys[l].index_select(0, rows), 2, width);
+    auto nv = left_pad(cache.values[l].index_select(0, rows), 2, width);
+    if (running_.empty()) {
+      cache.keys[l] = nk, cache.values[l] = nv;
+    } else {
+      cache.keys[l] = at::cat({left_pad(cache_.keys[l], 2, width), nk}, 0);
+      cache.values[l] = at::cat({left_pad(cache_.values[l], 2, width), nv}, 0);
+    }
+  }
+  new_mask = left_pad(new_mask, 1, width);
+  mask_ = running_.empty() ? new_mask : at::cat({left_pad(mask_, 1, width), new_mask}, 0);
+  cache_ = std::move(cache);
+  for (int64_t i : keep) running_.push_back(std::move(fresh[i]));
   mixed_.reset();
 }
 
