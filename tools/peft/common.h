@@ -61,5 +61,6 @@ void register_classify(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_export_gguf(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_combine(CLI::App& app);
 
 }  // namespace peft::cli

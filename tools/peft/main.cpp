@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   peft::cli::register_convert(app);
   peft::cli::register_export_gguf(app);
   peft::cli::register_quantize(app);
+  peft::cli::register_combine(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
