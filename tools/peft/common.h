@@ -62,5 +62,6 @@ void register_convert(CLI::App& app);
 void register_export_gguf(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_combine(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace peft::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   peft::cli::register_export_gguf(app);
   peft::cli::register_quantize(app);
   peft::cli::register_combine(app);
+  peft::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
