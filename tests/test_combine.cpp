@@ -124,7 +124,8 @@ TEST_P(CombineParity, TensorsConfigAndOutputsMatchPeft) {
 INSTANTIATE_TEST_SUITE_P(Peft, CombineParity,
                          ::testing::Values("linear", "cat", "svd", "svd_rank_clamp_reduced", "ties", "ties_frequency",
                                            "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd",
-                                           "magnitude_prune", "magnitude_prune_svd", "single"));
+                                           "magnitude_prune", "magnitude_prune_svd", "dare_linear_gaussian_init",
+                                           "dare_ties_svd_false_init", "single"));
 
 TEST(CombineParity, FixtureCoversEveryCombinationType) {
   std::set<std::string> covered;
@@ -136,7 +137,7 @@ TEST(CombineParity, FixtureCoversEveryCombinationType) {
 // The masks are what DARE's parity rests on: another seed gives other masks, far beyond
 // the tolerance, so the matches above are not luck of a mask-insensitive merge.
 TEST(CombineParity, DareMasksDependOnTheSeed) {
-  for (const char* name : {"dare_linear", "dare_ties_svd"}) {
+  for (const char* name : {"dare_linear", "dare_ties_svd", "dare_ties_svd_false_init"}) {
     const auto c = cases()["cases"][name];
     auto peft = combine_case(name, c, c["seed"].get<uint64_t>() + 1);
     EXPECT_GT(max_tensor_diff(peft->adapter_state_dict(name), fixture() / "cases" / name / "adapter" /

@@ -8,6 +8,8 @@ get_peft_model and perturbed so that B is non-zero:
   a: embed_tokens, q_proj, v_proj; r=4, alpha=8
   b: q_proj, k_proj, v_proj;       r=4, alpha=16, rsLoRA
   c: q_proj, v_proj, down_proj;    r=8, alpha=8
+  d: q_proj, v_proj;               r=4, alpha=4, init_lora_weights="gaussian"
+  e: q_proj, k_proj;               r=4, alpha=8, init_lora_weights=False
 and saved as OUT_DIR/adapters/<name>/. They are loaded onto one base as a user would
 (PeftModel.from_pretrained, load_adapter), and for every case of CASES the script calls
 torch.manual_seed(seed) and then add_weighted_adapter, and writes OUT_DIR/cases/<case>/:
@@ -38,6 +40,10 @@ ADAPTERS = {
     "a": dict(target_modules=["embed_tokens", "q_proj", "v_proj"], r=4, lora_alpha=8),
     "b": dict(target_modules=["q_proj", "k_proj", "v_proj"], r=4, lora_alpha=16, use_rslora=True),
     "c": dict(target_modules=["q_proj", "v_proj", "down_proj"], r=8, lora_alpha=8),
+    # other inits: the merged adapter takes the first adapter's, and HF's injection of it
+    # draws other random numbers before the DARE masks
+    "d": dict(target_modules=["q_proj", "v_proj"], r=4, lora_alpha=4, init_lora_weights="gaussian"),
+    "e": dict(target_modules=["q_proj", "k_proj"], r=4, lora_alpha=8, init_lora_weights=False),
 }
 SAME_RANK = ["a", "b"]
 ALL = ["a", "b", "c"]
@@ -68,6 +74,12 @@ CASES = {
     "magnitude_prune": dict(adapters=SAME_RANK, weights=[0.8, 0.5], combination_type="magnitude_prune", density=0.3),
     "magnitude_prune_svd": dict(
         adapters=ALL, weights=[0.4, 0.7, 0.2], combination_type="magnitude_prune_svd", density=0.5
+    ),
+    "dare_linear_gaussian_init": dict(
+        adapters=["d", "a"], weights=[0.8, 0.5], combination_type="dare_linear", density=0.6, seed=15
+    ),
+    "dare_ties_svd_false_init": dict(
+        adapters=["e", "b"], weights=[0.5, 0.9], combination_type="dare_ties_svd", density=0.5, seed=16
     ),
     # one adapter: HF merges linearly whatever the type says
     "single": dict(adapters=["c"], weights=[0.5], combination_type="svd"),
