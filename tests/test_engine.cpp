@@ -175,6 +175,7 @@ TEST(Engine, RequestsJoinAndLeaveTheRunningBatch) {
       if (i % 3 == 1) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     got.wait_for(cs.size());
+    engine.drain();
     const auto st = engine.stats();
     EXPECT_EQ(st.requests_done, static_cast<int64_t>(cs.size()));
     EXPECT_EQ(st.running, 0);

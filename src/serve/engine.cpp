@@ -139,7 +139,7 @@ void Engine::drain() {
   std::unique_lock lk(mu_);
   draining_ = true;
   wake_.notify_all();
-  idle_.wait(lk, [&] { return queue_.empty() && live_.empty(); });
+  idle_.wait(lk, [&] { return queue_.empty() && live_.empty() && stats_.running == 0; });
 }
 
 EngineStats Engine::stats() const {
@@ -178,6 +178,7 @@ void Engine::loop() {
     if (q.req.on_event) q.req.on_event({-1, true, "cancelled", ""});
   std::lock_guard lk(mu_);
   live_.clear();
+  stats_.running = stats_.queued = 0;
   idle_.notify_all();
 }
 
@@ -382,7 +383,7 @@ void Engine::emit(Running& r, int64_t token) {
   const auto& eos = r.req.gen.eos_token_ids;
   const bool stop = std::find(eos.begin(), eos.end(), token) != eos.end();
   const bool length = r.generated >= r.req.gen.max_new_tokens;
-  if (r.req.on_event) r.req.on_event({token, stop || length, stop ? "stop" : length ? "length" : "", ""});
+  // The books first: whoever hears the last event sees the request counted as done.
   if (stop || length) {
     r.generated = -1;
     release_adapter(r.req.adapter);
@@ -392,6 +393,7 @@ void Engine::emit(Running& r, int64_t token) {
     live_.erase(r.id);
     stats_.requests_done++;
   }
+  if (r.req.on_event) r.req.on_event({token, stop || length, stop ? "stop" : length ? "length" : "", ""});
 }
 
 // Ends a request without a token (cancelled, error, or nothing to generate).
@@ -399,12 +401,14 @@ void Engine::finish(Running& r, const std::string& reason, const std::string& er
   if (r.generated < 0) return;
   r.generated = -1;
   release_adapter(r.req.adapter);
+  {
+    std::lock_guard lk(mu_);
+    kv_reserved_ -= r.reserved;
+    r.reserved = 0;
+    live_.erase(r.id);
+    stats_.requests_done++;
+  }
   if (r.req.on_event) r.req.on_event({-1, true, reason, error});
-  std::lock_guard lk(mu_);
-  kv_reserved_ -= r.reserved;
-  r.reserved = 0;
-  live_.erase(r.id);
-  stats_.requests_done++;
 }
 
 // Drops finished rows from the batch and its cache, and left columns no row uses any more.
