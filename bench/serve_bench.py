@@ -85,7 +85,11 @@ def main():
     args = ap.parse_args()
     import train_bench
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"machine: {cpu}, {os.cpu_count()} cores; {args.threads} threads")
+    flags = open("/proc/cpuinfo").read().split("flags", 2)[1].split("\n")[0]
+    print(f"machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads; AVX-512 {'avx512f' in flags}, "
+          f"AMX-BF16 {'amx_bf16' in flags}; matmul peak (2048^3): fp32 "
+          f"{train_bench.matmul_peak(args.threads) / 1e9:.0f} GFLOP/s, bf16 "
+          f"{train_bench.matmul_peak(args.threads, 'bf16') / 1e9:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, adapters_dir = os.path.join(tmp, "model"), os.path.join(tmp, "adapters")
         train_bench.make_model("llama", model_dir, args.layers)
@@ -106,8 +110,9 @@ def main():
     print(f"mixed / merged: {m['tokens_per_second'] / g['tokens_per_second']:.2f}; ours mixed / HF mixed: "
           f"{m['tokens_per_second'] / hf:.2f}")
     print(f"registry of {r['adapters']} adapters: {r['bytes_per_adapter'] / 1024:.0f} KiB per adapter; submit p50 "
-          f"{r['submit_us_p50']:.1f} us p99 {r['submit_us_p99']:.1f} us; per-request cost of an adapter "
-          f"{r['request_overhead_ms']:.2f} ms")
+          f"{r['submit_us_p50']:.1f} us p99 {r['submit_us_p99']:.1f} us; a one-token request takes "
+          f"{r['request_base_ms_p50']:.2f} ms on the base, {r['request_adapter_ms_p50']:.2f} ms with one of the "
+          f"registered adapters (median; +{r['request_overhead_ms']:.2f} ms)")
 
 
 if __name__ == "__main__":

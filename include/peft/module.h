@@ -36,6 +36,7 @@ class Module {
   // This module and all below it, depth first, with full dotted names ("" for the root).
   std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  const std::vector<ParamSlot>& slots() const { return slots_; }  // this module's own
   Module* find(const std::string& dotted_name);
 
   // Casts and moves every parameter in place.

@@ -70,16 +70,27 @@ void Module::to(at::ScalarType dtype) {
   });
 }
 
+namespace {
+// The first parameter (in named_parameters order) that `want` accepts, found without
+// naming every parameter: device() runs in every decoding step, and a model serving a
+// thousand adapters has tens of thousands of them.
+const at::Tensor* first_parameter(const Module& m, const std::function<bool(const at::Tensor&)>& want) {
+  for (const auto& s : m.slots())
+    if (s.tensor->defined() && want(*s.tensor)) return s.tensor;
+  for (const auto& [name, child] : m.children())
+    if (const at::Tensor* t = first_parameter(*child, want)) return t;
+  return nullptr;
+}
+}  // namespace
+
 at::Device Module::device() const {
-  for (const auto& [name, t] : named_parameters())
-    if (t.defined()) return t.device();
-  return at::kCPU;
+  const at::Tensor* t = first_parameter(*this, [](const at::Tensor&) { return true; });
+  return t ? t->device() : at::Device(at::kCPU);
 }
 
 at::ScalarType Module::dtype() const {
-  for (const auto& [name, t] : named_parameters())
-    if (t.defined() && t.is_floating_point()) return t.scalar_type();
-  return at::kFloat;
+  const at::Tensor* t = first_parameter(*this, [](const at::Tensor& x) { return x.is_floating_point(); });
+  return t ? t->scalar_type() : at::kFloat;
 }
 
 void Module::to(at::Device device) {

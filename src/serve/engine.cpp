@@ -297,7 +297,19 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   in.attention_mask = mask.to(dev);
   in.position_ids = (in.attention_mask.cumsum(-1) - 1).masked_fill(in.attention_mask == 0, 1);
   in.cache = &cache;
-  auto logits = peft_.forward_mixed(in, adapters).logits.select(1, -1).to(at::kFloat);
+  // Logits of the last position only: the head runs on one row of hidden states per
+  // request rather than on the whole prompt.
+  const MixedBatch mixed = peft_.mixed_batch(adapters);
+  AdaptableLayer* head = peft_.model().output_layer();
+  in.skip_logits = head != nullptr;
+  auto out = peft_.forward_mixed(in, mixed);
+  at::Tensor logits;
+  if (head) {
+    MixedBatch::Scope scope(&mixed);
+    logits = head->forward(out.last_hidden_state.narrow(1, len - 1, 1)).select(1, 0).to(at::kFloat);
+  } else {
+    logits = out.logits.select(1, -1).to(at::kFloat);
+  }
   std::vector<int64_t> keep;
   for (int64_t i = 0; i < k; ++i) {
     Running& r = *fresh[i];
