@@ -219,8 +219,22 @@ TEST(Engine, StopIdsCancelAndRunTimeAdapters) {
   got.wait_for(2);
   EXPECT_EQ(got.reasons[b], "cancelled");
   EXPECT_FALSE(engine.cancel(b));
-  // Removed between steps: refused again.
+  // Removed under a running request: that request ends with an error naming it.
+  uint64_t c = 0;
+  auto rc = request(*with, 400);
+  rc.on_event = got.sink(&c);
+  {
+    std::lock_guard lk(got.mu);
+    c = engine.submit(std::move(rc));
+  }
+  {
+    std::unique_lock lk(got.mu);  // running: its first token is out
+    ASSERT_TRUE(got.cv.wait_for(lk, std::chrono::seconds(60), [&] { return !got.tokens[c].empty(); }));
+  }
   engine.run_between_steps([](PeftModel& m) { m.delete_adapter("all_r8"); });
+  got.wait_for(3);
+  EXPECT_THAT(got.reasons[c], HasSubstr("adapter 'all_r8' was removed while the request ran"));
+  // Removed between steps: refused again.
   EXPECT_THROW(engine.submit(request(*with, 3)), UnknownAdapter);
   EXPECT_TRUE(engine.adapters().empty());
 }

@@ -191,7 +191,25 @@ void Engine::step() {
     cancels.swap(cancels_);
   }
   for (auto& c : commands) c();  // a packaged task: its exception goes to the caller
-  if (!commands.empty()) mixed_.reset();  // adapters may have changed
+  if (!commands.empty()) {
+    // Adapters may have changed. A running request whose adapter a command removed ends
+    // with an error rather than going on as the base model.
+    mixed_.reset();
+    std::vector<size_t> orphaned;
+    for (size_t i = 0; i < running_.size(); ++i) {
+      const std::string& a = running_[i]->req.adapter;
+      bool gone;
+      {
+        std::lock_guard lk(mu_);
+        gone = !a.empty() && !adapter_refusals_.count(a);
+      }
+      if (gone) {
+        finish(*running_[i], "error", "adapter '" + a + "' was removed while the request ran");
+        orphaned.push_back(i);
+      }
+    }
+    if (!orphaned.empty()) remove_rows(orphaned);
+  }
   for (uint64_t id : cancels) {
     std::optional<ServeRequest> queued;
     {
