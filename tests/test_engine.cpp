@@ -280,6 +280,54 @@ TEST(Engine, RegistryKeepsAtMostTheResidentBoundAndReloadsOnDemand) {
   EXPECT_THROW(engine.submit(request(cs[0], 2)), UnknownAdapter);
 }
 
+// A per-adapter scale (HF PEFT's set_scale): at 0 an adapter's requests get the base
+// model's tokens (HF's, for the base request's prompt); at 1 its own.
+TEST(Engine, AdapterScaleZeroGivesTheBaseAndOneTheAdapter) {
+  auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
+  const auto cs = cases();
+  const Case* base = nullptr;
+  for (const auto& c : cs)
+    if (c.adapter.empty()) base = &c;
+  ASSERT_NE(base, nullptr);
+  Engine engine(*peft, {.max_batch = 4});
+  engine.register_adapter("all_r8_off", (serving_dir() / "all_r8").string(), 0.0);
+  engine.register_adapter("all_r8_on", (serving_dir() / "all_r8").string(), 1.0);
+  engine.register_adapter("loha_off", (serving_dir() / "loha").string(), 0.0);
+  EXPECT_THROW(engine.register_adapter("ia3_half", (serving_dir() / "ia3").string(), 0.5), std::invalid_argument);
+  Collector got;
+  std::vector<uint64_t> ids(2);
+  const std::vector<std::string> names = {"all_r8_off", "loha_off"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    Case c = *base;
+    c.adapter = names[i];
+    auto r = request(c, static_cast<int64_t>(c.tokens.size()));
+    r.on_event = got.sink(&ids[i]);
+    std::lock_guard lk(got.mu);
+    ids[i] = engine.submit(std::move(r));
+  }
+  got.wait_for(2);
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(got.tokens[ids[i]], base->tokens) << names[i];
+  for (const auto& c : cs) {
+    if (c.adapter != "all_r8") continue;
+    uint64_t id = 0;
+    size_t before;
+    {
+      std::lock_guard lk(got.mu);
+      before = got.reasons.size();
+    }
+    Case on = c;
+    on.adapter = "all_r8_on";
+    auto r = request(on, static_cast<int64_t>(c.tokens.size()));
+    r.on_event = got.sink(&id);
+    {
+      std::lock_guard lk(got.mu);
+      id = engine.submit(std::move(r));
+    }
+    got.wait_for(before + 1);
+    EXPECT_EQ(got.tokens[id], c.tokens);
+  }
+}
+
 TEST(Engine, BadRequestsAreRefusedWithTheReason) {
   auto peft = std::make_unique<PeftModel>(load_model(base_dir().string()));
   Engine engine(*peft, {.max_batch = 1, .max_kv_tokens = 64, .max_queue = 1, .max_context = 48});

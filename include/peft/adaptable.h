@@ -42,6 +42,10 @@ class LayerAdapter : public Module {
     double scale;
   };
   virtual std::optional<LowRank> low_rank() const { return std::nullopt; }
+  // HF PEFT's set_scale: the adapter's contribution times `multiplier` (LoRA, LoHa, LoKr:
+  // scaling = multiplier * alpha / r, always relative to the loaded value). False where
+  // the method has no such scale.
+  virtual bool set_scale(double multiplier) { return false; }
   // Folds the adapter into the host's weights / takes it back out.
   virtual void merge() = 0;
   virtual void unmerge() = 0;

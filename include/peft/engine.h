@@ -94,9 +94,10 @@ class Engine {
   void run_between_steps(const std::function<void(PeftModel&)>& fn);
   // Registers the adapter folder `dir` as `name`: loaded now (checked: an error names the
   // file or why it cannot join mixed batches) and, under max_resident_adapters, unloaded
-  // when unused and loaded again on demand. Throws std::invalid_argument if the name is
-  // taken.
-  void register_adapter(const std::string& name, const std::string& dir);
+  // when unused and loaded again on demand. `scale` multiplies its contribution
+  // (PeftModel::set_adapter_scale; 1: as trained). Throws std::invalid_argument if the
+  // name is taken.
+  void register_adapter(const std::string& name, const std::string& dir, double scale = 1.0);
   // Removes an adapter (registered, or loaded through run_between_steps). Throws
   // UnknownAdapter, or std::logic_error while queued or running requests use it.
   void unregister_adapter(const std::string& name);
@@ -138,6 +139,7 @@ class Engine {
   std::map<std::string, std::string> adapter_refusals_;  // loaded adapter -> why it cannot mix ("" = it can)
   struct Registered {
     std::string dir;
+    double scale = 1.0;
     bool resident = false;
     int64_t last_used = 0, running = 0;  // the step it last joined the batch; requests running with it
   };

@@ -61,6 +61,7 @@ class LoraLinear : public LayerAdapter {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
   bool reads_host_weight() const override { return use_dora; }
   std::optional<LowRank> low_rank() const override;
+  bool set_scale(double multiplier) override;
   void merge() override;
   void unmerge() override;
   std::vector<at::Tensor*> trainable_slots() override;
@@ -79,6 +80,7 @@ class LoraLinear : public LayerAdapter {
   at::Tensor host_bias() const;
   at::Tensor dora_weight_norm(const at::Tensor& delta) const;
   at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly
+  std::optional<double> unscaled_;  // scaling before the first set_scale
 };
 
 // LoRA on an embedding: out += embed(ids, A^T) B^T * scaling; A [r, vocab], B [dim, r].
@@ -87,6 +89,7 @@ class LoraEmbedding : public LayerAdapter {
   LoraEmbedding(AdaptableLayer* host, int64_t num_embeddings, int64_t dim, int64_t r, double scaling);
   std::string type_name() const override { return "LoraEmbedding"; }
   at::Tensor forward(const at::Tensor& ids, const at::Tensor& out) override;
+  bool set_scale(double multiplier) override;
   void merge() override;
   void unmerge() override;
   std::vector<at::Tensor*> trainable_slots() override;
@@ -95,6 +98,9 @@ class LoraEmbedding : public LayerAdapter {
 
   at::Tensor lora_embedding_A, lora_embedding_B;
   double scaling;
+
+ private:
+  std::optional<double> unscaled_;
 };
 
 }  // namespace peft

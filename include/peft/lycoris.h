@@ -3,6 +3,8 @@
 // of two small factors. Both add x dW^T to the output and merge as W + dW.
 #pragma once
 
+#include <optional>
+
 #include "peft/tuner.h"
 
 namespace peft {
@@ -45,10 +47,14 @@ class DeltaWeightAdapter : public LayerAdapter {
   void merge() override;
   void unmerge() override;
   virtual at::Tensor delta_weight() const = 0;
+  bool set_scale(double multiplier) override;
   double scaling = 1.0;
 
  protected:
   using LayerAdapter::LayerAdapter;
+
+ private:
+  std::optional<double> unscaled_;  // scaling before the first set_scale
 };
 
 // dW = (w1_a w1_b) * (w2_a w2_b) * scaling (elementwise product).

@@ -51,6 +51,9 @@ class PeftModel {
   // its rows keep their adapters and no adapter is loaded, removed or changed.
   ModelOutputs forward_mixed(const ModelInputs& in, const MixedBatch& m);
   MixedBatch mixed_batch(const std::vector<std::string>& row_adapters) const;
+  // HF PEFT's set_scale for every layer of an adapter: its contribution times
+  // `multiplier`, relative to the loaded value (LoRA, LoHa, LoKr; others are refused).
+  void set_adapter_scale(const std::string& name, double multiplier);
   // Why `name` cannot take part in a mixed batch, or "" when it can.
   std::string mixed_batch_refusal(const std::string& name) const;
   Model& model() { return *model_; }

@@ -1,6 +1,7 @@
 // The engine's adapter registry: adapters named by folder, kept resident up to a bound,
 // least recently used first out.
 #include <algorithm>
+#include <cmath>
 
 #include "peft/engine.h"
 
@@ -25,13 +26,14 @@ std::vector<std::string> Engine::adapters() const {
   return {names.begin(), names.end()};
 }
 
-void Engine::register_adapter(const std::string& name, const std::string& dir) {
+void Engine::register_adapter(const std::string& name, const std::string& dir, double scale) {
+  if (!std::isfinite(scale)) throw std::invalid_argument("an adapter scale must be a finite number");
   if (name.empty() || name == "__base__") throw std::invalid_argument("an adapter needs a name other than '" + name + "'");
   {
     std::lock_guard lk(mu_);
     if (registered_.count(name) || adapter_refusals_.count(name))
       throw std::invalid_argument("an adapter named '" + name + "' already exists");
-    registered_[name] = {dir};
+    registered_[name] = {dir, scale};
   }
   try {
     run_between_steps([&](PeftModel&) {
@@ -71,6 +73,7 @@ void Engine::unregister_adapter(const std::string& name) {
 
 void Engine::make_resident(const std::string& name) {
   std::string dir;
+  double scale = 1.0;
   std::vector<std::string> evict;
   {
     std::lock_guard lk(mu_);
@@ -79,6 +82,7 @@ void Engine::make_resident(const std::string& name) {
     it->second.last_used = stats_.steps;
     if (it->second.resident) return;
     dir = it->second.dir;
+    scale = it->second.scale;
     if (opts_.max_resident_adapters > 0) {
       std::vector<std::pair<int64_t, std::string>> idle;  // (last used, name)
       int64_t resident = 0;
@@ -93,6 +97,7 @@ void Engine::make_resident(const std::string& name) {
   }
   for (const auto& n : evict) peft_.delete_adapter(n);
   peft_.load_adapter(dir, name);
+  if (scale != 1.0) peft_.set_adapter_scale(name, scale);
   {
     std::lock_guard lk(mu_);
     stats_.adapter_loads++;

@@ -1,5 +1,6 @@
 // POST /v1/adapters and DELETE /v1/adapters/NAME: adapters registered with and removed
 // from the engine while it serves (it loads and unloads them between two steps).
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 
@@ -49,6 +50,12 @@ void Server::Impl::load_adapter(const httplib::Request& req, httplib::Response& 
     if (!j["name"].is_string() || !j["path"].is_string()) throw bad("'name' and 'path' must be strings");
     name = j["name"].get<std::string>();
     const std::string path = j["path"].get<std::string>();
+    double scale = 1.0;  // HF PEFT's set_scale: the adapter's contribution times this
+    if (j.contains("scale")) {
+      if (!j["scale"].is_number() || !std::isfinite(j["scale"].get<double>()))
+        throw bad("'scale' must be a finite number");
+      scale = j["scale"].get<double>();
+    }
     check_name(name, opts.served_model_name);
     check_path(path);
     {
@@ -60,7 +67,7 @@ void Server::Impl::load_adapter(const httplib::Request& req, httplib::Response& 
     try {
       // Loaded between two steps, checked for mixed batches; under --max-adapters the
       // engine may later evict it and read it again on demand.
-      engine->register_adapter(name, path);
+      engine->register_adapter(name, path, scale);
     } catch (const std::exception& e) {
       std::lock_guard lock(adapters_mu);
       pending.erase(name);

@@ -7,6 +7,7 @@
 #include "util/json_file.h"
 #include <c10/core/GradMode.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -120,6 +121,18 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
   attachments_[name] = std::move(attached);
   if (active_.empty()) active_ = {name};
   apply_state();
+}
+
+void PeftModel::set_adapter_scale(const std::string& name, double multiplier) {
+  auto cfg = configs_.find(name);
+  if (cfg == configs_.end()) throw std::invalid_argument("no adapter named '" + name + "'");
+  if (!std::isfinite(multiplier)) throw std::invalid_argument("an adapter scale must be a finite number");
+  for (const auto& a : attachments_.at(name)) {
+    LayerAdapter* ad = a.layer->adapter(name);
+    if (ad->merged()) throw std::logic_error("adapter '" + name + "' is merged; unmerge it before scaling it");
+    if (!ad->set_scale(multiplier))
+      throw std::invalid_argument("adapter '" + name + "' (" + cfg->second->peft_type() + ") has no scale to set");
+  }
 }
 
 std::string PeftModel::mixed_batch_refusal(const std::string& name) const {

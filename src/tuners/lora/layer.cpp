@@ -86,6 +86,12 @@ std::optional<LayerAdapter::LowRank> LoraLinear::low_rank() const {
   return LowRank{lora_A, lora_B, scaling};
 }
 
+bool LoraLinear::set_scale(double multiplier) {
+  if (!unscaled_) unscaled_ = scaling;
+  scaling = *unscaled_ * multiplier;
+  return true;
+}
+
 void LoraLinear::merge() {
   if (merged_) return;
   c10::NoGradGuard no_grad;
@@ -180,6 +186,12 @@ at::Tensor LoraEmbedding::forward(const at::Tensor& ids, const at::Tensor& out) 
 
 at::Tensor LoraEmbedding::delta_weight() const {
   return at::matmul(lora_embedding_B, lora_embedding_A).t() * scaling;
+}
+
+bool LoraEmbedding::set_scale(double multiplier) {
+  if (!unscaled_) unscaled_ = scaling;
+  scaling = *unscaled_ * multiplier;
+  return true;
 }
 
 void LoraEmbedding::merge() {

@@ -10,6 +10,12 @@ at::Tensor DeltaWeightAdapter::forward(const at::Tensor& x, const at::Tensor& ou
   return out + at::linear(x, delta_weight().to(x.scalar_type()));
 }
 
+bool DeltaWeightAdapter::set_scale(double multiplier) {
+  if (!unscaled_) unscaled_ = scaling;
+  scaling = *unscaled_ * multiplier;
+  return true;
+}
+
 void DeltaWeightAdapter::merge() {
   if (merged_) return;
   c10::NoGradGuard g;
