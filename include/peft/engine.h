@@ -121,6 +121,7 @@ class Engine {
   void prefill(std::vector<std::unique_ptr<Running>>& fresh);
   void decode();
   void finish(Running& r, const std::string& reason, const std::string& error = "");
+  void settle(Running& r);
   void remove_rows(const std::vector<size_t>& rows);
   void emit(Running& r, int64_t token);
 

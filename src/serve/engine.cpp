@@ -413,31 +413,27 @@ void Engine::emit(Running& r, int64_t token) {
   const auto& eos = r.req.gen.eos_token_ids;
   const bool stop = std::find(eos.begin(), eos.end(), token) != eos.end();
   const bool length = r.generated >= r.req.gen.max_new_tokens;
-  // The books first: whoever hears the last event sees the request counted as done.
-  if (stop || length) {
-    r.generated = -1;
-    release_adapter(r.req.adapter);
-    std::lock_guard lk(mu_);
-    kv_reserved_ -= r.reserved;
-    r.reserved = 0;
-    live_.erase(r.id);
-    stats_.requests_done++;
-  }
+  if (stop || length) settle(r);
   if (r.req.on_event) r.req.on_event({token, stop || length, stop ? "stop" : length ? "length" : "", ""});
+}
+
+// Closes a request's books (marked finished, its adapter use, KV reservation and id
+// released, counted done) before its last event goes out, so whoever hears that event
+// sees the request done.
+void Engine::settle(Running& r) {
+  r.generated = -1;
+  release_adapter(r.req.adapter);
+  std::lock_guard lk(mu_);
+  kv_reserved_ -= r.reserved;
+  r.reserved = 0;
+  live_.erase(r.id);
+  stats_.requests_done++;
 }
 
 // Ends a request without a token (cancelled, error, or nothing to generate).
 void Engine::finish(Running& r, const std::string& reason, const std::string& error) {
   if (r.generated < 0) return;
-  r.generated = -1;
-  release_adapter(r.req.adapter);
-  {
-    std::lock_guard lk(mu_);
-    kv_reserved_ -= r.reserved;
-    r.reserved = 0;
-    live_.erase(r.id);
-    stats_.requests_done++;
-  }
+  settle(r);
   if (r.req.on_event) r.req.on_event({-1, true, reason, error});
 }
 
