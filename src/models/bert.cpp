@@ -100,6 +100,16 @@ BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add
   if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<BertPooler>(cfg_.hidden_size));
 }
 
+at::Tensor BertModel::default_positions(const ModelInputs& in, int64_t past, const at::TensorOptions& opts) const {
+  const int64_t b = in.batch_size(), s = in.seq_len();
+  if (!cfg_.padding_aware_positions) return at::arange(past, past + s, opts).unsqueeze(0).expand({b, s});
+  const int64_t pad = cfg_.pad_token_id;
+  if (!in.input_ids.defined())  // embeddings in: every position is real
+    return at::arange(pad + 1, pad + 1 + s, opts).unsqueeze(0).expand({b, s});
+  const at::Tensor real = in.input_ids.ne(pad).to(at::kLong);
+  return (at::cumsum(real, 1) + past) * real + pad;
+}
+
 ModelOutputs BertModel::run(const ModelInputs& in) {
   const int64_t b = in.batch_size(), s = in.seq_len();
   // A cache given to an encoder holds key/value prefixes (prefix tuning): every layer
@@ -107,7 +117,7 @@ ModelOutputs BertModel::run(const ModelInputs& in) {
   const KVCache* prefix = in.cache && in.cache->length() > 0 ? in.cache : nullptr;
   const int64_t past = prefix ? prefix->length() : 0;
   auto opts = at::TensorOptions(at::kLong).device(embeddings->word_embeddings->weight.device());
-  auto pos = in.position_ids.defined() ? in.position_ids : at::arange(past, past + s, opts).unsqueeze(0).expand({b, s});
+  auto pos = in.position_ids.defined() ? in.position_ids : default_positions(in, past, opts);
   if (in.token_type_ids.defined()) {
     const auto& t = in.token_type_ids;
     if (t.dim() != 2 || t.size(0) != b || t.size(1) != s)
@@ -142,6 +152,28 @@ BertForSequenceClassification::BertForSequenceClassification(const nlohmann::jso
 ModelOutputs BertForSequenceClassification::run(const ModelInputs& in) {
   auto out = bert->forward(in);
   out.logits = classifier->forward(out.pooler_output);
+  return out;
+}
+
+RobertaClassificationHead::RobertaClassificationHead(int64_t hidden, int64_t labels) {
+  dense = register_module("dense", std::make_shared<Linear>(hidden, hidden, true));
+  out_proj = register_module("out_proj", std::make_shared<Linear>(hidden, labels, true));
+}
+
+at::Tensor RobertaClassificationHead::forward(const at::Tensor& h) {
+  return out_proj->forward(at::tanh(dense->forward(h.select(1, 0))));
+}
+
+RobertaForSequenceClassification::RobertaForSequenceClassification(const nlohmann::json& j, const std::string& where)
+    : Model(j) {
+  roberta = register_module("roberta", std::make_shared<RobertaModel>(j, where, /*add_pooling_layer=*/false));
+  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  classifier = register_module("classifier", std::make_shared<RobertaClassificationHead>(hidden, num_labels_of(j, where)));
+}
+
+ModelOutputs RobertaForSequenceClassification::run(const ModelInputs& in) {
+  auto out = roberta->forward(in);
+  out.logits = classifier->forward(out.last_hidden_state);
   return out;
 }
 

@@ -1,4 +1,5 @@
-// BERT: BertModel and BertForSequenceClassification with transformers' names.
+// BERT and RoBERTa: BertModel, BertForSequenceClassification, RobertaModel and
+// RobertaForSequenceClassification with transformers' names.
 #pragma once
 
 #include "models/model_config.h"
@@ -102,13 +103,53 @@ class BertModel : public Model {
   Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
   // Layers that take key/value prefixes from a cache (prefix tuning); BERT never appends.
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
-  int64_t max_positions() const override { return cfg_.max_position_embeddings; }
+  // RoBERTa's positions start after pad_token_id.
+  int64_t max_positions() const override {
+    return cfg_.max_position_embeddings - (cfg_.padding_aware_positions ? cfg_.pad_token_id + 1 : 0);
+  }
   std::shared_ptr<BertEmbeddings> embeddings;
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;
 
  private:
+  // position_ids when the caller gives none: 0.. after the prefix, or RoBERTa's.
+  at::Tensor default_positions(const ModelInputs& in, int64_t past, const at::TensorOptions& opts) const;
   BertConfig cfg_;
+};
+
+// RoBERTa is BERT's architecture with positions counted over real tokens only (from
+// pad_token_id + 1) and its own prefix; model_type "roberta" selects the positions.
+class RobertaModel : public BertModel {
+ public:
+  using BertModel::BertModel;
+  std::string type_name() const override { return "RobertaModel"; }
+  std::string base_model_prefix() const override { return "roberta"; }
+};
+
+// dense + tanh + out_proj over the first token (<s>).
+class RobertaClassificationHead : public Module {
+ public:
+  RobertaClassificationHead(int64_t hidden, int64_t labels);
+  std::string type_name() const override { return "RobertaClassificationHead"; }
+  at::Tensor forward(const at::Tensor& h);
+  std::shared_ptr<Linear> dense, out_proj;
+};
+
+class RobertaForSequenceClassification : public Model {
+ public:
+  RobertaForSequenceClassification(const nlohmann::json& j, const std::string& where);
+  std::string type_name() const override { return "RobertaForSequenceClassification"; }
+  TaskKind task() const override { return TaskKind::kSequenceClassification; }
+  ModelOutputs run(const ModelInputs& in) override;
+  std::string base_model_prefix() const override { return "roberta"; }
+  std::vector<std::string> head_parameter_names() const override {
+    return {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"};
+  }
+  Embedding* input_embeddings() override { return roberta->input_embeddings(); }
+  int64_t num_cache_layers() const override { return roberta->num_cache_layers(); }
+  int64_t max_positions() const override { return roberta->max_positions(); }
+  std::shared_ptr<RobertaModel> roberta;
+  std::shared_ptr<RobertaClassificationHead> classifier;
 };
 
 class BertForSequenceClassification : public Model {

@@ -85,6 +85,12 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& whe
   c.layer_norm_eps = r.positive("layer_norm_eps", 1e-12);
   c.hidden_act = r.get<std::string>("hidden_act", "gelu");
   c.num_labels = num_labels_of(j, where);
+  const auto model_type = r.get<std::string>("model_type", "bert");
+  c.padding_aware_positions = model_type == "roberta" || model_type == "xlm-roberta";
+  c.pad_token_id = r.get<int64_t>("pad_token_id", c.padding_aware_positions ? 1 : 0);
+  if (c.padding_aware_positions &&
+      (c.pad_token_id < 0 || c.pad_token_id + 1 >= c.max_position_embeddings || c.pad_token_id >= c.vocab_size))
+    r.fail("pad_token_id must index the vocabulary and leave positions after it");
   check_activation(c.hidden_act);
   if (r.get<bool>("is_decoder", false)) r.fail("BERT as a decoder (is_decoder) is not supported");
   const auto pos = r.get<std::string>("position_embedding_type", "absolute");

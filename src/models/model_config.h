@@ -33,6 +33,10 @@ struct BertConfig {
       type_vocab_size, num_labels;
   double layer_norm_eps;
   std::string hidden_act;
+  // RoBERTa: positions count real tokens only, from pad_token_id + 1 (padding keeps
+  // pad_token_id's position), as create_position_ids_from_input_ids does.
+  bool padding_aware_positions = false;
+  int64_t pad_token_id = 0;
   static BertConfig from_json(const nlohmann::json& j, const std::string& where);
 };
 

@@ -24,6 +24,9 @@ const std::map<std::string, Factory>& factories() {
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForSequenceClassification>(j, w); }},
+      {"RobertaModel", [](auto& j, auto& w) { return std::make_shared<RobertaModel>(j, w); }},
+      {"RobertaForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<RobertaForSequenceClassification>(j, w); }},
       {"ViTModel", [](auto& j, auto& w) { return std::make_shared<ViTModel>(j, w); }},
       {"ViTForImageClassification",
        [](auto& j, auto& w) { return std::make_shared<ViTForImageClassification>(j, w); }},
@@ -34,7 +37,7 @@ const std::map<std::string, Factory>& factories() {
 // Used when config.json has no "architectures": the model_type's usual head.
 const std::map<std::string, std::string> kDefaultArch = {
     {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"},
-    {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"},             {"vit", "ViTModel"},
+    {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
 };
 }  // namespace
 

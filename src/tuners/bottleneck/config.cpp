@@ -34,6 +34,7 @@ const std::vector<std::pair<std::string, Placement>> kPlacements = {
     {"qwen2", {"self_attn.o_proj", "mlp.down_proj", "mlp"}},
     {"gpt2", {"attn.c_proj", "mlp.c_proj", "mlp"}},
     {"bert", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
+    {"roberta", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
     {"vit", {"attention.o_proj", "mlp.fc2", "mlp"}}};
 
 }  // namespace

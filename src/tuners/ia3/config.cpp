@@ -24,10 +24,10 @@ const ojson& ia3_defaults() {
 const std::vector<std::pair<std::string, std::vector<std::string>>> kTargets = {
     {"llama", {"k_proj", "v_proj", "down_proj"}}, {"mistral", {"k_proj", "v_proj", "down_proj"}},
     {"qwen2", {"q_proj", "v_proj", "down_proj"}}, {"gpt2", {"c_attn", "mlp.c_proj"}},
-    {"bert", {"key", "value", "output.dense"}}};
+    {"bert", {"key", "value", "output.dense"}}, {"roberta", {"key", "value", "output.dense"}}};
 const std::vector<std::pair<std::string, std::vector<std::string>>> kFeedforward = {
     {"llama", {"down_proj"}}, {"mistral", {"down_proj"}}, {"qwen2", {"down_proj"}},
-    {"gpt2", {"mlp.c_proj"}}, {"bert", {"output.dense"}}};
+    {"gpt2", {"mlp.c_proj"}}, {"bert", {"output.dense"}}, {"roberta", {"output.dense"}}};
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;

@@ -44,7 +44,8 @@ const char* kUnsupportedUnlessDefault[] = {
 // targets when a config names none.
 const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
     {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}}};
+    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
+    {"roberta", {"query", "value"}}};
 
 bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;

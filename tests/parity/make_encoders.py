@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""RoBERTa references for tests/test_encoders.cpp, made by transformers and HF PEFT.
+
+Usage: python tests/parity/make_encoders.py OUT_DIR
+
+OUT_DIR/<case>/ holds the random-weight model (save_pretrained), reference.safetensors
+(input_ids right-padded with pad_token_id, attention_mask, and the model's outputs) and,
+per adapter, OUT_DIR/<case>/adapters/<name>/ (HF PEFT's save_pretrained) with its outputs
+in reference.safetensors under "<name>.<output>".
+
+Cases:
+  roberta      RobertaModel (pad_token_id 1: positions start at 2 and skip padding)
+  roberta_cls  RobertaForSequenceClassification (3 labels), GELU, odd sizes
+Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
+on roberta_cls) and (IA)3, both with non-trivial weights.
+
+roberta_cls also gets a byte-level BPE tokenizer.json (RobertaProcessing, trained here by
+`tokenizers`) and OUT_DIR/cls_{train,eval}.jsonl: a 3-class text_label task whose class
+shows in its words, for `peft train`.
+"""
+import os
+import shutil
+import sys
+
+import torch
+from peft import IA3Config, LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaModel
+from transformers.utils import logging as hf_logging
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+LENGTHS = [9, 5, 2]
+PAD = 1
+
+
+def roberta_config(**kw):
+    base = dict(vocab_size=97, hidden_size=40, num_hidden_layers=2, num_attention_heads=5, intermediate_size=56,
+                max_position_embeddings=40, type_vocab_size=1, pad_token_id=PAD, bos_token_id=0, eos_token_id=2)
+    base.update(kw)
+    cfg = RobertaConfig(**base)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def inputs(vocab, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.full((len(LENGTHS), max(LENGTHS)), PAD, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    for b, n in enumerate(LENGTHS):
+        ids[b, :n] = torch.randint(3, vocab, (n,), generator=g)
+        ids[b, 0] = 0  # <s>
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def outputs(model, ids, mask):
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    if getattr(out, "logits", None) is not None:
+        return {"logits": out.logits.float().contiguous()}
+    return {"last_hidden_state": out.last_hidden_state.float().contiguous(),
+            "pooler_output": out.pooler_output.float().contiguous()}
+
+
+def perturb(model, scale=0.02):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+
+
+def add_adapter(case_dir, model, name, cfg, ids, mask, ref):
+    torch.manual_seed(len(name))
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():  # (IA)3 starts at ones and a modules_to_save copy equals the head
+        for n, p in peft_model.named_parameters():
+            if "ia3_l" in n or "modules_to_save" in n:
+                p.add_(torch.randn_like(p) * 0.3)
+    peft_model.eval()
+    for k, v in outputs(peft_model, ids, mask).items():
+        ref[f"{name}.{k}"] = v
+    peft_model.save_pretrained(os.path.join(case_dir, "adapters", name))
+
+
+def make_case(out, name, cls, cfg, seed, adapters):
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    perturb(model)
+    ids, mask = inputs(cfg.vocab_size, seed + 1)
+    ref = {"input_ids": ids, "attention_mask": mask,
+           "num_parameters": torch.tensor([model.num_parameters()], dtype=torch.int64)}
+    ref.update(outputs(model, ids, mask))
+    model.save_pretrained(case_dir)
+    for adapter_name, make_cfg in adapters:  # each on a fresh copy of the saved base
+        base = cls.from_pretrained(case_dir, dtype=torch.float32).eval()
+        add_adapter(case_dir, base, adapter_name, make_cfg(), ids, mask, ref)
+    save_file(ref, os.path.join(case_dir, "reference.safetensors"))
+    print(f"{name}: {cls.__name__} params={int(ref['num_parameters'][0])} adapters={[a for a, _ in adapters]}")
+
+
+WORDS = [["sun", "warm", "bright", "summer", "light"], ["rain", "cloud", "storm", "grey", "wet"],
+         ["snow", "ice", "cold", "frost", "winter"]]
+FILLER = ["the", "day", "was", "very", "and", "a", "it", "felt", "outside", "today"]
+
+
+def sentence(g, label):
+    words = [FILLER[int(i)] for i in torch.randint(0, len(FILLER), (5,), generator=g)]
+    for i in torch.randint(0, 5, (2,), generator=g):
+        words.insert(int(i), WORDS[label][int(torch.randint(0, 5, (1,), generator=g))])
+    return " ".join(words)
+
+
+def write_task(out):
+    import json
+    g = torch.Generator().manual_seed(5)
+    for split, n in (("train", 96), ("eval", 30)):
+        with open(os.path.join(out, f"cls_{split}.jsonl"), "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"text": sentence(g, i % 3), "label": i % 3}) + "\n")
+
+
+def save_tokenizer(case_dir, vocab_size):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(w) for w in WORDS] + [" ".join(FILLER)] * 3
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", cls_token="<s>", sep_token="</s>")
+    fast.save_pretrained(case_dir)
+    assert len(fast) <= vocab_size, len(fast)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    make_case(out, "roberta", RobertaModel, roberta_config(), 11, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config()),
+    ])
+    make_case(out, "roberta_cls", RobertaForSequenceClassification,
+              roberta_config(num_labels=3, hidden_size=36, num_attention_heads=3, hidden_act="gelu", initializer_range=0.2,
+                             vocab_size=300), 23, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS")),
+    ])
+    save_tokenizer(os.path.join(out, "roberta_cls"), 300)
+    write_task(out)
+
+
+if __name__ == "__main__":
+    main()
