@@ -40,6 +40,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   expect_clean([&] { peft::LlamaConfig::from_json(j, "Llama", "fuzz"); });
+  expect_clean([&] { peft::LlamaConfig::from_json(j, "Qwen3", "fuzz"); });
+  expect_clean([&] { peft::LlamaConfig::from_json(j, "Phi3", "fuzz"); });
+  expect_clean([&] { peft::GemmaConfig::from_json(j, "Gemma2", "fuzz"); });
+  expect_clean([&] { peft::GemmaConfig::from_json(j, "Gemma3", "fuzz"); });
   expect_clean([&] { peft::GPT2Config::from_json(j, "fuzz"); });
   expect_clean([&] { peft::BertConfig::from_json(j, "fuzz"); });
   expect_clean([&] { peft::ViTConfig::from_json(j, "fuzz"); });

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace peft {
@@ -94,6 +95,36 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   auto m = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
   auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, is_causal && !mask.defined(), scale);
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
+}
+
+at::Tensor attend_eager(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                        double scale, std::optional<double> softcap) {
+  const int64_t groups = q.size(1) / k.size(1);
+  auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
+  auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
+  auto scores = at::matmul(q, kk.transpose(2, 3)) * scale;
+  if (softcap) scores = at::tanh(scores / *softcap) * *softcap;
+  const int64_t q_len = q.size(2), kv_len = kk.size(2);
+  at::Tensor visible = mask;
+  if (!visible.defined()) {
+    auto qpos = at::arange(kv_len - q_len, kv_len, q.options().dtype(at::kLong)).unsqueeze(1);
+    visible = at::arange(kv_len, q.options().dtype(at::kLong)).unsqueeze(0) <= qpos;
+  }
+  scores = scores.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
+  auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  auto out = at::matmul(probs, vv);
+  return out.transpose(1, 2).reshape({q.size(0), q_len, q.size(1) * q.size(3)});
+}
+
+at::Tensor sliding_window_mask(const at::Tensor& mask, int64_t batch, int64_t q_len, int64_t past, int64_t window,
+                               at::Device device) {
+  const int64_t kv_len = past + q_len;
+  auto base = mask.defined() ? mask : make_attention_mask({}, batch, q_len, kv_len, /*causal=*/true, device);
+  auto opts = at::TensorOptions().device(device).dtype(at::kLong);
+  auto qpos = at::arange(past, kv_len, opts).unsqueeze(1);
+  auto kpos = at::arange(kv_len, opts).unsqueeze(0);
+  auto narrowed = base & (kpos > qpos - window).view({1, 1, q_len, kv_len});
+  return narrowed | narrowed.logical_not().all(-1, /*keepdim=*/true);
 }
 
 namespace {

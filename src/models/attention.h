@@ -23,6 +23,19 @@ at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                   double scale, bool is_causal = false);
 
+// attend's eager form, as transformers' eager_attention_forward: scores in the input dtype,
+// optionally soft-capped (softcap * tanh(scores / softcap), Gemma 2), the mask added as
+// -inf, softmax in float32. SDPA cannot cap scores. An undefined mask is plain causal.
+at::Tensor attend_eager(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                        double scale, std::optional<double> softcap);
+
+// A decoder mask (undefined = plain causal) narrowed to a sliding window: query at
+// absolute position p sees keys at p - window < position <= p (transformers'
+// sliding_window_overlay). Rows left with no visible key are opened, as
+// make_attention_mask does.
+at::Tensor sliding_window_mask(const at::Tensor& mask, int64_t batch, int64_t q_len, int64_t past, int64_t window,
+                               at::Device device);
+
 // The mask a decoder needs, or undefined when plain causal attention will do (no past,
 // no padding): then pass is_causal = true to attend.
 at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device);

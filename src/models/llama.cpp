@@ -16,12 +16,22 @@ LlamaAttention::LlamaAttention(const LlamaConfig& c)
   k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
   v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
   o_proj = register_module("o_proj", std::make_shared<Linear>(heads_ * head_dim_, c.hidden_size, c.o_bias));
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, c.arch + "RMSNorm"));
+    k_norm = register_module("k_norm", std::make_shared<RMSNorm>(head_dim_, c.rms_norm_eps, c.arch + "RMSNorm"));
+  }
 }
 
 at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                                    KVCache* cache, size_t layer) {
-  auto q = split_heads(q_proj->forward(h), heads_, head_dim_);
-  auto k = split_heads(k_proj->forward(h), kv_heads_, head_dim_);
+  auto q = q_proj->forward(h);
+  auto k = k_proj->forward(h);
+  if (q_norm) {  // over each head's features, before the rotation
+    q = q_norm->forward(q.view({q.size(0), q.size(1), heads_, head_dim_})).flatten(2);
+    k = k_norm->forward(k.view({k.size(0), k.size(1), kv_heads_, head_dim_})).flatten(2);
+  }
+  q = split_heads(q, heads_, head_dim_);
+  k = split_heads(k, kv_heads_, head_dim_);
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
   RotaryEmbedding::apply(q, k, rope);
   update_cache(cache, layer, k, v);
@@ -38,7 +48,7 @@ at::Tensor LlamaMLP::base_forward(const at::Tensor& x) {
   return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
 }
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c) : arch_(c.arch) {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding) : arch_(c.arch), sliding_(sliding) {
   const std::string norm = c.arch + "RMSNorm";
   self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c));
   mlp = register_module("mlp", std::make_shared<LlamaMLP>(c));
@@ -54,10 +64,10 @@ at::Tensor LlamaDecoderLayer::forward(const at::Tensor& h, const RotaryEmbedding
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c)
-    : arch_(c.arch), rope_(c.rope, c.head_dim, c.max_position_embeddings) {
+    : arch_(c.arch), rope_(c.rope, c.head_dim, c.max_position_embeddings), sliding_window_(c.sliding_window) {
   embed_tokens = register_module("embed_tokens", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
   layers = register_module("layers", std::make_shared<ModuleList<LlamaDecoderLayer>>());
-  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c));
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c, c.sliding[i]));
   norm = register_module("norm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, c.arch + "RMSNorm"));
 }
 
@@ -65,10 +75,13 @@ at::Tensor LlamaModel::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
   KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, layers->size(), h.device());
-  const auto& mask = step.mask;
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
+  at::Tensor window_mask;
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
+    if (layer.sliding() && !window_mask.defined())
+      window_mask = sliding_window_mask(step.mask, in.batch_size(), in.seq_len(), step.past, sliding_window_, h.device());
+    const auto& mask = layer.sliding() ? window_mask : step.mask;
     if (in.checkpoint_layers && !cache)
       h = checkpointed([&layer, angles, mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); }, h);
     else

@@ -1,4 +1,6 @@
-// LLaMA-family decoders: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM.
+// LLaMA-family decoders: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
+// Qwen3ForCausalLM (per-head q_norm / k_norm). Layers marked sliding (Mistral's and
+// Qwen3's sliding_window) attend within the window.
 #pragma once
 
 #include "models/model_config.h"
@@ -18,6 +20,7 @@ class LlamaAttention : public Module {
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                      KVCache* cache, size_t layer);
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+  std::shared_ptr<RMSNorm> q_norm, k_norm;  // Qwen3 only
 
  private:
   std::string arch_;
@@ -40,7 +43,8 @@ class LlamaMLP : public AdaptableLayer {  // adaptable: parallel adapters sit be
 
 class LlamaDecoderLayer : public Module {
  public:
-  explicit LlamaDecoderLayer(const LlamaConfig& c);
+  LlamaDecoderLayer(const LlamaConfig& c, bool sliding);
+  bool sliding() const { return sliding_; }
   std::string type_name() const override { return arch_ + "DecoderLayer"; }
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                      KVCache* cache, size_t layer);
@@ -50,6 +54,7 @@ class LlamaDecoderLayer : public Module {
 
  private:
   std::string arch_;
+  bool sliding_;
 };
 
 class LlamaModel : public Module {
@@ -65,6 +70,7 @@ class LlamaModel : public Module {
  private:
   std::string arch_;
   RotaryEmbedding rope_;
+  int64_t sliding_window_;
 };
 
 class LlamaForCausalLM : public CausalLMBase {

@@ -1,11 +1,40 @@
 #include "models/model_config.h"
 
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 
 #include "models/config_reader.h"
 
 namespace peft {
+
+namespace {
+// transformers' layer_types: which layers attend within a sliding window. `fallback` is
+// the family's rule when config.json lists none.
+void read_layer_types(const ConfigReader& r, LlamaConfig& c, int64_t window, const std::function<bool(int64_t)>& fallback) {
+  c.sliding_window = window;
+  c.sliding.assign(static_cast<size_t>(c.num_layers), false);
+  if (r.has("layer_types")) {
+    const auto& t = r.json()["layer_types"];
+    if (!t.is_array() || static_cast<int64_t>(t.size()) != c.num_layers)
+      r.fail("'layer_types' must list one type per layer (" + std::to_string(c.num_layers) + ")");
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      const std::string type = t[i].is_string() ? t[i].get<std::string>() : t[i].dump();
+      if (type != "full_attention" && type != "sliding_attention")
+        r.fail("layer_types[" + std::to_string(i) + "] '" + type +
+               "' is not supported (supported: full_attention, sliding_attention)");
+      c.sliding[i] = type == "sliding_attention";
+    }
+  } else {
+    for (int64_t i = 0; i < c.num_layers; ++i) c.sliding[i] = window > 0 && fallback(i);
+  }
+  if (window == 0 && std::find(c.sliding.begin(), c.sliding.end(), true) != c.sliding.end())
+    r.fail("layer_types has sliding_attention layers but no sliding window is set (sliding_window / use_sliding_window)");
+}
+
+// Families whose single sliding_window, when set, applies to every layer.
+bool whole_model_window(const std::string& arch) { return arch == "Mistral" || arch == "Phi3"; }
+}  // namespace
 
 LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& arch, const std::string& where) {
   ConfigReader r(j, where);
@@ -43,6 +72,63 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
     c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
   }
   if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
+  c.qk_norm = arch == "Qwen3";
+  if (whole_model_window(arch)) {
+    const int64_t window = r.has("sliding_window") ? r.dim("sliding_window", std::nullopt, ConfigLimits::kPositions) : 0;
+    c.sliding_window = window;
+    c.sliding.assign(static_cast<size_t>(c.num_layers), window > 0);
+  } else if (arch == "Qwen3") {
+    // As Qwen3Config: the window only with use_sliding_window, then from max_window_layers on.
+    const bool use = r.get<bool>("use_sliding_window", false);
+    const int64_t window = use ? r.dim("sliding_window", 4096, ConfigLimits::kPositions) : 0;
+    const int64_t first = r.get<int64_t>("max_window_layers", 28);
+    read_layer_types(r, c, window, [first](int64_t i) { return i >= first; });
+  } else {
+    c.sliding.assign(static_cast<size_t>(c.num_layers), false);
+  }
+  return c;
+}
+
+GemmaConfig GemmaConfig::from_json(const nlohmann::json& j, const std::string& arch, const std::string& where) {
+  ConfigReader r(j, where);
+  GemmaConfig c;
+  static_cast<LlamaConfig&>(c) = LlamaConfig::from_json(j, arch, where);
+  if (!r.has("head_dim")) c.head_dim = 256;  // Gemma2Config / Gemma3TextConfig default
+  c.hidden_act = r.get<std::string>("hidden_activation", r.get<std::string>("hidden_act", "gelu_pytorch_tanh"));
+  check_activation(c.hidden_act);
+  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
+  c.rms_norm_eps = r.positive("rms_norm_eps", 1e-6);
+  c.query_pre_attn_scalar = r.positive("query_pre_attn_scalar", 256);
+  const bool gemma2 = arch == "Gemma2";
+  auto softcap = [&](const char* key, std::optional<double> fallback) -> std::optional<double> {
+    if (!r.json().contains(key)) return fallback;
+    if (!r.has(key)) return std::nullopt;  // explicit null: no capping
+    return r.positive(key, 1.0);
+  };
+  c.attn_softcap = softcap("attn_logit_softcapping", gemma2 ? std::optional<double>(50.0) : std::nullopt);
+  c.final_softcap = softcap("final_logit_softcapping", gemma2 ? std::optional<double>(30.0) : std::nullopt);
+  if (r.get<bool>("use_bidirectional_attention", false)) r.fail("use_bidirectional_attention is not supported");
+  const int64_t window = r.has("sliding_window") ? r.dim("sliding_window", std::nullopt, ConfigLimits::kPositions) : 0;
+  // Gemma 2 alternates from layer 0; Gemma 3 has every sliding_window_pattern-th layer global.
+  const int64_t pattern = gemma2 ? 2 : r.dim("sliding_window_pattern", 6, ConfigLimits::kLayers);
+  read_layer_types(r, c, window, [pattern](int64_t i) { return (i + 1) % pattern != 0; });
+  if (gemma2) {
+    c.rope_local = c.rope;
+  } else {
+    // Gemma3TextConfig: rope_parameters per layer type; older configs say rope_theta
+    // (global, default 1e6), rope_local_base_freq (local, default 1e4) and rope_scaling
+    // (global layers only).
+    const auto& rp = r.has("rope_parameters") ? j["rope_parameters"] : nlohmann::json::object();
+    if (!rp.is_object()) r.fail("'rope_parameters' must be an object");
+    auto per_type = [&](const char* type, const char* theta_key, double theta) {
+      nlohmann::json p = rp.contains(type) && rp[type].is_object() ? rp[type] : nlohmann::json{{"rope_type", "default"}};
+      if (std::string(type) == "full_attention" && r.has("rope_scaling") && !rp.contains(type)) p.update(j["rope_scaling"]);
+      if (!p.contains("rope_theta")) p["rope_theta"] = r.positive(theta_key, theta);
+      return p;
+    };
+    c.rope = per_type("full_attention", "rope_theta", 1e6);
+    c.rope_local = per_type("sliding_attention", "rope_local_base_freq", 1e4);
+  }
   return c;
 }
 

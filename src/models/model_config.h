@@ -5,19 +5,33 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace peft {
 
 struct LlamaConfig {
-  std::string arch;  // "Llama", "Mistral", "Qwen2": prefixes module type names
+  std::string arch;  // "Llama", "Mistral", "Qwen2", "Qwen3", "Phi3", ...: prefixes module type names
   int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim;
   int64_t max_position_embeddings;
   double rms_norm_eps;
   bool tie_word_embeddings, qkv_bias, o_bias, mlp_bias;
   std::string hidden_act;
   nlohmann::json rope;
+  bool qk_norm = false;         // Qwen3: RMSNorm over head_dim on queries and keys, before RoPE
+  int64_t sliding_window = 0;   // 0: none; else the window of the layers marked sliding
+  std::vector<bool> sliding;    // per layer: true = "sliding_attention" (transformers' layer_types)
   static LlamaConfig from_json(const nlohmann::json& j, const std::string& arch, const std::string& where);
+};
+
+// Gemma 2 and Gemma 3 text (arch "Gemma2", "Gemma3"): LLaMA's sizes plus what Gemma adds.
+struct GemmaConfig : LlamaConfig {
+  double query_pre_attn_scalar;       // scores are scaled by query_pre_attn_scalar^-0.5
+  std::optional<double> attn_softcap;  // attn_logit_softcapping
+  std::optional<double> final_softcap; // final_logit_softcapping
+  nlohmann::json rope_local;           // rope of sliding layers (Gemma 3); `rope` is the global one
+  static GemmaConfig from_json(const nlohmann::json& j, const std::string& arch, const std::string& where);
 };
 
 struct GPT2Config {

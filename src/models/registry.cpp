@@ -4,8 +4,10 @@
 #include <functional>
 
 #include "models/bert.h"
+#include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/llama.h"
+#include "models/phi3.h"
 #include "models/vit.h"
 #include "peft/layers.h"
 #include "util/json_file.h"
@@ -20,6 +22,10 @@ const std::map<std::string, Factory>& factories() {
       {"LlamaForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Llama", w); }},
       {"MistralForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Mistral", w); }},
       {"Qwen2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen2", w); }},
+      {"Qwen3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen3", w); }},
+      {"Gemma2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma2", w); }},
+      {"Gemma3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma3", w); }},
+      {"Phi3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Phi3ForCausalLM>(j, w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -38,6 +44,8 @@ const std::map<std::string, Factory>& factories() {
 const std::map<std::string, std::string> kDefaultArch = {
     {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"},
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
+    {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
+    {"phi3", "Phi3ForCausalLM"},
 };
 }  // namespace
 

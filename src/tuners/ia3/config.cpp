@@ -24,9 +24,12 @@ const ojson& ia3_defaults() {
 const std::vector<std::pair<std::string, std::vector<std::string>>> kTargets = {
     {"llama", {"k_proj", "v_proj", "down_proj"}}, {"mistral", {"k_proj", "v_proj", "down_proj"}},
     {"qwen2", {"q_proj", "v_proj", "down_proj"}}, {"gpt2", {"c_attn", "mlp.c_proj"}},
+    {"qwen3", {"q_proj", "v_proj", "down_proj"}}, {"gemma2", {"q_proj", "v_proj", "down_proj"}},
+    {"gemma3_text", {"q_proj", "v_proj", "down_proj"}},
     {"bert", {"key", "value", "output.dense"}}, {"roberta", {"key", "value", "output.dense"}}};
 const std::vector<std::pair<std::string, std::vector<std::string>>> kFeedforward = {
     {"llama", {"down_proj"}}, {"mistral", {"down_proj"}}, {"qwen2", {"down_proj"}},
+    {"qwen3", {"down_proj"}}, {"gemma2", {"down_proj"}}, {"gemma3_text", {"down_proj"}},
     {"gpt2", {"mlp.c_proj"}}, {"bert", {"output.dense"}}, {"roberta", {"output.dense"}}};
 
 bool ends_with(const std::string& s, const std::string& suffix) {

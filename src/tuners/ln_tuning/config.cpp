@@ -22,6 +22,10 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
     {"llama", {"input_layernorm", "post_attention_layernorm", "norm"}},
     {"mistral", {"input_layernorm", "post_attention_layernorm", "norm"}},
     {"qwen2", {"post_attention_layernorm"}},
+    {"qwen3", {"post_attention_layernorm"}},
+    {"gemma2", {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
+    {"gemma3_text",
+     {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
     {"gpt2", {"ln_1", "ln_2", "ln_f"}}};
 
 }  // namespace

@@ -44,6 +44,7 @@ const char* kUnsupportedUnlessDefault[] = {
 // targets when a config names none.
 const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
     {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
+    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
     {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
     {"roberta", {"query", "value"}}};
 

@@ -1,0 +1,271 @@
+#!/usr/bin/env python
+"""Random-weight Qwen3, Gemma 2, Gemma 3 text and Phi-3 models made by transformers, with
+reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
+
+Usage: python tests/parity/make_families.py OUT_DIR
+
+For every case OUT_DIR/<case>/ holds:
+  * the model (save_pretrained, float32), reference.safetensors with input_ids,
+    attention_mask (right-padded rows), logits, gen_input_ids, gen_output_ids (32 greedy
+    tokens), packed_input_ids, packed_position_ids, packed_logits, num_parameters;
+  * lora/ and ia3/: adapters saved by HF PEFT (non-trivial weights), each with
+    reference.safetensors holding the adapted model's logits on the same inputs.
+Sequences (9 tokens, 37 generated) are longer than every sliding window here (3 to 5).
+"""
+
+import os
+import shutil
+import sys
+import time
+
+import torch
+from peft import IA3Config, LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    Phi3Config,
+    Phi3ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+from transformers.utils import logging as hf_logging
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+S = 9
+LENGTHS = [9, 6, 2]  # right-padded rows, row 0 full length
+PACKED_SEGMENTS = [[5, 4], [2, 7]]
+GEN_PROMPT_LEN = 5
+GEN_NEW = 32
+MIN_MARGIN = 1e-2
+MAX_SEED_TRIES = 100
+INIT_STD = 0.2
+MIN_EFFECT = 1e-3  # an adapter must move the logits at least this much
+
+
+def _qwen3():
+    # head_dim independent of hidden / heads; GQA 5:1; untied
+    return Qwen3Config(
+        vocab_size=131, hidden_size=48, head_dim=20, intermediate_size=72, num_hidden_layers=2,
+        num_attention_heads=5, num_key_value_heads=1, tie_word_embeddings=False, max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, initializer_range=INIT_STD,
+    )
+
+
+def _qwen3_window():
+    # tied; sliding window 3 from layer 1 on (use_sliding_window, max_window_layers)
+    return Qwen3Config(
+        vocab_size=97, hidden_size=40, head_dim=16, intermediate_size=56, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, tie_word_embeddings=True, max_position_embeddings=64,
+        use_sliding_window=True, sliding_window=3, max_window_layers=1, attention_bias=True,
+        rope_parameters={"rope_type": "linear", "rope_theta": 50000.0, "factor": 2.0}, initializer_range=INIT_STD,
+    )
+
+
+def _gemma2():
+    # tied (Gemma's default); soft-capping low enough that tanh bends; window 4 on layers 0, 2
+    return Gemma2Config(
+        vocab_size=113, hidden_size=48, head_dim=24, intermediate_size=80, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=64, sliding_window=4,
+        query_pre_attn_scalar=20, attn_logit_softcapping=3.0, final_logit_softcapping=6.0,
+        initializer_range=INIT_STD,
+    )
+
+
+def _gemma3():
+    # untied; q_norm / k_norm; local and global RoPE (global linear-scaled); window 5
+    return Gemma3TextConfig(
+        vocab_size=109, hidden_size=48, head_dim=16, intermediate_size=72, num_hidden_layers=3,
+        num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=64, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], query_pre_attn_scalar=16,
+        tie_word_embeddings=False,
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+        },
+        initializer_range=INIT_STD,
+    )
+
+
+def _phi3():
+    # fused qkv_proj / gate_up_proj; GQA 3:1; untied; sliding window 5 on every layer
+    return Phi3Config(
+        vocab_size=103, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=3,
+        num_key_value_heads=1, max_position_embeddings=64, original_max_position_embeddings=64,
+        sliding_window=5, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        initializer_range=INIT_STD,
+    )
+
+
+def _phi3_tied():
+    return Phi3Config(
+        vocab_size=89, hidden_size=36, intermediate_size=50, num_hidden_layers=2, num_attention_heads=3,
+        num_key_value_heads=3, max_position_embeddings=64, original_max_position_embeddings=64,
+        sliding_window=None, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        initializer_range=INIT_STD,
+    )
+
+
+# name, model class, config factory, LoRA kwargs, IA3 kwargs. None target_modules: PEFT's
+# default for the model_type (the C++ side must know the same table).
+CASES = [
+    ("qwen3", Qwen3ForCausalLM, _qwen3, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "qwen3_window",
+        Qwen3ForCausalLM,
+        _qwen3_window,
+        dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    ("gemma2", Gemma2ForCausalLM, _gemma2, dict(target_modules="all-linear"), dict(target_modules=None)),
+    ("gemma3", Gemma3ForCausalLM, _gemma3, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "phi3",
+        Phi3ForCausalLM,
+        _phi3,
+        dict(target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
+        dict(target_modules=["qkv_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "phi3_tied",
+        Phi3ForCausalLM,
+        _phi3_tied,
+        dict(target_modules=["qkv_proj", "gate_up_proj"]),
+        dict(target_modules=["qkv_proj", "gate_up_proj"], feedforward_modules=["gate_up_proj"]),
+    ),
+]
+
+BASE_SEED = 2468
+
+
+def build_model(cls, cfg_factory, seed):
+    torch.manual_seed(seed)
+    cfg = cfg_factory()
+    cfg._attn_implementation = "eager"
+    model = cls(cfg).to(torch.float32)
+    with torch.no_grad():  # norms and biases away from their trivial init
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    model.eval()
+    return model
+
+
+def text_inputs(vocab):
+    ids = torch.zeros(len(LENGTHS), S, dtype=torch.int64)
+    mask = torch.zeros(len(LENGTHS), S, dtype=torch.int64)
+    for b, n in enumerate(LENGTHS):
+        ids[b, :n] = torch.randint(1, vocab, (n,), dtype=torch.int64)
+        mask[b, :n] = 1
+    return ids, mask
+
+
+def greedy(model, vocab):
+    gc = model.generation_config
+    for k in ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation"):
+        setattr(gc, k, None)
+    gc.do_sample = False
+    gc.pad_token_id = 0
+    prompt = torch.randint(1, vocab, (1, GEN_PROMPT_LEN), dtype=torch.int64)
+    with torch.no_grad():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=GEN_NEW,
+                             min_new_tokens=GEN_NEW, do_sample=False, eos_token_id=None, pad_token_id=0,
+                             output_scores=True, return_dict_in_generate=True)
+    seq = out.sequences
+    assert seq.shape == (1, GEN_PROMPT_LEN + GEN_NEW), seq.shape
+    margin = min(float(torch.topk(sc[0].float(), 2).values.diff().abs()) for sc in out.scores)
+    for i, sc in enumerate(out.scores):
+        assert int(sc[0].argmax()) == int(seq[0, GEN_PROMPT_LEN + i])
+    return prompt, seq.contiguous(), margin
+
+
+def packed_inputs(vocab, seed):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (len(PACKED_SEGMENTS), sum(PACKED_SEGMENTS[0])), generator=gen, dtype=torch.int64)
+    pos = torch.tensor([[i for n in row for i in range(n)] for row in PACKED_SEGMENTS], dtype=torch.int64)
+    return ids, pos
+
+
+def make_base(case_dir, idx, name, cls, cfg_factory):
+    seed = BASE_SEED + 100 * idx
+    for _ in range(MAX_SEED_TRIES):
+        model = build_model(cls, cfg_factory, seed)
+        vocab = model.config.vocab_size
+        torch.manual_seed(seed + 1)
+        ids, mask = text_inputs(vocab)
+        prompt, seq, margin = greedy(model, vocab)
+        if margin > MIN_MARGIN:
+            break
+        seed += 1
+    else:
+        raise RuntimeError(f"{name}: no seed with a stable greedy margin")
+    with torch.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+        pids, ppos = packed_inputs(vocab, seed + 2)
+        packed = model(pids, position_ids=ppos, use_cache=False).logits
+        last = PACKED_SEGMENTS[0][-1]
+        alone = model(pids[:1, -last:], use_cache=False).logits
+    assert torch.allclose(packed[:1, -last:], alone, atol=1e-5), name
+    ref = dict(input_ids=ids, attention_mask=mask, logits=logits.float().contiguous(), gen_input_ids=prompt,
+               gen_output_ids=seq, packed_input_ids=pids, packed_position_ids=ppos,
+               packed_logits=packed.float().contiguous(),
+               num_parameters=torch.tensor([model.num_parameters()], dtype=torch.int64))
+    model.save_pretrained(case_dir, safe_serialization=True)
+    save_file(ref, os.path.join(case_dir, "reference.safetensors"))
+    return ref, seed, margin
+
+
+def perturb(model, keys, scale):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if any(k in name for k in keys):
+                p.add_(torch.randn_like(p) * scale)
+
+
+def make_adapter(case_dir, kind, config, ref, seed):
+    base = AutoModelForCausalLM.from_pretrained(case_dir, attn_implementation="eager", dtype=torch.float32).eval()
+    torch.manual_seed(seed)
+    model = get_peft_model(base, config).eval()
+    perturb(model, ["ia3_l"] if kind == "ia3" else [], 0.3)
+    with torch.no_grad():
+        logits = model(ref["input_ids"], attention_mask=ref["attention_mask"]).logits.float().contiguous()
+    effect = ((logits - ref["logits"]).abs() * ref["attention_mask"].unsqueeze(-1)).max().item()
+    assert effect > MIN_EFFECT, (case_dir, kind, effect)
+    out = os.path.join(case_dir, kind)
+    model.save_pretrained(out, safe_serialization=True)
+    save_file({"logits": logits}, os.path.join(out, "reference.safetensors"))
+    return effect, sorted(model.peft_config["default"].target_modules)
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        sys.exit(2)
+    root = sys.argv[1]
+    os.makedirs(root, exist_ok=True)
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    t0 = time.time()
+    for idx, (name, cls, cfg_factory, lora_kwargs, ia3_kwargs) in enumerate(CASES):
+        case_dir = os.path.join(root, name)
+        shutil.rmtree(case_dir, ignore_errors=True)
+        os.makedirs(case_dir)
+        ref, seed, margin = make_base(case_dir, idx, name, cls, cfg_factory)
+        lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False, **lora_kwargs)
+        lora_effect, lora_targets = make_adapter(case_dir, "lora", lora, ref, seed + 3)
+        ia3_effect, ia3_targets = make_adapter(case_dir, "ia3", IA3Config(**ia3_kwargs), ref, seed + 4)
+        print(f"{name:13s} {cls.__name__:18s} seed={seed} params={int(ref['num_parameters'][0])} "
+              f"margin={margin:.3g} lora{lora_targets} effect={lora_effect:.3g} "
+              f"ia3{ia3_targets} effect={ia3_effect:.3g}")
+    print(f"done: {len(CASES)} cases in {time.time() - t0:.1f}s -> {root}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+// Qwen3, Gemma 2, Gemma 3 text and Phi-3 against transformers and HF PEFT (fixtures from
+// tests/parity/make_families.py): logits on right-padded batches longer than every
+// sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
+// `peft inspect`'s architecture and parameter count.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <tuple>
+#include <nlohmann/json.hpp>
+
+#include "cli_runner.h"
+#include "peft/generate.h"
+#include "peft/lora.h"
+#include "peft/model.h"
+#include "peft/peft_model.h"
+#include "peft/safetensors.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+namespace peft {
+namespace {
+
+constexpr double kLogitTol = 1e-4;  // fp32 logits against transformers / HF PEFT
+
+fs::path case_dir(const std::string& name) { return fs::path(PEFT_FAMILIES_DIR) / name; }
+
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "families" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+at::Tensor logits_of(Model& model, const SafetensorsFile& ref) {
+  c10::InferenceMode guard;
+  return model.forward(test::inputs_of(ref)).logits;
+}
+
+std::vector<int64_t> row(const at::Tensor& t) {
+  auto r = t.contiguous();
+  return {r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel()};
+}
+
+// Copies a case folder and rewrites config.json keys (a variant transformers never saw).
+fs::path variant(const std::string& name, const std::string& tag, const nlohmann::json& patch) {
+  const auto dir = scratch(name + "_" + tag);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(case_dir(name) / f, dir / f);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+  cfg.merge_patch(patch);
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  return dir;
+}
+
+class Family : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Family, PaddedLogitsMatchTransformers) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto model = load_model(case_dir(GetParam()).string());
+  EXPECT_LE(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), kLogitTol);
+}
+
+TEST_P(Family, PackedSequencesMatchTransformers) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto model = load_model(case_dir(GetParam()).string());
+  ModelInputs in;
+  in.input_ids = ref.get("packed_input_ids");
+  in.position_ids = ref.get("packed_position_ids");
+  EXPECT_LE(test::max_diff(model->forward(in).logits, ref.get("packed_logits"), {}), kLogitTol);
+}
+
+TEST_P(Family, GreedyGenerationMatchesTransformers) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto model = load_model(case_dir(GetParam()).string());
+  const auto prompt = ref.get("gen_input_ids"), want = ref.get("gen_output_ids");
+  GenerationConfig cfg;
+  cfg.max_new_tokens = want.size(1) - prompt.size(1);
+  ASSERT_EQ(cfg.max_new_tokens, 32);
+  EXPECT_EQ(generate(*model, {row(prompt[0])}, cfg)[0], row(want[0]));
+}
+
+TEST_P(Family, ParameterCountMatchesTransformers) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  EXPECT_EQ(load_model(case_dir(GetParam()).string())->num_parameters(), ref.get("num_parameters").item<int64_t>());
+}
+
+// LoRA (init_lora_weights=False, so B is not zero) and IA3 (vectors perturbed) as HF PEFT
+// saved them; Phi-3's target the fused qkv_proj / gate_up_proj.
+TEST_P(Family, HfLoraAdapterMatchesPeft) {
+  const auto dir = case_dir(GetParam()) / "lora";
+  SafetensorsFile ref((dir / "reference.safetensors").string());
+  SafetensorsFile base((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(case_dir(GetParam()).string()));
+  peft.load_adapter(dir.string());
+  c10::InferenceMode guard;
+  auto got = peft.forward(test::inputs_of(base)).logits;
+  EXPECT_LE(test::max_diff(got, ref.get("logits"), base.get("attention_mask")), kLogitTol);
+}
+
+TEST_P(Family, HfIa3AdapterMatchesPeft) {
+  const auto dir = case_dir(GetParam()) / "ia3";
+  SafetensorsFile ref((dir / "reference.safetensors").string());
+  SafetensorsFile base((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(case_dir(GetParam()).string()));
+  peft.load_adapter(dir.string());
+  c10::InferenceMode guard;
+  auto got = peft.forward(test::inputs_of(base)).logits;
+  EXPECT_LE(test::max_diff(got, ref.get("logits"), base.get("attention_mask")), kLogitTol);
+}
+
+TEST_P(Family, CliInspectNamesArchitectureAndCount) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  const auto arch = nlohmann::json::parse(std::ifstream(case_dir(GetParam()) / "config.json"))["architectures"][0];
+  auto r = test::run_cli({"inspect", case_dir(GetParam()).string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("architecture: " + arch.get<std::string>()));
+  EXPECT_THAT(r.output, HasSubstr("(" + std::to_string(ref.get("num_parameters").item<int64_t>()) + ")"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Family,
+                         ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied"));
+
+// The references depend on the window: the same weights with the window wider than the
+// sequence give other logits, so the parity above is not a full-attention coincidence.
+class Window : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Window, WideningTheWindowChangesLogits) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto model = load_model(variant(GetParam(), "wide", {{"sliding_window", 64}}).string());
+  EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Window, ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3"));
+
+// Gemma 2's soft-capping is in the references too: without it, other logits.
+TEST(Gemma2, SoftCappingIsApplied) {
+  SafetensorsFile ref((case_dir("gemma2") / "reference.safetensors").string());
+  for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
+    auto model = load_model(variant("gemma2", key, {{key, nullptr}}).string());
+    EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2) << key;
+  }
+}
+
+// What we do not implement is refused by name, never computed some other way.
+TEST(Families, UnsupportedArchitectureNamesItAndListsSupported) {
+  const auto dir = variant("qwen3", "falcon", {{"architectures", {"FalconForCausalLM"}}, {"model_type", "falcon"}});
+  try {
+    (void)load_model(dir.string());
+    FAIL() << "loaded an unsupported architecture";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_THAT(msg, HasSubstr("FalconForCausalLM"));
+    for (const char* arch : {"Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"})
+      EXPECT_THAT(msg, HasSubstr(arch));
+  }
+  auto r = test::run_cli({"inspect", dir.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("unsupported architecture 'FalconForCausalLM'"));
+}
+
+TEST(Families, UnsupportedSettingsAreRefusedByName) {
+  const std::vector<std::tuple<std::string, nlohmann::json, std::string>> cases = {
+      {"phi3", {{"rope_parameters", {{"rope_type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}}}},
+       "longrope"},
+      {"phi3", {{"rope_parameters", {{"partial_rotary_factor", 0.5}}}}, "partial_rotary_factor"},
+      {"qwen3_window", {{"layer_types", {"full_attention", "chunked_attention", "full_attention"}}}, "chunked_attention"},
+      {"qwen3", {{"layer_types", {"sliding_attention", "full_attention"}}}, "sliding_window"},
+      {"gemma3", {{"layer_types", {"full_attention"}}}, "layer_types"},
+      {"gemma3", {{"use_bidirectional_attention", true}}, "use_bidirectional_attention"},
+  };
+  int i = 0;
+  for (const auto& [name, patch, want] : cases) {
+    const auto dir = variant(name, "bad" + std::to_string(i++), patch);
+    try {
+      (void)load_model(dir.string());
+      ADD_FAILURE() << name << " " << patch.dump() << " loaded";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(std::string(e.what()), HasSubstr(want)) << patch.dump();
+    }
+  }
+}
+
+// With no target_modules, LoRA takes HF PEFT's defaults for the model_type.
+TEST(Families, LoraDefaultTargetsFollowPeft) {
+  for (const char* name : {"qwen3", "gemma2", "gemma3"}) {
+    PeftModel peft(load_model(case_dir(name).string()));
+    peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),
+                                                      "test"));
+    std::set<std::string> targets;
+    for (const auto& [path, m] : peft.model().named_modules())
+      if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->adapter("default"))
+        targets.insert(path.substr(path.rfind('.') + 1));
+    EXPECT_EQ(targets, (std::set<std::string>{"q_proj", "v_proj"})) << name;
+  }
+}
+
+}  // namespace
+}  // namespace peft
