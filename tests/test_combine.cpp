@@ -15,6 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "peft/ia3.h"
+#include "peft/ia3_combine.h"
 #include "peft/lora_combine.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
@@ -125,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(Peft, CombineParity,
                          ::testing::Values("linear", "cat", "svd", "svd_rank_clamp_reduced", "ties", "ties_frequency",
                                            "ties_svd", "dare_linear", "dare_ties", "dare_linear_svd", "dare_ties_svd",
                                            "magnitude_prune", "magnitude_prune_svd", "dare_linear_gaussian_init",
-                                           "dare_ties_svd_false_init", "single"));
+                                           "dare_ties_svd_false_init", "single", "single_negate"));
 
 TEST(CombineParity, FixtureCoversEveryCombinationType) {
   std::set<std::string> covered;
@@ -297,6 +299,147 @@ TEST(CombineErrors, LibraryRefusesWhatHfWouldMergeIntoSomethingElse) {
               ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("'svd_clamp' is a quantile between 0 and 1")));
   // Nothing was added by the refusals.
   EXPECT_EQ(peft->adapters().size(), 4u);
+}
+
+// --- (IA)3: IA3Model.add_weighted_adapter ---------------------------------------------
+
+// The merged vectors are one multiply-add per adapter, the same ATen ops as HF's.
+constexpr double kIa3VectorTol = 1e-6;
+
+std::unique_ptr<PeftModel> with_ia3_adapters() {
+  return with_adapters(cases()["ia3_adapters"].get<std::vector<std::string>>());
+}
+
+std::vector<std::string> sorted_list(const nlohmann::json& v) {
+  auto out = v.get<std::vector<std::string>>();
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class Ia3CombineParity : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Ia3CombineParity, VectorsConfigAndOutputsMatchPeft) {
+  const std::string name = GetParam();
+  const auto c = cases()["ia3_cases"][name];
+  auto peft = with_ia3_adapters();
+  add_weighted_ia3_adapter(*peft, c["adapters"].get<std::vector<std::string>>(),
+                           c["weights"].get<std::vector<double>>(), name);
+  const fs::path hf = fixture() / "cases" / name / "adapter";
+  const auto ours_tensors = peft->adapter_state_dict(name);
+  ASSERT_FALSE(ours_tensors.empty());
+  const double d = max_tensor_diff(ours_tensors, hf / "adapter_model.safetensors");
+  EXPECT_LE(d, kIa3VectorTol) << name;
+  std::cout << "[ measured ] " << name << ": max |ia3_l - HF| = " << d;
+
+  const auto hf_cfg = nlohmann::json::parse(std::ifstream(hf / "adapter_config.json"));
+  const nlohmann::json ours = peft->config(name).to_json();
+  EXPECT_EQ(ours["peft_type"], "IA3");
+  EXPECT_EQ(sorted_list(ours["target_modules"]), sorted_list(hf_cfg["target_modules"]));
+  EXPECT_EQ(sorted_list(ours["feedforward_modules"]), sorted_list(hf_cfg["feedforward_modules"]));
+  EXPECT_EQ(ours["init_ia3_weights"], hf_cfg["init_ia3_weights"]);
+
+  c10::InferenceMode guard;
+  SafetensorsFile ref((fixture() / "cases" / name / "reference.safetensors").string());
+  peft->set_adapter({name});
+  const double dl = test::max_diff(peft->forward(test::inputs_of(ref)).logits, ref.get("logits"), test::mask_of(ref));
+  EXPECT_LE(dl, kLogitTol) << name;
+  std::cout << ", max |logits - HF| = " << dl << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Peft, Ia3CombineParity,
+                         ::testing::Values("ia3_pair", "ia3_three", "ia3_negate", "ia3_scale"));
+
+// Negating and scaling are what they say: -1 and 0.5 times the adapter's own vectors (so
+// the parity above is not a match of two wrong merges).
+TEST(Ia3Combine, OneAdapterIsScaledByItsWeight) {
+  auto peft = with_ia3_adapters();
+  add_weighted_ia3_adapter(*peft, {"ia3_y"}, {-1.0}, "neg");
+  add_weighted_ia3_adapter(*peft, {"ia3_y"}, {0.5}, "half");
+  const auto own = peft->adapter_state_dict("ia3_y"), neg = peft->adapter_state_dict("neg"),
+             half = peft->adapter_state_dict("half");
+  ASSERT_EQ(own.size(), neg.size());
+  ASSERT_EQ(own.size(), half.size());
+  for (size_t i = 0; i < own.size(); ++i) {
+    ASSERT_EQ(neg[i].first, own[i].first);
+    EXPECT_TRUE(at::equal(neg[i].second, -own[i].second)) << own[i].first;
+    EXPECT_TRUE(at::allclose(half[i].second, own[i].second * 0.5)) << own[i].first;
+  }
+}
+
+TEST(Ia3Combine, LibraryRefusesWhatHfCannotMerge) {
+  auto peft = with_ia3_adapters();
+  auto cfg = [](const std::string& json) { return IA3Config::from_json(nlohmann::ordered_json::parse(json), "test"); };
+  // down_proj scales its input in ia3_x ([1, in]) and its output here ([out, 1]).
+  peft->add_adapter("not_ff", cfg(R"({"peft_type": "IA3", "target_modules": ["down_proj"], "feedforward_modules": []})"));
+  EXPECT_THAT([&] { add_weighted_ia3_adapter(*peft, {"ia3_x", "not_ff"}, {1, 1}, "m1"); },
+              ::testing::ThrowsMessage<std::invalid_argument>(
+                  AllOf(HasSubstr("mlp.down_proj"), HasSubstr("'not_ff' has ia3_l of shape"), HasSubstr("feed-forward"))));
+  peft->add_adapter("rx", cfg(R"({"peft_type": "IA3", "target_modules": ".*v_proj", "feedforward_modules": []})"));
+  EXPECT_THAT([&] { add_weighted_ia3_adapter(*peft, {"ia3_x", "rx"}, {1, 1}, "m2"); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("as a list and as a regex")));
+  EXPECT_THAT([&] { add_weighted_ia3_adapter(*peft, {"ia3_x"}, {1, 1}, "m3"); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("'weights' has 2 entries for 1 adapters")));
+  EXPECT_THAT([&] { add_weighted_ia3_adapter(*peft, {"ia3_x", "ia3_x"}, {1, 1}, "m4"); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("named twice")));
+  // The LoRA merge points IA3 adapters to the IA3 one, and vice versa.
+  EXPECT_THAT([&] { add_weighted_adapter(*peft, {"ia3_x", "ia3_y"}, {1, 1}, "m5", {}); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("add_weighted_ia3_adapter")));
+  peft->load_adapter(adapter_dir("a").string(), "lora_a");
+  EXPECT_THAT([&] { add_weighted_ia3_adapter(*peft, {"ia3_x", "lora_a"}, {1, 1}, "m6"); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("adapter 'lora_a' is LORA")));
+  // Nothing was added by the refusals.
+  EXPECT_EQ(peft->adapters().size(), 6u);
+}
+
+nlohmann::ordered_json ia3_recipe_for(const std::string& name, const fs::path& out) {
+  const auto c = cases()["ia3_cases"][name];
+  nlohmann::ordered_json r;
+  r["base"] = base_dir().string();
+  r["adapters"] = nlohmann::ordered_json::object();
+  for (const auto& n : c["adapters"]) r["adapters"][n.get<std::string>()] = adapter_dir(n).string();
+  r["weights"] = c["weights"];
+  r["output_dir"] = out.string();
+  return r;
+}
+
+TEST(CombineCli, Ia3RecipeWritesAnAdapterPeftLoadsWithItsOwnOutputs) {
+  for (const char* name : {"ia3_three"}) {  // (ia3_negate's vectors are checked above; one Python run here)
+    const auto out = scratch(std::string("cli_") + name);
+    fs::remove_all(out);
+    const auto r = test::run_cli(
+        {"combine", "--recipe", write_recipe(ia3_recipe_for(name, out), scratch(std::string(name) + ".json")).string()});
+    ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+    expect_folder_matches_peft(out, name);
+  }
+}
+
+TEST(CombineErrors, Ia3RecipesNameTheLoraOnlyKey) {
+  const auto out = scratch("never_written_ia3");
+  auto with = [&](const std::string& key, const nlohmann::ordered_json& v) {
+    auto r = ia3_recipe_for("ia3_pair", out);
+    r[key] = v;
+    return r;
+  };
+  EXPECT_THAT(cli_error(with("combination_type", "svd"), "ia3_type"),
+              AllOf(HasSubstr("'combination_type' is 'svd' but IA3 adapters merge only linearly"),
+                    HasSubstr("ia3_type.json")));
+  for (const auto& [key, v] : std::vector<std::pair<std::string, nlohmann::ordered_json>>{
+           {"density", 0.5}, {"svd_rank", 4}, {"seed", 0}, {"majority_sign_method", "total"}})
+    EXPECT_THAT(cli_error(with(key, v), "ia3_" + key), HasSubstr("'" + key + "' is a LoRA-only key")) << key;
+  // combination_type linear says what IA3 does: accepted (checked by a run that writes).
+  const auto linear_out = scratch("cli_ia3_linear");
+  fs::remove_all(linear_out);
+  auto linear = ia3_recipe_for("ia3_pair", linear_out);
+  linear["combination_type"] = "linear";
+  const auto ok = test::run_cli({"combine", "--recipe", write_recipe(linear, scratch("ia3_linear.json")).string()});
+  EXPECT_EQ(ok.exit_code, 0) << test::describe(ok);
+  // One method per recipe.
+  auto mixed = ia3_recipe_for("ia3_pair", out);
+  mixed["adapters"]["a"] = adapter_dir("a").string();
+  mixed["weights"] = {1, 1, 1};
+  EXPECT_THAT(cli_error(mixed, "ia3_mixed"),
+              HasSubstr("'adapters.a' is LORA but 'adapters.ia3_x' is IA3; a recipe combines adapters of one method"));
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace

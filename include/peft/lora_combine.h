@@ -43,8 +43,11 @@ void add_weighted_adapter(PeftModel& peft, const std::vector<std::string>& adapt
                           const WeightedAdapterOptions& options = {});
 
 // `peft combine`'s recipe (docs/COMBINE.md): adapters {name: folder} in order, their weights,
-// the options above, a seed for torch.manual_seed, and where to write the result.
+// the options above, a seed for torch.manual_seed, and where to write the result. The
+// adapters' peft_type picks the merge: LoRA (add_weighted_adapter) or IA3
+// (add_weighted_ia3_adapter, include/peft/ia3_combine.h, which takes no options).
 struct CombineRecipe {
+  std::string peft_type = "LORA";  // of every adapter: "LORA" or "IA3"
   std::string base;
   std::vector<std::pair<std::string, std::string>> adapters;
   std::vector<double> weights;
@@ -52,7 +55,9 @@ struct CombineRecipe {
   std::optional<uint64_t> seed;
   std::string output_dir;
 
-  // Errors name `where` and the key; unknown keys get the nearest known one.
+  // Errors name `where` and the key; unknown keys get the nearest known one. Reads each
+  // adapter's adapter_config.json for its peft_type: adapters of two methods, another
+  // method, or a LoRA-only key in an IA3 recipe are errors naming the adapter or key.
   static CombineRecipe from_json(const nlohmann::ordered_json& j, const std::string& where);
   // "key=value" arguments over the recipe (value parsed as JSON, else a string;
   // adapters.NAME=DIR sets one adapter).
@@ -61,7 +66,7 @@ struct CombineRecipe {
   static std::vector<std::string> keys();
 };
 
-// Loads the base and the adapters, seeds, combines and writes output_dir
+// Loads the base and the adapters, seeds (LoRA), combines and writes output_dir
 // (adapter_config.json + adapter_model.safetensors, HF PEFT's format). A folder that
 // already holds an adapter is replaced only with `overwrite`.
 void run_combine(const CombineRecipe& recipe, bool overwrite);

@@ -10,13 +10,16 @@ get_peft_model and perturbed so that B is non-zero:
   c: q_proj, v_proj, down_proj;    r=8, alpha=8
   d: q_proj, v_proj;               r=4, alpha=4, init_lora_weights="gaussian"
   e: q_proj, k_proj;               r=4, alpha=8, init_lora_weights=False
-and saved as OUT_DIR/adapters/<name>/. They are loaded onto one base as a user would
+and saved as OUT_DIR/adapters/<name>/, and three (IA)3 adapters (IA3_ADAPTERS, vectors
+perturbed away from their init). The adapters of each method are loaded onto one base as a user would
 (PeftModel.from_pretrained, load_adapter), and for every case of CASES the script calls
 torch.manual_seed(seed) and then add_weighted_adapter, and writes OUT_DIR/cases/<case>/:
   * adapter/                 the combined adapter (save_pretrained)
   * reference.safetensors    the base's reference inputs and the logits with the combined
                              adapter active
-OUT_DIR/cases.json lists the cases with their arguments (the C++ test replays them).
+OUT_DIR/cases.json lists the cases with their arguments (the C++ test replays them):
+"cases" the LoRA ones, "ia3_cases" the IA3 ones (IA3Model.add_weighted_adapter, no
+combination type).
 """
 
 import json
@@ -30,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -81,8 +84,23 @@ CASES = {
     "dare_ties_svd_false_init": dict(
         adapters=["e", "b"], weights=[0.5, 0.9], combination_type="dare_ties_svd", density=0.5, seed=16
     ),
-    # one adapter: HF merges linearly whatever the type says
+    # one adapter: HF merges linearly whatever the type says; task arithmetic: a weight
+    # scales it, -1 negates it (sqrt(|w s|) on both factors, the sign on A)
     "single": dict(adapters=["c"], weights=[0.5], combination_type="svd"),
+    "single_negate": dict(adapters=["a"], weights=[-1.0], combination_type="cat"),
+}
+# (IA)3 adapters (IA3Model.add_weighted_adapter: no combination type), perturbed away from
+# their init so that every vector entry differs.
+IA3_ADAPTERS = {
+    "ia3_x": dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    "ia3_y": dict(target_modules=["q_proj", "v_proj", "up_proj", "down_proj"], feedforward_modules=["up_proj", "down_proj"]),
+    "ia3_z": dict(target_modules=["v_proj", "o_proj"], feedforward_modules=[], init_ia3_weights=False),
+}
+IA3_CASES = {
+    "ia3_pair": dict(adapters=["ia3_x", "ia3_y"], weights=[0.6, 0.7]),
+    "ia3_three": dict(adapters=["ia3_x", "ia3_y", "ia3_z"], weights=[0.5, -0.3, 0.9]),
+    "ia3_negate": dict(adapters=["ia3_y"], weights=[-1.0]),
+    "ia3_scale": dict(adapters=["ia3_x"], weights=[0.5]),
 }
 SEED = 1234
 
@@ -93,36 +111,20 @@ def load_base(base_dir):
     return model
 
 
-def make_adapter(base_dir, out_dir, idx, name, kwargs):
+def make_adapter(base_dir, out_dir, idx, name, config):
     torch.manual_seed(SEED + idx)
-    model = get_peft_model(load_base(base_dir), LoraConfig(lora_dropout=0.0, **kwargs))
+    model = get_peft_model(load_base(base_dir), config)
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if "lora_" in n:
+            if "lora_" in n or "ia3_l" in n:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(os.path.join(out_dir, "adapters", name), safe_serialization=True)
 
 
-def main():
-    parity_dir, out_dir = sys.argv[1], sys.argv[2]
-    torch.set_num_threads(2)
-    base_dir = os.path.join(parity_dir, BASE)
-    if os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir)
-    for idx, (name, kwargs) in enumerate(ADAPTERS.items()):
-        make_adapter(base_dir, out_dir, idx, name, kwargs)
-
-    ref = load_file(os.path.join(base_dir, "reference.safetensors"))
-    inputs = {k: ref[k] for k in ("input_ids", "attention_mask") if k in ref}
-    names = list(ADAPTERS)
-    model = PeftModel.from_pretrained(load_base(base_dir), os.path.join(out_dir, "adapters", names[0]), adapter_name=names[0])
-    for name in names[1:]:
-        model.load_adapter(os.path.join(out_dir, "adapters", name), adapter_name=name)
-    model.eval()
-
+def run_cases(model, cases, inputs, out_dir, first):
+    """add_weighted_adapter for every case (seeded), saving the adapter and its logits."""
     listed = {}
-    for case, spec in CASES.items():
+    for case, spec in cases.items():
         args = {k: v for k, v in spec.items() if k != "seed"}
         seed = spec.get("seed", 0)
         torch.manual_seed(seed)
@@ -135,14 +137,45 @@ def main():
         with torch.no_grad():
             logits = model(**inputs).logits.float().contiguous()
         save_file(dict(inputs, logits=logits), os.path.join(case_dir, "reference.safetensors"))
-        model.set_adapter(names[0])
+        model.set_adapter(first)
         model.delete_adapter(case)
         listed[case] = dict(args, seed=seed)
+    return listed
+
+
+def load_all(base_dir, out_dir, names):
+    model = PeftModel.from_pretrained(load_base(base_dir), os.path.join(out_dir, "adapters", names[0]), adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(os.path.join(out_dir, "adapters", name), adapter_name=name)
+    model.eval()
+    return model
+
+
+def main():
+    parity_dir, out_dir = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(2)
+    base_dir = os.path.join(parity_dir, BASE)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir)
+    for idx, (name, kwargs) in enumerate(ADAPTERS.items()):
+        make_adapter(base_dir, out_dir, idx, name, LoraConfig(lora_dropout=0.0, **kwargs))
+    for idx, (name, kwargs) in enumerate(IA3_ADAPTERS.items()):
+        make_adapter(base_dir, out_dir, 100 + idx, name, IA3Config(**kwargs))
+
+    ref = load_file(os.path.join(base_dir, "reference.safetensors"))
+    inputs = {k: ref[k] for k in ("input_ids", "attention_mask") if k in ref}
+    names, ia3_names = list(ADAPTERS), list(IA3_ADAPTERS)
+    listed = run_cases(load_all(base_dir, out_dir, names), CASES, inputs, out_dir, names[0])
+    ia3_listed = run_cases(load_all(base_dir, out_dir, ia3_names), IA3_CASES, inputs, out_dir, ia3_names[0])
 
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
-        json.dump({"base": BASE, "adapters": names, "cases": listed}, f, indent=2)
+        json.dump(
+            {"base": BASE, "adapters": names, "cases": listed, "ia3_adapters": ia3_names, "ia3_cases": ia3_listed},
+            f, indent=2,
+        )
         f.write("\n")
-    print(f"{len(CASES)} combined adapters in {out_dir}")
+    print(f"{len(CASES)} combined LoRA and {len(IA3_CASES)} combined IA3 adapters in {out_dir}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ std::string types_line() {
 void register_combine(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "combine",
-      "Merge LoRA adapters into one with weights, as HF PEFT's add_weighted_adapter (every combination type); "
-      "writes an HF PEFT adapter folder. docs/COMBINE.md describes the recipe and each type");
+      "Merge LoRA (or (IA)3) adapters into one with weights, as HF PEFT's add_weighted_adapter (every combination "
+      "type); writes an HF PEFT adapter folder. docs/COMBINE.md describes the recipe and each type");
   cmd->footer(
       "Recipe keys (JSON object; key=value arguments set or override them, adapters.NAME=DIR adds one adapter):\n"
       "  base                  base model (Hugging Face folder or .gguf) the adapters were trained on\n"
@@ -33,6 +33,8 @@ void register_combine(CLI::App& app) {
       "  svd_full_matrices     *svd: torch.linalg.svd's full_matrices (default true)\n"
       "  seed                  torch.manual_seed before combining (required by dare_*)\n"
       "  output_dir            where adapter_config.json + adapter_model.safetensors go\n"
+      "IA3 adapters (peft_type IA3) merge as the weighted sum of their vectors: only base, adapters, weights,\n"
+      "output_dir (and combination_type linear) apply. One adapter with weight -1 negates it, 0.5 halves it.\n"
       "\nExample:\n"
       "  peft combine --recipe recipe.json\n"
       "  with recipe.json = {\"base\": \"SmolLM2-135M-Instruct\", \"adapters\": {\"bible\": \"out/bible\", "

@@ -7,6 +7,10 @@
 #include "peft/safetensors_header.h"
 #include "util/allocator.h"
 
+namespace peft::cli {
+void register_extract(CLI::App& app);  // cmd_extract.cpp
+}  // namespace peft::cli
+
 int main(int argc, char** argv) {
   peft::keep_freed_memory();
   CLI::App app{"peft: parameter-efficient fine-tuning of Hugging Face transformers, in C++"};
@@ -24,6 +28,7 @@ int main(int argc, char** argv) {
   peft::cli::register_export_gguf(app);
   peft::cli::register_quantize(app);
   peft::cli::register_combine(app);
+  peft::cli::register_extract(app);
   peft::cli::register_serve(app);
   try {
     app.parse(argc, argv);

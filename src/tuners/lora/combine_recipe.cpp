@@ -8,6 +8,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "peft/ia3_combine.h"
 #include "peft/lora_combine.h"
 #include "util/json_file.h"
 #include "util/suggest.h"
@@ -51,6 +52,47 @@ std::vector<std::pair<std::string, std::string>> read_adapters(const ojson& j, c
   return out;
 }
 
+// The adapters' method, from their adapter_config.json: LORA or IA3, the same for all.
+std::string method_of(const std::vector<std::pair<std::string, std::string>>& adapters, const std::string& where) {
+  std::string type, first;
+  for (const auto& [name, dir] : adapters) {
+    const std::string file = (fs::path(dir) / "adapter_config.json").string();
+    const ojson cfg = read_ordered_json_file(file);
+    if (!cfg.is_object() || !cfg.contains("peft_type") || !cfg["peft_type"].is_string())
+      throw std::runtime_error(file + ": 'peft_type' is missing or not a string");
+    const auto t = cfg["peft_type"].get<std::string>();
+    if (t != "LORA" && t != "IA3")
+      throw std::runtime_error(where + ": 'adapters." + name + "' is a " + t +
+                               " adapter; HF PEFT 0.21 has add_weighted_adapter only for LORA and IA3 adapters");
+    if (type.empty()) {
+      type = t;
+      first = name;
+    } else if (t != type) {
+      throw std::runtime_error(where + ": 'adapters." + name + "' is " + t + " but 'adapters." + first + "' is " +
+                               type + "; a recipe combines adapters of one method");
+    }
+  }
+  return type;
+}
+
+bool given(const ojson& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
+
+// IA3 merges are a weighted sum of the ia3_l vectors: LoRA's merge options do not apply.
+void check_ia3_keys(const ojson& j, const std::string& where) {
+  if (given(j, "combination_type")) {
+    const auto t = strict_get<std::string>(j["combination_type"], where + ": 'combination_type'");
+    if (t != "linear")
+      throw std::runtime_error(where + ": 'combination_type' is '" + t +
+                               "' but IA3 adapters merge only linearly (a weighted sum of their ia3_l vectors, as "
+                               "HF's IA3Model.add_weighted_adapter); leave the key out or set linear");
+  }
+  for (const char* key : {"density", "majority_sign_method", "svd_rank", "svd_clamp", "svd_full_matrices", "seed"})
+    if (given(j, key))
+      throw std::runtime_error(where + ": '" + key +
+                               "' is a LoRA-only key; IA3 adapters merge as a weighted sum of their ia3_l vectors "
+                               "(no pruning, SVD or random masks)");
+}
+
 template <class T>
 std::optional<T> optional_value(const ojson& j, const char* key, const std::string& where) {
   if (!j.contains(key) || j[key].is_null()) return std::nullopt;
@@ -73,6 +115,15 @@ CombineRecipe CombineRecipe::from_json(const ojson& j, const std::string& where)
   if (!j.contains("weights") || !j["weights"].is_array())
     throw std::runtime_error(where + ": 'weights' must be a list of numbers, one per adapter");
   for (const auto& w : j["weights"]) r.weights.push_back(strict_get<double>(w, where + ": 'weights' entries"));
+  r.peft_type = method_of(r.adapters, where);
+  if (r.peft_type == "IA3") {
+    check_ia3_keys(j, where);
+    r.options.combination_type = "linear";
+    if (r.weights.size() != r.adapters.size())
+      throw std::runtime_error(where + ": 'weights' has " + std::to_string(r.weights.size()) + " entries for " +
+                               std::to_string(r.adapters.size()) + " adapters (one weight per adapter, in order)");
+    return r;
+  }
   auto& o = r.options;
   if (auto t = optional_value<std::string>(j, "combination_type", where)) o.combination_type = *t;
   o.density = optional_value<double>(j, "density", where);
@@ -132,8 +183,12 @@ void run_combine(const CombineRecipe& r, bool overwrite) {
               << "'\n";
   std::string combined = "combined";
   while (std::find(names.begin(), names.end(), combined) != names.end()) combined += "_";
-  if (r.seed) at::manual_seed(*r.seed);
-  add_weighted_adapter(peft, names, r.weights, combined, r.options);
+  if (r.peft_type == "IA3") {
+    add_weighted_ia3_adapter(peft, names, r.weights, combined);
+  } else {
+    if (r.seed) at::manual_seed(*r.seed);
+    add_weighted_adapter(peft, names, r.weights, combined, r.options);
+  }
   peft.save_adapter(r.output_dir, combined);
 }
 

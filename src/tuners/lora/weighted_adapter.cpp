@@ -80,7 +80,8 @@ const LoraConfig& lora_config(const PeftModel& peft, const std::string& name) {
     throw std::invalid_argument("adapter '" + name + "' does not exist" + did_you_mean(name, names));
   const AdapterConfig& c = peft.config(name);
   if (c.peft_type() != "LORA")
-    throw std::invalid_argument("adapter '" + name + "' is " + c.peft_type() + "; only LoRA adapters can be combined");
+    throw std::invalid_argument("adapter '" + name + "' is " + c.peft_type() + "; add_weighted_adapter combines LoRA " +
+                                "adapters (IA3: add_weighted_ia3_adapter, include/peft/ia3_combine.h)");
   const auto& lora = static_cast<const LoraConfig&>(c);
   if (lora.use_dora)
     throw std::invalid_argument("adapter '" + name + "' uses DoRA: HF PEFT's add_weighted_adapter merges only A and B "
