@@ -20,6 +20,7 @@
 namespace peft {
 
 class AdaptableLayer;
+class LayerComposition;  // include/peft/composition.h
 
 // One named adapter on one layer (LoRA "default" on q_proj, ...). Its parameters are
 // registered under HF PEFT's key suffixes ("lora_A.weight", "lora_magnitude_vector"), so
@@ -55,6 +56,10 @@ class LayerAdapter : public Module {
   // True where forward reads the host's weight (DoRA's weight norm): such a host keeps its
   // weight in full precision when training stores the frozen base in bf16.
   virtual bool reads_host_weight() const { return false; }
+  // An auxiliary training loss of the last forward, already weighted by its method's
+  // coefficient (MoLE's router load balancing); undefined where the adapter has none. The
+  // trainer adds PeftModel::aux_loss() (these, averaged per adapter) to the task loss.
+  virtual at::Tensor aux_loss() const { return {}; }
   bool training = false;  // dropout on
 
  protected:
@@ -151,6 +156,9 @@ class AdaptableLayer : public Module {
   std::vector<std::string> adapter_names() const;
   std::vector<std::string> active;  // names of the adapters forward applies
   bool adapters_disabled = false;   // true: base output only
+  // Set by PeftModel::set_composition: combines the adapters it names in place of the
+  // active list (include/peft/composition.h).
+  std::shared_ptr<LayerComposition> composition;
 
  private:
   at::Tensor mixed_forward(const at::Tensor& x, const MixedBatch& m);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "peft/composition.h"
 #include "peft/lora.h"
 #include "peft/tuner.h"
 #include "peft/model.h"
@@ -30,7 +31,21 @@ class PeftModel {
   // The tensors save_adapter writes, under HF PEFT's keys (base_model.model.<module>...).
   NamedTensors adapter_state_dict(const std::string& name) const;
 
-  void set_adapter(const std::vector<std::string>& names);
+  void set_adapter(const std::vector<std::string>& names);  // ends a composition
+  // Run-time composition of loaded adapters (docs/COMPOSITION.md): every layer carrying
+  // one of cfg.adapters combines them as cfg.kind says; they become the active adapters,
+  // frozen unless cfg.train_adapters, and the composition's own tensors (fuse weights,
+  // AdapterFusion's Q/K/V) train. Q/K are initialized from `seed`. Errors name the key.
+  void set_composition(const CompositionConfig& cfg, uint64_t seed = 0);
+  void clear_composition();  // back to the default fold of the active adapters
+  const CompositionConfig* composition() const { return composition_ ? &composition_->config : nullptr; }
+  // The composition's tensors, under composition_model.safetensors' keys.
+  NamedTensors composition_state_dict() const;
+  // composition_config.json + composition_model.safetensors (when it has tensors), and
+  // with_adapters, each adapter it names in dir/<name>/ (save_adapter's files).
+  void save_composition(const std::string& dir, bool with_adapters = true) const;
+  // Reads them back: adapters not loaded yet come from dir/<name>/.
+  void load_composition(const std::string& dir);
   const std::vector<std::string>& active_adapters() const { return active_; }
   std::vector<std::string> adapters() const;
   const AdapterConfig& config(const std::string& name) const;
@@ -85,6 +100,10 @@ class PeftModel {
   // Tensors that require grad (active adapters, active modules_to_save copies, biases).
   std::vector<at::Tensor> trainable_tensors() const;
   void train(bool on);
+  // The auxiliary losses of the last forward (LayerAdapter::aux_loss, already weighted):
+  // per active adapter the mean over its layers that report one, summed over adapters.
+  // Undefined when none does.
+  at::Tensor aux_loss() const;
 
  private:
   // Trainable copies of one module's parameters (modules_to_save, LN tuning, BitFit).
@@ -112,6 +131,7 @@ class PeftModel {
   std::map<std::string, SavedModule> saved_modules_;              // path -> copies
   std::vector<std::string> active_;
   bool disabled_ = false;
+  std::unique_ptr<ActiveComposition> composition_;  // set_composition
 };
 
 // A note on stderr for each head parameter load_model initialized, unless `peft` (may be

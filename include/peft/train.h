@@ -17,6 +17,9 @@ struct TrainConfig {
   std::vector<std::string> labels;   // class names in id order (string labels in the data)
   nlohmann::ordered_json method;     // adapter_config.json fields (LoRA), e.g. {"r": 8, "target_modules": [...]}
   std::string init_adapter;          // start from this adapter folder instead of a fresh init
+  // Instead of a new adapter, train a composition of loaded, frozen adapters
+  // (docs/COMPOSITION.md): {"composition": "adapter_fusion", "adapters": {"name": "dir", ...}, ...}.
+  nlohmann::ordered_json composition;
   std::string output_dir = "peft-output";
   // Data.
   std::string train_file;            // JSONL; for images a .npy [N, C, H, W]
@@ -76,6 +79,7 @@ struct TrainConfig {
 struct StepLog {
   int64_t step;
   double loss, learning_rate, grad_norm, tokens_per_second;
+  double aux_loss = 0;  // adapters' auxiliary losses (MoLE load balancing), not in `loss`
 };
 
 struct TrainResult {

@@ -29,6 +29,7 @@ void for_each_field(C& c, F&& f) {
   f("labels", c.labels);
   f("method", c.method);
   f("init_adapter", c.init_adapter);
+  f("composition", c.composition);
   f("output_dir", c.output_dir);
   f("train_file", c.train_file);
   f("label_file", c.label_file);

@@ -212,8 +212,13 @@ std::optional<fs::path> RunFolder::newest_intact_checkpoint() const {
         if (meta.value("xxh3_128", std::string()) != file_content_hash(p.string()))
           throw std::runtime_error(f + " does not match its checksum");
       }
-      for (const char* needed : {"adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors"})
-        if (!j["files"].contains(needed)) throw std::runtime_error(std::string(needed) + " is not in the checkpoint");
+      // A composition's checkpoint (docs/COMPOSITION.md) holds its own files, not an adapter's.
+      const bool composed = j["files"].contains("composition_config.json");
+      const std::vector<std::string> needed =
+          composed ? std::vector<std::string>{"composition_config.json", "optimizer.safetensors"}
+                   : std::vector<std::string>{"adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors"};
+      for (const auto& f : needed)
+        if (!j["files"].contains(f)) throw std::runtime_error(f + " is not in the checkpoint");
       return dir;
     } catch (const std::exception& e) {
       std::cerr << "warning: " << dir.string() << " is damaged (" << e.what() << "); trying an older checkpoint\n";

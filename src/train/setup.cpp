@@ -5,10 +5,41 @@
 #include "models/model_config.h"  // num_labels_of
 #include "peft/layers.h"
 #include "train/precision.h"
+#include "util/json_file.h"  // strict_get
 
 namespace fs = std::filesystem;
 
 namespace peft {
+
+namespace {
+
+// "composition": adapters read from their folders, frozen, combined as the composition
+// says; its own tensors train. A folder to start from (a checkpoint, init_adapter) holds
+// a saved composition, whose tensors replace the fresh ones.
+void adapters_composed(PeftModel& peft, const TrainConfig& cfg, const std::vector<std::string>& from) {
+  nlohmann::ordered_json j = cfg.composition;
+  const auto dirs = j.value("adapters", nlohmann::ordered_json());
+  if (!dirs.is_object() || dirs.empty())
+    throw std::runtime_error("composition: 'adapters' must map adapter names to their folders, e.g. {\"a\": \"adapters/a\"}");
+  j["adapters"] = nlohmann::ordered_json::array();
+  for (const auto& [name, _] : dirs.items()) j["adapters"].push_back(name);
+  const auto comp = CompositionConfig::from_json(j, "composition");
+  if (comp.train_adapters)
+    throw std::runtime_error("composition: 'train_adapters' is not for peft train, which keeps the adapters frozen");
+  for (const auto& [name, dir] : dirs.items())
+    peft.load_adapter(strict_get<std::string>(dir, "composition: 'adapters' entry '" + name + "'"), name);
+  if (from.empty()) return peft.set_composition(comp, cfg.seed);
+  peft.load_composition(from.front());
+  if (peft.composition()->kind != comp.kind || peft.composition()->adapters != comp.adapters)
+    throw std::runtime_error(from.front() + ": its composition differs from the config's 'composition'");
+}
+
+}  // namespace
+
+void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint) {
+  if (peft.composition()) peft.save_composition(dir, !checkpoint);
+  else peft.save_adapter(dir);
+}
 
 TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter) {
   TrainSetup s;
@@ -32,8 +63,9 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
       if (auto id = s.tokenizer->token_to_id(*pad)) s.pad_id = *id;
   }
   s.peft = std::make_unique<PeftModel>(s.model);
-  for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));
-  if (fresh_adapter && adapters.empty()) {
+  if (!cfg.composition.is_null()) adapters_composed(*s.peft, cfg, adapters);
+  else for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));
+  if (fresh_adapter && adapters.empty() && cfg.composition.is_null()) {
     nlohmann::ordered_json m = cfg.method;
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
     if (!m.contains("task_type") && task != TaskKind::kImageClassification)

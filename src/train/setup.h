@@ -27,6 +27,10 @@ struct TrainSetup {
 // matmul weights are then stored in bf16 (train/precision.h).
 TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter);
 
+// What training writes to a folder: the adapter, or the composition (with its frozen
+// adapters unless `checkpoint`: a checkpoint's files are flat, and they come from the config).
+void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint = false);
+
 DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s);
 
 // JSONL, or for images a .npy with its labels .npy.

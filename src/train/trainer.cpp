@@ -114,7 +114,7 @@ class Trainer {
   std::vector<std::vector<size_t>> orders_;  // per epoch, built on demand
   TrainResult result_;
   // HF logs the mean loss over the logging interval; the progress bar shows the same.
-  double loss_since_log_ = 0, shown_loss_ = NAN;
+  double loss_since_log_ = 0, aux_since_log_ = 0, shown_loss_ = NAN;
   int64_t steps_since_log_ = 0, start_step_ = 0;
   std::chrono::steady_clock::time_point t_start_;
 };
@@ -217,7 +217,7 @@ void Trainer::resume(const fs::path& ckpt) {
 
 void Trainer::checkpoint() {
   run_.save_checkpoint(st_, [&](const fs::path& tmp) {
-    s_.peft->save_adapter(tmp.string());
+    save_trained(*s_.peft, tmp.string(), /*checkpoint=*/true);
     NamedTensors t;
     for (size_t i = 0; i < params_.size(); ++i) {
       auto it = opt_->state().find(params_[i].unsafeGetTensorImpl());
@@ -257,7 +257,7 @@ StepLog Trainer::step() {
                                                   : mbs.back().num_items;  // images
   }
   const auto t0 = std::chrono::steady_clock::now();
-  double step_loss = 0;
+  double step_loss = 0, step_aux = 0;
   for (const auto& b : mbs) {
     at::Tensor sum;
     {
@@ -269,6 +269,16 @@ StepLog Trainer::step() {
     if (!std::isfinite(value))
       throw std::runtime_error("loss is " + std::to_string(value) + " at step " + std::to_string(st_.step + 1) +
                                "; lower learning_rate or check the data");
+    // Auxiliary losses adapters report (MoLE's router load balancing), averaged over the
+    // micro-batches like the task loss; logged apart, so `loss` stays the task's.
+    if (at::Tensor aux = s_.peft->aux_loss(); aux.defined()) {
+      if (cfg_.gradient_checkpointing)
+        throw std::runtime_error("gradient_checkpointing cannot be combined with an adapter's auxiliary loss "
+                                 "(e.g. MOLE's router_aux_loss_coef): the recomputed forward would lose it");
+      aux = aux / static_cast<double>(mbs.size());
+      step_aux += aux.item<double>();
+      loss = loss + aux;
+    }
     loss.backward();
     step_loss += value;
   }
@@ -286,19 +296,23 @@ StepLog Trainer::step() {
   opt_->zero_grad();
   ++st_.step;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {st_.step, step_loss, lr, grad_norm, static_cast<double>(tokens) / std::max(secs, 1e-9)};
+  return {st_.step, step_loss, lr, grad_norm, static_cast<double>(tokens) / std::max(secs, 1e-9), step_aux};
 }
 
 void Trainer::log(const StepLog& s) {
   result_.steps.push_back(s);
   loss_since_log_ += s.loss;
+  aux_since_log_ += s.aux_loss;
   ++steps_since_log_;
   if (s.step % cfg_.logging_steps != 0 && s.step != total_) return;
   shown_loss_ = loss_since_log_ / static_cast<double>(steps_since_log_);
+  const int64_t logged_steps = steps_since_log_;
   loss_since_log_ = 0;
   steps_since_log_ = 0;
   nlohmann::json h = {{"step", s.step}, {"loss", shown_loss_}, {"learning_rate", s.learning_rate},
                       {"grad_norm", s.grad_norm}, {"tokens_per_second", s.tokens_per_second}};
+  if (aux_since_log_ != 0) h["aux_loss"] = aux_since_log_ / static_cast<double>(logged_steps);
+  aux_since_log_ = 0;
   st_.history.push_back(h);
   metrics_->append(h.dump() + "\n");
 }
@@ -367,7 +381,7 @@ TrainResult Trainer::run() {
   }
   if (!stop) evaluate();
   const fs::path out(cfg_.output_dir);
-  s_.peft->save_adapter(out.string());
+  save_trained(*s_.peft, out.string());
   write_json_atomic((out / "train_config.json").string(), cfg_.to_json());
   plot_losses(out, st_.history);
   result_.adapter_dir = out.string();

@@ -1,5 +1,7 @@
 #include "peft/adaptable.h"
 
+#include "peft/composition.h"
+
 #include <c10/core/GradMode.h>
 
 #include <ATen/ATen.h>
@@ -23,6 +25,7 @@ void AdaptableLayer::assign_weight(const at::Tensor& w) {
 
 at::Tensor AdaptableLayer::forward(const at::Tensor& x) {
   if (const MixedBatch* m = MixedBatch::current()) return mixed_forward(x, *m);
+  if (composition && !adapters_disabled) return composition->run(*this, x);
   if (adapters_disabled || active.empty()) return base_forward(x);
   std::vector<LayerAdapter*> on;
   for (const auto& name : active)

@@ -221,7 +221,13 @@ void PeftModel::apply_state() {
   }
   for (auto& [_, in] : inputs_)
     in->visit_slots([](const std::string&, Module::ParamSlot& s) { s.tensor->set_requires_grad(false); });
-  for (const auto& act : active_) {
+  // A composition trains its own tensors; its adapters stay frozen unless it says otherwise.
+  if (composition_)
+    for (auto& l : composition_->layers)
+      for (auto* t : l.composition->trainable_slots()) t->set_requires_grad(true);
+  if (composition_ && composition_->config.trainable_weights) composition_->weights.set_requires_grad(true);
+  const bool adapters_train = !composition_ || composition_->config.train_adapters;
+  for (const auto& act : adapters_train ? active_ : std::vector<std::string>{}) {
     for (auto& a : attachments_[act])
       for (auto* t : a.layer->adapter(act)->trainable_slots()) t->set_requires_grad(true);
     for (auto& [_, saved] : saved_modules_)
@@ -242,6 +248,7 @@ void PeftModel::set_adapter(const std::vector<std::string>& names) {
     for (const auto& a : list)
       if (auto* ad = a.layer->adapter(n); ad && ad->merged())
         throw std::logic_error("unmerge adapters before switching (adapter '" + n + "' is merged)");
+  if (composition_) clear_composition();
   active_ = names;
   apply_state();
 }
@@ -260,6 +267,8 @@ const AdapterConfig& PeftModel::config(const std::string& name) const {
 
 void PeftModel::delete_adapter(const std::string& name) {
   config(name);
+  if (composition_ && std::count(composition_->config.adapters.begin(), composition_->config.adapters.end(), name))
+    clear_composition();
   for (auto& a : attachments_[name]) {
     if (a.layer->adapter(name)->merged()) a.layer->adapter(name)->unmerge();
     a.layer->detach(name);
@@ -286,6 +295,8 @@ PeftModel::Disabled::~Disabled() {
 }
 
 void PeftModel::merge() {
+  if (composition_)
+    throw std::logic_error("a '" + composition_->config.kind + "' composition is set; clear_composition() before merging");
   for (const auto& act : active_)
     if (!configs_[act]->mergeable())
       throw std::logic_error("adapter '" + act + "' (" + configs_[act]->peft_type() + ") cannot be merged into the weights");
@@ -336,6 +347,10 @@ std::pair<int64_t, int64_t> PeftModel::trainable_parameters() const {
       all += s.tensor->numel();
       if (s.tensor->requires_grad()) trainable += s.tensor->numel();
     });
+  for (const auto& [_, t] : composition_state_dict()) {
+    all += t.numel();
+    if (t.requires_grad()) trainable += t.numel();
+  }
   return {trainable, all};
 }
 
@@ -354,6 +369,8 @@ std::vector<at::Tensor> PeftModel::trainable_tensors() const {
     in->visit_slots([&](const std::string&, Module::ParamSlot& s) {
       if (s.tensor->requires_grad()) out.push_back(*s.tensor);
     });
+  for (const auto& [_, t] : composition_state_dict())
+    if (t.requires_grad()) out.push_back(t);
   return out;
 }
 
@@ -369,6 +386,23 @@ void PeftModel::train(bool on) {
     for (auto& a : list)
       for (const auto& n : a.layer->adapter_names()) a.layer->adapter(n)->training = on;
   for (auto& [_, in] : inputs_) in->training = on;
+}
+
+at::Tensor PeftModel::aux_loss() const {
+  at::Tensor total;
+  for (const auto& act : active_) {
+    auto it = attachments_.find(act);
+    if (it == attachments_.end() || disabled_) continue;
+    at::Tensor sum;
+    int64_t n = 0;
+    for (const auto& a : it->second)
+      if (at::Tensor l = a.layer->adapter(act)->aux_loss(); l.defined()) {
+        sum = sum.defined() ? sum + l : l;
+        ++n;
+      }
+    if (n > 0) total = total.defined() ? total + sum / static_cast<double>(n) : sum / static_cast<double>(n);
+  }
+  return total;
 }
 
 // --- files ---------------------------------------------------------------------------
