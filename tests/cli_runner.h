@@ -19,6 +19,7 @@ struct CliLimits {
   unsigned timeout_s = 120;
   size_t file_size_bytes = 0;             // RLIMIT_FSIZE; 0: none. Writes past it fail (EFBIG)
   std::string cwd;                        // default: the test's own
+  std::string stdin_path;                 // default: /dev/null
 };
 
 struct CliResult {
@@ -38,7 +39,7 @@ inline CliResult run_cli(const std::vector<std::string>& args, const CliLimits& 
     dup2(fds[1], 2);
     close(fds[0]);
     close(fds[1]);
-    const int devnull = open("/dev/null", O_RDONLY);
+    const int devnull = open(lim.stdin_path.empty() ? "/dev/null" : lim.stdin_path.c_str(), O_RDONLY);
     if (devnull >= 0) dup2(devnull, 0);
     if (!lim.cwd.empty() && chdir(lim.cwd.c_str()) != 0) _exit(126);
     rlimit mem{lim.memory_bytes, lim.memory_bytes};

@@ -58,8 +58,15 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   // Truncation to max_length tokens (special tokens included), cutting from the right.
+  // tokenizer.json's "truncation" and "padding" enable them when it loads. encode() and
+  // encode_pair() truncate but do not pad (`tokenizers`' encode pads a single encoding
+  // too, e.g. to a Fixed length); encode_batch() does both.
   void enable_truncation(size_t max_length);
   void enable_padding(PaddingOptions opts);
+  void no_truncation();
+  void no_padding();
+  std::optional<size_t> truncation() const;
+  const std::optional<PaddingOptions>& padding() const;
 
   std::optional<int64_t> token_to_id(const std::string& token) const;
   std::optional<std::string> id_to_token(int64_t id) const;

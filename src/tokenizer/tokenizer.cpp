@@ -395,6 +395,10 @@ std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special
 
 void Tokenizer::enable_truncation(size_t max_length) { impl_->truncation = max_length; }
 void Tokenizer::enable_padding(PaddingOptions opts) { impl_->padding = std::move(opts); }
+void Tokenizer::no_truncation() { impl_->truncation.reset(); }
+void Tokenizer::no_padding() { impl_->padding.reset(); }
+std::optional<size_t> Tokenizer::truncation() const { return impl_->truncation; }
+const std::optional<PaddingOptions>& Tokenizer::padding() const { return impl_->padding; }
 
 std::optional<int64_t> Tokenizer::token_to_id(const std::string& token) const {
   auto it = impl_->added_by_content.find(token);

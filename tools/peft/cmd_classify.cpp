@@ -2,28 +2,54 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "common.h"
 #include "peft/tokenizer.h"
+#include "util/json_file.h"
 
 namespace peft::cli {
+
+namespace {
+
+// The class names an adapter was trained with: `peft train labels=[...]` records them in
+// train_config.json beside the adapter. Empty when no adapter has any.
+std::vector<std::string> trained_labels(const std::vector<std::string>& adapter_dirs) {
+  for (const auto& dir : adapter_dirs) {
+    const auto path = (std::filesystem::path(dir) / "train_config.json").string();
+    if (!std::filesystem::exists(path)) continue;
+    const auto j = read_json_file(path);
+    if (!j.is_object() || !j.contains("labels") || !j["labels"].is_array() || j["labels"].empty()) continue;
+    std::vector<std::string> names;
+    for (const auto& v : j["labels"]) names.push_back(strict_get<std::string>(v, path + ": 'labels' entries"));
+    return names;
+  }
+  return {};
+}
+
+}  // namespace
 
 void register_classify(CLI::App& app) {
   auto* cmd = app.add_subcommand("classify", "Classify texts with a sequence classifier (+ adapters); prints JSON lines");
   struct Args {
     ModelArgs model;
     AdapterArgs adapters;
-    std::vector<std::string> texts;
+    std::vector<std::string> texts, labels;
     std::string architecture;
     int64_t num_labels = 0, max_length = 512;
   };
+  cmd->footer("Example: peft classify ./all-MiniLM-L6-v2 --architecture BertForSequenceClassification "
+              "--adapter out/classifier --text 'In the beginning God created the heaven and the earth.'");
   auto a = std::make_shared<Args>();
   a->model.add_to(cmd);
   a->adapters.add_to(cmd);
   cmd->add_option("--text", a->texts, "Text to classify (repeatable)")->required();
   cmd->add_option("--architecture", a->architecture, "Build this class, e.g. BertForSequenceClassification");
   cmd->add_option("--num-labels", a->num_labels, "With --architecture: classes of the head");
+  cmd->add_option("--labels", a->labels,
+                  "Class names in id order (default: the labels the adapter was trained with, from its "
+                  "train_config.json, else config.json's id2label)");
   cmd->add_option("--max-length", a->max_length, "Truncate to this many tokens")->capture_default_str();
   cmd->callback([a] {
     LoadOptions o;
@@ -31,6 +57,7 @@ void register_classify(CLI::App& app) {
     o.device = a->model.device;
     o.architecture = a->architecture;
     o.num_labels = a->num_labels;
+    o.labels = a->labels.empty() ? trained_labels(a->adapters.dirs) : a->labels;
     auto model = load_model(a->model.dir, o);
     if (model->task() != TaskKind::kSequenceClassification)
       throw std::invalid_argument(model->type_name() + " is not a sequence classifier (see --architecture)");
@@ -48,7 +75,8 @@ void register_classify(CLI::App& app) {
       std::vector<double> p(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
       const std::string key = std::to_string(best);
       nlohmann::json out = {{"text", text}, {"label", best}, {"probabilities", p}};
-      if (id2label.contains(key)) out["label_name"] = id2label[key];
+      // transformers names a class without id2label LABEL_<id>.
+      out["label_name"] = id2label.contains(key) ? id2label[key] : nlohmann::json("LABEL_" + key);
       std::cout << out.dump() << "\n";
     }
   });

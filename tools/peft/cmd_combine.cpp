@@ -1,9 +1,9 @@
-// peft combine --recipe RECIPE.json [key=value ...]: HF PEFT's add_weighted_adapter as a command.
+// peft combine --recipe RECIPE.{json,yaml} [key=value ...]: HF PEFT's add_weighted_adapter as a command.
 #include <iostream>
 
 #include "common.h"
 #include "peft/lora_combine.h"
-#include "util/json_file.h"
+#include "io/yaml_json.h"
 
 namespace peft::cli {
 
@@ -21,7 +21,7 @@ void register_combine(CLI::App& app) {
       "Merge LoRA (or (IA)3) adapters into one with weights, as HF PEFT's add_weighted_adapter (every combination "
       "type); writes an HF PEFT adapter folder. docs/COMBINE.md describes the recipe and each type");
   cmd->footer(
-      "Recipe keys (JSON object; key=value arguments set or override them, adapters.NAME=DIR adds one adapter):\n"
+      "Recipe keys (a JSON object, or the same in YAML; key=value arguments set or override them, adapters.NAME=DIR adds one adapter):\n"
       "  base                  base model (Hugging Face folder or .gguf) the adapters were trained on\n"
       "  adapters              {\"name\": \"adapter folder\", ...}, in order\n"
       "  weights               one number per adapter, in the same order (negative subtracts)\n"
@@ -46,12 +46,12 @@ void register_combine(CLI::App& app) {
   auto recipe_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto overwrite = std::make_shared<bool>(false);
-  cmd->add_option("--recipe,-r", *recipe_path, "Recipe (JSON)")->check(CLI::ExistingFile);
+  cmd->add_option("--recipe,-r", *recipe_path, "Recipe (JSON, or YAML if named .yaml/.yml)")->check(CLI::ExistingFile);
   cmd->add_option("overrides", *overrides, "key=value settings over the recipe");
   cmd->add_flag("--overwrite", *overwrite, "Replace an adapter already in output_dir");
   cmd->callback([=] {
     nlohmann::ordered_json j =
-        recipe_path->empty() ? nlohmann::ordered_json::object() : read_ordered_json_file(*recipe_path);
+        recipe_path->empty() ? nlohmann::ordered_json::object() : read_config_file(*recipe_path);
     j = CombineRecipe::with_overrides(std::move(j), *overrides);
     const auto recipe = CombineRecipe::from_json(j, recipe_path->empty() ? "command line" : *recipe_path);
     run_combine(recipe, *overwrite);

@@ -62,6 +62,8 @@ void register_forward(CLI::App& app) {
                                  "Run one forward pass and write float32 outputs to safetensors.\n"
                                  "LMs: logits [batch, seq, vocab]; classifiers: logits [batch, num_labels]; "
                                  "encoders: last_hidden_state (+ pooler_output). attention_mask is written too.");
+  cmd->footer("Example: peft forward ./SmolLM2-135M --ids ids.json --adapter out/adapter --out logits.safetensors\n"
+              "  with ids.json = [[1, 2, 3], [4, 5]]");
   auto a = std::make_shared<ForwardArgs>();
   a->model.add_to(cmd);
   a->adapters.add_to(cmd);

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include "util/format.h"
+#include "io/yaml_json.h"
 #include "util/json_file.h"
 
 #include <filesystem>
@@ -21,7 +22,7 @@ namespace {
 // What `method` (adapter_config.json fields, inline or a file) would train on the model:
 // HF PEFT's trainable-parameter line and the modules it touches.
 void inspect_method(std::shared_ptr<Model> model, const std::string& method) {
-  nlohmann::ordered_json j = std::filesystem::exists(method) ? read_ordered_json_file(method)
+  nlohmann::ordered_json j = std::filesystem::exists(method) ? read_config_file(method)
                                                               : parse_ordered_json(method, "--method");
   if (!j.is_object()) throw std::runtime_error("--method: expected a JSON object of adapter settings");
   if (!j.contains("peft_type")) j["peft_type"] = "LORA";
@@ -100,11 +101,13 @@ void register_inspect(CLI::App& app) {
   auto* cmd = app.add_subcommand("inspect",
                                  "Show a model's architecture and parameter counts, or, for an adapter folder, "
                                  "its method, rank, targets, size and base model");
+  cmd->footer("Examples:\n  peft inspect ./SmolLM2-135M\n  peft inspect out/adapter\n"
+              "  peft inspect ./SmolLM2-135M --method '{\"r\": 16, \"target_modules\": \"all-linear\"}'");
   auto args = std::make_shared<ModelArgs>();
   args->add_to(cmd);
   auto method = std::make_shared<std::string>();
   cmd->add_option("--method", *method,
-                  "Adapter config (JSON text or a file, adapter_config.json fields, e.g. "
+                  "Adapter config (JSON text, or a JSON or YAML file, adapter_config.json fields, e.g. "
                   "'{\"peft_type\": \"IA3\"}'): print what it would train on the model, in HF PEFT's format");
   cmd->callback([args, method] {
     if (std::filesystem::exists(std::filesystem::path(args->dir) / "adapter_config.json"))

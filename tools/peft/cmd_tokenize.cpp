@@ -13,7 +13,16 @@ namespace {
 struct TokenizeArgs {
   std::string dir, text;
   bool jsonl = false, decode = false, no_special = false, skip_special = false;
+  bool no_padding = false, no_truncation = false;
+  size_t max_length = 0;  // 0: tokenizer.json's truncation
 };
+
+// One text encoded as `tokenizers`' Tokenizer.encode encodes it: truncated, then padded
+// when tokenizer.json asks for padding (a Fixed length pads even a single text).
+Encoding encode_as_tokenizers(const Tokenizer& tok, const std::string& text, bool add_special) {
+  if (!tok.padding()) return tok.encode(text, add_special);
+  return std::move(tok.encode_batch({text}, add_special)[0]);
+}
 
 nlohmann::json offsets_json(const Encoding& e) {
   nlohmann::json o = nlohmann::json::array();
@@ -23,7 +32,7 @@ nlohmann::json offsets_json(const Encoding& e) {
 
 // {"ids": [...], "offsets": [[b, e], ...]} written as it is formatted: a long text's
 // output is never held as a JSON tree.
-void write_ids_offsets(std::ostream& out, const Encoding& e) {
+void write_ids_offsets(std::ostream& out, const Encoding& e, bool with_mask) {
   std::string buf = "{\"ids\":[";
   for (size_t i = 0; i < e.ids.size(); ++i) (buf += i ? "," : "") += std::to_string(e.ids[i]);
   out << buf << "],\"offsets\":[";
@@ -35,17 +44,24 @@ void write_ids_offsets(std::ostream& out, const Encoding& e) {
     }
     ((((buf += i ? ",[" : "[") += std::to_string(e.offsets[i].first)) += ",") += std::to_string(e.offsets[i].second)) += "]";
   }
-  out << buf << "]}\n";
+  out << buf << "]";
+  if (with_mask) out << ",\"attention_mask\":" << nlohmann::json(e.attention_mask).dump();
+  out << "}\n";
 }
 
 void run(const TokenizeArgs& a) {
   auto tok = Tokenizer::from_file(a.dir);
+  if (a.no_truncation) tok.no_truncation();
+  if (a.max_length > 0) tok.enable_truncation(a.max_length);
+  if (a.no_padding) tok.no_padding();
+  const bool with_mask = tok.padding().has_value();
   if (!a.text.empty()) {
-    auto e = tok.encode(a.text, !a.no_special);
+    auto e = encode_as_tokenizers(tok, a.text, !a.no_special);
     std::cout << "ids:     " << nlohmann::json(e.ids).dump() << "\n"
               << "tokens:  " << nlohmann::json(e.tokens).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n"
               << "offsets: " << offsets_json(e).dump() << "\n";
+    if (with_mask) std::cout << "attention_mask: " << nlohmann::json(e.attention_mask).dump() << "\n";
     return;
   }
   if (!a.jsonl && !a.decode) throw std::invalid_argument("give --text, --jsonl or --decode");
@@ -65,8 +81,8 @@ void run(const TokenizeArgs& a) {
     } else {
       if (!j.is_object() || !j.contains("text") || !j.at("text").is_string())
         throw std::runtime_error(where + ": expected {\"text\": \"...\"}");
-      const auto e = tok.encode(j.at("text").get_ref<const std::string&>(), !a.no_special);
-      write_ids_offsets(std::cout, e);
+      const auto e = encode_as_tokenizers(tok, j.at("text").get_ref<const std::string&>(), !a.no_special);
+      write_ids_offsets(std::cout, e, with_mask);
     }
   }
 }
@@ -78,6 +94,12 @@ void register_tokenize(CLI::App& app) {
       "tokenize",
       "Encode text with a Hugging Face tokenizer.json (ids, tokens, offsets in bytes of the UTF-8 input), "
       "or decode ids");
+  cmd->footer("Examples:\n  peft tokenize ./all-MiniLM-L6-v2 --text 'Hello world'\n"
+              "  echo '{\"text\": \"Hello world\"}' | peft tokenize ./SmolLM2-135M --jsonl --no-special\n"
+              "  echo '{\"ids\": [19556, 905]}' | peft tokenize ./SmolLM2-135M --decode\n"
+              "tokenizer.json's \"truncation\" and \"padding\" apply as in `tokenizers`' Tokenizer.encode: "
+              "all-MiniLM-L6-v2's pads every text to 128 tokens (attention_mask printed). Not honoured: a "
+              "truncation \"direction\" of Left (cut from the right) and \"stride\" (no overflowing parts).");
   auto a = std::make_shared<TokenizeArgs>();
   cmd->add_option("tokenizer", a->dir, "tokenizer.json, or a folder holding it")->required()->check(CLI::ExistingPath);
   cmd->add_option("--text", a->text, "Text to encode; prints ids, tokens and offsets");
@@ -85,6 +107,13 @@ void register_tokenize(CLI::App& app) {
   cmd->add_flag("--decode", a->decode, "Read {\"ids\": [...]} lines on stdin, write {\"text\": ...} lines");
   cmd->add_flag("--no-special", a->no_special, "Do not add special tokens (BOS, [CLS], ...)");
   cmd->add_flag("--skip-special", a->skip_special, "With --decode: leave special tokens out of the text");
+  cmd->add_flag("--no-padding", a->no_padding,
+                "Ignore tokenizer.json's \"padding\" (tokenizers' no_padding()); with it, a Fixed length pads "
+                "every text and an attention_mask is printed");
+  cmd->add_flag("--no-truncation", a->no_truncation,
+                "Ignore tokenizer.json's \"truncation\" (tokenizers' no_truncation())");
+  cmd->add_option("--max-length", a->max_length,
+                  "Truncate to this many tokens, special tokens included (tokenizers' enable_truncation)");
   cmd->callback([a] { run(*a); });
 }
 

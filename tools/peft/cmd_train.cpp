@@ -1,9 +1,10 @@
-// peft train --config CFG.json [key=value ...] [--resume]; peft eval.
+// peft train --config CFG.{json,yaml} [key=value ...] [--resume]; peft eval.
 #include <fstream>
 #include <iostream>
 
 #include "common.h"
 #include "peft/train.h"
+#include "io/yaml_json.h"
 #include "util/json_file.h"
 
 namespace peft::cli {
@@ -12,7 +13,7 @@ void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train",
                                  "Fine-tune a model with an adapter of any method (LoRA by default; IA3, "
                                  "PROMPT_TUNING, P_TUNING, PREFIX_TUNING, LN_TUNING, LOHA, LOKR, BITFIT, SSF, "
-                                 "BOTTLENECK, VPT: docs/TUNERS.md). The config (JSON) is described in "
+                                 "BOTTLENECK, VPT: docs/TUNERS.md). The config (JSON or YAML) is described in "
                                  "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4, "
                                  "'method={\"peft_type\": \"IA3\"}')");
   // Every key with its default, from the config itself, so the list cannot go stale.
@@ -26,12 +27,12 @@ void register_train(CLI::App& app) {
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
   auto overwrite = std::make_shared<bool>(false);
-  cmd->add_option("--config,-c", *cfg_path, "Training config (JSON)")->check(CLI::ExistingFile);
+  cmd->add_option("--config,-c", *cfg_path, "Training config (JSON, or YAML if named .yaml/.yml)")->check(CLI::ExistingFile);
   cmd->add_option("overrides", *overrides, "key=value overrides of config fields");
   cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir (of the same run)");
   cmd->add_flag("--overwrite", *overwrite, "Delete an earlier run's checkpoints and outputs in output_dir first");
   cmd->callback([=] {
-    nlohmann::json j = cfg_path->empty() ? nlohmann::json::object() : read_json_file(*cfg_path);
+    nlohmann::json j = cfg_path->empty() ? nlohmann::json::object() : nlohmann::json(read_config_file(*cfg_path));
     // Overrides apply before validation so that required keys may come from them.
     j = TrainConfig::with_overrides(std::move(j), *overrides);
     auto cfg = TrainConfig::from_json(j, cfg_path->empty() ? "command line" : *cfg_path);
@@ -42,6 +43,7 @@ void register_train(CLI::App& app) {
 
 void register_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Loss and perplexity (causal LMs) or accuracy (classifiers) on a JSONL file");
+  cmd->footer("Example: peft eval ./SmolLM2-135M --data eval.jsonl --adapter out/adapter");
   auto cfg = std::make_shared<TrainConfig>();
   auto adapters = std::make_shared<std::vector<std::string>>();
   cmd->add_option("model", cfg->model, "Base model: a Hugging Face folder or a .gguf file")
