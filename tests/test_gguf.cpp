@@ -12,7 +12,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
+#include "cli_runner.h"
 #include "peft/gguf.h"
 #include "peft/gguf_llama.h"
 
@@ -669,6 +671,44 @@ TEST(GgufTokenizer, IdsEqualTransformersOnTextsAndChats) {
     write_json(dir / "tokenizer_config.json", ours.tokenizer_config);
   }
   EXPECT_EQ(run_python("tokenizers " + root.string() + " " + PEFT_GGUF_DIR), 0);
+}
+
+// `peft tokenize FILE.gguf --chat`: each {"messages", "add_generation_prompt"} line gives
+// the text and ids transformers' apply_chat_template gives with the same GGUF's tokenizer.
+TEST(GgufTokenizer, CliChatEqualsApplyChatTemplate) {
+  int checked = 0;
+  for (const auto& c : manifest()["tokenizers"]) {
+    const Json exp = expected_case(c);
+    if (exp["chats"].empty()) continue;
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const fs::path in = scratch("chat_" + c["name"].get<std::string>() + ".jsonl");
+    std::ofstream f(in, std::ios::trunc);
+    for (const auto& chat : exp["chats"])
+      f << Json{{"messages", chat["messages"]}, {"add_generation_prompt", chat["add_generation_prompt"]}}.dump() << "\n";
+    f.close();
+    test::CliLimits lim;
+    lim.stdin_path = in.string();
+    const auto r = test::run_cli({"tokenize", c["gguf"].get<std::string>(), "--chat"}, lim);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::istringstream lines(r.output);
+    std::string line;
+    for (const auto& chat : exp["chats"]) {
+      do ASSERT_TRUE(std::getline(lines, line)) << r.output;
+      while (line.empty() || line[0] != '{');  // skip notes on stderr
+      const Json got = Json::parse(line);
+      EXPECT_EQ(got["text"], chat["text"]);
+      EXPECT_EQ(got["ids"], chat["ids"]);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 12);
+  const fs::path bad = scratch("chat_bad.jsonl");
+  std::ofstream(bad, std::ios::trunc) << "{\"messages\": [], \"add_generation_promt\": true}\n";
+  test::CliLimits lim;
+  lim.stdin_path = bad.string();
+  const auto r = test::run_cli({"tokenize", manifest()["tokenizers"][0]["gguf"].get<std::string>(), "--chat"}, lim);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.output, HasSubstr("stdin line 1: unknown key 'add_generation_promt'"));
 }
 
 TEST(GgufTokenizer, SplitRegexForEveryPreTokenizerTransformersKnows) {

@@ -12,7 +12,7 @@ namespace {
 
 struct TokenizeArgs {
   std::string dir, text;
-  bool jsonl = false, decode = false, no_special = false, skip_special = false;
+  bool jsonl = false, decode = false, chat = false, no_special = false, skip_special = false;
   bool no_padding = false, no_truncation = false;
   size_t max_length = 0;  // 0: tokenizer.json's truncation
 };
@@ -49,6 +49,22 @@ void write_ids_offsets(std::ostream& out, const Encoding& e, bool with_mask) {
   out << "}\n";
 }
 
+// {"messages": [...], "add_generation_prompt": false} -> {"text", "ids"}: the chat template
+// rendered as transformers' apply_chat_template(tokenize=False), then encoded without
+// adding special tokens, as apply_chat_template(tokenize=True) does.
+void write_chat(std::ostream& out, const Tokenizer& tok, const nlohmann::json& j, const std::string& where) {
+  if (!j.is_object() || !j.contains("messages") || !j.at("messages").is_array())
+    throw std::runtime_error(where + ": expected {\"messages\": [...], \"add_generation_prompt\": false}");
+  for (const auto& [key, _] : j.items())
+    if (key != "messages" && key != "add_generation_prompt")
+      throw std::runtime_error(where + ": unknown key '" + key + "' (messages, add_generation_prompt)");
+  const bool gen = j.contains("add_generation_prompt") && strict_get<bool>(j.at("add_generation_prompt"), where + ": add_generation_prompt");
+  const std::string text = tok.apply_chat_template(nlohmann::ordered_json::parse(j.at("messages").dump()), gen);
+  const auto e = tok.encode(text, /*add_special_tokens=*/false);
+  out << nlohmann::json{{"text", text}, {"ids", e.ids}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+      << "\n";
+}
+
 void run(const TokenizeArgs& a) {
   auto tok = Tokenizer::from_file(a.dir);
   if (a.no_truncation) tok.no_truncation();
@@ -64,13 +80,15 @@ void run(const TokenizeArgs& a) {
     if (with_mask) std::cout << "attention_mask: " << nlohmann::json(e.attention_mask).dump() << "\n";
     return;
   }
-  if (!a.jsonl && !a.decode) throw std::invalid_argument("give --text, --jsonl or --decode");
+  if (a.jsonl + a.decode + a.chat != 1) throw std::invalid_argument("give one of --text, --jsonl, --decode or --chat");
   std::string line;
   for (size_t n = 1; std::getline(std::cin, line); ++n) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = "stdin line " + std::to_string(n);
     const nlohmann::json j = parse_json(line, where);
-    if (a.decode) {
+    if (a.chat) {
+      write_chat(std::cout, tok, j, where);
+    } else if (a.decode) {
       if (!j.is_object() || !j.contains("ids") || !j.at("ids").is_array())
         throw std::runtime_error(where + ": expected {\"ids\": [...]}");
       std::vector<int64_t> ids;
@@ -97,6 +115,8 @@ void register_tokenize(CLI::App& app) {
   cmd->footer("Examples:\n  peft tokenize ./all-MiniLM-L6-v2 --text 'Hello world'\n"
               "  echo '{\"text\": \"Hello world\"}' | peft tokenize ./SmolLM2-135M --jsonl --no-special\n"
               "  echo '{\"ids\": [19556, 905]}' | peft tokenize ./SmolLM2-135M --decode\n"
+              "  echo '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"add_generation_prompt\": true}' | "
+              "peft tokenize SmolLM2-135M-Instruct.Q4_1.gguf --chat\n"
               "tokenizer.json's \"truncation\" and \"padding\" apply as in `tokenizers`' Tokenizer.encode: "
               "all-MiniLM-L6-v2's pads every text to 128 tokens (attention_mask printed). Not honoured: a "
               "truncation \"direction\" of Left (cut from the right) and \"stride\" (no overflowing parts).");
@@ -105,6 +125,9 @@ void register_tokenize(CLI::App& app) {
   cmd->add_option("--text", a->text, "Text to encode; prints ids, tokens and offsets");
   cmd->add_flag("--jsonl", a->jsonl, "Read {\"text\": ...} lines on stdin, write {\"ids\", \"offsets\"} lines");
   cmd->add_flag("--decode", a->decode, "Read {\"ids\": [...]} lines on stdin, write {\"text\": ...} lines");
+  cmd->add_flag("--chat", a->chat,
+                "Read {\"messages\": [...], \"add_generation_prompt\": bool} lines on stdin, write {\"text\", \"ids\"} "
+                "lines: the model's chat template rendered and encoded as transformers' apply_chat_template does");
   cmd->add_flag("--no-special", a->no_special, "Do not add special tokens (BOS, [CLS], ...)");
   cmd->add_flag("--skip-special", a->skip_special, "With --decode: leave special tokens out of the text");
   cmd->add_flag("--no-padding", a->no_padding,
