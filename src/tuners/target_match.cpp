@@ -139,4 +139,36 @@ std::vector<std::pair<std::string, Module*>> find_modules_to_save(Model& model, 
   return out;
 }
 
+ListOrRegex injected_targets(Model& model, const AdapterConfig& c) {
+  ListOrRegex t{c.targets.target_list, c.targets.target_regex};
+  if (t.regex) {
+    std::string lower = *t.regex;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    if (lower == "all-linear") {
+      std::set<std::string> names;
+      for (const auto& [path, _] : c.layer_targets(model)) names.insert(path.substr(path.rfind('.') + 1));
+      t.regex.reset();
+      t.list = std::vector<std::string>(names.begin(), names.end());
+    }
+  }
+  return t;
+}
+
+ListOrRegex united(const std::vector<ListOrRegex>& values, const std::vector<std::string>& names, const char* key) {
+  ListOrRegex out;
+  std::set<std::string> list;
+  std::string regex;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i].regex.has_value() != values[0].regex.has_value())
+      throw std::invalid_argument("adapters '" + names[0] + "' and '" + names[i] + "' give " + key +
+                                  " as a list and as a regex; HF PEFT's add_weighted_adapter refuses to combine "
+                                  "the two kinds");
+    if (values[i].regex) regex += (regex.empty() ? "(" : "|(") + *values[i].regex + ")";
+    else if (values[i].list) list.insert(values[i].list->begin(), values[i].list->end());
+  }
+  if (values[0].regex) out.regex = regex;
+  else out.list = std::vector<std::string>(list.begin(), list.end());
+  return out;
+}
+
 }  // namespace peft

@@ -1,6 +1,7 @@
 // HF PEFT's rules for which modules a tuner wraps (tuners_utils.check_target_module_exists).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,5 +21,21 @@ std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSp
 
 // Modules named by modules_to_save (HF's plain suffix rule: name.endswith(entry)).
 std::vector<std::pair<std::string, Module*>> find_modules_to_save(Model& model, const std::vector<std::string>& names);
+
+// A target_modules (or feedforward_modules) value as add_weighted_adapter sees it: a
+// list, a regex, or neither.
+struct ListOrRegex {
+  std::optional<std::vector<std::string>> list;
+  std::optional<std::string> regex;
+};
+
+// HF's config.target_modules once `c`'s adapter is injected into `model`: "all-linear"
+// has become the set of the matched layers' names.
+ListOrRegex injected_targets(Model& model, const AdapterConfig& c);
+
+// HF's add_weighted_adapter over the adapters `names`: lists -> their union (a set),
+// regexes -> "(re1)|(re2)|...", a list beside a regex is refused naming `key`. A missing
+// value counts as an empty list.
+ListOrRegex united(const std::vector<ListOrRegex>& values, const std::vector<std::string>& names, const char* key);
 
 }  // namespace peft

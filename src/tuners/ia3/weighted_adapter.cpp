@@ -29,48 +29,6 @@ const IA3Config& ia3_config(const PeftModel& peft, const std::string& name) {
   return static_cast<const IA3Config&>(c);
 }
 
-// A target_modules / feedforward_modules value: a list or a regex (or neither).
-struct ListOrRegex {
-  std::optional<std::vector<std::string>> list;
-  std::optional<std::string> regex;
-};
-
-// What HF's config holds once the adapter is injected: "all-linear" has become the set of
-// the matched layers' names.
-ListOrRegex injected_targets(PeftModel& peft, const IA3Config& c) {
-  ListOrRegex t{c.targets.target_list, c.targets.target_regex};
-  if (t.regex) {
-    std::string lower = *t.regex;
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower == "all-linear") {
-      std::set<std::string> names;
-      for (const auto& [path, _] : c.layer_targets(peft.model())) names.insert(path.substr(path.rfind('.') + 1));
-      t.regex.reset();
-      t.list = std::vector<std::string>(names.begin(), names.end());
-    }
-  }
-  return t;
-}
-
-// HF: all lists -> their union (a set), all regexes -> "(re1)|(re2)|...", a mix is refused.
-// A missing value counts as an empty list (HF would have filled it from its table).
-ListOrRegex united(const std::vector<ListOrRegex>& values, const std::vector<std::string>& names, const char* key) {
-  ListOrRegex out;
-  std::set<std::string> list;
-  std::string regex;
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (values[i].regex.has_value() != values[0].regex.has_value())
-      throw std::invalid_argument("adapters '" + names[0] + "' and '" + names[i] + "' give " + key +
-                                  " as a list and as a regex; HF PEFT's add_weighted_adapter refuses to combine "
-                                  "the two kinds");
-    if (values[i].regex) regex += (regex.empty() ? "(" : "|(") + *values[i].regex + ")";
-    else if (values[i].list) list.insert(values[i].list->begin(), values[i].list->end());
-  }
-  if (values[0].regex) out.regex = regex;
-  else out.list = std::vector<std::string>(list.begin(), list.end());
-  return out;
-}
-
 at::Tensor* ia3_slot(AdaptableLayer& host, const std::string& name) {
   LayerAdapter* a = host.adapter(name);
   if (!a) return nullptr;
@@ -143,7 +101,7 @@ void add_weighted_ia3_adapter(PeftModel& peft, const std::vector<std::string>& a
 
   std::vector<ListOrRegex> targets, feedforward;
   for (const auto* c : cfgs) {
-    targets.push_back(injected_targets(peft, *c));
+    targets.push_back(injected_targets(peft.model(), *c));
     feedforward.push_back({c->feedforward_list, c->feedforward_regex});
   }
   IA3Config cfg = *cfgs[0];

@@ -114,40 +114,15 @@ int64_t new_rank_for(const std::string& type, const std::vector<std::string>& na
   return ranks[0];
 }
 
-// What HF's config.target_modules holds once the adapter is injected: "all-linear" has
-// become the set of the matched layers' names.
-TargetSpec injected_targets(PeftModel& peft, const LoraConfig& c) {
-  TargetSpec t = c.targets;
-  if (t.target_regex) {
-    std::string lower = *t.target_regex;
-    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-    if (lower == "all-linear") {
-      std::set<std::string> names;
-      for (const auto& [path, _] : c.layer_targets(peft.model())) names.insert(path.substr(path.rfind('.') + 1));
-      t.target_regex.reset();
-      t.target_list = std::vector<std::string>(names.begin(), names.end());
-    }
-  }
-  return t;
-}
-
 // HF's new target_modules: the union of the lists, or the regexes joined as alternatives.
 TargetSpec combined_targets(PeftModel& peft, const std::vector<std::string>& names,
                             const std::vector<const LoraConfig*>& cfgs) {
-  TargetSpec out = injected_targets(peft, *cfgs[0]);
-  std::set<std::string> list;
-  std::string regex;
-  for (size_t i = 0; i < cfgs.size(); ++i) {
-    const TargetSpec t = injected_targets(peft, *cfgs[i]);
-    if (t.target_regex.has_value() != out.target_regex.has_value())
-      throw std::invalid_argument("adapters '" + names[0] + "' and '" + names[i] +
-                                  "' give target_modules as a list and as a regex; HF PEFT's add_weighted_adapter "
-                                  "refuses to combine the two kinds");
-    if (t.target_regex) regex += (regex.empty() ? "(" : "|(") + *t.target_regex + ")";
-    else if (t.target_list) list.insert(t.target_list->begin(), t.target_list->end());
-  }
-  if (out.target_regex) out.target_regex = regex;
-  else out.target_list = std::vector<std::string>(list.begin(), list.end());
+  std::vector<ListOrRegex> values;
+  for (const auto* c : cfgs) values.push_back(injected_targets(peft.model(), *c));
+  const ListOrRegex u = united(values, names, "target_modules");
+  TargetSpec out = cfgs[0]->targets;
+  out.target_list = u.list;
+  out.target_regex = u.regex;
   return out;
 }
 
