@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
 #include <set>
 #include <stdexcept>
 
@@ -169,6 +170,16 @@ ListOrRegex united(const std::vector<ListOrRegex>& values, const std::vector<std
   if (values[0].regex) out.regex = regex;
   else out.list = std::vector<std::string>(list.begin(), list.end());
   return out;
+}
+
+void check_no_shared_modules_to_save(Model& model, const std::vector<std::string>& adapters,
+                                     const std::vector<const TargetSpec*>& targets) {
+  std::map<std::string, std::vector<std::string>> saved_by;
+  for (size_t i = 0; i < adapters.size(); ++i)
+    for (const auto& [path, _] : find_modules_to_save(model, targets[i]->modules_to_save))
+      if (auto& who = saved_by[path]; who.push_back(adapters[i]), who.size() == 2)
+        throw std::invalid_argument("adapters '" + who[0] + "' and '" + who[1] + "' both train their own copy of '" +
+                                    path + "' (modules_to_save), which HF PEFT cannot merge");
 }
 
 }  // namespace peft

@@ -22,6 +22,11 @@ std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSp
 // Modules named by modules_to_save (HF's plain suffix rule: name.endswith(entry)).
 std::vector<std::pair<std::string, Module*>> find_modules_to_save(Model& model, const std::vector<std::string>& names);
 
+// HF's add_weighted_adapter refuses adapters that train their own copy of one module
+// (modules_to_save); targets[i] belongs to adapters[i]. Throws naming both and the module.
+void check_no_shared_modules_to_save(Model& model, const std::vector<std::string>& adapters,
+                                     const std::vector<const TargetSpec*>& targets);
+
 // A target_modules (or feedforward_modules) value as add_weighted_adapter sees it: a
 // list, a regex, or neither.
 struct ListOrRegex {

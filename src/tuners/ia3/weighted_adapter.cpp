@@ -55,17 +55,6 @@ void check_arguments(const PeftModel& peft, const std::vector<std::string>& adap
       throw std::invalid_argument("adapter '" + a + "' is named twice");
 }
 
-// HF: modules_to_save copies of one module from several adapters cannot be merged.
-void check_modules_to_save(PeftModel& peft, const std::vector<std::string>& adapters,
-                           const std::vector<const IA3Config*>& cfgs) {
-  std::map<std::string, std::vector<std::string>> saved_by;
-  for (size_t i = 0; i < adapters.size(); ++i)
-    for (const auto& [path, _] : find_modules_to_save(peft.model(), cfgs[i]->targets.modules_to_save))
-      if (auto& who = saved_by[path]; who.push_back(adapters[i]), who.size() == 2)
-        throw std::invalid_argument("adapters '" + who[0] + "' and '" + who[1] + "' both train their own copy of '" +
-                                    path + "' (modules_to_save), which HF PEFT cannot merge");
-}
-
 // The merged vector of one layer: zero, plus each adapter's vector times its weight.
 void fill_layer(const std::string& path, AdaptableLayer& host, const std::string& adapter_name,
                 const std::vector<std::string>& adapters, const std::vector<double>& weights) {
@@ -97,7 +86,9 @@ void add_weighted_ia3_adapter(PeftModel& peft, const std::vector<std::string>& a
   check_arguments(peft, adapters, weights, adapter_name);
   std::vector<const IA3Config*> cfgs;
   for (const auto& n : adapters) cfgs.push_back(&ia3_config(peft, n));
-  check_modules_to_save(peft, adapters, cfgs);
+  std::vector<const TargetSpec*> targets_of;
+  for (const auto* c : cfgs) targets_of.push_back(&c->targets);
+  check_no_shared_modules_to_save(peft.model(), adapters, targets_of);
 
   std::vector<ListOrRegex> targets, feedforward;
   for (const auto* c : cfgs) {

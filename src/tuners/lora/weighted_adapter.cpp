@@ -319,13 +319,9 @@ void add_weighted_adapter(PeftModel& peft, const std::vector<std::string>& adapt
   for (size_t i = 0; i < adapters.size(); ++i)
     if (std::count(adapters.begin(), adapters.end(), adapters[i]) > 1)
       throw std::invalid_argument("adapter '" + adapters[i] + "' is named twice");
-  // As HF: modules_to_save copies of one module from several adapters cannot be merged.
-  std::map<std::string, std::vector<std::string>> saved_by;
-  for (size_t i = 0; i < adapters.size(); ++i)
-    for (const auto& [path, _] : find_modules_to_save(peft.model(), cfgs[i]->targets.modules_to_save))
-      if (auto& who = saved_by[path]; who.push_back(adapters[i]), who.size() == 2)
-        throw std::invalid_argument("adapters '" + who[0] + "' and '" + who[1] + "' both train their own copy of '" +
-                                    path + "' (modules_to_save), which HF PEFT cannot merge");
+  std::vector<const TargetSpec*> targets_of;
+  for (const auto* c : cfgs) targets_of.push_back(&c->targets);
+  check_no_shared_modules_to_save(peft.model(), adapters, targets_of);
   WeightedAdapterOptions o = options;
   if (adapters.size() == 1) o.combination_type = "linear";  // as HF: one adapter merges linearly
   if (o.density && *o.density >= 1 && prunes(o.combination_type))
