@@ -181,4 +181,9 @@ void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const Angles& a) {
   k = k * cos + rotate_half(k) * sin;
 }
 
+const at::Tensor& DecoderStep::window_mask(const ModelInputs& in, int64_t window, at::Device device) {
+  if (!window_mask_.defined()) window_mask_ = sliding_window_mask(mask, in.batch_size(), in.seq_len(), past, window, device);
+  return window_mask_;
+}
+
 }  // namespace peft

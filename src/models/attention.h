@@ -55,6 +55,12 @@ at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
 struct DecoderStep {
   int64_t past;
   at::Tensor positions, mask;
+  // `mask` narrowed to sliding_window_mask's `window`: built on first use, then shared by
+  // every sliding layer of the step.
+  const at::Tensor& window_mask(const ModelInputs& in, int64_t window, at::Device device);
+
+ private:
+  at::Tensor window_mask_;
 };
 DecoderStep begin_decoder_step(const ModelInputs& in, size_t num_layers, at::Device device);
 

@@ -74,14 +74,11 @@ LlamaModel::LlamaModel(const LlamaConfig& c)
 at::Tensor LlamaModel::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
   KVCache* cache = in.cache;
-  const auto step = begin_decoder_step(in, layers->size(), h.device());
+  auto step = begin_decoder_step(in, layers->size(), h.device());
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
-  at::Tensor window_mask;
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
-    if (layer.sliding() && !window_mask.defined())
-      window_mask = sliding_window_mask(step.mask, in.batch_size(), in.seq_len(), step.past, sliding_window_, h.device());
-    const auto& mask = layer.sliding() ? window_mask : step.mask;
+    const auto& mask = layer.sliding() ? step.window_mask(in, sliding_window_, h.device()) : step.mask;
     if (in.checkpoint_layers && !cache)
       h = checkpointed([&layer, angles, mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); }, h);
     else

@@ -62,10 +62,8 @@ Phi3Model::Phi3Model(const LlamaConfig& c)
 at::Tensor Phi3Model::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
   KVCache* cache = in.cache;
-  const auto step = begin_decoder_step(in, layers->size(), h.device());
-  const auto mask = sliding_window_ > 0
-                        ? sliding_window_mask(step.mask, in.batch_size(), in.seq_len(), step.past, sliding_window_, h.device())
-                        : step.mask;
+  auto step = begin_decoder_step(in, layers->size(), h.device());
+  const auto mask = sliding_window_ > 0 ? step.window_mask(in, sliding_window_, h.device()) : step.mask;
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
