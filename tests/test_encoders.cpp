@@ -99,6 +99,22 @@ TEST(RobertaPositions, PaddingDoesNotShiftPositionsAndLimitIsPadAware) {
   EXPECT_THROW(model->forward(too_long), std::invalid_argument);
 }
 
+// A RoBERTa config whose pad_token_id leaves no positions (or no token) is refused by key.
+TEST(RobertaPositions, HostilePadTokenIdIsRefusedByKey) {
+  for (const int64_t pad : {-1, 39, 1000}) {
+    nlohmann::json j = {{"architectures", {"RobertaModel"}}, {"model_type", "roberta"}, {"vocab_size", 97},
+                        {"hidden_size", 40}, {"num_hidden_layers", 1}, {"num_attention_heads", 5},
+                        {"intermediate_size", 56}, {"max_position_embeddings", 40}, {"pad_token_id", pad}};
+    try {
+      build_model(j, "config.json");
+      ADD_FAILURE() << "pad_token_id " << pad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find("config.json: pad_token_id must index the vocabulary"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 // The last eval line of a run's metrics.jsonl.
 nlohmann::json last_eval(const fs::path& run) {
   std::ifstream f(run / "metrics.jsonl");
