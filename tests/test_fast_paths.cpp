@@ -15,6 +15,7 @@
 #include "peft/tuner.h"
 #include "train/lm_loss.h"
 #include "train/precision.h"
+#include "util/allocator.h"
 #include "util/autocast.h"
 #include "util/cuda_backend.h"
 
@@ -65,6 +66,28 @@ void expect_loss_matches(Linear& head, double tol, bool bf16) {
   EXPECT_LE(rel(h1.grad(), h2.grad()), tol);
   // Positions whose next label is ignored get no gradient at all.
   EXPECT_EQ(h1.grad()[0].narrow(0, 0, 4).abs().max().item<double>(), 0.0);
+}
+
+// The tensor block cache: a freed large block comes back for the next request of its
+// size class, aligned as c10's allocator; small blocks bypass it; values are intact.
+TEST(TensorBlockCache, ReusesAFreedBlockOfTheSameClassAndKeepsAlignment) {
+  install_tensor_block_cache();
+  void* first = nullptr;
+  {
+    at::Tensor a = at::empty({1 << 18}, at::kFloat);  // 1 MiB
+    first = a.data_ptr();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
+  }
+  const auto before = tensor_block_cache_stats();
+  EXPECT_GE(before.cached_bytes, size_t{1} << 20);
+  at::Tensor b = at::empty({(1 << 18) - 100}, at::kFloat);  // same class
+  EXPECT_EQ(b.data_ptr(), first);
+  EXPECT_EQ(tensor_block_cache_stats().hits, before.hits + 1);
+  at::Tensor small = at::arange(1000, at::kFloat);
+  EXPECT_EQ(tensor_block_cache_stats().hits, before.hits + 1);
+  at::Tensor big = at::arange(1 << 20, at::kFloat);
+  EXPECT_EQ(big[(1 << 20) - 1].item<float>(), static_cast<float>((1 << 20) - 1));
+  EXPECT_EQ(small.sum().item<double>(), 999.0 * 1000 / 2);
 }
 
 TEST(FusedLoss, PlainHeadMatchesTheLogitsComposition) {
