@@ -53,6 +53,14 @@ class LayerAdapter : public Module {
   bool merged() const { return merged_; }
   // Parameters an optimizer should update (their requires_grad is set by the model).
   virtual std::vector<at::Tensor*> trainable_slots() = 0;
+  // Frozen tensors one adapter shares among all its layers, filed once under a key of
+  // their own rather than below a layer's path (VeRA's "base_model.vera_A"): PeftModel
+  // saves and loads each key once. None for most methods.
+  struct SharedSlot {
+    std::string key;
+    at::Tensor* tensor;
+  };
+  virtual std::vector<SharedSlot> shared_slots() { return {}; }
   // True where forward reads the host's weight (DoRA's weight norm): such a host keeps its
   // weight in full precision when training stores the frozen base in bf16.
   virtual bool reads_host_weight() const { return false; }

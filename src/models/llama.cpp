@@ -96,4 +96,15 @@ LlamaForCausalLM::LlamaForCausalLM(const nlohmann::json& j, LlamaConfig cfg)
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
 }
 
+LlamaForSequenceClassification::LlamaForSequenceClassification(const nlohmann::json& j, const std::string& arch,
+                                                               const std::string& where)
+    : LlamaForSequenceClassification(j, where, LlamaConfig::from_json(j, arch, where)) {}
+
+LlamaForSequenceClassification::LlamaForSequenceClassification(const nlohmann::json& j, const std::string& where,
+                                                               LlamaConfig cfg)
+    : DecoderClassifierBase(j, where), cfg_(std::move(cfg)) {
+  model = register_module("model", std::make_shared<LlamaModel>(cfg_));
+  add_score(cfg_.hidden_size);
+}
+
 }  // namespace peft

@@ -1,5 +1,6 @@
 // LLaMA-family decoders: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
-// Qwen3ForCausalLM (per-head q_norm / k_norm). Layers marked sliding (Mistral's and
+// Qwen3ForCausalLM (per-head q_norm / k_norm), and the same bodies as sequence
+// classifiers (<Arch>ForSequenceClassification). Layers marked sliding (Mistral's and
 // Qwen3's sliding_window) attend within the window.
 #pragma once
 
@@ -7,6 +8,7 @@
 
 #include "models/attention.h"
 #include "models/lm_head.h"
+#include "models/seq_cls_head.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
@@ -88,6 +90,25 @@ class LlamaForCausalLM : public CausalLMBase {
 
  private:
   LlamaForCausalLM(const nlohmann::json& j, LlamaConfig cfg);
+  LlamaConfig cfg_;
+};
+
+// The body and `score` on the last non-pad token (transformers' GenericForSequenceClassification).
+class LlamaForSequenceClassification : public DecoderClassifierBase {
+ public:
+  LlamaForSequenceClassification(const nlohmann::json& j, const std::string& arch, const std::string& where);
+  std::string type_name() const override { return cfg_.arch + "ForSequenceClassification"; }
+  int64_t num_cache_layers() const override { return cfg_.num_layers; }
+  std::string base_model_prefix() const override { return "model"; }
+
+  std::shared_ptr<LlamaModel> model;
+
+ protected:
+  at::Tensor body_forward(const ModelInputs& in) override { return model->forward(in); }
+  Embedding& input_embedding() override { return *model->embed_tokens; }
+
+ private:
+  LlamaForSequenceClassification(const nlohmann::json& j, const std::string& where, LlamaConfig cfg);
   LlamaConfig cfg_;
 };
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "models/model_config.h"  // num_labels_of
+#include "models/seq_cls_head.h"  // classifier_pad_id
 #include "peft/layers.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
@@ -62,6 +63,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     if (auto pad = s.tokenizer->special_token("pad_token"))
       if (auto id = s.tokenizer->token_to_id(*pad)) s.pad_id = *id;
   }
+  s.pad_id = classifier_pad_id(*s.model, s.pad_id);  // the padding the classifier recognizes
   s.peft = std::make_unique<PeftModel>(s.model);
   if (!cfg.composition.is_null()) adapters_composed(*s.peft, cfg, adapters);
   else for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));

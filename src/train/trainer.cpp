@@ -17,6 +17,7 @@
 #include "peft/layers.h"
 #include "peft/train.h"
 #include "util/autocast.h"
+#include "train/distributed.h"
 #include "train/evaluate.h"
 #include "train/run_folder.h"
 #include "train/schedule.h"
@@ -86,7 +87,8 @@ void plot_losses(const fs::path& out_dir, const nlohmann::json& history) {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& cfg, bool resume, bool overwrite);
+  // Under data parallelism every rank builds one; only rank 0 owns the output folder.
+  Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParallel& dp);
   TrainResult run();
 
  private:
@@ -98,11 +100,14 @@ class Trainer {
   void log(const StepLog& s);
   void show_progress(const StepLog& s);
   void checkpoint();
-  Batch micro_batch(int64_t epoch, int64_t index);
+  std::optional<Batch> micro_batch(int64_t epoch, int64_t index);
+  double backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro, double* aux_out);
+  bool rank0_says(bool value);
 
   const TrainConfig& cfg_;
   const at::Device dev_;
-  RunFolder run_;
+  DataParallel& dp_;
+  std::optional<RunFolder> run_;  // rank 0's
   std::optional<fs::path> ckpt_;
   TrainSetup s_;
   std::vector<Example> train_data_, eval_data_;
@@ -119,8 +124,14 @@ class Trainer {
   std::chrono::steady_clock::time_point t_start_;
 };
 
-Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite)
-    : cfg_(cfg), dev_(cfg.device), run_(cfg.output_dir, run_fingerprint(cfg)), ckpt_(run_.prepare(resume, overwrite)) {
+Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParallel& dp)
+    : cfg_(cfg), dev_(cfg.device), dp_(dp) {
+  if (dp_.is_main()) {
+    run_.emplace(cfg.output_dir, run_fingerprint(cfg));
+    ckpt_ = run_->prepare(resume, overwrite);
+  }
+  // The other ranks resume from rank 0's checkpoint (multi-node: output_dir is shared).
+  if (const auto from = dp_.share("resume_from", ckpt_ ? ckpt_->string() : ""); !from.empty()) ckpt_ = fs::path(from);
   std::vector<std::string> init;
   if (ckpt_) init = {ckpt_->string()};
   else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
@@ -129,6 +140,10 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite)
   load_data();
   build_optimizer();
   if (ckpt_) this->resume(*ckpt_);
+  std::vector<at::Tensor> start;
+  for (const auto& p : params_) start.push_back(p.detach());
+  dp_.broadcast(start);  // every rank starts from rank 0's adapter
+  if (!dp_.is_main()) return;
   std::string logged;
   for (const auto& h : st_.history) logged += h.dump() + "\n";
   metrics_ = std::make_unique<AppendFile>((fs::path(cfg.output_dir) / "metrics.jsonl").string(), logged);
@@ -212,11 +227,12 @@ void Trainer::resume(const fs::path& ckpt) {
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   const at::Tensor now = gen.get_state();
   gen.set_state(get("rng_state", now.sizes(), now.scalar_type()));
-  std::cerr << "resumed from " << ckpt.string() << " at step " << st_.step << "\n";
+  if (dp_.is_main()) std::cerr << "resumed from " << ckpt.string() << " at step " << st_.step << "\n";
 }
 
 void Trainer::checkpoint() {
-  run_.save_checkpoint(st_, [&](const fs::path& tmp) {
+  if (!run_) return;
+  run_->save_checkpoint(st_, [&](const fs::path& tmp) {
     save_trained(*s_.peft, tmp.string(), /*checkpoint=*/true);
     NamedTensors t;
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -232,32 +248,25 @@ void Trainer::checkpoint() {
   }, cfg_.save_total_limit);
 }
 
-Batch Trainer::micro_batch(int64_t epoch, int64_t index) {
+// This rank's share of micro-batch `index`: per_device_train_batch_size examples in the
+// seeded order, dealt round-robin over the ranks (none left for it: nullopt).
+std::optional<Batch> Trainer::micro_batch(int64_t epoch, int64_t index) {
   while (static_cast<int64_t>(orders_.size()) <= epoch)
     orders_.push_back(epoch_order(train_data_.size(), cfg_.seed, static_cast<int64_t>(orders_.size()), cfg_.shuffle));
   const int64_t bs = cfg_.per_device_train_batch_size;
   std::vector<const Example*> xs;
-  for (int64_t k = index * bs; k < std::min<int64_t>((index + 1) * bs, train_data_.size()); ++k)
+  for (int64_t k = index * bs + dp_.rank(); k < std::min<int64_t>((index + 1) * bs, train_data_.size());
+       k += dp_.world_size())
     xs.push_back(&train_data_[orders_[epoch][k]]);
+  if (xs.empty()) return std::nullopt;
   return collate(xs, s_.pad_id, s_.causal, cfg_.padding_free);
 }
 
-// One optimizer step over gradient_accumulation_steps micro-batches.
-StepLog Trainer::step() {
-  s_.peft->train(true);
-  const double lr = cfg_.learning_rate * lr_lambda(cfg_.lr_scheduler_type, st_.step, warmup_, total_);
-  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-  std::vector<Batch> mbs;
-  int64_t items = 0, tokens = 0;
-  const int64_t epoch = st_.step / steps_per_epoch_, first = (st_.step % steps_per_epoch_) * cfg_.gradient_accumulation_steps;
-  for (int64_t m = first; m < std::min(first + cfg_.gradient_accumulation_steps, per_epoch_); ++m) {
-    mbs.push_back(micro_batch(epoch, m));
-    items += mbs.back().num_items;
-    tokens += mbs.back().attention_mask.defined() ? mbs.back().attention_mask.sum().item<int64_t>()
-                                                  : mbs.back().num_items;  // images
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  double step_loss = 0, step_aux = 0;
+// Forward and backward over this rank's micro-batches, each loss divided by the token
+// (or example) count `items` of the whole step on all ranks, as one process would.
+// Returns this rank's part of the step's loss.
+double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro, double* aux_out) {
+  double step_loss = 0;
   for (const auto& b : mbs) {
     at::Tensor sum;
     {
@@ -270,18 +279,50 @@ StepLog Trainer::step() {
       throw std::runtime_error("loss is " + std::to_string(value) + " at step " + std::to_string(st_.step + 1) +
                                "; lower learning_rate or check the data");
     // Auxiliary losses adapters report (MoLE's router load balancing), averaged over the
-    // micro-batches like the task loss; logged apart, so `loss` stays the task's.
+    // micro-batches (and ranks) like the task loss; logged apart, so `loss` stays the task's.
     if (at::Tensor aux = s_.peft->aux_loss(); aux.defined()) {
       if (cfg_.gradient_checkpointing)
         throw std::runtime_error("gradient_checkpointing cannot be combined with an adapter's auxiliary loss "
                                  "(e.g. MOLE's router_aux_loss_coef): the recomputed forward would lose it");
-      aux = aux / static_cast<double>(mbs.size());
-      step_aux += aux.item<double>();
+      aux = aux / static_cast<double>(n_micro * dp_.world_size());
+      *aux_out += aux.item<double>();
       loss = loss + aux;
     }
     loss.backward();
     step_loss += value;
   }
+  return step_loss;
+}
+
+// One optimizer step over gradient_accumulation_steps micro-batches (on all ranks
+// together: counts, gradients and losses summed over them).
+StepLog Trainer::step() {
+  s_.peft->train(true);
+  const double lr = cfg_.learning_rate * lr_lambda(cfg_.lr_scheduler_type, st_.step, warmup_, total_);
+  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  std::vector<Batch> mbs;
+  double items = 0, tokens = 0;
+  const int64_t epoch = st_.step / steps_per_epoch_, first = (st_.step % steps_per_epoch_) * cfg_.gradient_accumulation_steps;
+  const int64_t last = std::min(first + cfg_.gradient_accumulation_steps, per_epoch_);
+  for (int64_t m = first; m < last; ++m) {
+    auto b = micro_batch(epoch, m);
+    if (!b) continue;
+    items += static_cast<double>(b->num_items);
+    tokens += static_cast<double>(b->attention_mask.defined() ? b->attention_mask.sum().item<int64_t>()
+                                                              : b->num_items);  // images
+    mbs.push_back(std::move(*b));
+  }
+  at::Tensor counts = at::tensor({items, tokens}, at::kDouble);
+  dp_.all_reduce_sum(counts);
+  const auto t0 = std::chrono::steady_clock::now();
+  double step_aux = 0;
+  const double local_loss = backward(mbs, static_cast<int64_t>(counts[0].item<double>()), last - first, &step_aux);
+  dp_.all_reduce_grads(params_);
+  at::Tensor losses = at::tensor({local_loss, step_aux}, at::kDouble);
+  dp_.all_reduce_sum(losses);
+  const double step_loss = losses[0].item<double>();
+  step_aux = losses[1].item<double>();
+  tokens = counts[1].item<double>();
   std::vector<at::Tensor> norms;
   for (auto& p : params_)
     if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2));
@@ -296,7 +337,7 @@ StepLog Trainer::step() {
   opt_->zero_grad();
   ++st_.step;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {st_.step, step_loss, lr, grad_norm, static_cast<double>(tokens) / std::max(secs, 1e-9), step_aux};
+  return {st_.step, step_loss, lr, grad_norm, tokens / std::max(secs, 1e-9), step_aux};
 }
 
 void Trainer::log(const StepLog& s) {
@@ -314,11 +355,11 @@ void Trainer::log(const StepLog& s) {
   if (aux_since_log_ != 0) h["aux_loss"] = aux_since_log_ / static_cast<double>(logged_steps);
   aux_since_log_ = 0;
   st_.history.push_back(h);
-  metrics_->append(h.dump() + "\n");
+  if (metrics_) metrics_->append(h.dump() + "\n");
 }
 
 void Trainer::show_progress(const StepLog& s) {
-  if (!cfg_.progress) return;
+  if (!cfg_.progress || !dp_.is_main()) return;
   const bool tty = isatty(STDERR_FILENO);
   const bool logged = s.step % cfg_.logging_steps == 0 || s.step == total_;
   if (!tty && !logged) return;
@@ -336,8 +377,9 @@ void Trainer::show_progress(const StepLog& s) {
   else std::cerr << line << "\n";
 }
 
+// On rank 0 (the others wait for its verdict in rank0_says).
 bool Trainer::evaluate() {
-  if (eval_data_.empty()) return false;
+  if (eval_data_.empty() || !dp_.is_main()) return false;
   auto r = run_eval(*s_.peft, eval_data_, cfg_.per_device_eval_batch_size, s_.pad_id, s_.causal, dev_,
                     cfg_.precision == "bf16");
   r["step"] = st_.step;
@@ -367,8 +409,17 @@ static std::string thread_report() {
          env("MKL_NUM_THREADS") + ", " + env("OMP_PROC_BIND") + ")";
 }
 
+bool Trainer::rank0_says(bool value) {
+  std::vector<at::Tensor> flag{at::scalar_tensor(value ? 1 : 0, at::kLong).reshape({1})};
+  dp_.broadcast(flag);
+  return flag[0].item<int64_t>() != 0;
+}
+
 TrainResult Trainer::run() {
-  if (cfg_.progress) std::cerr << "training on " << cfg_.device << ", " << cfg_.precision << ", " << thread_report() << "\n";
+  if (cfg_.progress && dp_.is_main())
+    std::cerr << "training on " << cfg_.device << ", " << cfg_.precision << ", " << thread_report()
+              << (dp_.world_size() > 1 ? ", " + std::to_string(dp_.world_size()) + " data-parallel processes" : "")
+              << "\n";
   t_start_ = std::chrono::steady_clock::now();
   start_step_ = st_.step;
   bool stop = false;
@@ -376,15 +427,16 @@ TrainResult Trainer::run() {
     const StepLog s = step();
     log(s);
     show_progress(s);
-    if (cfg_.eval_steps > 0 && st_.step % cfg_.eval_steps == 0 && st_.step < total_) stop = evaluate();
+    if (cfg_.eval_steps > 0 && st_.step % cfg_.eval_steps == 0 && st_.step < total_) stop = rank0_says(evaluate());
     if ((cfg_.save_steps > 0 && st_.step % cfg_.save_steps == 0) || st_.step == total_ || stop) checkpoint();
   }
-  if (!stop) evaluate();
   const fs::path out(cfg_.output_dir);
+  result_.adapter_dir = out.string();
+  if (!dp_.is_main()) return std::move(result_);
+  if (!stop) evaluate();
   save_trained(*s_.peft, out.string());
   write_json_atomic((out / "train_config.json").string(), cfg_.to_json());
   plot_losses(out, st_.history);
-  result_.adapter_dir = out.string();
   return std::move(result_);
 }
 
@@ -393,7 +445,13 @@ TrainResult Trainer::run() {
 TrainResult train(const TrainConfig& cfg, bool resume, bool overwrite) {
   cfg.validate();
   torch::manual_seed(cfg.seed);
-  return Trainer(cfg, resume, overwrite).run();
+  DataParallel dp(DistEnv::from_environment(), cfg.device);  // one process unless torchrun's variables say otherwise
+  try {
+    return Trainer(cfg, resume, overwrite, dp).run();
+  } catch (const std::exception& e) {
+    dp.report_failure(e.what());  // the other ranks name this one and its error
+    throw;
+  }
 }
 
 }  // namespace peft

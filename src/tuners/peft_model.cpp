@@ -415,6 +415,10 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
   for (const auto& a : attachments_.at(name))
     a.layer->adapter(name)->visit_slots(
         [&](const std::string& key, Module::ParamSlot& s) { out.emplace_back(kPrefix + a.path + "." + key, *s.tensor); });
+  std::set<std::string> shared;  // VeRA's projections: every layer names them, filed once
+  for (const auto& a : attachments_.at(name))
+    for (const auto& s : a.layer->adapter(name)->shared_slots())
+      if (shared.insert(s.key).second) out.emplace_back(s.key, *s.tensor);
   // Trained biases, under the names HF PEFT's state dict gives them: a wrapped layer's
   // own parameters sit below "base_layer" there.
   const std::set<std::string> wrapped = adapted_paths(name);
@@ -489,6 +493,11 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       expected[kPrefix + a.path + "." + key] = s.tensor;
       shapes[kPrefix + a.path + "." + key] = s.shape;
     });
+  for (auto& a : attachments_[name])
+    for (const auto& s : a.layer->adapter(name)->shared_slots()) {
+      expected[s.key] = s.tensor;
+      shapes[s.key] = s.tensor->sizes().vec();
+    }
   for (auto& [path, saved] : saved_modules_) {
     auto it = saved.copies.find(name);
     if (it == saved.copies.end()) continue;

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "common.h"
+#include "models/seq_cls_head.h"
 #include "peft/safetensors.h"
 
 namespace peft::cli {
@@ -32,7 +33,7 @@ void run_forward(const ForwardArgs& a) {
   } else {
     if (a.ids.empty()) throw std::invalid_argument(model->type_name() + " needs --ids");
     at::Tensor ids, mask;
-    pad_right(read_id_lists(a.ids), 0, &ids, &mask);
+    pad_right(read_id_lists(a.ids), classifier_pad_id(*model, 0), &ids, &mask);  // decoders pool by it
     in.input_ids = ids.to(device);
     in.attention_mask = mask.to(device);
     if (!a.token_type_ids.empty()) {

@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "peft/train.h"
+#include "train/distributed.h"
 #include "io/yaml_json.h"
 #include "util/json_file.h"
 
@@ -27,17 +28,34 @@ void register_train(CLI::App& app) {
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
   auto overwrite = std::make_shared<bool>(false);
+  auto nproc = std::make_shared<int>(0);
   cmd->add_option("--config,-c", *cfg_path, "Training config (JSON, or YAML if named .yaml/.yml)")->check(CLI::ExistingFile);
   cmd->add_option("overrides", *overrides, "key=value overrides of config fields");
   cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir (of the same run)");
   cmd->add_flag("--overwrite", *overwrite, "Delete an earlier run's checkpoints and outputs in output_dir first");
+  cmd->add_option("--nproc", *nproc,
+                  "Train in N local data-parallel processes (CPU, Gloo); the same global batch and losses as one "
+                  "process. Under torchrun, leave it out: RANK and WORLD_SIZE say it (docs/TRAINING.md)");
   cmd->callback([=] {
+    if (*nproc > 0) {
+      if (std::getenv("WORLD_SIZE")) throw std::invalid_argument("--nproc cannot be used under torchrun (WORLD_SIZE is set)");
+      // The workers get this command line without --nproc; the arguments pass as an argv, never through a shell.
+      std::vector<std::string> argv = {"peft", "train"};
+      if (!cfg_path->empty()) argv.insert(argv.end(), {"--config", *cfg_path});
+      if (*resume) argv.push_back("--resume");
+      if (*overwrite) argv.push_back("--overwrite");
+      argv.insert(argv.end(), overrides->begin(), overrides->end());
+      if (const int rc = launch_local_workers(*nproc, argv); rc != 0) std::exit(rc);
+      return;
+    }
     nlohmann::json j = cfg_path->empty() ? nlohmann::json::object() : nlohmann::json(read_config_file(*cfg_path));
     // Overrides apply before validation so that required keys may come from them.
     j = TrainConfig::with_overrides(std::move(j), *overrides);
     auto cfg = TrainConfig::from_json(j, cfg_path->empty() ? "command line" : *cfg_path);
     auto r = train(cfg, *resume, *overwrite);
-    std::cerr << "adapter written to " << r.adapter_dir << " (metrics.jsonl, loss.png beside it)\n";
+    const char* rank = std::getenv("RANK");  // data-parallel: rank 0 wrote it
+    if (!rank || std::string(rank) == "0")
+      std::cerr << "adapter written to " << r.adapter_dir << " (metrics.jsonl, loss.png beside it)\n";
   });
 }
 

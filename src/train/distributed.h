@@ -1,0 +1,76 @@
+// Data-parallel training on LibTorch's c10d: the group of processes a run trains in
+// (rendezvous through a TCPStore, collectives through ProcessGroupGloo), and a launcher
+// for N local workers. See docs/TRAINING.md, "Data-parallel".
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace peft {
+
+// Where this process stands, from torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK,
+// MASTER_ADDR, MASTER_PORT (and TORCHELASTIC_USE_AGENT_STORE: the launcher hosts the
+// store). Without WORLD_SIZE, or with WORLD_SIZE=1, a single process.
+struct DistEnv {
+  int rank = 0, world_size = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  bool launcher_hosts_store = false;  // else rank 0 hosts it
+  std::chrono::seconds timeout{300};  // PEFT_DDP_TIMEOUT_S: a collective that waits longer fails
+  // Throws naming the variable when one is missing or malformed.
+  static DistEnv from_environment();
+};
+
+// PEFT_DDP_TIMEOUT_S, default 300: how long a collective (or the rendezvous) may wait.
+std::chrono::seconds ddp_timeout();
+
+// The processes a run trains in. With one process every call is a no-op, so the trainer
+// calls them unconditionally. A collective that fails (a worker died, or stopped for
+// longer than the timeout) throws one line naming the rank that stopped.
+class DataParallel {
+ public:
+  // Joins the group `env` describes (CPU tensors only: Gloo).
+  explicit DataParallel(const DistEnv& env, const std::string& device);
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world_size() const { return env_.world_size; }
+  bool is_main() const { return env_.rank == 0; }
+
+  // Rank 0's tensors into everyone's, in place.
+  void broadcast(std::vector<at::Tensor>& tensors);
+  // Sums in place over the ranks (double or integer tensors: exact in any order).
+  void all_reduce_sum(at::Tensor& t);
+  // Sums the gradients of `params` over the ranks through one flat buffer. A gradient a
+  // rank lacks counts as zero; one that no rank has stays undefined (as in one process).
+  void all_reduce_grads(const std::vector<at::Tensor>& params);
+  // Rank 0's string, for everyone (e.g. the checkpoint to resume from).
+  std::string share(const std::string& key, const std::string& value_on_rank0);
+  // Before a rank exits on its own error: tells the others what and who.
+  void report_failure(const std::string& what) noexcept;
+
+ private:
+  struct Impl;
+  template <class F>
+  void guarded(const char* op, F&& f);
+  std::string diagnose(const char* op, const std::string& error);
+  void linger_if_store_host();
+
+  DistEnv env_;
+  std::unique_ptr<Impl> impl_;
+  bool lingered_ = false;
+};
+
+// `peft train --nproc N`: runs N copies of this program (argv, without --nproc) with
+// torchrun's environment, hosting their rendezvous store on a free loopback port. Waits
+// for all; when one fails, the others get the timeout to fail on their own, then are
+// killed. Returns 0 if every worker succeeded, else the first failure's exit status.
+int launch_local_workers(int nproc, const std::vector<std::string>& argv);
+
+}  // namespace peft

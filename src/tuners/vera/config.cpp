@@ -1,0 +1,72 @@
+// VeRA's adapter_config.json: HF PEFT 0.21's VeraConfig fields.
+#include "peft/vera.h"
+#include "tuners/config_fields.h"
+#include "tuners/registry.h"
+
+namespace peft {
+
+namespace {
+
+const ojson& vera_defaults() {
+  static const auto j = ojson::parse(R"({
+    "auto_mapping": null, "base_model_name_or_path": null, "bias": "none", "d_initial": 0.1,
+    "fan_in_fan_out": false, "inference_mode": true, "init_weights": true, "layers_pattern": null,
+    "layers_to_transform": null, "modules_to_save": null, "peft_type": "VERA", "peft_version": "0.21.2",
+    "projection_prng_key": 0, "r": 256, "revision": null, "save_projection": true, "target_modules": null,
+    "task_type": null, "vera_dropout": 0.0
+  })");
+  return j;
+}
+
+// torch.Generator.manual_seed takes any 64-bit integer; a negative one wraps as uint64.
+uint64_t prng_key(const ConfigFields& f) {
+  const auto& v = f.value("projection_prng_key");
+  if (v.is_number_unsigned()) return v.get<uint64_t>();
+  return static_cast<uint64_t>(f.get<int64_t>("projection_prng_key"));
+}
+
+}  // namespace
+
+VeraConfig VeraConfig::from_json(const ojson& j, const std::string& where, std::vector<std::string>* unknown) {
+  VeraConfig c;
+  ConfigFields f(j, vera_defaults(), "VERA", where, unknown, c);
+  c.r = f.get<int64_t>("r");
+  if (c.r <= 0) f.fail("'r' must be positive, got " + std::to_string(c.r));
+  c.projection_prng_key = prng_key(f);
+  c.save_projection = f.get<bool>("save_projection");
+  c.vera_dropout = f.get<double>("vera_dropout");
+  if (!(c.vera_dropout >= 0.0 && c.vera_dropout < 1.0))
+    f.fail("'vera_dropout' must be in [0, 1), got " + std::to_string(c.vera_dropout));
+  c.d_initial = f.get<double>("d_initial");
+  c.fan_in_fan_out = f.get<bool>("fan_in_fan_out");
+  c.bias = f.get<std::string>("bias");
+  if (c.bias != "none" && c.bias != "all" && c.bias != "vera_only")
+    f.fail("'bias' must be none, all or vera_only, got '" + c.bias + "'");
+  c.init_weights = f.get<bool>("init_weights");
+  if (!c.targets.layers_pattern.empty() && c.targets.layers_to_transform.empty())
+    f.fail("'layers_pattern' needs 'layers_to_transform'");
+  return c;
+}
+
+ojson VeraConfig::to_json() const {
+  ojson fields;
+  fields["r"] = r;
+  // A key past 2^63 was a negative number in the file (the same seed to torch): write it so.
+  if (projection_prng_key > static_cast<uint64_t>(INT64_MAX))
+    fields["projection_prng_key"] = static_cast<int64_t>(projection_prng_key);
+  else
+    fields["projection_prng_key"] = projection_prng_key;
+  fields["save_projection"] = save_projection;
+  fields["vera_dropout"] = vera_dropout;
+  fields["d_initial"] = d_initial;
+  fields["fan_in_fan_out"] = fan_in_fan_out;
+  fields["bias"] = bias;
+  fields["init_weights"] = init_weights;
+  return config_json(*this, vera_defaults(), fields);
+}
+
+namespace {
+[[maybe_unused]] const bool kVeraRegistered = register_method<VeraConfig>("VERA");
+}  // namespace
+
+}  // namespace peft

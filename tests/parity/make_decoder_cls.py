@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Decoder sequence classifiers for tests/test_decoder_cls.cpp, made by transformers and HF PEFT.
+
+Usage: python tests/parity/make_decoder_cls.py OUT_DIR
+
+OUT_DIR/<case>/ holds the random-weight model (save_pretrained) and reference.safetensors:
+input_ids right-padded with pad_token_id, attention_mask, logits (transformers pools the
+last non-pad token), the same rows left-padded under "left.*", and num_parameters. Per
+adapter, OUT_DIR/<case>/adapters/<name>/ (HF PEFT's save_pretrained, task_type SEQ_CLS,
+so `score` is a modules_to_save copy, perturbed here) with its logits as "<name>.logits".
+
+Cases (GQA everywhere, 2 layers, 3 labels):
+  llama_cls    LlamaForSequenceClassification, pad_token_id 0
+  qwen2_cls    Qwen2ForSequenceClassification (q/k/v bias), odd sizes, pad_token_id 5
+  mistral_cls  MistralForSequenceClassification, pad_token_id 0
+  qwen3_cls    Qwen3ForSequenceClassification (q_norm/k_norm, head_dim 16), pad_token_id 0
+Adapters: LoRA (init_lora_weights=False) and (IA)3.
+
+llama_text/ is a LlamaForSequenceClassification with a byte-level BPE tokenizer.json
+(pad "<pad>" = pad_token_id 1) for `peft train` on OUT_DIR/cls_{train,eval}.jsonl (the
+3-class text task of make_encoders.py); llama_text/eval_loss.safetensors holds
+transformers' single-label cross-entropy of the base model over cls_eval.jsonl.
+"""
+import json
+import os
+import shutil
+import sys
+
+import torch
+from peft import IA3Config, LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import (LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification,
+                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification, Qwen3Config,
+                          Qwen3ForSequenceClassification)
+from transformers.utils import logging as hf_logging
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_encoders import FILLER, WORDS, write_task  # noqa: E402  (the same text task)
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+LENGTHS = [9, 4, 6]
+
+
+def config(cls, **kw):
+    base = dict(vocab_size=101, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=64, num_labels=3, pad_token_id=0,
+                tie_word_embeddings=False, initializer_range=0.2)
+    base.update(kw)
+    cfg = cls(**base)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def inputs(vocab, pad, seed, left=False):
+    g = torch.Generator().manual_seed(seed)
+    width = max(LENGTHS)
+    ids = torch.full((len(LENGTHS), width), pad, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    for b, n in enumerate(LENGTHS):
+        row = torch.randint(0, vocab - 1, (n,), generator=g)
+        row[row >= pad] += 1  # no pad inside a row
+        cols = slice(width - n, width) if left else slice(0, n)
+        ids[b, cols] = row
+        mask[b, cols] = 1
+    return ids, mask
+
+
+def logits(model, ids, mask):
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits.float().contiguous()
+
+
+def add_adapter(case_dir, model, name, cfg, ids, mask, ref):
+    torch.manual_seed(len(name))
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():  # (IA)3 starts at ones and the score copy equals the head
+        for n, p in peft_model.named_parameters():
+            if "ia3_l" in n or "modules_to_save" in n:
+                p.add_(torch.randn_like(p) * 0.3)
+    peft_model.eval()
+    ref[f"{name}.logits"] = logits(peft_model, ids, mask)
+    peft_model.save_pretrained(os.path.join(case_dir, "adapters", name))
+
+
+def make_case(out, name, cls, cfg, seed):
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    ids, mask = inputs(cfg.vocab_size, cfg.pad_token_id, seed + 1)
+    left_ids, left_mask = inputs(cfg.vocab_size, cfg.pad_token_id, seed + 1, left=True)
+    ref = {"input_ids": ids, "attention_mask": mask, "logits": logits(model, ids, mask),
+           "left.input_ids": left_ids, "left.attention_mask": left_mask,
+           "left.logits": logits(model, left_ids, left_mask),
+           "num_parameters": torch.tensor([model.num_parameters()], dtype=torch.int64)}
+    model.save_pretrained(case_dir)
+    for adapter, make_cfg in (("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
+                                                          init_lora_weights=False)),
+                              ("ia3", lambda: IA3Config(task_type="SEQ_CLS"))):
+        base = cls.from_pretrained(case_dir, dtype=torch.float32).eval()
+        add_adapter(case_dir, base, adapter, make_cfg(), ids, mask, ref)
+    save_file(ref, os.path.join(case_dir, "reference.safetensors"))
+    print(f"{name}: {cls.__name__} params={model.num_parameters()}")
+
+
+def make_text_case(out):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    case_dir = os.path.join(out, "llama_text")
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [" ".join(w) for w in WORDS] + [" ".join(FILLER)] * 3
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>"],
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(case_dir)
+    torch.manual_seed(31)
+    model = LlamaForSequenceClassification(config(LlamaConfig, vocab_size=300, pad_token_id=1, bos_token_id=0,
+                                                  eos_token_id=2)).eval()
+    model.save_pretrained(case_dir)
+    write_task(out)
+    rows = [json.loads(line) for line in open(os.path.join(out, "cls_eval.jsonl"))]
+    batch = fast([r["text"] for r in rows], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=torch.tensor([r["label"] for r in rows])).loss
+    save_file({"eval_loss": loss.reshape(1).float()}, os.path.join(case_dir, "eval_loss.safetensors"))
+    print(f"llama_text: eval_loss={loss.item():.6f}")
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    make_case(out, "llama_cls", LlamaForSequenceClassification, config(LlamaConfig), 41)
+    make_case(out, "qwen2_cls", Qwen2ForSequenceClassification,
+              config(Qwen2Config, hidden_size=36, num_attention_heads=6, num_key_value_heads=2, intermediate_size=44,
+                     pad_token_id=5), 43)
+    make_case(out, "mistral_cls", MistralForSequenceClassification, config(MistralConfig), 47)
+    make_case(out, "qwen3_cls", Qwen3ForSequenceClassification, config(Qwen3Config, head_dim=16), 53)
+    make_text_case(out)
+
+
+if __name__ == "__main__":
+    main()

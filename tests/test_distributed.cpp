@@ -1,0 +1,290 @@
+// Data-parallel training (docs/TRAINING.md, "Data-parallel"): 2 and 4 Gloo processes on
+// loopback take the same steps as one process with the same global batch, a 2-process
+// run resumes in 1 process on the same loss curve, and a killed worker stops the others
+// with an error naming it while the last checkpoint stays intact.
+//
+// The one-process run these compare with is itself checked against HF Trainer's per-step
+// losses (test_train.cpp, TrainParity).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "cli_runner.h"
+#include "peft/safetensors.h"
+#include "peft/train.h"
+#include "train/run_folder.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+extern char** environ;
+
+namespace peft {
+namespace {
+
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "distributed" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+// A random Llama (hidden 32, 2 layers, fp32) in HF's layout: no fixture needed.
+fs::path tiny_llama() {
+  const auto dir = scratch("tiny_llama");
+  if (fs::exists(dir / "model.safetensors")) return dir;
+  fs::create_directories(dir);
+  const int64_t h = 32, ffn = 64, vocab = 64;
+  std::ofstream(dir / "config.json") << json{{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+                                             {"vocab_size", vocab}, {"hidden_size", h}, {"intermediate_size", ffn},
+                                             {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                             {"num_key_value_heads", 4}, {"max_position_embeddings", 128},
+                                             {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+                                             {"tie_word_embeddings", false}, {"hidden_act", "silu"},
+                                             {"torch_dtype", "float32"}}
+                                            .dump();
+  at::manual_seed(11);
+  auto w = [](int64_t o, int64_t i) { return at::randn({o, i}) * 0.2; };
+  NamedTensors t = {{"model.embed_tokens.weight", w(vocab, h)}, {"model.norm.weight", at::ones({h})},
+                    {"lm_head.weight", w(vocab, h)}};
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"}) t.emplace_back(p + "self_attn." + n + ".weight", w(h, h));
+    t.emplace_back(p + "mlp.gate_proj.weight", w(ffn, h));
+    t.emplace_back(p + "mlp.up_proj.weight", w(ffn, h));
+    t.emplace_back(p + "mlp.down_proj.weight", w(h, ffn));
+    t.emplace_back(p + "input_layernorm.weight", at::ones({h}));
+    t.emplace_back(p + "post_attention_layernorm.weight", at::ones({h}));
+  }
+  save_safetensors((dir / "model.safetensors").string(), t);
+  return dir;
+}
+
+// 48 counting rows of 3 to 20 tokens: shards of one micro-batch differ in token count,
+// so a wrong (per-rank) loss normalization shows.
+fs::path counting_data() {
+  const auto f = scratch("counting.jsonl");
+  std::ofstream out(f);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 48; ++i) {
+    json ids = json::array();
+    for (int t = 0, s = 1 + rng() % 40, n = 3 + rng() % 18; t < n; ++t) ids.push_back(s + t);
+    out << json{{"input_ids", ids}}.dump() << "\n";
+  }
+  return f;
+}
+
+// Micro-batches of 5 (uneven over 2 and 4 ranks; the epoch's last has 3: one rank of 4
+// gets none), 2 per step, 6 steps across an epoch boundary, shuffled.
+TrainConfig tiny_config(const std::string& out) {
+  TrainConfig c;
+  c.model = tiny_llama().string();
+  c.train_file = counting_data().string();
+  c.output_dir = scratch(out).string();
+  c.max_steps = 6;
+  c.per_device_train_batch_size = 5;
+  c.gradient_accumulation_steps = 2;
+  c.learning_rate = 1e-2;
+  c.warmup_steps = 1;
+  c.weight_decay = 0.01;
+  c.max_grad_norm = 1.0;
+  c.save_steps = 2;
+  c.save_total_limit = 0;
+  c.logging_steps = 1;
+  c.progress = false;
+  c.method = json{{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8}, {"lora_dropout", 0.0},
+                  {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
+  return c;
+}
+
+fs::path write_config(const TrainConfig& c, const std::string& name) {
+  const auto f = scratch(name + ".json");
+  std::ofstream(f) << c.to_json().dump();
+  return f;
+}
+
+std::vector<double> logged_losses(const fs::path& dir) {
+  std::vector<double> out;
+  std::ifstream in(dir / "metrics.jsonl");
+  for (std::string l; std::getline(in, l);)
+    if (auto j = json::parse(l); j.contains("loss")) out.push_back(j["loss"].get<double>());
+  return out;
+}
+
+void expect_same_adapter(const fs::path& got, const fs::path& want) {
+  SafetensorsFile g((got / "adapter_model.safetensors").string()), w((want / "adapter_model.safetensors").string());
+  ASSERT_EQ(g.names(), w.names());
+  for (const auto& n : w.names()) {
+    const double diff = (g.get(n) - w.get(n)).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-5 * std::max(1.0, w.get(n).abs().max().item<double>())) << n;
+  }
+}
+
+// The one-process run everything is compared with (in this process: no WORLD_SIZE).
+const TrainResult& single_process() {
+  static const TrainResult r = [] {
+    auto c = tiny_config("single");
+    fs::remove_all(c.output_dir);
+    return train(c);
+  }();
+  return r;
+}
+
+test::CliResult run_nproc(const TrainConfig& c, int nproc, std::vector<std::string> extra = {}) {
+  setenv("OMP_NUM_THREADS", "1", 1);  // for the workers: N of them share 2 cores
+  std::vector<std::string> args = {"train", "--config", write_config(c, fs::path(c.output_dir).filename()).string(),
+                                   "--nproc", std::to_string(nproc)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  test::CliLimits lim;
+  lim.timeout_s = 120;
+  return test::run_cli(args, lim);
+}
+
+void expect_matches_single_process(int nproc) {
+  const auto& want = single_process();
+  auto c = tiny_config("nproc" + std::to_string(nproc));
+  fs::remove_all(c.output_dir);
+  const auto r = run_nproc(c, nproc);
+  ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+  const auto got = logged_losses(c.output_dir);
+  ASSERT_EQ(got.size(), want.steps.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_NEAR(got[i], want.steps[i].loss, 1e-5 * std::abs(want.steps[i].loss)) << "step " << i + 1;
+  expect_same_adapter(c.output_dir, single_process().adapter_dir);
+  // Only rank 0 wrote: one line per step, no second writer's lines.
+  EXPECT_EQ(got.size(), 6u);
+}
+
+TEST(DataParallel, TwoProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(2); }
+
+TEST(DataParallel, FourProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(4); }
+
+TEST(DataParallel, TwoProcessRunResumesInOneProcessOnTheSameCurve) {
+  const auto& want = single_process();
+  auto c = tiny_config("resume_2_to_1");
+  fs::remove_all(c.output_dir);
+  const auto r = run_nproc(c, 2);
+  ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+  // As if the 2-process run had stopped after checkpoint-4.
+  fs::remove_all(fs::path(c.output_dir) / "checkpoint-6");
+  const auto resumed = train(c, /*resume=*/true);
+  ASSERT_EQ(resumed.steps.size(), 2u);
+  for (const auto& s : resumed.steps)
+    EXPECT_NEAR(s.loss, want.steps[s.step - 1].loss, 1e-5 * std::abs(want.steps[s.step - 1].loss)) << "step " << s.step;
+  expect_same_adapter(c.output_dir, want.adapter_dir);
+}
+
+// Rank 0 refuses the output folder (an earlier run's files): rank 1, waiting for it,
+// stops at once with rank 0's own error instead of waiting out the timeout.
+TEST(DataParallel, RankZerosOwnErrorStopsTheOthersWithIt) {
+  auto c = tiny_config("refused");
+  fs::remove_all(c.output_dir);
+  fs::create_directories(fs::path(c.output_dir) / "checkpoint-2");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_nproc(c, 2);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  EXPECT_EQ(r.exit_code, 1) << test::describe(r);
+  EXPECT_THAT(r.output, HasSubstr("failed on rank 1 of 2: rank 0 failed: "));
+  EXPECT_THAT(r.output, HasSubstr("holds an earlier run's files"));
+  EXPECT_THAT(r.output, HasSubstr("worker rank 0 exited with status 1"));
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t n = sizeof a;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n) != 0)
+    return -1;
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A worker as torchrun starts it: rank 0 hosts the store at MASTER_PORT. Output to `log`.
+pid_t start_worker(int rank, int world, int port, const fs::path& cfg, const fs::path& log) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) env.push_back(*e);
+  for (const std::string kv : {"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
+                               "WORLD_SIZE=" + std::to_string(world), std::string("MASTER_ADDR=127.0.0.1"),
+                               "MASTER_PORT=" + std::to_string(port), std::string("PEFT_DDP_TIMEOUT_S=20"),
+                               std::string("OMP_NUM_THREADS=1")})
+    env.push_back(kv);
+  std::vector<char*> e;
+  for (auto& kv : env) e.push_back(kv.data());
+  e.push_back(nullptr);
+  std::string cli = PEFT_CLI, train = "train", flag = "--config", path = cfg.string();
+  char* argv[] = {cli.data(), train.data(), flag.data(), path.data(), nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = -1;
+  posix_spawn(&pid, cli.c_str(), &fa, nullptr, argv, e.data());
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+std::string read_all(const fs::path& f) {
+  std::ifstream in(f);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(DataParallel, KilledWorkerStopsTheOthersNamingItAndKeepsTheCheckpoint) {
+  auto c = tiny_config("killed");
+  c.max_steps = 100000;  // runs until killed
+  fs::remove_all(c.output_dir);
+  const auto cfg = write_config(c, "killed");
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < 3; ++r) pids.push_back(start_worker(r, 3, port, cfg, scratch("killed_rank" + std::to_string(r) + ".log")));
+  const fs::path ckpt4 = fs::path(c.output_dir) / "checkpoint-4";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(ckpt4) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(ckpt4)) << read_all(scratch("killed_rank0.log"));
+  kill(pids[1], SIGKILL);
+  const auto killed_at = std::chrono::steady_clock::now();
+  for (int r : {0, 2}) {
+    int status = 0;
+    waitpid(pids[r], &status, 0);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+    EXPECT_LT(secs, 20.0) << "rank " << r << " took longer than the timeout to stop";
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << "rank " << r << " status " << status;
+    const std::string log = read_all(scratch("killed_rank" + std::to_string(r) + ".log"));
+    EXPECT_THAT(log, HasSubstr("rank 1 stopped")) << log;
+  }
+  waitpid(pids[1], nullptr, 0);
+  // The newest checkpoint (written by rank 0 alone) is whole: the run folder, given the
+  // run's own fingerprint, verifies its checksums and would resume from it.
+  int64_t newest = 0;
+  for (const auto& e : fs::directory_iterator(c.output_dir))
+    if (const auto n = e.path().filename().string(); n.rfind("checkpoint-", 0) == 0 && n.find(".tmp") == std::string::npos)
+      newest = std::max<int64_t>(newest, std::stoll(n.substr(11)));
+  ASSERT_GE(newest, 4);
+  const auto last = fs::path(c.output_dir) / ("checkpoint-" + std::to_string(newest));
+  const json state = json::parse(read_all(last / "trainer_state.json"));
+  RunFolder folder(c.output_dir, state.at("run"));
+  const auto resume_from = folder.prepare(/*resume=*/true, /*overwrite=*/false);
+  ASSERT_TRUE(resume_from.has_value());
+  EXPECT_EQ(*resume_from, last);
+  EXPECT_EQ(RunFolder::read_state(last).step, newest);
+}
+
+}  // namespace
+}  // namespace peft
