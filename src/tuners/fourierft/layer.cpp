@@ -5,6 +5,7 @@
 
 #include "peft/fourierft.h"
 #include "peft/layers.h"
+#include "tuners/delta_merge.h"
 
 namespace peft {
 
@@ -35,21 +36,13 @@ at::Tensor FourierFTLayer::forward(const at::Tensor& x, const at::Tensor& out) {
 
 void FourierFTLayer::merge() {
   if (merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  auto d = delta_weight();
-  if (host_->weight_is_in_out()) d = d.t();  // GPT-2's Conv1D stores [in, out]
-  host_->assign_weight(w + d.to(w.device(), w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), +1);
   merged_ = true;
 }
 
 void FourierFTLayer::unmerge() {
   if (!merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  auto d = delta_weight();
-  if (host_->weight_is_in_out()) d = d.t();
-  host_->assign_weight(w - d.to(w.device(), w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), -1);
   merged_ = false;
 }
 

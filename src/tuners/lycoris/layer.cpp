@@ -2,6 +2,7 @@
 #include <c10/core/GradMode.h>
 
 #include "peft/layers.h"
+#include "tuners/delta_merge.h"
 #include "peft/lycoris.h"
 
 namespace peft {
@@ -18,17 +19,13 @@ bool DeltaWeightAdapter::set_scale(double multiplier) {
 
 void DeltaWeightAdapter::merge() {
   if (merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  host_->assign_weight(w + delta_weight().to(w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), +1);
   merged_ = true;
 }
 
 void DeltaWeightAdapter::unmerge() {
   if (!merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  host_->assign_weight(w - delta_weight().to(w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), -1);
   merged_ = false;
 }
 

@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include "peft/layers.h"
+#include "tuners/delta_merge.h"
 #include "peft/vera.h"
 
 namespace peft {
@@ -43,21 +44,13 @@ at::Tensor VeraLayer::delta_weight() const {
 
 void VeraLayer::merge() {
   if (merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  auto d = delta_weight();
-  if (host_->weight_is_in_out()) d = d.t();  // GPT-2's Conv1D stores [in, out]
-  host_->assign_weight(w + d.to(w.device(), w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), +1);
   merged_ = true;
 }
 
 void VeraLayer::unmerge() {
   if (!merged_) return;
-  c10::NoGradGuard g;
-  const at::Tensor w = host_->dense_weight();
-  auto d = delta_weight();
-  if (host_->weight_is_in_out()) d = d.t();
-  host_->assign_weight(w - d.to(w.device(), w.scalar_type()));
+  add_delta_to_host(*host_, delta_weight(), -1);
   merged_ = false;
 }
 
