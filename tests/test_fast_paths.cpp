@@ -6,9 +6,12 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "models/fused_kernels.h"
+#include "models/fused_ops.h"
 #include "peft/layers.h"
 #include "peft/peft_model.h"
 #include "peft/train.h"
@@ -181,6 +184,111 @@ TEST(FrozenBf16, AnEmbeddingWithAnAdapterOrThatTrainsStaysFp32) {
   m2->input_embeddings()->weight.requires_grad_(true);
   store_frozen_weights(*m2, at::kBFloat16);
   EXPECT_EQ(m2->input_embeddings()->weight.scalar_type(), at::kFloat);
+}
+
+// --- fused bf16 ops (models/fused_ops.h) against the ATen compositions they replace ---
+
+// Runs `body` once with the AVX-512 kernels (where the CPU has them) and once with the
+// portable scalar ones.
+template <class F>
+void for_each_kernel(F body) {
+  for (bool scalar : {false, true}) {
+    fused_kernels::force_scalar_kernels(scalar);
+    SCOPED_TRACE(fused_kernels::kernel_isa());
+    body();
+  }
+  fused_kernels::force_scalar_kernels(false);
+}
+
+// Largest difference in steps of bf16 at the reference's values (a bf16 step at w is
+// 2^(floor(log2 |w|) - 7)); zeros compare against the smallest normal step.
+double bf16_steps(const at::Tensor& got, const at::Tensor& want) {
+  auto w = want.to(at::kDouble);
+  auto step = at::exp2(at::floor(at::log2(w.abs().clamp_min(1e-30))) - 7);
+  return ((got.to(at::kDouble) - w).abs() / step).max().item<double>();
+}
+
+TEST(FusedOps, RmsNormBf16MatchesTheCompositionCastToBf16AndItsGradient) {
+  for_each_kernel([] {
+    for (int64_t n : {40, 768}) {      // a width with a 16-lane tail, and a model's
+      for (auto wdtype : {at::kFloat, at::kBFloat16}) {
+        at::manual_seed(n);
+        auto x = (at::randn({3, 7, n}) * 3).requires_grad_(true);
+        auto w = (1 + 0.1 * at::randn({n})).to(wdtype);
+        auto x_ref = x.detach().clone().requires_grad_(true);
+        auto got = fused::rms_norm_bf16(x, w, 1e-6);
+        auto want = fused::rms_norm_aten(x_ref, w, 1e-6).to(at::kBFloat16);
+        ASSERT_EQ(got.scalar_type(), at::kBFloat16);
+        // The row sums round differently: at most one bf16 step apart, mostly identical.
+        EXPECT_LE(bf16_steps(got, want), 1.0) << n;
+        EXPECT_GE(got.eq(want).to(at::kFloat).mean().item<double>(), 0.97) << n;
+        auto g = at::randn({3, 7, n}).to(at::kBFloat16);
+        got.backward(g);
+        want.backward(g);
+        EXPECT_LE(rel(x.grad(), x_ref.grad()), 1e-5) << n;
+      }
+    }
+  });
+}
+
+TEST(FusedOps, RopeBf16MatchesTheCompositionCastToBf16AndItsGradient) {
+  for_each_kernel([] {
+    for (int64_t d : {40, 64}) {
+      for (int64_t cos_batch : {1, 2}) {
+        at::manual_seed(d + cos_batch);
+        const int64_t b = 2, s = 5, heads = 3;
+        // As the models make it: a linear's [b, s, heads * d] output split into heads.
+        auto q = at::randn({b, s, heads * d}).to(at::kBFloat16).requires_grad_(true);
+        auto q_ref = q.detach().clone();
+        auto angle = at::randn({cos_batch, 1, s, d / 2}).repeat({1, 1, 1, 2}) * 4;
+        auto cos = angle.cos(), sin = angle.sin();
+        auto split = [&](const at::Tensor& t) { return t.view({b, s, heads, d}).transpose(1, 2); };
+        auto got = fused::rope_bf16(split(q), cos, sin);
+        auto want = fused::rope_aten(split(q_ref), cos, sin).to(at::kBFloat16);
+        ASSERT_EQ(got.sizes(), want.sizes());
+        EXPECT_TRUE(at::equal(got, want)) << "d " << d;  // same products and sum, one rounding
+        // Backward against the fp32 composition (ATen's bf16 one rounds each branch before
+        // adding them, which can cancel to 0): ours is that gradient rounded once.
+        auto q32 = q.detach().to(at::kFloat).requires_grad_(true);
+        auto g = at::randn(got.sizes()).to(at::kBFloat16);
+        got.backward(g);
+        fused::rope_aten(split(q32), cos, sin).backward(g.to(at::kFloat));
+        EXPECT_LE(bf16_steps(q.grad(), q32.grad()), 0.501) << "d " << d;
+      }
+    }
+  });
+}
+
+TEST(FusedOps, SiluMulBf16MatchesTheCompositionAndItsGradients) {
+  for_each_kernel([] {
+    at::manual_seed(5);
+    auto g = (at::randn({3, 37}) * 4).to(at::kBFloat16);
+    g.index_put_({0, 0}, -200.0);  // saturated both ways: silu -> 0 and -> g
+    g.index_put_({0, 1}, 200.0);
+    auto u = at::randn({3, 37}).to(at::kBFloat16);
+    auto g1 = g.clone().requires_grad_(true), u1 = u.clone().requires_grad_(true);
+    auto g2 = g.to(at::kFloat).requires_grad_(true), u2 = u.to(at::kFloat).requires_grad_(true);
+    auto got = fused::silu_mul_bf16(g1, u1);
+    auto want = fused::silu_mul_aten(g2, u2);  // in fp32: the fused op rounds once, at the end
+    ASSERT_EQ(got.scalar_type(), at::kBFloat16);
+    EXPECT_LE(bf16_steps(got, want), 0.501);
+    auto dy = at::randn({3, 37}).to(at::kBFloat16);
+    got.backward(dy);
+    want.backward(dy.to(at::kFloat));
+    EXPECT_LE(bf16_steps(g1.grad(), g2.grad()), 0.501);
+    EXPECT_LE(bf16_steps(u1.grad(), u2.grad()), 0.501);
+  });
+}
+
+TEST(FusedOps, ModelsTakeTheFusedPathsOnlyUnderBf16Autocast) {
+  RMSNorm norm(32, 1e-6);
+  norm.weight = at::ones({32});
+  auto x = at::randn({2, 3, 32});
+  EXPECT_EQ(norm.forward(x).scalar_type(), at::kFloat);
+  AutocastGuard autocast(at::kCPU, true, at::kBFloat16);
+  EXPECT_EQ(norm.forward(x).scalar_type(), at::kBFloat16);
+  norm.weight.requires_grad_(true);  // LN tuning trains it: the composition, with its gradient
+  EXPECT_EQ(norm.forward(x).scalar_type(), at::kFloat);
 }
 
 // The CPU runs never load LibTorch's CUDA half; asking for it loads it and registers the

@@ -6,6 +6,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "models/fused_ops.h"
+
 namespace peft {
 
 at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t kv_len,
@@ -90,10 +92,14 @@ void update_cache(KVCache* cache, size_t layer, at::Tensor& k, at::Tensor& v) {
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                   double scale, bool is_causal) {
   const int64_t groups = q.size(1) / k.size(1);
-  auto kk = groups > 1 ? k.repeat_interleave(groups, 1) : k;
-  auto vv = groups > 1 ? v.repeat_interleave(groups, 1) : v;
+  // As transformers: without a mask SDPA reads each key/value head for its group of query
+  // heads itself (no repeated copies, forward or backward); with one, the heads are
+  // repeated first, which every SDPA kernel accepts.
+  const bool native_gqa = groups > 1 && !mask.defined() && k.size(-1) <= 256;
+  auto kk = groups > 1 && !native_gqa ? k.repeat_interleave(groups, 1) : k;
+  auto vv = groups > 1 && !native_gqa ? v.repeat_interleave(groups, 1) : v;
   auto m = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, is_causal && !mask.defined(), scale);
+  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, is_causal && !mask.defined(), scale, native_gqa);
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
 }
 
@@ -171,14 +177,16 @@ RotaryEmbedding::Angles RotaryEmbedding::angles(const at::Tensor& position_ids, 
 }
 
 void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const Angles& a) {
-  const auto& cos = a.cos;
-  const auto& sin = a.sin;
-  auto rotate_half = [](const at::Tensor& x) {
-    auto h = x.size(-1) / 2;
-    return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
-  };
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
+  // bf16 q and k under bf16 autocast feed attention, which casts to bf16: one fused pass
+  // each writes them so, instead of fp32 products, a concatenation and a cast.
+  if (fused::bf16_autocast_cpu(q) && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+      a.cos.scalar_type() == at::kFloat) {
+    q = fused::rope_bf16(q, a.cos, a.sin);
+    k = fused::rope_bf16(k, a.cos, a.sin);
+    return;
+  }
+  q = fused::rope_aten(q, a.cos, a.sin);
+  k = fused::rope_aten(k, a.cos, a.sin);
 }
 
 const at::Tensor& DecoderStep::window_mask(const ModelInputs& in, int64_t window, at::Device device) {

@@ -1,5 +1,6 @@
 #include "peft/layers.h"
 
+#include "models/fused_ops.h"
 #include "models/model_config.h"
 #include "quant/linear_4bit.h"
 
@@ -65,13 +66,15 @@ RMSNorm::RMSNorm(int64_t d, double e, std::string type) : dim(d), eps(e), type_(
 }
 
 at::Tensor RMSNorm::base_forward(const at::Tensor& x) {
-  // ATen's own composition, op for op as transformers: a fused one-pass kernel was no
-  // faster on CPU, and its different rounding of the row sums, over 30 layers, moved
-  // SmolLM2's logits 1e-4 away from transformers'.
-  auto h = x.to(at::kFloat);
-  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(var + eps);
-  return weight * h.to(x.scalar_type());
+  // Under bf16 autocast the output only feeds products that would cast it to bf16: one
+  // fused pass writes it so (the weight frozen, no adapter on the norm to see its dtype).
+  if (fused::bf16_autocast_cpu(x) && x.scalar_type() == at::kFloat && !weight.requires_grad() &&
+      adapter_names().empty())
+    return fused::rms_norm_bf16(x, weight, eps);
+  // Otherwise ATen's own composition, op for op as transformers: a fused fp32 kernel's
+  // different rounding of the row sums, over 30 layers, moved SmolLM2's logits 1e-4 away
+  // from transformers'.
+  return fused::rms_norm_aten(x, weight, eps);
 }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int64_t kernel, int64_t s) : stride(s) {

@@ -6,6 +6,7 @@
 
 #include "models/checkpoint.h"
 #include "models/config_reader.h"
+#include "models/fused_ops.h"
 
 namespace peft {
 
@@ -45,7 +46,12 @@ LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {
 }
 
 at::Tensor LlamaMLP::base_forward(const at::Tensor& x) {
-  return down_proj->forward(activation(act_, gate_proj->forward(x)) * up_proj->forward(x));
+  auto gate = gate_proj->forward(x), up = up_proj->forward(x);
+  // Under bf16 autocast one fused pass (and one backward pass) for silu(gate) * up.
+  if ((act_ == "silu" || act_ == "swish") && fused::bf16_autocast_cpu(gate) && gate.scalar_type() == at::kBFloat16 &&
+      up.scalar_type() == at::kBFloat16)
+    return down_proj->forward(fused::silu_mul_bf16(gate, up));
+  return down_proj->forward(activation(act_, gate) * up);
 }
 
 LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding) : arch_(c.arch), sliding_(sliding) {

@@ -62,9 +62,12 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
   const bool drop = training && dropout > 0;
   // Under autocast the products run in bf16 whatever x is: casting x to the fp32 adapter's
   // type would only copy it, to be cast back.
-  auto xa = at::autocast::is_autocast_enabled(x.device().type()) ? x : x.to(lora_A.scalar_type());
+  const bool autocast = at::autocast::is_autocast_enabled(x.device().type());
+  auto xa = autocast ? x : x.to(lora_A.scalar_type());
   if (drop) xa = at::dropout(xa, dropout, true);
   auto lora = at::linear(at::linear(xa, lora_A), lora_B);
+  // In bf16 one pass adds the scaled term (rounded once); fp32 keeps transformers' order.
+  if (!use_dora && autocast && lora.scalar_type() == out.scalar_type()) return out.add(lora, scaling);
   if (!use_dora) return out + (lora * scaling).to(out.scalar_type());
   // DoRA: the base output re-scaled per row by m / ||W + s B A||, plus the scaled LoRA
   // term; the bias is not rescaled.
