@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "peft/adaptable.h"
+#include "peft/param_layer.h"
 #include "peft/tuner.h"
 
 namespace peft {
@@ -27,6 +28,10 @@ struct LoraConfig : AdapterConfig {
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
+  // HF PEFT's target_parameters: "<module>.<parameter>" names (matched exactly or as a
+  // ".<entry>" suffix) of parameters of ParamAdaptableLayers (stacked expert weights),
+  // each adapted by a LoraParamWrapper.
+  std::optional<std::vector<std::string>> target_parameters;
 
   // Parses adapter_config.json content; `where` names the file in errors. Keys we do not
   // know are kept and reported in `unknown_keys` (HF PEFT warns about them too). Without
@@ -45,6 +50,9 @@ struct LoraConfig : AdapterConfig {
   std::shared_ptr<LayerAdapter> make_layer_adapter(const std::string& path, Module& module,
                                                    at::Generator& gen) const override;
 
+  // LoRA on the targeted parameters of `host` (target_parameters).
+  std::shared_ptr<LayerAdapter> make_param_wrapper(const std::string& path, ParamAdaptableLayer& host,
+                                                   at::Generator& gen) const;
   // Rank and alpha for one module (rank_pattern / alpha_pattern applied), and the scale.
   int64_t rank_for(const std::string& module) const;
   double alpha_for(const std::string& module) const;
@@ -81,6 +89,34 @@ class LoraLinear : public LayerAdapter {
   at::Tensor dora_weight_norm(const at::Tensor& delta) const;
   at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly
   std::optional<double> unscaled_;  // scaling before the first set_scale
+};
+
+// HF PEFT's lora.ParamWrapper: LoRA on parameters of a ParamAdaptableLayer, one factor
+// pair per targeted parameter. A 3-D parameter [E, out, in] gets A [r*E, in] (rows
+// expert-major) and B [out, r*E] (columns rank-major), expert e's update being
+// scaling * B[:, e::E] A[e*r:(e+1)*r]; a 2-D one [out, in] plain A [r, in], B [out, r].
+// HF PEFT nests one wrapper per parameter, the first registered innermost, so the
+// parameter i of n targeted files its factors under ("base_layer." x (n-1-i)) "lora_A.weight".
+class LoraParamWrapper : public ParamAdapter {
+ public:
+  struct Target {
+    std::string name;
+    int64_t experts, in, out, r;  // experts 1: a 2-D parameter
+    double scaling;
+    at::Tensor lora_A, lora_B;
+    std::optional<double> unscaled;
+  };
+  LoraParamWrapper(ParamAdaptableLayer* host, std::vector<Target> targets);
+  std::string type_name() const override { return "LoraParamWrapper"; }
+  std::optional<SliceFactors> factors(const std::string& name, int64_t index) const override;
+  bool set_scale(double multiplier) override;
+  void merge() override;
+  void unmerge() override;
+  std::vector<at::Tensor*> trainable_slots() override;
+  void initialize(const std::string& init, at::Generator& gen);
+  at::Tensor delta(const Target& t) const;  // the parameter's shape: HF's get_delta_weight
+
+  std::vector<Target> targets;
 };
 
 // LoRA on an embedding: out += embed(ids, A^T) B^T * scaling; A [r, vocab], B [dim, r].

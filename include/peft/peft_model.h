@@ -104,6 +104,10 @@ class PeftModel {
   // per active adapter the mean over its layers that report one, summed over adapters.
   // Undefined when none does.
   at::Tensor aux_loss() const;
+  // The trainer's hooks (AdapterConfig::begin_training / after_optimizer_step), passed to
+  // every active adapter's config with its layers.
+  void begin_training(int64_t total_steps);
+  void after_optimizer_step(int64_t global_step);
 
  private:
   // Trainable copies of one module's parameters (modules_to_save, LN tuning, BitFit).

@@ -85,6 +85,21 @@ class AdapterConfig {
   // The config to build when saved weights are about to be loaded into the adapter
   // (LoRA: a plain init, so that PiSSA/OLoRA do not rewrite the base while loading).
   virtual std::unique_ptr<AdapterConfig> for_loading() const { return clone(); }
+  // Parameters HF PEFT's layers of this method hold beyond what adapter files carry, per
+  // adapted layer (AdaLoRA's frozen `ranknum`); HF counts them in "all params".
+  virtual int64_t unsaved_parameters_per_layer() const { return 0; }
+  // The adapter file's tensors, from the adapter's own under their file keys (HF PEFT's
+  // _get_adapter_state_dict): AdaLoRA cuts out the ranks its rank_pattern masks.
+  virtual void to_file_tensors(std::vector<std::pair<std::string, at::Tensor>>& tensors) const {}
+
+  // Training hooks, for methods that change themselves as they train (AdaLoRA's rank
+  // allocation); nothing for most. begin_training: the run's number of optimizer steps.
+  // after_optimizer_step: after each optimizer step, before the gradients are cleared,
+  // with HF Trainer's global_step at that point (0 after the first step), on the adapter's
+  // layers by path; it may change them and this config (what it saves).
+  using AdaptedLayers = std::vector<std::pair<std::string, LayerAdapter*>>;
+  virtual void begin_training(int64_t total_steps) {}
+  virtual void after_optimizer_step(const AdaptedLayers& layers, int64_t global_step) {}
 
   TargetSpec targets;
   std::string task_type;  // "", "CAUSAL_LM", "SEQ_CLS", ...

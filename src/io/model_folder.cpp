@@ -10,6 +10,7 @@
 #include <set>
 
 #include "io/checkpoint_reader.h"
+#include "io/expert_keys.h"
 #include "io/load_4bit.h"
 #include "peft/layers.h"
 #include "peft/model.h"
@@ -36,7 +37,7 @@ bool ignorable(const std::string& key) {
 
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
   const ModelPath where = resolve_model_path(path);
-  const auto ck = open_checkpoint(where);
+  const auto ck = with_stacked_experts(open_checkpoint(where));
   auto config = ck->config();
   const std::string config_name = where.gguf.empty() ? (fs::path(where.folder) / "config.json").string() : where.gguf;
   if (!opts.architecture.empty()) config["architectures"] = {opts.architecture};
@@ -172,6 +173,7 @@ void save_pretrained(Model& model, const std::string& dir_str, bool overwrite) {
     if (auto q = four_bit.find(n); q != four_bit.end()) append_4bit_tensors(*q->second, key, tensors);
     else tensors.emplace_back(key, t.detach());
   }
+  tensors = to_per_expert_keys(model.config(), std::move(tensors));
   save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
   nlohmann::json config = model.config();
   if (four_bit.empty()) config.erase("quantization_config");

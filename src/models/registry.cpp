@@ -7,6 +7,7 @@
 #include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/llama.h"
+#include "models/moe.h"
 #include "models/phi3.h"
 #include "models/vit.h"
 #include "peft/layers.h"
@@ -34,6 +35,8 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen3", w); }},
       {"Phi3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Phi3ForCausalLM>(j, w); }},
+      {"MixtralForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Mixtral", w); }},
+      {"Qwen3MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen3Moe", w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -54,6 +57,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},
+    {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
 };
 }  // namespace
 

@@ -32,6 +32,7 @@ struct DataOptions {
   nlohmann::json label2id;               // from the model's config.json, for string labels
   int64_t num_labels = 0;                // classification: labels must lie in [0, num_labels)
   int64_t vocab_size = 0;                // input_ids must lie in [0, vocab_size) (0: unchecked)
+  std::string model_dir;                 // image files: preprocessed by its preprocessor_config.json
 };
 
 // Reads a JSONL file. Formats: {"input_ids": [...]}, {"text"}, {"prompt", "completion"},

@@ -5,6 +5,7 @@
 #include "models/model_config.h"  // num_labels_of
 #include "models/seq_cls_head.h"  // classifier_pad_id
 #include "peft/layers.h"
+#include "train/image_data.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
 
@@ -103,12 +104,15 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
   o.label2id = s.model->config().value("label2id", nlohmann::json::object());
   if (!s.causal) o.num_labels = num_labels_of(s.model->config(), cfg.model);
   if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
+  o.model_dir = cfg.model;
   return o;
 }
 
 std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
   if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0)
     return load_image_examples(file, labels, o.num_labels);
+  if (std::filesystem::is_directory(file)) return load_image_folder(file, o);
+  if (is_image_jsonl(file)) return load_image_jsonl(file, o);
   return load_examples(file, o);
 }
 

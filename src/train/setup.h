@@ -33,7 +33,8 @@ void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint
 
 DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s);
 
-// JSONL, or for images a .npy with its labels .npy.
+// JSONL; for images a .npy with its labels .npy, a folder of class folders, or JSONL of
+// {"image", "label"} (train/image_data.h).
 std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o);
 
 }  // namespace peft

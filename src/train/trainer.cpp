@@ -19,6 +19,7 @@
 #include "util/autocast.h"
 #include "train/distributed.h"
 #include "train/evaluate.h"
+#include "train/image_data.h"  // image folders
 #include "train/run_folder.h"
 #include "train/schedule.h"
 #include "train/setup.h"
@@ -60,7 +61,7 @@ nlohmann::json run_fingerprint(const TrainConfig& cfg) {
   for (const char* k : {"train_file", "label_file", "eval_file", "eval_label_file"}) {
     const std::string f = config[k];
     config.erase(k);
-    if (!f.empty()) data[k] = file_content_hash(f);
+    if (!f.empty()) data[k] = fs::is_directory(f) ? image_folder_content_hash(f) : file_content_hash(f);
   }
   return {{"config", config}, {"data", data}};
 }
@@ -334,6 +335,7 @@ StepLog Trainer::step() {
         if (p.grad().defined()) p.grad().mul_(coef);
   }
   opt_->step();
+  s_.peft->after_optimizer_step(st_.step);  // HF Trainer's on_optimizer_step: grads still there
   opt_->zero_grad();
   ++st_.step;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -422,6 +424,7 @@ TrainResult Trainer::run() {
               << "\n";
   t_start_ = std::chrono::steady_clock::now();
   start_step_ = st_.step;
+  s_.peft->begin_training(total_);
   bool stop = false;
   while (st_.step < total_ && !stop) {
     const StepLog s = step();

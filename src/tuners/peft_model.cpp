@@ -341,6 +341,8 @@ std::pair<int64_t, int64_t> PeftModel::trainable_parameters() const {
     for (const auto& t : saved.original) n += t.numel();
     all += n * static_cast<int64_t>(saved.copies.size());
   }
+  for (const auto& [name, list] : attachments_)
+    all += configs_.at(name)->unsaved_parameters_per_layer() * static_cast<int64_t>(list.size());
   // Prompt encoders are modules of HF's PeftModel too.
   for (const auto& [_, in] : inputs_)
     in->visit_slots([&](const std::string&, Module::ParamSlot& s) {
@@ -405,6 +407,18 @@ at::Tensor PeftModel::aux_loss() const {
   return total;
 }
 
+void PeftModel::begin_training(int64_t total_steps) {
+  for (const auto& act : active_) configs_.at(act)->begin_training(total_steps);
+}
+
+void PeftModel::after_optimizer_step(int64_t global_step) {
+  for (const auto& act : active_) {
+    AdapterConfig::AdaptedLayers layers;
+    for (const auto& a : attachments_[act]) layers.emplace_back(a.path, a.layer->adapter(act));
+    configs_.at(act)->after_optimizer_step(layers, global_step);
+  }
+}
+
 // --- files ---------------------------------------------------------------------------
 
 NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
@@ -435,6 +449,7 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
     for (size_t i = 0; i < saved.names.size(); ++i)
       out.emplace_back(kPrefix + path + "." + saved.infix.at(name) + saved.names[i], it->second[i]);
   }
+  config(name).to_file_tensors(out);
   return out;
 }
 

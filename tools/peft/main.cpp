@@ -9,6 +9,7 @@
 
 namespace peft::cli {
 void register_extract(CLI::App& app);  // cmd_extract.cpp
+void register_preprocess_image(CLI::App& app);  // cmd_preprocess_image.cpp
 }  // namespace peft::cli
 
 int main(int argc, char** argv) {
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   peft::cli::register_combine(app);
   peft::cli::register_extract(app);
   peft::cli::register_serve(app);
+  peft::cli::register_preprocess_image(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,6 +1,8 @@
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 
 #include "tuners/registry.h"
@@ -37,7 +39,7 @@ const ojson& lora_defaults() {
 // rather than compute something else.
 const char* kUnsupportedUnlessDefault[] = {
     "alora_invocation_tokens", "arrow_config", "corda_config", "eva_config", "layer_replication",
-    "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config", "target_parameters",
+    "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
     "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
 // HF PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for our models: the
@@ -46,6 +48,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTarg
     {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
     {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
     {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
+    {"mixtral", {"q_proj", "v_proj"}},
     {"roberta", {"query", "value"}}};
 
 bool is_default(const ojson& v, const ojson& d) {
@@ -98,6 +101,11 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
     f.fail("init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora)" +
            did_you_mean(c.init_lora_weights, inits));
+  if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
+    if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
+    c.target_parameters.emplace();
+    for (const auto& v : tp) c.target_parameters->push_back(strict_get<std::string>(v, where + ": target_parameters"));
+  }
   for (const auto& [k, _] : c.rank_pattern) Regex check(k);
   for (const auto& [k, _] : c.alpha_pattern) Regex check(k);
   return c;
@@ -121,6 +129,7 @@ ojson LoraConfig::to_json() const {
   fields["rank_pattern"] = rp;
   fields["alpha_pattern"] = ap;
   if (lora_fa) fields["lora_fa"] = true;
+  if (target_parameters) fields["target_parameters"] = *target_parameters;
   ojson j = config_json(*this, lora_defaults(), fields);
   if (!lora_fa) j.erase("lora_fa");
   return j;
@@ -160,7 +169,73 @@ void LoraConfig::resolve(const Model& model) {
   if (targets.empty()) targets.target_list = default_targets(model, "LORA", kDefaultTargets);
 }
 
-NamedModules LoraConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
+namespace {
+// HF PEFT's _inject_parameters: "<module>.<param>" equal to an entry or ending in ".<entry>".
+bool parameter_targeted(const std::vector<std::string>& entries, const std::string& key) {
+  for (const auto& e : entries)
+    if (key == e || (key.size() > e.size() && key.compare(key.size() - e.size() - 1, std::string::npos, "." + e) == 0))
+      return true;
+  return false;
+}
+
+// The targeted parameters of a module, in its registration order.
+std::vector<std::string> targeted_parameters(const std::vector<std::string>& entries, const std::string& path,
+                                             const Module& m) {
+  std::vector<std::string> out;
+  for (const auto& s : m.slots())
+    if (parameter_targeted(entries, path + "." + s.name)) out.push_back(s.name);
+  return out;
+}
+
+// HF PEFT 0.21 rewrites, on transformers 5's MoE models, target_modules naming the v4 expert
+// projections or the router (_MOE_TARGET_MODULE_MAPPING) into target_parameters, doubling
+// rank and alpha where two of them fuse. We do not reproduce that rewrite: such a config
+// is refused with the spelling that means the same thing here.
+void refuse_v4_moe_targets(const Model& model, const TargetSpec& targets) {
+  static const std::map<std::string, std::vector<std::string>> kV4Names = {
+      {"mixtral", {"w1", "w2", "w3", "gate"}}, {"qwen3_moe", {"gate_proj", "up_proj", "down_proj", "gate"}}};
+  const auto type = model.config().value("model_type", std::string());
+  auto it = kV4Names.find(type);
+  if (it == kV4Names.end()) return;
+  const std::string fix = " names a transformers 4 expert projection of " + type +
+                          "; HF PEFT rewrites it into target_parameters: give target_parameters "
+                          "[\"experts.gate_up_proj\", \"experts.down_proj\"] instead";
+  if (targets.target_regex) {
+    std::string lower = *targets.target_regex;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    if (lower == "all-linear") throw std::invalid_argument("target_modules 'all-linear'" + fix);
+  }
+  for (const auto& t : targets.target_list.value_or(std::vector<std::string>{}))
+    for (const auto& n : it->second)
+      if (t == n || (t.size() > n.size() && t.compare(t.size() - n.size() - 1, std::string::npos, "." + n) == 0))
+        throw std::invalid_argument("target_modules '" + t + "'" + fix);
+}
+}  // namespace
+
+NamedModules LoraConfig::layer_targets(Model& model) const {
+  refuse_v4_moe_targets(model, targets);
+  // target_modules = [] with target_parameters: no module is targeted by name.
+  const bool no_modules = target_parameters && !targets.target_regex && targets.target_list &&
+                          targets.target_list->empty();
+  NamedModules out = no_modules ? NamedModules{} : find_targets(model, targets, task_type);
+  if (!target_parameters) return out;
+  size_t found = 0;
+  for (auto& [path, m] : model.named_modules()) {
+    if (path.empty() || dynamic_cast<LayerAdapter*>(m)) continue;
+    if (targeted_parameters(*target_parameters, path, *m).empty()) continue;
+    if (!dynamic_cast<ParamAdaptableLayer*>(m))
+      throw std::invalid_argument("target_parameters: '" + path + "' is a " + m->type_name() +
+                                  ", whose parameters cannot be targeted here (target it with target_modules)");
+    ++found;
+    if (std::none_of(out.begin(), out.end(), [&](const auto& p) { return p.first == path; })) out.emplace_back(path, m);
+  }
+  if (found == 0) {
+    std::string list;
+    for (const auto& t : *target_parameters) list += (list.empty() ? "" : ", ") + t;
+    throw std::invalid_argument("target_parameters [" + list + "] matched no parameter of " + model.type_name());
+  }
+  return out;
+}
 
 std::vector<std::string> LoraConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
   std::vector<std::string> out;
@@ -182,6 +257,7 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
                                                              at::Generator& gen) const {
   const int64_t r = rank_for(path);
   const double scaling = scaling_for(path);
+  if (auto* ph = dynamic_cast<ParamAdaptableLayer*>(&m)) return make_param_wrapper(path, *ph, gen);
   auto* host = dynamic_cast<AdaptableLayer*>(&m);
   const LayerKind kind = host ? host->kind() : LayerKind::kBlock;
   if (kind == LayerKind::kLinear) {
@@ -203,6 +279,39 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
                               "; LoRA supports Linear, Conv1D and Embedding");
 }
 
+
+std::shared_ptr<LayerAdapter> LoraConfig::make_param_wrapper(const std::string& path, ParamAdaptableLayer& host,
+                                                             at::Generator& gen) const {
+  const auto names =
+      target_parameters ? targeted_parameters(*target_parameters, path, host) : std::vector<std::string>{};
+  if (names.empty())
+    throw std::invalid_argument("target module '" + path + "' is a " + host.type_name() +
+                                "; adapt its parameters with target_parameters");
+  // As HF PEFT's ParamWrapper, which cannot factor x out of these.
+  const std::pair<bool, const char*> refused[] = {
+      {lora_dropout > 0, "lora_dropout != 0"}, {use_dora, "use_dora"}, {fan_in_fan_out, "fan_in_fan_out"}};
+  for (const auto& [bad, why] : refused)
+    if (bad) throw std::invalid_argument("target_parameters ('" + path + "') do not work with " + std::string(why));
+  std::vector<LoraParamWrapper::Target> ts;
+  for (const auto& n : names) {
+    const at::Tensor& p = *host.parameter(n);
+    if (p.dim() != 2 && p.dim() != 3)
+      throw std::invalid_argument("target_parameters: '" + path + "." + n + "' is " + std::to_string(p.dim()) +
+                                  "-D; only 2-D and 3-D parameters can be adapted");
+    const std::string key = path + "." + n;  // what HF PEFT matches rank_pattern against
+    LoraParamWrapper::Target t;
+    t.name = n;
+    t.experts = p.dim() == 3 ? p.size(0) : 1;
+    t.out = p.size(-2);
+    t.in = p.size(-1);
+    t.r = rank_for(key);
+    t.scaling = scaling_for(key);
+    ts.push_back(std::move(t));
+  }
+  auto w = std::make_shared<LoraParamWrapper>(&host, std::move(ts));
+  w->initialize(init_lora_weights, gen);
+  return w;
+}
 
 namespace {
 [[maybe_unused]] const bool kLoraRegistered = register_method<LoraConfig>("LORA");
