@@ -280,6 +280,28 @@ TEST(FusedOps, SiluMulBf16MatchesTheCompositionAndItsGradients) {
   });
 }
 
+TEST(FusedOps, CrossEntropyBf16RowsMatchLogSoftmaxAndSoftmaxMinusOnehot) {
+  for_each_kernel([] {
+    at::manual_seed(9);
+    const int64_t rows = 5, vocab = 1003;  // a vocabulary with a 16-lane tail
+    auto logits = (at::randn({rows, vocab}) * 6).to(at::kBFloat16);
+    auto targets = at::randint(vocab, {rows});
+    targets.index_put_({0}, vocab - 1);  // the last column, in the tail
+    auto x = logits.to(at::kFloat);
+    auto want_loss = -at::log_softmax(x, 1).gather(1, targets.unsqueeze(1)).squeeze(1);
+    auto want_grad = at::softmax(x, 1) - at::one_hot(targets, vocab).to(at::kFloat);
+    auto buf = logits.clone();
+    auto loss = fused::cross_entropy_bf16_(buf, targets, /*want_grad=*/true);
+    EXPECT_LE(rel(loss, want_loss), 1e-5);
+    EXPECT_LE(bf16_steps(buf, want_grad), 0.501);  // computed in fp32, rounded once
+    auto again = logits.clone();
+    EXPECT_TRUE(at::equal(fused::cross_entropy_bf16_(again, targets, /*want_grad=*/false), loss));
+    EXPECT_TRUE(at::equal(again, logits));  // without the gradient the logits stay
+    auto bad = at::full({rows}, vocab, at::kLong);
+    EXPECT_THROW(fused::cross_entropy_bf16_(again, bad, false), std::out_of_range);
+  });
+}
+
 TEST(FusedOps, ModelsTakeTheFusedPathsOnlyUnderBf16Autocast) {
   RMSNorm norm(32, 1e-6);
   norm.weight = at::ones({32});

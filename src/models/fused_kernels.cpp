@@ -95,6 +95,22 @@ void silu_mul_backward_scalar(const bf16_bits* dy, const bf16_bits* g, const bf1
   }
 }
 
+void cross_entropy_rows_scalar(bf16_bits* logits, const int64_t* targets, float* loss, int64_t rows, int64_t v,
+                               bool want_grad) {
+  for (int64_t r = 0; r < rows; ++r, logits += v) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < v; ++j) mx = std::max(mx, from_bf16(logits[j]));
+    float sum = 0;
+    for (int64_t j = 0; j < v; ++j) sum += std::exp(from_bf16(logits[j]) - mx);
+    const float target_logit = from_bf16(logits[targets[r]]);
+    loss[r] = std::log(sum) + mx - target_logit;
+    if (!want_grad) continue;
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < v; ++j) logits[j] = to_bf16(std::exp(from_bf16(logits[j]) - mx) * inv);
+    logits[targets[r]] = to_bf16(std::exp(target_logit - mx) * inv - 1.0f);
+  }
+}
+
 // ---- AVX-512 bodies -------------------------------------------------------------------
 
 #define PEFT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -211,6 +227,37 @@ PEFT_AVX512 void silu_mul_backward_avx512(const bf16_bits* dy, const bf16_bits* 
   }
 }
 
+// Per row: the maximum, then exp(x - max) summed in fp32, then (for the gradient) the same
+// exp again times 1 / sum, rounded once to bf16: three passes over bf16, no fp32 row.
+PEFT_AVX512 void cross_entropy_rows_avx512(bf16_bits* logits, const int64_t* targets, float* loss, int64_t rows,
+                                           int64_t v, bool want_grad) {
+  for (int64_t r = 0; r < rows; ++r, logits += v) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < v; j += 16) {
+      const __mmask16 m = tail_mask(v - j);
+      vmax = _mm512_mask_max_ps(vmax, m, vmax, load_bf16(logits + j, m));
+    }
+    const float mx = _mm512_reduce_max_ps(vmax);
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    const float target_logit = from_bf16(logits[targets[r]]);
+    for (int64_t j = 0; j < v; j += 16) {
+      const __mmask16 m = tail_mask(v - j);
+      const __m512 e = exp_ps(_mm512_sub_ps(load_bf16(logits + j, m), vmx));
+      vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
+    }
+    const float sum = _mm512_reduce_add_ps(vsum);
+    loss[r] = std::log(sum) + mx - target_logit;
+    if (!want_grad) continue;
+    const __m512 inv = _mm512_set1_ps(1.0f / sum);
+    for (int64_t j = 0; j < v; j += 16) {
+      const __mmask16 m = tail_mask(v - j);
+      store_bf16(logits + j, _mm512_mul_ps(exp_ps(_mm512_sub_ps(load_bf16(logits + j, m), vmx)), inv), m);
+    }
+    logits[targets[r]] = to_bf16(std::exp(target_logit - mx) / sum - 1.0f);
+  }
+}
+
 }  // namespace
 
 void rms_norm_forward(const float* x, const float* w, bf16_bits* y, float* rstd, int64_t rows, int64_t n, float eps) {
@@ -239,6 +286,12 @@ void silu_mul_backward(const bf16_bits* dy, const bf16_bits* g, const bf16_bits*
                        int64_t n) {
   if (avx512bf16()) return silu_mul_backward_avx512(dy, g, u, dg, du, n);
   silu_mul_backward_scalar(dy, g, u, dg, du, n);
+}
+
+void cross_entropy_rows(bf16_bits* logits, const int64_t* targets, float* loss, int64_t rows, int64_t v,
+                        bool want_grad) {
+  if (avx512bf16()) return cross_entropy_rows_avx512(logits, targets, loss, rows, v, want_grad);
+  cross_entropy_rows_scalar(logits, targets, loss, rows, v, want_grad);
 }
 
 const char* kernel_isa() { return avx512bf16() ? "avx512bf16" : "scalar"; }

@@ -29,6 +29,12 @@ void silu_mul_forward(const bf16_bits* g, const bf16_bits* u, bf16_bits* y, int6
 void silu_mul_backward(const bf16_bits* dy, const bf16_bits* g, const bf16_bits* u, bf16_bits* dg, bf16_bits* du,
                        int64_t n);
 
+// Cross-entropy over `rows` rows of v bf16 logits: loss[r] = logsumexp(x_r) - x_r[target_r].
+// With want_grad each row is overwritten, in place, by its gradient softmax(x_r) -
+// onehot(target_r), in bf16. Targets must lie in [0, v).
+void cross_entropy_rows(bf16_bits* logits, const int64_t* targets, float* loss, int64_t rows, int64_t v,
+                        bool want_grad);
+
 // Which body runs here ("avx512bf16" or "scalar"); tests force the scalar one to cover it.
 const char* kernel_isa();
 void force_scalar_kernels(bool on);

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 #include "models/fused_kernels.h"
 
@@ -147,6 +149,24 @@ at::Tensor silu_mul_bf16(const at::Tensor& g, const at::Tensor& u) {
   TORCH_CHECK(g.scalar_type() == at::kBFloat16 && u.scalar_type() == at::kBFloat16 && g.sizes() == u.sizes(),
               "silu_mul_bf16: g and u must be bf16 tensors of one shape");
   return SiluMulBf16::apply(g, u);
+}
+
+at::Tensor cross_entropy_bf16_(at::Tensor& logits, const at::Tensor& targets, bool want_grad) {
+  TORCH_CHECK(logits.scalar_type() == at::kBFloat16 && logits.dim() == 2 && logits.is_contiguous() &&
+                  targets.dim() == 1 && targets.size(0) == logits.size(0),
+              "cross_entropy_bf16_: logits must be contiguous bf16 [rows, vocab] and targets [rows]");
+  const int64_t rows = logits.size(0), v = logits.size(1);
+  auto t = targets.to(at::kLong).contiguous();
+  if (rows > 0 && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= v))
+    throw std::out_of_range("a label id is outside the vocabulary of " + std::to_string(v));
+  auto loss = at::empty({rows}, logits.options().dtype(at::kFloat));
+  const int64_t* tp = t.data_ptr<int64_t>();
+  float* lp = loss.data_ptr<float>();
+  k::bf16_bits* xp = bits(logits);
+  at::parallel_for(0, rows, grain(v), [&](int64_t b, int64_t e) {
+    k::cross_entropy_rows(xp + b * v, tp + b, lp + b, e - b, v, want_grad);
+  });
+  return loss;
 }
 
 at::Tensor rms_norm_aten(const at::Tensor& x, const at::Tensor& weight, double eps) {

@@ -26,6 +26,12 @@ at::Tensor rope_bf16(const at::Tensor& x, const at::Tensor& cos, const at::Tenso
 // Differentiable in both; keeps g and u for backward, not silu(g).
 at::Tensor silu_mul_bf16(const at::Tensor& g, const at::Tensor& u);
 
+// Per-row cross-entropy of bf16 logits [rows, vocab] (contiguous) against int64 targets
+// [rows] in [0, vocab): returns the fp32 losses [rows]; with want_grad, overwrites the
+// logits with their gradient softmax - onehot (bf16). Not differentiable itself: the
+// fused linear cross-entropy (train/lm_loss.cpp) calls it inside its own forward.
+at::Tensor cross_entropy_bf16_(at::Tensor& logits, const at::Tensor& targets, bool want_grad);
+
 // The same ops as ATen compositions, op for op as transformers (any dtype, any device;
 // weight gradients too): the models' path everywhere the fused ops don't apply, and what
 // the fused ops are tested against (then cast to bf16).

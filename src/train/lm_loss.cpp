@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "models/checkpoint.h"
+#include "models/fused_ops.h"
 #include "peft/adaptable.h"
 #include "util/autocast.h"
 
@@ -19,6 +20,10 @@ at::ScalarType compute_dtype(const at::Tensor& h) {
   return at::autocast::is_autocast_enabled(dev) ? at::autocast::get_autocast_dtype(dev) : h.scalar_type();
 }
 
+// bf16 logits on CPU: a fused row kernel instead of ATen's fp32 passes over [rows, vocab]
+// (a cast, logsumexp's two, a gather, the softmax's two, a scatter and a cast back).
+bool bf16_rows(const at::Tensor& h) { return h.device().is_cpu() && h.scalar_type() == at::kBFloat16; }
+
 // loss = sum_i logsumexp(h_i W^T) - (h_i W^T)[t_i]; d loss / d h_i = (softmax_i - onehot_i) W,
 // computed in forward chunk by chunk; W gets no gradient.
 struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCrossEntropy> {
@@ -29,8 +34,15 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
     at::Tensor grad_h = want_grad ? at::empty_like(h) : at::Tensor();
     at::Tensor loss = at::zeros({}, h.options().dtype(at::kFloat));
     AutocastGuard off(h.device().type(), false, at::autocast::get_autocast_dtype(h.device().type()));  // explicit dtypes
-    for (int64_t r0 = 0; r0 < h.size(0); r0 += rows) {
-      const int64_t n = std::min(rows, h.size(0) - r0);
+    const int64_t step = bf16_rows(hc) ? 4 * rows : rows;  // see lm_loss.h
+    for (int64_t r0 = 0; r0 < h.size(0); r0 += step) {
+      const int64_t n = std::min(step, h.size(0) - r0);
+      if (bf16_rows(hc)) {
+        at::Tensor logits = at::mm(hc.narrow(0, r0, n), w.t());  // [n, vocab] bf16, contiguous
+        loss.add_(fused::cross_entropy_bf16_(logits, targets.narrow(0, r0, n), want_grad).sum());
+        if (want_grad) grad_h.narrow(0, r0, n).copy_(at::mm(logits, w));  // logits now hold the gradient
+        continue;
+      }
       const at::Tensor t = targets.narrow(0, r0, n).unsqueeze(1);
       at::Tensor logits = at::mm(hc.narrow(0, r0, n), w.t()).to(at::kFloat);
       const at::Tensor lse = at::logsumexp(logits, 1, true);

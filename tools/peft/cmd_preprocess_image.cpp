@@ -49,6 +49,8 @@ void register_preprocess_image(CLI::App& app) {
   cmd->add_option("images", a->images, "PNG or JPEG files")->required();
   cmd->add_option("--out", a->out, "Output .safetensors with pixel_values [N, 3, H, W]")->required();
   cmd->add_flag("--overwrite", a->overwrite, "Replace --out if it exists");
+  cmd->footer("Example: peft preprocess-image ./vit-base cat.png dog.jpg --out pixels.safetensors\n"
+              "         peft forward ./vit-base --pixels pixels.safetensors --out logits.safetensors");
   cmd->callback([a] { run_preprocess(*a); });
 }
 
