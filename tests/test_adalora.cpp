@@ -22,6 +22,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "method_suite.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,21 +34,9 @@ namespace {
 
 constexpr double kLogitTol = 1e-4;
 
-fs::path fixture(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / "adalora" / name; }
-fs::path scratch(const std::string& name) {
-  auto p = fs::path(PEFT_SCRATCH_DIR) / "adalora" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+const test::MethodSuite suite("adalora");
+using test::logits;
 json read_json(const fs::path& p) { return json::parse(std::ifstream(p)); }
-json case_json(const std::string& name) { return read_json(fixture(name) / "case.json"); }
-fs::path base_of(const std::string& name) { return fixture(case_json(name)["base"].get<std::string>()); }
-
-at::Tensor logits(PeftModel& m, const ModelInputs& in) {
-  c10::InferenceMode g;
-  return m.forward(in).logits;
-}
 
 // HF PEFT loads `adapter` on `base` strictly and must compute `ours` on the reference's inputs.
 void expect_hf_agrees(const fs::path& base, const fs::path& adapter, const SafetensorsFile& ref, const at::Tensor& ours,
@@ -65,51 +54,39 @@ class HfAdaLora : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfAdaLora, LoadsWithHfLogitsRanksAndTrainableLine) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
-  const auto in = test::inputs_of(ref);
-  const auto got = logits(m, in);
-  const double diff = test::max_diff(got, ref.get("logits"), test::mask_of(ref));
-  std::cout << name << ": max |logits - HF| = " << diff << "\n";
-  EXPECT_LE(diff, kLogitTol);
-  at::Tensor base;
-  {
-    auto off = m.disable_adapters();
-    base = logits(m, in);
-  }
-  EXPECT_GT(test::max_diff(got, base, test::mask_of(ref)), 1e-2) << "the adapter must change the logits";
-  for (const auto& [module, rank] : case_json(name)["ranks"].items()) {
+  suite.expect_loads_as_hf(name, kLogitTol);
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  for (const auto& [module, rank] : suite.case_json(name)["ranks"].items()) {
     auto* layer = dynamic_cast<AdaptableLayer*>(m.model().find(module));
     ASSERT_NE(layer, nullptr) << module;
     EXPECT_EQ(static_cast<AdaLoraLinear*>(layer->adapter("default"))->rank(), rank.get<int64_t>()) << module;
   }
-  EXPECT_EQ(m.trainable_parameters_line(), case_json(name)["trainable"].get<std::string>());
 }
 
 TEST_P(HfAdaLora, MergesAndUnmergesAsHf) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_merge_round_trip(base_of(name), fixture(name) / "adapter", ref, kLogitTol, 1e-6);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_merge_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, kLogitTol, 1e-6);
 }
 
 // Saved again here: the same keys and shapes as HF's file, the same rank_pattern, and HF
 // PEFT loads it strictly with our logits.
 TEST_P(HfAdaLora, ResavedLoadsInHf) {
   const auto name = GetParam();
-  const auto work = scratch("resave_" + name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
+  const auto work = suite.scratch("resave_" + name);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
   {
-    PeftModel m(load_model(base_of(name).string()));
-    m.load_adapter((fixture(name) / "adapter").string());
+    PeftModel m(load_model(suite.base_of(name).string()));
+    m.load_adapter((suite.fixture(name) / "adapter").string());
     m.save_adapter((work / "adapter").string());
   }
-  PeftModel again(load_model(base_of(name).string()));
+  PeftModel again(load_model(suite.base_of(name).string()));
   again.load_adapter((work / "adapter").string());
   const auto reloaded = logits(again, test::inputs_of(ref));
   EXPECT_LE(test::max_diff(reloaded, ref.get("logits"), test::mask_of(ref)), kLogitTol);
-  expect_hf_agrees(base_of(name), work / "adapter", ref, reloaded, work);
-  SafetensorsFile hf((fixture(name) / "adapter" / "adapter_model.safetensors").string());
+  expect_hf_agrees(suite.base_of(name), work / "adapter", ref, reloaded, work);
+  SafetensorsFile hf((suite.fixture(name) / "adapter" / "adapter_model.safetensors").string());
   SafetensorsFile ours((work / "adapter" / "adapter_model.safetensors").string());
   auto sorted = [](std::vector<std::string> v) {
     std::sort(v.begin(), v.end());
@@ -117,7 +94,7 @@ TEST_P(HfAdaLora, ResavedLoadsInHf) {
   };
   ASSERT_EQ(sorted(ours.names()), sorted(hf.names()));
   for (const auto& n : hf.names()) EXPECT_EQ(ours.info(n).shape, hf.info(n).shape) << n;
-  const auto hf_cfg = read_json(fixture(name) / "adapter" / "adapter_config.json");
+  const auto hf_cfg = read_json(suite.fixture(name) / "adapter" / "adapter_config.json");
   const auto our_cfg = read_json(work / "adapter" / "adapter_config.json");
   EXPECT_EQ(our_cfg["rank_pattern"], hf_cfg["rank_pattern"]);
   for (const char* k : {"init_r", "target_r", "tinit", "tfinal", "deltaT", "total_step", "lora_alpha", "beta1"})
@@ -131,11 +108,11 @@ INSTANTIATE_TEST_SUITE_P(AdaLora, HfAdaLora, ::testing::Values("adalora_llama", 
 // The parity run of make_adalora.py with our trainer: the same initial adapter, batches
 // in file order, AdamW, clipping and linear schedule.
 TrainResult train_like_hf(const fs::path& out) {
-  const auto t = read_json(fixture("train") / "train.json");
+  const auto t = read_json(suite.fixture("train") / "train.json");
   TrainConfig c;
-  c.model = fixture("llama").string();
-  c.train_file = (fixture("train") / "data.jsonl").string();
-  c.init_adapter = (fixture("train") / "init_adapter").string();
+  c.model = suite.fixture("llama").string();
+  c.train_file = (suite.fixture("train") / "data.jsonl").string();
+  c.init_adapter = (suite.fixture("train") / "init_adapter").string();
   c.output_dir = out.string();
   c.shuffle = false;
   c.per_device_train_batch_size = t["batch"];
@@ -147,10 +124,10 @@ TrainResult train_like_hf(const fs::path& out) {
 }
 
 TEST(AdaLoraTrain, RunsHfScheduleToTheSameRankPatternAndWeights) {
-  const auto work = scratch("parity");
+  const auto work = suite.scratch("parity");
   const auto result = train_like_hf(work / "out");
-  const auto t = read_json(fixture("train") / "train.json");
-  SafetensorsFile ref((fixture("train") / "reference.safetensors").string());
+  const auto t = read_json(suite.fixture("train") / "train.json");
+  SafetensorsFile ref((suite.fixture("train") / "reference.safetensors").string());
 
   // The loss HF's AdaLoraModel.forward returns includes the regularizer: ours logs it apart.
   const auto hf_losses = ref.get("losses");
@@ -172,7 +149,7 @@ TEST(AdaLoraTrain, RunsHfScheduleToTheSameRankPatternAndWeights) {
   EXPECT_EQ(kept, t["config"]["target_r"].get<int64_t>() * static_cast<int64_t>(cfg["rank_pattern"].size()));
 
   // The weights HF saved (the kept ranks) against ours.
-  SafetensorsFile hf((fixture("train") / "hf_final" / "adapter_model.safetensors").string());
+  SafetensorsFile hf((suite.fixture("train") / "hf_final" / "adapter_model.safetensors").string());
   SafetensorsFile ours((work / "out" / "adapter_model.safetensors").string());
   double weight_diff = 0;
   for (const auto& n : hf.names()) {
@@ -184,14 +161,14 @@ TEST(AdaLoraTrain, RunsHfScheduleToTheSameRankPatternAndWeights) {
   EXPECT_LE(weight_diff, 1e-5);
 
   // And HF PEFT loads what we trained, computing what we compute.
-  SafetensorsFile inputs((fixture("llama") / "inputs.safetensors").string());
-  PeftModel m(load_model(fixture("llama").string()));
+  SafetensorsFile inputs((suite.fixture("llama") / "inputs.safetensors").string());
+  PeftModel m(load_model(suite.fixture("llama").string()));
   m.load_adapter((work / "out").string());
-  expect_hf_agrees(fixture("llama"), work / "out", inputs, logits(m, test::inputs_of(inputs)), work);
+  expect_hf_agrees(suite.fixture("llama"), work / "out", inputs, logits(m, test::inputs_of(inputs)), work);
 }
 
 TEST(AdaLoraTrain, PeftTrainLowersEvalLossOnTheTargetBudget) {
-  const auto work = scratch("learns");
+  const auto work = suite.scratch("learns");
   {  // counting rows within the tiny model's 64-token vocabulary
     std::ofstream f(work / "data.jsonl");
     for (int i = 0; i < 64; ++i) {
@@ -203,7 +180,7 @@ TEST(AdaLoraTrain, PeftTrainLowersEvalLossOnTheTargetBudget) {
   const json method = {{"peft_type", "ADALORA"}, {"init_r", 8},  {"target_r", 4},
                        {"tinit", 10},            {"tfinal", 10}, {"deltaT", 5},
                        {"lora_alpha", 32},       {"target_modules", "all-linear"}};
-  const json cfg = {{"model", fixture("llama").string()}, {"train_file", (work / "data.jsonl").string()},
+  const json cfg = {{"model", suite.fixture("llama").string()}, {"train_file", (work / "data.jsonl").string()},
                     {"eval_split", 0.25},                   {"output_dir", (work / "out").string()},
                     {"method", method},                     {"max_steps", 60},
                     {"learning_rate", 5e-2},                {"progress", false}};
@@ -227,7 +204,7 @@ TEST(AdaLoraTrain, PeftTrainLowersEvalLossOnTheTargetBudget) {
     for (const auto& k : mask) kept += k.get<bool>();
   EXPECT_EQ(kept, 4 * static_cast<int64_t>(saved["rank_pattern"].size()));
   // The file holds only the kept ranks, and loads back (here) at those sizes.
-  PeftModel m(load_model(fixture("llama").string()));
+  PeftModel m(load_model(suite.fixture("llama").string()));
   m.load_adapter((work / "out").string());
   int64_t rows = 0;
   for (const auto& [module, _] : saved["rank_pattern"].items()) {
@@ -261,15 +238,15 @@ TEST(AdaLoraErrors, BadSettingsAreNamed) {
 
 // A rank_pattern that does not fit the file's tensors is an error naming the tensor.
 TEST(AdaLoraErrors, RankPatternOfAnotherSizeIsNamed) {
-  const auto dir = scratch("bad_pattern");
+  const auto dir = suite.scratch("bad_pattern");
   for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
-    fs::copy_file(fixture("adalora_llama") / "adapter" / f, dir / f);
+    fs::copy_file(suite.fixture("adalora_llama") / "adapter" / f, dir / f);
   auto cfg = read_json(dir / "adapter_config.json");
   auto& mask = cfg["rank_pattern"]["model.layers.0.mlp.up_proj.lora_E"];
   mask.push_back(true);
   mask.push_back(true);
   std::ofstream(dir / "adapter_config.json") << cfg.dump(1);
-  PeftModel m(load_model(fixture("llama").string()));
+  PeftModel m(load_model(suite.fixture("llama").string()));
   try {
     m.load_adapter(dir.string());
     FAIL() << "loaded a file whose ranks disagree with its rank_pattern";

@@ -20,6 +20,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "method_suite.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -31,57 +32,20 @@ namespace {
 
 constexpr double kLogitTol = 1e-4;
 
-fs::path fixture(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / "fourierft" / name; }
-fs::path scratch(const std::string& name) {
-  auto p = fs::path(PEFT_SCRATCH_DIR) / "fourierft" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-json case_json(const std::string& name) { return json::parse(std::ifstream(fixture(name) / "case.json")); }
-fs::path base_of(const std::string& name) { return fixture(case_json(name)["base"].get<std::string>()); }
-
-at::Tensor logits(PeftModel& m, const ModelInputs& in) {
-  c10::InferenceMode g;
-  return m.forward(in).logits;
-}
-
-void expect_hf_agrees(const fs::path& base, const fs::path& adapter, const SafetensorsFile& ref, const at::Tensor& ours,
-                      const fs::path& work) {
-  const auto outputs = test::write_outputs(ref, "logits", ours, work / "outputs.safetensors");
-  int status = 0;
-  const auto log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_vera.py check " +
-                                         base.string() + " " + adapter.string() + " " + outputs.string(),
-                                     &status);
-  EXPECT_EQ(status, 0) << log;
-}
+const test::MethodSuite suite("fourierft");
+using test::logits;
 
 class HfFourierFT : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfFourierFT, LoadsWithHfLogitsAndTrainableLine) {
-  const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
-  const auto in = test::inputs_of(ref);
-  const auto got = logits(m, in);
-  const double diff = test::max_diff(got, ref.get("logits"), test::mask_of(ref));
-  std::cout << name << ": max |logits - HF| = " << diff << "\n";
-  EXPECT_LE(diff, kLogitTol);
-  at::Tensor base;
-  {
-    auto off = m.disable_adapters();
-    base = logits(m, in);
-  }
-  EXPECT_GT(test::max_diff(got, base, test::mask_of(ref)), 1e-2) << "the adapter must change the logits";
-  EXPECT_EQ(m.trainable_parameters_line(), case_json(name)["trainable"].get<std::string>());
+  suite.expect_loads_as_hf(GetParam(), kLogitTol);
 }
 
 TEST_P(HfFourierFT, FrequencyPositionsAreHfs) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
   int layers = 0;
   for (const auto& key : ref.names()) {
     if (key.rfind("indices.", 0) != 0) continue;
@@ -98,8 +62,8 @@ TEST_P(HfFourierFT, FrequencyPositionsAreHfs) {
 
 TEST_P(HfFourierFT, MergesAndUnmergesAsHf) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_merge_round_trip(base_of(name), fixture(name) / "adapter", ref, kLogitTol, 1e-5,
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_merge_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, kLogitTol, 1e-5,
                                 [](const PeftModel& p, const std::string& n) {
                                   return dynamic_cast<const FourierFTConfig&>(p.config("default")).bias != "none" &&
                                          n.ends_with(".bias");
@@ -108,53 +72,32 @@ TEST_P(HfFourierFT, MergesAndUnmergesAsHf) {
 
 TEST_P(HfFourierFT, ResavedLoadsInHf) {
   const auto name = GetParam();
-  const auto work = scratch("resave_" + name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
+  const auto work = suite.scratch("resave_" + name);
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
   m.save_adapter((work / "adapter").string());
-  expect_hf_agrees(base_of(name), work / "adapter", ref, logits(m, test::inputs_of(ref)), work);
+  suite.expect_hf_loads_ours(suite.base_of(name), work / "adapter", name, work, "make_vera.py");
 }
 
 INSTANTIATE_TEST_SUITE_P(FourierFT, HfFourierFT, ::testing::Values("fourierft_llama", "fourierft_gpt2"));
 
-fs::path counting_data(const fs::path& dir) {
-  const auto p = dir / "counting.jsonl";
-  std::ofstream f(p);
-  std::mt19937 rng(5);
-  for (int i = 0; i < 64; ++i) {
-    json ids = json::array();
-    for (int t = 0, s = 1 + rng() % 40; t < 16; ++t) ids.push_back(s + t);
-    f << json{{"input_ids", ids}}.dump() << "\n";
-  }
-  return p;
-}
-
 TEST(FourierFTTrain, AdapterTrainedWithPeftTrainLoadsInHf) {
-  const auto work = scratch("train");
+  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "FOURIERFT"}, {"n_frequency", 64}, {"scaling", 10.0}, {"random_loc_seed", 9},
                        {"init_weights", true}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
-  json cfg = {{"model", fixture("llama").string()}, {"train_file", counting_data(work).string()},
-              {"output_dir", (work / "out").string()}, {"method", method}, {"max_steps", 4},
-              {"learning_rate", 1e-2}, {"progress", false}};
-  std::ofstream(work / "train.json") << cfg.dump(1);
-  const auto r = test::run_cli({"train", "--config", (work / "train.json").string()});
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  SafetensorsFile file((work / "out" / "adapter_model.safetensors").string());
+  const auto out = suite.train_with_cli(work, method, 4);
+  SafetensorsFile file((out / "adapter_model.safetensors").string());
   // init_weights: the spectrum started at zero; training moved it.
   EXPECT_GT(file.get("base_model.model.model.layers.0.self_attn.q_proj.fourierft_spectrum").abs().max().item<double>(),
             1e-4);
-  SafetensorsFile ref((fixture("fourierft_llama") / "reference.safetensors").string());
-  PeftModel m(load_model(fixture("llama").string()));
-  m.load_adapter((work / "out").string());
-  expect_hf_agrees(fixture("llama"), work / "out", ref, logits(m, test::inputs_of(ref)), work);
+  suite.expect_hf_loads_ours(suite.fixture("llama"), out, "fourierft_llama", work, "make_vera.py");
 }
 
 TEST(FourierFTTrain, LowersEvalLoss) {
-  const auto work = scratch("learns");
+  const auto work = suite.scratch("learns");
   TrainConfig c;
-  c.model = fixture("llama").string();
-  c.train_file = counting_data(work).string();
+  c.model = suite.fixture("llama").string();
+  c.train_file = test::write_small_counting_data(work).string();
   c.eval_split = 0.25;
   c.output_dir = (work / "out").string();
   c.method = json::parse(
@@ -188,7 +131,7 @@ TEST(FourierFTErrors, BadSettingsAreNamed) {
 }
 
 TEST(FourierFTErrors, MoreFrequenciesThanWeightsNamesTheLayer) {
-  PeftModel m(load_model(fixture("llama").string()));
+  PeftModel m(load_model(suite.fixture("llama").string()));
   auto cfg = parse_user_adapter_config(
       json::parse(R"({"peft_type": "FOURIERFT", "n_frequency": 600, "target_modules": ["k_proj"]})"), "method");
   try {

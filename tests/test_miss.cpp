@@ -22,6 +22,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "method_suite.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,57 +34,30 @@ namespace {
 
 constexpr double kLogitTol = 1e-4;
 
-fs::path fixture(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / "miss" / name; }
-fs::path scratch(const std::string& name) {
-  auto p = fs::path(PEFT_SCRATCH_DIR) / "miss" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-json case_json(const std::string& name) { return json::parse(std::ifstream(fixture(name) / "case.json")); }
-fs::path base_of(const std::string& name) { return fixture(case_json(name)["base"].get<std::string>()); }
-
-at::Tensor logits(PeftModel& m, const ModelInputs& in) {
-  c10::InferenceMode g;
-  return m.forward(in).logits;
-}
+const test::MethodSuite suite("miss");
+using test::logits;
 
 class HfMiss : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfMiss, LoadsWithHfLogitsAndTrainableLine) {
-  const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
-  const auto in = test::inputs_of(ref);
-  const auto got = logits(m, in);
-  const double diff = test::max_diff(got, ref.get("logits"), test::mask_of(ref));
-  std::cout << name << ": max |logits - HF| = " << diff << "\n";
-  EXPECT_LE(diff, kLogitTol);
-  at::Tensor base;
-  {
-    auto off = m.disable_adapters();
-    base = logits(m, in);
-  }
-  EXPECT_GT(test::max_diff(got, base, test::mask_of(ref)), 1e-2) << "the adapter must change the logits";
-  EXPECT_EQ(m.trainable_parameters_line(), case_json(name)["trainable"].get<std::string>());
+  suite.expect_loads_as_hf(GetParam(), kLogitTol);
 }
 
 TEST_P(HfMiss, MergesAndUnmergesAsHf) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_merge_round_trip(base_of(name), fixture(name) / "adapter", ref, kLogitTol, 1e-5);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_merge_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, kLogitTol, 1e-5);
 }
 
 // Saved again here, the file holds HF's keys and HF PEFT loads it with our logits
 // (tests/parity/check_adapter.py).
 TEST_P(HfMiss, ResavedLoadsInHf) {
   const auto name = GetParam();
-  const auto work = scratch("resave_" + name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_resave_round_trip(base_of(name), fixture(name) / "adapter", ref, work / "adapter",
+  const auto work = suite.scratch("resave_" + name);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_resave_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, work / "adapter",
                                  work / "outputs.safetensors", kLogitTol);
-  SafetensorsFile hf((fixture(name) / "adapter" / "adapter_model.safetensors").string());
+  SafetensorsFile hf((suite.fixture(name) / "adapter" / "adapter_model.safetensors").string());
   SafetensorsFile ours((work / "adapter" / "adapter_model.safetensors").string());
   const auto want = hf.names(), got = ours.names();
   EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), std::set<std::string>(want.begin(), want.end()));
@@ -93,10 +67,10 @@ INSTANTIATE_TEST_SUITE_P(Miss, HfMiss, ::testing::Values("miss_llama", "miss_lla
 
 // Every variant starts at zero: a new adapter computes the base model's logits.
 TEST(Miss, DefaultInitsStartAtTheBase) {
-  SafetensorsFile ref((fixture("miss_llama") / "reference.safetensors").string());
+  SafetensorsFile ref((suite.fixture("miss_llama") / "reference.safetensors").string());
   const auto in = test::inputs_of(ref);
   for (const char* init : {"true", "\"bat\"", "\"mini\""}) {
-    PeftModel m(load_model(fixture("llama").string()));
+    PeftModel m(load_model(suite.fixture("llama").string()));
     const auto base = logits(m, in);
     const auto cfg = json::parse(std::string(R"({"peft_type": "MISS", "r": 8, "mini_r": 2, "init_weights": )") + init + "}");
     m.add_adapter("default", *parse_user_adapter_config(cfg, "method"), 3);
@@ -104,47 +78,21 @@ TEST(Miss, DefaultInitsStartAtTheBase) {
   }
 }
 
-// Counting sequences within the tiny model's 64-token vocabulary.
-fs::path counting_data(const fs::path& dir) {
-  const auto p = dir / "counting.jsonl";
-  std::ofstream f(p);
-  std::mt19937 rng(5);
-  for (int i = 0; i < 64; ++i) {
-    json ids = json::array();
-    for (int t = 0, s = 1 + rng() % 40; t < 16; ++t) ids.push_back(s + t);
-    f << json{{"input_ids", ids}}.dump() << "\n";
-  }
-  return p;
-}
-
 TEST(MissTrain, AdapterTrainedWithPeftTrainLoadsInHf) {
-  const auto work = scratch("train");
+  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "MISS"}, {"r", 8}, {"init_weights", "bat"}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
-  json cfg = {{"model", fixture("llama").string()}, {"train_file", counting_data(work).string()},
-              {"output_dir", (work / "out").string()}, {"method", method}, {"max_steps", 4},
-              {"learning_rate", 1e-2}, {"progress", false}};
-  std::ofstream(work / "train.json") << cfg.dump(1);
-  const auto r = test::run_cli({"train", "--config", (work / "train.json").string()});
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  SafetensorsFile file((work / "out" / "adapter_model.safetensors").string());
+  const auto out = suite.train_with_cli(work, method, 4);
+  SafetensorsFile file((out / "adapter_model.safetensors").string());
   // The block started at zero; training moved it.
   EXPECT_GT(file.get("base_model.model.model.layers.0.self_attn.q_proj.miss_block").abs().max().item<double>(), 1e-4);
-  SafetensorsFile ref((fixture("miss_llama") / "reference.safetensors").string());
-  PeftModel m(load_model(fixture("llama").string()));
-  m.load_adapter((work / "out").string());
-  std::string log;
-  EXPECT_EQ(test::check_in_python(fixture("llama"), (work / "out").string(),
-                                  test::write_outputs(ref, "logits", logits(m, test::inputs_of(ref)), work / "outputs.safetensors"),
-                                  &log),
-            0)
-      << log;
+  suite.expect_hf_loads_ours(suite.fixture("llama"), out, "miss_llama", work);
 }
 
 TEST(MissTrain, LowersEvalLoss) {
-  const auto work = scratch("learns");
+  const auto work = suite.scratch("learns");
   TrainConfig c;
-  c.model = fixture("llama").string();
-  c.train_file = counting_data(work).string();
+  c.model = suite.fixture("llama").string();
+  c.train_file = test::write_small_counting_data(work).string();
   c.eval_split = 0.25;
   c.output_dir = (work / "out").string();
   c.method = json::parse(R"({"peft_type": "MISS", "r": 8, "target_modules": "all-linear"})");
@@ -179,7 +127,7 @@ TEST(MissErrors, BadSettingsAreNamed) {
 }
 
 std::string add_error(const std::string& method) {
-  PeftModel m(load_model(fixture("llama").string()));
+  PeftModel m(load_model(suite.fixture("llama").string()));
   try {
     m.add_adapter("default", *parse_user_adapter_config(json::parse(method), "method"));
   } catch (const std::exception& e) {
@@ -198,7 +146,7 @@ TEST(MissErrors, ShapesTheVariantCannotSplitAreNamed) {
 }
 
 TEST(MissErrors, Conv1DTargetIsNamed) {
-  PeftModel m(load_model(fixture("gpt2").string()));
+  PeftModel m(load_model(suite.fixture("gpt2").string()));
   auto cfg = parse_user_adapter_config(json::parse(R"({"peft_type": "MISS", "r": 8})"), "method");
   try {
     m.add_adapter("default", *cfg);  // GPT-2's default target: c_attn, a Conv1D

@@ -22,6 +22,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "method_suite.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,47 +34,20 @@ namespace {
 
 constexpr double kLogitTol = 1e-4;
 
-fs::path fixture(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / "oft" / name; }
-fs::path scratch(const std::string& name) {
-  auto p = fs::path(PEFT_SCRATCH_DIR) / "oft" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-json case_json(const std::string& name) { return json::parse(std::ifstream(fixture(name) / "case.json")); }
-fs::path base_of(const std::string& name) { return fixture(case_json(name)["base"].get<std::string>()); }
-
-at::Tensor logits(PeftModel& m, const ModelInputs& in) {
-  c10::InferenceMode g;
-  return m.forward(in).logits;
-}
+const test::MethodSuite suite("oft");
+using test::logits;
 
 class HfOft : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfOft, LoadsWithHfLogitsAndTrainableLine) {
-  const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
-  const auto in = test::inputs_of(ref);
-  const auto got = logits(m, in);
-  const double diff = test::max_diff(got, ref.get("logits"), test::mask_of(ref));
-  std::cout << name << ": max |logits - HF| = " << diff << "\n";
-  EXPECT_LE(diff, kLogitTol);
-  at::Tensor base;
-  {
-    auto off = m.disable_adapters();
-    base = logits(m, in);
-  }
-  EXPECT_GT(test::max_diff(got, base, test::mask_of(ref)), 1e-2) << "the adapter must change the logits";
-  EXPECT_EQ(m.trainable_parameters_line(), case_json(name)["trainable"].get<std::string>());
+  suite.expect_loads_as_hf(GetParam(), kLogitTol);
 }
 
 TEST_P(HfOft, RotationsAreHfs) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
   int layers = 0;
   for (const auto& key : ref.names()) {
     if (key.rfind("rotation.", 0) != 0) continue;
@@ -93,8 +67,8 @@ TEST_P(HfOft, RotationsAreHfs) {
 
 TEST_P(HfOft, MergesAndUnmergesAsHf) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_merge_round_trip(base_of(name), fixture(name) / "adapter", ref, kLogitTol, 1e-5);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_merge_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, kLogitTol, 1e-5);
 }
 
 // Saved again here, HF PEFT loads it with our logits (tests/parity/check_adapter.py: every
@@ -102,11 +76,11 @@ TEST_P(HfOft, MergesAndUnmergesAsHf) {
 // (embed_tokens.base_layer.weight); we read it but do not write it, as the base has it.
 TEST_P(HfOft, ResavedLoadsInHf) {
   const auto name = GetParam();
-  const auto work = scratch("resave_" + name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  test::expect_resave_round_trip(base_of(name), fixture(name) / "adapter", ref, work / "adapter",
+  const auto work = suite.scratch("resave_" + name);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  test::expect_resave_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, work / "adapter",
                                  work / "outputs.safetensors", kLogitTol);
-  SafetensorsFile hf((fixture(name) / "adapter" / "adapter_model.safetensors").string());
+  SafetensorsFile hf((suite.fixture(name) / "adapter" / "adapter_model.safetensors").string());
   SafetensorsFile ours((work / "adapter" / "adapter_model.safetensors").string());
   std::set<std::string> want;
   for (const auto& n : hf.names())
@@ -128,47 +102,21 @@ TEST(Oft, BlockSizesAdjustAsHf) {
   EXPECT_EQ(adjust_oft_parameter(16, 40), 16);
 }
 
-// Counting sequences within the tiny model's 64-token vocabulary.
-fs::path counting_data(const fs::path& dir) {
-  const auto p = dir / "counting.jsonl";
-  std::ofstream f(p);
-  std::mt19937 rng(5);
-  for (int i = 0; i < 64; ++i) {
-    json ids = json::array();
-    for (int t = 0, s = 1 + rng() % 40; t < 16; ++t) ids.push_back(s + t);
-    f << json{{"input_ids", ids}}.dump() << "\n";
-  }
-  return p;
-}
-
 TEST(OftTrain, AdapterTrainedWithPeftTrainLoadsInHf) {
-  const auto work = scratch("train");
+  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "OFT"}, {"oft_block_size", 8}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
-  json cfg = {{"model", fixture("llama").string()}, {"train_file", counting_data(work).string()},
-              {"output_dir", (work / "out").string()}, {"method", method}, {"max_steps", 4},
-              {"learning_rate", 1e-2}, {"progress", false}};
-  std::ofstream(work / "train.json") << cfg.dump(1);
-  const auto r = test::run_cli({"train", "--config", (work / "train.json").string()});
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  SafetensorsFile file((work / "out" / "adapter_model.safetensors").string());
+  const auto out = suite.train_with_cli(work, method, 4);
+  SafetensorsFile file((out / "adapter_model.safetensors").string());
   // init_weights: R started at I (zeros); training moved it.
   EXPECT_GT(file.get("base_model.model.model.layers.0.self_attn.q_proj.oft_R.weight").abs().max().item<double>(), 1e-4);
-  SafetensorsFile ref((fixture("oft_llama") / "reference.safetensors").string());
-  PeftModel m(load_model(fixture("llama").string()));
-  m.load_adapter((work / "out").string());
-  std::string log;
-  EXPECT_EQ(test::check_in_python(fixture("llama"), (work / "out").string(),
-                                  test::write_outputs(ref, "logits", logits(m, test::inputs_of(ref)), work / "outputs.safetensors"),
-                                  &log),
-            0)
-      << log;
+  suite.expect_hf_loads_ours(suite.fixture("llama"), out, "oft_llama", work);
 }
 
 TEST(OftTrain, LowersEvalLoss) {
-  const auto work = scratch("learns");
+  const auto work = suite.scratch("learns");
   TrainConfig c;
-  c.model = fixture("llama").string();
-  c.train_file = counting_data(work).string();
+  c.model = suite.fixture("llama").string();
+  c.train_file = test::write_small_counting_data(work).string();
   c.eval_split = 0.25;
   c.output_dir = (work / "out").string();
   // Rotations keep norms, so on a random 32-wide model OFT moves the loss less than
@@ -208,7 +156,7 @@ TEST(OftErrors, BadSettingsAreNamed) {
 }
 
 TEST(OftErrors, Conv1DTargetIsNamed) {
-  PeftModel m(load_model(fixture("gpt2").string()));
+  PeftModel m(load_model(suite.fixture("gpt2").string()));
   auto cfg = parse_user_adapter_config(json::parse(R"({"peft_type": "OFT", "oft_block_size": 8})"), "method");
   try {
     m.add_adapter("default", *cfg);  // GPT-2's default target: c_attn, a Conv1D

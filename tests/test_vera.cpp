@@ -20,6 +20,7 @@
 #include "peft/safetensors.h"
 #include "peft/train.h"
 #include "peft/vera.h"
+#include "method_suite.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -31,57 +32,19 @@ namespace {
 
 constexpr double kLogitTol = 1e-4;
 
-fs::path fixture(const std::string& name) { return fs::path(PEFT_PARITY_DIR) / "vera" / name; }
-fs::path scratch(const std::string& name) {
-  auto p = fs::path(PEFT_SCRATCH_DIR) / "vera" / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-json case_json(const std::string& name) { return json::parse(std::ifstream(fixture(name) / "case.json")); }
-fs::path base_of(const std::string& name) { return fixture(case_json(name)["base"].get<std::string>()); }
-
-at::Tensor logits(PeftModel& m, const ModelInputs& in) {
-  c10::InferenceMode g;
-  return m.forward(in).logits;
-}
-
-// HF PEFT loads `adapter` on `base` and must compute `ours` on the reference's inputs.
-void expect_hf_agrees(const fs::path& base, const fs::path& adapter, const SafetensorsFile& ref, const at::Tensor& ours,
-                      const fs::path& work) {
-  const auto outputs = test::write_outputs(ref, "logits", ours, work / "outputs.safetensors");
-  int status = 0;
-  const auto log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_vera.py check " +
-                                         base.string() + " " + adapter.string() + " " + outputs.string(),
-                                     &status);
-  EXPECT_EQ(status, 0) << log;
-}
+const test::MethodSuite suite("vera");
+using test::logits;
 
 class HfVera : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfVera, LoadsWithHfLogitsAndTrainableLine) {
-  const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
-  const auto in = test::inputs_of(ref);
-  const auto got = logits(m, in);
-  const double diff = test::max_diff(got, ref.get("logits"), test::mask_of(ref));
-  std::cout << name << ": max |logits - HF| = " << diff << "\n";
-  EXPECT_LE(diff, kLogitTol);
-  at::Tensor base;
-  {
-    auto off = m.disable_adapters();
-    base = logits(m, in);
-  }
-  EXPECT_GT(test::max_diff(got, base, test::mask_of(ref)), 1e-2) << "the adapter must change the logits";
-  EXPECT_EQ(m.trainable_parameters_line(), case_json(name)["trainable"].get<std::string>());
+  suite.expect_loads_as_hf(GetParam(), kLogitTol);
 }
 
 TEST_P(HfVera, RegeneratesHfProjectionsBitForBit) {
   const auto name = GetParam();
-  const auto c = case_json(name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
+  const auto c = suite.case_json(name);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
   const auto p = make_vera_projection(c["r"], c["max_out"], c["max_in"],
                                       static_cast<uint64_t>(c["projection_prng_key"].get<int64_t>()));
   EXPECT_TRUE(at::equal(p.A, ref.get("vera_A"))) << (p.A - ref.get("vera_A")).abs().max().item<double>();
@@ -90,9 +53,9 @@ TEST_P(HfVera, RegeneratesHfProjectionsBitForBit) {
 
 TEST_P(HfVera, MergesAndUnmergesAsHf) {
   const auto name = GetParam();
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
   // bias="vera_only" adapters carry their own biases, which replace the base's.
-  test::expect_merge_round_trip(base_of(name), fixture(name) / "adapter", ref, kLogitTol, 1e-6,
+  test::expect_merge_round_trip(suite.base_of(name), suite.fixture(name) / "adapter", ref, kLogitTol, 1e-6,
                                 [](const PeftModel& p, const std::string& n) {
                                   return dynamic_cast<const VeraConfig&>(p.config("default")).bias != "none" &&
                                          n.ends_with(".bias");
@@ -103,81 +66,49 @@ TEST_P(HfVera, MergesAndUnmergesAsHf) {
 // and HF PEFT loads it strictly with our logits.
 TEST_P(HfVera, ResavedLoadsInHf) {
   const auto name = GetParam();
-  const auto work = scratch("resave_" + name);
-  SafetensorsFile ref((fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(base_of(name).string()));
-  m.load_adapter((fixture(name) / "adapter").string());
+  const auto work = suite.scratch("resave_" + name);
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
   m.save_adapter((work / "adapter").string());
-  SafetensorsFile hf((fixture(name) / "adapter" / "adapter_model.safetensors").string());
+  SafetensorsFile hf((suite.fixture(name) / "adapter" / "adapter_model.safetensors").string());
   SafetensorsFile ours((work / "adapter" / "adapter_model.safetensors").string());
   auto sorted = [](std::vector<std::string> v) {
     std::sort(v.begin(), v.end());
     return v;
   };
   EXPECT_EQ(sorted(ours.names()), sorted(hf.names()));
-  EXPECT_EQ(ours.contains("base_model.vera_A"), case_json(name)["config"]["save_projection"].get<bool>());
+  EXPECT_EQ(ours.contains("base_model.vera_A"), suite.case_json(name)["config"]["save_projection"].get<bool>());
   auto cfg = json::parse(std::ifstream(work / "adapter" / "adapter_config.json"));
-  EXPECT_EQ(cfg["projection_prng_key"], case_json(name)["projection_prng_key"]);
-  expect_hf_agrees(base_of(name), work / "adapter", ref, logits(m, test::inputs_of(ref)), work);
+  EXPECT_EQ(cfg["projection_prng_key"], suite.case_json(name)["projection_prng_key"]);
+  suite.expect_hf_loads_ours(suite.base_of(name), work / "adapter", name, work, "make_vera.py");
 }
 
 INSTANTIATE_TEST_SUITE_P(Vera, HfVera, ::testing::Values("vera_llama_saved", "vera_llama_unsaved", "vera_gpt2"));
 
-// Counting sequences within the tiny model's 64-token vocabulary.
-fs::path counting_data(const fs::path& dir) {
-  const auto p = dir / "counting.jsonl";
-  std::ofstream f(p);
-  std::mt19937 rng(5);
-  for (int i = 0; i < 64; ++i) {
-    json ids = json::array();
-    for (int t = 0, s = 1 + rng() % 40; t < 16; ++t) ids.push_back(s + t);
-    f << json{{"input_ids", ids}}.dump() << "\n";
-  }
-  return p;
-}
-
-// `peft train` with a VERA method; returns the output folder.
-fs::path train_cli(const fs::path& work, const json& method, int64_t steps) {
-  json cfg = {{"model", fixture("llama").string()},
-              {"train_file", counting_data(work).string()},
-              {"output_dir", (work / "out").string()},
-              {"method", method},
-              {"max_steps", steps},
-              {"per_device_train_batch_size", 8},
-              {"learning_rate", 3e-2},
-              {"progress", false}};
-  std::ofstream(work / "train.json") << cfg.dump(1);
-  const auto r = test::run_cli({"train", "--config", (work / "train.json").string()});
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return work / "out";
-}
-
 void expect_trained_adapter_loads_in_hf(bool save_projection) {
-  const auto work = scratch(save_projection ? "train_saved" : "train_unsaved");
+  const auto work = suite.scratch(save_projection ? "train_saved" : "train_unsaved");
   const json method = {{"peft_type", "VERA"},
                        {"r", 8},
                        {"target_modules", {"q_proj", "v_proj", "up_proj", "down_proj"}},
                        {"projection_prng_key", 31},
                        {"save_projection", save_projection}};
-  const auto out = train_cli(work, method, 4);
+  const auto out = suite.train_with_cli(work, method, 4, 3e-2, {{"per_device_train_batch_size", 8}});
   SafetensorsFile file((out / "adapter_model.safetensors").string());
   EXPECT_EQ(file.contains("base_model.vera_A"), save_projection);
   // Training moved lambda_b off its zero start, so the check below is not of the base model.
   EXPECT_GT(file.get("base_model.model.model.layers.0.mlp.up_proj.vera_lambda_b").abs().max().item<double>(), 1e-3);
-  SafetensorsFile ref((fixture("vera_llama_saved") / "reference.safetensors").string());
-  PeftModel m(load_model(fixture("llama").string()));
-  m.load_adapter(out.string());
-  expect_hf_agrees(fixture("llama"), out, ref, logits(m, test::inputs_of(ref)), work);
+  suite.expect_hf_loads_ours(suite.fixture("llama"), out, "vera_llama_saved", work, "make_vera.py");
 }
 
 TEST(VeraTrain, AdapterTrainedWithPeftTrainLoadsInHf) { expect_trained_adapter_loads_in_hf(true); }
 TEST(VeraTrain, AdapterWithoutProjectionsLoadsInHf) { expect_trained_adapter_loads_in_hf(false); }
 
 TEST(VeraTrain, LowersEvalLoss) {
-  const auto work = scratch("learns");
+  const auto work = suite.scratch("learns");
   TrainConfig c;
-  c.model = fixture("llama").string();
-  c.train_file = counting_data(work).string();
+  c.model = suite.fixture("llama").string();
+  c.train_file = test::write_small_counting_data(work).string();
   c.eval_split = 0.25;
   c.output_dir = (work / "out").string();
   c.method = json::parse(R"({"peft_type": "VERA", "r": 64, "target_modules": "all-linear"})");
@@ -196,12 +127,12 @@ TEST(VeraTrain, LowersEvalLoss) {
 fs::path copy_adapter(const std::string& name, const fs::path& to) {
   fs::create_directories(to);
   for (const char* f : {"adapter_config.json", "adapter_model.safetensors"})
-    fs::copy_file(fixture(name) / "adapter" / f, to / f, fs::copy_options::overwrite_existing);
+    fs::copy_file(suite.fixture(name) / "adapter" / f, to / f, fs::copy_options::overwrite_existing);
   return to;
 }
 
 std::string load_error(const std::string& base, const fs::path& adapter) {
-  PeftModel m(load_model(fixture(base).string()));
+  PeftModel m(load_model(suite.fixture(base).string()));
   try {
     m.load_adapter(adapter.string());
   } catch (const std::exception& e) {
@@ -211,13 +142,13 @@ std::string load_error(const std::string& base, const fs::path& adapter) {
 }
 
 TEST(VeraErrors, SavedProjectionMissingFromTheFileIsNamed) {
-  const auto dir = copy_adapter("vera_llama_saved", scratch("no_projection"));
+  const auto dir = copy_adapter("vera_llama_saved", suite.scratch("no_projection"));
   test::drop_tensor((dir / "adapter_model.safetensors").string(), "base_model.vera_B");
   EXPECT_THAT(load_error("llama", dir), HasSubstr("missing tensor 'base_model.vera_B'"));
 }
 
 TEST(VeraErrors, ProjectionOfAnotherShapeIsNamed) {
-  const auto dir = copy_adapter("vera_llama_saved", scratch("bad_shape"));
+  const auto dir = copy_adapter("vera_llama_saved", suite.scratch("bad_shape"));
   SafetensorsFile f((dir / "adapter_model.safetensors").string());
   NamedTensors t;
   for (const auto& n : f.names())
@@ -244,13 +175,13 @@ TEST(VeraErrors, BadSettingsAreNamed) {
 // Every HF PEFT type we do not implement: its adapter_config.json as HF writes it (with a
 // VeRA file's tensors beside it) is refused with a message naming the type.
 TEST(VeraErrors, UnsupportedPeftTypesAreRefusedByName) {
-  const auto types = json::parse(std::ifstream(fixture("peft_types.json")));
+  const auto types = json::parse(std::ifstream(suite.fixture("peft_types.json")));
   const auto supported = supported_peft_types();
   EXPECT_TRUE(std::count(supported.begin(), supported.end(), "VERA"));
   int refused = 0;
   for (const auto& [type, cfg] : types.items()) {
     if (std::count(supported.begin(), supported.end(), type)) continue;
-    const auto dir = copy_adapter("vera_llama_saved", scratch("type_" + type));
+    const auto dir = copy_adapter("vera_llama_saved", suite.scratch("type_" + type));
     std::ofstream(dir / "adapter_config.json") << cfg.dump(1);
     EXPECT_THAT(load_error("llama", dir), HasSubstr("unsupported peft_type '" + type + "'")) << type;
     ++refused;
