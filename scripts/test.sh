@@ -8,4 +8,8 @@ cmake --build build
 # The installed package: cmake --install to a scratch prefix, examples/ built against it
 # with find_package(peft) (ctest's ecosystem.install_examples then runs them on a test model).
 bash scripts/check_install.sh build
-ctest --test-dir build --output-on-failure "$@"
+# Two tests at a time on CI's two cores, each on one intra-op thread: most of the suite's
+# time is Python reference checks and process start-up, and two tests that each spin up
+# two OpenMP threads on two cores slow each other down many times over.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+ctest --test-dir build --output-on-failure -j "${CTEST_PARALLEL_LEVEL:-$(nproc)}" "$@"
