@@ -16,6 +16,7 @@
 #include "peft/model.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "train/evaluate.h"
 
 namespace fs = std::filesystem;
 
@@ -184,6 +185,67 @@ TEST(DecoderClsTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
   int status = -1;
   const std::string said = test::run_command(cmd, &status);
   EXPECT_EQ(status, 0) << cmd << "\n" << said;
+}
+
+// transformers' problem_type: regression (MSE) and multi-label (binary cross-entropy with
+// logits), inferred from num_labels / float labels or given in config.json, on decoder and
+// encoder classifiers: the training loss of a padded batch equals transformers' loss.
+class ProblemType : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ProblemType, LossMatchesTransformers) {
+  const fs::path dir = fixtures() / GetParam();
+  const SafetensorsFile ref((dir / "loss.safetensors").string());
+  PeftModel peft(load_model(dir.string()));
+  Batch b;
+  b.input_ids = ref.get("input_ids");
+  b.attention_mask = ref.get("attention_mask");
+  b.targets = ref.get("labels");
+  b.num_items = b.input_ids.size(0);
+  c10::NoGradGuard no_grad;
+  const auto r = batch_loss(peft, b, at::kCPU, /*causal=*/false);
+  EXPECT_NEAR(r.sum.item<double>() / static_cast<double>(b.num_items), ref.get("loss").item<double>(), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Heads, ProblemType,
+                         ::testing::Values("llama_reg", "llama_multi", "bert_reg", "roberta_multi"));
+
+// Float labels in {"text", "label"} lines: `peft eval` reports transformers' MSE of the base
+// model as eval_mse, and LoRA SEQ_CLS training on the 1-label head lowers it.
+TEST(DecoderClsTrain, RegressionLowersEvalMse) {
+  const fs::path dir = fixtures() / "llama_text_reg";
+  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / "decoder_reg_train";
+  fs::remove_all(out);
+  auto base = test::run_cli({"eval", dir.string(), "--data", (fixtures() / "reg_eval.jsonl").string()});
+  ASSERT_EQ(base.exit_code, 0) << base.output;
+  const auto base_eval = nlohmann::json::parse(base.output.substr(base.output.rfind('{')));
+  const double base_mse = base_eval["eval_mse"].get<double>();
+  EXPECT_NEAR(base_mse, SafetensorsFile((dir / "eval_loss.safetensors").string()).get("eval_loss").item<double>(),
+              kTol);
+  auto r = test::run_cli({"train", "model=" + dir.string(), "train_file=" + (fixtures() / "reg_train.jsonl").string(),
+                          "eval_file=" + (fixtures() / "reg_eval.jsonl").string(), "output_dir=" + out.string(),
+                          "max_steps=40", "learning_rate=2e-2", "eval_steps=20", "per_device_train_batch_size=8",
+                          "progress=false", R"(method={"task_type": "SEQ_CLS", "r": 8})"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto eval = last_eval(out);
+  ASSERT_TRUE(eval.contains("eval_mse")) << eval.dump();
+  EXPECT_LT(eval["eval_mse"].get<double>(), 0.3 * base_mse) << eval.dump();
+  std::cerr << "regression: eval_mse " << base_mse << " -> " << eval["eval_mse"].get<double>() << "\n";
+}
+
+// A regression line whose label is not a number (or a list of the wrong length) is an
+// error naming the file and line.
+TEST(DecoderClsTrain, BadRegressionLabelIsNamedWithItsLine) {
+  const fs::path dir = fs::path(PEFT_SCRATCH_DIR) / "decoder_reg_bad";
+  fs::create_directories(dir);
+  for (const std::string label : {"\"high\"", "[0.5, 1.0]"}) {
+    SCOPED_TRACE(label);
+    std::ofstream(dir / "bad.jsonl") << "{\"text\": \"warm and bright\", \"label\": 0.5}\n"
+                                     << "{\"text\": \"wet\", \"label\": " << label << "}\n";
+    auto r = test::run_cli({"eval", (fixtures() / "llama_text_reg").string(), "--data", (dir / "bad.jsonl").string()});
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("bad.jsonl:2"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("regression"), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace

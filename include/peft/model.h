@@ -23,6 +23,7 @@ enum class TaskKind {
   kSequenceClassification,  // logits [batch, num_labels]
   kImageClassification,     // logits [batch, num_labels]
   kEncoder,                 // no head: last_hidden_state (and pooler_output)
+  kTokenClassification,     // logits [batch, seq, num_labels]
 };
 const char* task_kind_name(TaskKind k);
 
@@ -115,6 +116,11 @@ class Model : public Module {
   // Causal LMs: the layer that maps last_hidden_state to logits (lm_head), so a caller
   // that sets ModelInputs::skip_logits can apply it in chunks; nullptr otherwise.
   virtual AdaptableLayer* output_layer() { return nullptr; }
+  // A loss of the model's own that training adds to the task loss, from its last forward
+  // and already weighted (an MoE model's router load-balancing loss times
+  // router_aux_loss_coef, with output_router_logits); undefined when none. The trainer
+  // gets it through PeftModel::aux_loss(), with the adapters' auxiliary losses.
+  virtual at::Tensor aux_loss() const { return {}; }
 
   // Set by PeftModel to the active soft-prompt/prefix adapter; not owned.
   InputAdapter* input_adapter = nullptr;

@@ -101,8 +101,8 @@ class PeftModel {
   std::vector<at::Tensor> trainable_tensors() const;
   void train(bool on);
   // The auxiliary losses of the last forward (LayerAdapter::aux_loss, already weighted):
-  // per active adapter the mean over its layers that report one, summed over adapters.
-  // Undefined when none does.
+  // per active adapter the mean over its layers that report one, summed over adapters,
+  // plus the model's own (Model::aux_loss). Undefined when none does.
   at::Tensor aux_loss() const;
   // The trainer's hooks (AdapterConfig::begin_training / after_optimizer_step), passed to
   // every active adapter's config with its layers.

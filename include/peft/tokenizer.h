@@ -55,6 +55,13 @@ class Tokenizer {
   Encoding encode(const std::string& text, bool add_special_tokens = true) const;
   Encoding encode_pair(const std::string& a, const std::string& b, bool add_special_tokens = true) const;
   std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = true) const;
+  // Words already split (transformers' is_split_into_words, `tokenizers`' is_pretokenized):
+  // each word is normalized, pre-tokenized and tokenized on its own (its offsets are byte
+  // ranges within the word), then all are truncated and post-processed as one sequence.
+  // `word_ids`, when given, receives each token's word index, -1 for the special tokens
+  // the post-processor adds (word_ids()'s None).
+  Encoding encode_words(const std::vector<std::string>& words, bool add_special_tokens = true,
+                        std::vector<int64_t>* word_ids = nullptr) const;
   std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = false) const;
 
   // Truncation to max_length tokens (special tokens included), cutting from the right.

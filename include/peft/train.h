@@ -33,6 +33,7 @@ struct TrainConfig {
   bool padding_free = false;         // causal LM: each micro-batch one row, no padding (HF DataCollatorWithFlattening)
   bool completion_only_loss = true;  // prompt/completion and messages: loss on the completion only
   std::string chat_loss_turns = "all";  // messages: loss on every assistant turn, or "last"
+  bool label_all_tokens = false;  // token_tags: label every sub-token of a word, not only its first
   std::string on_bad_line = "stop";  // stop | skip (a malformed JSONL line)
   bool shuffle = true;
   // Optimization (HF Trainer's names and defaults where it has them).
@@ -86,6 +87,7 @@ struct TrainResult {
   std::vector<StepLog> steps;        // every optimizer step of this run (resumed runs: the rest)
   std::vector<nlohmann::json> evals; // {step, eval_loss, eval_perplexity | eval_accuracy}
   std::string adapter_dir;           // the final adapter (HF PEFT format)
+  int64_t train_examples = 0;        // training examples (after eval_split): FedAvg weighs clients by it
 };
 
 // Trains; with resume, continues from the newest intact checkpoint in output_dir so that

@@ -22,7 +22,7 @@ const ExpertNaming* naming_of(const nlohmann::json& config) {
   if (!config.is_object() || !config.value("model_type", nlohmann::json()).is_string()) return nullptr;
   const std::string type = config["model_type"].get<std::string>();
   if (type == "mixtral") return &kMixtral;
-  if (type == "qwen3_moe") return &kQwenMoe;
+  if (type == "qwen3_moe" || type == "qwen2_moe") return &kQwenMoe;
   return nullptr;
 }
 

@@ -2,7 +2,7 @@
 // experts are stacked 3-D parameters (mlp.experts.gate_up_proj, mlp.experts.down_proj),
 // while save_pretrained writes, and the Hub holds, one tensor per expert
 // (experts.N.<matrix>.weight). These apply transformers' conversion
-// mapping for Mixtral (w1 / w3 / w2 under block_sparse_moe) and Qwen3-MoE (gate_proj /
+// mapping for Mixtral (w1 / w3 / w2 under block_sparse_moe) and Qwen2/Qwen3-MoE (gate_proj /
 // up_proj / down_proj) both ways; other models pass through unchanged.
 #pragma once
 

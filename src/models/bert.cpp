@@ -177,4 +177,21 @@ ModelOutputs RobertaForSequenceClassification::run(const ModelInputs& in) {
   return out;
 }
 
+BertForTokenClassification::BertForTokenClassification(const nlohmann::json& j, const std::string& family,
+                                                       const std::string& where)
+    : Model(j), family_(family) {
+  if (family == "Roberta")
+    encoder = register_module("roberta", std::make_shared<RobertaModel>(j, where, /*add_pooling_layer=*/false));
+  else
+    encoder = register_module("bert", std::make_shared<BertModel>(j, where, /*add_pooling_layer=*/false));
+  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j, where), true));
+}
+
+ModelOutputs BertForTokenClassification::run(const ModelInputs& in) {
+  auto out = encoder->forward(in);
+  out.logits = classifier->forward(out.last_hidden_state);
+  return out;
+}
+
 }  // namespace peft

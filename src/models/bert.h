@@ -167,5 +167,27 @@ class BertForSequenceClassification : public Model {
   std::shared_ptr<Linear> classifier;
 };
 
+// BertForTokenClassification and RobertaForTokenClassification: `classifier` over every
+// token's last hidden state (the encoder without pooler). transformers' dropout before
+// it is not applied, as nowhere in our encoders (training here runs without dropout).
+class BertForTokenClassification : public Model {
+ public:
+  // family "Bert" or "Roberta": the encoder class, its prefix and the type name.
+  BertForTokenClassification(const nlohmann::json& j, const std::string& family, const std::string& where);
+  std::string type_name() const override { return family_ + "ForTokenClassification"; }
+  TaskKind task() const override { return TaskKind::kTokenClassification; }
+  ModelOutputs run(const ModelInputs& in) override;
+  std::string base_model_prefix() const override { return encoder->base_model_prefix(); }
+  std::vector<std::string> head_parameter_names() const override { return {"classifier.weight", "classifier.bias"}; }
+  Embedding* input_embeddings() override { return encoder->input_embeddings(); }
+  int64_t num_cache_layers() const override { return encoder->num_cache_layers(); }
+  int64_t max_positions() const override { return encoder->max_positions(); }
+  std::shared_ptr<BertModel> encoder;  // registered as "bert" or "roberta"
+  std::shared_ptr<Linear> classifier;
+
+ private:
+  std::string family_;
+};
+
 
 }  // namespace peft

@@ -9,6 +9,7 @@
 #include "models/llama.h"
 #include "models/moe.h"
 #include "models/phi3.h"
+#include "models/t5.h"
 #include "models/vit.h"
 #include "peft/layers.h"
 #include "util/json_file.h"
@@ -37,6 +38,7 @@ const std::map<std::string, Factory>& factories() {
       {"Phi3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Phi3ForCausalLM>(j, w); }},
       {"MixtralForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Mixtral", w); }},
       {"Qwen3MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen3Moe", w); }},
+      {"Qwen2MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen2Moe", w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -44,9 +46,15 @@ const std::map<std::string, Factory>& factories() {
       {"RobertaModel", [](auto& j, auto& w) { return std::make_shared<RobertaModel>(j, w); }},
       {"RobertaForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<RobertaForSequenceClassification>(j, w); }},
+      {"BertForTokenClassification",
+       [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Bert", w); }},
+      {"RobertaForTokenClassification",
+       [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Roberta", w); }},
       {"ViTModel", [](auto& j, auto& w) { return std::make_shared<ViTModel>(j, w); }},
       {"ViTForImageClassification",
        [](auto& j, auto& w) { return std::make_shared<ViTForImageClassification>(j, w); }},
+      {"T5ForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w); }},
   };
   return f;
 }
@@ -57,7 +65,8 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},
-    {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"},
+    {"t5", "T5ForConditionalGeneration"},
+    {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
 };
 }  // namespace
 
@@ -67,6 +76,7 @@ const char* task_kind_name(TaskKind k) {
     case TaskKind::kSequenceClassification: return "sequence-classification";
     case TaskKind::kImageClassification: return "image-classification";
     case TaskKind::kEncoder: return "encoder";
+    case TaskKind::kTokenClassification: return "token-classification";
   }
   return "?";
 }
@@ -109,7 +119,7 @@ ModelOutputs Model::forward(const ModelInputs& in) {
       if (t.defined() && t.dim() == 3) t = t.narrow(1, virtual_positions, t.size(1) - virtual_positions);
     };
     strip(out.last_hidden_state);
-    if (task() == TaskKind::kCausalLM) strip(out.logits);
+    if (task() == TaskKind::kCausalLM || task() == TaskKind::kTokenClassification) strip(out.logits);
   }
   return out;
 }

@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "peft/layers.h"
+#include "peft/seq2seq.h"
 
 namespace peft {
 
@@ -46,6 +47,9 @@ struct Engine::Running {
 Engine::Engine(PeftModel& peft, EngineOptions opts) : peft_(peft), opts_(opts) {
   Model& m = peft_.model();
   if (m.task() != TaskKind::kCausalLM) throw std::invalid_argument(m.type_name() + " is not a causal LM; it cannot serve");
+  if (as_seq2seq(m))
+    throw std::invalid_argument(m.type_name() + " is an encoder-decoder model; serving supports decoder-only LMs "
+                                "(use peft generate)");
   if (opts_.max_batch < 1 || opts_.max_kv_tokens < 1 || opts_.max_queue < 0)
     throw std::invalid_argument("max_batch and max_kv_tokens must be >= 1, max_queue >= 0");
   if (auto* emb = m.input_embeddings()) vocab_ = emb->num_embeddings;

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "peft/seq2seq.h"
+
 namespace peft {
 
 namespace {
@@ -53,6 +55,7 @@ void GenerationConfig::validate() const {
 
 std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationConfig& cfg) {
+  if (as_seq2seq(model)) return generate_seq2seq(model, prompts, cfg);  // T5: encoder input, decoder output
   if (model.task() != TaskKind::kCausalLM)
     throw std::invalid_argument(model.type_name() + " is not a causal LM; it cannot generate");
   if (prompts.empty()) return {};

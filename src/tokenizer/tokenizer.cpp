@@ -346,6 +346,33 @@ Encoding Tokenizer::encode_pair(const std::string& a, const std::string& b, bool
   return impl_->post_processor->process(std::move(ea), &eb, add_special_tokens);
 }
 
+Encoding Tokenizer::encode_words(const std::vector<std::string>& words, bool add_special_tokens,
+                                 std::vector<int64_t>* word_ids) const {
+  Encoding e;
+  std::vector<int64_t> ids_of_words;
+  for (size_t w = 0; w < words.size(); ++w) {
+    check_utf8(words[w]);
+    const Encoding one = impl_->encode_one(words[w]);
+    append_encoding(e, one);
+    ids_of_words.insert(ids_of_words.end(), one.ids.size(), static_cast<int64_t>(w));
+  }
+  if (impl_->truncation) {
+    const size_t room = add_special_tokens && impl_->post_processor ? impl_->post_processor->added_tokens(false) : 0;
+    truncate(e, *impl_->truncation > room ? *impl_->truncation - room : 0);
+    if (ids_of_words.size() > e.ids.size()) ids_of_words.resize(e.ids.size());
+  }
+  if (impl_->post_processor) e = impl_->post_processor->process(std::move(e), nullptr, add_special_tokens);
+  if (word_ids) {
+    // Post-processors keep the sequence's tokens in order (special_tokens_mask 0: encode_one
+    // marks none) and add their own with mask 1.
+    word_ids->assign(e.ids.size(), -1);
+    size_t next = 0;
+    for (size_t i = 0; i < e.ids.size() && next < ids_of_words.size(); ++i)
+      if (!e.special_tokens_mask[i]) (*word_ids)[i] = ids_of_words[next++];
+  }
+  return e;
+}
+
 std::vector<Encoding> Tokenizer::encode_batch(const std::vector<std::string>& texts, bool add_special_tokens) const {
   std::vector<Encoding> out;
   out.reserve(texts.size());

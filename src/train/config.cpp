@@ -42,6 +42,7 @@ void for_each_field(C& c, F&& f) {
   f("padding_free", c.padding_free);
   f("completion_only_loss", c.completion_only_loss);
   f("chat_loss_turns", c.chat_loss_turns);
+  f("label_all_tokens", c.label_all_tokens);
   f("on_bad_line", c.on_bad_line);
   f("shuffle", c.shuffle);
   f("learning_rate", c.learning_rate);
@@ -104,7 +105,7 @@ void TrainConfig::validate(const std::string& where) const {
   if (c.train_file.empty()) bad("'train_file' is required");
   if (c.output_dir.empty()) bad("'output_dir' must not be empty");
   static const std::vector<std::string> formats = {"auto", "input_ids", "text", "prompt_completion", "messages",
-                                                   "text_label"};
+                                                   "text_label", "token_tags", "input_target"};
   if (std::find(formats.begin(), formats.end(), c.format) == formats.end())
     bad("unknown format '" + c.format + "'" + did_you_mean(c.format, formats));
   static const std::vector<std::string> scheds = {"constant", "constant_with_warmup", "linear", "cosine"};

@@ -3,11 +3,14 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <iostream>
 #include <sstream>
 
 #include "peft/npy.h"
+#include "train/seq2seq_data.h"
+#include "train/token_data.h"
 #include "util/json_file.h"
 
 namespace peft {
@@ -16,6 +19,8 @@ namespace {
 
 std::string detect_format(const nlohmann::json& j) {
   if (j.contains("input_ids")) return "input_ids";
+  if (j.contains("input") && j.contains("target")) return "input_target";
+  if (is_token_tags_line(j)) return "token_tags";
   if (j.contains("messages") || j.contains("conversations")) return "messages";
   if (j.contains("prompt") && j.contains("completion")) return "prompt_completion";
   if (j.contains("text") && j.contains("label")) return "text_label";
@@ -97,7 +102,34 @@ void chat_example(const nlohmann::ordered_json& msgs, const Tokenizer& tok, cons
   }
 }
 
+// A regression or multi-label line's label: num_labels numbers (one may stand alone for a
+// single regression target); multi-label targets lie in [0, 1].
+void float_targets(const nlohmann::json& l, const std::string& problem, int64_t num_labels, Example& ex) {
+  const bool multi = problem == "multi_label_classification";
+  const nlohmann::json list = l.is_array() ? l : nlohmann::json::array({l});
+  if (multi && !l.is_array())
+    throw std::runtime_error("multi_label_classification needs a list of " + std::to_string(num_labels) +
+                             " 0/1 labels, got " + quote_json(l));
+  if (num_labels > 0 && static_cast<int64_t>(list.size()) != num_labels)
+    throw std::runtime_error(problem + " needs " + std::to_string(num_labels) + " label value(s) (num_labels), got " +
+                             quote_json(l));
+  for (const auto& v : list) {
+    if (!v.is_number() || !std::isfinite(v.get<double>()))
+      throw std::runtime_error(problem + " labels must be numbers, got " + quote_json(l));
+    if (multi && (v.get<double>() < 0 || v.get<double>() > 1))
+      throw std::runtime_error("multi_label_classification labels must lie in [0, 1], got " + quote_json(l));
+    ex.targets.push_back(v.get<float>());
+  }
+}
+
 Example make_example(const nlohmann::json& j, const std::string& format, const DataOptions& o) {
+  if (o.token_classification != (format == "token_tags"))
+    throw std::runtime_error(o.token_classification
+                                 ? "token classification needs {\"tokens\", \"tags\"} lines"
+                                 : "{\"tokens\", \"tags\"} lines are for token classification models (*ForTokenClassification)");
+  if (o.seq2seq != (format == "input_target"))
+    throw std::runtime_error(o.seq2seq ? "encoder-decoder models train on {\"input\", \"target\"} lines"
+                                       : "{\"input\", \"target\"} lines are for encoder-decoder models (T5)");
   Example ex;
   auto need_tok = [&]() -> const Tokenizer& {
     if (!o.tokenizer) throw std::runtime_error("format '" + format + "' needs a tokenizer");
@@ -128,16 +160,33 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
     ex.labels = ex.input_ids;
     if (o.completion_only_loss)
       for (size_t i = 0; i < std::min(prompt_len, ex.labels.size()); ++i) ex.labels[i] = -100;
+  } else if (format == "input_target") {
+    // As transformers' seq2seq preprocessing: tokenizer(input), tokenizer(text_target=target),
+    // whose ids end with eos (added here when the tokenizer's template does not).
+    const auto& tok = need_tok();
+    ex.seq2seq = true;
+    ex.input_ids = tok.encode(str_field(j, "input")).ids;
+    ex.labels = tok.encode(str_field(j, "target")).ids;
+    if (auto e = eos_id(tok); e && (ex.labels.empty() || ex.labels.back() != *e)) ex.labels.push_back(*e);
+    if (ex.labels.empty()) throw std::runtime_error("the target has no tokens");
+    if (static_cast<int64_t>(ex.labels.size()) > o.max_length) ex.labels.resize(o.max_length);
   } else if (format == "messages") {
-    chat_example(chat_messages(j), need_tok(), o, ex);  } else if (format == "text_label") {
+    chat_example(chat_messages(j), need_tok(), o, ex);
+  } else if (format == "token_tags") {
+    ex = token_tags_example(j, o);
+  } else if (format == "text_label") {
     const auto& tok = need_tok();
     ex.input_ids = tok.encode(str_field(j, "text")).ids;
     const auto& l = field(j, "label");
-    if (l.is_number_integer()) ex.class_label = l.get<int64_t>();
+    const std::string problem =
+        o.problem_type.empty() ? problem_type_of(nlohmann::json::object(), o.num_labels, l.is_array()) : o.problem_type;
+    if (problem != "single_label_classification") {
+      float_targets(l, problem, o.num_labels, ex);
+    } else if (l.is_number_integer()) ex.class_label = l.get<int64_t>();
     else if (l.is_string() && o.label2id.contains(l.get<std::string>()) && o.label2id[l.get<std::string>()].is_number_integer())
       ex.class_label = o.label2id[l.get<std::string>()].get<int64_t>();
     else throw std::runtime_error("label " + quote_json(l) + " is neither an index nor a name in config.json's label2id");
-    if (ex.class_label < 0 || (o.num_labels > 0 && ex.class_label >= o.num_labels))
+    if (ex.targets.empty() && (ex.class_label < 0 || (o.num_labels > 0 && ex.class_label >= o.num_labels)))
       throw std::runtime_error("label " + std::to_string(ex.class_label) + " is out of range: the model has " +
                                std::to_string(o.num_labels) + " labels");
   } else {
@@ -145,13 +194,27 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
   }
   if (static_cast<int64_t>(ex.input_ids.size()) > o.max_length) {
     ex.input_ids.resize(o.max_length);
-    if (!ex.labels.empty()) ex.labels.resize(o.max_length);
+    if (!ex.labels.empty() && !ex.seq2seq) ex.labels.resize(o.max_length);
   }
   if (ex.input_ids.empty()) throw std::runtime_error("the example has no tokens");
   return ex;
 }
 
 }  // namespace
+
+std::string problem_type_of(const nlohmann::json& config, int64_t num_labels, bool float_labels) {
+  static const char* kKnown[] = {"regression", "single_label_classification", "multi_label_classification"};
+  const auto it = config.find("problem_type");
+  if (it != config.end() && !it->is_null()) {
+    const std::string p = it->is_string() ? it->get<std::string>() : it->dump();
+    for (const char* k : kKnown)
+      if (p == k) return p;
+    throw std::runtime_error("config.json: problem_type '" + p +
+                             "' is not one of regression, single_label_classification, multi_label_classification");
+  }
+  if (num_labels == 1) return "regression";
+  return float_labels ? "multi_label_classification" : "single_label_classification";
+}
 
 std::vector<Example> load_examples(const std::string& path, const DataOptions& o) {
   return parse_examples(read_file_bytes(path), path, o);
@@ -194,9 +257,23 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
                 << " examples have no token to learn (completion cut off by max_length " << o.max_length
                 << " or empty); they add nothing to the loss\n";
   }
-  if (o.classification)
+  if (o.token_classification) {
+    size_t labelled = 0;
+    for (const auto& e : out) {
+      labelled += std::count_if(e.labels.begin(), e.labels.end(), [](int64_t l) { return l != -100; });
+    }
+    if (labelled == 0) throw std::runtime_error(path + ": no example has a labelled token");
+  } else if (o.classification) {
     for (const auto& e : out)
-      if (e.class_label < 0) throw std::runtime_error(path + ": classification needs {\"text\", \"label\"} lines");
+      if (e.class_label < 0 && e.targets.empty())
+        throw std::runtime_error(path + ": classification needs {\"text\", \"label\"} lines");
+    // One batch cannot mix class indices with float targets (nor target counts).
+    for (const auto& e : out)
+      if (e.targets.size() != out.front().targets.size())
+        throw std::runtime_error(path + ": lines mix class labels and lists of " +
+                                 std::to_string(std::max(e.targets.size(), out.front().targets.size())) +
+                                 " float labels");
+  }
   if (o.packing && !o.classification) out = pack_examples(out, o.max_length);
   return out;
 }
@@ -283,6 +360,7 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
     out.num_items = static_cast<int64_t>(xs.size());
     return out;
   }
+  if (!xs.empty() && xs.front()->seq2seq) return collate_seq2seq(xs, pad_id);
   const bool positions =
       causal && (flatten || std::any_of(xs.begin(), xs.end(), [](const Example* e) { return !e->position_ids.empty(); }));
   std::vector<Example> flat;
@@ -295,7 +373,9 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
   size_t len = 0;
   for (const auto* e : rows) len = std::max(len, e->input_ids.size());
   const auto b = static_cast<int64_t>(rows.size()), s = static_cast<int64_t>(len);
-  std::vector<int64_t> ids(b * s, pad_id), mask(b * s, 0), labels(causal ? b * s : b, -100), pos;
+  // Token classification: labels per token like an LM's, without the shift.
+  const bool per_token = causal || std::any_of(rows.begin(), rows.end(), [](const Example* e) { return !e->labels.empty(); });
+  std::vector<int64_t> ids(b * s, pad_id), mask(b * s, 0), labels(per_token ? b * s : b, -100), pos;
   if (positions) pos.assign(b * s, 0);
   Batch out;
   for (int64_t i = 0; i < b; ++i) {
@@ -304,21 +384,27 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
     for (int64_t t = 0; t < n; ++t) {
       ids[i * s + t] = e.input_ids[t];
       mask[i * s + t] = 1;
-      if (causal) {
+      if (per_token) {
         labels[i * s + t] = e.labels[t];
-        if (t > 0 && e.labels[t] != -100) ++out.num_items;  // position 0 never has a prediction
+        // A causal LM's position 0 never has a prediction.
+        if ((t > 0 || !causal) && e.labels[t] != -100) ++out.num_items;
       }
     }
     // Padding counts from 0 again: a sequence of its own, which no real token sees.
     if (positions)
       for (int64_t t = 0; t < s; ++t)
         pos[i * s + t] = t < n ? (e.position_ids.empty() ? t : e.position_ids[t]) : t - n;
-    if (!causal) labels[i] = e.class_label;
+    if (!per_token) labels[i] = e.class_label;
   }
-  if (!causal) out.num_items = b;
+  if (!per_token) out.num_items = b;
+  if (!per_token && !rows.empty() && !rows.front()->targets.empty()) {  // regression / multi-label
+    std::vector<float> targets;
+    for (const auto* e : rows) targets.insert(targets.end(), e->targets.begin(), e->targets.end());
+    out.targets = at::tensor(targets, at::kFloat).view({b, -1});
+  }
   out.input_ids = at::tensor(ids, at::kLong).view({b, s});
   out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
-  out.labels = causal ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
+  out.labels = per_token ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
   if (positions) out.position_ids = at::tensor(pos, at::kLong).view({b, s});
   return out;
 }

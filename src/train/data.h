@@ -17,7 +17,9 @@ struct Example {
   std::vector<int64_t> labels;  // causal LM: per token, -100 = no loss
   std::vector<int64_t> position_ids;  // packed rows: restart at 0 per example; empty = 0, 1, ...
   int64_t class_label = -1;     // classification
+  std::vector<float> targets;   // regression / multi-label classification: num_labels floats
   at::Tensor pixel_values;      // image classification: [channels, height, width]
+  bool seq2seq = false;         // encoder-decoder: labels are the target's ids, not aligned with input_ids
 };
 
 struct DataOptions {
@@ -31,14 +33,31 @@ struct DataOptions {
   const Tokenizer* tokenizer = nullptr;  // required unless every line is input_ids
   nlohmann::json label2id;               // from the model's config.json, for string labels
   int64_t num_labels = 0;                // classification: labels must lie in [0, num_labels)
+  // Classification: config.json's problem_type, "" when it sets none (problem_type_of then
+  // infers it per line, as transformers does from the labels).
+  std::string problem_type;
   int64_t vocab_size = 0;                // input_ids must lie in [0, vocab_size) (0: unchecked)
+  // Token classification ({"tokens", "tags"} lines, train/token_data.h): labels per
+  // sub-token; label_all_tokens labels every sub-token of a word, not just its first.
+  bool token_classification = false;
+  bool label_all_tokens = false;
   std::string model_dir;                 // image files: preprocessed by its preprocessor_config.json
+  bool seq2seq = false;                  // encoder-decoder models (T5): {"input", "target"} lines
 };
+
+// transformers' problem_type of a *ForSequenceClassification: config.json's "problem_type"
+// when set, else "regression" for one label, "single_label_classification" for integer
+// labels and "multi_label_classification" for float ones. The loss follows it: MSE,
+// cross-entropy, binary cross-entropy with logits. A problem_type transformers does not
+// know is an error naming it.
+std::string problem_type_of(const nlohmann::json& config, int64_t num_labels, bool float_labels);
 
 // Reads a JSONL file. Formats: {"input_ids": [...]}, {"text"}, {"prompt", "completion"},
 // {"messages": [{"role", "content", ...}]} or ShareGPT {"conversations": [{"from",
 // "value"}]} (rendered with the tokenizer's chat template; loss on every assistant turn,
-// or the last), {"text", "label"}. A malformed line is an error naming the file and line,
+// or the last), {"text", "label"} (label: a class index or name; for regression a number or
+// a list of num_labels numbers; for multi-label a list of num_labels 0/1 values). A
+// malformed line is an error naming the file and line,
 // or skipped with a warning under skip_bad_lines.
 std::vector<Example> load_examples(const std::string& path, const DataOptions& opts);
 // The same for JSONL text in memory; `path` names it in errors.
@@ -57,6 +76,8 @@ std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t
 
 struct Batch {
   at::Tensor input_ids, attention_mask, labels;  // labels: [b, s] (LM) or [b] (classes)
+  // Regression / multi-label classification: float targets [b, num_labels], instead of labels.
+  at::Tensor targets;
   at::Tensor position_ids;  // packed or flattened rows; then the model gets no attention_mask
   at::Tensor pixel_values;                       // images instead of ids
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples

@@ -4,14 +4,20 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <optional>
 
+#include "peft/seq2seq.h"
 #include "train/lm_loss.h"
+#include "train/seq2seq_data.h"
+#include "train/token_data.h"
+#include "train/token_metrics.h"
 #include "util/autocast.h"
 #include "train/setup.h"
 
 namespace peft {
 
 BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causal, bool checkpoint_layers) {
+  if (as_seq2seq(peft.model())) return {seq2seq_loss_sum(peft, b, dev, checkpoint_layers), {}};
   ModelInputs in;
   in.checkpoint_layers = checkpoint_layers;
   if (b.pixel_values.defined()) {
@@ -25,9 +31,26 @@ BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causa
   AdaptableLayer* head = causal ? peft.model().output_layer() : nullptr;
   in.skip_logits = head != nullptr;
   ModelOutputs out = peft.forward(in);
-  auto labels = b.labels.to(dev);
+  auto labels = b.labels.defined() ? b.labels.to(dev) : at::Tensor();  // float targets instead
   if (head) return {causal_lm_loss_sum(*head, out.last_hidden_state, labels), {}};
   auto logits = out.logits.to(at::kFloat);
+  if (!causal && logits.dim() == 3)  // token classification: every labelled token, no shift
+    return {at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {},
+                                   at::Reduction::Sum, -100),
+            logits};
+  if (!causal && b.targets.defined()) {
+    // Regression (MSE) or multi-label (binary cross-entropy with logits): transformers
+    // averages over every logit, so each example's sum counts 1 / num_labels.
+    const auto t = b.targets.to(dev);
+    const double n = static_cast<double>(logits.size(-1));
+    if (t.sizes() != logits.sizes())
+      throw std::runtime_error("labels have " + std::to_string(t.size(-1)) + " values per example, the model " +
+                               std::to_string(logits.size(-1)) + " outputs");
+    const bool multi = problem_type_of(peft.model().config(), logits.size(-1), true) == "multi_label_classification";
+    const auto sum = multi ? at::binary_cross_entropy_with_logits(logits, t, {}, {}, at::Reduction::Sum)
+                           : at::mse_loss(logits, t, at::Reduction::Sum);
+    return {sum / n, logits};
+  }
   if (!causal) return {at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum), logits};
   const int64_t v = logits.size(-1);
   auto shifted = logits.narrow(1, 0, logits.size(1) - 1).reshape({-1, v});
@@ -41,6 +64,8 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
   peft.train(false);
   double total = 0;
   int64_t items = 0, correct = 0;
+  std::string float_problem;  // regression / multi-label
+  std::optional<TokenClassificationMetrics> tokens;  // token classifiers
   for (size_t i = 0; i < data.size(); i += static_cast<size_t>(batch)) {
     std::vector<const Example*> xs;
     for (size_t k = i; k < std::min(data.size(), i + static_cast<size_t>(batch)); ++k) xs.push_back(&data[k]);
@@ -52,11 +77,22 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
     }
     total += r.sum.item<double>();
     items += b.num_items;
-    if (!causal) correct += (r.logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
+    if (!causal && r.logits.dim() == 3) {
+      if (!tokens) tokens.emplace(label_names(peft.model().config(), r.logits.size(-1)));
+      tokens->add_batch(r.logits, b.labels);
+    } else if (!causal && b.targets.defined()) {
+      float_problem = problem_type_of(peft.model().config(), r.logits.size(-1), true);
+      // multi-label: an example is right when every label is
+      correct += ((r.logits.cpu() > 0) == (b.targets > 0.5)).all(-1).sum().item<int64_t>();
+    } else if (!causal) {
+      correct += (r.logits.argmax(-1).cpu() == b.labels).sum().item<int64_t>();
+    }
   }
   const double loss = total / static_cast<double>(std::max<int64_t>(1, items));
   nlohmann::json r = {{"eval_loss", loss}};
   if (causal) r["eval_perplexity"] = std::exp(loss);
+  else if (tokens) r.update(tokens->to_json());
+  else if (float_problem == "regression") r["eval_mse"] = loss;
   else r["eval_accuracy"] = static_cast<double>(correct) / static_cast<double>(std::max<size_t>(1, data.size()));
   return r;
 }

@@ -5,6 +5,7 @@
 #include "models/model_config.h"  // num_labels_of
 #include "models/seq_cls_head.h"  // classifier_pad_id
 #include "peft/layers.h"
+#include "peft/seq2seq.h"
 #include "train/image_data.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
@@ -56,8 +57,10 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   s.model = load_model(cfg.model, lo);
   const TaskKind task = s.model->task();
   if (task == TaskKind::kCausalLM) s.causal = true;
-  else if (task == TaskKind::kSequenceClassification || task == TaskKind::kImageClassification) s.causal = false;
-  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence/image classifiers");
+  else if (task == TaskKind::kSequenceClassification || task == TaskKind::kImageClassification ||
+           task == TaskKind::kTokenClassification)
+    s.causal = false;
+  else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence/token/image classifiers");
   const std::string tok_dir = cfg.tokenizer.empty() ? cfg.model : cfg.tokenizer;
   if (fs::exists(fs::path(tok_dir) / "tokenizer.json") || fs::is_regular_file(tok_dir)) {
     s.tokenizer = Tokenizer::from_file(tok_dir);
@@ -72,7 +75,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     nlohmann::ordered_json m = cfg.method;
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
     if (!m.contains("task_type") && task != TaskKind::kImageClassification)
-      m["task_type"] = s.causal ? "CAUSAL_LM" : "SEQ_CLS";
+      m["task_type"] = s.causal ? (as_seq2seq(*s.model) ? "SEQ_2_SEQ_LM" : "CAUSAL_LM") : task == TaskKind::kTokenClassification ? "TOKEN_CLS" : "SEQ_CLS";
     auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
     s.peft->add_adapter("default", *method, cfg.seed);
@@ -81,6 +84,8 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   if (cfg.packing || cfg.padding_free) {
     const char* what = cfg.packing ? "packing" : "padding_free";
     if (!s.causal) throw std::runtime_error(std::string(what) + " is for causal LMs; " + cfg.model + " is a classifier");
+    if (as_seq2seq(*s.model))
+      throw std::runtime_error(std::string(what) + " is for decoder-only causal LMs; " + cfg.model + " is encoder-decoder");
     // Packed sequences are told apart by position ids, which virtual tokens would shift.
     for (const auto& name : s.peft->active_adapters())
       if (s.peft->input_adapter(name))
@@ -100,9 +105,15 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
   o.last_turn_only = cfg.chat_loss_turns == "last";
   o.skip_bad_lines = cfg.on_bad_line == "skip";
   o.classification = !s.causal;
+  o.token_classification = s.model->task() == TaskKind::kTokenClassification;
+  o.label_all_tokens = cfg.label_all_tokens;
   o.tokenizer = s.tokenizer ? &*s.tokenizer : nullptr;
+  o.seq2seq = as_seq2seq(*s.model) != nullptr;
   o.label2id = s.model->config().value("label2id", nlohmann::json::object());
   if (!s.causal) o.num_labels = num_labels_of(s.model->config(), cfg.model);
+  // config.json's problem_type (checked); without one each line's label decides, as in transformers.
+  if (!s.causal && !s.model->config().value("problem_type", nlohmann::json()).is_null())
+    o.problem_type = problem_type_of(s.model->config(), o.num_labels, false);
   if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
   o.model_dir = cfg.model;
   return o;

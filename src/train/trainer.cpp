@@ -424,6 +424,7 @@ TrainResult Trainer::run() {
               << "\n";
   t_start_ = std::chrono::steady_clock::now();
   start_step_ = st_.step;
+  result_.train_examples = static_cast<int64_t>(train_data_.size());
   s_.peft->begin_training(total_);
   bool stop = false;
   while (st_.step < total_ && !stop) {

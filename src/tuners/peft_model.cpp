@@ -83,9 +83,9 @@ void PeftModel::add_adapter(const std::string& name, const AdapterConfig& cfg_in
   if (configs_.count(name)) throw std::invalid_argument("an adapter named '" + name + "' already exists");
   auto cfg = cfg_in.clone();
   cfg->resolve(*model_);
-  // Sequence classification always trains its head, as HF PEFT does.
+  // Sequence and token classification always train their head, as HF PEFT does.
   auto& mts = cfg->targets.modules_to_save;
-  if (cfg->task_type == "SEQ_CLS")
+  if (cfg->task_type == "SEQ_CLS" || cfg->task_type == "TOKEN_CLS")
     for (const char* head : {"classifier", "score"})
       if (std::find(mts.begin(), mts.end(), head) == mts.end()) mts.push_back(head);
   auto gen = at::detail::createCPUGenerator(seed);
@@ -404,6 +404,8 @@ at::Tensor PeftModel::aux_loss() const {
       }
     if (n > 0) total = total.defined() ? total + sum / static_cast<double>(n) : sum / static_cast<double>(n);
   }
+  // The model's own (an MoE router's load-balancing loss), adapters or not.
+  if (at::Tensor m = model_->aux_loss(); m.defined()) total = total.defined() ? total + m : m;
   return total;
 }
 

@@ -20,6 +20,17 @@ llama_text/ is a LlamaForSequenceClassification with a byte-level BPE tokenizer.
 (pad "<pad>" = pad_token_id 1) for `peft train` on OUT_DIR/cls_{train,eval}.jsonl (the
 3-class text task of make_encoders.py); llama_text/eval_loss.safetensors holds
 transformers' single-label cross-entropy of the base model over cls_eval.jsonl.
+
+problem_type (transformers' regression / multi-label losses), each a saved model and
+loss.safetensors (input_ids, attention_mask, float labels [3, num_labels], loss) on a
+padded batch; saved before the forward, so config.json keeps what the user gave:
+  llama_reg      LlamaForSequenceClassification, num_labels 1 (regression inferred)
+  llama_multi    LlamaForSequenceClassification, 3 labels, float labels (multi-label inferred)
+  bert_reg       BertForSequenceClassification, 2 labels, problem_type "regression"
+  roberta_multi  RobertaForSequenceClassification, 3 labels, problem_type "multi_label_classification"
+llama_text_reg/ is llama_text's tokenizer with a 1-label classifier for `peft train` on
+OUT_DIR/reg_{train,eval}.jsonl (the text task with label 0.5 * class, a float), and
+eval_loss.safetensors: transformers' MSE of the base model over reg_eval.jsonl.
 """
 import json
 import os
@@ -29,7 +40,8 @@ import sys
 import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import (LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification,
+from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
+                          LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification,
                           PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification, Qwen3Config,
                           Qwen3ForSequenceClassification)
 from transformers.utils import logging as hf_logging
@@ -132,6 +144,57 @@ def make_text_case(out):
     print(f"llama_text: eval_loss={loss.item():.6f}")
 
 
+def make_problem_types(out):
+    g = torch.Generator().manual_seed(61)
+    enc = dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+               max_position_embeddings=64)
+    cases = [
+        ("llama_reg", LlamaForSequenceClassification, config(LlamaConfig, num_labels=1)),
+        ("llama_multi", LlamaForSequenceClassification, config(LlamaConfig, num_labels=3)),
+        ("bert_reg", BertForSequenceClassification,
+         BertConfig(**enc, num_labels=2, problem_type="regression", pad_token_id=0)),
+        ("roberta_multi", RobertaForSequenceClassification,
+         RobertaConfig(**enc, num_labels=3, problem_type="multi_label_classification", pad_token_id=1)),
+    ]
+    for i, (name, cls, cfg) in enumerate(cases):
+        case_dir = os.path.join(out, name)
+        shutil.rmtree(case_dir, ignore_errors=True)
+        torch.manual_seed(71 + i)
+        model = cls(cfg).eval()
+        model.save_pretrained(case_dir)
+        ids, mask = inputs(cfg.vocab_size, cfg.pad_token_id, 81 + i)
+        n = cfg.num_labels
+        if "multi" in name:
+            labels = (torch.rand(len(LENGTHS), n, generator=g) > 0.5).float()
+        else:
+            labels = torch.randn(len(LENGTHS), n, generator=g)
+        with torch.no_grad():
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels.squeeze(-1) if n == 1 else labels).loss
+        save_file({"input_ids": ids, "attention_mask": mask, "labels": labels.contiguous(),
+                   "loss": loss.reshape(1).float()}, os.path.join(case_dir, "loss.safetensors"))
+        print(f"{name}: {model.config.problem_type} loss={loss.item():.6f}")
+    # The text task as regression: label 0.5 * class.
+    text_dir, reg_dir = os.path.join(out, "llama_text"), os.path.join(out, "llama_text_reg")
+    shutil.rmtree(reg_dir, ignore_errors=True)
+    fast = PreTrainedTokenizerFast.from_pretrained(text_dir)
+    fast.save_pretrained(reg_dir)
+    torch.manual_seed(37)
+    model = LlamaForSequenceClassification(config(LlamaConfig, vocab_size=300, pad_token_id=1, bos_token_id=0,
+                                                  eos_token_id=2, num_labels=1)).eval()
+    model.save_pretrained(reg_dir)
+    for split in ("train", "eval"):
+        rows = [json.loads(line) for line in open(os.path.join(out, f"cls_{split}.jsonl"))]
+        with open(os.path.join(out, f"reg_{split}.jsonl"), "w") as f:
+            for r in rows:
+                f.write(json.dumps({"text": r["text"], "label": 0.5 * r["label"]}) + "\n")
+    rows = [json.loads(line) for line in open(os.path.join(out, "reg_eval.jsonl"))]
+    batch = fast([r["text"] for r in rows], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        loss = model(**batch, labels=torch.tensor([r["label"] for r in rows])).loss
+    save_file({"eval_loss": loss.reshape(1).float()}, os.path.join(reg_dir, "eval_loss.safetensors"))
+    print(f"llama_text_reg: eval_mse={loss.item():.6f}")
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -142,6 +205,7 @@ def main():
     make_case(out, "mistral_cls", MistralForSequenceClassification, config(MistralConfig), 47)
     make_case(out, "qwen3_cls", Qwen3ForSequenceClassification, config(Qwen3Config, head_dim=16), 53)
     make_text_case(out)
+    make_problem_types(out)
 
 
 if __name__ == "__main__":

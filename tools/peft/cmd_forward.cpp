@@ -61,7 +61,7 @@ void run_forward(const ForwardArgs& a) {
 void register_forward(CLI::App& app) {
   auto* cmd = app.add_subcommand("forward",
                                  "Run one forward pass and write float32 outputs to safetensors.\n"
-                                 "LMs: logits [batch, seq, vocab]; classifiers: logits [batch, num_labels]; "
+                                 "LMs: logits [batch, seq, vocab]; classifiers: logits [batch, num_labels]; token classifiers: logits [batch, seq, num_labels]; "
                                  "encoders: last_hidden_state (+ pooler_output). attention_mask is written too.");
   cmd->footer("Example: peft forward ./SmolLM2-135M --ids ids.json --adapter out/adapter --out logits.safetensors\n"
               "  with ids.json = [[1, 2, 3], [4, 5]]");

@@ -1,6 +1,7 @@
 // peft inspect MODEL_DIR: what a model folder holds.
 #include <ATen/ATen.h>
 
+#include "peft/seq2seq.h"
 #include "util/format.h"
 #include "io/yaml_json.h"
 #include "util/json_file.h"
@@ -74,7 +75,7 @@ void inspect(const ModelArgs& args, const std::string& method) {
   auto model = args.load();
   if (!method.empty()) return inspect_method(model, method);
   std::cout << "architecture: " << model->type_name() << "\n"
-            << "task:         " << task_kind_name(model->task()) << "\n";
+            << "task:         " << (as_seq2seq(*model) ? "seq2seq-lm" : task_kind_name(model->task())) << "\n";
   // Group parameters by the class of the module that owns them, and by dtype.
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> groups;  // -> (tensors, elements)
   for (const auto& [name, t] : model->named_parameters()) {

@@ -60,7 +60,8 @@ void register_train(CLI::App& app) {
 }
 
 void register_eval(CLI::App& app) {
-  auto* cmd = app.add_subcommand("eval", "Loss and perplexity (causal LMs) or accuracy (classifiers) on a JSONL file");
+  auto* cmd = app.add_subcommand("eval", "Loss and perplexity (causal LMs), accuracy (classifiers), or token accuracy "
+                                         "and entity F1 (token classifiers) on a JSONL file");
   cmd->footer("Example: peft eval ./SmolLM2-135M --data eval.jsonl --adapter out/adapter");
   auto cfg = std::make_shared<TrainConfig>();
   auto adapters = std::make_shared<std::vector<std::string>>();
@@ -75,8 +76,10 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--seed", cfg->seed, "Seed of a newly initialized head (as in training)")->capture_default_str();
   cmd->add_option("--max-length", cfg->max_length, "Truncate examples to this many tokens")->capture_default_str();
   cmd->add_option("--batch-size", cfg->per_device_eval_batch_size, "Examples per batch")->capture_default_str();
-  cmd->add_option("--format", cfg->format, "auto, input_ids, text, prompt_completion, messages, text_label")
+  cmd->add_option("--format", cfg->format, "auto, input_ids, text, prompt_completion, messages, text_label, token_tags, input_target")
       ->capture_default_str();
+  cmd->add_flag("--label-all-tokens", cfg->label_all_tokens,
+               "token_tags: score every sub-token of a word, not only its first (as trained with label_all_tokens)");
   cmd->add_option("--device", cfg->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", cfg->precision, "fp32, or bf16 (autocast, as training with precision=bf16)")
       ->capture_default_str();

@@ -49,7 +49,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTarg
     {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
     {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
     {"mixtral", {"q_proj", "v_proj"}},
-    {"roberta", {"query", "value"}}};
+    {"roberta", {"query", "value"}}, {"t5", {"q", "v"}}};
 
 bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;
@@ -193,7 +193,8 @@ std::vector<std::string> targeted_parameters(const std::vector<std::string>& ent
 // is refused with the spelling that means the same thing here.
 void refuse_v4_moe_targets(const Model& model, const TargetSpec& targets) {
   static const std::map<std::string, std::vector<std::string>> kV4Names = {
-      {"mixtral", {"w1", "w2", "w3", "gate"}}, {"qwen3_moe", {"gate_proj", "up_proj", "down_proj", "gate"}}};
+      {"mixtral", {"w1", "w2", "w3", "gate"}}, {"qwen3_moe", {"gate_proj", "up_proj", "down_proj", "gate"}},
+      {"qwen2_moe", {"gate_proj", "up_proj", "down_proj", "gate"}}};
   const auto type = model.config().value("model_type", std::string());
   auto it = kV4Names.find(type);
   if (it == kV4Names.end()) return;

@@ -1,0 +1,60 @@
+// Encoder-decoder models (T5): their inputs and outputs, the decoder's cache, and
+// generation. Such a model is a Model like any other for names, loading, adapters and
+// saving; its forward takes encoder and decoder inputs, so it also implements Seq2SeqLM
+// (Model::forward, which takes one token sequence, refuses it with a message).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "peft/generate.h"
+#include "peft/model.h"
+
+namespace peft {
+
+// The decoder's keys and values: self-attention grows by the new positions every step;
+// cross-attention over the encoder output is computed on the first step and reused.
+struct Seq2SeqCache {
+  KVCache self_attn;
+  std::vector<at::Tensor> cross_keys, cross_values;  // per decoder layer, [b, heads, src, d_kv]
+  int64_t length() const { return self_attn.length(); }
+};
+
+struct Seq2SeqInputs {
+  at::Tensor input_ids;               // encoder tokens [batch, src] int64
+  at::Tensor attention_mask;          // encoder padding [batch, src], 1 = real; undefined = all real
+  at::Tensor encoder_hidden_states;   // given: the encoder does not run (decoding steps)
+  at::Tensor decoder_input_ids;       // [batch, tgt] int64
+  at::Tensor decoder_attention_mask;  // [batch, past + tgt]; undefined = causal only, as transformers
+  Seq2SeqCache* cache = nullptr;      // read and extended when given
+};
+
+struct Seq2SeqOutputs {
+  at::Tensor logits;                     // [batch, tgt, vocab]
+  at::Tensor encoder_last_hidden_state;  // [batch, src, d_model]
+};
+
+class Seq2SeqLM {
+ public:
+  virtual ~Seq2SeqLM() = default;
+  virtual Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in) = 0;
+  virtual int64_t decoder_start_token_id() const = 0;
+  virtual int64_t pad_token_id() const = 0;
+};
+
+// The model's encoder-decoder interface, or nullptr for decoder-only and encoder models.
+Seq2SeqLM* as_seq2seq(Model& model);
+
+// transformers' _shift_right: decoder inputs from labels [b, t]: decoder_start first, the
+// labels after it one position later, -100 replaced by pad.
+at::Tensor shift_right(const at::Tensor& labels, int64_t decoder_start, int64_t pad);
+
+// generate() for encoder-decoder models: the prompts are the encoder's input (padded
+// together, masked), the decoder starts from decoder_start_token_id and runs with the
+// cache. Returns, per row, the prompt followed by the generated tokens (decoder_start not
+// included), up to and including an EOS token, as generate() does.
+std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                   const GenerationConfig& cfg);
+
+}  // namespace peft

@@ -1,0 +1,365 @@
+// T5ForConditionalGeneration (v1.0: relu, tied, rescaled decoder output; v1.1: gated-gelu,
+// untied, odd sizes, more decoder than encoder layers) against transformers and HF PEFT
+// (fixtures from tests/parity/make_t5.py): logits and loss on padded batches, 32 greedy
+// tokens with the encoder-decoder cache, the parameter count, LoRA and (IA)3 adapters HF
+// PEFT made (unmerged and merged), {"input", "target"} training (one batch's loss against
+// transformers; eval loss lowered on Debian's fortunes), ours read by HF PEFT, and the CLI.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "peft/generate.h"
+#include "peft/model.h"
+#include "peft/peft_model.h"
+#include "peft/safetensors.h"
+#include "peft/seq2seq.h"
+#include "peft/train.h"
+#include "peft/tuner.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+namespace peft {
+namespace {
+
+constexpr double kLogitTol = 1e-4;  // fp32 logits against transformers / HF PEFT
+
+fs::path base_dir(const std::string& c) { return fs::path(PEFT_T5_DIR) / c; }
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "t5" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+SafetensorsFile reference(const fs::path& dir) { return SafetensorsFile((dir / "reference.safetensors").string()); }
+
+Seq2SeqInputs inputs_of(const SafetensorsFile& ref) {
+  Seq2SeqInputs in;
+  in.input_ids = ref.get("input_ids");
+  in.attention_mask = ref.get("attention_mask");
+  in.decoder_input_ids = ref.get("decoder_input_ids");
+  return in;
+}
+
+at::Tensor logits_of(Model& model, const SafetensorsFile& ref) {
+  c10::InferenceMode guard;
+  return as_seq2seq(model)->forward_seq2seq(inputs_of(ref)).logits;
+}
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return (a.to(at::kFloat) - b.to(at::kFloat)).abs().max().item<double>();
+}
+
+// Our logits for the inputs of `ref`, written for tests/parity/make_t5.py check.
+fs::path write_outputs(const SafetensorsFile& ref, const at::Tensor& logits, const std::string& name) {
+  const auto outputs = scratch(name + "_outputs.safetensors");
+  save_safetensors(outputs.string(), {{"input_ids", ref.get("input_ids")},
+                                      {"attention_mask", ref.get("attention_mask")},
+                                      {"decoder_input_ids", ref.get("decoder_input_ids")},
+                                      {"logits", logits.to(at::kFloat).contiguous()}});
+  return outputs;
+}
+
+// HF PEFT loads each (base, adapter) strictly and computes the outputs' logits (<= 1e-4);
+// one Python process for all of them.
+int check_in_python(const std::vector<std::array<std::string, 3>>& cases, std::string* log) {
+  std::string args;
+  for (const auto& c : cases) args += " " + c[0] + " " + c[1] + " " + c[2];
+  int status = 0;
+  *log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_t5.py check" + args,
+                           &status);
+  return status;
+}
+
+class T5 : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(T5, PaddedLogitsAndLossMatchTransformers) {
+  const auto ref = reference(base_dir(GetParam()));
+  auto model = load_model(base_dir(GetParam()).string());
+  auto* s2s = as_seq2seq(*model);
+  ASSERT_NE(s2s, nullptr);
+  // decoder_input_ids are transformers' _shift_right of the labels.
+  EXPECT_TRUE(at::equal(shift_right(ref.get("labels"), s2s->decoder_start_token_id(), s2s->pad_token_id()),
+                        ref.get("decoder_input_ids")));
+  c10::InferenceMode guard;
+  const auto out = s2s->forward_seq2seq(inputs_of(ref));
+  EXPECT_LE(max_diff(out.logits, ref.get("logits")), kLogitTol);
+  EXPECT_LE(max_diff(out.encoder_last_hidden_state, ref.get("encoder_last_hidden_state")), kLogitTol);
+  const auto v = out.logits.size(-1);
+  const double loss = at::cross_entropy_loss(out.logits.reshape({-1, v}), ref.get("labels").reshape({-1}), {},
+                                             at::Reduction::Mean, -100)
+                          .item<double>();
+  EXPECT_NEAR(loss, ref.get("loss").item<double>(), 1e-5);
+  std::cerr << GetParam() << ": max |logits - transformers| " << max_diff(out.logits, ref.get("logits"))
+            << ", encoder states " << max_diff(out.encoder_last_hidden_state, ref.get("encoder_last_hidden_state"))
+            << ", |loss - transformers| " << std::abs(loss - ref.get("loss").item<double>()) << "\n";
+}
+
+// The cache: one decoder position a step over the same inputs gives the full forward's logits.
+TEST_P(T5, CachedStepsEqualTheFullForward) {
+  const auto ref = reference(base_dir(GetParam()));
+  auto model = load_model(base_dir(GetParam()).string());
+  auto* s2s = as_seq2seq(*model);
+  c10::InferenceMode guard;
+  Seq2SeqCache cache;
+  auto in = inputs_of(ref);
+  const auto dec = in.decoder_input_ids;
+  in.cache = &cache;
+  std::vector<at::Tensor> steps;
+  for (int64_t t = 0; t < dec.size(1); ++t) {
+    in.decoder_input_ids = dec.narrow(1, t, 1);
+    const auto o = s2s->forward_seq2seq(in);
+    in.encoder_hidden_states = o.encoder_last_hidden_state;
+    steps.push_back(o.logits);
+  }
+  EXPECT_EQ(cache.length(), dec.size(1));
+  EXPECT_LE(max_diff(at::cat(steps, 1), ref.get("logits")), kLogitTol);
+  std::cerr << GetParam() << ": cached steps, max |logits - transformers| " << max_diff(at::cat(steps, 1), ref.get("logits"))
+            << "\n";
+}
+
+TEST_P(T5, GreedyGenerationOfAPaddedBatchMatchesTransformers) {
+  const auto ref = reference(base_dir(GetParam()));
+  auto model = load_model(base_dir(GetParam()).string());
+  const auto ids = ref.get("gen_input_ids"), mask = ref.get("gen_attention_mask"), want = ref.get("gen_output_ids");
+  std::vector<std::vector<int64_t>> prompts(ids.size(0));
+  for (int64_t b = 0; b < ids.size(0); ++b)
+    for (int64_t t = 0; t < ids.size(1); ++t)
+      if (mask[b][t].item<int64_t>()) prompts[b].push_back(ids[b][t].item<int64_t>());
+  ASSERT_NE(prompts[0].size(), prompts[1].size());
+  GenerationConfig cfg;
+  cfg.max_new_tokens = want.size(1) - 1;  // transformers' rows start with decoder_start_token_id
+  ASSERT_EQ(cfg.max_new_tokens, 32);
+  const auto rows = generate(*model, prompts, cfg);
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    ASSERT_EQ(want[b][0].item<int64_t>(), as_seq2seq(*model)->decoder_start_token_id());
+    std::vector<int64_t> w, got(rows[b].begin() + static_cast<long>(prompts[b].size()), rows[b].end());
+    for (int64_t t = 1; t < want.size(1); ++t) w.push_back(want[b][t].item<int64_t>());
+    EXPECT_EQ(got, w) << "row " << b;
+  }
+}
+
+TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
+  auto model = load_model(base_dir(GetParam()).string());
+  EXPECT_EQ(model->num_parameters(), reference(base_dir(GetParam())).get("num_parameters").item<int64_t>());
+  std::vector<std::string> names;
+  for (const auto& [n, _] : model->named_parameters()) names.push_back(n);
+  EXPECT_EQ(names.front(), "shared.weight");
+  for (const char* n : {"encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                        "encoder.block.1.layer.1.layer_norm.weight", "decoder.block.0.layer.1.EncDecAttention.q.weight",
+                        "decoder.block.1.layer.2.DenseReluDense.wo.weight", "decoder.final_layer_norm.weight"})
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+  // Tied to shared: one tensor, one name, as transformers' named_parameters().
+  EXPECT_EQ(std::find(names.begin(), names.end(), "encoder.embed_tokens.weight"), names.end());
+  EXPECT_EQ(std::find(names.begin(), names.end(), "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"),
+            names.end());
+  const bool v11 = GetParam() == "t5_v11";
+  EXPECT_EQ(std::find(names.begin(), names.end(), "lm_head.weight") != names.end(), v11);
+  EXPECT_EQ(model->find("decoder.block.0.layer.2.DenseReluDense")->type_name(),
+            v11 ? "T5DenseGatedActDense" : "T5DenseActDense");
+  if (v11) EXPECT_NE(std::find(names.begin(), names.end(), "decoder.block.2.layer.0.SelfAttention.q.weight"), names.end());
+}
+
+// HF PEFT's adapters (task_type SEQ_2_SEQ_LM): LoRA on q, v, wo and (IA)3 with PEFT's T5
+// defaults (k, v, wo; wo feed-forward), unmerged, merged, and unmerged again.
+TEST_P(T5, HfAdaptersMatchPeftUnmergedAndMerged) {
+  for (const char* method : {"lora", "ia3"}) {
+    SCOPED_TRACE(method);
+    const auto dir = base_dir(GetParam()) / method;
+    const auto ref = reference(dir);
+    auto base = load_model(base_dir(GetParam()).string());
+    std::map<std::string, at::Tensor> before;
+    for (auto& [n, t] : base->named_parameters()) before[n] = t.clone();
+    PeftModel peft(base);
+    peft.load_adapter(dir.string());
+    const double unmerged = max_diff(logits_of(*base, ref), ref.get("logits"));
+    EXPECT_LE(unmerged, kLogitTol);
+    peft.merge();
+    const double merged = max_diff(logits_of(*base, ref), ref.get("merged_logits"));
+    EXPECT_LE(merged, kLogitTol);
+    std::cerr << GetParam() << " " << method << ": max |logits - HF PEFT| unmerged " << unmerged << ", merged " << merged
+              << "\n";
+    peft.unmerge();
+    for (auto& [n, t] : base->named_parameters())
+      if (before.count(n)) EXPECT_LE((t - before[n]).abs().max().item<double>(), 1e-5) << n;
+    EXPECT_LE(max_diff(logits_of(*base, ref), ref.get("logits")), kLogitTol);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(T5, T5, ::testing::Values("t5_relu", "t5_v11"));
+
+TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
+  PeftModel peft(load_model(base_dir("t5_relu").string()));
+  peft.add_adapter("lora", *parse_user_adapter_config(json::parse(R"({"peft_type": "LORA", "r": 2})"), "test"));
+  peft.add_adapter("ia3", *parse_user_adapter_config(json::parse(R"({"peft_type": "IA3"})"), "test"));
+  std::set<std::string> lora, ia3;
+  for (const auto& [k, _] : peft.adapter_state_dict("lora")) lora.insert(k);
+  for (const auto& [k, _] : peft.adapter_state_dict("ia3")) ia3.insert(k);
+  EXPECT_TRUE(lora.count("base_model.model.decoder.block.1.layer.1.EncDecAttention.v.lora_A.weight"));
+  EXPECT_FALSE(lora.count("base_model.model.decoder.block.1.layer.1.EncDecAttention.k.lora_A.weight"));
+  EXPECT_TRUE(ia3.count("base_model.model.encoder.block.0.layer.1.DenseReluDense.wo.ia3_l"));
+  EXPECT_TRUE(ia3.count("base_model.model.decoder.block.0.layer.0.SelfAttention.k.ia3_l"));
+}
+
+TEST(T5Models, ForwardWithOneSequenceAndPromptLearningAreRefusedByName) {
+  auto model = load_model(base_dir("t5_relu").string());
+  ModelInputs in;
+  in.input_ids = at::ones({1, 3}, at::kLong);
+  try {
+    (void)model->forward(in);
+    ADD_FAILURE() << "a decoder-only forward ran";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_THAT(e.what(), HasSubstr("encoder-decoder"));
+  }
+  Seq2SeqInputs s;
+  s.input_ids = at::ones({1, 3}, at::kLong);
+  s.decoder_input_ids = at::full({1, 1}, 101, at::kLong);  // vocabulary is 101
+  EXPECT_THROW(as_seq2seq(*model)->forward_seq2seq(s), std::invalid_argument);
+}
+
+TEST(T5Models, BadConfigIsRefusedByKey) {
+  json cfg = json::parse(std::ifstream(base_dir("t5_v11") / "config.json"));
+  cfg["feed_forward_proj"] = "gated-gelu-x";
+  try {
+    (void)build_model(cfg, "cfg.json");
+    ADD_FAILURE() << "accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("feed_forward_proj"));
+  }
+}
+
+// {"input", "target"} lines through `peft train`'s data path: labels = target ids + </s>,
+// -100 on padding, decoder inputs shifted right; the loss of one batch is transformers'.
+TEST(T5Train, BatchLossOfInputTargetLinesEqualsTransformers) {
+  const auto base = base_dir("t5_fortunes");
+  const auto ref = reference(base);
+  const auto rows = scratch("batch.jsonl");
+  {
+    std::ifstream in(base / "eval.jsonl");
+    std::ofstream out(rows);
+    std::string line;
+    for (int64_t i = 0; i < ref.get("input_ids").size(0) && std::getline(in, line); ++i) out << line << "\n";
+  }
+  TrainConfig c;
+  c.model = base.string();
+  c.eval_file = rows.string();
+  c.per_device_eval_batch_size = ref.get("input_ids").size(0);
+  c.output_dir = scratch("batch_eval").string();
+  c.progress = false;
+  EXPECT_NEAR(evaluate(c, {})["eval_loss"].get<double>(), ref.get("loss").item<double>(), 1e-5);
+}
+
+TEST(T5Train, OtherFormatsAndPackingAreRefusedByName) {
+  const auto rows = scratch("text_rows.jsonl");
+  std::ofstream(rows) << "{\"input\": \"a b\", \"target\": \"c\"}\n{\"text\": \"a b c\"}\n";
+  TrainConfig c;
+  c.model = base_dir("t5_fortunes").string();
+  c.eval_file = rows.string();
+  c.output_dir = scratch("text_eval").string();
+  c.progress = false;
+  try {
+    (void)evaluate(c, {});
+    ADD_FAILURE() << "a {\"text\"} line was accepted for T5";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("text_rows.jsonl:2"));
+    EXPECT_THAT(e.what(), HasSubstr("'input'"));
+  }
+  std::ofstream(rows) << "{\"text\": \"a b c\"}\n";
+  try {
+    (void)evaluate(c, {});
+    ADD_FAILURE() << "a {\"text\"} file was accepted for T5";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("text_rows.jsonl:1"));
+    EXPECT_THAT(e.what(), HasSubstr("\"input\", \"target\""));
+  }
+  c.train_file = (base_dir("t5_fortunes") / "train.jsonl").string();
+  c.packing = true;
+  try {
+    (void)train(c, false, true);
+    ADD_FAILURE() << "packing was accepted for T5";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("encoder-decoder"));
+  }
+}
+
+// LoRA on q, v, wo trained on fortunes (input: a line's first half, target: the rest)
+// lowers the eval loss; HF PEFT loads the trained adapter, and a LoRA made here on the
+// v1.1 model (both factors random), with our logits.
+TEST(T5Train, PeftTrainLowersEvalLossAndOurAdaptersLoadInHfPeft) {
+  const auto base = base_dir("t5_fortunes");
+  TrainConfig c;
+  c.model = base.string();
+  c.train_file = (base / "train.jsonl").string();
+  c.eval_file = (base / "eval.jsonl").string();
+  c.output_dir = scratch("train").string();
+  fs::remove_all(c.output_dir);
+  c.method = json::parse(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q", "v", "wo"]})");
+  c.max_steps = 60;
+  c.per_device_train_batch_size = 8;
+  c.learning_rate = 3e-2;
+  c.progress = false;
+  const double before = evaluate(c, {})["eval_loss"];
+  const auto r = train(c);
+  const double after = r.evals.back()["eval_loss"];
+  // A random model whose embeddings and head stay frozen: about 8.17 -> 7.07.
+  EXPECT_LT(after, before - 0.8) << "eval loss " << before << " -> " << after;
+  const auto saved = json::parse(std::ifstream(fs::path(r.adapter_dir) / "adapter_config.json"));
+  EXPECT_EQ(saved["task_type"], "SEQ_2_SEQ_LM");
+  PeftModel trained(load_model(base.string()));
+  trained.load_adapter(r.adapter_dir);
+  const auto ref = reference(base);
+  const auto trained_out = write_outputs(ref, logits_of(trained.model(), ref), "trained");
+
+  const auto v11 = base_dir("t5_v11");
+  const auto v11_ref = reference(v11 / "lora");
+  PeftModel fresh(load_model(v11.string()));
+  fresh.add_adapter("default",
+                    *parse_user_adapter_config(json::parse(R"({"peft_type": "LORA", "task_type": "SEQ_2_SEQ_LM",
+                        "r": 4, "lora_alpha": 8, "init_lora_weights": false, "target_modules": ["q", "v", "wo"]})"),
+                                               "test"),
+                    5);
+  const auto fresh_dir = scratch("fresh_lora");
+  fs::remove_all(fresh_dir);
+  fresh.save_adapter(fresh_dir.string());
+  const auto fresh_logits = logits_of(fresh.model(), v11_ref);
+  EXPECT_GT(max_diff(fresh_logits, reference(v11).get("logits")), 1e-2);  // the adapter does something
+  std::string log;
+  EXPECT_EQ(check_in_python({{base.string(), r.adapter_dir, trained_out.string()},
+                             {v11.string(), fresh_dir.string(), write_outputs(v11_ref, fresh_logits, "fresh").string()}},
+                            &log),
+            0)
+      << log;
+  std::cerr << "eval loss " << before << " -> " << after << "; " << log;
+}
+
+TEST(T5Cli, InspectAndGenerate) {
+  int status = 0;
+  const auto base = base_dir("t5_v11");
+  auto out = test::run_command(std::string(PEFT_CLI) + " inspect " + base.string(), &status);
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_THAT(out, HasSubstr("T5ForConditionalGeneration"));
+  EXPECT_THAT(out, HasSubstr(std::to_string(reference(base).get("num_parameters").item<int64_t>())));
+  const auto ids = scratch("prompt_ids.json");
+  std::ofstream(ids) << "[[5, 6, 7, 8]]";
+  out = test::run_command(std::string(PEFT_CLI) + " generate " + base.string() + " --ids " + ids.string() +
+                              " --max-new-tokens 4 --no-eos",
+                          &status);
+  ASSERT_EQ(status, 0) << out;
+  const auto rows = json::parse(out.substr(out.find('[')));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].size(), 8u);
+}
+
+}  // namespace
+}  // namespace peft
