@@ -268,10 +268,10 @@ TEST(BadModel, MissingTensorIsNamed) {
 TEST(BadModel, UnsupportedArchitectureListsSupported) {
   auto dir = copy_case("bert", "bad_arch");
   auto j = nlohmann::json::parse(std::ifstream(dir / "config.json"));
-  j["architectures"] = {"T5ForConditionalGeneration"};
+  j["architectures"] = {"MambaForCausalLM"};
   std::ofstream(dir / "config.json") << j.dump();
   auto err = load_error(dir);
-  EXPECT_THAT(err, HasSubstr("unsupported architecture 'T5ForConditionalGeneration'"));
+  EXPECT_THAT(err, HasSubstr("unsupported architecture 'MambaForCausalLM'"));
   EXPECT_THAT(err, HasSubstr("LlamaForCausalLM"));
 }
 
