@@ -116,7 +116,9 @@ TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
       peft->set_adapter({cs[i].adapter});
       alone = peft->forward(one).logits;
     }
-    EXPECT_LE((mixed.narrow(0, i, 1).narrow(1, 0, n) - alone).abs().max().item<double>(), 1e-5)
+    // The fp32 logit bound: one row and a batch take different GEMM blockings (4.7e-5 seen
+    // on one intra-op thread).
+    EXPECT_LE((mixed.narrow(0, i, 1).narrow(1, 0, n) - alone).abs().max().item<double>(), 1e-4)
         << "row " << i << " (" << cs[i].adapter << ")";
   }
 }
