@@ -436,33 +436,33 @@ TEST(Federated, BadUploadsAreRejectedWithAClearError) {
   expect_rejected("this is not safetensors at all", 400, "malformed upload");
   auto wrong_shape = zeros();
   wrong_shape[0].second = at::zeros({wrong_shape[0].second.size(0) + 1, wrong_shape[0].second.size(1)});
-  expect_rejected(fed::encode_tensors(wrong_shape, meta), 400, "has shape");
+  expect_rejected(serialize_safetensors(wrong_shape, meta), 400, "has shape");
   auto missing = zeros();
   const std::string dropped = missing.back().first;
   missing.pop_back();
-  expect_rejected(fed::encode_tensors(missing, meta), 400, "'" + dropped + "' of the global adapter is missing");
+  expect_rejected(serialize_safetensors(missing, meta), 400, "'" + dropped + "' of the global adapter is missing");
   auto extra = zeros();
   extra.emplace_back("base_model.model.lm_head.weight", at::zeros({4, 4}));
-  expect_rejected(fed::encode_tensors(extra, meta), 400, "not in the global adapter");
+  expect_rejected(serialize_safetensors(extra, meta), 400, "not in the global adapter");
   auto f64 = zeros();
   f64[0].second = f64[0].second.to(at::kDouble);
-  expect_rejected(fed::encode_tensors(f64, meta), 400, "expected Float");
+  expect_rejected(serialize_safetensors(f64, meta), 400, "expected Float");
   auto ids = zeros();
   ids[0].second = at::zeros(ids[0].second.sizes(), at::kLong);  // token ids in place of a tensor
-  expect_rejected(fed::encode_tensors(ids, meta), 400, "expected Float");
+  expect_rejected(serialize_safetensors(ids, meta), 400, "expected Float");
   auto nan = zeros();
   nan[0].second[0][0] = NAN;
-  expect_rejected(fed::encode_tensors(nan, meta), 400, "NaN");
-  expect_rejected(fed::encode_tensors(zeros(), {{"round", "0"}}), 400, "'num_examples' is missing");
-  expect_rejected(fed::encode_tensors(zeros(), {{"round", "0"}, {"num_examples", "10"}, {"text", "secret"}}), 400,
+  expect_rejected(serialize_safetensors(nan, meta), 400, "NaN");
+  expect_rejected(serialize_safetensors(zeros(), {{"round", "0"}}), 400, "'num_examples' is missing");
+  expect_rejected(serialize_safetensors(zeros(), {{"round", "0"}, {"num_examples", "10"}, {"text", "secret"}}), 400,
                   "not expected");
-  expect_rejected(fed::encode_tensors(zeros(), {{"round", "5"}, {"num_examples", "10"}}), 409, "round 5 is not open");
+  expect_rejected(serialize_safetensors(zeros(), {{"round", "5"}, {"num_examples", "10"}}), 409, "round 5 is not open");
   expect_rejected(std::string(300000, 'x'), 413, "exceeds the limit of 200000 bytes");
 
   // Good uploads still go through, and the round aggregates them only.
-  EXPECT_EQ(post(a, fed::encode_tensors(zeros(), meta))->status, 200);
-  expect_rejected(fed::encode_tensors(zeros(), meta), 409, "already uploaded");
-  EXPECT_EQ(post(b, fed::encode_tensors(zeros(), meta))->status, 200);
+  EXPECT_EQ(post(a, serialize_safetensors(zeros(), meta))->status, 200);
+  expect_rejected(serialize_safetensors(zeros(), meta), 409, "already uploaded");
+  EXPECT_EQ(post(b, serialize_safetensors(zeros(), meta))->status, 200);
   ASSERT_EQ(coord->wait(30), 0) << coord->log();
   const auto log = read_jsonl(dir / "coordinator" / "rounds.jsonl");
   ASSERT_EQ(log.size(), 1u);

@@ -42,6 +42,9 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 // `path.tmp` and renaming it, so a crash never leaves a half-written file behind.
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+// The same bytes as save_safetensors writes, in memory (for sending over a network).
+std::string serialize_safetensors(const NamedTensors& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
 
 at::ScalarType to_scalar_type(StDType t, const std::string& where);
 StDType to_st_dtype(at::ScalarType t);

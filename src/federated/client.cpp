@@ -128,7 +128,7 @@ std::string Client::train_round(int64_t round) {
   const double last = result.steps.empty() ? NAN : result.steps.back().loss;
   log("round " + std::to_string(round) + ": trained " + std::to_string(result.steps.size()) + " steps on " +
       std::to_string(result.train_examples) + " examples, loss " + std::to_string(first) + " -> " + std::to_string(last));
-  return fed::encode_tensors(delta, {{"round", std::to_string(round)},
+  return serialize_safetensors(delta, {{"round", std::to_string(round)},
                                      {"num_examples", std::to_string(result.train_examples)}});
 }
 

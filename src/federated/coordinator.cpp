@@ -141,7 +141,7 @@ void Coordinator::load_or_init() {
     save_round();
   }
   rounds_log_ = std::make_unique<AppendFile>((out_ / "rounds.jsonl").string(), logged);
-  global_bytes_ = fed::encode_tensors(global_);
+  global_bytes_ = serialize_safetensors(global_);
   max_upload_ = cfg_.max_upload_bytes > 0 ? static_cast<size_t>(cfg_.max_upload_bytes) : 2 * global_bytes_.size() + 65536;
 }
 
@@ -319,7 +319,7 @@ void Coordinator::run_round() {
                      {"noise_std", rep.noise_std}, {"rejected", rejected_}, {"retries", retries},
                      {"seconds", seconds_since(t0)}, {"global_dir", "round-" + std::to_string(round_)}};
   save_round(line);
-  global_bytes_ = fed::encode_tensors(global_);
+  global_bytes_ = serialize_safetensors(global_);
   log("round " + std::to_string(done_round) + ": FedAvg of " + std::to_string(ups.size()) + " updates (" +
       std::to_string(rep.examples) + " examples); received " + std::to_string(bytes_in_) + " bytes, sent " +
       std::to_string(bytes_out_) + " bytes" +

@@ -9,31 +9,6 @@
 
 namespace peft::fed {
 
-std::string encode_tensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
-  std::vector<StTensorInfo> infos;
-  std::vector<at::Tensor> data;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    StTensorInfo info;
-    info.name = name;
-    info.dtype = to_st_dtype(c.scalar_type());
-    info.shape = c.sizes().vec();
-    info.begin = offset;
-    info.end = offset + c.nbytes();
-    offset = info.end;
-    infos.push_back(info);
-    data.push_back(c);
-  }
-  const std::string header = serialize_safetensors_header(infos, metadata);
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(uint64_t(header.size()) >> (8 * i));
-  out.reserve(8 + header.size() + offset);
-  out += header;
-  for (const auto& c : data) out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
-  return out;
-}
-
 TensorBytes decode_tensors(const std::string& bytes, const std::string& where) {
   const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
   const StHeader h = parse_safetensors_header(p, bytes.size(), where);

@@ -21,9 +21,8 @@ struct TensorBytes {
   std::map<std::string, std::string> metadata;
 };
 
-// safetensors bytes of `tensors` (CPU, contiguous copies), as save_safetensors writes them.
-std::string encode_tensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata = {});
-// Parses and validates safetensors bytes; the tensors own copies. Throws one line naming `where`.
+// Tensors travel as safetensors bytes: serialize_safetensors (peft/safetensors.h) writes
+// them. This parses and validates safetensors bytes; the tensors own copies. Throws one line naming `where`.
 TensorBytes decode_tensors(const std::string& bytes, const std::string& where);
 
 // An update must carry exactly the global adapter's tensors, each float32 of the same

@@ -151,32 +151,59 @@ StDType to_st_dtype(at::ScalarType t) {
   }
 }
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// A safetensors file's bytes in order: the 8-byte little-endian header length and the
+// JSON header (`prefix`), then each tensor's data. Saving to disk and sending over the
+// wire both use this one layout.
+struct SafetensorsLayout {
+  std::string prefix;
+  std::vector<at::Tensor> data;  // contiguous CPU tensors, in offset order
+  uint64_t data_bytes = 0;
+};
+
+SafetensorsLayout layout_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata,
+                                     const std::string& where) {
+  SafetensorsLayout out;
   std::vector<StTensorInfo> infos;
-  std::vector<at::Tensor> data;
-  uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
-    if (name == "__metadata__") throw SafetensorsError(path + ": '__metadata__' is not a tensor name");
+    if (name == "__metadata__") throw SafetensorsError(where + ": '__metadata__' is not a tensor name");
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     StTensorInfo info;
     info.name = name;
     info.dtype = to_st_dtype(c.scalar_type());
     info.shape = c.sizes().vec();
-    info.begin = offset;
-    info.end = offset + c.nbytes();
-    offset = info.end;
+    info.begin = out.data_bytes;
+    info.end = out.data_bytes + c.nbytes();
+    out.data_bytes = info.end;
     infos.push_back(info);
-    data.push_back(c);
+    out.data.push_back(c);
   }
   const std::string header = serialize_safetensors_header(infos, metadata);
+  out.prefix.resize(8);
+  for (int i = 0; i < 8; ++i) out.prefix[i] = static_cast<char>(uint64_t(header.size()) >> (8 * i));
+  out.prefix += header;
+  return out;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  const SafetensorsLayout layout = layout_safetensors(tensors, metadata, path);
   AtomicFile out(path);
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t(header.size()) >> (8 * i));
-  out.write(len, 8);
-  out.write(header);
-  for (const auto& c : data) out.write(c.data_ptr(), c.nbytes());
+  out.write(layout.prefix);
+  for (const auto& c : layout.data) out.write(c.data_ptr(), c.nbytes());
   out.commit();
+}
+
+std::string serialize_safetensors(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+  const SafetensorsLayout layout = layout_safetensors(tensors, metadata, "safetensors");
+  std::string out;
+  out.reserve(layout.prefix.size() + layout.data_bytes);
+  out += layout.prefix;
+  for (const auto& c : layout.data) out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return out;
 }
 
 }  // namespace peft
