@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "generate_rows.h"
 #include "peft/seq2seq.h"
 
 namespace peft {
@@ -35,6 +36,30 @@ at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
 
 }  // namespace
 
+GeneratedRows::GeneratedRows(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg)
+    : cfg_(cfg), out_(prompts), done_(prompts.size(), false) {
+  for (const auto& p : prompts) {
+    if (p.empty()) throw std::invalid_argument("generate: empty prompt");
+    longest_prompt_ = std::max<int64_t>(longest_prompt_, static_cast<int64_t>(p.size()));
+  }
+}
+
+bool GeneratedRows::append(at::Tensor& next) {
+  auto acc = next.accessor<int64_t, 1>();
+  bool all_done = true;
+  for (int64_t i = 0; i < rows(); ++i) {
+    if (done_[i]) {
+      acc[i] = cfg_.pad_token_id;
+      continue;
+    }
+    out_[i].push_back(acc[i]);
+    for (auto e : cfg_.eos_token_ids)
+      if (acc[i] == e) done_[i] = true;
+    all_done = all_done && done_[i];
+  }
+  return all_done;
+}
+
 at::Tensor next_tokens(const at::Tensor& logits, const GenerationConfig& cfg, at::Generator& gen) {
   if (!cfg.do_sample) return logits.argmax(-1).cpu();
   auto probs = warp(logits, cfg).softmax(-1).cpu();
@@ -61,12 +86,8 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   if (prompts.empty()) return {};
   cfg.validate();
   c10::InferenceMode guard;
-  const int64_t b = static_cast<int64_t>(prompts.size());
-  int64_t len = 0;
-  for (const auto& p : prompts) {
-    if (p.empty()) throw std::invalid_argument("generate: empty prompt");
-    len = std::max<int64_t>(len, static_cast<int64_t>(p.size()));
-  }
+  GeneratedRows rows(prompts, cfg);
+  const int64_t b = rows.rows(), len = rows.longest_prompt();
   at::Device device = model.device();
   auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);
   auto mask = at::zeros({b, len}, at::kLong);
@@ -80,8 +101,6 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   auto pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
 
   auto gen = at::detail::createCPUGenerator(cfg.seed);
-  std::vector<std::vector<int64_t>> out(prompts);
-  std::vector<bool> done(b, false);
   KVCache cache;
   ModelInputs in;
   in.input_ids = ids;
@@ -91,25 +110,13 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     auto logits = model.forward(in).logits.select(1, -1).to(at::kFloat);
     at::Tensor next = next_tokens(logits, cfg, gen);
-    auto next_acc = next.accessor<int64_t, 1>();
-    bool all_done = true;
-    for (int64_t i = 0; i < b; ++i) {
-      if (done[i]) {
-        next_acc[i] = cfg.pad_token_id;
-        continue;
-      }
-      out[i].push_back(next_acc[i]);
-      for (auto e : cfg.eos_token_ids)
-        if (next_acc[i] == e) done[i] = true;
-      all_done = all_done && done[i];
-    }
-    if (all_done) break;
+    if (rows.append(next)) break;
     in.input_ids = next.to(device).unsqueeze(1);
     mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
     in.attention_mask = mask;
     in.position_ids = in.position_ids.select(1, -1).unsqueeze(1) + 1;
   }
-  return out;
+  return rows.take();
 }
 
 }  // namespace peft

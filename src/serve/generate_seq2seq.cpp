@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "generate_rows.h"
 #include "peft/seq2seq.h"
 
 namespace peft {
@@ -19,12 +20,8 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
   if (prompts.empty()) return {};
   cfg.validate();
   c10::InferenceMode guard;
-  const int64_t b = static_cast<int64_t>(prompts.size());
-  int64_t len = 0;
-  for (const auto& p : prompts) {
-    if (p.empty()) throw std::invalid_argument("generate: empty prompt");
-    len = std::max<int64_t>(len, static_cast<int64_t>(p.size()));
-  }
+  GeneratedRows rows(prompts, cfg);
+  const int64_t b = rows.rows(), len = rows.longest_prompt();
   // Relative positions make the side of the padding irrelevant; right, as T5's tokenizer pads.
   auto ids = at::full({b, len}, s2s->pad_token_id(), at::kLong);
   auto mask = at::zeros({b, len}, at::kLong);
@@ -42,28 +39,14 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
   in.cache = &cache;
 
   auto gen = at::detail::createCPUGenerator(cfg.seed);
-  std::vector<std::vector<int64_t>> out(prompts);
-  std::vector<bool> done(b, false);
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     const auto o = s2s->forward_seq2seq(in);
     if (!in.encoder_hidden_states.defined()) in.encoder_hidden_states = o.encoder_last_hidden_state;
     at::Tensor next = next_tokens(o.logits.select(1, -1).to(at::kFloat), cfg, gen);
-    auto acc = next.accessor<int64_t, 1>();
-    bool all_done = true;
-    for (int64_t i = 0; i < b; ++i) {
-      if (done[i]) {
-        acc[i] = cfg.pad_token_id;
-        continue;
-      }
-      out[i].push_back(acc[i]);
-      for (auto e : cfg.eos_token_ids)
-        if (acc[i] == e) done[i] = true;
-      all_done = all_done && done[i];
-    }
-    if (all_done) break;
+    if (rows.append(next)) break;
     in.decoder_input_ids = next.to(device).unsqueeze(1);
   }
-  return out;
+  return rows.take();
 }
 
 }  // namespace peft
