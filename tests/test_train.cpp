@@ -19,6 +19,7 @@
 #include "test_util.h"
 #include "train/data.h"
 #include "train/evaluate.h"
+#include "train/precision.h"
 #include <c10/core/GradMode.h>
 
 namespace fs = std::filesystem;
@@ -395,7 +396,21 @@ TEST(Npy, ReadsNumpysFilesAndNumpyReadsOurs) {
   EXPECT_THROW(load_npy((dir / "bad.npy").string()), std::runtime_error);
 }
 
+// The bf16 tests below run the bf16 path on any CPU (on one without AVX-512, precision=bf16
+// would otherwise compute in fp32; these models are small enough for ATen's slow bf16 GEMM).
+void force_bf16_path() { ::setenv("PEFT_BF16_ANY_CPU", "1", 1); }
+
+TEST(TrainPrecision, Bf16FallsBackToFp32OnlyWhereBf16ProductsAreSlow) {
+  ::unsetenv("PEFT_BF16_ANY_CPU");
+  EXPECT_EQ(effective_precision("fp32", true), "fp32");
+  EXPECT_EQ(effective_precision("bf16", false), "bf16");  // CUDA: always bf16
+  EXPECT_EQ(effective_precision("bf16", true), cpu_has_fast_bf16_matmul() ? "bf16" : "fp32");
+  force_bf16_path();
+  EXPECT_EQ(effective_precision("bf16", true), "bf16");
+}
+
 TEST(TrainPrecision, Bf16AutocastTrainsCloseToFp32) {
+  force_bf16_path();
   auto c = parity_config(scratch("bf16"));
   fs::remove_all(c.output_dir);
   c.max_steps = 4;
@@ -409,6 +424,7 @@ TEST(TrainPrecision, Bf16AutocastTrainsCloseToFp32) {
 // The bf16 path (frozen base stored in bf16, fp32 adapter master weights, fused loss)
 // follows the fp32 run, itself checked against HF Trainer by TrainParity, over 50 steps.
 TEST(TrainPrecision, Bf16StaysWithinOnePercentOfFp32Over50Steps) {
+  force_bf16_path();
   auto fp32 = parity_config(scratch("curve_fp32"));
   fp32.max_steps = 50;
   fs::remove_all(fp32.output_dir);
@@ -509,6 +525,7 @@ namespace {
 // Backward recomputes each block under the autocast state its forward had (bf16 here),
 // with the frozen weights stored in bf16.
 TEST(TrainMemory, GradientCheckpointingUnderBf16GivesTheSameSteps) {
+  ::setenv("PEFT_BF16_ANY_CPU", "1", 1);  // the bf16 path on any CPU (see force_bf16_path)
   auto plain = parity_config(scratch("ckpt_bf16"));
   plain.max_steps = 4;
   plain.precision = "bf16";

@@ -8,6 +8,7 @@
 
 #include "peft/seq2seq.h"
 #include "train/lm_loss.h"
+#include "train/precision.h"
 #include "train/seq2seq_data.h"
 #include "train/token_data.h"
 #include "train/token_metrics.h"
@@ -101,12 +102,14 @@ nlohmann::json evaluate(const TrainConfig& cfg, const std::vector<std::string>& 
   if (cfg.precision != "fp32" && cfg.precision != "bf16") throw std::invalid_argument("dtype must be fp32 or bf16");
   if (cfg.per_device_eval_batch_size < 1 || cfg.max_length < 2)
     throw std::invalid_argument("batch size must be >= 1 and max length >= 2");
-  TrainSetup s = load_setup(cfg, adapters, false);
+  TrainConfig run = cfg;
+  run.precision = effective_precision(cfg.precision, at::Device(cfg.device).is_cpu());
+  TrainSetup s = load_setup(run, adapters, false);
   const auto opts = data_options(cfg, s);
   auto data = cfg.eval_file.empty() ? read_data(cfg.train_file, cfg.label_file, opts)
                                     : read_data(cfg.eval_file, cfg.eval_label_file, opts);
   return run_eval(*s.peft, data, cfg.per_device_eval_batch_size, s.pad_id, s.causal, at::Device(cfg.device),
-                  cfg.precision == "bf16");
+                  run.precision == "bf16");
 }
 
 }  // namespace peft

@@ -5,7 +5,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <atomic>
-
+#include <cstdlib>
+#include <iostream>
 #include <map>
 
 #include "peft/adaptable.h"
@@ -59,6 +60,26 @@ int64_t store_frozen_weights(Model& model, at::ScalarType dtype) {
     converted += low.numel();
   }
   return converted;
+}
+
+bool cpu_has_fast_bf16_matmul() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool fast = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512dq");
+  return fast;
+#else
+  return true;  // ATen's check is x86-specific; elsewhere trust the platform's bf16 path
+#endif
+}
+
+std::string effective_precision(const std::string& requested, bool on_cpu) {
+  if (requested != "bf16" || !on_cpu || cpu_has_fast_bf16_matmul()) return requested;
+  if (const char* any = std::getenv("PEFT_BF16_ANY_CPU"); any && std::string(any) == "1") return requested;
+  static std::atomic<bool> told{false};
+  if (!told.exchange(true))
+    std::cerr << "precision=bf16: this CPU has no AVX-512, so LibTorch's bf16 matrix products would take its "
+                 "reference path (about 100x slower than fp32 here); computing in fp32 instead\n";
+  return "fp32";
 }
 
 bool flush_denormals() {

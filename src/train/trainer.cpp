@@ -105,7 +105,7 @@ class Trainer {
   double backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro, double* aux_out);
   bool rank0_says(bool value);
 
-  const TrainConfig& cfg_;
+  const TrainConfig cfg_;  // a copy: the precision is the one this run computes in (as_run)
   const at::Device dev_;
   DataParallel& dp_;
   std::optional<RunFolder> run_;  // rank 0's
@@ -125,8 +125,14 @@ class Trainer {
   std::chrono::steady_clock::time_point t_start_;
 };
 
+// The config as the run computes: precision=bf16 becomes fp32 where bf16 products are slow.
+static TrainConfig as_run(TrainConfig c) {
+  c.precision = effective_precision(c.precision, at::Device(c.device).is_cpu());
+  return c;
+}
+
 Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParallel& dp)
-    : cfg_(cfg), dev_(cfg.device), dp_(dp) {
+    : cfg_(as_run(cfg)), dev_(cfg.device), dp_(dp) {
   if (dp_.is_main()) {
     run_.emplace(cfg.output_dir, run_fingerprint(cfg));
     ckpt_ = run_->prepare(resume, overwrite);
@@ -136,7 +142,7 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParall
   std::vector<std::string> init;
   if (ckpt_) init = {ckpt_->string()};
   else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
-  s_ = load_setup(cfg, init, true);
+  s_ = load_setup(cfg_, init, true);
   if (dev_.is_cpu()) flush_denormals();
   load_data();
   build_optimizer();
