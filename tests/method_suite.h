@@ -107,9 +107,8 @@ class MethodSuite {
     if (checker.empty()) {
       status = check_in_python(base, adapter.string(), outputs, &log);
     } else {
-      log = run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/" + checker + " check " +
-                            base.string() + " " + adapter.string() + " " + outputs.string(),
-                        &status);
+      log = run_parity_script(checker, "check " + base.string() + " " + adapter.string() + " " + outputs.string(),
+                              &status);
     }
     EXPECT_EQ(status, 0) << log;
   }

@@ -43,10 +43,8 @@ void expect_hf_agrees(const fs::path& base, const fs::path& adapter, const Safet
                       const fs::path& work) {
   const auto outputs = test::write_outputs(ref, "logits", ours, work / "outputs.safetensors");
   int status = 0;
-  const auto log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR +
-                                         "/tests/parity/make_adalora.py check " + base.string() + " " +
-                                         adapter.string() + " " + outputs.string(),
-                                     &status);
+  const auto log = test::run_parity_script(
+      "make_adalora.py", "check " + base.string() + " " + adapter.string() + " " + outputs.string(), &status);
   EXPECT_EQ(status, 0) << log;
 }
 

@@ -171,20 +171,7 @@ TEST(DecoderClsTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
     ids[b].slice(0, 0, lengths[b]).copy_(at::arange(10 + 20 * b, 10 + 20 * b + lengths[b], at::kLong));
     mask[b].slice(0, 0, lengths[b]).fill_(1);
   }
-  PeftModel peft(load_model(dir.string()));
-  peft.load_adapter(out.string());
-  c10::NoGradGuard no_grad;
-  ModelInputs in;
-  in.input_ids = ids;
-  in.attention_mask = mask;
-  const auto ours_logits = peft.forward(in).logits;
-  const fs::path ours = out / "ours.safetensors";
-  save_safetensors(ours.string(), {{"input_ids", ids}, {"attention_mask", mask}, {"logits", ours_logits.contiguous()}});
-  const std::string cmd = std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/check_encoder_adapter.py " +
-                          dir.string() + " " + out.string() + " " + ours.string() + " 2>&1";
-  int status = -1;
-  const std::string said = test::run_command(cmd, &status);
-  EXPECT_EQ(status, 0) << cmd << "\n" << said;
+  test::expect_classifier_adapter_matches_hf(dir, out, ids, mask);
 }
 
 // transformers' problem_type: regression (MSE) and multi-label (binary cross-entropy with

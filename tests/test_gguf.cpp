@@ -17,6 +17,7 @@
 #include "cli_runner.h"
 #include "peft/gguf.h"
 #include "peft/gguf_llama.h"
+#include "pyserver.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -66,10 +67,11 @@ void write_json(const fs::path& p, const nlohmann::ordered_json& j) {
   std::ofstream(p) << j.dump(2) << "\n";
 }
 
+// Exit status of tests/parity/gguf_check.py ARGS; its output is printed.
 int run_python(const std::string& args) {
-  const std::string cmd =
-      std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/gguf_check.py " + args;
-  return std::system(cmd.c_str());
+  int status = 0;
+  std::fputs(test::run_parity_script("gguf_check.py", args, &status).c_str(), stdout);
+  return status;
 }
 
 // Bit equality of float arrays; on failure, names the first differing element.

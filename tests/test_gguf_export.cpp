@@ -17,6 +17,7 @@
 #include "peft/gguf.h"
 #include "peft/gguf_export.h"
 #include "peft/gguf_llama.h"
+#include "pyserver.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -40,10 +41,11 @@ fs::path scratch(const std::string& name) {
   return d / name;
 }
 
+// Exit status of tests/parity/make_gguf_export.py ARGS; its output is printed.
 int python(const std::string& args) {
-  const std::string cmd =
-      std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_gguf_export.py " + args;
-  return std::system(cmd.c_str());
+  int status = 0;
+  std::fputs(test::run_parity_script("make_gguf_export.py", args, &status).c_str(), stdout);
+  return status;
 }
 
 // Has the script rebuild each exported file as llama.cpp's converter would and compare.

@@ -104,10 +104,10 @@ const std::vector<std::string> kNone;
 json config_of(const fs::path& dir) { return json::parse(std::ifstream(dir / "config.json")); }
 
 int python_check(const std::vector<std::string>& args, std::string* log) {
-  std::string cmd = std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_qlora.py check";
-  for (const auto& a : args) cmd += " '" + a + "'";
+  std::vector<std::string> argv = {std::string(PEFT_SOURCE_DIR) + "/tests/parity/make_qlora.py", "check"};
+  argv.insert(argv.end(), args.begin(), args.end());
   int status = 0;
-  *log = test::run_command(cmd, &status);
+  *log = test::run_python(argv, &status);
   return status;
 }
 

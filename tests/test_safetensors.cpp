@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "peft/safetensors.h"
+#include "pyserver.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -22,9 +23,11 @@ fs::path scratch(const std::string& name) {
   return d / name;
 }
 
+// Exit status of tests/parity/safetensors_ref.py ARGS; its output is printed.
 int run_python(const std::string& args) {
-  const std::string cmd = std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/safetensors_ref.py " + args;
-  return std::system(cmd.c_str());
+  int status = 0;
+  std::fputs(test::run_parity_script("safetensors_ref.py", args, &status).c_str(), stdout);
+  return status;
 }
 
 // The same tensors tests/parity/safetensors_ref.py makes: element i of each [2,3,5]

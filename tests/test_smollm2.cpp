@@ -33,8 +33,7 @@ fs::path scratch(const std::string& name) { return fs::path(PEFT_SCRATCH_DIR) / 
 
 std::string gguf_path() {
   int status = 0;
-  std::string out = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/smollm2_gguf.py",
-                                      &status);
+  std::string out = test::run_parity_script("smollm2_gguf.py", "", &status);
   EXPECT_EQ(status, 0) << out;
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
@@ -173,10 +172,8 @@ TEST(SmolLM2, LoraTrainedHereLoadsInHfPeft) {
                     {"logits", logits}};
   save_safetensors((dir / "outputs.safetensors").string(), t);
   int status = 0;
-  const std::string log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR +
-                                                "/tests/parity/make_smollm2.py --check-adapter " + c.output_dir + " " +
-                                                (dir / "outputs.safetensors").string(),
-                                            &status);
+  const std::string log = test::run_parity_script(
+      "make_smollm2.py", "--check-adapter " + c.output_dir + " " + (dir / "outputs.safetensors").string(), &status);
   EXPECT_EQ(status, 0) << log;
 }
 

@@ -77,8 +77,7 @@ int check_in_python(const std::vector<std::array<std::string, 3>>& cases, std::s
   std::string args;
   for (const auto& c : cases) args += " " + c[0] + " " + c[1] + " " + c[2];
   int status = 0;
-  *log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/make_t5.py check" + args,
-                           &status);
+  *log = test::run_parity_script("make_t5.py", "check" + args, &status);
   return status;
 }
 

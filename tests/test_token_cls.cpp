@@ -204,19 +204,7 @@ TEST(TokenClsTrain, LoraLearnsKjvNamesAndLoadsInHfPeft) {
   EXPECT_NE(adapter["modules_to_save"].dump().find("classifier"), std::string::npos);
 
   const SafetensorsFile ref((dir / "reference.safetensors").string());
-  PeftModel peft(load_model(dir.string()));
-  peft.load_adapter(out.string());
-  c10::NoGradGuard no_grad;
-  const auto logits = peft.forward(test::inputs_of(ref)).logits;
-  const fs::path ours = out / "ours.safetensors";
-  save_safetensors(ours.string(), {{"input_ids", ref.get("input_ids").contiguous()},
-                                   {"attention_mask", ref.get("attention_mask").contiguous()},
-                                   {"logits", logits.contiguous()}});
-  const std::string cmd = std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/check_encoder_adapter.py " +
-                          dir.string() + " " + out.string() + " " + ours.string() + " 2>&1";
-  int status = -1;
-  const std::string said = test::run_command(cmd, &status);
-  EXPECT_EQ(status, 0) << cmd << "\n" << said;
+  test::expect_classifier_adapter_matches_hf(dir, out, ref.get("input_ids"), ref.get("attention_mask"));
 }
 
 }  // namespace

@@ -89,11 +89,13 @@ TEST(TrainParity, PerStepLossesMatchHfTrainer) {
     EXPECT_LE((ours.get(n) - theirs.get(n)).abs().max().item<double>(), 1e-4) << n;
   PeftModel peft(load_model(parity("llama_mha").string()));
   peft.load_adapter((ref_dir() / "final_adapter").string());
-  const std::string cmd = std::string(PEFT_PYTHON) + " -c \"import sys; from transformers import AutoModelForCausalLM; "
-                          "from peft import PeftModel; m = AutoModelForCausalLM.from_pretrained('" +
-                          parity("llama_mha").string() + "'); PeftModel.from_pretrained(m, '" + out.string() +
-                          "'); print('ok')\" > /dev/null 2>&1";
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << "HF PEFT could not load our trained adapter";
+  int status = -1;
+  const std::string said = test::run_python(
+      {"-c", "import sys; from transformers import AutoModelForCausalLM; from peft import PeftModel; "
+             "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); PeftModel.from_pretrained(m, sys.argv[2])",
+       parity("llama_mha").string(), out.string()},
+      &status);
+  EXPECT_EQ(status, 0) << "HF PEFT could not load our trained adapter: " << said;
 }
 
 // Padding-free micro-batches (one row per micro-batch, examples told apart by their
@@ -379,19 +381,27 @@ TEST(TrainLearns, LoraOnVitImageClassification) {
 TEST(Npy, ReadsNumpysFilesAndNumpyReadsOurs) {
   const auto dir = scratch("npy");
   fs::create_directories(dir);
-  const std::string py = std::string(PEFT_PYTHON) + " -c \"import numpy as np; d='" + dir.string() +
-                         "'; np.save(d + '/f.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4)); "
-                         "np.save(d + '/u.npy', np.arange(6, dtype=np.uint8)); np.save(d + '/l.npy', np.array([7, -2]))\"";
-  ASSERT_EQ(std::system(py.c_str()), 0);
+  int status = -1;
+  std::string said = test::run_python({"-c",
+                                       "import sys, numpy as np; d = sys.argv[1]; "
+                                       "np.save(d + '/f.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4)); "
+                                       "np.save(d + '/u.npy', np.arange(6, dtype=np.uint8)); "
+                                       "np.save(d + '/l.npy', np.array([7, -2]))",
+                                       dir.string()},
+                                      &status);
+  ASSERT_EQ(status, 0) << said;
   EXPECT_TRUE(load_npy((dir / "f.npy").string()).equal(at::arange(24, at::kFloat).view({2, 3, 4})));
   EXPECT_TRUE(load_npy((dir / "u.npy").string()).equal(at::arange(6, at::kByte)));
   EXPECT_TRUE(load_npy((dir / "l.npy").string()).equal(at::tensor(std::vector<int64_t>{7, -2})));
   save_npy((dir / "ours.npy").string(), at::arange(12, at::kFloat).view({3, 4}));
   save_npy((dir / "ours1.npy").string(), at::tensor(std::vector<int64_t>{1, 2, 3}));
-  const std::string check = std::string(PEFT_PYTHON) + " -c \"import numpy as np, sys; d='" + dir.string() +
-                            "'; a = np.load(d + '/ours.npy'); b = np.load(d + '/ours1.npy'); "
-                            "sys.exit(0 if a.shape == (3, 4) and a.sum() == 66 and list(b) == [1, 2, 3] else 1)\"";
-  EXPECT_EQ(std::system(check.c_str()), 0);
+  said = test::run_python({"-c",
+                           "import numpy as np, sys; d = sys.argv[1]; a = np.load(d + '/ours.npy'); "
+                           "b = np.load(d + '/ours1.npy'); "
+                           "sys.exit(0 if a.shape == (3, 4) and a.sum() == 66 and list(b) == [1, 2, 3] else 1)",
+                           dir.string()},
+                          &status);
+  EXPECT_EQ(status, 0) << said;
   std::ofstream(dir / "bad.npy") << "not numpy";
   EXPECT_THROW(load_npy((dir / "bad.npy").string()), std::runtime_error);
 }

@@ -206,10 +206,10 @@ TEST_P(OwnTuner, MatchesPlainPytorchReference) {
   }
   const auto want_path = scratch("own_" + c.name + "_ref.safetensors");
   int status = 0;
-  auto log = test::run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/tuner_reference.py " +
-                                   parity(c.base).string() + " " + dir.string() + " " +
-                                   (parity(c.base) / "reference.safetensors").string() + " " + want_path.string(),
-                               &status);
+  auto log = test::run_parity_script("tuner_reference.py",
+                                     parity(c.base).string() + " " + dir.string() + " " +
+                                         (parity(c.base) / "reference.safetensors").string() + " " + want_path.string(),
+                                     &status);
   ASSERT_EQ(status, 0) << log;
   SafetensorsFile want(want_path.string());
   const auto mask = c.name.rfind("vpt", 0) == 0 ? at::Tensor() : mask_of(ref);

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "peft/npy.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "pyserver.h"
 
 namespace peft::test {
 
@@ -106,10 +108,33 @@ inline std::filesystem::path write_outputs(const SafetensorsFile& ref, const std
 
 inline int check_in_python(const std::filesystem::path& base, const std::string& adapter, const std::filesystem::path& outputs, std::string* log) {
   int status = 0;
-  *log = run_command(std::string(PEFT_PYTHON) + " " + PEFT_SOURCE_DIR + "/tests/parity/check_adapter.py " + base.string() + " " +
-                 adapter + " " + outputs.string(),
-             &status);
+  *log = run_python({std::string(PEFT_SOURCE_DIR) + "/tests/parity/check_adapter.py", base.string(), adapter,
+                     outputs.string()},
+                    &status);
   return status;
+}
+
+// A classifier adapter we trained, checked by HF PEFT: our logits for (input_ids,
+// attention_mask) with `adapter_dir` on `base_dir`, written into the adapter folder, must
+// equal what transformers + PEFT compute (tests/parity/check_encoder_adapter.py, <= 1e-4).
+inline void expect_classifier_adapter_matches_hf(const std::filesystem::path& base_dir,
+                                                 const std::filesystem::path& adapter_dir, const at::Tensor& input_ids,
+                                                 const at::Tensor& attention_mask) {
+  PeftModel peft(load_model(base_dir.string()));
+  peft.load_adapter(adapter_dir.string());
+  c10::NoGradGuard no_grad;
+  ModelInputs in;
+  in.input_ids = input_ids;
+  in.attention_mask = attention_mask;
+  const at::Tensor logits = peft.forward(in).logits;
+  const auto ours = adapter_dir / "ours.safetensors";
+  save_safetensors(ours.string(), {{"input_ids", input_ids.contiguous()},
+                                   {"attention_mask", attention_mask.contiguous()},
+                                   {"logits", logits.contiguous()}});
+  int status = -1;
+  const std::string said = run_parity_script(
+      "check_encoder_adapter.py", base_dir.string() + " " + adapter_dir.string() + " " + ours.string(), &status);
+  EXPECT_EQ(status, 0) << adapter_dir << "\n" << said;
 }
 
 // --- round trips of an adapter fixture (a case folder with adapter/ and reference.safetensors)
