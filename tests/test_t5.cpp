@@ -2,9 +2,12 @@
 // untied, odd sizes, more decoder than encoder layers) against transformers and HF PEFT
 // (fixtures from tests/parity/make_t5.py): logits and loss on padded batches, 32 greedy
 // tokens with the encoder-decoder cache, the parameter count, LoRA and (IA)3 adapters HF
-// PEFT made (unmerged and merged), {"input", "target"} training (one batch's loss against
-// transformers; eval loss lowered on Debian's fortunes), ours read by HF PEFT, and the CLI.
+// PEFT made (unmerged and merged), HF PEFT's prompt tuning, P-tuning and prefix tuning
+// (num_transformer_submodules 2: logits and greedy tokens), {"input", "target"} training
+// (one batch's loss against transformers; eval loss lowered on Debian's fortunes with LoRA
+// and prefix tuning), ours read by HF PEFT, and the CLI.
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -14,6 +17,7 @@
 #include <cmath>
 #include <filesystem>
 #include <set>
+#include <tuple>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -48,7 +52,28 @@ Seq2SeqInputs inputs_of(const SafetensorsFile& ref) {
   in.input_ids = ref.get("input_ids");
   in.attention_mask = ref.get("attention_mask");
   in.decoder_input_ids = ref.get("decoder_input_ids");
+  if (ref.contains("decoder_attention_mask")) in.decoder_attention_mask = ref.get("decoder_attention_mask");
   return in;
+}
+
+// The greedy tokens for `base`'s padded generation batch (gen_input_ids, gen_attention_mask)
+// equal `want`'s rows (transformers': decoder_start_token_id, then the tokens).
+void expect_greedy_tokens(Model& model, const SafetensorsFile& base, const at::Tensor& want) {
+  const auto ids = base.get("gen_input_ids"), mask = base.get("gen_attention_mask");
+  std::vector<std::vector<int64_t>> prompts(ids.size(0));
+  for (int64_t b = 0; b < ids.size(0); ++b)
+    for (int64_t t = 0; t < ids.size(1); ++t)
+      if (mask[b][t].item<int64_t>()) prompts[b].push_back(ids[b][t].item<int64_t>());
+  ASSERT_NE(prompts[0].size(), prompts[1].size());
+  GenerationConfig cfg;
+  cfg.max_new_tokens = want.size(1) - 1;
+  const auto rows = generate(model, prompts, cfg);
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    ASSERT_EQ(want[b][0].item<int64_t>(), as_seq2seq(model)->decoder_start_token_id());
+    std::vector<int64_t> w, got(rows[b].begin() + static_cast<long>(prompts[b].size()), rows[b].end());
+    for (int64_t t = 1; t < want.size(1); ++t) w.push_back(want[b][t].item<int64_t>());
+    EXPECT_EQ(got, w) << "row " << b;
+  }
 }
 
 at::Tensor logits_of(Model& model, const SafetensorsFile& ref) {
@@ -131,22 +156,8 @@ TEST_P(T5, CachedStepsEqualTheFullForward) {
 TEST_P(T5, GreedyGenerationOfAPaddedBatchMatchesTransformers) {
   const auto ref = reference(base_dir(GetParam()));
   auto model = load_model(base_dir(GetParam()).string());
-  const auto ids = ref.get("gen_input_ids"), mask = ref.get("gen_attention_mask"), want = ref.get("gen_output_ids");
-  std::vector<std::vector<int64_t>> prompts(ids.size(0));
-  for (int64_t b = 0; b < ids.size(0); ++b)
-    for (int64_t t = 0; t < ids.size(1); ++t)
-      if (mask[b][t].item<int64_t>()) prompts[b].push_back(ids[b][t].item<int64_t>());
-  ASSERT_NE(prompts[0].size(), prompts[1].size());
-  GenerationConfig cfg;
-  cfg.max_new_tokens = want.size(1) - 1;  // transformers' rows start with decoder_start_token_id
-  ASSERT_EQ(cfg.max_new_tokens, 32);
-  const auto rows = generate(*model, prompts, cfg);
-  for (int64_t b = 0; b < ids.size(0); ++b) {
-    ASSERT_EQ(want[b][0].item<int64_t>(), as_seq2seq(*model)->decoder_start_token_id());
-    std::vector<int64_t> w, got(rows[b].begin() + static_cast<long>(prompts[b].size()), rows[b].end());
-    for (int64_t t = 1; t < want.size(1); ++t) w.push_back(want[b][t].item<int64_t>());
-    EXPECT_EQ(got, w) << "row " << b;
-  }
+  ASSERT_EQ(ref.get("gen_output_ids").size(1), 33);  // decoder_start_token_id + 32 tokens
+  expect_greedy_tokens(*model, ref, ref.get("gen_output_ids"));
 }
 
 TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
@@ -211,7 +222,58 @@ TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
   EXPECT_TRUE(ia3.count("base_model.model.decoder.block.0.layer.0.SelfAttention.k.ia3_l"));
 }
 
-TEST(T5Models, ForwardWithOneSequenceAndPromptLearningAreRefusedByName) {
+// HF PEFT's soft prompts and prefixes (task_type SEQ_2_SEQ_LM, so num_transformer_submodules
+// 2): prompt tuning and P-tuning put the first n of their 2n prompts before the encoder's
+// input; prefix tuning fills the decoder's self-attention cache, extends its mask (given
+// here), and on 3 decoder layers reads HF's wrapped-around rows. p_tuning_encoder: the
+// same LSTM P-tuning from its encoder's weights (our training-time path over all 2n rows).
+TEST(T5PromptLearning, HfAdaptersMatchPeftLogitsAndGreedyTokens) {
+  for (const auto& [base_name, method] : std::vector<std::pair<std::string, std::string>>{
+           {"t5_relu", "prompt_tuning"}, {"t5_relu", "p_tuning"}, {"t5_relu", "p_tuning_encoder"},
+           {"t5_relu", "prefix_tuning"}, {"t5_v11", "prefix_tuning"}}) {
+    SCOPED_TRACE(base_name + " " + method);
+    const auto dir = base_dir(base_name) / method;
+    const auto ref = reference(dir);
+    PeftModel peft(load_model(base_dir(base_name).string()));
+    peft.load_adapter(dir.string());
+    EXPECT_EQ(peft.config("default").inference_mode, method != "p_tuning_encoder");
+    const double diff = max_diff(logits_of(peft.model(), ref), ref.get("logits"));
+    EXPECT_LE(diff, kLogitTol);
+    ASSERT_EQ(ref.get("gen_output_ids").size(1), 17);  // decoder_start_token_id + 16 tokens
+    expect_greedy_tokens(peft.model(), reference(base_dir(base_name)), ref.get("gen_output_ids"));
+    std::cerr << base_name << " " << method << ": max |logits - HF PEFT| " << diff << "\n";
+  }
+}
+
+TEST(T5PromptLearning, SubmoduleCountsThatCannotWorkAreRefusedByName) {
+  auto t5 = load_model(base_dir("t5_relu").string());
+  PeftModel peft(t5);
+  auto refused = [&](PeftModel& p, const char* config, const char* what) {
+    try {
+      p.add_adapter("x", *parse_user_adapter_config(json::parse(config), "test"));
+      ADD_FAILURE() << "accepted " << config;
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr(what));
+    }
+  };
+  refused(peft, R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2, "num_transformer_submodules": 1})",
+          "num_transformer_submodules must be 2");
+  refused(peft, R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 2, "num_layers": 3})", "num_layers is 3");
+  refused(peft, R"({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2, "num_transformer_submodules": 3})",
+          "num_transformer_submodules must be 1 or 2");
+  PeftModel llama(build_model(json::parse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 16,
+      "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+      "num_key_value_heads": 2})")));
+  refused(llama, R"({"peft_type": "P_TUNING", "num_virtual_tokens": 2, "num_transformer_submodules": 2})",
+          "num_transformer_submodules 2 is for encoder-decoder models");
+  // One submodule on T5 is HF PEFT's too: all n prompts before the encoder's input.
+  peft.add_adapter("one", *parse_user_adapter_config(
+                              json::parse(R"({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2,
+                                              "num_transformer_submodules": 1})"), "test"));
+  EXPECT_EQ(peft.adapter_state_dict("one").front().second.size(0), 2);
+}
+
+TEST(T5Models, ForwardWithOneSequenceIsRefusedByName) {
   auto model = load_model(base_dir("t5_relu").string());
   ModelInputs in;
   in.input_ids = at::ones({1, 3}, at::kLong);
@@ -292,54 +354,89 @@ TEST(T5Train, OtherFormatsAndPackingAreRefusedByName) {
   }
 }
 
-// LoRA on q, v, wo trained on fortunes (input: a line's first half, target: the rest)
-// lowers the eval loss; HF PEFT loads the trained adapter, and a LoRA made here on the
-// v1.1 model (both factors random), with our logits.
-TEST(T5Train, PeftTrainLowersEvalLossAndOurAdaptersLoadInHfPeft) {
+// `peft train` with `method` on fortunes (input: a line's first half, target: the rest):
+// the eval loss before and after, and the saved adapter, checked as HF PEFT reads it.
+struct Trained {
+  double before, after;
+  std::string adapter_dir;
+};
+Trained train_on_fortunes(const std::string& name, const char* method, int64_t steps, double lr) {
   const auto base = base_dir("t5_fortunes");
   TrainConfig c;
   c.model = base.string();
   c.train_file = (base / "train.jsonl").string();
   c.eval_file = (base / "eval.jsonl").string();
-  c.output_dir = scratch("train").string();
+  c.output_dir = scratch(name).string();
   fs::remove_all(c.output_dir);
-  c.method = json::parse(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q", "v", "wo"]})");
-  c.max_steps = 60;
+  c.method = json::parse(method);
+  c.max_steps = steps;
   c.per_device_train_batch_size = 8;
-  c.learning_rate = 3e-2;
+  c.learning_rate = lr;
   c.progress = false;
   const double before = evaluate(c, {})["eval_loss"];
   const auto r = train(c);
-  const double after = r.evals.back()["eval_loss"];
-  // A random model whose embeddings and head stay frozen: about 8.17 -> 7.07.
-  EXPECT_LT(after, before - 0.8) << "eval loss " << before << " -> " << after;
   const auto saved = json::parse(std::ifstream(fs::path(r.adapter_dir) / "adapter_config.json"));
   EXPECT_EQ(saved["task_type"], "SEQ_2_SEQ_LM");
-  PeftModel trained(load_model(base.string()));
-  trained.load_adapter(r.adapter_dir);
+  return {before, r.evals.back()["eval_loss"], r.adapter_dir};
+}
+
+// An adapter made here with random values on the v1.1 model, saved; its logits on the
+// inputs of `ref` move away from the base model's.
+fs::path fresh_adapter(const std::string& name, const char* config, bool inference_mode, at::Tensor* logits) {
+  const auto v11 = base_dir("t5_v11");
+  PeftModel fresh(load_model(v11.string()));
+  auto cfg = parse_user_adapter_config(json::parse(config), "test");
+  cfg->inference_mode = inference_mode;  // P-tuning: prompts from the encoder, saved as its output
+  fresh.add_adapter("default", *cfg, 5);
+  const auto dir = scratch(name);
+  fs::remove_all(dir);
+  fresh.save_adapter(dir.string());
+  *logits = logits_of(fresh.model(), reference(v11 / "lora"));
+  EXPECT_GT(max_diff(*logits, reference(v11).get("logits")), 1e-2) << name;  // the adapter does something
+  return dir;
+}
+
+// LoRA on q, v, wo and prefix tuning trained on fortunes lower the eval loss; HF PEFT
+// loads both, and adapters made here on the v1.1 model (LoRA with both factors random;
+// prompt tuning; LSTM P-tuning saved from its encoder over all 2n rows), with our logits.
+TEST(T5Train, PeftTrainLowersEvalLossAndOurAdaptersLoadInHfPeft) {
+  const auto base = base_dir("t5_fortunes");
   const auto ref = reference(base);
-  const auto trained_out = write_outputs(ref, logits_of(trained.model(), ref), "trained");
+  std::vector<std::array<std::string, 3>> cases;
+  std::string losses;
+  // A random model whose embeddings and head stay frozen: LoRA about 8.17 -> 7.07, prefix
+  // tuning 8.17 -> 7.66.
+  using Run = std::tuple<std::string, const char*, int64_t, double, double>;  // name, method, steps, lr, min gain
+  for (const auto& [name, method, steps, lr, gain] : std::vector<Run>{
+           {"lora", R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q", "v", "wo"]})", 60, 3e-2,
+            0.8},
+           {"prefix", R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 8})", 40, 1e-1, 0.3}}) {
+    const auto t = train_on_fortunes("train_" + name, method, steps, lr);
+    EXPECT_LT(t.after, t.before - gain) << name << " eval loss " << t.before << " -> " << t.after;
+    losses += name + " eval loss " + std::to_string(t.before) + " -> " + std::to_string(t.after) + "; ";
+    PeftModel trained(load_model(base.string()));
+    trained.load_adapter(t.adapter_dir);
+    cases.push_back({base.string(), t.adapter_dir, write_outputs(ref, logits_of(trained.model(), ref), name).string()});
+  }
+  const auto prefix_cfg = json::parse(std::ifstream(fs::path(cases.back()[1]) / "adapter_config.json"));
+  EXPECT_EQ(prefix_cfg["num_transformer_submodules"], 2);
 
   const auto v11 = base_dir("t5_v11");
   const auto v11_ref = reference(v11 / "lora");
-  PeftModel fresh(load_model(v11.string()));
-  fresh.add_adapter("default",
-                    *parse_user_adapter_config(json::parse(R"({"peft_type": "LORA", "task_type": "SEQ_2_SEQ_LM",
-                        "r": 4, "lora_alpha": 8, "init_lora_weights": false, "target_modules": ["q", "v", "wo"]})"),
-                                               "test"),
-                    5);
-  const auto fresh_dir = scratch("fresh_lora");
-  fs::remove_all(fresh_dir);
-  fresh.save_adapter(fresh_dir.string());
-  const auto fresh_logits = logits_of(fresh.model(), v11_ref);
-  EXPECT_GT(max_diff(fresh_logits, reference(v11).get("logits")), 1e-2);  // the adapter does something
+  for (const auto& [name, config, inference_mode] : std::vector<std::tuple<std::string, const char*, bool>>{
+           {"fresh_lora", R"({"peft_type": "LORA", "task_type": "SEQ_2_SEQ_LM", "r": 4, "lora_alpha": 8,
+                              "init_lora_weights": false, "target_modules": ["q", "v", "wo"]})", true},
+           {"fresh_prompt_tuning", R"({"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM",
+                                       "num_virtual_tokens": 5})", true},
+           {"fresh_p_tuning", R"({"peft_type": "P_TUNING", "task_type": "SEQ_2_SEQ_LM", "num_virtual_tokens": 3,
+                                  "encoder_reparameterization_type": "LSTM", "encoder_hidden_size": 16})", false}}) {
+    at::Tensor logits;
+    const auto dir = fresh_adapter(name, config, inference_mode, &logits);
+    cases.push_back({v11.string(), dir.string(), write_outputs(v11_ref, logits, name).string()});
+  }
   std::string log;
-  EXPECT_EQ(check_in_python({{base.string(), r.adapter_dir, trained_out.string()},
-                             {v11.string(), fresh_dir.string(), write_outputs(v11_ref, fresh_logits, "fresh").string()}},
-                            &log),
-            0)
-      << log;
-  std::cerr << "eval loss " << before << " -> " << after << "; " << log;
+  EXPECT_EQ(check_in_python(cases, &log), 0) << log;
+  std::cerr << losses << log;
 }
 
 TEST(T5Cli, InspectAndGenerate) {

@@ -23,6 +23,7 @@ struct Seq2SeqCache {
 
 struct Seq2SeqInputs {
   at::Tensor input_ids;               // encoder tokens [batch, src] int64
+  at::Tensor inputs_embeds;           // encoder input embeddings [batch, src, d_model], instead of input_ids
   at::Tensor attention_mask;          // encoder padding [batch, src], 1 = real; undefined = all real
   at::Tensor encoder_hidden_states;   // given: the encoder does not run (decoding steps)
   at::Tensor decoder_input_ids;       // [batch, tgt] int64
@@ -35,12 +36,29 @@ struct Seq2SeqOutputs {
   at::Tensor encoder_last_hidden_state;  // [batch, src, d_model]
 };
 
+// An input adapter that also works on encoder-decoder models (HF PEFT's
+// PeftModelForSeq2SeqLM): soft prompts before the encoder's input, key/value prefixes in
+// the decoder's self-attention cache. Other input adapters are refused there by name.
+class Seq2SeqInputAdapter {
+ public:
+  virtual ~Seq2SeqInputAdapter() = default;
+  // Rewrites `in` for `model` at the start of every forward_seq2seq.
+  virtual void prepare_seq2seq(Model& model, Seq2SeqInputs& in) = 0;
+};
+
 class Seq2SeqLM {
  public:
   virtual ~Seq2SeqLM() = default;
-  virtual Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in) = 0;
+  // Runs the model. With an input adapter installed (Model::input_adapter) the inputs are
+  // rewritten first; encoder_last_hidden_state then includes the encoder's virtual tokens,
+  // as HF's does, and may be passed back as encoder_hidden_states with the caller's
+  // attention_mask (the adapter extends the mask on every call).
+  Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in);
   virtual int64_t decoder_start_token_id() const = 0;
   virtual int64_t pad_token_id() const = 0;
+
+ protected:
+  virtual Seq2SeqOutputs run_seq2seq(const Seq2SeqInputs& in) = 0;
 };
 
 // The model's encoder-decoder interface, or nullptr for decoder-only and encoder models.

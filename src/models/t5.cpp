@@ -167,8 +167,8 @@ T5Stack::T5Stack(const T5Config& c, bool is_decoder) {
       register_module("final_layer_norm", std::make_shared<RMSNorm>(c.d_model, c.layer_norm_epsilon, "T5LayerNorm"));
 }
 
-at::Tensor T5Stack::encode(const at::Tensor& ids, const at::Tensor& mask) {
-  auto h = embed_tokens->forward(ids);
+at::Tensor T5Stack::encode(const at::Tensor& embeds, const at::Tensor& mask) {
+  auto h = embeds;
   const int64_t s = h.size(1);
   // Block 0's bias serves every block, as transformers passes it on.
   auto bias = (*block)[0].self_attention->SelfAttention->compute_bias(s, s, 0, h.device()).to(h.scalar_type());
@@ -216,10 +216,7 @@ void T5ForConditionalGeneration::tie_weights() {
   if (!lm_head->weight.defined() || at::equal(lm_head->weight, shared->weight)) lm_head->weight = shared->weight;
 }
 
-Seq2SeqOutputs T5ForConditionalGeneration::forward_seq2seq(const Seq2SeqInputs& in) {
-  if (input_adapter)
-    throw std::invalid_argument(type_name() + ": prompt tuning, P-tuning and prefix tuning are not supported on "
-                                "encoder-decoder models yet");
+Seq2SeqOutputs T5ForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in) {
   if (!in.decoder_input_ids.defined()) throw std::invalid_argument(type_name() + ": decoder_input_ids are required");
   for (const auto* ids : {&in.input_ids, &in.decoder_input_ids}) {
     ModelInputs check;
@@ -229,8 +226,10 @@ Seq2SeqOutputs T5ForConditionalGeneration::forward_seq2seq(const Seq2SeqInputs& 
   Seq2SeqOutputs out;
   at::Tensor enc = in.encoder_hidden_states;
   if (!enc.defined()) {
-    if (!in.input_ids.defined()) throw std::invalid_argument(type_name() + ": input_ids are required");
-    enc = encoder->encode(in.input_ids, in.attention_mask);
+    if (!in.input_ids.defined() && !in.inputs_embeds.defined())
+      throw std::invalid_argument(type_name() + ": input_ids or inputs_embeds are required");
+    enc = encoder->encode(in.inputs_embeds.defined() ? in.inputs_embeds : encoder->embed_tokens->forward(in.input_ids),
+                          in.attention_mask);
   }
   out.encoder_last_hidden_state = enc;
   auto h = decoder->decode(in, enc);
@@ -243,15 +242,6 @@ ModelOutputs T5ForConditionalGeneration::run(const ModelInputs&) {
   throw std::invalid_argument(type_name() +
                               " is an encoder-decoder model: it takes encoder and decoder inputs (forward_seq2seq), "
                               "not one token sequence");
-}
-
-Seq2SeqLM* as_seq2seq(Model& model) { return dynamic_cast<Seq2SeqLM*>(&model); }
-
-at::Tensor shift_right(const at::Tensor& labels, int64_t decoder_start, int64_t pad) {
-  auto shifted = at::zeros_like(labels);
-  shifted.narrow(1, 1, labels.size(1) - 1).copy_(labels.narrow(1, 0, labels.size(1) - 1));
-  shifted.select(1, 0).fill_(decoder_start);
-  return shifted.masked_fill_(shifted == -100, pad);
 }
 
 }  // namespace peft

@@ -87,8 +87,8 @@ class T5Stack : public Module {
  public:
   T5Stack(const T5Config& c, bool is_decoder);
   std::string type_name() const override { return "T5Stack"; }
-  // The encoder: [b, src, d_model] for ids and padding mask.
-  at::Tensor encode(const at::Tensor& ids, const at::Tensor& mask);
+  // The encoder: [b, src, d_model] for input embeddings and padding mask.
+  at::Tensor encode(const at::Tensor& embeds, const at::Tensor& mask);
   // The decoder over decoder ids, attending to encoder_states under encoder_mask.
   at::Tensor decode(const Seq2SeqInputs& in, const at::Tensor& encoder_states);
   std::shared_ptr<Embedding> embed_tokens;  // tied to T5ForConditionalGeneration::shared
@@ -112,7 +112,6 @@ class T5ForConditionalGeneration : public Model, public Seq2SeqLM {
   // No output_layer(): the decoder output may be rescaled before lm_head, so a caller must
   // take logits from forward_seq2seq.
 
-  Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in) override;
   int64_t decoder_start_token_id() const override { return cfg_.decoder_start_token_id; }
   int64_t pad_token_id() const override { return cfg_.pad_token_id; }
   const T5Config& t5_config() const { return cfg_; }
@@ -123,6 +122,7 @@ class T5ForConditionalGeneration : public Model, public Seq2SeqLM {
 
  protected:
   ModelOutputs run(const ModelInputs& in) override;
+  Seq2SeqOutputs run_seq2seq(const Seq2SeqInputs& in) override;
 
  private:
   T5Config cfg_;

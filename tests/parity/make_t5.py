@@ -17,6 +17,11 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
   unmerged logits and the logits after merge_and_unload.
+  OUT_DIR/t5_relu/{prompt_tuning,p_tuning,prefix_tuning}, OUT_DIR/t5_v11/prefix_tuning:
+  HF PEFT's soft prompts and prefixes (task_type SEQ_2_SEQ_LM: num_transformer_submodules
+  2), random values, with reference.safetensors: the inputs (prefix tuning: and a decoder
+  attention mask), logits, gen_output_ids (decoder_start + 16 greedy tokens of
+  PeftModel.generate on gen_input_ids); p_tuning_encoder/ adds the LSTM encoder's weights.
   OUT_DIR/t5_fortunes/: a v1.1-style model over the t5_unigram tokenizer of
   tests/parity/make_tokenizers.py (trained here on Debian's fortunes; tokenizer.json beside
   the model), train.jsonl / eval.jsonl of {"input": first half of a fortune line's words,
@@ -171,6 +176,79 @@ def make_adapter(case_dir, ref, name, peft_config, perturb):
     return effect
 
 
+PROMPT_GEN_NEW = 16
+
+
+def peft_greedy(model, ids, mask):
+    """PeftModelForSeq2SeqLM.generate, greedy, PROMPT_GEN_NEW tokens; and the smallest top-2 margin."""
+    gc = model.get_base_model().generation_config
+    for k in ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation"):
+        setattr(gc, k, None)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PROMPT_GEN_NEW,
+                             min_new_tokens=PROMPT_GEN_NEW, do_sample=False, num_beams=1, eos_token_id=None,
+                             pad_token_id=0, decoder_start_token_id=0, output_scores=True,
+                             return_dict_in_generate=True)
+    margin = min(float(torch.topk(sc.float(), 2).values.diff().abs().min()) for sc in out.scores)
+    return out.sequences.contiguous(), margin
+
+
+def make_prompt_adapter(case_dir, ref, name, peft_config, decoder_mask=False, encoder_weights=False):
+    """Prompt tuning, P-tuning, prefix tuning by HF PEFT (task_type SEQ_2_SEQ_LM, so
+    num_transformer_submodules 2) with random values: the padded batch's logits (with a
+    decoder attention mask when asked) and PROMPT_GEN_NEW greedy tokens. encoder_weights:
+    a copy NAME_encoder/ also holds the prompt encoder's own weights under our
+    prompt_encoder.safetensors, so the C++ side recomputes the prompts from them."""
+    from peft import PeftModel, get_peft_model
+    base = AutoModelForSeq2SeqLM.from_pretrained(case_dir, dtype=torch.float32).eval()
+    torch.manual_seed(7)
+    model = get_peft_model(base, peft_config).eval()
+    assert model.peft_config["default"].num_transformer_submodules == 2
+    inputs = dict(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"],
+                  decoder_input_ids=ref["decoder_input_ids"])
+    if decoder_mask:
+        inputs["decoder_attention_mask"] = (ref["labels"] != -100).to(torch.int64)
+    with torch.no_grad():
+        logits = model(**inputs).logits.float().contiguous()
+    effect = (logits - ref["logits"]).abs().max().item()
+    assert effect > MIN_EFFECT, effect
+    seq, margin = peft_greedy(model, ref["gen_input_ids"], ref["gen_attention_mask"])
+    assert margin > MIN_MARGIN / 10, margin
+    out = os.path.join(case_dir, name)
+    model.save_pretrained(out, safe_serialization=True)
+    reloaded = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(case_dir, dtype=torch.float32), out)
+    with torch.no_grad():
+        assert (reloaded.eval()(**inputs).logits - logits).abs().max().item() < 1e-5
+    save_file(dict(inputs, logits=logits, gen_output_ids=seq), os.path.join(out, "reference.safetensors"))
+    if encoder_weights:
+        copy = out + "_encoder"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(out, copy)
+        weights = {k: v.detach().contiguous() for k, v in model.prompt_encoder["default"].state_dict().items()}
+        save_file(weights, os.path.join(copy, "prompt_encoder.safetensors"))
+    return effect, margin
+
+
+def make_prompt_learning(out_dir):
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig
+    for case, name, config, kwargs in (
+            ("t5_relu", "prompt_tuning", PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4), {}),
+            ("t5_relu", "p_tuning",
+             PromptEncoderConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, encoder_hidden_size=16,
+                                 encoder_reparameterization_type="LSTM"), dict(encoder_weights=True)),
+            # 3 decoder layers: HF PEFT's grouping of the key/value rows wraps around (see
+            # PrefixEncoder::prepare_seq2seq); num_heads * d_kv = 36 is not d_model = 40
+            ("t5_v11", "prefix_tuning",
+             PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_layers=3, token_dim=36,
+                                num_attention_heads=3), dict(decoder_mask=True)),
+            ("t5_relu", "prefix_tuning",
+             PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=5), dict(decoder_mask=True))):
+        case_dir = os.path.join(out_dir, case)
+        effect, margin = make_prompt_adapter(case_dir, load_file(os.path.join(case_dir, "reference.safetensors")),
+                                             name, config, **kwargs)
+        print(f"{case} {name}: moves logits {effect:.3g}, greedy margin {margin:.3g}")
+
+
 FORTUNE_ROWS, FORTUNE_EVAL, BATCH = 240, 40, 4
 
 
@@ -225,7 +303,7 @@ def make_fortunes(case_dir):
 
 def make(out_dir):
     from peft import IA3Config, LoraConfig
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # ctest runs two tests at a time on two cores
     for name, cfg_factory, untie, seed in CASES:
         case_dir = os.path.join(out_dir, name)
         shutil.rmtree(case_dir, ignore_errors=True)
@@ -236,13 +314,14 @@ def make(out_dir):
                                        init_lora_weights=False), "lora_B")
         ia3 = make_adapter(case_dir, ref, "ia3", IA3Config(task_type="SEQ_2_SEQ_LM"), "ia3_l")
         print(f"{name}: greedy margin {margin:.3g}; LoRA moves logits {lora:.3g}, (IA)3 {ia3:.3g}")
+    make_prompt_learning(out_dir)
     make_fortunes(os.path.join(out_dir, "t5_fortunes"))
 
 
 def check(base_dir, adapter_dir, outputs, tol):
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # ctest runs two tests at a time on two cores
     model = AutoModelForSeq2SeqLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     if adapter_dir != "-":
         model = PeftModel.from_pretrained(model, adapter_dir).eval()

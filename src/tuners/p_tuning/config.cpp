@@ -49,15 +49,18 @@ ojson PromptEncoderConfig::to_json() const {
 
 std::shared_ptr<InputAdapter> PromptEncoderConfig::make_input_adapter(Model& model, at::Generator& gen) const {
   check_token_dim(*this, model);
-  const int64_t n = num_virtual_tokens;
+  check_submodules(*this, model);
+  // HF's encoder runs over the virtual tokens of every transformer submodule (2n on
+  // encoder-decoder models; the LSTM reads all of them), the encoder's input gets the first n.
+  const int64_t v = num_virtual_tokens, n = v * num_transformer_submodules;
   const auto opts = at::TensorOptions(at::kFloat);
   std::shared_ptr<SoftPrompt> a;
   if (inference_mode) {
-    a = std::make_shared<SoftPrompt>(n, token_dim);
+    a = std::make_shared<SoftPrompt>(v, token_dim, "prompt_embeddings", n);
   } else {
     const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
-    auto enc = std::make_shared<PromptEncoder>(n, token_dim, hidden, encoder_reparameterization_type == "LSTM",
-                                               encoder_num_layers, encoder_dropout);
+    auto enc = std::make_shared<PromptEncoder>(v, token_dim, hidden, encoder_reparameterization_type == "LSTM",
+                                               encoder_num_layers, encoder_dropout, n);
     // torch's defaults: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Linear and LSTM.
     for (auto* list : {&enc->mlp, &enc->lstm})
       for (size_t i = 0; i < list->size(); ++i) {

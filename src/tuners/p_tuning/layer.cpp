@@ -4,8 +4,9 @@
 
 namespace peft {
 
-PromptEncoder::PromptEncoder(int64_t n_, int64_t dim_, int64_t hidden, bool use_lstm_, int64_t layers, double drop)
-    : SoftPrompt(n_, dim_, "embedding.weight"), use_lstm(use_lstm_), lstm_layers(layers), dropout(drop) {
+PromptEncoder::PromptEncoder(int64_t n_, int64_t dim_, int64_t hidden, bool use_lstm_, int64_t layers, double drop,
+                             int64_t rows_)
+    : SoftPrompt(n_, dim_, "embedding.weight", rows_), use_lstm(use_lstm_), lstm_layers(layers), dropout(drop) {
   // HF's parameter names and shapes; the tensors are created before any is registered so
   // that the slot pointers into the vectors stay valid.
   std::vector<std::pair<std::string, std::vector<int64_t>>> mlp_shapes, lstm_shapes;

@@ -12,7 +12,9 @@ namespace peft {
 // (mlp_head.{0,2,4}, lstm_head.*_l{k}[_reverse]).
 class PromptEncoder : public SoftPrompt {
  public:
-  PromptEncoder(int64_t n, int64_t dim, int64_t hidden, bool lstm, int64_t lstm_layers, double dropout);
+  // `rows`: the embedding's rows, n times the transformer submodules (0: n).
+  PromptEncoder(int64_t n, int64_t dim, int64_t hidden, bool lstm, int64_t lstm_layers, double dropout,
+                int64_t rows = 0);
   std::string type_name() const override { return "PromptEncoder"; }
   at::Tensor prompts() override;
 

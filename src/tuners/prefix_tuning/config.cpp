@@ -22,23 +22,35 @@ const ojson& prefix_defaults() {
   return j;
 }
 // The model's attention: key/value heads and head size (kv heads = heads without GQA).
+// T5: num_heads of d_kv each.
 std::pair<int64_t, int64_t> kv_heads_and_head_dim(const Model& model) {
-  const int64_t heads = model_int(model, {"num_attention_heads", "n_head"});
+  const int64_t heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
+  if (heads <= 0)
+    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + "'s config.json has no head count");
   const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
-  const int64_t hd = model_int(model, {"head_dim"}) > 0 ? model_int(model, {"head_dim"})
-                                                        : model_int(model, {"hidden_size", "n_embd"}) / heads;
+  const int64_t hd = model_int(model, {"head_dim", "d_kv"}) > 0 ? model_int(model, {"head_dim", "d_kv"})
+                                                                : model_int(model, {"hidden_size", "n_embd"}) / heads;
   return {kv, hd};
 }
 
 }  // namespace
 
 void PrefixTuningConfig::resolve(const Model& model) {
+  // Sizes a file or the code gave are kept.
+  auto given = [&](const char* key, int64_t value) {
+    return source.is_object() ? !unset_in_source(*this, key) : value > 0;
+  };
+  const bool dim_given = given("token_dim", token_dim), layers_given = given("num_layers", num_layers);
   PromptLearningConfig::resolve(model);
-  if (model_int(model, {"num_key_value_heads"}) > 0 && source.value("token_dim", ojson()).is_null()) {
+  // GQA, and T5 (whose num_heads * d_kv need not be d_model; HF PEFT's d_model fails there).
+  if (model_int(model, {"num_key_value_heads", "d_kv"}) > 0 && !dim_given) {
     const auto [kv, head_dim] = kv_heads_and_head_dim(model);
     token_dim = head_dim * kv;
     num_attention_heads = kv;
   }
+  // Encoder-decoder: the decoder's layers take the prefixes. HF PEFT reads num_layers (the
+  // encoder's), which fails when the decoder has more.
+  if (model.config().value("is_encoder_decoder", false) && !layers_given) num_layers = model.num_cache_layers();
 }
 
 PrefixTuningConfig PrefixTuningConfig::from_json(const ojson& j, const std::string& where,
@@ -64,6 +76,12 @@ ojson PrefixTuningConfig::to_json() const {
 std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
   if (model.num_cache_layers() == 0)
     throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + " takes no key/value prefixes (no KV cache)");
+  check_submodules(*this, model);
+  // HF PEFT hands an encoder-decoder model one submodule's prefixes as a decoder-only cache,
+  // which T5's cross-attention would append the encoder's keys to.
+  if (num_transformer_submodules == 1 && as_seq2seq(model))
+    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() +
+                                " is an encoder-decoder model; num_transformer_submodules must be 2");
   if (token_dim % num_attention_heads != 0)
     throw std::invalid_argument("PREFIX_TUNING: token_dim " + std::to_string(token_dim) +
                                 " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
@@ -76,6 +94,7 @@ std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& mode
   const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
   auto a = std::make_shared<PrefixEncoder>(num_virtual_tokens, num_layers, num_attention_heads, head_dim, projection,
                                            token_dim, hidden);
+  a->submodules = num_transformer_submodules;
   const auto opts = at::TensorOptions(at::kFloat);
   a->embedding = init_weights == "zero" && !projection ? at::zeros(a->embedding.sizes(), opts)
                                                        : at::randn(a->embedding.sizes(), gen, opts);

@@ -59,4 +59,34 @@ int64_t PrefixEncoder::prepare(Model& model, ModelInputs& in) {
   return 0;
 }
 
+// HF PEFT 0.21's get_prompt for num_transformer_submodules 2: the [n, 2 * layers] key and
+// value rows are concatenated with themselves along that axis and cut into 4-row groups,
+// one per layer: (self key, self value, cross key, cross value), so layer l reads rows
+// 4l, 4l+1 modulo 2 * layers (not its own 2l, 2l+1). The EncoderDecoderCache it builds then
+// gets an empty cross-attention cache (the encoder output is not prefixed), so only the
+// self-attention rows take effect. The decoder's attention mask gets n ones in front.
+void PrefixEncoder::prepare_seq2seq(Model& model, Seq2SeqInputs& in) {
+  if (model.num_cache_layers() != layers)
+    throw std::invalid_argument("prefix tuning: the adapter has " + std::to_string(layers) + " layers, " +
+                                model.type_name() + " has " + std::to_string(model.num_cache_layers()) +
+                                " decoder layers");
+  if (!in.cache) {
+    seq2seq_scratch_ = Seq2SeqCache{};
+    in.cache = &seq2seq_scratch_;
+  }
+  if (in.cache->length() == 0) {
+    const int64_t b = in.decoder_input_ids.size(0), rows = 2 * layers, group = 2 * submodules;
+    auto kv = past().to(model.dtype()).view({1, n, rows, heads, head_dim}).expand({b, n, rows, heads, head_dim});
+    kv = kv.permute({2, 0, 3, 1, 4});  // [2 * layers, b, heads, n, head_dim]
+    auto& self = in.cache->self_attn;
+    self.keys.resize(layers);
+    self.values.resize(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      self.keys[l] = kv[(group * l) % rows];
+      self.values[l] = kv[(group * l + 1) % rows];
+    }
+  }
+  if (in.decoder_attention_mask.defined()) in.decoder_attention_mask = prepend_ones(in.decoder_attention_mask, n);
+}
+
 }  // namespace peft

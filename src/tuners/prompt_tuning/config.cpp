@@ -51,9 +51,11 @@ ojson PromptTuningConfig::to_json() const {
 
 std::shared_ptr<InputAdapter> PromptTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
   check_token_dim(*this, model);
-  auto a = std::make_shared<SoftPrompt>(num_virtual_tokens, token_dim);
+  check_submodules(*this, model);
+  // HF's rows: the virtual tokens of every transformer submodule (encoder-decoder: 2n).
+  const int64_t n = num_virtual_tokens * num_transformer_submodules;
+  auto a = std::make_shared<SoftPrompt>(num_virtual_tokens, token_dim, "prompt_embeddings", n);
   Embedding* emb = model.input_embeddings();
-  const int64_t n = num_virtual_tokens;
   if (prompt_tuning_init == "RANDOM") {
     a->embedding = at::randn({n, token_dim}, gen, at::TensorOptions(at::kFloat));  // nn.Embedding's init
   } else {
