@@ -91,6 +91,7 @@ at::Tensor activation(const std::string& name, const at::Tensor& x) {
   if (name == "silu" || name == "swish") return at::silu(x);
   if (name == "relu") return at::relu(x);
   if (name == "tanh") return at::tanh(x);
+  if (name == "quick_gelu") return x * at::sigmoid(1.702 * x);  // CLIP: transformers' QuickGELUActivation
   check_activation(name);
   return x;
 }

@@ -209,7 +209,8 @@ ViTConfig ViTConfig::from_json(const nlohmann::json& j, const std::string& where
 }
 
 void check_activation(const std::string& name) {
-  static const char* known[] = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "relu", "tanh"};
+  static const char* known[] = {"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "relu", "tanh",
+                                "quick_gelu"};
   for (const char* k : known)
     if (name == k) return;
   throw std::runtime_error("unsupported activation function '" + name + "'");

@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "models/bert.h"
+#include "models/clip.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/llama.h"
@@ -53,6 +54,11 @@ const std::map<std::string, Factory>& factories() {
       {"ViTModel", [](auto& j, auto& w) { return std::make_shared<ViTModel>(j, w); }},
       {"ViTForImageClassification",
        [](auto& j, auto& w) { return std::make_shared<ViTForImageClassification>(j, w); }},
+      {"CLIPModel", [](auto& j, auto& w) { return std::make_shared<ClipModel>(j, w); }},
+      {"CLIPTextModelWithProjection",
+       [](auto& j, auto& w) { return std::make_shared<ClipTextModelWithProjection>(j, w); }},
+      {"CLIPVisionModelWithProjection",
+       [](auto& j, auto& w) { return std::make_shared<ClipVisionModelWithProjection>(j, w); }},
       {"T5ForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w); }},
   };
@@ -66,6 +72,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
+    {"clip", "CLIPModel"},
     {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
 };
 }  // namespace

@@ -358,6 +358,21 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
     out.pixel_values = at::stack(px);
     out.labels = at::tensor(labels, at::kLong);
     out.num_items = static_cast<int64_t>(xs.size());
+    if (!xs.front()->input_ids.empty()) {
+      // Image-text pairs (CLIP): the texts right-padded; image i belongs to text i.
+      size_t len = 0;
+      for (const auto* e : xs) len = std::max(len, e->input_ids.size());
+      const auto b = static_cast<int64_t>(xs.size()), s = static_cast<int64_t>(len);
+      out.input_ids = at::full({b, s}, pad_id, at::kLong);
+      out.attention_mask = at::zeros({b, s}, at::kLong);
+      for (int64_t i = 0; i < b; ++i) {
+        const auto& ids = xs[i]->input_ids;
+        const auto n = static_cast<int64_t>(ids.size());
+        out.input_ids[i].narrow(0, 0, n).copy_(at::tensor(ids, at::kLong));
+        out.attention_mask[i].narrow(0, 0, n).fill_(1);
+      }
+      out.labels = at::arange(b, at::kLong);
+    }
     return out;
   }
   if (!xs.empty() && xs.front()->seq2seq) return collate_seq2seq(xs, pad_id);

@@ -43,6 +43,7 @@ struct DataOptions {
   bool label_all_tokens = false;
   std::string model_dir;                 // image files: preprocessed by its preprocessor_config.json
   bool seq2seq = false;                  // encoder-decoder models (T5): {"input", "target"} lines
+  bool contrastive = false;              // CLIP: {"image", "text"} pairs (train/image_data.h)
 };
 
 // transformers' problem_type of a *ForSequenceClassification: config.json's "problem_type"
@@ -79,7 +80,7 @@ struct Batch {
   // Regression / multi-label classification: float targets [b, num_labels], instead of labels.
   at::Tensor targets;
   at::Tensor position_ids;  // packed or flattened rows; then the model gets no attention_mask
-  at::Tensor pixel_values;                       // images instead of ids
+  at::Tensor pixel_values;                       // images instead of ids (CLIP: with ids, labels = 0..b-1)
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 

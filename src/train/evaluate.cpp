@@ -6,6 +6,7 @@
 #include <cmath>
 #include <optional>
 
+#include "peft/clip.h"
 #include "peft/seq2seq.h"
 #include "train/lm_loss.h"
 #include "train/precision.h"
@@ -19,6 +20,18 @@ namespace peft {
 
 BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causal, bool checkpoint_layers) {
   if (as_seq2seq(peft.model())) return {seq2seq_loss_sum(peft, b, dev, checkpoint_layers), {}};
+  if (auto* clip = as_contrastive(peft.model())) {
+    // CLIP's loss is the batch's (symmetric InfoNCE); times the batch size, since the
+    // trainer divides by num_items. logits: logits_per_image, whose label is the row.
+    ModelInputs in;
+    in.input_ids = b.input_ids.to(dev);
+    in.attention_mask = b.attention_mask.to(dev);
+    in.pixel_values = b.pixel_values.to(dev);
+    in.checkpoint_layers = checkpoint_layers;
+    const auto out = clip->forward_contrastive(in);
+    return {clip_loss(out.logits_per_text.to(at::kFloat)) * static_cast<double>(b.num_items),
+            out.logits_per_image.to(at::kFloat)};
+  }
   ModelInputs in;
   in.checkpoint_layers = checkpoint_layers;
   if (b.pixel_values.defined()) {

@@ -138,4 +138,42 @@ std::vector<Example> load_image_jsonl(const std::string& path, const DataOptions
   return out;
 }
 
+std::vector<Example> load_image_text_jsonl(const std::string& path, const DataOptions& o) {
+  if (!o.tokenizer) throw std::runtime_error(path + ": {\"image\", \"text\"} pairs need the model's tokenizer.json");
+  const auto proc = read_image_processor_config(o.model_dir);
+  const fs::path base = fs::path(path).parent_path();
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::vector<Example> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = "line " + std::to_string(n) + " of " + path;
+    const auto j = parse_json(line, where);
+    if (!j.is_object() || !j.contains("image") || !j.contains("text"))
+      throw std::runtime_error(where + ": expected {\"image\": path, \"text\": \"...\"}");
+    const fs::path image = strict_get<std::string>(j["image"], where + ": \"image\"");
+    const auto text = strict_get<std::string>(j["text"], where + ": \"text\"");
+    const std::string file = (image.is_absolute() ? image : base / image).string();
+    try {
+      out.push_back(make_example(file, -1, proc));
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(where + ": " + e.what());
+    }
+    auto ids = o.tokenizer->encode(text).ids;
+    // As the tokenizer truncates: the text is cut, its last (end-of-text) token kept, since
+    // the text tower pools there.
+    if (static_cast<int64_t>(ids.size()) > o.max_length) {
+      const int64_t last = ids.back();
+      ids.resize(static_cast<size_t>(o.max_length));
+      ids.back() = last;
+    }
+    if (ids.empty()) throw std::runtime_error(where + ": the text tokenizes to nothing");
+    out.back().input_ids = std::move(ids);
+  }
+  if (out.empty()) throw std::runtime_error(path + ": no examples");
+  check_shapes(out, path);
+  return out;
+}
+
 }  // namespace peft

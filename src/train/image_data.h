@@ -17,6 +17,9 @@ namespace peft {
 
 std::vector<Example> load_image_folder(const std::string& dir, const DataOptions& o);
 std::vector<Example> load_image_jsonl(const std::string& path, const DataOptions& o);
+// Contrastive (CLIP) pairs: JSONL of {"image": "path", "text": "..."}; the text tokenized
+// (truncated to max_length), the image preprocessed; paths as load_image_jsonl's.
+std::vector<Example> load_image_text_jsonl(const std::string& path, const DataOptions& o);
 // True if the file's first non-blank line is a JSON object with an "image" key.
 bool is_image_jsonl(const std::string& path);
 // A hash of every file under `dir` (relative names and contents), for the run's fingerprint.

@@ -4,6 +4,7 @@
 
 #include "models/model_config.h"  // num_labels_of
 #include "models/seq_cls_head.h"  // classifier_pad_id
+#include "peft/clip.h"
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
 #include "train/image_data.h"
@@ -58,7 +59,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   const TaskKind task = s.model->task();
   if (task == TaskKind::kCausalLM) s.causal = true;
   else if (task == TaskKind::kSequenceClassification || task == TaskKind::kImageClassification ||
-           task == TaskKind::kTokenClassification)
+           task == TaskKind::kTokenClassification || as_contrastive(*s.model))
     s.causal = false;
   else throw std::runtime_error(s.model->type_name() + ": training supports causal LMs and sequence/token/image classifiers");
   const std::string tok_dir = cfg.tokenizer.empty() ? cfg.model : cfg.tokenizer;
@@ -74,13 +75,18 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   if (fresh_adapter && adapters.empty() && cfg.composition.is_null()) {
     nlohmann::ordered_json m = cfg.method;
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";
-    if (!m.contains("task_type") && task != TaskKind::kImageClassification)
+    if (!m.contains("task_type") && task != TaskKind::kImageClassification && !as_contrastive(*s.model))
       m["task_type"] = s.causal ? (as_seq2seq(*s.model) ? "SEQ_2_SEQ_LM" : "CAUSAL_LM") : task == TaskKind::kTokenClassification ? "TOKEN_CLS" : "SEQ_CLS";
     auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
     s.peft->add_adapter("default", *method, cfg.seed);
   }
   report_new_heads(*s.model, s.peft.get());
+  if (as_contrastive(*s.model))  // the contrastive forward runs the towers directly: no input adapters
+    for (const auto& name : s.peft->active_adapters())
+      if (s.peft->input_adapter(name))
+        throw std::runtime_error(s.peft->config(name).peft_type() + " is not supported on " + s.model->type_name() +
+                                 " (contrastive training takes layer adapters: LoRA, CLIP_ADAPTER, ...)");
   if (cfg.packing || cfg.padding_free) {
     const char* what = cfg.packing ? "packing" : "padding_free";
     if (!s.causal) throw std::runtime_error(std::string(what) + " is for causal LMs; " + cfg.model + " is a classifier");
@@ -116,12 +122,22 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
     o.problem_type = problem_type_of(s.model->config(), o.num_labels, false);
   if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
   o.model_dir = cfg.model;
+  if (as_contrastive(*s.model)) {  // CLIP: {"image", "text"} pairs, texts within the position embeddings
+    o.contrastive = true;
+    o.num_labels = 0;
+    o.max_length = std::min(o.max_length, s.model->max_positions());
+  }
   return o;
 }
 
 std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
   if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0)
     return load_image_examples(file, labels, o.num_labels);
+  if (o.contrastive) {
+    if (!is_image_jsonl(file))
+      throw std::runtime_error(file + ": contrastive (CLIP) training reads JSONL of {\"image\": path, \"text\": \"...\"}");
+    return load_image_text_jsonl(file, o);
+  }
   if (std::filesystem::is_directory(file)) return load_image_folder(file, o);
   if (is_image_jsonl(file)) return load_image_jsonl(file, o);
   return load_examples(file, o);

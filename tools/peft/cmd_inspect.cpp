@@ -1,6 +1,7 @@
 // peft inspect MODEL_DIR: what a model folder holds.
 #include <ATen/ATen.h>
 
+#include "peft/clip.h"
 #include "peft/seq2seq.h"
 #include "util/format.h"
 #include "io/yaml_json.h"
@@ -23,8 +24,9 @@ namespace {
 // What `method` (adapter_config.json fields, inline or a file) would train on the model:
 // HF PEFT's trainable-parameter line and the modules it touches.
 void inspect_method(std::shared_ptr<Model> model, const std::string& method) {
-  nlohmann::ordered_json j = std::filesystem::exists(method) ? read_config_file(method)
-                                                              : parse_ordered_json(method, "--method");
+  std::error_code not_a_path;  // inline JSON longer than a file name may be
+  nlohmann::ordered_json j = std::filesystem::exists(method, not_a_path) ? read_config_file(method)
+                                                                         : parse_ordered_json(method, "--method");
   if (!j.is_object()) throw std::runtime_error("--method: expected a JSON object of adapter settings");
   if (!j.contains("peft_type")) j["peft_type"] = "LORA";
   auto cfg = parse_user_adapter_config(j, "--method");
@@ -75,7 +77,9 @@ void inspect(const ModelArgs& args, const std::string& method) {
   auto model = args.load();
   if (!method.empty()) return inspect_method(model, method);
   std::cout << "architecture: " << model->type_name() << "\n"
-            << "task:         " << (as_seq2seq(*model) ? "seq2seq-lm" : task_kind_name(model->task())) << "\n";
+            << "task:         " << (as_seq2seq(*model)       ? "seq2seq-lm"
+                               : as_contrastive(*model) ? "contrastive-image-text"
+                                                        : task_kind_name(model->task())) << "\n";
   // Group parameters by the class of the module that owns them, and by dtype.
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> groups;  // -> (tensors, elements)
   for (const auto& [name, t] : model->named_parameters()) {

@@ -23,7 +23,9 @@ void register_train(CLI::App& app) {
   for (const auto& [k, v] : defaults.items())
     keys += "  " + k + " = " + (v.is_string() && v.get<std::string>().empty() ? "\"\"" : v.dump()) + "\n";
   cmd->footer(keys + "\nExample: peft train model=SmolLM2-135M-Instruct.Q4_1.gguf train_file=chat.jsonl "
-                     "output_dir=out 'method={\"r\": 16, \"target_modules\": \"all-linear\"}' num_train_epochs=1");
+                     "output_dir=out 'method={\"r\": 16, \"target_modules\": \"all-linear\"}' num_train_epochs=1"
+                     "\nCLIP on {\"image\", \"text\"} pairs: peft train model=clip-vit-base-patch32 "
+                     "train_file=pairs.jsonl 'method={\"target_modules\": [\"q_proj\", \"v_proj\"]}'");
   auto cfg_path = std::make_shared<std::string>();
   auto overrides = std::make_shared<std::vector<std::string>>();
   auto resume = std::make_shared<bool>(false);
