@@ -51,6 +51,10 @@ METHODS = [
     ("VPT deep, 10 tokens (+ head)", "vit-base-86M", {"peft_type": "VPT", "num_virtual_tokens": 10, "deep": True}),
     ("LoRA r=8 q,v (+ head)", "vit-base-86M",
      {"peft_type": "LORA", "r": 8, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["classifier"]}),
+    ("trainable tokens, 100 (wte, tied lm_head)", "gpt2-124M",
+     {"peft_type": "TRAINABLE_TOKENS", "token_indices": list(range(50157, 50257))}),
+    ("LoRA r=8 (c_attn) + 100 trainable tokens", "gpt2-124M",
+     {"peft_type": "LORA", "r": 8, "target_modules": ["c_attn"], "trainable_token_indices": list(range(50157, 50257))}),
 ]
 
 HF_CONFIGS = {
@@ -60,6 +64,7 @@ HF_CONFIGS = {
     "P_TUNING": peft.PromptEncoderConfig,
     "PREFIX_TUNING": peft.PrefixTuningConfig,
     "LN_TUNING": peft.LNTuningConfig,
+    "TRAINABLE_TOKENS": peft.TrainableTokensConfig,
 }
 
 LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")

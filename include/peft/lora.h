@@ -15,6 +15,8 @@
 
 namespace peft {
 
+struct TokenPlan;  // src/tuners/trainable_tokens/plan.h
+
 struct LoraConfig : AdapterConfig {
   int64_t r = 8;
   double lora_alpha = 8;
@@ -32,6 +34,11 @@ struct LoraConfig : AdapterConfig {
   // ".<entry>" suffix) of parameters of ParamAdaptableLayers (stacked expert weights),
   // each adapted by a LoraParamWrapper.
   std::optional<std::vector<std::string>> target_parameters;
+  // HF PEFT's trainable_token_indices: null, a list of token ids (rows of the input
+  // embedding) or {module name: list}; those rows train beside LoRA, the layers tied to
+  // the embedding following them (include/peft/trainable_tokens.h).
+  nlohmann::ordered_json trainable_token_indices;
+  bool ensure_weight_tying = false;
 
   // Parses adapter_config.json content; `where` names the file in errors. Keys we do not
   // know are kept and reported in `unknown_keys` (HF PEFT warns about them too). Without
@@ -57,6 +64,13 @@ struct LoraConfig : AdapterConfig {
   int64_t rank_for(const std::string& module) const;
   double alpha_for(const std::string& module) const;
   double scaling_for(const std::string& module) const;
+
+ private:
+  // trainable_token_indices' layers appended to `out` (refused where LoRA targets them too).
+  void add_token_targets(Model& model, NamedModules& out) const;
+  // Which layers get token rows, made by layer_targets for one add_adapter (configs are
+  // cloned per adapter) and read by make_layer_adapter (tied layers share rows).
+  mutable std::shared_ptr<TokenPlan> token_plan_;
 };
 
 // LoRA on a layer computing x -> x W^T with W [out, in] (Linear, GPT-2's Conv1D with

@@ -10,6 +10,7 @@
 #include "peft/lora.h"
 #include "tuners/config_fields.h"
 #include "tuners/target_match.h"
+#include "tuners/trainable_tokens/plan.h"
 #include "util/regex.h"
 #include "util/suggest.h"
 
@@ -40,7 +41,7 @@ const ojson& lora_defaults() {
 const char* kUnsupportedUnlessDefault[] = {
     "alora_invocation_tokens", "arrow_config", "corda_config", "eva_config", "layer_replication",
     "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
-    "trainable_token_indices", "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
+    "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
 // HF PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for our models: the
 // targets when a config names none.
@@ -108,6 +109,13 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   }
   for (const auto& [k, _] : c.rank_pattern) Regex check(k);
   for (const auto& [k, _] : c.alpha_pattern) Regex check(k);
+  c.trainable_token_indices = f.value("trainable_token_indices");
+  try {
+    check_token_indices_spec(c.trainable_token_indices, "'trainable_token_indices'");
+  } catch (const std::invalid_argument& e) {
+    f.fail(e.what());
+  }
+  c.ensure_weight_tying = f.get<bool>("ensure_weight_tying");
   return c;
 }
 
@@ -130,6 +138,8 @@ ojson LoraConfig::to_json() const {
   fields["alpha_pattern"] = ap;
   if (lora_fa) fields["lora_fa"] = true;
   if (target_parameters) fields["target_parameters"] = *target_parameters;
+  fields["trainable_token_indices"] = trainable_token_indices;
+  fields["ensure_weight_tying"] = ensure_weight_tying;
   ojson j = config_json(*this, lora_defaults(), fields);
   if (!lora_fa) j.erase("lora_fa");
   return j;
@@ -213,12 +223,24 @@ void refuse_v4_moe_targets(const Model& model, const TargetSpec& targets) {
 }
 }  // namespace
 
+void LoraConfig::add_token_targets(Model& model, NamedModules& out) const {
+  token_plan_.reset();
+  if (trainable_token_indices.is_null()) return;
+  token_plan_ = plan_token_indices(model, trainable_token_indices, ensure_weight_tying, targets.modules_to_save);
+  for (const auto& [path, m] : token_plan_->modules(model)) {
+    if (std::any_of(out.begin(), out.end(), [&](const auto& p) { return p.first == path; }))
+      throw std::invalid_argument("'" + path + "' is both a LoRA target and in trainable_token_indices");
+    out.emplace_back(path, m);
+  }
+}
+
 NamedModules LoraConfig::layer_targets(Model& model) const {
   refuse_v4_moe_targets(model, targets);
   // target_modules = [] with target_parameters: no module is targeted by name.
   const bool no_modules = target_parameters && !targets.target_regex && targets.target_list &&
                           targets.target_list->empty();
   NamedModules out = no_modules ? NamedModules{} : find_targets(model, targets, task_type);
+  add_token_targets(model, out);
   if (!target_parameters) return out;
   size_t found = 0;
   for (auto& [path, m] : model.named_modules()) {
@@ -256,6 +278,7 @@ std::unique_ptr<AdapterConfig> LoraConfig::for_loading() const {
 
 std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& path, Module& m,
                                                              at::Generator& gen) const {
+  if (token_plan_ && token_plan_->find(path)) return token_plan_->make(path, m, gen);
   const int64_t r = rank_for(path);
   const double scaling = scaling_for(path);
   if (auto* ph = dynamic_cast<ParamAdaptableLayer*>(&m)) return make_param_wrapper(path, *ph, gen);

@@ -317,6 +317,10 @@ void add_weighted_adapter(PeftModel& peft, const std::vector<std::string>& adapt
                                 "': HF PEFT would rerun that init on the base weights while adding the merged adapter "
                                 "(list another adapter first)");
   for (size_t i = 0; i < adapters.size(); ++i)
+    if (!cfgs[i]->trainable_token_indices.is_null())
+      throw std::invalid_argument("adapter '" + adapters[i] +
+                                  "' has trainable_token_indices: token rows are not combined (merge it instead)");
+  for (size_t i = 0; i < adapters.size(); ++i)
     if (std::count(adapters.begin(), adapters.end(), adapters[i]) > 1)
       throw std::invalid_argument("adapter '" + adapters[i] + "' is named twice");
   std::vector<const TargetSpec*> targets_of;

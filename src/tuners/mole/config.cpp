@@ -46,6 +46,8 @@ void check_expert_features(const LoraConfig& c, const std::string& where) {
   if (c.bias != "none") throw std::runtime_error(where + ": experts that train biases are not supported by MOLE ('bias')");
   if (!c.targets.modules_to_save.empty())
     throw std::runtime_error(where + ": experts with modules_to_save are not supported by MOLE ('modules_to_save')");
+  if (!c.trainable_token_indices.is_null())
+    throw std::runtime_error(where + ": experts with trainable tokens are not supported by MOLE ('trainable_token_indices')");
 }
 
 MoleExpert read_expert(const std::string& name, const ojson& v, const std::string& where) {
