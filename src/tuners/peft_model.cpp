@@ -34,7 +34,10 @@ void assign_checked(const SafetensorsFile& file, const std::string& where, const
     throw std::runtime_error(where + ": '" + key + "' has shape " + c10::str(at::IntArrayRef(file.info(key).shape)) +
                              " but " + who_needs + " " + c10::str(at::IntArrayRef(want)) + advice);
   const bool grad = slot->requires_grad();
-  *slot = file.get(key).to(at::kFloat).clone().to(slot->device());
+  // Integer tensors (SHiRA's positions) keep an integer slot's dtype: a float would round
+  // positions past 2^24.
+  const bool integral = slot->defined() && !slot->is_floating_point();
+  *slot = file.get(key).to(integral ? slot->scalar_type() : at::kFloat).clone().to(slot->device());
   if (grad) slot->set_requires_grad(true);
 }
 
