@@ -26,7 +26,7 @@ quietly() {
 APT_PACKAGES=(build-essential cmake ninja-build ccache git pkg-config
               libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
               libpcre2-dev libcpp-httplib-dev libutf8proc-dev libxxhash-dev python3-venv
-              bible-kjv-text fortunes-min gnuplot-nox time libgloo-dev
+              bible-kjv-text fortunes-min dataset-fashion-mnist gnuplot-nox time libgloo-dev
               libpng-dev libjpeg-dev)
 
 missing=()
