@@ -11,6 +11,7 @@
 #include "peft/layers.h"
 #include "tuners/adalora/rank_allocator.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 
 namespace peft {
@@ -24,14 +25,6 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTarg
     {"gpt2", {"c_attn"}},                 {"bert", {"query", "value"}},
     {"roberta", {"query", "key", "value", "dense"}}};
 
-AdaptableLayer* linear_host(const std::string& path, Module& m) {
-  auto* l = dynamic_cast<AdaptableLayer*>(&m);
-  if (!l || l->kind() != LayerKind::kLinear || !l->weight_tensor())
-    throw std::invalid_argument("ADALORA: target module '" + path + "' is a " + m.type_name() +
-                                "; only Linear and Conv1D layers are supported");
-  return l;
-}
-
 const std::string kFilePrefix = "base_model.model.";
 
 }  // namespace
@@ -42,13 +35,13 @@ void AdaLoraConfig::resolve(const Model& model) {
 
 NamedModules AdaLoraConfig::layer_targets(Model& model) const {
   auto found = find_targets(model, targets, task_type);
-  for (auto& [path, m] : found) linear_host(path, *m);
+  for (auto& [path, m] : found) linear_host("ADALORA", path, *m, LinearHost::kLinearOrConv1D);
   return found;
 }
 
 std::shared_ptr<LayerAdapter> AdaLoraConfig::make_layer_adapter(const std::string& path, Module& m,
                                                                 at::Generator& gen) const {
-  auto* host = linear_host(path, m);
+  auto* host = &linear_host("ADALORA", path, m, LinearHost::kLinearOrConv1D);
   int64_t rank = init_r;
   double ranknum = static_cast<double>(init_r);
   // HF's resize_modules_by_rank_pattern: the kept ranks, still divided by init_r (none: 0).
@@ -73,13 +66,7 @@ std::shared_ptr<LayerAdapter> AdaLoraConfig::make_layer_adapter(const std::strin
 }
 
 std::vector<std::string> AdaLoraConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (!n.ends_with(".bias") || n.find(".lora_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".lora_", adapted);
 }
 
 void AdaLoraConfig::to_file_tensors(std::vector<std::pair<std::string, at::Tensor>>& tensors) const {

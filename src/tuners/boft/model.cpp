@@ -6,34 +6,20 @@
 
 #include "peft/boft.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 
 namespace peft {
 
-namespace {
-
-// HF's TRANSFORMERS_MODELS_TO_BOFT_TARGET_MODULES_MAPPING (LoRA's table) for our models.
-// GPT-2's c_attn is a Conv1D, which HF's BOFT refuses, and so do we (naming the layer).
-const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
-    {"roberta", {"query", "value"}}};
-
-}  // namespace
-
 void BOFTConfig::resolve(const Model& model) {
-  if (targets.empty()) targets.target_list = default_targets(model, "BOFT", kDefaultTargets);
+  if (targets.empty()) targets.target_list = default_targets(model, "BOFT", lora_default_targets());
 }
 
 NamedModules BOFTConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
 
 std::shared_ptr<LayerAdapter> BOFTConfig::make_layer_adapter(const std::string& path, Module& m,
                                                             at::Generator& gen) const {
-  auto* host = dynamic_cast<AdaptableLayer*>(&m);
-  if (!host || host->kind() != LayerKind::kLinear || host->weight_is_in_out() || !host->weight_tensor())
-    throw std::invalid_argument("BOFT: target module '" + path + "' is a " + m.type_name() +
-                                "; only Linear layers are supported (HF PEFT also has Conv2d)");
+  auto* host = &linear_host("BOFT", path, m);
   if (boft_n_butterfly_factor != 1) {
     static bool warned = false;  // HF warns once per layer; once is enough
     if (!warned)
@@ -59,13 +45,7 @@ std::shared_ptr<LayerAdapter> BOFTConfig::make_layer_adapter(const std::string& 
 }
 
 std::vector<std::string> BOFTConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (!n.ends_with(".bias") || n.find(".boft_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".boft_", adapted);
 }
 
 }  // namespace peft

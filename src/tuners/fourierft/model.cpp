@@ -5,25 +5,14 @@
 #include "peft/fourierft.h"
 #include "peft/layers.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 #include "util/regex.h"
 
 namespace peft {
 
-namespace {
-
-// HF's TRANSFORMERS_MODELS_TO_FOURIERFT_TARGET_MODULES_MAPPING for our models (LoRA's
-// table, but GPT-2's mlp.c_proj).
-const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"mlp.c_proj"}},        {"bert", {"query", "value"}},
-    {"roberta", {"query", "value"}}};
-
-}  // namespace
-
 void FourierFTConfig::resolve(const Model& model) {
-  if (targets.empty()) targets.target_list = default_targets(model, "FOURIERFT", kDefaultTargets);
+  if (targets.empty()) targets.target_list = default_targets(model, "FOURIERFT", lora_default_targets({{"gpt_bigcode", {"mlp.c_proj"}}, {"gpt2", {"mlp.c_proj"}}}));
 }
 
 NamedModules FourierFTConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
@@ -38,10 +27,7 @@ int64_t FourierFTConfig::n_frequency_for(const std::string& path) const {
 
 std::shared_ptr<LayerAdapter> FourierFTConfig::make_layer_adapter(const std::string& path, Module& m,
                                                                  at::Generator& gen) const {
-  auto* host = dynamic_cast<AdaptableLayer*>(&m);
-  if (!host || host->kind() != LayerKind::kLinear || !host->weight_tensor())
-    throw std::invalid_argument("FOURIERFT: target module '" + path + "' is a " + m.type_name() +
-                                "; only Linear and Conv1D layers are supported");
+  auto* host = &linear_host("FOURIERFT", path, m, LinearHost::kLinearOrConv1D);
   const int64_t n = n_frequency_for(path);
   if (n > host->input_dim() * host->output_dim())
     throw std::invalid_argument("FOURIERFT: n_frequency " + std::to_string(n) + " exceeds the " +
@@ -54,13 +40,7 @@ std::shared_ptr<LayerAdapter> FourierFTConfig::make_layer_adapter(const std::str
 
 std::vector<std::string> FourierFTConfig::trained_base_parameters(Model& model,
                                                                   const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (!n.ends_with(".bias") || n.find(".fourierft_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".fourierft_", adapted);
 }
 
 }  // namespace peft

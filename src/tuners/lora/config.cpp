@@ -9,6 +9,7 @@
 #include "peft/layers.h"
 #include "peft/lora.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 #include "tuners/trainable_tokens/plan.h"
 #include "util/regex.h"
@@ -42,15 +43,6 @@ const char* kUnsupportedUnlessDefault[] = {
     "alora_invocation_tokens", "arrow_config", "corda_config", "eva_config", "layer_replication",
     "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
-
-// HF PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for our models: the
-// targets when a config names none.
-const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
-    {"mixtral", {"q_proj", "v_proj"}},
-    {"roberta", {"query", "value"}}, {"t5", {"q", "v"}}};
 
 bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;
@@ -176,7 +168,7 @@ namespace peft {
 
 void LoraConfig::resolve(const Model& model) {
   // As HF PEFT: no target_modules means the architecture's usual ones, saved as a list.
-  if (targets.empty()) targets.target_list = default_targets(model, "LORA", kDefaultTargets);
+  if (targets.empty()) targets.target_list = default_targets(model, "LORA", lora_default_targets());
 }
 
 namespace {
@@ -261,13 +253,7 @@ NamedModules LoraConfig::layer_targets(Model& model) const {
 }
 
 std::vector<std::string> LoraConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (n.find("bias") == std::string::npos || n.find(".lora_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".lora_", adapted);
 }
 
 std::unique_ptr<AdapterConfig> LoraConfig::for_loading() const {

@@ -2,6 +2,7 @@
 #include "peft/layers.h"
 #include "peft/lycoris.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 
 namespace peft {
@@ -53,15 +54,6 @@ ojson lycoris_fields(const LycorisConfig& c) {
   else j["alpha"] = c.alpha;
   j["init_weights"] = c.init_weights;
   return j;
-}
-
-// LoHa and LoKr add a delta to a weight stored [out, in]: Linear layers only.
-AdaptableLayer& linear_host(const std::string& method, const std::string& path, Module& m) {
-  auto* l = dynamic_cast<AdaptableLayer*>(&m);
-  if (!l || l->kind() != LayerKind::kLinear || l->weight_is_in_out() || !l->weight_tensor())
-    throw std::invalid_argument(method + ": target module '" + path + "' is a " + m.type_name() +
-                                "; only Linear layers are supported");
-  return *l;
 }
 
 // kaiming_uniform_(a=sqrt(5)) as torch does it: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).

@@ -4,21 +4,10 @@
 
 #include "peft/oft.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 
 namespace peft {
-
-namespace {
-
-// HF's TRANSFORMERS_MODELS_TO_OFT_TARGET_MODULES_MAPPING (LoRA's table) for our models. GPT-2's
-// c_attn is a Conv1D, which HF's OFT refuses, and so do we (naming the layer).
-const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
-    {"roberta", {"query", "value"}}};
-
-}  // namespace
 
 int64_t adjust_oft_parameter(int64_t features, int64_t wanted) {
   if (wanted >= features) return features;
@@ -30,7 +19,7 @@ int64_t adjust_oft_parameter(int64_t features, int64_t wanted) {
 }
 
 void OFTConfig::resolve(const Model& model) {
-  if (targets.empty()) targets.target_list = default_targets(model, "OFT", kDefaultTargets);
+  if (targets.empty()) targets.target_list = default_targets(model, "OFT", lora_default_targets());
 }
 
 NamedModules OFTConfig::layer_targets(Model& model) const { return find_targets(model, targets, task_type); }
@@ -60,13 +49,7 @@ std::shared_ptr<LayerAdapter> OFTConfig::make_layer_adapter(const std::string& p
 }
 
 std::vector<std::string> OFTConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (!n.ends_with(".bias") || n.find(".oft_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".oft_", adapted);
 }
 
 }  // namespace peft

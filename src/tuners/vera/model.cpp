@@ -7,24 +7,12 @@
 #include "peft/layers.h"
 #include "peft/vera.h"
 #include "tuners/config_fields.h"
+#include "tuners/injection.h"
 #include "tuners/target_match.h"
 
 namespace peft {
 
 namespace {
-
-// HF's TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING (LoRA's table) for our models.
-const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}}, {"mistral", {"q_proj", "v_proj"}}, {"qwen2", {"q_proj", "v_proj"}},
-    {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},            {"bert", {"query", "value"}},
-    {"roberta", {"query", "value"}}};
-
-// VeRA acts beside a weight multiplied with x: Linear layers and GPT-2's Conv1D.
-AdaptableLayer* linear_host(Module& m) {
-  auto* l = dynamic_cast<AdaptableLayer*>(&m);
-  return l && l->kind() == LayerKind::kLinear && l->weight_tensor() ? l : nullptr;
-}
 
 // peft.tuners.vera.model._kaiming_init: uniform_(-bound, bound, generator) with the
 // bound computed in the same double steps, so the floats come out bit for bit.
@@ -46,7 +34,7 @@ VeraProjection make_vera_projection(int64_t r, int64_t max_out, int64_t max_in, 
 }
 
 void VeraConfig::resolve(const Model& model) {
-  if (targets.empty()) targets.target_list = default_targets(model, "VERA", kDefaultTargets);
+  if (targets.empty()) targets.target_list = default_targets(model, "VERA", lora_default_targets({{"phi", {"q_proj", "v_proj"}}}));
 }
 
 NamedModules VeraConfig::layer_targets(Model& model) const {
@@ -54,10 +42,7 @@ NamedModules VeraConfig::layer_targets(Model& model) const {
   // HF's _find_dim: the largest out and in over the targets, each on its own.
   int64_t max_out = 0, max_in = 0;
   for (auto& [path, m] : found) {
-    auto* l = linear_host(*m);
-    if (!l)
-      throw std::invalid_argument("VERA: target module '" + path + "' is a " + m->type_name() +
-                                  "; only Linear and Conv1D layers are supported");
+    auto* l = &linear_host("VERA", path, *m, LinearHost::kLinearOrConv1D);
     max_out = std::max(max_out, l->output_dim());
     max_in = std::max(max_in, l->input_dim());
   }
@@ -70,10 +55,7 @@ NamedModules VeraConfig::layer_targets(Model& model) const {
 
 std::shared_ptr<LayerAdapter> VeraConfig::make_layer_adapter(const std::string& path, Module& m,
                                                             at::Generator& gen) const {
-  auto* host = linear_host(m);
-  if (!host)
-    throw std::invalid_argument("VERA: target module '" + path + "' is a " + m.type_name() +
-                                "; only Linear and Conv1D layers are supported");
+  auto* host = &linear_host("VERA", path, m, LinearHost::kLinearOrConv1D);
   if (!projection_ || projection_->A.size(1) < host->input_dim() || projection_->B.size(0) < host->output_dim())
     throw std::logic_error("VERA: the projection is not sized for '" + path + "' (layer_targets makes it)");
   auto a = std::make_shared<VeraLayer>(host, projection_, r, vera_dropout);
@@ -88,13 +70,7 @@ std::shared_ptr<LayerAdapter> VeraConfig::make_layer_adapter(const std::string& 
 }
 
 std::vector<std::string> VeraConfig::trained_base_parameters(Model& model, const std::set<std::string>& adapted) const {
-  std::vector<std::string> out;
-  if (bias == "none") return out;
-  for (const auto& [n, t] : model.named_parameters()) {
-    if (!n.ends_with(".bias") || n.find(".vera_lambda_") != std::string::npos) continue;
-    if (bias == "all" || adapted.count(n.substr(0, n.rfind('.')))) out.push_back(n);
-  }
-  return out;
+  return bias_parameters(model, bias, ".vera_lambda_", adapted);
 }
 
 }  // namespace peft
