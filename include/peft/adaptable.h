@@ -151,6 +151,11 @@ class AdaptableLayer : public Module {
   // Replaces the weight's values with `w` (its shape; any dtype): copied into the stored
   // weight, or quantized again where the weight is 4-bit.
   virtual void assign_weight(const at::Tensor& w);
+  // base_forward computed with `weight` in place of the stored one (same layout; an
+  // embedding's table may have any number of rows), so an adapter that substitutes rows
+  // gets the layer's own transform around the lookup without touching the shared weight.
+  // Refused where the layer does not support it.
+  virtual at::Tensor forward_with_weight(const at::Tensor& x, const at::Tensor& weight);
   // True where weight_tensor() holds packed 4-bit codes rather than values.
   virtual bool weight_quantized() const { return false; }
   // Set where the weight is stored narrower than the model computes (bf16 training keeps

@@ -62,7 +62,8 @@ class Embedding : public AdaptableLayer {
   LayerKind kind() const override { return LayerKind::kEmbedding; }
   at::Tensor* weight_tensor() override { return &weight; }
   bool weight_is_in_out() const override { return true; }
-  at::Tensor base_forward(const at::Tensor& ids) override;
+  at::Tensor base_forward(const at::Tensor& ids) override { return forward_with_weight(ids, weight); }
+  at::Tensor forward_with_weight(const at::Tensor& ids, const at::Tensor& table) override;
   int64_t input_dim() const override { return num_embeddings; }
   int64_t output_dim() const override { return embedding_dim; }
   int64_t num_embeddings, embedding_dim;

@@ -17,9 +17,9 @@ at::Tensor GemmaRMSNorm::base_forward(const at::Tensor& x) {
 GemmaScaledEmbedding::GemmaScaledEmbedding(int64_t n, int64_t d, std::string type)
     : Embedding(n, d), type_(std::move(type)), scale_(static_cast<float>(std::sqrt(static_cast<double>(d)))) {}
 
-at::Tensor GemmaScaledEmbedding::base_forward(const at::Tensor& ids) {
-  auto scale = at::scalar_tensor(scale_, weight.options().dtype(at::kFloat)).to(weight.scalar_type());
-  at::Tensor out = at::embedding(weight, ids) * scale;
+at::Tensor GemmaScaledEmbedding::forward_with_weight(const at::Tensor& ids, const at::Tensor& table) {
+  auto scale = at::scalar_tensor(scale_, table.options().dtype(at::kFloat)).to(table.scalar_type());
+  at::Tensor out = at::embedding(table, ids) * scale;
   return compute_dtype && *compute_dtype != out.scalar_type() ? out.to(*compute_dtype) : out;
 }
 

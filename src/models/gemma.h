@@ -27,7 +27,7 @@ class GemmaScaledEmbedding : public Embedding {
  public:
   GemmaScaledEmbedding(int64_t n, int64_t d, std::string type);
   std::string type_name() const override { return type_; }
-  at::Tensor base_forward(const at::Tensor& ids) override;
+  at::Tensor forward_with_weight(const at::Tensor& ids, const at::Tensor& table) override;
 
  private:
   std::string type_;

@@ -49,8 +49,8 @@ Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), embedding_dim(d)
   register_parameter("weight", &weight, {n, d});
 }
 
-at::Tensor Embedding::base_forward(const at::Tensor& ids) {
-  at::Tensor out = at::embedding(weight, ids);
+at::Tensor Embedding::forward_with_weight(const at::Tensor& ids, const at::Tensor& table) {
+  at::Tensor out = at::embedding(table, ids);
   return compute_dtype && *compute_dtype != out.scalar_type() ? out.to(*compute_dtype) : out;
 }
 

@@ -16,6 +16,10 @@ at::Tensor AdaptableLayer::dense_weight() {
   return w ? *w : at::Tensor();
 }
 
+at::Tensor AdaptableLayer::forward_with_weight(const at::Tensor&, const at::Tensor&) {
+  throw std::logic_error(type_name() + " cannot compute with a substituted weight");
+}
+
 void AdaptableLayer::assign_weight(const at::Tensor& w) {
   at::Tensor* mine = weight_tensor();
   if (!mine) throw std::logic_error(type_name() + " has no weight to assign");

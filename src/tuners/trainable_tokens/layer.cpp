@@ -24,21 +24,6 @@ at::Tensor TrainableTokensLayer::forward(const at::Tensor& x, const at::Tensor& 
   return host_->kind() == LayerKind::kEmbedding ? embedding_forward(x, out) : head_forward(x, out);
 }
 
-namespace {
-// Puts `values` in the place of `*slot` while alive.
-class SwappedTensor {
- public:
-  SwappedTensor(at::Tensor* slot, at::Tensor values) : slot_(slot), kept_(std::move(values)) { std::swap(*slot_, kept_); }
-  ~SwappedTensor() { std::swap(*slot_, kept_); }
-  SwappedTensor(const SwappedTensor&) = delete;
-  SwappedTensor& operator=(const SwappedTensor&) = delete;
-
- private:
-  at::Tensor* slot_;
-  at::Tensor kept_;
-};
-}  // namespace
-
 at::Tensor TrainableTokensLayer::embedding_forward(const at::Tensor& ids, const at::Tensor& out) {
   at::Tensor* w = host_->weight_tensor();
   if (!position_.defined() || position_.device() != ids.device()) {
@@ -49,13 +34,11 @@ at::Tensor TrainableTokensLayer::embedding_forward(const at::Tensor& ids, const 
   const at::Tensor pos = position_.index_select(0, ids.reshape({-1})).view(ids.sizes());
   // The rows go through the host's own lookup, so that what it does beyond the table
   // (Gemma's sqrt(hidden) scale, the compute dtype) applies to them as HF applies it to
-  // the copied-in rows: for this one call the host's weight is the rows (cast as HF casts
-  // them, to the weight's dtype), and ids become row positions.
-  at::Tensor replaced;
-  {
-    SwappedTensor swap(w, rows->delta.to(w->device(), w->scalar_type()));
-    replaced = host_->base_forward(pos.clamp_min(0));
-  }
+  // the copied-in rows: the table is the rows (cast as HF casts them, to the weight's
+  // dtype), and ids become row positions. The shared weight is not touched, so
+  // concurrent forwards are safe.
+  const at::Tensor replaced =
+      host_->forward_with_weight(pos.clamp_min(0), rows->delta.to(w->device(), w->scalar_type()));
   return at::where((pos >= 0).unsqueeze(-1), replaced.to(out.scalar_type()), out);
 }
 
