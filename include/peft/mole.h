@@ -14,9 +14,11 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/tuner.h"
@@ -95,6 +97,20 @@ class MoleLayer : public LayerAdapter {
   double aux_coef_;
   bool trainable_experts_;
   at::Tensor aux_;  // coef * balance loss of the last forward (undefined when coef is 0)
+
+  // The experts' factors stacked along the rank, each rank column's expert and scaling.
+  struct Stacked {
+    at::Tensor a, b;       // [R, in], [out, R]; undefined when no expert adapts this layer
+    at::Tensor expert;     // [R] long: the expert of each rank column
+    at::Tensor scale;      // [R] float: that expert's scaling
+    std::vector<std::pair<const void*, int64_t>> key;  // the factors' identities, versions, scalings
+  };
+  Stacked stack_experts(const at::Device& device) const;
+  // stack_experts(), kept across forwards while no factor changes (identity or in-place
+  // version) and no gradient has to flow into the factors. Safe for concurrent forwards.
+  std::shared_ptr<const Stacked> stacked(const at::Device& device);
+  std::mutex stacked_mutex_;
+  std::shared_ptr<const Stacked> stacked_;
 };
 
 }  // namespace peft

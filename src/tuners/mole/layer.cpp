@@ -3,7 +3,13 @@
 // concatenated), weighted per token by the gates; no loop over tokens.
 #include <ATen/ATen.h>
 
+#include <c10/core/GradMode.h>
+
+#include <bit>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
 
 #include "peft/mole.h"
 
@@ -50,10 +56,8 @@ at::Tensor MoleLayer::balance_loss(const at::Tensor& logits, int64_t top_k) {
   return (counts / tokens * probs.mean(0)).sum() * static_cast<double>(n);
 }
 
-at::Tensor MoleLayer::forward(const at::Tensor& x, const at::Tensor& out) {
-  const auto logits = router_logits(x);
-  const auto g = gates(logits);  // [..., n]
-  aux_ = aux_coef_ > 0 ? aux_coef_ * balance_loss(logits, top_k_) : at::Tensor();
+MoleLayer::Stacked MoleLayer::stack_experts(const at::Device& device) const {
+  Stacked s;
   std::vector<at::Tensor> as, bs, cols;
   std::vector<double> scale;
   for (size_t i = 0; i < experts.size(); ++i) {
@@ -61,17 +65,55 @@ at::Tensor MoleLayer::forward(const at::Tensor& x, const at::Tensor& out) {
     if (!e.A.defined() || e.A.size(0) == 0) continue;
     as.push_back(e.A);
     bs.push_back(e.B);
-    cols.push_back(at::full({e.A.size(0)}, static_cast<int64_t>(i), at::TensorOptions(at::kLong).device(x.device())));
+    cols.push_back(at::full({e.A.size(0)}, static_cast<int64_t>(i), at::TensorOptions(at::kLong).device(device)));
     scale.insert(scale.end(), static_cast<size_t>(e.A.size(0)), e.scaling);
   }
-  if (as.empty()) return out;
+  if (as.empty()) return s;
+  s.a = at::cat(as, 0);
+  s.b = at::cat(bs, 1);
+  s.expert = at::cat(cols);
+  s.scale = at::tensor(scale, at::TensorOptions(at::kDouble)).to(at::kFloat).to(device);
+  return s;
+}
+
+namespace {
+// A tensor's in-place version; inference tensors (made under InferenceMode) keep none.
+int64_t version(const at::Tensor& t) { return t.is_inference() ? -1 : t._version(); }
+}  // namespace
+
+std::shared_ptr<const MoleLayer::Stacked> MoleLayer::stacked(const at::Device& device) {
+  bool grad = false;
+  std::vector<std::pair<const void*, int64_t>> key;
+  for (const auto& e : experts) {
+    if (!e.A.defined() || e.A.size(0) == 0) continue;
+    grad = grad || e.A.requires_grad() || e.B.requires_grad();
+    key.emplace_back(e.A.unsafeGetTensorImpl(), version(e.A));
+    key.emplace_back(e.B.unsafeGetTensorImpl(), version(e.B));
+    key.emplace_back(nullptr, std::bit_cast<int64_t>(e.scaling));
+  }
+  // A cached cat would carry one step's autograd graph into the next.
+  if (grad && at::GradMode::is_enabled()) return std::make_shared<const Stacked>(stack_experts(device));
+  std::lock_guard<std::mutex> lock(stacked_mutex_);
+  if (!stacked_ || stacked_->key != key || (stacked_->scale.defined() && stacked_->scale.device() != device)) {
+    auto s = stack_experts(device);
+    s.key = std::move(key);
+    stacked_ = std::make_shared<const Stacked>(std::move(s));
+  }
+  return stacked_;
+}
+
+at::Tensor MoleLayer::forward(const at::Tensor& x, const at::Tensor& out) {
+  const auto logits = router_logits(x);
+  const auto g = gates(logits);  // [..., n]
+  aux_ = aux_coef_ > 0 ? aux_coef_ * balance_loss(logits, top_k_) : at::Tensor();
+  const auto stack = stacked(x.device());
+  const Stacked& s = *stack;
+  if (!s.a.defined()) return out;
   // Each rank column of the stacked factors belongs to one expert: weight it by that
   // expert's gate and scaling.
-  const auto a = at::cat(as, 0), b = at::cat(bs, 1);  // [R, in], [out, R]
-  const auto w = g.index_select(-1, at::cat(cols)) *
-                 at::tensor(scale, at::TensorOptions(at::kDouble)).to(at::kFloat).to(x.device());
-  const auto h = at::matmul(x.to(a.scalar_type()), a.t()) * w;
-  return out + at::matmul(h, b.t()).to(out.scalar_type());
+  const auto w = g.index_select(-1, s.expert) * s.scale;
+  const auto h = at::matmul(x.to(s.a.scalar_type()), s.a.t()) * w;
+  return out + at::matmul(h, s.b.t()).to(out.scalar_type());
 }
 
 void MoleLayer::merge() {
