@@ -354,8 +354,8 @@ TEST(TokenizeCli, PaddingAndTruncationOfTokenizerJsonMatchTokenizers) {
 
 // --- peft classify: class names ---------------------------------------------------------
 
-nlohmann::json classify(const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {"classify", minilm().string(), "--architecture", "BertForSequenceClassification",
+nlohmann::json classify(const std::vector<std::string>& extra, const fs::path& model = minilm()) {
+  std::vector<std::string> args = {"classify", model.string(), "--architecture", "BertForSequenceClassification",
                                    "--text", "In the beginning God created the heaven and the earth."};
   args.insert(args.end(), extra.begin(), extra.end());
   const auto r = test::run_cli(args);
@@ -389,6 +389,46 @@ TEST(ClassifyCli, PrintsLabelNames) {
   out = classify({"--adapter", adapter.string()});
   ASSERT_EQ(out["probabilities"].size(), 3u);
   EXPECT_EQ(out["label_name"], std::vector<std::string>({"bible", "fortune", "other"})[out["label"].get<size_t>()]);
+}
+
+// A regression head (one label, or config.json's problem_type) prints its scores, not an
+// argmax class; a multi-label head sigmoid probabilities and every label over 0.5.
+TEST(ClassifyCli, ReadsTheHeadAsItsProblemType) {
+  auto out = classify({"--num-labels", "1"});
+  ASSERT_TRUE(out.is_object());
+  EXPECT_EQ(out["scores"].size(), 1u);
+  EXPECT_FALSE(out.contains("label")) << out.dump();
+  EXPECT_FALSE(out.contains("probabilities")) << out.dump();
+
+  // MiniLM's files with a config.json that sets problem_type.
+  const auto dir = scratch("minilm_multi_label");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(minilm()))
+    if (e.path().filename() != "config.json") fs::create_symlink(e.path(), dir / e.path().filename());
+  auto config = nlohmann::json::parse(std::ifstream(minilm() / "config.json"));
+  config["problem_type"] = "multi_label_classification";
+  std::ofstream(dir / "config.json") << config.dump();
+  out = classify({"--labels", "a", "b", "c"}, dir);
+  ASSERT_EQ(out["probabilities"].size(), 3u) << out.dump();
+  std::vector<int> over_half;
+  for (int i = 0; i < 3; ++i) {
+    const double p = out["probabilities"][i];
+    EXPECT_GT(p, 0.0);
+    EXPECT_LT(p, 1.0);
+    if (p > 0.5) over_half.push_back(i);
+  }
+  EXPECT_EQ(out["labels"].get<std::vector<int>>(), over_half);
+  ASSERT_EQ(out["label_names"].size(), over_half.size());
+  for (size_t i = 0; i < over_half.size(); ++i)
+    EXPECT_EQ(out["label_names"][i], std::string(1, static_cast<char>('a' + over_half[i])));
+
+  config["problem_type"] = "ranking";
+  std::ofstream(dir / "config.json") << config.dump();
+  const auto bad = test::run_cli({"classify", dir.string(), "--architecture", "BertForSequenceClassification",
+                                  "--num-labels", "2", "--text", "x"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.output, HasSubstr("problem_type 'ranking'"));
 }
 
 // --- every command's --help shows an example ---------------------------------------------

@@ -9,6 +9,7 @@
 #include "classify_zero_shot.h"
 #include "common.h"
 #include "peft/tokenizer.h"
+#include "train/data.h"
 #include "util/json_file.h"
 
 namespace peft::cli {
@@ -28,6 +29,45 @@ std::vector<std::string> trained_labels(const std::vector<std::string>& adapter_
     return names;
   }
   return {};
+}
+
+// transformers names a class without id2label LABEL_<id>.
+nlohmann::json label_name(const nlohmann::json& id2label, int64_t id) {
+  const std::string key = std::to_string(id);
+  return id2label.contains(key) ? id2label[key] : nlohmann::json("LABEL_" + key);
+}
+
+// One text's JSON line from its logits [num_labels], read as config.json's problem_type
+// says (as transformers' text-classification pipeline does): a regression head prints its
+// scores, a multi-label head sigmoid probabilities and every label over 0.5, a
+// single-label head softmax probabilities and the best label.
+nlohmann::json classify_line(const std::string& text, const at::Tensor& logits, const std::string& problem,
+                             const nlohmann::json& id2label) {
+  const auto values = [](const at::Tensor& t) {
+    const auto c = t.to(at::kCPU, at::kFloat).contiguous();
+    return std::vector<double>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  };
+  nlohmann::json out = {{"text", text}};
+  if (problem == "regression") {
+    out["scores"] = values(logits);
+    return out;
+  }
+  if (problem == "multi_label_classification") {
+    const auto p = values(logits.sigmoid());
+    nlohmann::json ids = nlohmann::json::array(), names = nlohmann::json::array();
+    for (size_t i = 0; i < p.size(); ++i)
+      if (p[i] > 0.5) ids.push_back(i), names.push_back(label_name(id2label, static_cast<int64_t>(i)));
+    out["labels"] = ids;
+    out["label_names"] = names;
+    out["probabilities"] = p;
+    return out;
+  }
+  const auto probs = logits.softmax(-1);
+  const int64_t best = probs.argmax().item<int64_t>();
+  out["label"] = best;
+  out["probabilities"] = values(probs);
+  out["label_name"] = label_name(id2label, best);
+  return out;
 }
 
 }  // namespace
@@ -87,14 +127,9 @@ void register_classify(CLI::App& app) {
       if (static_cast<int64_t>(ids.size()) > a->max_length) ids.resize(a->max_length);
       ModelInputs in;
       in.input_ids = at::tensor(ids, at::kLong).unsqueeze(0).to(at::Device(a->model.device));
-      auto probs = model->forward(in).logits.softmax(-1)[0].to(at::kCPU, at::kFloat);
-      const int64_t best = probs.argmax().item<int64_t>();
-      std::vector<double> p(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
-      const std::string key = std::to_string(best);
-      nlohmann::json out = {{"text", text}, {"label", best}, {"probabilities", p}};
-      // transformers names a class without id2label LABEL_<id>.
-      out["label_name"] = id2label.contains(key) ? id2label[key] : nlohmann::json("LABEL_" + key);
-      std::cout << out.dump() << "\n";
+      const auto logits = model->forward(in).logits[0];
+      const auto problem = problem_type_of(model->config(), logits.size(-1), false);
+      std::cout << classify_line(text, logits, problem, id2label).dump() << "\n";
     }
   });
 }
