@@ -93,8 +93,15 @@ inline int connect_or_start() {
 
 inline bool ask(int fd, const std::vector<std::string>& argv, int* status, std::string* output) {
   char cwd[4096];
+  nlohmann::json env = nlohmann::json::object();  // the script sees our environment, not the server's
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
   const std::string request =
-      nlohmann::json{{"argv", argv}, {"cwd", ::getcwd(cwd, sizeof(cwd)) ? cwd : "/"}}.dump() + "\n";
+      nlohmann::json{{"argv", argv}, {"cwd", ::getcwd(cwd, sizeof(cwd)) ? cwd : "/"}, {"env", env}}
+          .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   for (size_t sent = 0; sent < request.size();) {
     const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) return false;

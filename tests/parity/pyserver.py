@@ -14,8 +14,8 @@ Binds the Unix socket (the client made its directory and holds a lock while star
 us), prints "ready" to stdout and closes it, then serves until OWNER_PID (the test
 runner) is gone or nobody has asked for IDLE_S seconds.
 
-Request: one JSON line {"argv": [script, args...], "cwd": dir}; script "-c" runs the next
-argument as code. Reply: one JSON line {"status": exit_code, "output": text}.
+Request: one JSON line {"argv": [script, args...], "cwd": dir, "env": {name: value}}; script
+"-c" runs the next argument as code. Reply: one JSON line {"status": exit_code, "output": text}.
 """
 import json
 import os
@@ -47,8 +47,11 @@ def owner_alive(pid):
         return True
 
 
-def run_script(argv, cwd, out_fd):
+def run_script(argv, cwd, env, out_fd):
     """In the grandchild: runs argv as `python argv...` would, output to out_fd; never returns."""
+    if env is not None:  # the client's environment (variables read at import time stay the server's)
+        os.environ.clear()
+        os.environ.update(env)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
@@ -92,7 +95,7 @@ def handle(conn):
         pid = os.fork()
         if pid == 0:
             conn.close()
-            run_script(req["argv"], req.get("cwd", "/"), out.fileno())
+            run_script(req["argv"], req.get("cwd", "/"), req.get("env"), out.fileno())
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
