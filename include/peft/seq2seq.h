@@ -24,6 +24,7 @@ struct Seq2SeqCache {
 struct Seq2SeqInputs {
   at::Tensor input_ids;               // encoder tokens [batch, src] int64
   at::Tensor inputs_embeds;           // encoder input embeddings [batch, src, d_model], instead of input_ids
+  at::Tensor input_features;          // audio encoders (Whisper): log-mel [batch, mel_bins, frames] float
   at::Tensor attention_mask;          // encoder padding [batch, src], 1 = real; undefined = all real
   at::Tensor encoder_hidden_states;   // given: the encoder does not run (decoding steps)
   at::Tensor decoder_input_ids;       // [batch, tgt] int64

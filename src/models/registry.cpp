@@ -12,6 +12,7 @@
 #include "models/phi3.h"
 #include "models/t5.h"
 #include "models/vit.h"
+#include "models/whisper.h"
 #include "peft/layers.h"
 #include "util/json_file.h"
 
@@ -61,6 +62,8 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<ClipVisionModelWithProjection>(j, w); }},
       {"T5ForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w); }},
+      {"WhisperForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
   return f;
 }
@@ -72,6 +75,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
+    {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},
     {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
 };

@@ -92,7 +92,8 @@ std::vector<std::pair<std::string, Module*>> find_targets(Model& model, TargetSp
     std::vector<std::string> names;
     for (const auto& [name, m] : modules)
       if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->kind() == LayerKind::kLinear &&
-          std::find(excluded.begin(), excluded.end(), name) == excluded.end())
+          std::find(excluded.begin(), excluded.end(), name) == excluded.end() &&
+          !(model.task() == TaskKind::kCausalLM && l == model.output_layer()))  // Whisper's proj_out
         names.push_back(name);
     spec.target_regex.reset();
     spec.target_list = names;

@@ -39,7 +39,9 @@ const std::vector<std::pair<std::string, Placement>> kPlacements = {
     {"gpt2", {"attn.c_proj", "mlp.c_proj", "mlp"}},
     {"bert", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
     {"roberta", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
-    {"vit", {"attention.o_proj", "mlp.fc2", "mlp"}}};
+    {"vit", {"attention.o_proj", "mlp.fc2", "mlp"}},
+    // The audio encoder's layers only (Whisper's fc1 / fc2 sit in the layer: no MLP block).
+    {"whisper", {R"(.*encoder\.layers\.\d+\.self_attn\.out_proj)", R"(.*encoder\.layers\.\d+\.fc2)", ""}}};
 
 }  // namespace
 
@@ -79,7 +81,9 @@ ojson BottleneckConfig::to_json() const {
 void BottleneckConfig::resolve(const Model& model) {
   if (bottleneck_size > 0) return;
   const auto& c = model.config();
-  const int64_t hidden = c.contains("hidden_size") ? c["hidden_size"].get<int64_t>() : c.value("n_embd", int64_t{0});
+  const int64_t hidden = c.contains("hidden_size") ? c["hidden_size"].get<int64_t>()
+                       : c.contains("d_model")   ? c["d_model"].get<int64_t>()  // Whisper, T5
+                                                 : c.value("n_embd", int64_t{0});
   if (hidden <= 0) throw std::invalid_argument("BOTTLENECK: the model's hidden size is unknown; set bottleneck_size");
   bottleneck_size = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(hidden) / reduction_factor));
 }
