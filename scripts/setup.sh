@@ -2,6 +2,7 @@
 # Installs everything peft-cpp needs on a fresh Debian 12 machine. Idempotent: a second
 # run checks and does nothing new.
 #   - apt packages for the build (compiler, CMake, ccache, GoogleTest, JSON, YAML, CLI11, PCRE2)
+#     and for data: libpng/libjpeg (images), libsndfile/libsoxr (audio), espeak-ng (spoken digits)
 #   - .venv/ with pinned torch (its bundled LibTorch is our tensor engine) and the
 #     Python reference stack used only by tests/parity and bench/.
 # Quiet: one line per stage; apt's and pip's output goes to a log ($SETUP_LOG, default
@@ -27,7 +28,7 @@ APT_PACKAGES=(build-essential cmake ninja-build ccache git pkg-config
               libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev
               libpcre2-dev libcpp-httplib-dev libutf8proc-dev libxxhash-dev python3-venv
               bible-kjv-text fortunes-min dataset-fashion-mnist gnuplot-nox time libgloo-dev
-              libpng-dev libjpeg-dev)
+              libpng-dev libjpeg-dev libsndfile1-dev libsoxr-dev espeak-ng)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
