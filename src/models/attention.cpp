@@ -32,6 +32,12 @@ at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t
   return mask | empty_rows;
 }
 
+at::Tensor ExtensibleAttention::extended(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& q) const {
+  if (!extension) return out;
+  const at::Tensor extra = extension->extra_output(hidden, q);
+  return extra.defined() ? out + extra : out;
+}
+
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
   return x.view({x.size(0), x.size(1), heads, head_dim}).transpose(1, 2);
 }

@@ -47,6 +47,25 @@ at::Tensor packed_sequence_ids(const at::Tensor& position_ids);
 // Causal attention within each packed sequence: [b, 1, s, s], true = may attend.
 at::Tensor packed_causal_mask(const at::Tensor& sequence_ids);
 
+// An attention module whose output can be extended from outside the model: while
+// `extension` is set, the module adds extension->extra_output(hidden, q) (when defined)
+// to its output, `hidden` being the module's input [b, s, hidden] and `q` its queries as
+// they enter the product [b, heads, s, head_dim] (after the rotary embedding).
+class AttentionExtension {
+ public:
+  virtual ~AttentionExtension() = default;
+  virtual at::Tensor extra_output(const at::Tensor& hidden, const at::Tensor& q) = 0;
+};
+
+class ExtensibleAttention : public Module {
+ public:
+  AttentionExtension* extension = nullptr;  // not owned; whoever sets it clears it
+
+ protected:
+  // `out` plus the extension's extra output, if any.
+  at::Tensor extended(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& q) const;
+};
+
 // [b, s, h*d] -> [b, h, s, d]
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
 

@@ -24,7 +24,7 @@ at::Tensor GPT2Attention::forward(const at::Tensor& h, const at::Tensor& mask, K
   auto k = split_heads(qkv[1], heads_, head_dim_);
   auto v = split_heads(qkv[2], heads_, head_dim_);
   update_cache(cache, layer, k, v);
-  return c_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true));
+  return extended(c_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true)), h, q);
 }
 
 GPT2MLP::GPT2MLP(const GPT2Config& c) : act_(c.activation_function) {

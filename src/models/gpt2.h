@@ -11,7 +11,7 @@
 namespace peft {
 
 
-class GPT2Attention : public Module {
+class GPT2Attention : public ExtensibleAttention {
  public:
   GPT2Attention(const GPT2Config& c, int64_t layer);
   std::string type_name() const override { return "GPT2Attention"; }

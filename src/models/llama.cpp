@@ -36,7 +36,8 @@ at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::A
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
   RotaryEmbedding::apply(q, k, rope);
   update_cache(cache, layer, k, v);
-  return o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), /*is_causal=*/true));
+  return extended(o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), /*is_causal=*/true)),
+                  h, q);
 }
 
 LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {

@@ -15,7 +15,7 @@
 namespace peft {
 
 
-class LlamaAttention : public Module {
+class LlamaAttention : public ExtensibleAttention {
  public:
   explicit LlamaAttention(const LlamaConfig& c);
   std::string type_name() const override { return arch_ + "Attention"; }

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "peft/layers.h"
+#include "tuners/file_tensors.h"
 #include "tuners/target_match.h"
 
 namespace fs = std::filesystem;
@@ -28,16 +29,16 @@ const char* const kPromptEncoderFile = "prompt_encoder.safetensors";
 
 // Puts `key` of `file` (named `where` in errors) into `slot`, whose shape must be `want`
 // ("... but <who_needs> <want><advice>" otherwise). The slot keeps its requires_grad.
-void assign_checked(const SafetensorsFile& file, const std::string& where, const std::string& key, at::Tensor* slot,
+void assign_checked(const at::Tensor& t, const std::string& where, const std::string& key, at::Tensor* slot,
                     const std::vector<int64_t>& want, const std::string& who_needs, const std::string& advice = "") {
-  if (file.info(key).shape != want)
-    throw std::runtime_error(where + ": '" + key + "' has shape " + c10::str(at::IntArrayRef(file.info(key).shape)) +
-                             " but " + who_needs + " " + c10::str(at::IntArrayRef(want)) + advice);
+  if (t.sizes() != at::IntArrayRef(want))
+    throw std::runtime_error(where + ": '" + key + "' has shape " + c10::str(t.sizes()) + " but " + who_needs + " " +
+                             c10::str(at::IntArrayRef(want)) + advice);
   const bool grad = slot->requires_grad();
   // Integer tensors (SHiRA's positions) keep an integer slot's dtype: a float would round
   // positions past 2^24.
   const bool integral = slot->defined() && !slot->is_floating_point();
-  *slot = file.get(key).to(integral ? slot->scalar_type() : at::kFloat).clone().to(slot->device());
+  *slot = t.to(integral ? slot->scalar_type() : at::kFloat).clone().to(slot->device());
   if (grad) slot->set_requires_grad(true);
 }
 
@@ -533,7 +534,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
     SafetensorsFile enc(enc_path.string());
     in->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
       if (!enc.contains(key)) throw std::runtime_error(enc_path.string() + ": missing tensor '" + key + "'");
-      assign_checked(enc, enc_path.string(), key, s.tensor, s.shape, "the config makes");
+      assign_checked(enc.get(key), enc_path.string(), key, s.tensor, s.shape, "the config makes");
     });
     for (const auto& [k, _] : in->saved_tensors()) seen.insert(k);
   } else if (in) {
@@ -542,8 +543,17 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       shapes[key] = s.shape;
     });
   }
+  // The file's tensors (views of it) under the adapter's keys: most methods file their
+  // slots as they are; a method's config rewrites what it files in another form.
+  NamedTensors file_tensors;
+  for (const auto& key : file.names()) file_tensors.emplace_back(key, file.get(key));
+  try {
+    read_file_tensors(*configs_[name], file_tensors);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(st_path.string() + ": " + e.what());
+  }
   std::vector<std::string> unexpected;
-  for (const auto& key : file.names()) {
+  for (const auto& [key, tensor] : file_tensors) {
     if (seen.count(key)) continue;  // an input adapter's output, rebuilt from its encoder
     auto it = expected.find(key);
     if (it == expected.end()) {
@@ -554,12 +564,11 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
         if (auto p = n.find(".base_layer."); p != std::string::npos) n.erase(p, 11);
         for (auto& [pn, t] : model_->named_parameters())
           if (pn == n) {
-            if (t.sizes() != file.info(key).shape)
-              throw std::runtime_error(st_path.string() + ": '" + key + "' has shape " +
-                                       c10::str(at::IntArrayRef(file.info(key).shape)) + " but the base has " +
-                                       c10::str(t.sizes()));
+            if (t.sizes() != tensor.sizes())
+              throw std::runtime_error(st_path.string() + ": '" + key + "' has shape " + c10::str(tensor.sizes()) +
+                                       " but the base has " + c10::str(t.sizes()));
             c10::NoGradGuard g;
-            t.copy_(file.get(key));
+            t.copy_(tensor);
             seen.insert(key);
           }
         if (seen.count(key)) continue;
@@ -567,7 +576,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
       unexpected.push_back(key);
       continue;
     }
-    assign_checked(file, st_path.string(), key, it->second, shapes[key], "the base model needs",
+    assign_checked(tensor, st_path.string(), key, it->second, shapes[key], "the base model needs",
                    " (is this adapter for another base model, or another r?)");
     seen.insert(key);
   }

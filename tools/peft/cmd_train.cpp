@@ -14,7 +14,7 @@ void register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train",
                                  "Fine-tune a model with an adapter of any method (LoRA by default; IA3, "
                                  "PROMPT_TUNING, P_TUNING, PREFIX_TUNING, LN_TUNING, LOHA, LOKR, BITFIT, SSF, "
-                                 "BOTTLENECK, VPT, MOLE, VERA, FOURIERFT, OFT, BOFT, HRA, MISS, ADALORA, TRAINABLE_TOKENS: docs/TUNERS.md; or a composition of adapters: docs/COMPOSITION.md). The config (JSON or YAML) is described in "
+                                 "BOTTLENECK, VPT, MOLE, VERA, FOURIERFT, OFT, BOFT, HRA, MISS, ADALORA, RANDLORA, VBLORA, C3A, SHIRA, ADAPTION_PROMPT, TRAINABLE_TOKENS, CLIP_ADAPTER: docs/TUNERS.md; or a composition of adapters: docs/COMPOSITION.md). The config (JSON or YAML) is described in "
                                  "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4, "
                                  "'method={\"peft_type\": \"IA3\"}')");
   // Every key with its default, from the config itself, so the list cannot go stale.

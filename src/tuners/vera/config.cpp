@@ -2,6 +2,7 @@
 #include "peft/vera.h"
 #include "tuners/config_fields.h"
 #include "tuners/registry.h"
+#include "tuners/seed_field.h"
 
 namespace peft {
 
@@ -18,13 +19,6 @@ const ojson& vera_defaults() {
   return j;
 }
 
-// torch.Generator.manual_seed takes any 64-bit integer; a negative one wraps as uint64.
-uint64_t prng_key(const ConfigFields& f) {
-  const auto& v = f.value("projection_prng_key");
-  if (v.is_number_unsigned()) return v.get<uint64_t>();
-  return static_cast<uint64_t>(f.get<int64_t>("projection_prng_key"));
-}
-
 }  // namespace
 
 VeraConfig VeraConfig::from_json(const ojson& j, const std::string& where, std::vector<std::string>* unknown) {
@@ -32,7 +26,7 @@ VeraConfig VeraConfig::from_json(const ojson& j, const std::string& where, std::
   ConfigFields f(j, vera_defaults(), "VERA", where, unknown, c);
   c.r = f.get<int64_t>("r");
   if (c.r <= 0) f.fail("'r' must be positive, got " + std::to_string(c.r));
-  c.projection_prng_key = prng_key(f);
+  c.projection_prng_key = torch_seed_field(f, "projection_prng_key");
   c.save_projection = f.get<bool>("save_projection");
   c.vera_dropout = f.get<double>("vera_dropout");
   if (!(c.vera_dropout >= 0.0 && c.vera_dropout < 1.0))
@@ -51,11 +45,7 @@ VeraConfig VeraConfig::from_json(const ojson& j, const std::string& where, std::
 ojson VeraConfig::to_json() const {
   ojson fields;
   fields["r"] = r;
-  // A key past 2^63 was a negative number in the file (the same seed to torch): write it so.
-  if (projection_prng_key > static_cast<uint64_t>(INT64_MAX))
-    fields["projection_prng_key"] = static_cast<int64_t>(projection_prng_key);
-  else
-    fields["projection_prng_key"] = projection_prng_key;
+  fields["projection_prng_key"] = torch_seed_json(projection_prng_key);
   fields["save_projection"] = save_projection;
   fields["vera_dropout"] = vera_dropout;
   fields["d_initial"] = d_initial;
