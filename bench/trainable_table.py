@@ -23,6 +23,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClas
 from transformers.utils import logging as hf_logging
 
 import peft
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
 hf_logging.set_verbosity_error()
 
@@ -30,6 +31,9 @@ MODELS = {
     "gpt2-124M": lambda: GPT2LMHeadModel(GPT2Config()),
     "vit-base-86M": lambda: ViTForImageClassification(ViTConfig(num_labels=10)),
 }
+
+# ViT-base's attention query and value projections, with the new head trained and saved.
+VIT_QV = {"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["classifier"]}
 
 # (label, model, config). Configs are adapter_config.json fields; HF gets the same ones.
 METHODS = [
@@ -51,21 +55,37 @@ METHODS = [
     ("VPT deep, 10 tokens (+ head)", "vit-base-86M", {"peft_type": "VPT", "num_virtual_tokens": 10, "deep": True}),
     ("LoRA r=8 q,v (+ head)", "vit-base-86M",
      {"peft_type": "LORA", "r": 8, "target_modules": ["q_proj", "v_proj"], "modules_to_save": ["classifier"]}),
+    ("VeRA r=256 (c_attn)", "gpt2-124M", {"peft_type": "VERA", "r": 256, "target_modules": ["c_attn"]}),
+    ("FourierFT n=1000 (mlp.c_proj)", "gpt2-124M",
+     {"peft_type": "FOURIERFT", "n_frequency": 1000, "target_modules": ["mlp.c_proj"]}),
+    ("VeRA r=256 q,v (+ head)", "vit-base-86M", {"peft_type": "VERA", "r": 256, **VIT_QV}),
+    ("FourierFT n=3000 q,v (+ head)", "vit-base-86M", {"peft_type": "FOURIERFT", "n_frequency": 3000, **VIT_QV}),
+    ("OFT block 32 q,v (+ head)", "vit-base-86M", {"peft_type": "OFT", "r": 0, "oft_block_size": 32, **VIT_QV}),
+    ("BOFT block 4 q,v (+ head)", "vit-base-86M", {"peft_type": "BOFT", "boft_block_size": 4, **VIT_QV}),
+    ("BOFT block 8 (lm_head)", "gpt2-124M", {"peft_type": "BOFT", "boft_block_size": 8, "target_modules": ["lm_head"]}),
+    ("HRA r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "HRA", "r": 8, **VIT_QV}),
+    ("MiSS r=64 q,v (+ head)", "vit-base-86M", {"peft_type": "MISS", "r": 64, **VIT_QV}),
+    ("SHiRA r=32 q,v (+ head)", "vit-base-86M", {"peft_type": "SHIRA", "r": 32, **VIT_QV}),
+    ("AdaLoRA init_r=12 (c_attn)", "gpt2-124M",
+     {"peft_type": "ADALORA", "init_r": 12, "total_step": 1000, "target_modules": ["c_attn"]}),
+    ("AdaLoRA init_r=12 q,v (+ head)", "vit-base-86M", {"peft_type": "ADALORA", "init_r": 12, "total_step": 1000, **VIT_QV}),
+    ("RandLoRA r=32 (c_attn)", "gpt2-124M", {"peft_type": "RANDLORA", "r": 32, "target_modules": ["c_attn"]}),
+    ("RandLoRA r=32 q,v (+ head)", "vit-base-86M", {"peft_type": "RANDLORA", "r": 32, **VIT_QV}),
+    ("VB-LoRA r=4, 256 vectors of 256 (c_attn)", "gpt2-124M",
+     {"peft_type": "VBLORA", "r": 4, "num_vectors": 256, "vector_length": 256, "target_modules": ["c_attn"]}),
+    ("VB-LoRA r=4, 256 vectors of 256 q,v (+ head)", "vit-base-86M",
+     {"peft_type": "VBLORA", "r": 4, "num_vectors": 256, "vector_length": 256, **VIT_QV}),
+    ("C3A block 64 q,v (+ head)", "vit-base-86M", {"peft_type": "C3A", "block_size": 64, **VIT_QV}),
+    ("adaption prompts, 10 tokens, 12 layers", "gpt2-124M",
+     {"peft_type": "ADAPTION_PROMPT", "adapter_len": 10, "adapter_layers": 12, "task_type": "CAUSAL_LM"}),
     ("trainable tokens, 100 (wte, tied lm_head)", "gpt2-124M",
      {"peft_type": "TRAINABLE_TOKENS", "token_indices": list(range(50157, 50257))}),
     ("LoRA r=8 (c_attn) + 100 trainable tokens", "gpt2-124M",
      {"peft_type": "LORA", "r": 8, "target_modules": ["c_attn"], "trainable_token_indices": list(range(50157, 50257))}),
 ]
 
-HF_CONFIGS = {
-    "LORA": peft.LoraConfig,
-    "IA3": peft.IA3Config,
-    "PROMPT_TUNING": peft.PromptTuningConfig,
-    "P_TUNING": peft.PromptEncoderConfig,
-    "PREFIX_TUNING": peft.PrefixTuningConfig,
-    "LN_TUNING": peft.LNTuningConfig,
-    "TRAINABLE_TOKENS": peft.TrainableTokensConfig,
-}
+# HF PEFT's config class of each type it has (BitFit, SSF, bottleneck adapters and VPT are ours).
+HF_CONFIGS = {str(k.value) if hasattr(k, "value") else str(k): v for k, v in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
 
 LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
 
