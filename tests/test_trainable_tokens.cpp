@@ -27,6 +27,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using nlohmann::json;
 
 namespace peft {
@@ -97,6 +98,18 @@ TEST(TrainableTokens, TiedHeadSharesTheEmbeddingRowsAndOnlyTheyTrain) {
   ASSERT_NE(token_layer(apart, "lm_head"), nullptr);
   EXPECT_TRUE(token_layer(apart, "lm_head")->owner);
   EXPECT_EQ(token_layer(apart, "lm_head")->rows->indices, (std::vector<int64_t>{0, 4, 31}));
+}
+
+// HF writes a tied embedding's token rows under both the embedding and lm_head: `peft
+// inspect` counts them once (HF's trainable figure) and names the copy.
+TEST(TrainableTokens, InspectCountsTiedCopiesOnce) {
+  const std::string hf = suite.case_json("tt_tied")["trainable"];  // "trainable params: 128 || ..."
+  const std::string trainable = hf.substr(18, hf.find(' ', 18) - 18);
+  const auto r = test::run_cli({"inspect", (suite.fixture("tt_tied") / "adapter").string()});
+  ASSERT_EQ(r.exit_code, 0) << test::describe(r);
+  EXPECT_THAT(r.output, HasSubstr("parameters: " + trainable + " (and " + trainable + " more in tied copies)"));
+  const auto untied = test::run_cli({"inspect", (suite.fixture("tt_untied") / "adapter").string()});
+  EXPECT_THAT(untied.output, Not(HasSubstr("tied copies")));
 }
 
 TEST(TrainableTokens, OursLoadInHf) {

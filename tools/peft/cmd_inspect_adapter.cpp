@@ -1,8 +1,14 @@
 // peft inspect ADAPTER_DIR: what an adapter folder holds.
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
+#include <tuple>
 
 #include "common.h"
 #include "peft/safetensors.h"
@@ -39,14 +45,30 @@ void inspect_adapter(const std::string& dir) {
   std::cout << "task:       " << (cfg->task_type.empty() ? "-" : cfg->task_type) << "\n"
             << "base model: " << (cfg->base_model_name_or_path.empty() ? "-" : cfg->base_model_name_or_path) << "\n";
   SafetensorsFile f((fs::path(dir) / "adapter_model.safetensors").string());
-  int64_t n = 0;
+  // HF writes a tied module's trainable values under both names (the token rows of a tied
+  // embedding and lm_head): a tensor equal to an earlier one of its dtype and shape is a
+  // copy, counted apart.
+  int64_t n = 0, copies = 0;
+  // Candidates by dtype, shape and two sums; equal tensors are then compared in full.
+  std::map<std::tuple<int, std::vector<int64_t>, double, double>, std::vector<std::string>> seen;
   for (const auto& t : f.header().tensors) {
     int64_t e = 1;
     for (auto d : t.shape) e *= d;
-    n += e;
+    const at::Tensor values = f.get(t.name);
+    const at::Tensor wide = values.to(at::kDouble);
+    const auto sum = [](const at::Tensor& x) {  // NaN would break the map's ordering
+      const double v = x.sum().item<double>();
+      return std::isnan(v) ? 0.0 : v;
+    };
+    auto& same = seen[{static_cast<int>(t.dtype), t.shape, sum(wide), sum(wide.abs())}];
+    const bool copy = std::any_of(same.begin(), same.end(), [&](const std::string& k) { return at::equal(f.get(k), values); });
+    (copy ? copies : n) += e;
+    same.push_back(t.name);
   }
   std::cout << "tensors:    " << f.header().tensors.size() << "\n"
-            << "parameters: " << n << "\n";
+            << "parameters: " << n;
+  if (copies > 0) std::cout << " (and " << copies << " more in tied copies)";
+  std::cout << "\n";
 }
 
 }  // namespace peft::cli
