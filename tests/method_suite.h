@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -116,5 +117,18 @@ class MethodSuite {
  private:
   std::string method_;
 };
+
+// The last eval_loss `peft train` wrote to an output folder's loss.dat (its second block).
+inline double last_eval_loss(const std::filesystem::path& out) {
+  std::ifstream f(out / "loss.dat");
+  std::string line;
+  int blanks = 0;
+  double loss = -1;
+  while (std::getline(f, line)) {
+    if (line.empty()) ++blanks;
+    else if (blanks >= 2) std::istringstream(line) >> loss >> loss;
+  }
+  return loss;
+}
 
 }  // namespace peft::test

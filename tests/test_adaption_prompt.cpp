@@ -37,6 +37,7 @@ constexpr double kLogitTol = 1e-4;
 
 const test::MethodSuite suite("adaption_prompt");
 using test::logits;
+using test::last_eval_loss;
 
 const std::vector<std::string> kCases = {"ap_llama", "ap_llama_top", "ap_mistral", "ap_gpt2"};
 
@@ -97,19 +98,6 @@ TEST(AdaptionPromptAdapters, SwitchDisableAndDelete) {
   EXPECT_LE(test::max_diff(logits(m, in), all.get("logits"), mask), kLogitTol);
   m.delete_adapter("all");
   EXPECT_LE(test::max_diff(logits(m, in), base, mask), 1e-6);
-}
-
-// The last eval_loss the trainer wrote to loss.dat (its second block).
-double last_eval_loss(const fs::path& out) {
-  std::ifstream f(out / "loss.dat");
-  std::string line;
-  int blanks = 0;
-  double loss = -1;
-  while (std::getline(f, line)) {
-    if (line.empty()) ++blanks;
-    else if (blanks >= 2) std::istringstream(line) >> loss >> loss;
-  }
-  return loss;
 }
 
 // Resaved HF adapters and one trained here with `peft train` load in HF PEFT with our

@@ -39,6 +39,7 @@ const std::vector<std::string> kCases = {"c3a_llama", "c3a_llama_kaiming", "c3a_
 
 const test::MethodSuite suite("c3a");
 using test::logits;
+using test::last_eval_loss;
 
 C3ALayer* c3a_layer(PeftModel& m, const std::string& path) {
   auto* host = dynamic_cast<AdaptableLayer*>(m.model().find(path));
@@ -110,19 +111,6 @@ TEST_P(HfC3a, LoadsDifferentiatesAndMergesAsHf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(C3a, HfC3a, ::testing::ValuesIn(kCases));
-
-// The last eval_loss the trainer wrote to loss.dat (its second block).
-double last_eval_loss(const fs::path& out) {
-  std::ifstream f(out / "loss.dat");
-  std::string line;
-  int blanks = 0;
-  double loss = -1;
-  while (std::getline(f, line)) {
-    if (line.empty()) ++blanks;
-    else if (blanks >= 2) std::istringstream(line) >> loss >> loss;
-  }
-  return loss;
-}
 
 // HF PEFT loads, strictly and with our logits, every HF adapter saved again here (with
 // exactly HF's keys) and one trained by `peft train`, which lowered the held-out eval

@@ -35,6 +35,7 @@ constexpr double kLogitTol = 1e-4;
 
 const test::MethodSuite suite("shira");
 using test::logits;
+using test::last_eval_loss;
 
 const std::vector<std::string> kCases = {"shira_llama", "shira_llama_noseed", "shira_llama_magnitude"};
 
@@ -88,19 +89,6 @@ TEST(ShiraMask, FreshRandomPositionsAreHfs) {
     m.add_adapter("default", *cfg);
     expect_hf_positions(m, ref);
   }
-}
-
-// The last eval_loss the trainer wrote to loss.dat (its second block).
-double last_eval_loss(const fs::path& out) {
-  std::ifstream f(out / "loss.dat");
-  std::string line;
-  int blanks = 0;
-  double loss = -1;
-  while (std::getline(f, line)) {
-    if (line.empty()) ++blanks;
-    else if (blanks >= 2) std::istringstream(line) >> loss >> loss;
-  }
-  return loss;
 }
 
 // Resaved HF adapters and one trained here with `peft train` load in HF PEFT with our

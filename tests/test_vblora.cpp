@@ -37,6 +37,7 @@ constexpr double kLogitTol = 1e-4;
 
 const test::MethodSuite suite("vblora");
 using test::logits;
+using test::last_eval_loss;
 
 const std::vector<std::string> kCases = {"vblora_llama", "vblora_llama_topk", "vblora_gpt2"};
 
@@ -139,19 +140,6 @@ TEST(VBLoRAFresh, OneBankSharedAndCountedOnce) {
       }
     EXPECT_GE(layers, 2);
   }
-}
-
-// The last eval_loss the trainer wrote to loss.dat (its second block).
-double last_eval_loss(const fs::path& out) {
-  std::ifstream f(out / "loss.dat");
-  std::string line;
-  int blanks = 0;
-  double loss = -1;
-  while (std::getline(f, line)) {
-    if (line.empty()) ++blanks;
-    else if (blanks >= 2) std::istringstream(line) >> loss >> loss;
-  }
-  return loss;
 }
 
 // Resaved HF adapters (both file forms) and one trained here with `peft train` load in HF
