@@ -11,7 +11,12 @@ scripts/setup.sh) in several English voices, voice variants, speeds and pitches,
 
 The eval split is every utterance of one accent the training split never hears
 (Caribbean English, en-029), so eval measures recognition of a new voice, not recall of
-the training files. 4 voices x 3 variants x 2 speeds x 2 pitches = 48 training and 12 eval
+the training files.
+
+For the adaptation demo (scripts/demo_audio.sh) it also writes, from the training files:
+  OUT_DIR/base.jsonl: the American English (en-us) ones, to pretrain a base on;
+  OUT_DIR/adapt_train.jsonl: the three British accents at pitch 35, to adapt it with;
+  OUT_DIR/adapt_eval.jsonl: the same accents at pitch 65, recordings the adapter never hears. 4 voices x 3 variants x 2 speeds x 2 pitches = 48 training and 12 eval
 utterances per digit (480 and 120 files, about 25 MB, one to two minutes to make).
 
 espeak-ng runs from an argv list, never through a shell.
@@ -52,6 +57,17 @@ def write_split(out, split, voices):
     return len(rows)
 
 
+def write_adaptation_splits(out):
+    with open(os.path.join(out, "train.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    splits = {"base": lambda a: "_en-us_" in a,
+              "adapt_train": lambda a: "_en-us_" not in a and a.endswith(f"_p{PITCHES[0]}.wav"),
+              "adapt_eval": lambda a: "_en-us_" not in a and a.endswith(f"_p{PITCHES[1]}.wav")}
+    for name, keep in splits.items():
+        with open(os.path.join(out, name + ".jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows if keep(r["audio"]))
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__.split("\n\n")[1])
@@ -60,6 +76,7 @@ def main():
     out = sys.argv[1]
     n_train = write_split(out, "train", TRAIN_VOICES)
     n_eval = write_split(out, "eval", EVAL_VOICES)
+    write_adaptation_splits(out)
     print(f"wrote {n_train} training and {n_eval} eval utterances of {len(WORDS)} digits to {out}")
 
 

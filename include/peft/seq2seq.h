@@ -57,6 +57,11 @@ class Seq2SeqLM {
   Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in);
   virtual int64_t decoder_start_token_id() const = 0;
   virtual int64_t pad_token_id() const = 0;
+  // True when the encoder reads Seq2SeqInputs::input_features (speech), not token ids.
+  virtual bool reads_audio() const { return false; }
+  // The decoder's learned positions, the longest prompt plus labels it takes; 0: no limit
+  // (T5's relative positions).
+  virtual int64_t max_target_positions() const { return 0; }
 
  protected:
   virtual Seq2SeqOutputs run_seq2seq(const Seq2SeqInputs& in) = 0;

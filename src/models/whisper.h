@@ -124,6 +124,8 @@ class WhisperForConditionalGeneration : public Model, public Seq2SeqLM {
 
   int64_t decoder_start_token_id() const override { return cfg_.decoder_start_token_id; }
   int64_t pad_token_id() const override { return cfg_.pad_token_id; }
+  bool reads_audio() const override { return true; }
+  int64_t max_target_positions() const override { return cfg_.max_target_positions; }
   const WhisperConfig& whisper_config() const { return cfg_; }
 
   std::shared_ptr<WhisperModel> model;

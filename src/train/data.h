@@ -19,6 +19,7 @@ struct Example {
   int64_t class_label = -1;     // classification
   std::vector<float> targets;   // regression / multi-label classification: num_labels floats
   at::Tensor pixel_values;      // image classification: [channels, height, width]
+  at::Tensor input_features;    // speech recognition (Whisper): log-mel [mel_bins, frames]
   bool seq2seq = false;         // encoder-decoder: labels are the target's ids, not aligned with input_ids
 };
 
@@ -44,6 +45,11 @@ struct DataOptions {
   std::string model_dir;                 // image files: preprocessed by its preprocessor_config.json
   bool seq2seq = false;                  // encoder-decoder models (T5): {"input", "target"} lines
   bool contrastive = false;              // CLIP: {"image", "text"} pairs (train/image_data.h)
+  // Speech recognition (Whisper): {"audio", "text"} lines (train/audio_data.h); the text's
+  // ids lose a leading decoder_start and may not exceed the decoder's max_target_positions.
+  bool audio = false;
+  int64_t decoder_start_token_id = -1;
+  int64_t max_target_positions = 0;
 };
 
 // transformers' problem_type of a *ForSequenceClassification: config.json's "problem_type"
@@ -81,6 +87,7 @@ struct Batch {
   at::Tensor targets;
   at::Tensor position_ids;  // packed or flattened rows; then the model gets no attention_mask
   at::Tensor pixel_values;                       // images instead of ids (CLIP: with ids, labels = 0..b-1)
+  at::Tensor input_features;                     // audio instead of ids (Whisper): [b, mel_bins, frames]
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 

@@ -29,8 +29,14 @@ Batch collate_seq2seq(const std::vector<const Example*>& xs, int64_t pad_id) {
       if (e.labels[k] != -100) ++out.num_items;
     }
   }
-  out.input_ids = at::tensor(ids, at::kLong).view({b, s});
-  out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
+  if (xs.front()->input_features.defined()) {  // audio: the features are all of one size
+    std::vector<at::Tensor> features;
+    for (const auto* e : xs) features.push_back(e->input_features);
+    out.input_features = at::stack(features);
+  } else {
+    out.input_ids = at::tensor(ids, at::kLong).view({b, s});
+    out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
+  }
   out.labels = at::tensor(labels, at::kLong).view({b, t});
   return out;
 }
@@ -42,8 +48,12 @@ at::Tensor seq2seq_loss_sum(PeftModel& peft, const Batch& b, at::Device dev, boo
     throw std::runtime_error(peft.model().type_name() + ": gradient_checkpointing is not supported for encoder-decoder "
                              "models yet");
   Seq2SeqInputs in;
-  in.input_ids = b.input_ids.to(dev);
-  in.attention_mask = b.attention_mask.to(dev);
+  if (b.input_features.defined()) {
+    in.input_features = b.input_features.to(dev);
+  } else {
+    in.input_ids = b.input_ids.to(dev);
+    in.attention_mask = b.attention_mask.to(dev);
+  }
   const auto labels = b.labels.to(dev);
   in.decoder_input_ids = shift_right(labels, s2s->decoder_start_token_id(), s2s->pad_token_id());
   const auto logits = s2s->forward_seq2seq(in).logits.to(at::kFloat);

@@ -1,4 +1,4 @@
-// Encoder-decoder (T5) training: {"input", "target"} examples into batches, and their loss,
+// Encoder-decoder training (T5: {"input", "target"}; Whisper: train/audio_data.h): examples into batches, and their loss,
 // as transformers computes it (labels = target ids + eos, -100 on padding; decoder inputs
 // = labels shifted right after decoder_start_token_id).
 #pragma once
@@ -12,7 +12,8 @@
 
 namespace peft {
 
-// input_ids right-padded with pad_id under attention_mask; labels [b, longest target]
+// input_ids right-padded with pad_id under attention_mask (audio: input_features
+// stacked instead); labels [b, longest target]
 // padded with -100; num_items = labelled tokens.
 Batch collate_seq2seq(const std::vector<const Example*>& xs, int64_t pad_id);
 

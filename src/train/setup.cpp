@@ -7,6 +7,7 @@
 #include "peft/clip.h"
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
+#include "train/audio_data.h"
 #include "train/image_data.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
@@ -122,6 +123,11 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
     o.problem_type = problem_type_of(s.model->config(), o.num_labels, false);
   if (auto* emb = s.model->input_embeddings()) o.vocab_size = emb->num_embeddings;
   o.model_dir = cfg.model;
+  if (auto* s2s = as_seq2seq(*s.model); s2s && s2s->reads_audio()) {  // Whisper: {"audio", "text"}
+    o.audio = true;
+    o.decoder_start_token_id = s2s->decoder_start_token_id();
+    o.max_target_positions = s2s->max_target_positions();
+  }
   if (as_contrastive(*s.model)) {  // CLIP: {"image", "text"} pairs, texts within the position embeddings
     o.contrastive = true;
     o.num_labels = 0;
@@ -131,6 +137,11 @@ DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s) {
 }
 
 std::vector<Example> read_data(const std::string& file, const std::string& labels, const DataOptions& o) {
+  if (o.audio) {
+    if (!is_audio_jsonl(file))
+      throw std::runtime_error(file + ": speech recognition (Whisper) trains on JSONL of {\"audio\": path, \"text\": \"...\"}");
+    return load_audio_text_jsonl(file, o);
+  }
   if (file.size() > 4 && file.compare(file.size() - 4, 4, ".npy") == 0)
     return load_image_examples(file, labels, o.num_labels);
   if (o.contrastive) {

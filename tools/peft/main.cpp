@@ -11,6 +11,7 @@ namespace peft::cli {
 void register_extract(CLI::App& app);  // cmd_extract.cpp
 void register_preprocess_image(CLI::App& app);  // cmd_preprocess_image.cpp
 void register_preprocess_audio(CLI::App& app);  // cmd_preprocess_audio.cpp
+void register_transcribe(CLI::App& app);  // cmd_transcribe.cpp (issue 18)
 void register_federate(CLI::App& app);  // cmd_federate.cpp (issue 19)
 }  // namespace peft::cli
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   peft::cli::register_serve(app);
   peft::cli::register_preprocess_image(app);
   peft::cli::register_preprocess_audio(app);
+  peft::cli::register_transcribe(app);
   peft::cli::register_federate(app);
   try {
     app.parse(argc, argv);
