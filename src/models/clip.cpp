@@ -49,8 +49,11 @@ ClipEncoder::ClipEncoder(const ClipEncoderConfig& c) {
   for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<ClipEncoderLayer>(c));
 }
 
-at::Tensor ClipEncoder::forward(at::Tensor h, const at::Tensor& mask, bool causal, bool checkpoint_layers) {
+at::Tensor ClipEncoder::forward(at::Tensor h, const at::Tensor& mask, bool causal, bool checkpoint_layers,
+                                const std::function<at::Tensor(size_t, const at::Tensor&)>& before_layer) {
+  size_t i = 0;
   for (const auto& l : layers->items()) {
+    if (before_layer) h = before_layer(i++, h);
     auto fn = [l, mask, causal](const at::Tensor& x) { return l->forward(x, mask, causal); };
     h = checkpoint_layers ? checkpointed(fn, h) : fn(h);
   }
@@ -141,7 +144,7 @@ ModelOutputs ClipVisionTower::forward(const ModelInputs& in) {
                                 c10::str(px.sizes()) + " " + c10::toString(px.scalar_type()));
   auto h = pre_layrnorm->forward(embeddings->forward(px));
   ModelOutputs out;
-  out.last_hidden_state = encoder->forward(h, {}, /*causal=*/false, in.checkpoint_layers);
+  out.last_hidden_state = encoder->forward(h, {}, /*causal=*/false, in.checkpoint_layers, in.before_layer);
   out.pooler_output = post_layernorm->forward(out.last_hidden_state.select(1, 0));
   return out;
 }
@@ -161,16 +164,31 @@ at::Tensor ClipModel::text_features(const ModelInputs& in) {
   return text_projection->forward(text_model->forward(in).pooler_output);
 }
 
-at::Tensor ClipModel::image_features(const ModelInputs& in) {
+at::Tensor ClipModel::image_features(const ModelInputs& in) { return projected_image(adapted(in)); }
+
+at::Tensor ClipModel::projected_image(const ModelInputs& in) {
   return visual_projection->forward(vision_model->forward(in).pooler_output);
+}
+
+ModelInputs ClipModel::adapted(const ModelInputs& in) {
+  ModelInputs out = in;
+  // Virtual tokens before the text would shift the pooled end-of-text position.
+  if (input_adapter && input_adapter->prepare(*this, out) != 0)
+    throw std::invalid_argument(input_adapter->type_name() + " is not supported on " + type_name() +
+                                " (its towers take visual prompts and layer adapters)");
+  return out;
 }
 
 ContrastiveOutputs ClipModel::forward_contrastive(const ModelInputs& in) {
   check_inputs(in);
+  return contrastive(adapted(in));
+}
+
+ContrastiveOutputs ClipModel::contrastive(const ModelInputs& in) {
   // transformers' _get_vector_norm: sum of squares to the power 0.5
   auto normalized = [](const at::Tensor& x) { return x / x.pow(2).sum(-1, true).pow(0.5); };
   ContrastiveOutputs out;
-  out.image_embeds = normalized(image_features(in));
+  out.image_embeds = normalized(projected_image(in));
   out.text_embeds = normalized(text_features(in));
   out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();
   out.logits_per_image = out.logits_per_text.t();
@@ -180,7 +198,7 @@ ContrastiveOutputs ClipModel::forward_contrastive(const ModelInputs& in) {
 ModelOutputs ClipModel::run(const ModelInputs& in) {
   ModelOutputs out;
   if (in.input_ids.defined() && in.pixel_values.defined()) {
-    out.logits = forward_contrastive(in).logits_per_image;
+    out.logits = contrastive(in).logits_per_image;
   } else if (in.input_ids.defined()) {
     out = text_model->forward(in);
     out.pooler_output = text_projection->forward(out.pooler_output);

@@ -4,6 +4,8 @@
 // (text_model.encoder.layers.N.self_attn.q_proj, vision_model.pre_layrnorm, ...).
 #pragma once
 
+#include <functional>
+
 #include "models/clip_config.h"
 #include "peft/clip.h"
 #include "peft/layers.h"
@@ -52,7 +54,9 @@ class ClipEncoder : public Module {
   explicit ClipEncoder(const ClipEncoderConfig& c);
   std::string type_name() const override { return "CLIPEncoder"; }
   // mask: [b, 1, q, k] boolean (undefined: none); causal without a mask: plain causal.
-  at::Tensor forward(at::Tensor h, const at::Tensor& mask, bool causal, bool checkpoint_layers);
+  // before_layer (ModelInputs'; visual prompts): rewrites the hidden states entering each layer.
+  at::Tensor forward(at::Tensor h, const at::Tensor& mask, bool causal, bool checkpoint_layers,
+                     const std::function<at::Tensor(size_t, const at::Tensor&)>& before_layer = nullptr);
   std::shared_ptr<ModuleList<ClipEncoderLayer>> layers;
 };
 
@@ -130,6 +134,8 @@ class ClipModel : public Model, public ContrastiveModel {
   Embedding* input_embeddings() override { return text_model->embeddings->token_embedding.get(); }
   at::Tensor text_features(const ModelInputs& in) override;
   at::Tensor image_features(const ModelInputs& in) override;
+  // These apply an installed input adapter first (visual prompts; Model::forward does the
+  // same), as the trainer and zero-shot classification call them directly.
   ContrastiveOutputs forward_contrastive(const ModelInputs& in) override;
   std::shared_ptr<ClipTextTower> text_model;
   std::shared_ptr<ClipVisionTower> vision_model;
@@ -140,6 +146,9 @@ class ClipModel : public Model, public ContrastiveModel {
   ModelOutputs run(const ModelInputs& in) override;
 
  private:
+  ModelInputs adapted(const ModelInputs& in);  // the input adapter's rewrite of `in`
+  ContrastiveOutputs contrastive(const ModelInputs& in);
+  at::Tensor projected_image(const ModelInputs& in);
   ClipConfig cfg_;
 };
 

@@ -83,11 +83,11 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     s.peft->add_adapter("default", *method, cfg.seed);
   }
   report_new_heads(*s.model, s.peft.get());
-  if (as_contrastive(*s.model))  // the contrastive forward runs the towers directly: no input adapters
+  if (as_contrastive(*s.model))  // visual prompts only: text prompts would move the pooled token
     for (const auto& name : s.peft->active_adapters())
-      if (s.peft->input_adapter(name))
+      if (s.peft->input_adapter(name) && s.peft->config(name).peft_type() != "VPT")
         throw std::runtime_error(s.peft->config(name).peft_type() + " is not supported on " + s.model->type_name() +
-                                 " (contrastive training takes layer adapters: LoRA, CLIP_ADAPTER, ...)");
+                                 " (contrastive training takes VPT and layer adapters: LoRA, CLIP_ADAPTER, ...)");
   if (cfg.packing || cfg.padding_free) {
     const char* what = cfg.packing ? "packing" : "padding_free";
     if (!s.causal) throw std::runtime_error(std::string(what) + " is for causal LMs; " + cfg.model + " is a classifier");

@@ -22,6 +22,10 @@ make:
     and text_projection in our file format, its MLPs the paper's plain-PyTorch module
     (Linear, ReLU, Linear, ReLU, no biases) applied as f' = alpha A(f) + (1 - alpha) f to
     get_image_features / get_text_features; reference: the inputs and logits_per_image.
+  OUT_DIR/clip/vpt/: deep visual prompts (3 per layer, random) on the vision tower in our
+    file format (vpt_prompts [layers, 3, hidden]), applied in plain PyTorch by hooks on
+    transformers' CLIPModel (after [CLS] past pre_layrnorm, replaced before each later
+    layer); reference: the inputs and logits_per_image.
   OUT_DIR/clip_text_proj/: CLIPTextModelWithProjection with the legacy eos_token_id 2
     (pooled at each row's largest id); reference: input_ids, attention_mask, text_embeds,
     last_hidden_state, num_parameters.
@@ -244,6 +248,54 @@ def make_clip_adapter(d, ref, alpha=0.3):
     return effect
 
 
+def vpt_hooks(model, P):
+    """Visual prompt tuning (Jia et al. 2022, deep) on CLIP's vision tower, in plain PyTorch:
+    P[0] goes after [CLS] as the first layer's input (after pre_layrnorm); before layer i
+    >= 1 the previous layer's prompt outputs are replaced by P[i]."""
+    tower, n = model.vision_model, P.shape[1]
+    handles = [tower.pre_layrnorm.register_forward_hook(
+        lambda m, a, out: torch.cat([out[:, :1], P[0].expand(out.shape[0], -1, -1), out[:, 1:]], 1))]
+    for i, layer in enumerate(tower.encoder.layers):
+        if i == 0:
+            continue
+
+        def pre(module, args, kwargs, i=i):
+            h = args[0] if args else kwargs["hidden_states"]
+            h = torch.cat([h[:, :1], P[i].expand(h.shape[0], -1, -1), h[:, 1 + n:]], 1)
+            if args:
+                return (h,) + tuple(args[1:]), kwargs
+            kwargs["hidden_states"] = h
+            return args, kwargs
+
+        handles.append(layer.register_forward_pre_hook(pre, with_kwargs=True))
+    return handles
+
+
+def make_vpt(d, ref, n=3):
+    torch.manual_seed(13)
+    model = CLIPModel.from_pretrained(d).eval()
+    vc = model.config.vision_config
+    P = torch.randn(vc.num_hidden_layers, n, vc.hidden_size)
+    handles = vpt_hooks(model, P)
+    with torch.no_grad():
+        logits = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"],
+                       pixel_values=ref["pixel_values"]).logits_per_image.contiguous()
+    for h in handles:
+        h.remove()
+    effect = (logits - ref["logits_per_image"]).abs().max().item()
+    assert effect > MIN_EFFECT, effect
+    out = os.path.join(d, "vpt")
+    os.makedirs(out)
+    cfg = {"peft_type": "VPT", "num_virtual_tokens": n, "deep": True, "task_type": None,
+           "base_model_name_or_path": None, "inference_mode": True, "modules_to_save": None}
+    with open(os.path.join(out, "adapter_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    save_file({"vpt_prompts": P.contiguous()}, os.path.join(out, "adapter_model.safetensors"))
+    save_file(dict(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"], pixel_values=ref["pixel_values"],
+                   logits_per_image=logits), os.path.join(out, "reference.safetensors"))
+    return effect
+
+
 def make_projection_models(out_dir):
     torch.manual_seed(3)
     d = os.path.join(out_dir, "clip_text_proj")
@@ -331,11 +383,12 @@ def make(out_dir):
     ref = make_clip(clip_dir, tok, bos, eos)
     effect = make_lora(clip_dir, ref)
     adapter_effect = make_clip_adapter(clip_dir, ref)
+    vpt_effect = make_vpt(clip_dir, ref)
     make_projection_models(out_dir)
     make_zero_shot(clip_dir, tok, eos, rng)
     loss = make_colors(os.path.join(out_dir, "colors"), clip_dir, tok, eos, rng)
     print(f"clip: vocabulary {tok.get_vocab_size()}, {int(ref['num_parameters'])} parameters, "
-          f"LoRA moves logits_per_image {effect:.3g}, CLIP-Adapter {adapter_effect:.3g}; colors batch loss {loss:.4f}")
+          f"LoRA moves logits_per_image {effect:.3g}, CLIP-Adapter {adapter_effect:.3g}, VPT {vpt_effect:.3g}; colors batch loss {loss:.4f}")
 
 
 def check(base_dir, adapter_dir, outputs, tol):

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "tuners/registry.h"
+#include "peft/clip.h"
 #include "peft/prompt.h"
 #include "tuners/vpt/layer.h"
 
@@ -44,11 +45,14 @@ void VPTConfig::resolve(const Model& model) {
 }
 
 std::shared_ptr<InputAdapter> VPTConfig::make_input_adapter(Model& model, at::Generator& gen) const {
-  if (model.input_kind() != InputKind::kPixels)
-    throw std::invalid_argument("VPT: visual prompt tuning needs an image model (ViT), not " + model.type_name());
-  const auto& c = model.config();
+  // CLIPModel: the prompts go into its vision tower, sized by vision_config (whose
+  // defaults are CLIPVisionConfig's: patch 32).
+  const bool clip = as_contrastive(model) != nullptr;
+  if (model.input_kind() != InputKind::kPixels && !clip)
+    throw std::invalid_argument("VPT: visual prompt tuning needs an image model (ViT, CLIP), not " + model.type_name());
+  const auto& c = clip ? model.config().at("vision_config") : model.config();
   const int64_t hidden = c.value("hidden_size", int64_t{768}), layers = c.value("num_hidden_layers", int64_t{12});
-  const int64_t patch = c.value("patch_size", int64_t{16});
+  const int64_t patch = c.value("patch_size", clip ? int64_t{32} : int64_t{16});
   auto a = std::make_shared<VisualPrompts>(layers, num_virtual_tokens, hidden, deep);
   const double v = std::sqrt(6.0 / static_cast<double>(3 * patch * patch + hidden));
   a->vpt_prompts = at::rand(a->vpt_prompts.sizes(), gen, at::TensorOptions(at::kFloat)) * (2 * v) - v;
