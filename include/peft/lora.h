@@ -25,8 +25,9 @@ struct LoraConfig : AdapterConfig {
   bool fan_in_fan_out = false;
   bool use_rslora = false;
   bool use_dora = false;
-  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora"
+  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora", "loftq"
   std::string init_lora_weights = "true";
+  int64_t loftq_iter = 1;  // loftq_config's: alternating NF4 / SVD steps (loftq_bits must be 4)
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
@@ -94,6 +95,7 @@ class LoraLinear : public LayerAdapter {
   at::Tensor lora_A, lora_B, magnitude;  // [r, in], [out, r], [out]
   double scaling, dropout;
   bool use_dora, fan_in_fan_out, freeze_A = false;
+  int64_t loftq_iter = 1;  // init "loftq": NF4 / SVD alternations
 
  private:
   at::Tensor host_weight() const;  // the base weight's values as stored ([out, in] or [in, out])

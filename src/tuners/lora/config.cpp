@@ -44,6 +44,23 @@ const char* kUnsupportedUnlessDefault[] = {
     "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
+// HF's LoftQConfig: loftq_bits (4; its int8 variant is not implemented here) and
+// loftq_iter (1); LoraConfig requires one with init_lora_weights "loftq".
+void read_loftq_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
+  if (!q.is_object() || q.empty()) f.fail("init_lora_weights 'loftq' needs a 'loftq_config', e.g. {\"loftq_bits\": 4, \"loftq_iter\": 1}");
+  for (const auto& [k, v] : q.items()) {
+    if (k == "loftq_bits") {
+      if (!v.is_number_integer() || v.get<int64_t>() != 4) f.fail("loftq_config 'loftq_bits' must be 4 (NF4), got " + quote_json(v));
+    } else if (k == "loftq_iter") {
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 100)
+        f.fail("loftq_config 'loftq_iter' must be an integer in [1, 100], got " + quote_json(v));
+      c.loftq_iter = v.get<int64_t>();
+    } else {
+      f.fail("loftq_config has an unknown key '" + k + "' (loftq_bits, loftq_iter)");
+    }
+  }
+}
+
 bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;
   if (v.is_object() && v.empty() && d.is_null()) return true;
@@ -90,10 +107,11 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) f.fail("'lora_dropout' must be in [0, 1)");
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
-  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora"};
+  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora", "loftq"};
   if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
-    f.fail("init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora)" +
+    f.fail("init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora, loftq)" +
            did_you_mean(c.init_lora_weights, inits));
+  if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
     if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
     c.target_parameters.emplace();
@@ -123,6 +141,7 @@ ojson LoraConfig::to_json() const {
   fields["use_dora"] = use_dora;
   if (init_lora_weights == "true" || init_lora_weights == "false") fields["init_lora_weights"] = init_lora_weights == "true";
   else fields["init_lora_weights"] = init_lora_weights;
+  if (init_lora_weights == "loftq") fields["loftq_config"] = {{"loftq_bits", 4}, {"loftq_iter", loftq_iter}};
   ojson rp = ojson::object(), ap = ojson::object();
   for (const auto& [k, v] : rank_pattern) rp[k] = v;
   for (const auto& [k, v] : alpha_pattern) ap[k] = v;
@@ -276,6 +295,7 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
     auto lora = std::make_shared<LoraLinear>(host, host->input_dim(), host->output_dim(), r, scaling, lora_dropout,
                                              use_dora, fan_in_fan_out || host->weight_is_in_out());
     lora->freeze_A = lora_fa;
+    lora->loftq_iter = loftq_iter;
     lora->initialize(init_lora_weights, use_dora, gen);
     return lora;
   }

@@ -7,6 +7,7 @@
 
 #include "peft/layers.h"
 #include "peft/lora.h"
+#include "tuners/lora/loftq.h"
 
 namespace peft {
 
@@ -165,6 +166,17 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     }
     if (host_->weight_quantized()) host_->assign_weight(residual);
     else *host_->weight_tensor() = residual.to(dtype).contiguous();
+  } else if (init == "loftq") {
+    // HF PEFT factors the weight as stored, which only fits [out, in] weights.
+    if (fan_in_fan_out)
+      throw std::invalid_argument("LoftQ init is not defined for fan_in_fan_out layers (GPT-2's Conv1D)");
+    if (host_->weight_quantized())
+      throw std::invalid_argument("LoftQ init quantizes the weight itself: load the base unquantized");
+    const at::Tensor w = host_weight();
+    auto f = loftq_decompose(w, rank, loftq_iter);
+    lora_A = f.lora_A;  // not divided by scaling: HF's loftq_init leaves that to lora_alpha = r
+    lora_B = f.lora_B;
+    *host_->weight_tensor() = f.dequantized.to(w.device(), w.scalar_type()).contiguous();
   } else {
     throw std::invalid_argument("unknown init_lora_weights '" + init + "'");
   }
@@ -220,7 +232,8 @@ void LoraEmbedding::initialize(const std::string& init, at::Generator& gen) {
   std::vector<std::vector<int64_t>> shapes;
   visit_slots([&](const std::string&, ParamSlot& s) { shapes.push_back(s.shape); });
   const int64_t r = shapes[0][0], num = shapes[0][1], dim = shapes[1][0];
-  if (init == "pissa" || init == "olora") throw std::invalid_argument(init + " init is not defined for embeddings");
+  if (init == "pissa" || init == "olora" || init == "loftq")
+    throw std::invalid_argument(init + " init is not defined for embeddings");
   // HF PEFT: A zero, B standard normal (the reverse of linear layers); "false" keeps both random.
   lora_embedding_A = init == "false" ? at::empty({r, num}, at::kFloat).normal_(0, 1, gen) : at::zeros({r, num}, at::kFloat);
   lora_embedding_B = at::empty({dim, r}, at::kFloat).normal_(0, 1, gen);
