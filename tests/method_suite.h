@@ -93,6 +93,26 @@ class MethodSuite {
     return work / "out";
   }
 
+  // Our logits of `adapter` on `base` for case `ref_case`'s inputs, written under `work`;
+  // returns the "BASE ADAPTER OUTPUTS" triple a checker script's `check` verb takes.
+  std::vector<std::string> check_case(const std::filesystem::path& base, const std::filesystem::path& adapter,
+                                      const std::string& ref_case, const std::filesystem::path& work) const {
+    SafetensorsFile ref((fixture(ref_case) / "reference.safetensors").string());
+    PeftModel m(load_model(base.string()));
+    m.load_adapter(adapter.string());
+    const auto outputs = write_outputs(ref, "logits", logits(m, inputs_of(ref)), work / "outputs.safetensors");
+    return {base.string(), adapter.string(), outputs.string()};
+  }
+  // tests/parity/<checker> `check` on every triple of check_case, in one Python process.
+  static void expect_hf_checks(const std::string& checker, const std::vector<std::string>& triples) {
+    std::string joined;
+    for (const auto& a : triples) joined += " " + a;
+    int status = 0;
+    const auto log = run_parity_script(checker, "check" + joined, &status);
+    EXPECT_EQ(status, 0) << log;
+    std::cerr << log;
+  }
+
   // HF PEFT loads `adapter` on the tiny llama strictly and computes our logits on case
   // `ref_case`'s inputs. `checker` is the script that checks (tests/parity/check_adapter.py
   // when empty, else tests/parity/<checker> with a `check` verb).

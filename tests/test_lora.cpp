@@ -142,7 +142,8 @@ TEST(LoraCreated, RandomAdapterSavedHereMatchesInPeft) {
 class InitKeepsBase : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(InitKeepsBase, OutputEqualsBaseRightAfterInit) {
-  // PiSSA and OLoRA move the top of W into A and B and leave the residual in W.
+  // PiSSA and OLoRA move the top of W into A and B and leave the residual in W;
+  // orthogonal init has B A = 0 with B nonzero.
   c10::InferenceMode guard;
   for (const char* base_name : {"llama_mha", "gpt2"}) {
     if (GetParam() == "olora" && std::string(base_name) == "gpt2") continue;  // see OloraRefusesConv1D
@@ -162,7 +163,25 @@ TEST_P(InitKeepsBase, OutputEqualsBaseRightAfterInit) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Lora, InitKeepsBase, ::testing::Values("pissa", "olora"));
+INSTANTIATE_TEST_SUITE_P(Lora, InitKeepsBase, ::testing::Values("pissa", "olora", "orthogonal"));
+
+// HF PEFT's orthogonal init: A and B both nonzero with B A = 0; an odd rank is refused.
+TEST(LoraCreated, OrthogonalInitHasZeroProductAndNeedsAnEvenRank) {
+  auto base = load_model((fs::path(PEFT_PARITY_DIR) / "llama_mha").string());
+  PeftModel peft(base);
+  peft.add_adapter("default", config_for(R"({"peft_type": "LORA", "r": 6, "target_modules": ["q_proj"],
+      "init_lora_weights": "orthogonal"})"));
+  auto* a = dynamic_cast<LoraLinear*>(
+      dynamic_cast<AdaptableLayer*>(base->find("model.layers.0.self_attn.q_proj"))->adapter("default"));
+  ASSERT_NE(a, nullptr);
+  EXPECT_GT(a->lora_A.abs().min().item<double>(), 0.0);
+  EXPECT_GT(a->lora_B.abs().max().item<double>(), 1e-3);
+  EXPECT_LE(at::matmul(a->lora_B, a->lora_A).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(peft.config("default").to_json()["init_lora_weights"], "orthogonal");
+  PeftModel odd(load_model((fs::path(PEFT_PARITY_DIR) / "llama_mha").string()));
+  EXPECT_THROW(odd.add_adapter("default", config_for(R"({"peft_type": "LORA", "r": 5, "target_modules": ["q_proj"],
+      "init_lora_weights": "orthogonal"})")), std::invalid_argument);
+}
 
 TEST(LoraCreated, OloraRefusesConv1D) {
   PeftModel peft(load_model((fs::path(PEFT_PARITY_DIR) / "gpt2").string()));

@@ -97,11 +97,8 @@ TEST(ShiraTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
   std::vector<std::string> args;
   auto add_case = [&](const fs::path& base, const fs::path& adapter, const std::string& ref_case,
                       const fs::path& work) {
-    SafetensorsFile ref((suite.fixture(ref_case) / "reference.safetensors").string());
-    PeftModel m(load_model(base.string()));
-    m.load_adapter(adapter.string());
-    const auto outputs = test::write_outputs(ref, "logits", logits(m, test::inputs_of(ref)), work / "outputs.safetensors");
-    args.insert(args.end(), {base.string(), adapter.string(), outputs.string()});
+    const auto triple = suite.check_case(base, adapter, ref_case, work);
+    args.insert(args.end(), triple.begin(), triple.end());
   };
   for (const auto& name : kCases) {
     const auto work = suite.scratch("resave_" + name);
@@ -132,12 +129,7 @@ TEST(ShiraTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
   EXPECT_LT(after, 0.9 * before) << "eval loss " << before << " -> " << after;
   add_case(suite.fixture("llama"), out, "shira_llama", work);
 
-  std::string joined;
-  for (const auto& a : args) joined += " " + a;
-  int status = 0;
-  const auto log = test::run_parity_script("make_shira.py", "check" + joined, &status);
-  EXPECT_EQ(status, 0) << log;
-  std::cerr << log;
+  suite.expect_hf_checks("make_shira.py", args);
 }
 
 std::string user_config_error(const std::string& s) {

@@ -148,11 +148,8 @@ TEST(VBLoRATrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
   std::vector<std::string> args;
   auto add_case = [&](const fs::path& base, const fs::path& adapter, const std::string& ref_case,
                       const fs::path& work) {
-    SafetensorsFile ref((suite.fixture(ref_case) / "reference.safetensors").string());
-    PeftModel m(load_model(base.string()));
-    m.load_adapter(adapter.string());
-    const auto outputs = test::write_outputs(ref, "logits", logits(m, test::inputs_of(ref)), work / "outputs.safetensors");
-    args.insert(args.end(), {base.string(), adapter.string(), outputs.string()});
+    const auto triple = suite.check_case(base, adapter, ref_case, work);
+    args.insert(args.end(), triple.begin(), triple.end());
   };
   for (const auto& name : kCases) {
     const auto work = suite.scratch("resave_" + name);
@@ -184,12 +181,7 @@ TEST(VBLoRATrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
   EXPECT_LT(after, before - 0.15) << "eval loss " << before << " -> " << after;
   add_case(suite.fixture("llama"), out, "vblora_llama", work);
 
-  std::string joined;
-  for (const auto& a : args) joined += " " + a;
-  int status = 0;
-  const auto log = test::run_parity_script("make_vblora.py", "check" + joined, &status);
-  EXPECT_EQ(status, 0) << log;
-  std::cerr << log;
+  suite.expect_hf_checks("make_vblora.py", args);
 }
 
 std::string user_config_error(const std::string& s) {

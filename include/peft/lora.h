@@ -25,7 +25,8 @@ struct LoraConfig : AdapterConfig {
   bool fan_in_fan_out = false;
   bool use_rslora = false;
   bool use_dora = false;
-  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora", "loftq"
+  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora", "loftq",
+  // "orthogonal"
   std::string init_lora_weights = "true";
   int64_t loftq_iter = 1;  // loftq_config's: alternating NF4 / SVD steps (loftq_bits must be 4)
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order

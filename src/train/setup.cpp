@@ -93,11 +93,12 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     if (!s.causal) throw std::runtime_error(std::string(what) + " is for causal LMs; " + cfg.model + " is a classifier");
     if (as_seq2seq(*s.model))
       throw std::runtime_error(std::string(what) + " is for decoder-only causal LMs; " + cfg.model + " is encoder-decoder");
-    // Packed sequences are told apart by position ids, which virtual tokens would shift.
+    // Packed sequences are told apart by position ids; an input adapter rewrites a row as
+    // one sequence (virtual tokens, prefixes, prompts attended by the whole row).
     for (const auto& name : s.peft->active_adapters())
       if (s.peft->input_adapter(name))
         throw std::runtime_error(std::string(what) + " cannot be used with " + s.peft->config(name).peft_type() +
-                                 " (virtual tokens before each row would be shared by its packed examples)");
+                                 " (it acts on each row as one sequence, which packing splits into examples)");
   }
   if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);  // after the adapters: they decide
   return s;

@@ -107,9 +107,10 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) f.fail("'lora_dropout' must be in [0, 1)");
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
-  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora", "loftq"};
+  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora", "loftq", "orthogonal"};
   if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
-    f.fail("init_lora_weights '" + c.init_lora_weights + "' is not supported (true, false, gaussian, pissa, olora, loftq)" +
+    f.fail("init_lora_weights '" + c.init_lora_weights +
+           "' is not supported (true, false, gaussian, pissa, olora, loftq, orthogonal)" +
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {

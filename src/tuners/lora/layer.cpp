@@ -166,6 +166,15 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     }
     if (host_->weight_quantized()) host_->assign_weight(residual);
     else *host_->weight_tensor() = residual.to(dtype).contiguous();
+  } else if (init == "orthogonal") {
+    // HF PEFT's orthogonal_init: A and B from the odd and even rows of one random
+    // orthogonal matrix, so B A = 0 (the output starts at the base) with both nonzero.
+    if (rank % 2 != 0)
+      throw std::invalid_argument("orthogonal init needs an even LoRA rank, got " + std::to_string(rank));
+    auto [Q, R] = at::linalg_qr(at::empty({rank, rank}, at::kFloat).normal_(0.0, 1.0, gen));
+    const auto q_odd = Q.slice(0, 0, rank, 2), q_even = Q.slice(0, 1, rank, 2);
+    lora_A = at::empty({in, rank / 2}, at::kFloat).normal_(0.0, 1.0, gen).mm(q_odd).t().contiguous() / 10.0;
+    lora_B = at::empty({rank / 2, outf}, at::kFloat).normal_(0.0, 1.0, gen).t().mm(q_even).contiguous() / 10.0;
   } else if (init == "loftq") {
     // HF PEFT factors the weight as stored, which only fits [out, in] weights.
     if (fan_in_fan_out)
@@ -232,7 +241,7 @@ void LoraEmbedding::initialize(const std::string& init, at::Generator& gen) {
   std::vector<std::vector<int64_t>> shapes;
   visit_slots([&](const std::string&, ParamSlot& s) { shapes.push_back(s.shape); });
   const int64_t r = shapes[0][0], num = shapes[0][1], dim = shapes[1][0];
-  if (init == "pissa" || init == "olora" || init == "loftq")
+  if (init == "pissa" || init == "olora" || init == "loftq" || init == "orthogonal")
     throw std::invalid_argument(init + " init is not defined for embeddings");
   // HF PEFT: A zero, B standard normal (the reverse of linear layers); "false" keeps both random.
   lora_embedding_A = init == "false" ? at::empty({r, num}, at::kFloat).normal_(0, 1, gen) : at::zeros({r, num}, at::kFloat);
