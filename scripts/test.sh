@@ -12,4 +12,12 @@ bash scripts/check_install.sh build
 # time is Python reference checks and process start-up, and two tests that each spin up
 # two OpenMP threads on two cores slow each other down many times over.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-ctest --test-dir build --output-on-failure -j "${CTEST_PARALLEL_LEVEL:-$(nproc)}" "$@"
+jobs="${CTEST_PARALLEL_LEVEL:-$(nproc)}"
+if [ $# -gt 0 ]; then  # the caller's selection, e.g. -L lora
+  ctest --test-dir build --output-on-failure -j "$jobs" "$@"
+  exit
+fi
+# The default suite, then the checks labelled slow (the 30-second fuzz runs, the
+# 135M-parameter SmolLM2 model): `ctest -LE slow` stays the quick everyday run.
+ctest --test-dir build --output-on-failure -j "$jobs" -LE slow
+ctest --test-dir build --output-on-failure -j "$jobs" -L slow
