@@ -2,11 +2,11 @@
 #include "train/audio_data.h"
 
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 #include "peft/audio.h"
 #include "util/json_file.h"
+#include "util/jsonl.h"
 
 namespace peft {
 namespace {
@@ -29,49 +29,28 @@ std::vector<int64_t> label_ids(const std::string& text, const DataOptions& o, co
 
 }  // namespace
 
-bool is_audio_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      const auto j = nlohmann::json::parse(line);
-      return j.is_object() && j.contains("audio");
-    } catch (const std::exception&) {
-      return false;  // the loader reports the line
-    }
-  }
-  return false;
-}
+bool is_audio_jsonl(const std::string& path) { return jsonl_first_object_has(path, "audio"); }
 
 std::vector<Example> load_audio_text_jsonl(const std::string& path, const DataOptions& o) {
   if (!o.tokenizer) throw std::runtime_error(path + ": {\"audio\", \"text\"} lines need the model's tokenizer.json");
   const auto features = read_whisper_feature_config(o.model_dir);
-  const fs::path base = fs::path(path).parent_path();
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
   std::vector<Example> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = "line " + std::to_string(n) + " of " + path;
-    const auto j = parse_json(line, where);
+  for_each_jsonl_line(path, [&](const nlohmann::json& j, const std::string& where) {
     if (!j.is_object() || !j.contains("audio") || !j.contains("text"))
       throw std::runtime_error(where + ": expected {\"audio\": path, \"text\": \"...\"}");
-    const fs::path audio = strict_get<std::string>(j["audio"], where + ": \"audio\"");
+    const fs::path audio = strict_get<std::string>(j.at("audio"), where + ": \"audio\"");
     Example ex;
     ex.seq2seq = true;
-    ex.labels = label_ids(strict_get<std::string>(j["text"], where + ": \"text\""), o, where);
+    ex.labels = label_ids(strict_get<std::string>(j.at("text"), where + ": \"text\""), o, where);
     try {
-      ex.input_features = whisper_log_mel(load_audio((audio.is_absolute() ? audio : base / audio).string(),
-                                                     features.sampling_rate), features);
+      ex.input_features = whisper_log_mel(load_audio(jsonl_relative(path, audio), features.sampling_rate), features);
     } catch (const std::bad_alloc&) {
       throw std::runtime_error(where + ": out of memory preprocessing the audio");
     } catch (const std::runtime_error& e) {
       throw std::runtime_error(where + ": " + e.what());
     }
     out.push_back(std::move(ex));
-  }
+  });
   if (out.empty()) throw std::runtime_error(path + ": no examples");
   return out;
 }

@@ -3,12 +3,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 #include "peft/image_processor.h"
 #include "util/hash.h"
 #include "util/json_file.h"
+#include "util/jsonl.h"
 
 namespace peft {
 namespace {
@@ -91,48 +91,28 @@ std::vector<Example> load_image_folder(const std::string& dir, const DataOptions
   return out;
 }
 
-bool is_image_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      const auto j = nlohmann::json::parse(line);
-      return j.is_object() && j.contains("image");
-    } catch (const std::exception&) {
-      return false;  // load_examples reports the line
-    }
-  }
-  return false;
-}
+bool is_image_jsonl(const std::string& path) { return jsonl_first_object_has(path, "image"); }
 
 std::vector<Example> load_image_jsonl(const std::string& path, const DataOptions& o) {
   const auto proc = read_image_processor_config(o.model_dir);
-  const fs::path base = fs::path(path).parent_path();
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
   std::vector<Example> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = "line " + std::to_string(n) + " of " + path;
-    const auto j = parse_json(line, where);
+  for_each_jsonl_line(path, [&](const nlohmann::json& j, const std::string& where) {
     if (!j.is_object() || !j.contains("image") || !j.contains("label"))
       throw std::runtime_error(where + ": expected {\"image\": path, \"label\": ...}");
-    const fs::path image = strict_get<std::string>(j["image"], where + ": \"image\"");
-    const auto& l = j["label"];
+    const fs::path image = strict_get<std::string>(j.at("image"), where + ": \"image\"");
+    const auto& l = j.at("label");
     int64_t label = -1;
     if (l.is_number_integer()) label = l.get<int64_t>();
     else if (l.is_string() && o.label2id.contains(l.get<std::string>()) && o.label2id[l.get<std::string>()].is_number_integer())
       label = o.label2id[l.get<std::string>()].get<int64_t>();
     else throw std::runtime_error(where + ": label " + quote_json(l) + " is neither an index nor a name in config.json's label2id");
-    const std::string file = (image.is_absolute() ? image : base / image).string();
+    const std::string file = jsonl_relative(path, image);
     try {
       out.push_back(make_example(file, checked_label(label, o, where), proc));
     } catch (const std::runtime_error& e) {
       throw std::runtime_error(where + ": " + e.what());
     }
-  }
+  });
   if (out.empty()) throw std::runtime_error(path + ": no examples");
   check_shapes(out, path);
   return out;
@@ -141,20 +121,13 @@ std::vector<Example> load_image_jsonl(const std::string& path, const DataOptions
 std::vector<Example> load_image_text_jsonl(const std::string& path, const DataOptions& o) {
   if (!o.tokenizer) throw std::runtime_error(path + ": {\"image\", \"text\"} pairs need the model's tokenizer.json");
   const auto proc = read_image_processor_config(o.model_dir);
-  const fs::path base = fs::path(path).parent_path();
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
   std::vector<Example> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = "line " + std::to_string(n) + " of " + path;
-    const auto j = parse_json(line, where);
+  for_each_jsonl_line(path, [&](const nlohmann::json& j, const std::string& where) {
     if (!j.is_object() || !j.contains("image") || !j.contains("text"))
       throw std::runtime_error(where + ": expected {\"image\": path, \"text\": \"...\"}");
-    const fs::path image = strict_get<std::string>(j["image"], where + ": \"image\"");
-    const auto text = strict_get<std::string>(j["text"], where + ": \"text\"");
-    const std::string file = (image.is_absolute() ? image : base / image).string();
+    const fs::path image = strict_get<std::string>(j.at("image"), where + ": \"image\"");
+    const auto text = strict_get<std::string>(j.at("text"), where + ": \"text\"");
+    const std::string file = jsonl_relative(path, image);
     try {
       out.push_back(make_example(file, -1, proc));
     } catch (const std::runtime_error& e) {
@@ -170,7 +143,7 @@ std::vector<Example> load_image_text_jsonl(const std::string& path, const DataOp
     }
     if (ids.empty()) throw std::runtime_error(where + ": the text tokenizes to nothing");
     out.back().input_ids = std::move(ids);
-  }
+  });
   if (out.empty()) throw std::runtime_error(path + ": no examples");
   check_shapes(out, path);
   return out;

@@ -16,6 +16,7 @@
 #include "serve/word_error_rate.h"
 #include "util/atomic_file.h"
 #include "util/json_file.h"
+#include "util/jsonl.h"
 
 namespace peft::cli {
 
@@ -38,20 +39,14 @@ struct Utterance {
 
 // {"audio": path, "text": reference} lines (text optional); paths relative to the file.
 std::vector<Utterance> read_utterances(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open");
   std::vector<Utterance> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = "line " + std::to_string(n) + " of " + path;
-    const auto j = parse_json(line, where);
+  for_each_jsonl_line(path, [&](const nlohmann::json& j, const std::string& where) {
     if (!j.is_object() || !j.contains("audio")) throw std::runtime_error(where + ": expected {\"audio\": path, \"text\": \"...\"}");
-    const fs::path audio = strict_get<std::string>(j["audio"], where + ": \"audio\"");
-    Utterance u{(audio.is_absolute() ? audio : fs::path(path).parent_path() / audio).string(), "", j.contains("text")};
-    if (u.has_reference) u.reference = strict_get<std::string>(j["text"], where + ": \"text\"");
+    const fs::path audio = strict_get<std::string>(j.at("audio"), where + ": \"audio\"");
+    Utterance u{jsonl_relative(path, audio), "", j.contains("text")};
+    if (u.has_reference) u.reference = strict_get<std::string>(j.at("text"), where + ": \"text\"");
     out.push_back(std::move(u));
-  }
+  });
   if (out.empty()) throw std::runtime_error(path + ": no utterances");
   return out;
 }
