@@ -82,6 +82,11 @@ METHODS = [
      {"peft_type": "TRAINABLE_TOKENS", "token_indices": list(range(50157, 50257))}),
     ("LoRA r=8 (c_attn) + 100 trainable tokens", "gpt2-124M",
      {"peft_type": "LORA", "r": 8, "target_modules": ["c_attn"], "trainable_token_indices": list(range(50157, 50257))}),
+    ("multitask prompt tuning, 20 tokens, 8 tasks, rank 4", "gpt2-124M",
+     {"peft_type": "MULTITASK_PROMPT_TUNING", "num_virtual_tokens": 20, "num_tasks": 8, "num_ranks": 4,
+      "task_type": "CAUSAL_LM"}),
+    ("Poly r=8, 8 tasks, 4 skills q,v (+ head)", "vit-base-86M",
+     {"peft_type": "POLY", "r": 8, "n_tasks": 8, "n_skills": 4, **VIT_QV}),
 ]
 
 # HF PEFT's config class of each type it has (BitFit, SSF, bottleneck adapters and VPT are ours).
@@ -109,6 +114,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peft", default="build/peft")
     ap.add_argument("--work", default="/tmp/peft_trainable")
+    ap.add_argument("--only", default="", help="only the methods whose label contains this text")
     args = ap.parse_args()
     dirs = {}
     for name, fn in MODELS.items():
@@ -120,6 +126,8 @@ def main():
     print("| method | model | trainable | % of all (ours) | HF PEFT's line agrees |")
     print("|---|---|---:|---:|---|")
     for label, model, cfg in METHODS:
+        if args.only not in label:
+            continue
         out = subprocess.run([args.peft, "inspect", dirs[model], "--method", json.dumps(cfg)], capture_output=True,
                              text=True, check=True).stdout
         ours = LINE.search(out)

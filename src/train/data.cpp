@@ -220,6 +220,19 @@ std::vector<Example> load_examples(const std::string& path, const DataOptions& o
   return parse_examples(read_file_bytes(path), path, o);
 }
 
+namespace {
+// Multitask tuners route each example by its task: every line has one, or none does, and
+// packing (several examples in a row) cannot keep them apart.
+void check_task_ids(const std::vector<Example>& xs, const std::string& path, bool packing) {
+  const auto with = std::count_if(xs.begin(), xs.end(), [](const Example& e) { return e.task_id >= 0; });
+  if (with == 0) return;
+  if (with != static_cast<int64_t>(xs.size()))
+    throw std::runtime_error(path + ": " + std::to_string(with) + " of " + std::to_string(xs.size()) +
+                             " examples have \"task_ids\"; give every line one");
+  if (packing) throw std::runtime_error(path + ": packing puts several examples in a row; \"task_ids\" need one per row");
+}
+}  // namespace
+
 std::vector<Example> parse_examples(const std::string& jsonl, const std::string& path, const DataOptions& o) {
   std::istringstream in(jsonl);
   std::vector<Example> out;
@@ -235,6 +248,12 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
         if (format.empty()) throw std::runtime_error("no known fields (input_ids, text, prompt/completion, messages)");
       }
       out.push_back(make_example(j, format, o));
+      if (j.contains("task_ids")) {
+        const auto& t = j["task_ids"];
+        if (!t.is_number_integer() || t.get<int64_t>() < 0)
+          throw std::runtime_error("'task_ids' must be a non-negative integer (the example's task), got " + t.dump());
+        out.back().task_id = t.get<int64_t>();
+      }
     } catch (const std::exception& e) {
       const std::string msg = path + ":" + std::to_string(n) + ": " + e.what();
       if (!o.skip_bad_lines) throw std::runtime_error(msg + " (on_bad_line=skip to skip such lines)");
@@ -274,6 +293,7 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
                                  std::to_string(std::max(e.targets.size(), out.front().targets.size())) +
                                  " float labels");
   }
+  check_task_ids(out, path, o.packing && !o.classification);
   if (o.packing && !o.classification) out = pack_examples(out, o.max_length);
   return out;
 }
@@ -346,6 +366,13 @@ std::vector<Example> load_image_examples(const std::string& images_npy, const st
   return out;
 }
 
+at::Tensor task_ids_of(const std::vector<const Example*>& xs) {
+  if (xs.empty() || xs.front()->task_id < 0) return {};
+  std::vector<int64_t> ids;
+  for (const auto* e : xs) ids.push_back(e->task_id);
+  return at::tensor(ids, at::kLong);
+}
+
 Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal, bool flatten) {
   if (!xs.empty() && xs.front()->pixel_values.defined()) {
     Batch out;
@@ -376,6 +403,8 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
     return out;
   }
   if (!xs.empty() && xs.front()->seq2seq) return collate_seq2seq(xs, pad_id);
+  if (causal && flatten && !xs.empty() && xs.front()->task_id >= 0)
+    throw std::runtime_error("padding_free puts a batch's examples in one row; \"task_ids\" need one per row");
   const bool positions =
       causal && (flatten || std::any_of(xs.begin(), xs.end(), [](const Example* e) { return !e->position_ids.empty(); }));
   std::vector<Example> flat;
@@ -421,6 +450,7 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
   out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
   out.labels = per_token ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
   if (positions) out.position_ids = at::tensor(pos, at::kLong).view({b, s});
+  out.task_ids = task_ids_of(xs);
   return out;
 }
 

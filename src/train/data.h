@@ -21,6 +21,7 @@ struct Example {
   at::Tensor pixel_values;      // image classification: [channels, height, width]
   at::Tensor input_features;    // speech recognition (Whisper): log-mel [mel_bins, frames]
   bool seq2seq = false;         // encoder-decoder: labels are the target's ids, not aligned with input_ids
+  int64_t task_id = -1;         // multitask tuners (MPT, Poly): the line's "task_ids"; -1 = none
 };
 
 struct DataOptions {
@@ -88,12 +89,16 @@ struct Batch {
   at::Tensor position_ids;  // packed or flattened rows; then the model gets no attention_mask
   at::Tensor pixel_values;                       // images instead of ids (CLIP: with ids, labels = 0..b-1)
   at::Tensor input_features;                     // audio instead of ids (Whisper): [b, mel_bins, frames]
+  at::Tensor task_ids;    // [b] int64: each row's task (multitask tuners); undefined: none
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 
 // Right-pads with pad_id; LM labels get -100 on padding. `flatten` (causal LM): the
 // examples become one row [1, total] without padding, as HF's DataCollatorWithFlattening
 // makes it (padding-free training).
+// The examples' task ids [b] (undefined where they have none).
+at::Tensor task_ids_of(const std::vector<const Example*>& examples);
+
 Batch collate(const std::vector<const Example*>& examples, int64_t pad_id, bool causal, bool flatten = false);
 
 }  // namespace peft

@@ -8,6 +8,7 @@
 
 #include "peft/clip.h"
 #include "peft/seq2seq.h"
+#include "peft/task_ids.h"
 #include "train/lm_loss.h"
 #include "train/precision.h"
 #include "train/seq2seq_data.h"
@@ -86,6 +87,7 @@ nlohmann::json run_eval(PeftModel& peft, const std::vector<Example>& data, int64
     const Batch b = collate(xs, pad, causal);
     BatchLoss r;
     {
+      TaskIdsScope tasks(b.task_ids.defined() ? b.task_ids.to(dev) : at::Tensor());
       AutocastGuard autocast(dev.type(), bf16, at::kBFloat16);
       r = batch_loss(peft, b, dev, causal);
     }

@@ -38,6 +38,7 @@ Batch collate_seq2seq(const std::vector<const Example*>& xs, int64_t pad_id) {
     out.attention_mask = at::tensor(mask, at::kLong).view({b, s});
   }
   out.labels = at::tensor(labels, at::kLong).view({b, t});
+  out.task_ids = task_ids_of(xs);
   return out;
 }
 

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "peft/layers.h"
+#include "peft/task_ids.h"
 #include "peft/train.h"
 #include "util/autocast.h"
 #include "train/distributed.h"
@@ -276,6 +277,9 @@ double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n
   double step_loss = 0;
   for (const auto& b : mbs) {
     at::Tensor sum;
+    // The rows' tasks, for multitask tuners, through the forward and the backward (where
+    // checkpointed blocks run again).
+    TaskIdsScope tasks(b.task_ids.defined() ? b.task_ids.to(dev_) : at::Tensor());
     {
       AutocastGuard autocast(dev_.type(), cfg_.precision == "bf16", at::kBFloat16);
       sum = batch_loss(*s_.peft, b, dev_, s_.causal, cfg_.gradient_checkpointing).sum;

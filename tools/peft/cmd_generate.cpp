@@ -1,9 +1,12 @@
 // peft generate MODEL_DIR --ids IDS.json: continue token-id prompts.
+#include <ATen/ops/full.h>
+
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "common.h"
 #include "peft/generate.h"
+#include "peft/task_ids.h"
 #include "peft/tokenizer.h"
 #include "util/json_file.h"
 
@@ -20,7 +23,14 @@ struct GenerateArgs {
   GenerationConfig gen;
   std::vector<int64_t> eos;
   bool no_eos = false;
+  int64_t task_id = -1;  // multitask adapters: every prompt's task
 };
+
+// Multitask adapters (MPT, Poly) route each row by its task: --task-id for every prompt.
+TaskIdsScope task_scope(int64_t task_id, size_t prompts) {
+  if (task_id < 0) return TaskIdsScope(at::Tensor());
+  return TaskIdsScope(at::full({static_cast<int64_t>(prompts)}, task_id, at::kLong));
+}
 
 void run_generate(GenerateArgs& a) {
   auto model = a.model.load();
@@ -38,7 +48,9 @@ void run_generate(GenerateArgs& a) {
   }
   if (a.prompts.empty() && a.chats.empty()) {
     if (a.ids.empty()) throw std::invalid_argument("give --ids, --prompt or --chat");
-    auto rows = generate(*model, read_id_lists(a.ids), a.gen);
+    const auto prompts = read_id_lists(a.ids);
+    TaskIdsScope tasks = task_scope(a.task_id, prompts.size());
+    auto rows = generate(*model, prompts, a.gen);
     std::cout << nlohmann::json(rows).dump() << "\n";
     return;
   }
@@ -55,6 +67,7 @@ void run_generate(GenerateArgs& a) {
     a.prompts.push_back(c);
     prompts.push_back(tok.encode(tok.apply_chat_template(msgs, true), false).ids);
   }
+  TaskIdsScope tasks = task_scope(a.task_id, prompts.size());
   auto rows = generate(*model, prompts, a.gen);
   for (size_t i = 0; i < rows.size(); ++i) {
     std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
@@ -90,6 +103,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->gen.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--eos", a->eos, "Stop tokens (default: config.json's eos_token_id)");
+  cmd->add_option("--task-id", a->task_id,
+                  "Multitask adapters (MULTITASK_PROMPT_TUNING, POLY): the task of every prompt")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-eos", a->no_eos, "Never stop early; always produce --max-new-tokens");
   cmd->callback([a, t, cmd] {
     a->gen.do_sample = t->count() > 0 || cmd->count("--top-k") > 0 || cmd->count("--top-p") > 0;

@@ -97,8 +97,7 @@ int64_t SoftPrompt::prepare(Model& model, ModelInputs& in) {
   Embedding* emb = model.input_embeddings();
   if (!emb) throw std::invalid_argument(model.type_name() + " has no token embedding to prepend soft prompts to");
   auto embeds = in.inputs_embeds.defined() ? in.inputs_embeds : emb->forward(in.input_ids);
-  auto p = prompts().narrow(0, 0, n).to(embeds.scalar_type()).unsqueeze(0).expand({b, n, dim});
-  in.inputs_embeds = at::cat({p, embeds}, 1);
+  in.inputs_embeds = at::cat({batch_prompts(b).to(embeds.scalar_type()), embeds}, 1);
   in.input_ids = at::Tensor();
   if (in.token_type_ids.defined())
     in.token_type_ids = at::cat({at::zeros({b, n}, in.token_type_ids.options()), in.token_type_ids}, 1);
@@ -118,8 +117,7 @@ void SoftPrompt::prepare_seq2seq(Model& model, Seq2SeqInputs& in) {
   if (!emb) throw std::invalid_argument(model.type_name() + " has no token embedding to prepend soft prompts to");
   auto embeds = in.inputs_embeds.defined() ? in.inputs_embeds : emb->forward(in.input_ids);
   const int64_t b = embeds.size(0);
-  auto p = prompts().narrow(0, 0, n).to(embeds.scalar_type()).unsqueeze(0).expand({b, n, dim});
-  in.inputs_embeds = at::cat({p, embeds}, 1);
+  in.inputs_embeds = at::cat({batch_prompts(b).to(embeds.scalar_type()), embeds}, 1);
   in.input_ids = at::Tensor();
 }
 

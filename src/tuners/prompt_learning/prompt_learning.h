@@ -27,6 +27,9 @@ void check_token_dim(const PromptLearningConfig& c, Model& model);
 bool unset_in_source(const PromptLearningConfig& c, const char* key);
 // num_transformer_submodules: 2 (encoder and decoder) on encoder-decoder models only.
 void check_submodules(const PromptLearningConfig& c, Model& model);
+// Prompt tuning's initial rows [n, token_dim]: random (nn.Embedding's init), sampled
+// vocabulary embeddings or the init text's (HF's PromptEmbedding); any other init: random.
+at::Tensor initial_prompt_rows(const PromptTuningConfig& c, Model& model, int64_t n, at::Generator& gen);
 // The attention mask with n ones (the virtual tokens) in front.
 at::Tensor prepend_ones(const at::Tensor& mask, int64_t n);
 
@@ -47,6 +50,9 @@ class SoftPrompt : public InputAdapter, public Seq2SeqInputAdapter {
   void prepare_seq2seq(Model& model, Seq2SeqInputs& in) override;
   std::vector<std::pair<std::string, at::Tensor>> saved_tensors() override;
   virtual at::Tensor prompts() { return embedding; }  // [rows, dim]
+  // The n prompts each of a batch's b rows gets: [b, n, dim] (the same for every row,
+  // unless a multitask prompt routes rows by task).
+  virtual at::Tensor batch_prompts(int64_t b) { return prompts().narrow(0, 0, n).unsqueeze(0).expand({b, n, dim}); }
 
   at::Tensor embedding;
   int64_t n, dim, rows;

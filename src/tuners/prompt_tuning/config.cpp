@@ -49,35 +49,38 @@ ojson PromptTuningConfig::to_json() const {
   return config_json(*this, prompt_tuning_defaults(), fields);
 }
 
+at::Tensor initial_prompt_rows(const PromptTuningConfig& c, Model& model, int64_t n, at::Generator& gen) {
+  if (c.prompt_tuning_init != "SAMPLE_VOCAB" && c.prompt_tuning_init != "TEXT")
+    return at::randn({n, c.token_dim}, gen, at::TensorOptions(at::kFloat));  // nn.Embedding's init
+  Embedding* emb = model.input_embeddings();
+  std::vector<int64_t> ids;
+  if (c.prompt_tuning_init == "SAMPLE_VOCAB") {
+    auto r = at::randint(emb->num_embeddings, {n}, gen, at::TensorOptions(at::kLong));
+    ids.assign(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + n);
+  } else {
+    // HF: the init text's ids (special tokens included), cut or repeated to n.
+    namespace fs = std::filesystem;
+    fs::path tok = c.tokenizer_name_or_path;
+    if (fs::is_directory(tok)) tok /= "tokenizer.json";
+    if (c.tokenizer_name_or_path.empty() || !fs::exists(tok))
+      throw std::invalid_argument(c.peft_type() + ": prompt_tuning_init TEXT needs tokenizer_name_or_path, a local "
+                                  "folder with tokenizer.json (got '" + c.tokenizer_name_or_path + "')");
+    if (c.prompt_tuning_init_text.empty())
+      throw std::invalid_argument(c.peft_type() + ": prompt_tuning_init_text is empty");
+    auto text_ids = Tokenizer::from_file(tok.string()).encode(c.prompt_tuning_init_text).ids;
+    if (text_ids.empty()) throw std::invalid_argument(c.peft_type() + ": prompt_tuning_init_text has no tokens");
+    for (int64_t i = 0; i < n; ++i) ids.push_back(text_ids[i % text_ids.size()]);
+  }
+  return at::embedding(emb->weight.detach().to(at::kCPU, at::kFloat), at::tensor(ids, at::kLong)).clone();
+}
+
 std::shared_ptr<InputAdapter> PromptTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
   check_token_dim(*this, model);
   check_submodules(*this, model);
   // HF's rows: the virtual tokens of every transformer submodule (encoder-decoder: 2n).
   const int64_t n = num_virtual_tokens * num_transformer_submodules;
   auto a = std::make_shared<SoftPrompt>(num_virtual_tokens, token_dim, "prompt_embeddings", n);
-  Embedding* emb = model.input_embeddings();
-  if (prompt_tuning_init == "RANDOM") {
-    a->embedding = at::randn({n, token_dim}, gen, at::TensorOptions(at::kFloat));  // nn.Embedding's init
-  } else {
-    std::vector<int64_t> ids;
-    if (prompt_tuning_init == "SAMPLE_VOCAB") {
-      auto r = at::randint(emb->num_embeddings, {n}, gen, at::TensorOptions(at::kLong));
-      ids.assign(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + n);
-    } else {
-      // HF: the init text's ids (special tokens included), cut or repeated to n.
-      namespace fs = std::filesystem;
-      fs::path tok = tokenizer_name_or_path;
-      if (fs::is_directory(tok)) tok /= "tokenizer.json";
-      if (tokenizer_name_or_path.empty() || !fs::exists(tok))
-        throw std::invalid_argument("PROMPT_TUNING: prompt_tuning_init TEXT needs tokenizer_name_or_path, a local "
-                                    "folder with tokenizer.json (got '" + tokenizer_name_or_path + "')");
-      if (prompt_tuning_init_text.empty()) throw std::invalid_argument("PROMPT_TUNING: prompt_tuning_init_text is empty");
-      auto text_ids = Tokenizer::from_file(tok.string()).encode(prompt_tuning_init_text).ids;
-      if (text_ids.empty()) throw std::invalid_argument("PROMPT_TUNING: prompt_tuning_init_text has no tokens");
-      for (int64_t i = 0; i < n; ++i) ids.push_back(text_ids[i % text_ids.size()]);
-    }
-    a->embedding = at::embedding(emb->weight.detach().to(at::kCPU, at::kFloat), at::tensor(ids, at::kLong)).clone();
-  }
+  a->embedding = initial_prompt_rows(*this, model, n, gen);
   a->to(device_of(model));
   return a;
 }
