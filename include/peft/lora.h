@@ -4,6 +4,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <nlohmann/json.hpp>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -26,9 +28,14 @@ struct LoraConfig : AdapterConfig {
   bool use_rslora = false;
   bool use_dora = false;
   // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora", "loftq",
-  // "orthogonal"
+  // "orthogonal", "corda"
   std::string init_lora_weights = "true";
   int64_t loftq_iter = 1;  // loftq_config's: alternating NF4 / SVD steps (loftq_bits must be 4)
+  // init "corda" (corda_config's corda_method): the adapter starts from the largest ("ipm")
+  // or smallest ("kpm") singular components of W C, C each target's input covariance from a
+  // calibration pass (src/tuners/lora/corda.h), by module path; add_adapter needs them.
+  std::string corda_method = "ipm";
+  std::shared_ptr<const std::map<std::string, at::Tensor>> corda_covariances;
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
@@ -97,6 +104,8 @@ class LoraLinear : public LayerAdapter {
   double scaling, dropout;
   bool use_dora, fan_in_fan_out, freeze_A = false;
   int64_t loftq_iter = 1;  // init "loftq": NF4 / SVD alternations
+  at::Tensor corda_covariance;  // init "corda": the layer's input covariance [in, in]
+  std::string corda_method = "ipm";
 
  private:
   at::Tensor host_weight() const;  // the base weight's values as stored ([out, in] or [in, out])

@@ -1,13 +1,19 @@
 #include "train/setup.h"
 
 #include <filesystem>
+#include <iostream>
 
 #include "models/model_config.h"  // num_labels_of
 #include "models/seq_cls_head.h"  // classifier_pad_id
 #include "peft/clip.h"
 #include "peft/layers.h"
+#include "peft/lora.h"
 #include "peft/seq2seq.h"
 #include "train/audio_data.h"
+#include "train/evaluate.h"
+#include "tuners/lora/corda.h"
+#include "tuners/lora/init_conversion.h"
+#include "util/atomic_file.h"
 #include "train/image_data.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
@@ -41,9 +47,66 @@ void adapters_composed(PeftModel& peft, const TrainConfig& cfg, const std::vecto
 
 }  // namespace
 
-void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint) {
-  if (peft.composition()) peft.save_composition(dir, !checkpoint);
-  else peft.save_adapter(dir);
+namespace {
+
+// CorDA's calibration (HF's preprocess_corda with run_model over a sample of the data):
+// the base model runs on the training file's first kCordaSamples examples, one per
+// forward as HF's hook expects, before the adapter exists.
+constexpr size_t kCordaSamples = 256;
+
+void calibrate_corda(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora) {
+  if (cfg.train_file.empty()) throw std::runtime_error("init_lora_weights 'corda' calibrates on train_file; none is set");
+  const auto data = read_data(cfg.train_file, cfg.label_file, data_options(cfg, s));
+  const size_t n = std::min(data.size(), kCordaSamples);
+  std::cerr << "CorDA: input covariances of the targets over " << n << " training examples\n";
+  const at::Device dev = s.model->device();
+  s.peft->train(false);  // as HF's hooked_model.eval()
+  auto run = [&] {
+    for (size_t i = 0; i < n; ++i) {
+      const Batch b = collate({&data[i]}, s.pad_id, s.causal);
+      if (as_seq2seq(*s.model)) {
+        batch_loss(*s.peft, b, dev, s.causal);
+        continue;
+      }
+      ModelInputs in;
+      if (b.pixel_values.defined()) in.pixel_values = b.pixel_values.to(dev);
+      else in.input_ids = b.input_ids.to(dev);
+      s.peft->forward(in);
+    }
+  };
+  lora.corda_covariances =
+      std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(*s.model, lora, run));
+}
+
+}  // namespace
+
+void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint,
+                  const NamedTensors* initial_adapter) {
+  if (peft.composition()) return peft.save_composition(dir, !checkpoint);
+  peft.save_adapter(dir);
+  if (checkpoint || !initial_adapter || initial_adapter->empty()) return;
+  // As HF's save_pretrained(path_initial_model_for_weight_conversion): the trained change
+  // relative to the original base, a LoRA of twice the rank.
+  const auto* lora = dynamic_cast<const LoraConfig*>(&peft.config("default"));
+  if (!lora) return;
+  const fs::path cfg_path = fs::path(dir) / "adapter_config.json";
+  std::unique_ptr<LoraConfig> converted;
+  try {
+    converted = plain_lora_config(*lora);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "warning: " << e.what() << "; " << dir << " holds the adapter as trained, for the residual base\n";
+    return;
+  }
+  const auto written = read_json_file(cfg_path.string());
+  auto plain = converted->to_json();
+  if (written.contains("base_model_name_or_path") && written["base_model_name_or_path"].is_string())
+    plain["base_model_name_or_path"] = written["base_model_name_or_path"].get<std::string>();
+  save_safetensors((fs::path(dir) / "adapter_model.safetensors").string(),
+                   lora_delta_from_init(peft.adapter_state_dict("default"), *initial_adapter), {{"format", "pt"}});
+  write_json_atomic(cfg_path.string(), plain);
+  std::cerr << "note: init_lora_weights '" << lora->init_lora_weights << "' trained against a residual base; "
+            << dir << " holds the change as a plain LoRA of the original base (r " << lora->r << " -> "
+            << 2 * lora->r << ")\n";
 }
 
 TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter) {
@@ -80,7 +143,13 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
       m["task_type"] = s.causal ? (as_seq2seq(*s.model) ? "SEQ_2_SEQ_LM" : "CAUSAL_LM") : task == TaskKind::kTokenClassification ? "TOKEN_CLS" : "SEQ_CLS";
     auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
+    // The one init that needs data before the adapter exists (a config virtual would serve
+    // one method; revisit when EVA or LoRA-GA join it).
+    auto* lora = dynamic_cast<LoraConfig*>(method.get());
+    if (lora && lora->init_lora_weights == "corda") calibrate_corda(s, cfg, *lora);
     s.peft->add_adapter("default", *method, cfg.seed);
+    if (lora && init_rewrites_base(lora->init_lora_weights))
+      for (const auto& [k, t] : s.peft->adapter_state_dict("default")) s.initial_adapter.emplace_back(k, t.clone());
   }
   report_new_heads(*s.model, s.peft.get());
   if (as_contrastive(*s.model))  // visual prompts only: text prompts would move the pooled token

@@ -18,6 +18,9 @@ struct TrainSetup {
   std::shared_ptr<Model> model;
   std::unique_ptr<PeftModel> peft;
   std::optional<Tokenizer> tokenizer;
+  // A fresh LoRA whose init rewrote the base (PiSSA, OLoRA, CorDA): its tensors as the init
+  // left them, so the final save can write a plain LoRA of the original base.
+  NamedTensors initial_adapter;
   bool causal = true;  // causal LM; else a sequence or image classifier
   int64_t pad_id = 0;
 };
@@ -29,7 +32,10 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
 
 // What training writes to a folder: the adapter, or the composition (with its frozen
 // adapters unless `checkpoint`: a checkpoint's files are flat, and they come from the config).
-void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint = false);
+// With `initial_adapter` (TrainSetup's; final saves only) the adapter is written as a plain
+// LoRA of the original base (src/tuners/lora/init_conversion.h).
+void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint = false,
+                  const NamedTensors* initial_adapter = nullptr);
 
 DataOptions data_options(const TrainConfig& cfg, const TrainSetup& s);
 

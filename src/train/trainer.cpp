@@ -15,7 +15,9 @@
 #include <set>
 
 #include "peft/layers.h"
+#include "peft/lora.h"
 #include "peft/task_ids.h"
+#include "tuners/lora/init_conversion.h"
 #include "peft/train.h"
 #include "util/autocast.h"
 #include "train/distributed.h"
@@ -144,6 +146,14 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParall
   if (ckpt_) init = {ckpt_->string()};
   else if (!cfg.init_adapter.empty()) init = {cfg.init_adapter};
   s_ = load_setup(cfg_, init, true);
+  // A checkpoint of a run whose init rewrote the base (PiSSA, OLoRA, CorDA) belongs to the
+  // residual base, which the checkpoint does not hold.
+  if (ckpt_)
+    if (const auto* lora = dynamic_cast<const LoraConfig*>(&s_.peft->config("default"));
+        lora && init_rewrites_base(lora->init_lora_weights))
+      throw std::runtime_error(ckpt_->string() + ": resuming a run with init_lora_weights '" +
+                               lora->init_lora_weights + "' is not supported (its residual base is not saved); "
+                               "start it again");
   if (dev_.is_cpu()) flush_denormals();
   load_data();
   build_optimizer();
@@ -448,7 +458,7 @@ TrainResult Trainer::run() {
   result_.adapter_dir = out.string();
   if (!dp_.is_main()) return std::move(result_);
   if (!stop) evaluate();
-  save_trained(*s_.peft, out.string());
+  save_trained(*s_.peft, out.string(), /*checkpoint=*/false, &s_.initial_adapter);
   write_json_atomic((out / "train_config.json").string(), cfg_.to_json());
   plot_losses(out, st_.history);
   return std::move(result_);

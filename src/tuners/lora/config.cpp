@@ -40,7 +40,7 @@ const ojson& lora_defaults() {
 // Fields whose non-default values select features we do not implement: refuse them
 // rather than compute something else.
 const char* kUnsupportedUnlessDefault[] = {
-    "alora_invocation_tokens", "arrow_config", "corda_config", "eva_config", "layer_replication",
+    "alora_invocation_tokens", "arrow_config", "eva_config", "layer_replication",
     "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
@@ -57,6 +57,25 @@ void read_loftq_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
       c.loftq_iter = v.get<int64_t>();
     } else {
       f.fail("loftq_config has an unknown key '" + k + "' (loftq_bits, loftq_iter)");
+    }
+  }
+}
+
+// HF's CordaConfig: corda_method ("ipm" or "kpm"); the calibration runs here, so its
+// torch.save cache and covariance files are refused, as is the fp16 covariance.
+void read_corda_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
+  if (q.is_null()) return;  // HF's default CordaConfig
+  if (!q.is_object()) f.fail("'corda_config' must be an object");
+  for (const auto& [k, v] : q.items()) {
+    if (k == "corda_method") {
+      if (v != "ipm" && v != "kpm") f.fail("corda_config 'corda_method' must be ipm or kpm, got " + quote_json(v));
+      c.corda_method = v.get<std::string>();
+    } else if (k == "cache_file" || k == "covariance_file") {
+      if (!v.is_null()) f.fail("corda_config '" + k + "' (a torch.save file) is not supported; peft train calibrates on the training file");
+    } else if (k == "use_float16_for_covariance") {
+      if (v != false) f.fail("corda_config 'use_float16_for_covariance' is not supported");
+    } else if (k != "verbose" && k != "prune_temporary_fields") {
+      f.fail("corda_config has an unknown key '" + k + "'");
     }
   }
 }
@@ -107,12 +126,14 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (!(c.lora_dropout >= 0 && c.lora_dropout < 1)) f.fail("'lora_dropout' must be in [0, 1)");
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
-  static const std::vector<std::string> inits = {"true", "false", "gaussian", "pissa", "olora", "loftq", "orthogonal"};
+  static const std::vector<std::string> inits = {"true",  "false",      "gaussian", "pissa",
+                                                 "olora", "loftq", "orthogonal", "corda"};
   if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
     f.fail("init_lora_weights '" + c.init_lora_weights +
-           "' is not supported (true, false, gaussian, pissa, olora, loftq, orthogonal)" +
+           "' is not supported (true, false, gaussian, pissa, olora, loftq, orthogonal, corda)" +
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
+  if (c.init_lora_weights == "corda") read_corda_config(f.value("corda_config"), f, c);
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
     if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
     c.target_parameters.emplace();
@@ -143,6 +164,10 @@ ojson LoraConfig::to_json() const {
   if (init_lora_weights == "true" || init_lora_weights == "false") fields["init_lora_weights"] = init_lora_weights == "true";
   else fields["init_lora_weights"] = init_lora_weights;
   if (init_lora_weights == "loftq") fields["loftq_config"] = {{"loftq_bits", 4}, {"loftq_iter", loftq_iter}};
+  if (init_lora_weights == "corda")
+    fields["corda_config"] = {{"cache_file", nullptr},   {"covariance_file", nullptr},
+                              {"corda_method", corda_method}, {"verbose", false},
+                              {"use_float16_for_covariance", false}, {"prune_temporary_fields", true}};
   ojson rp = ojson::object(), ap = ojson::object();
   for (const auto& [k, v] : rank_pattern) rp[k] = v;
   for (const auto& [k, v] : alpha_pattern) ap[k] = v;
@@ -297,6 +322,14 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
                                              use_dora, fan_in_fan_out || host->weight_is_in_out());
     lora->freeze_A = lora_fa;
     lora->loftq_iter = loftq_iter;
+    if (init_lora_weights == "corda") {
+      auto it = corda_covariances ? corda_covariances->find(path) : decltype(corda_covariances->end()){};
+      if (!corda_covariances || it == corda_covariances->end())
+        throw std::invalid_argument("CorDA init of '" + path + "' needs its input covariance from a calibration pass "
+                                    "(peft train runs one on the training file)");
+      lora->corda_covariance = it->second;
+      lora->corda_method = corda_method;
+    }
     lora->initialize(init_lora_weights, use_dora, gen);
     return lora;
   }

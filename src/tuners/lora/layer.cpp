@@ -7,6 +7,7 @@
 
 #include "peft/layers.h"
 #include "peft/lora.h"
+#include "tuners/lora/corda.h"
 #include "tuners/lora/loftq.h"
 
 namespace peft {
@@ -175,6 +176,16 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     const auto q_odd = Q.slice(0, 0, rank, 2), q_even = Q.slice(0, 1, rank, 2);
     lora_A = at::empty({in, rank / 2}, at::kFloat).normal_(0.0, 1.0, gen).mm(q_odd).t().contiguous() / 10.0;
     lora_B = at::empty({rank / 2, outf}, at::kFloat).normal_(0.0, 1.0, gen).t().mm(q_even).contiguous() / 10.0;
+  } else if (init == "corda") {
+    if (!corda_covariance.defined())
+      throw std::invalid_argument("CorDA init needs a calibration pass over data first (peft train runs one on the "
+                                  "training file)");
+    if (host_->weight_quantized())
+      throw std::invalid_argument("CorDA init rewrites the weight: load the base unquantized");
+    auto f = corda_decompose(host_weight_out_in(), corda_covariance, rank, scaling, corda_method);
+    lora_A = f.lora_A;
+    lora_B = f.lora_B;
+    set_host_weight_out_in(f.residual);
   } else if (init == "loftq") {
     // HF PEFT factors the weight as stored, which only fits [out, in] weights.
     if (fan_in_fan_out)

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""CorDA references made by HF PEFT for tests/test_corda.cpp.
+
+Usage: python tests/parity/make_corda.py make OUT_DIR
+
+make writes llama/ and gpt2/ (make_vera.py's tiny random bases with inputs.safetensors),
+calibration.jsonl (24 lines {"input_ids": [...]}, 5 to 12 tokens, the samples HF's
+run_model feeds one per forward, as CorDA's hook expects) and per case <case>/adapter/
+(adapter_config.json as HF writes it; prune_temporary_fields false keeps the
+covariances in memory for the reference) and <case>/reference.safetensors: the inputs, the
+logits of the model preprocess_corda + get_peft_model make (B = 0 effects aside: the
+adapter is exact at init, so these equal the base's within rounding; "logits_shifted":
+with 0.05 added to every lora_B, which depends on A, B and the residual), and per adapted
+module "<path>.lora_A", "<path>.lora_B", "<path>.residual" (the weight as stored) and
+"<path>.covariance" (HF's averaged input covariance).
+Cases:
+  corda_ipm_llama   ipm, r=4, q_proj, v_proj, down_proj
+  corda_kpm_llama   kpm, r=3, o_proj, up_proj, rank_pattern up_proj: 2
+  corda_ipm_gpt2    ipm, r=4, c_attn, c_fc (Conv1D: the weights stored [in, out])
+"""
+
+import json
+import os
+import shutil
+import sys
+import warnings
+
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_vera import load_base, make_base, pin_hash_seed  # noqa: E402
+
+# peft's corda.py imports `dataclass` from the attrs package (for one plain record,
+# CordaEigens) without declaring it: the standard library's dataclass does that job.
+if "attr" not in sys.modules:
+    try:
+        import attr  # noqa: F401
+    except ImportError:
+        import dataclasses
+        import types
+        sys.modules["attr"] = types.SimpleNamespace(dataclass=dataclasses.dataclass)
+
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from peft.tuners.lora.config import CordaConfig  # noqa: E402
+from peft.tuners.lora.corda import preprocess_corda  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+CASES = [
+    ("corda_ipm_llama", "llama", dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]), "ipm"),
+    ("corda_kpm_llama", "llama",
+     dict(r=3, lora_alpha=6, target_modules=["o_proj", "up_proj"], rank_pattern={"up_proj": 2}), "kpm"),
+    ("corda_ipm_gpt2", "gpt2", dict(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"]), "ipm"),
+]
+
+
+def calibration(out):
+    g = torch.Generator().manual_seed(21)
+    rows = [torch.randint(0, 64, (int(torch.randint(5, 13, (1,), generator=g)),), generator=g).tolist()
+            for _ in range(24)]
+    with open(os.path.join(out, "calibration.jsonl"), "w") as f:
+        for r in rows:
+            f.write(json.dumps({"input_ids": r}) + "\n")
+    return rows
+
+
+def make_case(out, name, base, kw, method, rows):
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    base_dir = os.path.join(out, base)
+    inputs = load_file(os.path.join(base_dir, "inputs.safetensors"))
+    model = load_base(base_dir)
+    config = LoraConfig(init_lora_weights="corda", corda_config=CordaConfig(corda_method=method, prune_temporary_fields=False), **kw)
+
+    def run_model():
+        for r in rows:
+            model(input_ids=torch.tensor([r]))
+
+    preprocess_corda(model, config, run_model=run_model, hooked_model=None)
+    covariances = {n + ".covariance": m.covariance_matrix.clone().contiguous()
+                   for n, m in model.named_modules() if hasattr(m, "covariance_matrix")}
+    peft_model = get_peft_model(model, config).eval()
+    tensors = {}
+    for n, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            path = n.removeprefix("base_model.model.")
+            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
+            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
+            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        logits = peft_model(**inputs).logits.float().contiguous()
+        for n, m in peft_model.named_modules():
+            if hasattr(m, "lora_B") and "default" in getattr(m, "lora_B", {}):
+                m.lora_B["default"].weight.add_(0.05)
+        shifted = peft_model(**inputs).logits.float().contiguous()
+    assert (shifted - logits).abs().max() > 1e-2, name
+    peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
+    save_file(dict(inputs, logits=logits, logits_shifted=shifted, **tensors, **covariances),
+              os.path.join(case_dir, "reference.safetensors"))
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(dict(base=base, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    print(f"{name}: {len(tensors) // 3} layers; B + 0.05 moves logits {(shifted - logits).abs().max().item():.3g}")
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] != "make":
+        sys.exit(__doc__)
+    pin_hash_seed()
+    out = sys.argv[2]
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(2)
+    for kind in ("llama", "gpt2"):
+        make_base(kind, os.path.join(out, kind))
+    rows = calibration(out)
+    for name, base, kw, method in CASES:
+        make_case(out, name, base, kw, method, rows)
+
+
+if __name__ == "__main__":
+    main()
