@@ -103,6 +103,31 @@ TEST(Corda, CovariancesInitAndLogitsAreHfs) {
   }
 }
 
+// init_lora_weights "pissa_niter_2": torch.svd_lowrank's sketch drawn in HF's order from the
+// same seed gives HF's factors (a wide down_proj takes the transposed path).
+TEST(PissaNiter, FactorsAreHfs) {
+  const std::string name = "pissa_niter_llama";
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.fixture("llama").string()));
+  m.add_adapter("default",
+                *parse_user_adapter_config(json::parse(std::ifstream(suite.fixture(name) / "adapter" /
+                                                                     "adapter_config.json")),
+                                           "adapter_config.json"),
+                suite.case_json(name)["seed"].get<uint64_t>());
+  double worst = 0;
+  for (const auto& path : suite.case_json(name)["layers"].get<std::vector<std::string>>()) {
+    auto* host = dynamic_cast<AdaptableLayer*>(m.model().find(path));
+    ASSERT_NE(host, nullptr) << path;
+    auto* lora = dynamic_cast<LoraLinear*>(host->adapter("default"));
+    worst = std::max({worst, rel_diff(lora->lora_A, ref.get(path + ".lora_A")),
+                      rel_diff(lora->lora_B, ref.get(path + ".lora_B")),
+                      rel_diff(host->dense_weight(), ref.get(path + ".residual"))});
+  }
+  std::cout << name << ": max relative diff of A, B, residual " << worst << "\n";
+  EXPECT_LE(worst, 1e-4);
+  EXPECT_LE(test::max_diff(test::logits(m, test::inputs_of(ref)), ref.get("logits"), test::mask_of(ref)), 1e-4);
+}
+
 TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   const auto work = suite.scratch("train");
   const json method = {

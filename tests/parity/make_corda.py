@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CorDA references made by HF PEFT for tests/test_corda.cpp.
+"""CorDA and fast-PiSSA references made by HF PEFT for tests/test_corda.cpp.
 
 Usage: python tests/parity/make_corda.py make OUT_DIR
 
@@ -17,6 +17,9 @@ Cases:
   corda_ipm_llama   ipm, r=4, q_proj, v_proj, down_proj
   corda_kpm_llama   kpm, r=3, o_proj, up_proj, rank_pattern up_proj: 2
   corda_ipm_gpt2    ipm, r=4, c_attn, c_fc (Conv1D: the weights stored [in, out])
+  pissa_niter_llama init_lora_weights "pissa_niter_2" (torch.svd_lowrank), r=4, q_proj,
+                    v_proj, down_proj (a wide weight), get_peft_model right after
+                    torch.manual_seed(13); the reference holds A, B and residual per module
 """
 
 import json
@@ -104,6 +107,32 @@ def make_case(out, name, base, kw, method, rows):
     print(f"{name}: {len(tensors) // 3} layers; B + 0.05 moves logits {(shifted - logits).abs().max().item():.3g}")
 
 
+def make_pissa_niter(out):
+    name = "pissa_niter_llama"
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    inputs = load_file(os.path.join(out, "llama", "inputs.safetensors"))
+    model = load_base(os.path.join(out, "llama"))
+    torch.manual_seed(13)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights="pissa_niter_2",
+                                                  target_modules=["q_proj", "v_proj", "down_proj"])).eval()
+    tensors = {}
+    for n, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            path = n.removeprefix("base_model.model.")
+            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
+            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
+            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        logits = peft_model(**inputs).logits.float().contiguous()
+    peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
+    save_file(dict(inputs, logits=logits, **tensors), os.path.join(case_dir, "reference.safetensors"))
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(dict(base="llama", seed=13, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    print(f"{name}: {len(tensors) // 3} layers")
+
+
 def main():
     if len(sys.argv) != 3 or sys.argv[1] != "make":
         sys.exit(__doc__)
@@ -116,6 +145,7 @@ def main():
     rows = calibration(out)
     for name, base, kw, method in CASES:
         make_case(out, name, base, kw, method, rows)
+    make_pissa_niter(out)
 
 
 if __name__ == "__main__":

@@ -128,9 +128,12 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
   static const std::vector<std::string> inits = {"true",  "false",      "gaussian", "pissa",
                                                  "olora", "loftq", "orthogonal", "corda"};
-  if (std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
+  const std::string& iw = c.init_lora_weights;  // pissa_niter_N: N subspace iterations, 0 to 999
+  const bool pissa_niter = iw.rfind("pissa_niter_", 0) == 0 && iw.size() > 12 && iw.size() <= 15 &&
+                           iw.find_first_not_of("0123456789", 12) == std::string::npos;
+  if (!pissa_niter && std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
     f.fail("init_lora_weights '" + c.init_lora_weights +
-           "' is not supported (true, false, gaussian, pissa, olora, loftq, orthogonal, corda)" +
+           "' is not supported (true, false, gaussian, pissa, pissa_niter_N, olora, loftq, orthogonal, corda)" +
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (c.init_lora_weights == "corda") read_corda_config(f.value("corda_config"), f, c);

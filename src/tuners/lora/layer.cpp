@@ -14,6 +14,25 @@ namespace peft {
 
 namespace {
 
+// torch.svd_lowrank(a, q, niter) (Halko et al. 2009, algorithm 5.1, as torch/_lowrank.py):
+// a basis of a's range from a Gaussian sketch refined by niter power iterations, then the
+// SVD of the projection. Returns U [m, q], S [q], V [n, q].
+std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_lowrank(at::Tensor a, int64_t q, int64_t niter,
+                                                           at::Generator& gen) {
+  const bool wide = a.size(0) < a.size(1);
+  if (wide) a = a.t();  // torch assumes a tall matrix
+  auto qr_q = [](const at::Tensor& x) { return std::get<0>(at::linalg_qr(x)); };
+  auto Q = qr_q(at::matmul(a, at::randn({a.size(1), q}, gen, a.options())));
+  for (int64_t i = 0; i < niter; ++i) {
+    Q = qr_q(at::matmul(a.t(), Q));
+    Q = qr_q(at::matmul(a, Q));
+  }
+  auto [U, S, Vh] = at::linalg_svd(at::matmul(Q.t(), a), /*full_matrices=*/false);
+  at::Tensor u = Q.matmul(U), v = Vh.t();
+  if (wide) std::swap(u, v);
+  return {u, S, v};
+}
+
 // nn.init.kaiming_uniform_(w, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 at::Tensor kaiming_uniform(int64_t rows, int64_t fan_in, at::Generator& gen) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
@@ -143,7 +162,7 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     lora_A = init == "gaussian" ? at::empty({rank, in}, at::kFloat).normal_(0.0, 1.0 / rank, gen)
                                 : kaiming_uniform(rank, in, gen);
     lora_B = init == "false" ? kaiming_uniform(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
-  } else if (init == "pissa" || init == "olora") {
+  } else if (init == "pissa" || init == "olora" || init.rfind("pissa_niter_", 0) == 0) {
     const at::Tensor w = host_weight();
     const auto dtype = w.scalar_type();
     at::Tensor residual;
@@ -153,6 +172,20 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
       auto Sr = S.narrow(0, 0, rank) / scaling;
       lora_A = at::matmul(at::diag(Sr.sqrt()), Vh.narrow(0, 0, rank)).contiguous();
       lora_B = at::matmul(U.narrow(1, 0, rank), at::diag(Sr.sqrt())).contiguous();
+      residual = wf - scaling * at::matmul(lora_B, lora_A);
+      if (fan_in_fan_out) residual = residual.t();
+    } else if (init != "olora") {
+      // pissa_niter_N: HF's fast PiSSA through torch.svd_lowrank. The draws follow HF's
+      // order (its nn.Linear A and B are built, drawing their kaiming init, before the
+      // sketch), so the same seed gives HF's factors.
+      const int64_t niter = std::stoll(init.substr(12));
+      kaiming_uniform(rank, in, gen);
+      kaiming_uniform(outf, rank, gen);
+      auto wf = host_weight_out_in().to(at::kFloat);
+      auto [U, S, V] = svd_lowrank(wf, rank, niter, gen);
+      auto Sr = S / scaling;
+      lora_A = at::matmul(at::diag(Sr.sqrt()), V.t()).contiguous();
+      lora_B = at::matmul(U, at::diag(Sr.sqrt())).contiguous();
       residual = wf - scaling * at::matmul(lora_B, lora_A);
       if (fan_in_fan_out) residual = residual.t();
     } else {
