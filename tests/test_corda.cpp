@@ -21,6 +21,7 @@
 #include "peft/safetensors.h"
 #include "test_util.h"
 #include "tuners/lora/corda.h"
+#include "tuners/lora/lora_ga.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -53,7 +54,7 @@ std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const std::string
       peft.forward(in);
     }
   };
-  cfg->corda_covariances =
+  cfg->calibration =
       std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(peft.model(), *cfg, run));
   return cfg;
 }
@@ -69,9 +70,9 @@ TEST(Corda, CovariancesInitAndLogitsAreHfs) {
     PeftModel m(load_model(suite.base_of(name).string()));
     auto cfg = calibrated_config(m, name);
     const auto layers = suite.case_json(name)["layers"].get<std::vector<std::string>>();
-    ASSERT_EQ(cfg->corda_covariances->size(), layers.size());
+    ASSERT_EQ(cfg->calibration->size(), layers.size());
     for (const auto& path : layers)
-      EXPECT_LE(rel_diff(cfg->corda_covariances->at(path), ref.get(path + ".covariance")), 1e-5) << path;
+      EXPECT_LE(rel_diff(cfg->calibration->at(path), ref.get(path + ".covariance")), 1e-5) << path;
     m.add_adapter("default", *cfg, 0);
     double worst = 0;
     for (const auto& path : layers) {
@@ -100,6 +101,61 @@ TEST(Corda, CovariancesInitAndLogitsAreHfs) {
     const double shifted = test::max_diff(test::logits(m, in), ref.get("logits_shifted"), test::mask_of(ref));
     std::cout << name << ": max |logits - HF| with B moved " << shifted << "\n";
     EXPECT_LE(shifted, 1e-4);
+  }
+}
+
+// LoRA-GA: the calibration rows in batches of 4 (right-padded, -100 labels on padding), each
+// batch's mean loss backward, give HF's averaged gradients; with the same seed, the
+// factors (svd_lowrank, then the direction's split and the scale) and residuals are HF's.
+TEST(LoraGa, GradientsInitAndLogitsAreHfs) {
+  const auto rows = calibration_rows();
+  for (const std::string name : {"loraga_llama", "loraga_gpt2", "loraga_llama_rand"}) {
+    SCOPED_TRACE(name);
+    SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+    PeftModel m(load_model(suite.base_of(name).string()));
+    auto parsed = parse_user_adapter_config(
+        json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json")), "adapter_config.json");
+    auto* cfg = dynamic_cast<LoraConfig*>(parsed.get());
+    cfg->resolve(m.model());
+    auto train_step = [&] {
+      for (size_t i = 0; i < rows.size(); i += 4) {
+        size_t width = 0;
+        for (size_t k = i; k < std::min(rows.size(), i + 4); ++k) width = std::max(width, rows[k].size());
+        const int64_t b = static_cast<int64_t>(std::min<size_t>(4, rows.size() - i)), w = static_cast<int64_t>(width);
+        auto ids = at::zeros({b, w}, at::kLong), mask = at::zeros({b, w}, at::kLong);
+        for (int64_t k = 0; k < b; ++k) {
+          const auto& r = rows[i + k];
+          ids[k].narrow(0, 0, static_cast<int64_t>(r.size())).copy_(at::tensor(r, at::kLong));
+          mask[k].narrow(0, 0, static_cast<int64_t>(r.size())).fill_(1);
+        }
+        ModelInputs in;
+        in.input_ids = ids;
+        in.attention_mask = mask;
+        const auto logits = m.forward(in).logits;
+        const auto labels = ids.masked_fill(mask == 0, -100);
+        at::cross_entropy_loss(logits.narrow(1, 0, w - 1).reshape({-1, logits.size(-1)}),
+                               labels.narrow(1, 1, w - 1).reshape({-1}), {}, at::Reduction::Mean, -100)
+            .backward();
+      }
+    };
+    const auto grads = lora_ga_gradients(m.model(), *cfg, train_step);
+    const auto layers = suite.case_json(name)["layers"].get<std::vector<std::string>>();
+    ASSERT_EQ(grads.size(), layers.size());
+    double worst_grad = 0, worst = 0;
+    for (const auto& path : layers) worst_grad = std::max(worst_grad, rel_diff(grads.at(path), ref.get(path + ".gradient")));
+    cfg->calibration = std::make_shared<const std::map<std::string, at::Tensor>>(grads);
+    m.add_adapter("default", *cfg, suite.case_json(name)["seed"].get<uint64_t>());
+    for (const auto& path : layers) {
+      auto* host = dynamic_cast<AdaptableLayer*>(m.model().find(path));
+      auto* lora = dynamic_cast<LoraLinear*>(host->adapter("default"));
+      worst = std::max({worst, rel_diff(lora->lora_A, ref.get(path + ".lora_A")),
+                        rel_diff(lora->lora_B, ref.get(path + ".lora_B")),
+                        rel_diff(host->dense_weight(), ref.get(path + ".residual"))});
+    }
+    std::cout << name << ": gradients " << worst_grad << ", A, B, residual " << worst << " (max relative diff)\n";
+    EXPECT_LE(worst_grad, 1e-4);
+    EXPECT_LE(worst, 1e-3);
+    EXPECT_LE(test::max_diff(test::logits(m, test::inputs_of(ref)), ref.get("logits"), test::mask_of(ref)), 1e-4);
   }
 }
 
@@ -187,7 +243,7 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
       residual.forward(x);
     }
   };
-  lora->corda_covariances =
+  lora->calibration =
       std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(residual.model(), *lora, run));
   residual.add_adapter("init", *lora, 0);
   residual.load_adapter((work / "out" / "checkpoint-60").string(), "trained");
@@ -211,12 +267,64 @@ std::string config_error(const json& extra) {
   return "";
 }
 
+// LoRA-GA through `peft train`: gradients over the training file in training batches; the
+// final file is a plain LoRA of the original base that HF PEFT loads with our logits.
+TEST(LoraGa, PeftTrainEstimatesGradientsOnTheTrainingFile) {
+  const auto work = suite.scratch("train_lora_ga");
+  const json method = {{"peft_type", "LORA"},
+                       {"r", 4},
+                       {"lora_alpha", 8},
+                       {"target_modules", {"q_proj", "v_proj", "up_proj", "down_proj"}},
+                       {"init_lora_weights", "lora_ga"},
+                       {"lora_ga_config", {{"direction", "ArB2r"}, {"scale", "stable"}}}};
+  json cfg = {{"model", suite.fixture("llama").string()},
+              {"train_file", test::write_small_counting_data(work).string()},
+              {"output_dir", (work / "out").string()}, {"method", method}, {"max_steps", 40},
+              {"learning_rate", 2e-2}, {"eval_split", 0.25}, {"eval_steps", 40}, {"progress", false}};
+  std::ofstream(work / "train.json") << cfg.dump(1);
+  const auto r = test::run_cli({"train", "--config", (work / "train.json").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("LoRA-GA: weight gradients of the targets over 64 training examples"));
+  const auto ckpt = json::parse(std::ifstream(work / "out" / "checkpoint-40" / "adapter_config.json"));
+  EXPECT_EQ(ckpt["init_lora_weights"], "lora_ga");
+  EXPECT_EQ(ckpt["lora_ga_config"]["direction"], "ArB2r");
+  const auto saved = json::parse(std::ifstream(work / "out" / "adapter_config.json"));
+  EXPECT_EQ(saved["r"], 8);
+  std::ifstream loss(work / "out" / "loss.dat");
+  std::string first;
+  std::getline(loss, first);
+  const double start = std::stod(first.substr(first.find(' ') + 1));
+  const double after = test::last_eval_loss(work / "out");
+  std::cout << "lora_ga train: first step loss " << start << ", final eval loss " << after << "\n";
+  EXPECT_LT(after, start - 0.1);
+  SafetensorsFile ref((suite.fixture("corda_ipm_llama") / "reference.safetensors").string());
+  PeftModel plain(load_model(suite.fixture("llama").string()));
+  plain.load_adapter((work / "out").string());
+  const auto outputs = test::write_outputs(ref, "logits", test::logits(plain, test::inputs_of(ref)),
+                                           work / "outputs.safetensors");
+  std::string log;
+  EXPECT_EQ(test::check_in_python(suite.fixture("llama"), (work / "out").string(), outputs, &log), 0) << log;
+}
+
 TEST(CordaErrors, SettingsAndMissingCalibrationAreNamed) {
   EXPECT_THAT(config_error({{"corda_config", {{"corda_method", "xpm"}}}}), HasSubstr("corda_method"));
   EXPECT_THAT(config_error({{"corda_config", {{"cache_file", "c.pt"}}}}), HasSubstr("cache_file"));
   EXPECT_THAT(config_error({{"corda_config", {{"use_float16_for_covariance", true}}}}),
               HasSubstr("use_float16_for_covariance"));
   EXPECT_EQ(config_error({{"corda_config", {{"corda_method", "kpm"}}}}), "");
+  auto ga_error = [](const json& ga) {
+    try {
+      parse_user_adapter_config(json{{"peft_type", "LORA"}, {"init_lora_weights", "lora_ga"}, {"lora_ga_config", ga}},
+                                "method");
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_THAT(ga_error({{"direction", "up"}}), HasSubstr("'direction'"));
+  EXPECT_THAT(ga_error({{"scale", "big"}}), HasSubstr("'scale'"));
+  EXPECT_THAT(ga_error({{"stable_gamma", 0}}), HasSubstr("stable_gamma"));
+  EXPECT_EQ(ga_error({{"direction", "random"}, {"scale", "unit"}, {"stable_gamma", 4}}), "");
   PeftModel m(load_model(suite.fixture("llama").string()));
   try {
     m.add_adapter("default", *parse_user_adapter_config(json{{"peft_type", "LORA"}, {"init_lora_weights", "corda"}},

@@ -31,11 +31,17 @@ struct LoraConfig : AdapterConfig {
   // "orthogonal", "corda"
   std::string init_lora_weights = "true";
   int64_t loftq_iter = 1;  // loftq_config's: alternating NF4 / SVD steps (loftq_bits must be 4)
+  // Data-driven inits: what a calibration pass measured per target, by module path, which
+  // add_adapter needs: CorDA's input covariance C [in, in] (src/tuners/lora/corda.h),
+  // LoRA-GA's averaged loss gradient of the weight [out, in] (src/tuners/lora/lora_ga.h).
+  std::shared_ptr<const std::map<std::string, at::Tensor>> calibration;
   // init "corda" (corda_config's corda_method): the adapter starts from the largest ("ipm")
-  // or smallest ("kpm") singular components of W C, C each target's input covariance from a
-  // calibration pass (src/tuners/lora/corda.h), by module path; add_adapter needs them.
+  // or smallest ("kpm") singular components of W C.
   std::string corda_method = "ipm";
-  std::shared_ptr<const std::map<std::string, at::Tensor>> corda_covariances;
+  // init "lora_ga" (lora_ga_config): which singular vectors of the gradient A and B take,
+  // and how B is scaled.
+  std::string lora_ga_direction = "ArB2r", lora_ga_scale = "stable";  // ArBr A2rBr ArB2r random; stable weight_svd gd_scale unit
+  int64_t lora_ga_stable_gamma = 16;
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
@@ -104,8 +110,10 @@ class LoraLinear : public LayerAdapter {
   double scaling, dropout;
   bool use_dora, fan_in_fan_out, freeze_A = false;
   int64_t loftq_iter = 1;  // init "loftq": NF4 / SVD alternations
-  at::Tensor corda_covariance;  // init "corda": the layer's input covariance [in, in]
+  at::Tensor calibration;  // data-driven inits: the layer's entry of LoraConfig::calibration
   std::string corda_method = "ipm";
+  std::string lora_ga_direction = "ArB2r", lora_ga_scale = "stable";
+  int64_t lora_ga_stable_gamma = 16;
 
  private:
   at::Tensor host_weight() const;  // the base weight's values as stored ([out, in] or [in, out])
@@ -113,6 +121,7 @@ class LoraLinear : public LayerAdapter {
   void set_host_weight_out_in(const at::Tensor& w_out_in);  // values, transposed back as stored
   at::Tensor host_bias() const;
   at::Tensor dora_weight_norm(const at::Tensor& delta) const;
+  void init_lora_ga(int64_t r, at::Generator& gen);  // init "lora_ga" from `calibration`
   at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly
   std::optional<double> unscaled_;  // scaling before the first set_scale
 };

@@ -13,6 +13,7 @@
 #include "train/evaluate.h"
 #include "tuners/lora/corda.h"
 #include "tuners/lora/init_conversion.h"
+#include "tuners/lora/lora_ga.h"
 #include "util/atomic_file.h"
 #include "train/image_data.h"
 #include "train/precision.h"
@@ -49,33 +50,44 @@ void adapters_composed(PeftModel& peft, const TrainConfig& cfg, const std::vecto
 
 namespace {
 
-// CorDA's calibration (HF's preprocess_corda with run_model over a sample of the data):
-// the base model runs on the training file's first kCordaSamples examples, one per
-// forward as HF's hook expects, before the adapter exists.
-constexpr size_t kCordaSamples = 256;
+// The data-driven inits' calibration (HF's preprocess_corda / preprocess_loraga with a
+// run over a sample of the data), before the adapter exists, on the training file's first
+// kCalibrationSamples examples: CorDA runs them one per forward (as HF's hook expects);
+// LoRA-GA forward and backward in training batches, each batch's mean loss.
+constexpr size_t kCalibrationSamples = 256;
 
-void calibrate_corda(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora) {
-  if (cfg.train_file.empty()) throw std::runtime_error("init_lora_weights 'corda' calibrates on train_file; none is set");
+void calibrate_lora_init(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora) {
+  const bool corda = lora.init_lora_weights == "corda";
+  if (cfg.train_file.empty())
+    throw std::runtime_error("init_lora_weights '" + lora.init_lora_weights + "' calibrates on train_file; none is set");
   const auto data = read_data(cfg.train_file, cfg.label_file, data_options(cfg, s));
-  const size_t n = std::min(data.size(), kCordaSamples);
-  std::cerr << "CorDA: input covariances of the targets over " << n << " training examples\n";
+  const size_t n = std::min(data.size(), kCalibrationSamples);
+  std::cerr << (corda ? "CorDA: input covariances" : "LoRA-GA: weight gradients") << " of the targets over " << n
+            << " training examples\n";
   const at::Device dev = s.model->device();
-  s.peft->train(false);  // as HF's hooked_model.eval()
+  const size_t batch = corda ? 1 : static_cast<size_t>(std::max<int64_t>(1, cfg.per_device_train_batch_size));
+  s.peft->train(!corda);  // HF: the hooked model in eval mode; LoRA-GA's in training mode
   auto run = [&] {
-    for (size_t i = 0; i < n; ++i) {
-      const Batch b = collate({&data[i]}, s.pad_id, s.causal);
-      if (as_seq2seq(*s.model)) {
+    for (size_t i = 0; i < n; i += batch) {
+      std::vector<const Example*> xs;
+      for (size_t k = i; k < std::min(n, i + batch); ++k) xs.push_back(&data[k]);
+      const Batch b = collate(xs, s.pad_id, s.causal);
+      if (!corda) {
+        (batch_loss(*s.peft, b, dev, s.causal).sum / static_cast<double>(std::max<int64_t>(1, b.num_items)))
+            .backward();
+      } else if (as_seq2seq(*s.model)) {
         batch_loss(*s.peft, b, dev, s.causal);
-        continue;
+      } else {
+        ModelInputs in;
+        if (b.pixel_values.defined()) in.pixel_values = b.pixel_values.to(dev);
+        else in.input_ids = b.input_ids.to(dev);
+        s.peft->forward(in);
       }
-      ModelInputs in;
-      if (b.pixel_values.defined()) in.pixel_values = b.pixel_values.to(dev);
-      else in.input_ids = b.input_ids.to(dev);
-      s.peft->forward(in);
     }
   };
-  lora.corda_covariances =
-      std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(*s.model, lora, run));
+  auto stats = corda ? corda_covariances(*s.model, lora, run) : lora_ga_gradients(*s.model, lora, run);
+  s.peft->train(false);
+  lora.calibration = std::make_shared<const std::map<std::string, at::Tensor>>(std::move(stats));
 }
 
 }  // namespace
@@ -143,10 +155,10 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
       m["task_type"] = s.causal ? (as_seq2seq(*s.model) ? "SEQ_2_SEQ_LM" : "CAUSAL_LM") : task == TaskKind::kTokenClassification ? "TOKEN_CLS" : "SEQ_CLS";
     auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
-    // The one init that needs data before the adapter exists (a config virtual would serve
-    // one method; revisit when EVA or LoRA-GA join it).
+    // The inits that need data before the adapter exists (CorDA, LoRA-GA; EVA would join them).
     auto* lora = dynamic_cast<LoraConfig*>(method.get());
-    if (lora && lora->init_lora_weights == "corda") calibrate_corda(s, cfg, *lora);
+    if (lora && (lora->init_lora_weights == "corda" || lora->init_lora_weights == "lora_ga"))
+      calibrate_lora_init(s, cfg, *lora);
     s.peft->add_adapter("default", *method, cfg.seed);
     if (lora && init_rewrites_base(lora->init_lora_weights))
       for (const auto& [k, t] : s.peft->adapter_state_dict("default")) s.initial_adapter.emplace_back(k, t.clone());

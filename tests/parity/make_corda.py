@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CorDA and fast-PiSSA references made by HF PEFT for tests/test_corda.cpp.
+"""CorDA, LoRA-GA and fast-PiSSA references made by HF PEFT for tests/test_corda.cpp.
 
 Usage: python tests/parity/make_corda.py make OUT_DIR
 
@@ -17,6 +17,14 @@ Cases:
   corda_ipm_llama   ipm, r=4, q_proj, v_proj, down_proj
   corda_kpm_llama   kpm, r=3, o_proj, up_proj, rank_pattern up_proj: 2
   corda_ipm_gpt2    ipm, r=4, c_attn, c_fc (Conv1D: the weights stored [in, out])
+  loraga_llama      LoRA-GA (direction ArB2r, scale stable: HF's defaults), r=2, q_proj,
+                    v_proj, down_proj; gradients from preprocess_loraga with a train_step
+                    of the calibration rows in batches of 4 (right-padded, labels -100 on
+                    padding, each batch's mean loss backward), then get_peft_model right
+                    after torch.manual_seed(13); the reference holds "<path>.gradient" too
+  loraga_gpt2       LoRA-GA ArBr / weight_svd, r=2, c_attn and c_fc (Conv1D; dropouts at 0,
+                    since HF estimates the gradients in training mode)
+  loraga_llama_rand LoRA-GA random / gd_scale, r=3, o_proj, up_proj
   pissa_niter_llama init_lora_weights "pissa_niter_2" (torch.svd_lowrank), r=4, q_proj,
                     v_proj, down_proj (a wide weight), get_peft_model right after
                     torch.manual_seed(13); the reference holds A, B and residual per module
@@ -107,6 +115,69 @@ def make_case(out, name, base, kw, method, rows):
     print(f"{name}: {len(tensors) // 3} layers; B + 0.05 moves logits {(shifted - logits).abs().max().item():.3g}")
 
 
+LORAGA_CASES = [
+    ("loraga_llama", "llama", dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj", "down_proj"]),
+     dict()),
+    ("loraga_gpt2", "gpt2", dict(r=2, lora_alpha=4, target_modules=["c_attn", "c_fc"]),
+     dict(direction="ArBr", scale="weight_svd")),
+    ("loraga_llama_rand", "llama", dict(r=3, lora_alpha=6, target_modules=["o_proj", "up_proj"]),
+     dict(direction="random", scale="gd_scale")),
+]
+
+
+def batches(rows, size=4):
+    for i in range(0, len(rows), size):
+        chunk = rows[i:i + size]
+        width = max(len(r) for r in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for k, r in enumerate(chunk):
+            ids[k, :len(r)] = torch.tensor(r)
+            mask[k, :len(r)] = 1
+        yield ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+def make_loraga(out, name, base, kw, ga, rows):
+    from peft.tuners.lora.config import LoraGAConfig
+    from peft.tuners.lora.loraga import preprocess_loraga
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    base_dir = os.path.join(out, base)
+    inputs = load_file(os.path.join(base_dir, "inputs.safetensors"))
+    model = load_base(base_dir)
+    config = LoraConfig(init_lora_weights="lora_ga", lora_ga_config=LoraGAConfig(**ga), **kw)
+
+    def train_step():
+        for ids, mask, labels in batches(rows):
+            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+
+    # estimate_gradients puts the model in training mode: GPT-2's dropouts (p 0.1) would draw
+    # masks no other program can repeat, so they are set to 0 here.
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    preprocess_loraga(model, config, train_step)
+    gradients = {n + ".gradient": (m._peft_loraga_grad.T if base == "gpt2" else m._peft_loraga_grad).contiguous()
+                 for n, m in model.named_modules() if hasattr(m, "_peft_loraga_grad")}
+    torch.manual_seed(13)
+    peft_model = get_peft_model(model, config).eval()
+    tensors = {}
+    for n, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            path = n.removeprefix("base_model.model.")
+            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
+            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
+            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        logits = peft_model(**inputs).logits.float().contiguous()
+    peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
+    save_file(dict(inputs, logits=logits, **tensors, **gradients), os.path.join(case_dir, "reference.safetensors"))
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(dict(base=base, seed=13, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    print(f"{name}: {len(tensors) // 3} layers")
+
+
 def make_pissa_niter(out):
     name = "pissa_niter_llama"
     case_dir = os.path.join(out, name)
@@ -146,6 +217,8 @@ def main():
     for name, base, kw, method in CASES:
         make_case(out, name, base, kw, method, rows)
     make_pissa_niter(out)
+    for name, base, kw, ga in LORAGA_CASES:
+        make_loraga(out, name, base, kw, ga, rows)
 
 
 if __name__ == "__main__":

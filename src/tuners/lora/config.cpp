@@ -41,7 +41,7 @@ const ojson& lora_defaults() {
 // rather than compute something else.
 const char* kUnsupportedUnlessDefault[] = {
     "alora_invocation_tokens", "arrow_config", "eva_config", "layer_replication",
-    "lora_bias", "lora_ga_config", "megatron_config", "monteclora_config",
+    "lora_bias", "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
 // HF's LoftQConfig: loftq_bits (4; its int8 variant is not implemented here) and
@@ -76,6 +76,29 @@ void read_corda_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
       if (v != false) f.fail("corda_config 'use_float16_for_covariance' is not supported");
     } else if (k != "verbose" && k != "prune_temporary_fields") {
       f.fail("corda_config has an unknown key '" + k + "'");
+    }
+  }
+}
+
+// HF's LoraGAConfig: direction, scale, stable_gamma.
+void read_lora_ga_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
+  if (q.is_null()) return;  // HF's default LoraGAConfig
+  if (!q.is_object()) f.fail("'lora_ga_config' must be an object");
+  for (const auto& [k, v] : q.items()) {
+    if (k == "direction") {
+      if (v != "ArBr" && v != "A2rBr" && v != "ArB2r" && v != "random")
+        f.fail("lora_ga_config 'direction' must be ArBr, A2rBr, ArB2r or random, got " + quote_json(v));
+      c.lora_ga_direction = v.get<std::string>();
+    } else if (k == "scale") {
+      if (v != "stable" && v != "weight_svd" && v != "gd_scale" && v != "unit")
+        f.fail("lora_ga_config 'scale' must be stable, weight_svd, gd_scale or unit, got " + quote_json(v));
+      c.lora_ga_scale = v.get<std::string>();
+    } else if (k == "stable_gamma") {
+      if (!v.is_number_integer() || v.get<int64_t>() <= 0)
+        f.fail("lora_ga_config 'stable_gamma' must be a positive integer, got " + quote_json(v));
+      c.lora_ga_stable_gamma = v.get<int64_t>();
+    } else {
+      f.fail("lora_ga_config has an unknown key '" + k + "' (direction, scale, stable_gamma)");
     }
   }
 }
@@ -127,16 +150,17 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
   static const std::vector<std::string> inits = {"true",  "false",      "gaussian", "pissa",
-                                                 "olora", "loftq", "orthogonal", "corda"};
+                                                 "olora", "loftq", "orthogonal", "corda", "lora_ga"};
   const std::string& iw = c.init_lora_weights;  // pissa_niter_N: N subspace iterations, 0 to 999
   const bool pissa_niter = iw.rfind("pissa_niter_", 0) == 0 && iw.size() > 12 && iw.size() <= 15 &&
                            iw.find_first_not_of("0123456789", 12) == std::string::npos;
   if (!pissa_niter && std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
     f.fail("init_lora_weights '" + c.init_lora_weights +
-           "' is not supported (true, false, gaussian, pissa, pissa_niter_N, olora, loftq, orthogonal, corda)" +
+           "' is not supported (true, false, gaussian, pissa, pissa_niter_N, olora, loftq, orthogonal, corda, lora_ga)" +
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (c.init_lora_weights == "corda") read_corda_config(f.value("corda_config"), f, c);
+  if (c.init_lora_weights == "lora_ga") read_lora_ga_config(f.value("lora_ga_config"), f, c);
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
     if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
     c.target_parameters.emplace();
@@ -167,6 +191,9 @@ ojson LoraConfig::to_json() const {
   if (init_lora_weights == "true" || init_lora_weights == "false") fields["init_lora_weights"] = init_lora_weights == "true";
   else fields["init_lora_weights"] = init_lora_weights;
   if (init_lora_weights == "loftq") fields["loftq_config"] = {{"loftq_bits", 4}, {"loftq_iter", loftq_iter}};
+  if (init_lora_weights == "lora_ga")
+    fields["lora_ga_config"] = {
+        {"direction", lora_ga_direction}, {"scale", lora_ga_scale}, {"stable_gamma", lora_ga_stable_gamma}};
   if (init_lora_weights == "corda")
     fields["corda_config"] = {{"cache_file", nullptr},   {"covariance_file", nullptr},
                               {"corda_method", corda_method}, {"verbose", false},
@@ -325,13 +352,16 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
                                              use_dora, fan_in_fan_out || host->weight_is_in_out());
     lora->freeze_A = lora_fa;
     lora->loftq_iter = loftq_iter;
-    if (init_lora_weights == "corda") {
-      auto it = corda_covariances ? corda_covariances->find(path) : decltype(corda_covariances->end()){};
-      if (!corda_covariances || it == corda_covariances->end())
-        throw std::invalid_argument("CorDA init of '" + path + "' needs its input covariance from a calibration pass "
+    if (init_lora_weights == "corda" || init_lora_weights == "lora_ga") {
+      const char* what = init_lora_weights == "corda" ? "CorDA init" : "LoRA-GA init";
+      if (!calibration || !calibration->count(path))
+        throw std::invalid_argument(std::string(what) + " of '" + path + "' needs a calibration pass over data first "
                                     "(peft train runs one on the training file)");
-      lora->corda_covariance = it->second;
+      lora->calibration = calibration->at(path);
       lora->corda_method = corda_method;
+      lora->lora_ga_direction = lora_ga_direction;
+      lora->lora_ga_scale = lora_ga_scale;
+      lora->lora_ga_stable_gamma = lora_ga_stable_gamma;
     }
     lora->initialize(init_lora_weights, use_dora, gen);
     return lora;

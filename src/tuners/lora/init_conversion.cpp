@@ -9,7 +9,8 @@
 namespace peft {
 
 bool init_rewrites_base(const std::string& init) {
-  return init == "pissa" || init.rfind("pissa_niter_", 0) == 0 || init == "olora" || init == "corda";
+  return init == "pissa" || init.rfind("pissa_niter_", 0) == 0 || init == "olora" || init == "corda" ||
+         init == "lora_ga";
 }
 
 NamedTensors lora_delta_from_init(const NamedTensors& trained, const NamedTensors& initial) {
@@ -36,7 +37,7 @@ std::unique_ptr<LoraConfig> plain_lora_config(const LoraConfig& c) {
                                 "patterns (as in HF PEFT)");
   auto p = std::make_unique<LoraConfig>(c);
   p->init_lora_weights = "true";
-  p->corda_covariances.reset();
+  p->calibration.reset();
   p->r *= 2;
   p->lora_alpha *= c.use_rslora ? std::sqrt(2.0) : 2.0;
   for (auto& [_, r] : p->rank_pattern) r *= 2;

@@ -1,5 +1,5 @@
 // HF PEFT's save_pretrained(path_initial_model_for_weight_conversion): inits that move part
-// of the base weight into the adapter (PiSSA, OLoRA, CorDA) train an adapter that belongs
+// of the base weight into the adapter (PiSSA, OLoRA, CorDA, LoRA-GA) train an adapter that belongs
 // to the residual base W - s B0 A0. Written as a plain LoRA of the original base instead:
 //   ΔW = s (B A - B0 A0) = s' [B | -B0] [A ; A0],   rank 2r, s' = s
 // (lora_alpha doubled, or times √2 with rsLoRA; rank and alpha patterns doubled), so the

@@ -210,15 +210,24 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     lora_A = at::empty({in, rank / 2}, at::kFloat).normal_(0.0, 1.0, gen).mm(q_odd).t().contiguous() / 10.0;
     lora_B = at::empty({rank / 2, outf}, at::kFloat).normal_(0.0, 1.0, gen).t().mm(q_even).contiguous() / 10.0;
   } else if (init == "corda") {
-    if (!corda_covariance.defined())
+    if (!calibration.defined())
       throw std::invalid_argument("CorDA init needs a calibration pass over data first (peft train runs one on the "
                                   "training file)");
     if (host_->weight_quantized())
       throw std::invalid_argument("CorDA init rewrites the weight: load the base unquantized");
-    auto f = corda_decompose(host_weight_out_in(), corda_covariance, rank, scaling, corda_method);
+    auto f = corda_decompose(host_weight_out_in(), calibration, rank, scaling, corda_method);
     lora_A = f.lora_A;
     lora_B = f.lora_B;
     set_host_weight_out_in(f.residual);
+  } else if (init == "lora_ga") {
+    if (!calibration.defined())
+      throw std::invalid_argument("LoRA-GA init needs a calibration pass over data first (peft train runs one on "
+                                  "the training file)");
+    if (host_->weight_quantized())
+      throw std::invalid_argument("LoRA-GA init rewrites the weight: load the base unquantized");
+    kaiming_uniform(rank, in, gen);  // HF's nn.Linear A and B draw their init first
+    kaiming_uniform(outf, rank, gen);
+    init_lora_ga(rank, gen);
   } else if (init == "loftq") {
     // HF PEFT factors the weight as stored, which only fits [out, in] weights.
     if (fan_in_fan_out)
@@ -237,6 +246,46 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
   lora_A = lora_A.to(device);
   lora_B = lora_B.to(device);
   if (dora) magnitude = dora_weight_norm(delta_weight()).clone();
+}
+
+// HF PEFT's lora_ga_init: the gradient's top 2r singular vectors (torch.svd_lowrank, q =
+// min(4r, its smaller side), 4 iterations) split between A and B by `lora_ga_direction`,
+// B scaled by `lora_ga_scale`; the layer keeps W - scaling B A.
+void LoraLinear::init_lora_ga(int64_t r, at::Generator& gen) {
+  const auto grad = calibration.to(host_weight().device(), at::kFloat);  // [out, in]
+  auto [U, S, V] = svd_lowrank(grad, std::min<int64_t>(4 * r, std::min(grad.size(0), grad.size(1))), 4, gen);
+  if (S.size(0) < 2 * r)
+    throw std::invalid_argument("LoRA-GA: rank " + std::to_string(r) + " needs 2r singular vectors of a " +
+                                c10::str(grad.sizes()) + " gradient");
+  const auto Vh = V.t();
+  at::Tensor A, B, S_B;
+  auto take = [&](const at::Tensor& a_rows, const at::Tensor& b_cols) {
+    A = Vh.index_select(0, a_rows);
+    S_B = S.index_select(0, b_cols);
+    B = at::matmul(U.index_select(1, b_cols), at::diag(S_B));
+  };
+  const auto opts = at::TensorOptions(at::kLong).device(S.device());
+  if (lora_ga_direction == "ArBr") take(at::arange(1, 2 * r, 2, opts), at::arange(0, 2 * r, 2, opts));
+  else if (lora_ga_direction == "A2rBr") take(at::arange(r, 2 * r, opts), at::arange(0, r, opts));
+  else if (lora_ga_direction == "ArB2r") take(at::arange(0, r, opts), at::arange(r, 2 * r, opts));
+  else {
+    const auto idx = at::randperm(2 * r, gen, opts).narrow(0, 0, r);
+    take(idx, idx);
+  }
+  const at::Tensor w = host_weight();
+  if (lora_ga_scale == "stable") {
+    // HF multiplies by the stored weight's first dimension (out, or in for a Conv1D).
+    B = B * (std::pow(static_cast<double>(w.size(0)), 0.25) / std::sqrt(static_cast<double>(lora_ga_stable_gamma)));
+  } else if (lora_ga_scale == "weight_svd") {
+    auto weight_S = std::get<1>(svd_lowrank(host_weight_out_in().to(at::kFloat), r, 4, gen));
+    if (S_B[0].item<double>() > 0) B = B * (weight_S[0] / S_B[0]);
+  } else if (lora_ga_scale == "gd_scale") {
+    A = A / scaling;
+    B = B / scaling;
+  }
+  lora_A = A.contiguous();
+  lora_B = B.contiguous();
+  set_host_weight_out_in(host_weight_out_in().to(at::kFloat) - scaling * at::matmul(lora_B, lora_A));
 }
 
 // --- LoraEmbedding -------------------------------------------------------------------
