@@ -256,6 +256,15 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   EXPECT_EQ(test::check_in_python(suite.fixture("llama"), (work / "out").string(), outputs, &log), 0) << log;
 }
 
+std::string parse_error_of(const std::string& s) {
+  try {
+    parse_user_adapter_config(json::parse(s), "method");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string config_error(const json& extra) {
   json j = {{"peft_type", "LORA"}, {"init_lora_weights", "corda"}};
   j.update(extra);
@@ -306,6 +315,25 @@ TEST(LoraGa, PeftTrainEstimatesGradientsOnTheTrainingFile) {
   EXPECT_EQ(test::check_in_python(suite.fixture("llama"), (work / "out").string(), outputs, &log), 0) << log;
 }
 
+// HF's lora_bias: lora_B with a bias, on GPT-2's Conv1D layers: HF's logits, merged logits
+// (the bias folded into the layer's, unmerge restoring it), and ours resaved loads in HF.
+TEST(LoraBias, LoadsMergesAndSavesAsHf) {
+  const std::string name = "lora_bias_gpt2";
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.fixture("gpt2").string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  const double diff = test::max_diff(test::logits(m, test::inputs_of(ref)), ref.get("logits"), test::mask_of(ref));
+  std::cout << name << ": max |logits - HF| " << diff << "\n";
+  EXPECT_LE(diff, 1e-4);
+  test::expect_merge_round_trip(suite.fixture("gpt2"), suite.fixture(name) / "adapter", ref, 1e-4, 1e-5);
+  const auto work = suite.scratch("resave_lora_bias");
+  test::expect_resave_round_trip(suite.fixture("gpt2"), suite.fixture(name) / "adapter", ref, work / "adapter",
+                                 work / "outputs.safetensors", 1e-4);
+  // Mixed batches take plain LoRA's gathered path only without a bias.
+  auto* host = dynamic_cast<AdaptableLayer*>(m.model().find("transformer.h.0.attn.c_attn"));
+  EXPECT_FALSE(host->adapter("default")->low_rank().has_value());
+}
+
 TEST(CordaErrors, SettingsAndMissingCalibrationAreNamed) {
   EXPECT_THAT(config_error({{"corda_config", {{"corda_method", "xpm"}}}}), HasSubstr("corda_method"));
   EXPECT_THAT(config_error({{"corda_config", {{"cache_file", "c.pt"}}}}), HasSubstr("cache_file"));
@@ -325,6 +353,17 @@ TEST(CordaErrors, SettingsAndMissingCalibrationAreNamed) {
   EXPECT_THAT(ga_error({{"scale", "big"}}), HasSubstr("'scale'"));
   EXPECT_THAT(ga_error({{"stable_gamma", 0}}), HasSubstr("stable_gamma"));
   EXPECT_EQ(ga_error({{"direction", "random"}, {"scale", "unit"}, {"stable_gamma", 4}}), "");
+  EXPECT_THAT(config_error({{"lora_bias", true}}), HasSubstr("lora_bias is only supported with init_lora_weights"));
+  EXPECT_THAT(parse_error_of(R"({"peft_type": "LORA", "lora_bias": true, "use_dora": true})"), HasSubstr("DoRA"));
+  // A layer without a bias (Llama's) cannot take the merge.
+  PeftModel llama(load_model(suite.fixture("llama").string()));
+  llama.add_adapter("default", *parse_user_adapter_config(json{{"peft_type", "LORA"}, {"lora_bias", true}}, "method"));
+  try {
+    llama.merge();
+    ADD_FAILURE() << "merged a lora_bias into a layer without bias";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no bias"));
+  }
   PeftModel m(load_model(suite.fixture("llama").string()));
   try {
     m.add_adapter("default", *parse_user_adapter_config(json{{"peft_type", "LORA"}, {"init_lora_weights", "corda"}},

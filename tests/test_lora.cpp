@@ -310,10 +310,10 @@ TEST(LoraBadInput, UnknownConfigKeysAreKeptNotFatal) {
 
 TEST(LoraBadInput, UnsupportedFeatureIsRefused) {
   try {
-    config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj"], "lora_bias": true})");
+    config_for(R"({"peft_type": "LORA", "target_modules": ["q_proj"], "use_qalora": true})");
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("'lora_bias' = true is not supported"));
+    EXPECT_THAT(e.what(), HasSubstr("'use_qalora' = true is not supported"));
   }
 }
 

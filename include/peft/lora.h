@@ -45,6 +45,7 @@ struct LoraConfig : AdapterConfig {
   std::vector<std::pair<std::string, int64_t>> rank_pattern;   // regex -> r, in file order
   std::vector<std::pair<std::string, double>> alpha_pattern;   // regex -> alpha
   bool lora_fa = false;  // LoRA-FA: A stays frozen after init, only B trains (not an HF key)
+  bool lora_bias = false;  // HF's lora_bias: lora_B with a bias (inits true / false only; not DoRA)
   // HF PEFT's target_parameters: "<module>.<parameter>" names (matched exactly or as a
   // ".<entry>" suffix) of parameters of ParamAdaptableLayers (stacked expert weights),
   // each adapted by a LoraParamWrapper.
@@ -106,7 +107,10 @@ class LoraLinear : public LayerAdapter {
   void initialize(const std::string& init, bool use_dora, at::Generator& gen);
   at::Tensor delta_weight() const;  // scaling * B A, as [out, in]
 
+  // HF's lora_bias: lora_B gets a trained bias [out] ("lora_B.bias"), added times scaling.
+  void add_bias();
   at::Tensor lora_A, lora_B, magnitude;  // [r, in], [out, r], [out]
+  at::Tensor lora_bias;                  // undefined unless add_bias()
   double scaling, dropout;
   bool use_dora, fan_in_fan_out, freeze_A = false;
   int64_t loftq_iter = 1;  // init "loftq": NF4 / SVD alternations
@@ -122,6 +126,7 @@ class LoraLinear : public LayerAdapter {
   at::Tensor host_bias() const;
   at::Tensor dora_weight_norm(const at::Tensor& delta) const;
   void init_lora_ga(int64_t r, at::Generator& gen);  // init "lora_ga" from `calibration`
+  void merge_bias(int sign);
   at::Tensor merged_weight_norm_;  // DoRA: the norm used at merge time, to unmerge exactly
   std::optional<double> unscaled_;  // scaling before the first set_scale
 };

@@ -148,7 +148,8 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParall
   s_ = load_setup(cfg_, init, true);
   // A checkpoint of a run whose init rewrote the base (PiSSA, OLoRA, CorDA) belongs to the
   // residual base, which the checkpoint does not hold.
-  if (ckpt_)
+  const auto names = s_.peft->adapters();
+  if (ckpt_ && std::find(names.begin(), names.end(), "default") != names.end())
     if (const auto* lora = dynamic_cast<const LoraConfig*>(&s_.peft->config("default"));
         lora && init_rewrites_base(lora->init_lora_weights))
       throw std::runtime_error(ckpt_->string() + ": resuming a run with init_lora_weights '" +

@@ -81,8 +81,9 @@ bool run_libjpeg(std::span<const uint8_t> bytes, JpegError* err, Image* out) {
   out->height = cinfo.output_height;
   out->channels = cinfo.output_components;
   const size_t stride = size_t{cinfo.output_width} * cinfo.output_components;
-  // Rows are added as they are decoded: a truncated file never costs its declared size.
-  while (cinfo.output_scanline < cinfo.output_height) {
+  // Rows are added as they are decoded: a truncated file never costs its declared size, nor
+  // the time to decode the gray rows libjpeg would invent past the end of its data.
+  while (cinfo.output_scanline < cinfo.output_height && !err->truncated) {
     out->pixels.resize(out->pixels.size() + stride);
     JSAMPROW row = out->pixels.data() + out->pixels.size() - stride;
     jpeg_read_scanlines(&cinfo, &row, 1);

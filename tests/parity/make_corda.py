@@ -25,6 +25,8 @@ Cases:
   loraga_gpt2       LoRA-GA ArBr / weight_svd, r=2, c_attn and c_fc (Conv1D; dropouts at 0,
                     since HF estimates the gradients in training mode)
   loraga_llama_rand LoRA-GA random / gd_scale, r=3, o_proj, up_proj
+  lora_bias_gpt2    LoRA with lora_bias on c_attn and c_fc (Conv1D), lora_B weights and biases
+                    set to random values; reference: logits and merged_logits
   pissa_niter_llama init_lora_weights "pissa_niter_2" (torch.svd_lowrank), r=4, q_proj,
                     v_proj, down_proj (a wide weight), get_peft_model right after
                     torch.manual_seed(13); the reference holds A, B and residual per module
@@ -178,6 +180,31 @@ def make_loraga(out, name, base, kw, ga, rows):
     print(f"{name}: {len(tensors) // 3} layers")
 
 
+def make_lora_bias(out):
+    name = "lora_bias_gpt2"
+    case_dir = os.path.join(out, name)
+    shutil.rmtree(case_dir, ignore_errors=True)
+    os.makedirs(case_dir)
+    inputs = load_file(os.path.join(out, "gpt2", "inputs.safetensors"))
+    model = get_peft_model(load_base(os.path.join(out, "gpt2")),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], lora_bias=True))
+    torch.manual_seed(17)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn_like(p))
+    model.eval()
+    with torch.no_grad():
+        logits = model(**inputs).logits.float().contiguous()
+    model.save_pretrained(os.path.join(case_dir, "adapter"))
+    with torch.no_grad():
+        merged = model.merge_and_unload()(**inputs).logits.float().contiguous()
+    save_file(dict(inputs, logits=logits, merged_logits=merged), os.path.join(case_dir, "reference.safetensors"))
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(dict(base="gpt2"), f, indent=1)
+    print(f"{name}: written")
+
+
 def make_pissa_niter(out):
     name = "pissa_niter_llama"
     case_dir = os.path.join(out, name)
@@ -217,6 +244,7 @@ def main():
     for name, base, kw, method in CASES:
         make_case(out, name, base, kw, method, rows)
     make_pissa_niter(out)
+    make_lora_bias(out)
     for name, base, kw, ga in LORAGA_CASES:
         make_loraga(out, name, base, kw, ga, rows)
 

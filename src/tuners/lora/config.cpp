@@ -41,7 +41,7 @@ const ojson& lora_defaults() {
 // rather than compute something else.
 const char* kUnsupportedUnlessDefault[] = {
     "alora_invocation_tokens", "arrow_config", "eva_config", "layer_replication",
-    "lora_bias", "megatron_config", "monteclora_config",
+    "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
 // HF's LoftQConfig: loftq_bits (4; its int8 variant is not implemented here) and
@@ -127,6 +127,7 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   c.fan_in_fan_out = f.get<bool>("fan_in_fan_out");
   c.use_rslora = f.get<bool>("use_rslora");
   c.use_dora = f.get<bool>("use_dora");
+  c.lora_bias = f.get<bool>("lora_bias");
   c.lora_fa = j.contains("lora_fa") && strict_get<bool>(j["lora_fa"], where + ": 'lora_fa'");
   const ojson& init = f.value("init_lora_weights");
   c.init_lora_weights = init.is_boolean() ? (init.get<bool>() ? "true" : "false")
@@ -160,6 +161,10 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (c.init_lora_weights == "corda") read_corda_config(f.value("corda_config"), f, c);
+  if (c.lora_bias && c.init_lora_weights != "true" && c.init_lora_weights != "false")
+    f.fail("lora_bias is only supported with init_lora_weights true or false (as HF PEFT), got '" +
+           c.init_lora_weights + "'");
+  if (c.lora_bias && c.use_dora) f.fail("lora_bias is not supported with DoRA (as HF PEFT)");
   if (c.init_lora_weights == "lora_ga") read_lora_ga_config(f.value("lora_ga_config"), f, c);
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
     if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
@@ -188,6 +193,7 @@ ojson LoraConfig::to_json() const {
   fields["fan_in_fan_out"] = fan_in_fan_out;
   fields["use_rslora"] = use_rslora;
   fields["use_dora"] = use_dora;
+  fields["lora_bias"] = lora_bias;
   if (init_lora_weights == "true" || init_lora_weights == "false") fields["init_lora_weights"] = init_lora_weights == "true";
   else fields["init_lora_weights"] = init_lora_weights;
   if (init_lora_weights == "loftq") fields["loftq_config"] = {{"loftq_bits", 4}, {"loftq_iter", loftq_iter}};
@@ -352,6 +358,7 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
                                              use_dora, fan_in_fan_out || host->weight_is_in_out());
     lora->freeze_A = lora_fa;
     lora->loftq_iter = loftq_iter;
+    if (lora_bias) lora->add_bias();
     if (init_lora_weights == "corda" || init_lora_weights == "lora_ga") {
       const char* what = init_lora_weights == "corda" ? "CorDA init" : "LoRA-GA init";
       if (!calibration || !calibration->count(path))
@@ -368,6 +375,7 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
   }
   if (kind == LayerKind::kEmbedding) {
     if (use_dora) throw std::invalid_argument("DoRA on embedding '" + path + "' is not supported");
+    if (lora_bias) throw std::invalid_argument("lora_bias on embedding '" + path + "' is not supported (as in HF PEFT)");
     auto lora = std::make_shared<LoraEmbedding>(host, host->input_dim(), host->output_dim(), r, scaling);
     lora->initialize(init_lora_weights, gen);
     return lora;

@@ -51,6 +51,12 @@ LoraLinear::LoraLinear(AdaptableLayer* host, int64_t in, int64_t out, int64_t r,
   if (use_dora) register_parameter("lora_magnitude_vector", &magnitude, {out});
 }
 
+void LoraLinear::add_bias() {
+  const int64_t out = lora_B.defined() ? lora_B.size(0) : host_->output_dim();
+  lora_bias = at::zeros({out}, at::kFloat);
+  register_parameter("lora_B.bias", &lora_bias, {out});
+}
+
 at::Tensor LoraLinear::host_weight() const {
   at::Tensor w = host_->dense_weight();
   if (!w.defined()) throw std::logic_error("LoRA on a " + host_->type_name() + ": it has no weight to merge into");
@@ -86,7 +92,7 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
   const bool autocast = at::autocast::is_autocast_enabled(x.device().type());
   auto xa = autocast ? x : x.to(lora_A.scalar_type());
   if (drop) xa = at::dropout(xa, dropout, true);
-  auto lora = at::linear(at::linear(xa, lora_A), lora_B);
+  auto lora = at::linear(at::linear(xa, lora_A), lora_B, lora_bias);  // HF's lora_B Linear, bias included
   // In bf16 one pass adds the scaled term (rounded once); fp32 keeps transformers' order.
   if (!use_dora && autocast && lora.scalar_type() == out.scalar_type()) return out.add(lora, scaling);
   if (!use_dora) return out + (lora * scaling).to(out.scalar_type());
@@ -106,7 +112,7 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
 }
 
 std::optional<LayerAdapter::LowRank> LoraLinear::low_rank() const {
-  if (use_dora || (training && dropout > 0)) return std::nullopt;
+  if (use_dora || lora_bias.defined() || (training && dropout > 0)) return std::nullopt;
   return LowRank{lora_A, lora_B, scaling};
 }
 
@@ -128,6 +134,7 @@ void LoraLinear::merge() {
   } else {
     merged = w_oi + delta;
   }
+  merge_bias(+1);
   set_host_weight_out_in(merged);
   merged_ = true;
 }
@@ -139,13 +146,24 @@ void LoraLinear::unmerge() {
   at::Tensor w_oi = host_weight_out_in().to(at::kFloat);
   at::Tensor orig = use_dora ? w_oi / (magnitude / merged_weight_norm_).view({-1, 1}) - delta : w_oi - delta;
   set_host_weight_out_in(orig);
+  merge_bias(-1);
   merged_ = false;
+}
+
+// lora_bias: the host's bias gains (or loses) scaling * lora_B.bias, as HF merges it.
+void LoraLinear::merge_bias(int sign) {
+  if (!lora_bias.defined()) return;
+  at::Tensor* b = host_->bias_tensor();
+  if (!b || !b->defined())
+    throw std::invalid_argument("cannot merge LoRA with lora_bias: the base layer has no bias (as in HF PEFT)");
+  b->add_((lora_bias * (sign * scaling)).to(b->scalar_type()));
 }
 
 std::vector<at::Tensor*> LoraLinear::trainable_slots() {
   std::vector<at::Tensor*> s;
   if (!freeze_A) s.push_back(&lora_A);
   s.push_back(&lora_B);
+  if (lora_bias.defined()) s.push_back(&lora_bias);
   if (use_dora) s.push_back(&magnitude);
   return s;
 }
@@ -162,6 +180,11 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     lora_A = init == "gaussian" ? at::empty({rank, in}, at::kFloat).normal_(0.0, 1.0 / rank, gen)
                                 : kaiming_uniform(rank, in, gen);
     lora_B = init == "false" ? kaiming_uniform(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
+    // lora_bias: zero, or with init false nn.Linear(r, out)'s own bias init, U(±1/√r).
+    if (lora_bias.defined())
+      lora_bias = init == "false" ? at::empty({outf}, at::kFloat).uniform_(-1.0 / std::sqrt(double(rank)),
+                                                                         1.0 / std::sqrt(double(rank)), gen)
+                                  : at::zeros({outf}, at::kFloat);
   } else if (init == "pissa" || init == "olora" || init.rfind("pissa_niter_", 0) == 0) {
     const at::Tensor w = host_weight();
     const auto dtype = w.scalar_type();
@@ -245,6 +268,7 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
   auto device = host_weight().device();
   lora_A = lora_A.to(device);
   lora_B = lora_B.to(device);
+  if (lora_bias.defined()) lora_bias = lora_bias.to(device);
   if (dora) magnitude = dora_weight_norm(delta_weight()).clone();
 }
 

@@ -86,6 +86,9 @@ const LoraConfig& lora_config(const PeftModel& peft, const std::string& name) {
   if (lora.use_dora)
     throw std::invalid_argument("adapter '" + name + "' uses DoRA: HF PEFT's add_weighted_adapter merges only A and B "
                                 "and leaves the magnitude vector of a fresh adapter, so DoRA adapters are refused");
+  if (lora.lora_bias)
+    throw std::invalid_argument("adapter '" + name + "' has lora_bias: combining merges only A and B, which would "
+                                "drop its bias, so such adapters are refused");
   return lora;
 }
 
