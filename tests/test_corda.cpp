@@ -33,20 +33,27 @@ namespace {
 const test::MethodSuite suite("corda");
 const char* kCases[] = {"corda_ipm_llama", "corda_kpm_llama", "corda_ipm_gpt2"};
 
-std::vector<std::vector<int64_t>> calibration_rows() {
+// The "input_ids" of a JSONL file's lines.
+std::vector<std::vector<int64_t>> read_id_rows(const fs::path& jsonl) {
   std::vector<std::vector<int64_t>> rows;
-  std::ifstream f(suite.fixture("calibration.jsonl"));
+  std::ifstream f(jsonl);
   for (std::string line; std::getline(f, line);) rows.push_back(json::parse(line)["input_ids"]);
   return rows;
 }
 
-// The case's config with HF's calibration run on `peft`'s base (one row per forward).
-std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const std::string& name) {
-  auto cfg_json = json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json"));
-  auto parsed = parse_user_adapter_config(cfg_json, "adapter_config.json");
+std::vector<std::vector<int64_t>> calibration_rows() { return read_id_rows(suite.fixture("calibration.jsonl")); }
+
+std::unique_ptr<LoraConfig> lora_config_of(const json& j, PeftModel& peft) {
+  auto parsed = parse_user_adapter_config(j, "method");
   std::unique_ptr<LoraConfig> cfg(dynamic_cast<LoraConfig*>(parsed.release()));
   cfg->resolve(peft.model());
-  const auto rows = calibration_rows();
+  return cfg;
+}
+
+// CorDA config `j` with HF's calibration run on `peft`'s base, one of `rows` per forward.
+std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const json& j,
+                                              const std::vector<std::vector<int64_t>>& rows) {
+  auto cfg = lora_config_of(j, peft);
   auto run = [&] {
     for (const auto& r : rows) {
       ModelInputs in;
@@ -57,6 +64,20 @@ std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const std::string
   cfg->calibration =
       std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(peft.model(), *cfg, run));
   return cfg;
+}
+
+// The case's CorDA config, calibrated on the fixture's rows.
+std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const std::string& name) {
+  return calibrated_config(peft, json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json")),
+                           calibration_rows());
+}
+
+// The loss of a `peft train` output folder's first step (loss.dat's first line).
+double first_step_loss(const fs::path& out) {
+  std::ifstream loss(out / "loss.dat");
+  std::string first;
+  std::getline(loss, first);
+  return std::stod(first.substr(first.find(' ') + 1));
 }
 
 double rel_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -113,10 +134,7 @@ TEST(LoraGa, GradientsInitAndLogitsAreHfs) {
     SCOPED_TRACE(name);
     SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
     PeftModel m(load_model(suite.base_of(name).string()));
-    auto parsed = parse_user_adapter_config(
-        json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json")), "adapter_config.json");
-    auto* cfg = dynamic_cast<LoraConfig*>(parsed.get());
-    cfg->resolve(m.model());
+    auto cfg = lora_config_of(json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json")), m);
     auto train_step = [&] {
       for (size_t i = 0; i < rows.size(); i += 4) {
         size_t width = 0;
@@ -207,10 +225,7 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   EXPECT_EQ(ckpt["corda_config"]["corda_method"], "ipm");
   EXPECT_TRUE(ckpt["corda_config"]["cache_file"].is_null());
   const auto saved = json::parse(std::ifstream(work / "out" / "adapter_config.json"));
-  std::ifstream loss(work / "out" / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1));
+  const double start = first_step_loss(work / "out");
   const double after = test::last_eval_loss(work / "out");
   std::cout << "corda train: first step loss " << start << ", final eval loss " << after << "\n";
   EXPECT_LT(after, start - 0.1);
@@ -228,24 +243,7 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   plain.load_adapter((work / "out").string());
   const auto converted = test::logits(plain, in);
   PeftModel residual(load_model(suite.fixture("llama").string()));
-  std::vector<std::vector<int64_t>> rows;
-  {
-    std::ifstream f(work / "counting.jsonl");
-    for (std::string line; std::getline(f, line);) rows.push_back(json::parse(line)["input_ids"]);
-  }
-  auto parsed = parse_user_adapter_config(method, "method");
-  auto* lora = dynamic_cast<LoraConfig*>(parsed.get());
-  lora->resolve(residual.model());
-  auto run = [&] {
-    for (const auto& row : rows) {
-      ModelInputs x;
-      x.input_ids = at::tensor(row, at::kLong).unsqueeze(0);
-      residual.forward(x);
-    }
-  };
-  lora->calibration =
-      std::make_shared<const std::map<std::string, at::Tensor>>(corda_covariances(residual.model(), *lora, run));
-  residual.add_adapter("init", *lora, 0);
+  residual.add_adapter("init", *calibrated_config(residual, method, read_id_rows(work / "counting.jsonl")), 0);
   residual.load_adapter((work / "out" / "checkpoint-60").string(), "trained");
   residual.set_adapter({"trained"});
   const double diff = test::max_diff(converted, test::logits(residual, in), test::mask_of(ref));
@@ -256,24 +254,20 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   EXPECT_EQ(test::check_in_python(suite.fixture("llama"), (work / "out").string(), outputs, &log), 0) << log;
 }
 
-std::string parse_error_of(const std::string& s) {
-  try {
-    parse_user_adapter_config(json::parse(s), "method");
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-std::string config_error(const json& extra) {
-  json j = {{"peft_type", "LORA"}, {"init_lora_weights", "corda"}};
-  j.update(extra);
+std::string parse_error_of(const json& j) {
   try {
     parse_user_adapter_config(j, "method");
   } catch (const std::exception& e) {
     return e.what();
   }
   return "";
+}
+
+// The error of a LoRA config with init `init` and the fields of `extra`.
+std::string config_error(const json& extra, const std::string& init = "corda") {
+  json j = {{"peft_type", "LORA"}, {"init_lora_weights", init}};
+  j.update(extra);
+  return parse_error_of(j);
 }
 
 // LoRA-GA through `peft train`: gradients over the training file in training batches; the
@@ -299,10 +293,7 @@ TEST(LoraGa, PeftTrainEstimatesGradientsOnTheTrainingFile) {
   EXPECT_EQ(ckpt["lora_ga_config"]["direction"], "ArB2r");
   const auto saved = json::parse(std::ifstream(work / "out" / "adapter_config.json"));
   EXPECT_EQ(saved["r"], 8);
-  std::ifstream loss(work / "out" / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1));
+  const double start = first_step_loss(work / "out");
   const double after = test::last_eval_loss(work / "out");
   std::cout << "lora_ga train: first step loss " << start << ", final eval loss " << after << "\n";
   EXPECT_LT(after, start - 0.1);
@@ -340,21 +331,13 @@ TEST(CordaErrors, SettingsAndMissingCalibrationAreNamed) {
   EXPECT_THAT(config_error({{"corda_config", {{"use_float16_for_covariance", true}}}}),
               HasSubstr("use_float16_for_covariance"));
   EXPECT_EQ(config_error({{"corda_config", {{"corda_method", "kpm"}}}}), "");
-  auto ga_error = [](const json& ga) {
-    try {
-      parse_user_adapter_config(json{{"peft_type", "LORA"}, {"init_lora_weights", "lora_ga"}, {"lora_ga_config", ga}},
-                                "method");
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto ga_error = [](const json& ga) { return config_error({{"lora_ga_config", ga}}, "lora_ga"); };
   EXPECT_THAT(ga_error({{"direction", "up"}}), HasSubstr("'direction'"));
   EXPECT_THAT(ga_error({{"scale", "big"}}), HasSubstr("'scale'"));
   EXPECT_THAT(ga_error({{"stable_gamma", 0}}), HasSubstr("stable_gamma"));
   EXPECT_EQ(ga_error({{"direction", "random"}, {"scale", "unit"}, {"stable_gamma", 4}}), "");
   EXPECT_THAT(config_error({{"lora_bias", true}}), HasSubstr("lora_bias is only supported with init_lora_weights"));
-  EXPECT_THAT(parse_error_of(R"({"peft_type": "LORA", "lora_bias": true, "use_dora": true})"), HasSubstr("DoRA"));
+  EXPECT_THAT(parse_error_of(json::parse(R"({"peft_type": "LORA", "lora_bias": true, "use_dora": true})")), HasSubstr("DoRA"));
   // A layer without a bias (Llama's) cannot take the merge.
   PeftModel llama(load_model(suite.fixture("llama").string()));
   llama.add_adapter("default", *parse_user_adapter_config(json{{"peft_type", "LORA"}, {"lora_bias", true}}, "method"));

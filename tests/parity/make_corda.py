@@ -78,10 +78,32 @@ def calibration(out):
     return rows
 
 
-def make_case(out, name, base, kw, method, rows):
+def fresh_case_dir(out, name):
     case_dir = os.path.join(out, name)
     shutil.rmtree(case_dir, ignore_errors=True)
     os.makedirs(case_dir)
+    return case_dir
+
+
+def lora_factors(peft_model):
+    """Per adapted module "<path>.lora_A", ".lora_B" and ".residual" (the weight as stored)."""
+    tensors = {}
+    for n, m in peft_model.named_modules():
+        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
+            path = n.removeprefix("base_model.model.")
+            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
+            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
+            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    return tensors
+
+
+def write_case_json(case_dir, base, tensors, **extra):
+    with open(os.path.join(case_dir, "case.json"), "w") as f:
+        json.dump(dict(base=base, **extra, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+
+
+def make_case(out, name, base, kw, method, rows):
+    case_dir = fresh_case_dir(out, name)
     base_dir = os.path.join(out, base)
     inputs = load_file(os.path.join(base_dir, "inputs.safetensors"))
     model = load_base(base_dir)
@@ -95,13 +117,7 @@ def make_case(out, name, base, kw, method, rows):
     covariances = {n + ".covariance": m.covariance_matrix.clone().contiguous()
                    for n, m in model.named_modules() if hasattr(m, "covariance_matrix")}
     peft_model = get_peft_model(model, config).eval()
-    tensors = {}
-    for n, m in peft_model.named_modules():
-        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
-            path = n.removeprefix("base_model.model.")
-            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
-            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
-            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    tensors = lora_factors(peft_model)
     with torch.no_grad():
         logits = peft_model(**inputs).logits.float().contiguous()
         for n, m in peft_model.named_modules():
@@ -112,8 +128,7 @@ def make_case(out, name, base, kw, method, rows):
     peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
     save_file(dict(inputs, logits=logits, logits_shifted=shifted, **tensors, **covariances),
               os.path.join(case_dir, "reference.safetensors"))
-    with open(os.path.join(case_dir, "case.json"), "w") as f:
-        json.dump(dict(base=base, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    write_case_json(case_dir, base, tensors)
     print(f"{name}: {len(tensors) // 3} layers; B + 0.05 moves logits {(shifted - logits).abs().max().item():.3g}")
 
 
@@ -142,9 +157,7 @@ def batches(rows, size=4):
 def make_loraga(out, name, base, kw, ga, rows):
     from peft.tuners.lora.config import LoraGAConfig
     from peft.tuners.lora.loraga import preprocess_loraga
-    case_dir = os.path.join(out, name)
-    shutil.rmtree(case_dir, ignore_errors=True)
-    os.makedirs(case_dir)
+    case_dir = fresh_case_dir(out, name)
     base_dir = os.path.join(out, base)
     inputs = load_file(os.path.join(base_dir, "inputs.safetensors"))
     model = load_base(base_dir)
@@ -164,27 +177,18 @@ def make_loraga(out, name, base, kw, ga, rows):
                  for n, m in model.named_modules() if hasattr(m, "_peft_loraga_grad")}
     torch.manual_seed(13)
     peft_model = get_peft_model(model, config).eval()
-    tensors = {}
-    for n, m in peft_model.named_modules():
-        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
-            path = n.removeprefix("base_model.model.")
-            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
-            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
-            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    tensors = lora_factors(peft_model)
     with torch.no_grad():
         logits = peft_model(**inputs).logits.float().contiguous()
     peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
     save_file(dict(inputs, logits=logits, **tensors, **gradients), os.path.join(case_dir, "reference.safetensors"))
-    with open(os.path.join(case_dir, "case.json"), "w") as f:
-        json.dump(dict(base=base, seed=13, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    write_case_json(case_dir, base, tensors, seed=13)
     print(f"{name}: {len(tensors) // 3} layers")
 
 
 def make_lora_bias(out):
     name = "lora_bias_gpt2"
-    case_dir = os.path.join(out, name)
-    shutil.rmtree(case_dir, ignore_errors=True)
-    os.makedirs(case_dir)
+    case_dir = fresh_case_dir(out, name)
     inputs = load_file(os.path.join(out, "gpt2", "inputs.safetensors"))
     model = get_peft_model(load_base(os.path.join(out, "gpt2")),
                            LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], lora_bias=True))
@@ -207,27 +211,18 @@ def make_lora_bias(out):
 
 def make_pissa_niter(out):
     name = "pissa_niter_llama"
-    case_dir = os.path.join(out, name)
-    shutil.rmtree(case_dir, ignore_errors=True)
-    os.makedirs(case_dir)
+    case_dir = fresh_case_dir(out, name)
     inputs = load_file(os.path.join(out, "llama", "inputs.safetensors"))
     model = load_base(os.path.join(out, "llama"))
     torch.manual_seed(13)
     peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights="pissa_niter_2",
                                                   target_modules=["q_proj", "v_proj", "down_proj"])).eval()
-    tensors = {}
-    for n, m in peft_model.named_modules():
-        if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {}):
-            path = n.removeprefix("base_model.model.")
-            tensors[path + ".lora_A"] = m.lora_A["default"].weight.detach().clone()
-            tensors[path + ".lora_B"] = m.lora_B["default"].weight.detach().clone()
-            tensors[path + ".residual"] = m.base_layer.weight.detach().clone()
+    tensors = lora_factors(peft_model)
     with torch.no_grad():
         logits = peft_model(**inputs).logits.float().contiguous()
     peft_model.save_pretrained(os.path.join(case_dir, "adapter"))
     save_file(dict(inputs, logits=logits, **tensors), os.path.join(case_dir, "reference.safetensors"))
-    with open(os.path.join(case_dir, "case.json"), "w") as f:
-        json.dump(dict(base="llama", seed=13, layers=sorted({k.rsplit(".", 1)[0] for k in tensors})), f, indent=1)
+    write_case_json(case_dir, "llama", tensors, seed=13)
     print(f"{name}: {len(tensors) // 3} layers")
 
 

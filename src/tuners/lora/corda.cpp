@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "peft/model.h"
+#include "tuners/lora/target_probes.h"
 
 namespace peft {
 
@@ -34,41 +35,20 @@ class CovarianceProbe : public LayerAdapter {
   int64_t count = 0;
 };
 
-constexpr const char* kProbe = "__corda_probe__";
-
 }  // namespace
 
 std::map<std::string, at::Tensor> corda_covariances(Model& model, const LoraConfig& config,
                                                    const std::function<void()>& run_model) {
-  std::vector<std::pair<std::string, std::shared_ptr<CovarianceProbe>>> probes;
-  std::vector<AdaptableLayer*> hosts;
-  for (const auto& [path, m] : config.layer_targets(model)) {
-    auto* host = dynamic_cast<AdaptableLayer*>(m);
-    if (!host || host->kind() != LayerKind::kLinear) continue;  // HF: Linear and Conv1D targets only
-    auto probe = std::make_shared<CovarianceProbe>(host);
-    host->attach(kProbe, probe);
-    host->active.push_back(kProbe);
-    probes.emplace_back(path, probe);
-    hosts.push_back(host);
-  }
-  auto remove = [&] {
-    for (auto* h : hosts) {
-      h->active.erase(std::find(h->active.begin(), h->active.end(), kProbe));
-      h->detach(kProbe);
-    }
-  };
-  try {
+  TargetProbes probes(model, config, "CorDA", [](AdaptableLayer* h) { return std::make_shared<CovarianceProbe>(h); });
+  {
     c10::NoGradGuard no_grad;
     run_model();
-  } catch (...) {
-    remove();
-    throw;
   }
-  remove();
   std::map<std::string, at::Tensor> out;
-  for (const auto& [path, p] : probes) {
-    if (p->count == 0) throw std::runtime_error("CorDA: the calibration pass never reached '" + path + "'");
-    out[path] = p->sum / static_cast<double>(p->count);
+  for (const auto& p : probes.probes()) {
+    const auto& probe = static_cast<const CovarianceProbe&>(*p.adapter);
+    if (probe.count == 0) throw std::runtime_error("CorDA: the calibration pass never reached '" + p.path + "'");
+    out[p.path] = probe.sum / static_cast<double>(probe.count);
   }
   return out;
 }

@@ -33,10 +33,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_lowrank(at::Tensor a, int64_t
   return {u, S, v};
 }
 
+// The data-driven inits' common preconditions: the calibration pass ran, and the weight
+// they rewrite is a dense one.
+void require_calibration(const at::Tensor& calibration, const AdaptableLayer& host, const std::string& method) {
+  if (!calibration.defined())
+    throw std::invalid_argument(method + " init needs a calibration pass over data first (peft train runs one on "
+                                "the training file)");
+  if (host.weight_quantized())
+    throw std::invalid_argument(method + " init rewrites the weight: load the base unquantized");
+}
+
 // nn.init.kaiming_uniform_(w, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 at::Tensor kaiming_uniform(int64_t rows, int64_t fan_in, at::Generator& gen) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   return at::empty({rows, fan_in}, at::kFloat).uniform_(-bound, bound, gen);
+}
+
+// The draws HF's update_layer makes before a data-driven init: building nn.Linear(in, r)
+// and nn.Linear(r, out) draws their kaiming init. Repeating them keeps the generator where
+// HF's is, so a randomized SVD after them sketches with HF's numbers.
+void skip_nn_linear_draws(int64_t rank, int64_t in, int64_t outf, at::Generator& gen) {
+  kaiming_uniform(rank, in, gen);
+  kaiming_uniform(outf, rank, gen);
 }
 
 }  // namespace
@@ -198,12 +216,10 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
       residual = wf - scaling * at::matmul(lora_B, lora_A);
       if (fan_in_fan_out) residual = residual.t();
     } else if (init != "olora") {
-      // pissa_niter_N: HF's fast PiSSA through torch.svd_lowrank. The draws follow HF's
-      // order (its nn.Linear A and B are built, drawing their kaiming init, before the
-      // sketch), so the same seed gives HF's factors.
+      // pissa_niter_N: HF's fast PiSSA through torch.svd_lowrank, its sketch drawn after
+      // HF's own draws, so the same seed gives HF's factors.
       const int64_t niter = std::stoll(init.substr(12));
-      kaiming_uniform(rank, in, gen);
-      kaiming_uniform(outf, rank, gen);
+      skip_nn_linear_draws(rank, in, outf, gen);
       auto wf = host_weight_out_in().to(at::kFloat);
       auto [U, S, V] = svd_lowrank(wf, rank, niter, gen);
       auto Sr = S / scaling;
@@ -233,23 +249,14 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     lora_A = at::empty({in, rank / 2}, at::kFloat).normal_(0.0, 1.0, gen).mm(q_odd).t().contiguous() / 10.0;
     lora_B = at::empty({rank / 2, outf}, at::kFloat).normal_(0.0, 1.0, gen).t().mm(q_even).contiguous() / 10.0;
   } else if (init == "corda") {
-    if (!calibration.defined())
-      throw std::invalid_argument("CorDA init needs a calibration pass over data first (peft train runs one on the "
-                                  "training file)");
-    if (host_->weight_quantized())
-      throw std::invalid_argument("CorDA init rewrites the weight: load the base unquantized");
+    require_calibration(calibration, *host_, "CorDA");
     auto f = corda_decompose(host_weight_out_in(), calibration, rank, scaling, corda_method);
     lora_A = f.lora_A;
     lora_B = f.lora_B;
     set_host_weight_out_in(f.residual);
   } else if (init == "lora_ga") {
-    if (!calibration.defined())
-      throw std::invalid_argument("LoRA-GA init needs a calibration pass over data first (peft train runs one on "
-                                  "the training file)");
-    if (host_->weight_quantized())
-      throw std::invalid_argument("LoRA-GA init rewrites the weight: load the base unquantized");
-    kaiming_uniform(rank, in, gen);  // HF's nn.Linear A and B draw their init first
-    kaiming_uniform(outf, rank, gen);
+    require_calibration(calibration, *host_, "LoRA-GA");
+    skip_nn_linear_draws(rank, in, outf, gen);
     init_lora_ga(rank, gen);
   } else if (init == "loftq") {
     // HF PEFT factors the weight as stored, which only fits [out, in] weights.

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "peft/model.h"
+#include "tuners/lora/target_probes.h"
 
 namespace peft {
 
@@ -26,62 +27,48 @@ class ForwardCounter : public LayerAdapter {
   int64_t count = 0;
 };
 
-constexpr const char* kCounter = "__lora_ga_counter__";
-
 }  // namespace
 
 std::map<std::string, at::Tensor> lora_ga_gradients(Model& model, const LoraConfig& config,
                                                    const std::function<void()>& train_step) {
-  struct Target {
-    std::string path;
-    AdaptableLayer* host;
-    std::shared_ptr<ForwardCounter> counter;
-  };
-  std::vector<Target> targets;
-  for (const auto& [path, m] : config.layer_targets(model)) {
-    auto* host = dynamic_cast<AdaptableLayer*>(m);
-    if (!host || host->kind() != LayerKind::kLinear) continue;  // HF: Linear and Conv1D targets only
-    if (host->weight_quantized())
-      throw std::invalid_argument("LoRA-GA needs full-precision gradients; '" + path + "' is 4-bit");
-    targets.push_back({path, host, std::make_shared<ForwardCounter>(host)});
-  }
-  if (targets.empty()) throw std::invalid_argument("LoRA-GA: no Linear or Conv1D target");
-  // Only the targets' weights get gradients (HF turns every other parameter off).
-  std::vector<std::pair<at::Tensor, bool>> saved;
+  TargetProbes probes(model, config, "LoRA-GA", [](AdaptableLayer* h) { return std::make_shared<ForwardCounter>(h); });
+  for (const auto& p : probes.probes())
+    if (p.host->weight_quantized())
+      throw std::invalid_argument("LoRA-GA needs full-precision gradients; '" + p.path + "' is 4-bit");
+  // Only the targets' weights get gradients (HF turns every other parameter off); the
+  // settings come back however the pass ends.
+  struct GradientsOnTargets {
+    std::vector<std::pair<at::Tensor, bool>> saved;
+    std::vector<at::Tensor> weights;
+    ~GradientsOnTargets() {
+      for (auto& w : weights) {
+        w.mutable_grad() = at::Tensor();
+        w.requires_grad_(false);
+      }
+      for (auto& [p, rg] : saved) p.requires_grad_(rg);
+    }
+  } grads;
   for (auto& [_, p] : model.named_parameters()) {
-    saved.emplace_back(p, p.requires_grad());
+    grads.saved.emplace_back(p, p.requires_grad());
     p.requires_grad_(false);
   }
-  for (auto& t : targets) {
-    t.host->weight_tensor()->requires_grad_(true);
-    t.host->attach(kCounter, t.counter);
-    t.host->active.push_back(kCounter);
+  for (const auto& p : probes.probes()) {
+    grads.weights.push_back(*p.host->weight_tensor());
+    grads.weights.back().requires_grad_(true);
   }
-  auto restore = [&] {
-    for (auto& t : targets) {
-      t.host->active.erase(std::find(t.host->active.begin(), t.host->active.end(), kCounter));
-      t.host->detach(kCounter);
-      t.host->weight_tensor()->mutable_grad() = at::Tensor();
-      t.host->weight_tensor()->requires_grad_(false);
-    }
-    for (auto& [p, rg] : saved) p.requires_grad_(rg);
-  };
-  std::map<std::string, at::Tensor> out;
-  try {
+  {
     at::AutoGradMode grad(true);
     train_step();
-    for (auto& t : targets) {
-      const at::Tensor g = t.host->weight_tensor()->grad();
-      if (t.counter->count == 0 || !g.defined())
-        throw std::runtime_error("LoRA-GA: the calibration pass never reached '" + t.path + "'");
-      const auto mean = g.detach().to(at::kFloat) / static_cast<double>(t.counter->count);
-      out[t.path] = (t.host->weight_is_in_out() ? mean.t() : mean).contiguous();
-    }
-  } catch (...) {
-    restore();
-    throw;
   }
-  restore();
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : probes.probes()) {
+    const int64_t count = static_cast<const ForwardCounter&>(*p.adapter).count;
+    const at::Tensor g = p.host->weight_tensor()->grad();
+    if (count == 0 || !g.defined())
+      throw std::runtime_error("LoRA-GA: the calibration pass never reached '" + p.path + "'");
+    const auto mean = g.detach().to(at::kFloat) / static_cast<double>(count);
+    out[p.path] = (p.host->weight_is_in_out() ? mean.t() : mean).contiguous();
+  }
   return out;
 }
 
