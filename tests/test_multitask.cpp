@@ -269,6 +269,30 @@ TEST(MultitaskErrors, DataLinesAreChecked) {
   EXPECT_EQ(error_of("{\"input_ids\": [1, 2], \"task_ids\": 1}\n", false), "");
 }
 
+// A source-task file that is not a .safetensors, is missing, or is not an MPT adapter is
+// named in a one-line error when the adapter is made.
+TEST(MultitaskErrors, SourceTaskFilesAreChecked) {
+  auto error_of = [](const std::string& path, int64_t ranks = 2) {
+    PeftModel m(load_model(suite.fixture("llama").string()));
+    const json cfg = {{"peft_type", "MULTITASK_PROMPT_TUNING"}, {"num_virtual_tokens", 4}, {"num_ranks", ranks},
+                      {"prompt_tuning_init", "EXACT_SOURCE_TASK"}, {"prompt_tuning_init_state_dict_path", path}};
+    try {
+      m.add_adapter("default", *parse_user_adapter_config(cfg, "method"));
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_THAT(error_of("source.bin"), HasSubstr("must name a .safetensors file (got 'source.bin')"));
+  const auto missing = (suite.scratch("no_source") / "gone.safetensors").string();
+  EXPECT_THAT(error_of(missing), HasSubstr(missing));
+  const auto poly = (suite.fixture("poly_llama") / "adapter" / "adapter_model.safetensors").string();
+  EXPECT_THAT(error_of(poly), HasSubstr("has no 'prompt_embeddings'"));
+  const auto three_tasks = (suite.fixture("mpt_llama") / "adapter" / "adapter_model.safetensors").string();
+  EXPECT_THAT(error_of(three_tasks, 1), HasSubstr("'prefix_task_cols' gives [1, 4, 2] but this adapter needs [1, 4, 1]"));
+  EXPECT_EQ(error_of(three_tasks), "");
+}
+
 TEST(MultitaskErrors, PolyIsNotMerged) {
   PeftModel m(load_model(suite.fixture("llama").string()));
   m.load_adapter((suite.fixture("poly_llama") / "adapter").string());
