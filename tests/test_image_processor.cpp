@@ -170,6 +170,21 @@ TEST(ImageHostile, EveryFileGetsOneLineNamingIt) {
   EXPECT_THAT(error_of([] { read_image("/tmp"); }), HasSubstr("not a regular file"));
 }
 
+// A lower pixel budget (the fuzzer's) refuses a PNG and a JPEG one pixel over it, naming
+// them, and decodes them at exactly their size.
+TEST(ImageHostile, APixelBudgetBelowTheLimit) {
+  for (const char* base : {"rgb_37x23.png", "rgb420_45x33.jpg"}) {
+    std::ifstream in(ref_dir() / "images" / base, std::ios::binary);
+    const std::vector<uint8_t> b((std::istreambuf_iterator<char>(in)), {});
+    const Image full = decode_image(b, base);
+    const int64_t n = full.width * full.height;
+    EXPECT_EQ(decode_image(b, base, n).pixels, full.pixels);
+    const auto msg = error_of([&] { decode_image(b, base, n - 1); });
+    EXPECT_THAT(msg, HasSubstr(base));
+    EXPECT_THAT(msg, HasSubstr("more than the limit of " + std::to_string(n - 1))) << msg;
+  }
+}
+
 // Fuzz-ish: a few hundred seeded mutations (byte flips, truncation, inserted runs) of a
 // PNG and two JPEGs. Each either decodes to a consistent image or throws naming the input.
 TEST(ImageHostile, MutatedFilesDecodeOrFailCleanly) {

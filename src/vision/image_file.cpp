@@ -27,10 +27,10 @@ std::string what_format(std::span<const uint8_t> b) {
 
 }  // namespace
 
-Image decode_image(std::span<const uint8_t> bytes, const std::string& name) {
+Image decode_image(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels) {
   try {
-    if (starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) return decode_png(bytes, name);
-    if (starts_with(bytes, "\xff\xd8\xff", 3)) return decode_jpeg(bytes, name);
+    if (starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) return decode_png(bytes, name, max_pixels);
+    if (starts_with(bytes, "\xff\xd8\xff", 3)) return decode_jpeg(bytes, name, max_pixels);
   } catch (const std::bad_alloc&) {  // a real image too large for the memory at hand
     throw std::runtime_error(name + ": out of memory decoding the image");
   }

@@ -48,7 +48,7 @@ void on_progress(j_common_ptr cinfo) {
 
 // Runs libjpeg; false with err->message set on failure. Only C objects live in this
 // frame (the vector is the caller's), so longjmp skips no destructor.
-bool run_libjpeg(std::span<const uint8_t> bytes, JpegError* err, Image* out) {
+bool run_libjpeg(std::span<const uint8_t> bytes, int64_t max_pixels, JpegError* err, Image* out) {
   jpeg_decompress_struct cinfo;
   jpeg_progress_mgr progress;
   cinfo.err = jpeg_std_error(&err->mgr);
@@ -68,9 +68,9 @@ bool run_libjpeg(std::span<const uint8_t> bytes, JpegError* err, Image* out) {
     std::snprintf(err->message, JMSG_LENGTH_MAX, "CMYK JPEG is not supported");
     std::longjmp(err->jump, 1);
   }
-  if (int64_t{cinfo.image_width} * cinfo.image_height > kMaxImagePixels) {
+  if (int64_t{cinfo.image_width} * cinfo.image_height > max_pixels) {
     std::snprintf(err->message, JMSG_LENGTH_MAX, "%ux%u pixels is more than the limit of %lld", cinfo.image_width,
-                  cinfo.image_height, static_cast<long long>(kMaxImagePixels));
+                  cinfo.image_height, static_cast<long long>(max_pixels));
     std::longjmp(err->jump, 1);
   }
   cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
@@ -100,10 +100,10 @@ bool run_libjpeg(std::span<const uint8_t> bytes, JpegError* err, Image* out) {
 
 }  // namespace
 
-Image decode_jpeg(std::span<const uint8_t> bytes, const std::string& name) {
+Image decode_jpeg(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels) {
   JpegError err;
   Image out;
-  if (!run_libjpeg(bytes, &err, &out)) throw std::runtime_error(name + ": bad JPEG: " + err.message);
+  if (!run_libjpeg(bytes, max_pixels, &err, &out)) throw std::runtime_error(name + ": bad JPEG: " + err.message);
   return out;
 }
 

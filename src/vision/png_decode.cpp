@@ -57,7 +57,7 @@ int set_transforms(png_structp png, png_infop info, const PngHeader& h, bool* gr
 
 // Runs libpng; returns false with err->message set on failure. Only C objects live in
 // this frame, so longjmp out of libpng skips no destructor.
-bool run_libpng(PngSource* src, PngError* err, Image* out) {
+bool run_libpng(PngSource* src, int64_t max_pixels, PngError* err, Image* out) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, err, on_error, on_warning);
   if (!png) return false;
   png_infop info = png_create_info_struct(png);
@@ -73,9 +73,9 @@ bool run_libpng(PngSource* src, PngError* err, Image* out) {
   png_read_info(png, info);
   PngHeader h;
   png_get_IHDR(png, info, &h.width, &h.height, &h.bit_depth, &h.color_type, nullptr, nullptr, nullptr);
-  if (int64_t{h.width} * h.height > kMaxImagePixels) {
+  if (int64_t{h.width} * h.height > max_pixels) {
     std::snprintf(err->message, sizeof err->message, "%ux%u pixels is more than the limit of %lld", h.width, h.height,
-                  static_cast<long long>(kMaxImagePixels));
+                  static_cast<long long>(max_pixels));
     png_longjmp(png, 1);
   }
   // Deflate expands at most ~1032x: a header that declares more than the file can hold is
@@ -111,11 +111,11 @@ bool run_libpng(PngSource* src, PngError* err, Image* out) {
 
 }  // namespace
 
-Image decode_png(std::span<const uint8_t> bytes, const std::string& name) {
+Image decode_png(std::span<const uint8_t> bytes, const std::string& name, int64_t max_pixels) {
   PngSource src{bytes};
   PngError err;
   Image out;
-  if (!run_libpng(&src, &err, &out)) throw std::runtime_error(name + ": bad PNG: " + err.message);
+  if (!run_libpng(&src, max_pixels, &err, &out)) throw std::runtime_error(name + ": bad PNG: " + err.message);
   return out;
 }
 
