@@ -85,6 +85,8 @@ METHODS = [
     ("multitask prompt tuning, 20 tokens, 8 tasks, rank 4", "gpt2-124M",
      {"peft_type": "MULTITASK_PROMPT_TUNING", "num_virtual_tokens": 20, "num_tasks": 8, "num_ranks": 4,
       "task_type": "CAUSAL_LM"}),
+    ("CARTRIDGE, 20 tokens (1 frozen)", "gpt2-124M",
+     {"peft_type": "CARTRIDGE", "num_virtual_tokens": 20, "task_type": "CAUSAL_LM"}),
     ("Poly r=8, 8 tasks, 4 skills q,v (+ head)", "vit-base-86M",
      {"peft_type": "POLY", "r": 8, "n_tasks": 8, "n_skills": 4, **VIT_QV}),
 ]

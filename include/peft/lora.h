@@ -27,14 +27,26 @@ struct LoraConfig : AdapterConfig {
   bool fan_in_fan_out = false;
   bool use_rslora = false;
   bool use_dora = false;
-  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "olora", "loftq",
-  // "orthogonal", "corda"
+  // "true" (kaiming A, zero B), "false" (both random), "gaussian", "pissa", "pissa_niter_N",
+  // "olora", "loftq", "orthogonal", "corda", "lora_ga", "eva"
   std::string init_lora_weights = "true";
   int64_t loftq_iter = 1;  // loftq_config's: alternating NF4 / SVD steps (loftq_bits must be 4)
   // Data-driven inits: what a calibration pass measured per target, by module path, which
   // add_adapter needs: CorDA's input covariance C [in, in] (src/tuners/lora/corda.h),
-  // LoRA-GA's averaged loss gradient of the weight [out, in] (src/tuners/lora/lora_ga.h).
+  // LoRA-GA's averaged loss gradient of the weight [out, in] (src/tuners/lora/lora_ga.h),
+  // EVA's principal components of the inputs, lora_A itself [r, in] (src/tuners/lora/eva.h).
   std::shared_ptr<const std::map<std::string, at::Tensor>> calibration;
+  // init "eva" (eva_config, HF's EvaConfig): a layer may get up to round(r * rho) of the
+  // rank budget; a component has converged when its cosine similarity between two batches
+  // reaches tau; rows whose label is label_mask_value are left out when use_label_mask;
+  // whiten divides components by √(singular value); adjust_scaling_factors keeps
+  // alpha / r where EVA changes a layer's rank.
+  struct EvaOptions {
+    double rho = 2.0, tau = 0.99;
+    bool use_label_mask = true;
+    int64_t label_mask_value = -100;
+    bool whiten = false, adjust_scaling_factors = true;
+  } eva;
   // init "corda" (corda_config's corda_method): the adapter starts from the largest ("ipm")
   // or smallest ("kpm") singular components of W C.
   std::string corda_method = "ipm";

@@ -17,6 +17,10 @@ struct TrainConfig {
   std::vector<std::string> labels;   // class names in id order (string labels in the data)
   nlohmann::ordered_json method;     // adapter_config.json fields (LoRA), e.g. {"r": 8, "target_modules": [...]}
   std::string init_adapter;          // start from this adapter folder instead of a fresh init
+  // CARTRIDGE / PREFIX_TUNING (no projection): the new prefix starts as the base model's KV
+  // cache of this text (HF's initialize_kv_prefix_from_text; a system message through the
+  // chat template when the tokenizer has one).
+  std::string init_kv_prefix_text;
   // Instead of a new adapter, train a composition of loaded, frozen adapters
   // (docs/COMPOSITION.md): {"composition": "adapter_fusion", "adapters": {"name": "dir", ...}, ...}.
   nlohmann::ordered_json composition;

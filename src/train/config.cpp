@@ -29,6 +29,7 @@ void for_each_field(C& c, F&& f) {
   f("labels", c.labels);
   f("method", c.method);
   f("init_adapter", c.init_adapter);
+  f("init_kv_prefix_text", c.init_kv_prefix_text);
   f("composition", c.composition);
   f("output_dir", c.output_dir);
   f("train_file", c.train_file);

@@ -5,6 +5,7 @@
 
 #include "models/model_config.h"  // num_labels_of
 #include "models/seq_cls_head.h"  // classifier_pad_id
+#include "peft/cartridge.h"
 #include "peft/clip.h"
 #include "peft/layers.h"
 #include "peft/lora.h"
@@ -12,6 +13,7 @@
 #include "train/audio_data.h"
 #include "train/evaluate.h"
 #include "tuners/lora/corda.h"
+#include "tuners/lora/eva.h"
 #include "tuners/lora/init_conversion.h"
 #include "tuners/lora/lora_ga.h"
 #include "util/atomic_file.h"
@@ -90,6 +92,44 @@ void calibrate_lora_init(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora
   lora.calibration = std::make_shared<const std::map<std::string, at::Tensor>>(std::move(stats));
 }
 
+// EVA's calibration (HF's initialize_lora_eva_weights with a dataloader over the training
+// file in order, training-sized batches, cycled until the components converge): the PCA
+// rows are the tokens with attention and, with use_label_mask, a label.
+void calibrate_eva(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora) {
+  if (cfg.train_file.empty()) throw std::runtime_error("init_lora_weights 'eva' calibrates on train_file; none is set");
+  if (as_seq2seq(*s.model))
+    throw std::runtime_error("init_lora_weights 'eva' is not supported on " + s.model->type_name() +
+                             " (its token mask covers the encoder only, as in HF PEFT)");
+  const auto data = read_data(cfg.train_file, cfg.label_file, data_options(cfg, s));
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(1, cfg.per_device_train_batch_size));
+  EvaData d;
+  d.num_batches = (data.size() + batch - 1) / batch;
+  std::vector<Batch> batches(d.num_batches);
+  auto batch_at = [&](size_t i) -> const Batch& {
+    if (!batches[i].input_ids.defined()) {
+      std::vector<const Example*> xs;
+      for (size_t k = i * batch; k < std::min(data.size(), (i + 1) * batch); ++k) xs.push_back(&data[k]);
+      batches[i] = collate(xs, s.pad_id, s.causal);
+      if (!batches[i].input_ids.defined())
+        throw std::runtime_error("init_lora_weights 'eva' calibrates on token inputs; " + cfg.train_file + " has none");
+    }
+    return batches[i];
+  };
+  d.token_mask = [&](size_t i) {
+    const Batch& b = batch_at(i);
+    auto mask = b.attention_mask.defined() ? b.attention_mask.to(at::kBool) : at::ones_like(b.input_ids, at::kBool);
+    if (lora.eva.use_label_mask && b.labels.defined() && b.labels.sizes().equals(mask.sizes()))
+      mask = mask.logical_and(b.labels != lora.eva.label_mask_value);
+    return mask;
+  };
+  const at::Device dev = s.model->device();
+  d.forward = [&](size_t i) { batch_loss(*s.peft, batch_at(i), dev, s.causal); };
+  std::cerr << "EVA: incremental PCA of the targets' inputs over " << d.num_batches << " batches of " << batch
+            << " training examples, cycled until converged\n";
+  s.peft->train(false);  // HF: the model in eval mode
+  apply_eva(*s.model, lora, eva_components(*s.model, lora, d));
+}
+
 }  // namespace
 
 void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint,
@@ -155,11 +195,16 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
       m["task_type"] = s.causal ? (as_seq2seq(*s.model) ? "SEQ_2_SEQ_LM" : "CAUSAL_LM") : task == TaskKind::kTokenClassification ? "TOKEN_CLS" : "SEQ_CLS";
     auto method = parse_user_adapter_config(m, "method");
     method->inference_mode = false;  // prompt encoders train through their reparameterization
-    // The inits that need data before the adapter exists (CorDA, LoRA-GA; EVA would join them).
+    // The inits that need data before the adapter exists (CorDA, LoRA-GA, EVA).
     auto* lora = dynamic_cast<LoraConfig*>(method.get());
     if (lora && (lora->init_lora_weights == "corda" || lora->init_lora_weights == "lora_ga"))
       calibrate_lora_init(s, cfg, *lora);
+    if (lora && lora->init_lora_weights == "eva") calibrate_eva(s, cfg, *lora);
     s.peft->add_adapter("default", *method, cfg.seed);
+    if (!cfg.init_kv_prefix_text.empty()) {
+      if (!s.tokenizer) throw std::runtime_error("init_kv_prefix_text needs a tokenizer (tokenizer.json); none in " + tok_dir);
+      init_kv_prefix_from_text(*s.peft, "default", *s.tokenizer, cfg.init_kv_prefix_text);
+    }
     if (lora && init_rewrites_base(lora->init_lora_weights))
       for (const auto& [k, t] : s.peft->adapter_state_dict("default")) s.initial_adapter.emplace_back(k, t.clone());
   }

@@ -546,7 +546,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   // The file's tensors (views of it) under the adapter's keys: most methods file their
   // slots as they are; a method's config rewrites what it files in another form.
   NamedTensors file_tensors;
-  for (const auto& key : file.names()) file_tensors.emplace_back(key, file.get(key));
+  for (const auto& key : file.names())
+    if (!seen.count(key)) file_tensors.emplace_back(key, file.get(key));  // not an encoder's output
   try {
     read_file_tensors(*configs_[name], file_tensors);
   } catch (const std::exception& e) {
@@ -554,7 +555,6 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   }
   std::vector<std::string> unexpected;
   for (const auto& [key, tensor] : file_tensors) {
-    if (seen.count(key)) continue;  // an input adapter's output, rebuilt from its encoder
     auto it = expected.find(key);
     if (it == expected.end()) {
       // Base parameters an adapter may carry (trained biases; the embedding HF PEFT

@@ -40,7 +40,7 @@ const ojson& lora_defaults() {
 // Fields whose non-default values select features we do not implement: refuse them
 // rather than compute something else.
 const char* kUnsupportedUnlessDefault[] = {
-    "alora_invocation_tokens", "arrow_config", "eva_config", "layer_replication",
+    "alora_invocation_tokens", "arrow_config", "layer_replication",
     "megatron_config", "monteclora_config",
     "use_bdlora", "use_qalora", "velora_config", "kasa_config"};
 
@@ -103,6 +103,32 @@ void read_lora_ga_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
   }
 }
 
+// HF's EvaConfig (rho >= 1, tau in [0, 1]); null is its default.
+void read_eva_config(const ojson& q, ConfigFields& f, LoraConfig& c) {
+  if (q.is_null()) return;
+  if (!q.is_object()) f.fail("'eva_config' must be an object");
+  auto& e = c.eva;
+  for (const auto& [k, v] : q.items()) {
+    const std::string what = "eva_config '" + k + "'";
+    if (k == "rho" || k == "tau") {
+      if (!v.is_number()) f.fail(what + " must be a number, got " + quote_json(v));
+      const double x = v.get<double>();
+      if (k == "rho" && !(x >= 1.0 && x <= 1e6)) f.fail(what + " must be >= 1.0 (and at most 1e6), got " + quote_json(v));
+      if (k == "tau" && !(x >= 0.0 && x <= 1.0)) f.fail(what + " must be between 0.0 and 1.0, got " + quote_json(v));
+      (k == "rho" ? e.rho : e.tau) = x;
+    } else if (k == "use_label_mask" || k == "whiten" || k == "adjust_scaling_factors") {
+      if (!v.is_boolean()) f.fail(what + " must be true or false, got " + quote_json(v));
+      (k == "use_label_mask" ? e.use_label_mask : k == "whiten" ? e.whiten : e.adjust_scaling_factors) = v.get<bool>();
+    } else if (k == "label_mask_value") {
+      if (!v.is_number_integer()) f.fail(what + " must be an integer, got " + quote_json(v));
+      e.label_mask_value = v.get<int64_t>();
+    } else {
+      f.fail("eva_config has an unknown key '" + k +
+             "' (rho, tau, use_label_mask, label_mask_value, whiten, adjust_scaling_factors)");
+    }
+  }
+}
+
 bool is_default(const ojson& v, const ojson& d) {
   if (v.is_null() || v == d) return true;
   if (v.is_object() && v.empty() && d.is_null()) return true;
@@ -151,13 +177,14 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
   if (c.bias != "none" && c.bias != "all" && c.bias != "lora_only")
     f.fail("'bias' must be none, all or lora_only, got '" + c.bias + "'");
   static const std::vector<std::string> inits = {"true",  "false",      "gaussian", "pissa",
-                                                 "olora", "loftq", "orthogonal", "corda", "lora_ga"};
+                                                 "olora", "loftq", "orthogonal", "corda", "lora_ga", "eva"};
   const std::string& iw = c.init_lora_weights;  // pissa_niter_N: N subspace iterations, 0 to 999
   const bool pissa_niter = iw.rfind("pissa_niter_", 0) == 0 && iw.size() > 12 && iw.size() <= 15 &&
                            iw.find_first_not_of("0123456789", 12) == std::string::npos;
   if (!pissa_niter && std::find(inits.begin(), inits.end(), c.init_lora_weights) == inits.end())
     f.fail("init_lora_weights '" + c.init_lora_weights +
-           "' is not supported (true, false, gaussian, pissa, pissa_niter_N, olora, loftq, orthogonal, corda, lora_ga)" +
+           "' is not supported (true, false, gaussian, pissa, pissa_niter_N, olora, loftq, orthogonal, corda, lora_ga, "
+           "eva)" +
            did_you_mean(c.init_lora_weights, inits));
   if (c.init_lora_weights == "loftq") read_loftq_config(f.value("loftq_config"), f, c);
   if (c.init_lora_weights == "corda") read_corda_config(f.value("corda_config"), f, c);
@@ -166,6 +193,7 @@ LoraConfig LoraConfig::from_json(const ojson& j, const std::string& where, std::
            c.init_lora_weights + "'");
   if (c.lora_bias && c.use_dora) f.fail("lora_bias is not supported with DoRA (as HF PEFT)");
   if (c.init_lora_weights == "lora_ga") read_lora_ga_config(f.value("lora_ga_config"), f, c);
+  if (c.init_lora_weights == "eva") read_eva_config(f.value("eva_config"), f, c);  // HF ignores it otherwise
   if (const ojson& tp = f.value("target_parameters"); !tp.is_null()) {
     if (!tp.is_array()) f.fail("'target_parameters' must be a list of parameter names");
     c.target_parameters.emplace();
@@ -204,6 +232,10 @@ ojson LoraConfig::to_json() const {
     fields["corda_config"] = {{"cache_file", nullptr},   {"covariance_file", nullptr},
                               {"corda_method", corda_method}, {"verbose", false},
                               {"use_float16_for_covariance", false}, {"prune_temporary_fields", true}};
+  if (init_lora_weights == "eva")
+    fields["eva_config"] = {{"rho", eva.rho}, {"tau", eva.tau}, {"use_label_mask", eva.use_label_mask},
+                            {"label_mask_value", eva.label_mask_value}, {"whiten", eva.whiten},
+                            {"adjust_scaling_factors", eva.adjust_scaling_factors}};
   ojson rp = ojson::object(), ap = ojson::object();
   for (const auto& [k, v] : rank_pattern) rp[k] = v;
   for (const auto& [k, v] : alpha_pattern) ap[k] = v;
@@ -359,8 +391,8 @@ std::shared_ptr<LayerAdapter> LoraConfig::make_layer_adapter(const std::string& 
     lora->freeze_A = lora_fa;
     lora->loftq_iter = loftq_iter;
     if (lora_bias) lora->add_bias();
-    if (init_lora_weights == "corda" || init_lora_weights == "lora_ga") {
-      const char* what = init_lora_weights == "corda" ? "CorDA init" : "LoRA-GA init";
+    if (init_lora_weights == "corda" || init_lora_weights == "lora_ga" || init_lora_weights == "eva") {
+      const char* what = init_lora_weights == "corda" ? "CorDA init" : init_lora_weights == "eva" ? "EVA init" : "LoRA-GA init";
       if (!calibration || !calibration->count(path))
         throw std::invalid_argument(std::string(what) + " of '" + path + "' needs a calibration pass over data first "
                                     "(peft train runs one on the training file)");

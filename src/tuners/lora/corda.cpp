@@ -39,7 +39,7 @@ class CovarianceProbe : public LayerAdapter {
 
 std::map<std::string, at::Tensor> corda_covariances(Model& model, const LoraConfig& config,
                                                    const std::function<void()>& run_model) {
-  TargetProbes probes(model, config, "CorDA", [](AdaptableLayer* h) { return std::make_shared<CovarianceProbe>(h); });
+  TargetProbes probes(model, config, "CorDA", [](AdaptableLayer* h, const std::string&) { return std::make_shared<CovarianceProbe>(h); });
   {
     c10::NoGradGuard no_grad;
     run_model();

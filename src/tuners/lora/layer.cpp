@@ -9,29 +9,11 @@
 #include "peft/lora.h"
 #include "tuners/lora/corda.h"
 #include "tuners/lora/loftq.h"
+#include "tuners/lora/svd_lowrank.h"
 
 namespace peft {
 
 namespace {
-
-// torch.svd_lowrank(a, q, niter) (Halko et al. 2009, algorithm 5.1, as torch/_lowrank.py):
-// a basis of a's range from a Gaussian sketch refined by niter power iterations, then the
-// SVD of the projection. Returns U [m, q], S [q], V [n, q].
-std::tuple<at::Tensor, at::Tensor, at::Tensor> svd_lowrank(at::Tensor a, int64_t q, int64_t niter,
-                                                           at::Generator& gen) {
-  const bool wide = a.size(0) < a.size(1);
-  if (wide) a = a.t();  // torch assumes a tall matrix
-  auto qr_q = [](const at::Tensor& x) { return std::get<0>(at::linalg_qr(x)); };
-  auto Q = qr_q(at::matmul(a, at::randn({a.size(1), q}, gen, a.options())));
-  for (int64_t i = 0; i < niter; ++i) {
-    Q = qr_q(at::matmul(a.t(), Q));
-    Q = qr_q(at::matmul(a, Q));
-  }
-  auto [U, S, Vh] = at::linalg_svd(at::matmul(Q.t(), a), /*full_matrices=*/false);
-  at::Tensor u = Q.matmul(U), v = Vh.t();
-  if (wide) std::swap(u, v);
-  return {u, S, v};
-}
 
 // The data-driven inits' common preconditions: the calibration pass ran, and the weight
 // they rewrite is a dense one.
@@ -258,6 +240,15 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
     require_calibration(calibration, *host_, "LoRA-GA");
     skip_nn_linear_draws(rank, in, outf, gen);
     init_lora_ga(rank, gen);
+  } else if (init == "eva") {
+    // HF's EVA: A holds the principal components of the layer's inputs the calibration
+    // found (src/tuners/lora/eva.h), B starts at zero; the base weight is left alone.
+    if (!calibration.defined() || calibration.dim() != 2 || calibration.size(0) != rank || calibration.size(1) != in)
+      throw std::invalid_argument("EVA init needs the layer's components [" + std::to_string(rank) + ", " +
+                                  std::to_string(in) + "] from a calibration pass (peft train runs one on the "
+                                  "training file)");
+    lora_A = calibration.to(at::kCPU, at::kFloat).contiguous();
+    lora_B = at::zeros({outf, rank}, at::kFloat);
   } else if (init == "loftq") {
     // HF PEFT factors the weight as stored, which only fits [out, in] weights.
     if (fan_in_fan_out)

@@ -31,7 +31,7 @@ class ForwardCounter : public LayerAdapter {
 
 std::map<std::string, at::Tensor> lora_ga_gradients(Model& model, const LoraConfig& config,
                                                    const std::function<void()>& train_step) {
-  TargetProbes probes(model, config, "LoRA-GA", [](AdaptableLayer* h) { return std::make_shared<ForwardCounter>(h); });
+  TargetProbes probes(model, config, "LoRA-GA", [](AdaptableLayer* h, const std::string&) { return std::make_shared<ForwardCounter>(h); });
   for (const auto& p : probes.probes())
     if (p.host->weight_quantized())
       throw std::invalid_argument("LoRA-GA needs full-precision gradients; '" + p.path + "' is 4-bit");

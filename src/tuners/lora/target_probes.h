@@ -1,5 +1,5 @@
 // Probes on a LoRA config's Linear targets for a calibration pass before the adapter
-// exists (CorDA, LoRA-GA): LayerAdapters that observe the layer and change nothing,
+// exists (CorDA, LoRA-GA, EVA): LayerAdapters that observe the layer and change nothing,
 // attached and active while this object lives, so the model code needs no hooks.
 #pragma once
 
@@ -19,10 +19,10 @@ class TargetProbes {
     AdaptableLayer* host;
     std::shared_ptr<LayerAdapter> adapter;
   };
-  // One probe `make(host)` per Linear / Conv1D target of `config` (HF's CorDA and LoRA-GA
-  // take those only); `method` names the init in errors.
+  // One probe `make(host, path)` per Linear / Conv1D target of `config` (HF's CorDA,
+  // LoRA-GA and EVA take those only), in module order; `method` names the init in errors.
   TargetProbes(Model& model, const LoraConfig& config, const std::string& method,
-               const std::function<std::shared_ptr<LayerAdapter>(AdaptableLayer*)>& make);
+               const std::function<std::shared_ptr<LayerAdapter>(AdaptableLayer*, const std::string&)>& make);
   ~TargetProbes();
   TargetProbes(const TargetProbes&) = delete;
   TargetProbes& operator=(const TargetProbes&) = delete;

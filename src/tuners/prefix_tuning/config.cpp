@@ -26,7 +26,7 @@ const ojson& prefix_defaults() {
 std::pair<int64_t, int64_t> kv_heads_and_head_dim(const Model& model) {
   const int64_t heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
   if (heads <= 0)
-    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + "'s config.json has no head count");
+    throw std::invalid_argument(model.type_name() + "'s config.json has no attention head count");
   const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
   const int64_t hd = model_int(model, {"head_dim", "d_kv"}) > 0 ? model_int(model, {"head_dim", "d_kv"})
                                                                 : model_int(model, {"hidden_size", "n_embd"}) / heads;
@@ -73,23 +73,28 @@ ojson PrefixTuningConfig::to_json() const {
   return config_json(*this, prefix_defaults(), fields);
 }
 
-std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
+int64_t checked_prefix_head_dim(const PrefixTuningConfig& c, Model& model) {
+  const std::string method = c.peft_type();
   if (model.num_cache_layers() == 0)
-    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() + " takes no key/value prefixes (no KV cache)");
-  check_submodules(*this, model);
+    throw std::invalid_argument(method + ": " + model.type_name() + " takes no key/value prefixes (no KV cache)");
+  check_submodules(c, model);
   // HF PEFT hands an encoder-decoder model one submodule's prefixes as a decoder-only cache,
   // which T5's cross-attention would append the encoder's keys to.
-  if (num_transformer_submodules == 1 && as_seq2seq(model))
-    throw std::invalid_argument("PREFIX_TUNING: " + model.type_name() +
+  if (c.num_transformer_submodules == 1 && as_seq2seq(model))
+    throw std::invalid_argument(method + ": " + model.type_name() +
                                 " is an encoder-decoder model; num_transformer_submodules must be 2");
-  if (token_dim % num_attention_heads != 0)
-    throw std::invalid_argument("PREFIX_TUNING: token_dim " + std::to_string(token_dim) +
-                                " is not a multiple of num_attention_heads " + std::to_string(num_attention_heads));
-  const int64_t head_dim = token_dim / num_attention_heads;
-  check_size(peft_type(), "num_layers", num_layers, model.num_cache_layers(), model.type_name());
+  if (c.token_dim % c.num_attention_heads != 0)
+    throw std::invalid_argument(method + ": token_dim " + std::to_string(c.token_dim) +
+                                " is not a multiple of num_attention_heads " + std::to_string(c.num_attention_heads));
+  check_size(method, "num_layers", c.num_layers, model.num_cache_layers(), model.type_name());
   const auto [kv, hd] = kv_heads_and_head_dim(model);  // keys and values per layer
-  check_size(peft_type(), "token_dim (kv heads x head_dim)", token_dim, kv * hd, model.type_name());
-  check_size(peft_type(), "num_attention_heads (kv heads)", num_attention_heads, kv, model.type_name());
+  check_size(method, "token_dim (kv heads x head_dim)", c.token_dim, kv * hd, model.type_name());
+  check_size(method, "num_attention_heads (kv heads)", c.num_attention_heads, kv, model.type_name());
+  return c.token_dim / c.num_attention_heads;
+}
+
+std::shared_ptr<InputAdapter> PrefixTuningConfig::make_input_adapter(Model& model, at::Generator& gen) const {
+  const int64_t head_dim = checked_prefix_head_dim(*this, model);
   const bool projection = prefix_projection && !inference_mode;
   const int64_t hidden = encoder_hidden_size > 0 ? encoder_hidden_size : token_dim;
   auto a = std::make_shared<PrefixEncoder>(num_virtual_tokens, num_layers, num_attention_heads, head_dim, projection,
