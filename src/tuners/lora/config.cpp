@@ -10,6 +10,7 @@
 #include "peft/lora.h"
 #include "tuners/config_fields.h"
 #include "tuners/injection.h"
+#include "tuners/pattern_key.h"
 #include "tuners/target_match.h"
 #include "tuners/trainable_tokens/plan.h"
 #include "util/regex.h"
@@ -250,15 +251,6 @@ ojson LoraConfig::to_json() const {
   return j;
 }
 
-namespace {
-// HF PEFT's get_pattern_key: the first pattern p with re.match(rf"(.*\.)?({p})$", name).
-template <class V>
-const V* pattern_value(const std::vector<std::pair<std::string, V>>& patterns, const std::string& module) {
-  for (const auto& [p, v] : patterns)
-    if (Regex("(.*\\.)?(" + p + ")$").match_prefix(module)) return &v;
-  return nullptr;
-}
-}  // namespace
 
 int64_t LoraConfig::rank_for(const std::string& module) const {
   const int64_t* v = pattern_value(rank_pattern, module);
