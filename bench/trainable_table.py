@@ -90,6 +90,7 @@ METHODS = [
     ("BEFT, v_proj (+ head)", "vit-base-86M",
      {"peft_type": "BEFT", "target_modules": ["v_proj"], "modules_to_save": ["classifier"]}),
     ("DeLoRA r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "DELORA", "r": 8, **VIT_QV}),
+    ("RoAd road_1 q,v (+ head)", "vit-base-86M", {"peft_type": "ROAD", **VIT_QV}),
     ("Poly r=8, 8 tasks, 4 skills q,v (+ head)", "vit-base-86M",
      {"peft_type": "POLY", "r": 8, "n_tasks": 8, "n_skills": 4, **VIT_QV}),
 ]

@@ -62,12 +62,19 @@ CASES = [
 
 
 def make_base(kind, out_dir):
-    torch.manual_seed(7 if kind == "llama" else 8)
-    if kind == "llama":
+    """kind: llama, llama_bias (the same shape with attention and MLP biases, drawn N(0, 0.1²)
+    so that merging into them shows) or gpt2."""
+    torch.manual_seed({"llama": 7, "gpt2": 8, "llama_bias": 9}[kind])
+    if kind.startswith("llama"):
+        bias = kind == "llama_bias"
         cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                          tie_word_embeddings=False)
+                          tie_word_embeddings=False, attention_bias=bias, mlp_bias=bias)
         model = LlamaForCausalLM(cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if bias and n.endswith(".bias"):
+                    p.normal_(0, 0.1)
     else:
         cfg = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64)
         model = GPT2LMHeadModel(cfg)
