@@ -7,21 +7,12 @@
 
 #include "peft/delora.h"
 #include "tuners/config_fields.h"
+#include "tuners/init_draws.h"
 #include "tuners/injection.h"
 #include "tuners/pattern_key.h"
 #include "tuners/target_match.h"
 
 namespace peft {
-
-namespace {
-
-// nn.init.kaiming_uniform_(t, a=sqrt(5)) on [rows, cols]: U(-b, b), b = 1 / sqrt(cols).
-at::Tensor kaiming_uniform_sqrt5(int64_t rows, int64_t cols, at::Generator& gen) {
-  const double bound = 1.0 / std::sqrt(static_cast<double>(cols));
-  return at::empty({rows, cols}, at::TensorOptions(at::kFloat)).uniform_(-bound, bound, gen);
-}
-
-}  // namespace
 
 void DeloraConfig::resolve(const Model& model) {
   if (targets.empty()) targets.target_list = default_targets(model, "DELORA", lora_default_targets());

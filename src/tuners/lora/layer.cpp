@@ -9,6 +9,7 @@
 #include "peft/lora.h"
 #include "tuners/lora/corda.h"
 #include "tuners/lora/loftq.h"
+#include "tuners/init_draws.h"
 #include "tuners/lora/svd_lowrank.h"
 
 namespace peft {
@@ -25,18 +26,12 @@ void require_calibration(const at::Tensor& calibration, const AdaptableLayer& ho
     throw std::invalid_argument(method + " init rewrites the weight: load the base unquantized");
 }
 
-// nn.init.kaiming_uniform_(w, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-at::Tensor kaiming_uniform(int64_t rows, int64_t fan_in, at::Generator& gen) {
-  const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
-  return at::empty({rows, fan_in}, at::kFloat).uniform_(-bound, bound, gen);
-}
-
 // The draws HF's update_layer makes before a data-driven init: building nn.Linear(in, r)
 // and nn.Linear(r, out) draws their kaiming init. Repeating them keeps the generator where
 // HF's is, so a randomized SVD after them sketches with HF's numbers.
 void skip_nn_linear_draws(int64_t rank, int64_t in, int64_t outf, at::Generator& gen) {
-  kaiming_uniform(rank, in, gen);
-  kaiming_uniform(outf, rank, gen);
+  kaiming_uniform_sqrt5(rank, in, gen);
+  kaiming_uniform_sqrt5(outf, rank, gen);
 }
 
 }  // namespace
@@ -178,8 +173,8 @@ void LoraLinear::initialize(const std::string& init, bool dora, at::Generator& g
   const int64_t rank = shapes[0][0], in = shapes[0][1], outf = shapes[1][0];
   if (init == "true" || init == "false" || init == "gaussian") {
     lora_A = init == "gaussian" ? at::empty({rank, in}, at::kFloat).normal_(0.0, 1.0 / rank, gen)
-                                : kaiming_uniform(rank, in, gen);
-    lora_B = init == "false" ? kaiming_uniform(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
+                                : kaiming_uniform_sqrt5(rank, in, gen);
+    lora_B = init == "false" ? kaiming_uniform_sqrt5(outf, rank, gen) : at::zeros({outf, rank}, at::kFloat);
     // lora_bias: zero, or with init false nn.Linear(r, out)'s own bias init, U(±1/√r).
     if (lora_bias.defined())
       lora_bias = init == "false" ? at::empty({outf}, at::kFloat).uniform_(-1.0 / std::sqrt(double(rank)),
