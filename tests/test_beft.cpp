@@ -18,6 +18,7 @@
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "test_util.h"
 
@@ -74,10 +75,7 @@ TEST(BeftTrain, AdapterTrainedWithPeftTrainLoadsInHfAndLowersTheLoss) {
   // statistics of the data) carries most of the gain.
   const json method = {{"peft_type", "BEFT"}, {"target_modules", {"v_proj", "o_proj", "down_proj", "lm_head"}}};
   const auto out = suite.train_with_cli(work, method, 60, 0.1, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  std::ifstream loss(out / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1)), end = test::last_eval_loss(out);
+  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
   std::cout << "beft train: first step loss " << start << ", final eval loss " << end << "\n";
   EXPECT_LT(end, start - 0.1);
   suite.expect_hf_loads_ours(suite.fixture("llama"), out, "beft_llama", work);

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "peft/cartridge.h"
 #include "peft/peft_model.h"
@@ -94,10 +95,7 @@ TEST(Cartridge, PeftTrainTrainsTheUnfrozenRows) {
   ASSERT_EQ(after.sizes(), before.sizes());
   EXPECT_LE((after[0] - before[0]).abs().max().item<double>(), 1e-6) << "the frozen row moved";
   EXPECT_GT((after.narrow(0, 1, 5) - before.narrow(0, 1, 5)).abs().max().item<double>(), 1e-2);
-  std::ifstream loss(work / "out" / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1)), end = test::last_eval_loss(work / "out");
+  const double start = test::first_step_loss(work / "out"), end = test::last_eval_loss(work / "out");
   std::cout << "cartridge train: first step loss " << start << ", final eval loss " << end << "\n";
   EXPECT_LT(end, start - 0.1);
   PeftModel m(load_model(suite.fixture("llama").string()));

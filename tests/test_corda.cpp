@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "peft/lora.h"
 #include "peft/peft_model.h"
@@ -70,14 +71,6 @@ std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const json& j,
 std::unique_ptr<LoraConfig> calibrated_config(PeftModel& peft, const std::string& name) {
   return calibrated_config(peft, json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json")),
                            calibration_rows());
-}
-
-// The loss of a `peft train` output folder's first step (loss.dat's first line).
-double first_step_loss(const fs::path& out) {
-  std::ifstream loss(out / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  return std::stod(first.substr(first.find(' ') + 1));
 }
 
 double rel_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -225,7 +218,7 @@ TEST(Corda, PeftTrainCalibratesOnTheTrainingFile) {
   EXPECT_EQ(ckpt["corda_config"]["corda_method"], "ipm");
   EXPECT_TRUE(ckpt["corda_config"]["cache_file"].is_null());
   const auto saved = json::parse(std::ifstream(work / "out" / "adapter_config.json"));
-  const double start = first_step_loss(work / "out");
+  const double start = test::first_step_loss(work / "out");
   const double after = test::last_eval_loss(work / "out");
   std::cout << "corda train: first step loss " << start << ", final eval loss " << after << "\n";
   EXPECT_LT(after, start - 0.1);
@@ -293,7 +286,7 @@ TEST(LoraGa, PeftTrainEstimatesGradientsOnTheTrainingFile) {
   EXPECT_EQ(ckpt["lora_ga_config"]["direction"], "ArB2r");
   const auto saved = json::parse(std::ifstream(work / "out" / "adapter_config.json"));
   EXPECT_EQ(saved["r"], 8);
-  const double start = first_step_loss(work / "out");
+  const double start = test::first_step_loss(work / "out");
   const double after = test::last_eval_loss(work / "out");
   std::cout << "lora_ga train: first step loss " << start << ", final eval loss " << after << "\n";
   EXPECT_LT(after, start - 0.1);

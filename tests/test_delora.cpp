@@ -19,6 +19,7 @@
 #include "peft/delora.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "test_util.h"
 
@@ -98,10 +99,7 @@ TEST(DeloraTrain, AdapterTrainedWithPeftTrainLoadsInHfAndLowersTheLoss) {
   const auto work = suite.scratch("train");
   const json method = {{"peft_type", "DELORA"}, {"r", 4}, {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
   const auto out = suite.train_with_cli(work, method, 60, 2e-2, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  std::ifstream loss(out / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1)), end = test::last_eval_loss(out);
+  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
   std::cout << "delora train: first step loss " << start << ", final eval loss " << end << "\n";
   EXPECT_LT(end, start - 0.1);
   suite.expect_hf_loads_ours(suite.fixture("llama"), out, "delora_llama", work);

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "peft/lora.h"
 #include "peft/peft_model.h"
@@ -208,10 +209,7 @@ TEST(Eva, PeftTrainCalibratesOnTheTrainingFile) {
     total += rank;
   }
   EXPECT_EQ(total, 14 * 4) << "EVA redistributes the budget of 14 layers at r 4";
-  std::ifstream loss(work / "out" / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1)), after = test::last_eval_loss(work / "out");
+  const double start = test::first_step_loss(work / "out"), after = test::last_eval_loss(work / "out");
   std::cout << "eva train: first step loss " << start << ", final eval loss " << after << "\n";
   EXPECT_LT(after, start - 0.1);
   SafetensorsFile ref((suite.fixture("eva_llama") / "reference.safetensors").string());

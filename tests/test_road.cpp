@@ -19,6 +19,7 @@
 #include "peft/peft_model.h"
 #include "peft/road.h"
 #include "peft/safetensors.h"
+#include "loss_file.h"
 #include "method_suite.h"
 #include "test_util.h"
 
@@ -96,10 +97,7 @@ TEST(RoadTrain, AdapterTrainedWithPeftTrainLoadsInHfAndLowersTheLoss) {
   const json method = {{"peft_type", "ROAD"}, {"variant", "road_2"}, {"group_size", 16},
                        {"target_modules", {"q_proj", "v_proj", "o_proj", "down_proj", "lm_head"}}};
   const auto out = suite.train_with_cli(work, method, 60, 5e-2, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  std::ifstream loss(out / "loss.dat");
-  std::string first;
-  std::getline(loss, first);
-  const double start = std::stod(first.substr(first.find(' ') + 1)), end = test::last_eval_loss(out);
+  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
   std::cout << "road train: first step loss " << start << ", final eval loss " << end << "\n";
   EXPECT_LT(end, start - 0.1);
   suite.expect_hf_loads_ours(suite.fixture("llama"), out, "road_llama", work);
