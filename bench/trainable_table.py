@@ -91,6 +91,12 @@ METHODS = [
      {"peft_type": "BEFT", "target_modules": ["v_proj"], "modules_to_save": ["classifier"]}),
     ("DeLoRA r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "DELORA", "r": 8, **VIT_QV}),
     ("RoAd road_1 q,v (+ head)", "vit-base-86M", {"peft_type": "ROAD", **VIT_QV}),
+    ("PVeRA r=256 (c_attn)", "gpt2-124M", {"peft_type": "PVERA", "r": 256, "target_modules": ["c_attn"]}),
+    ("PVeRA r=256 q,v (+ head)", "vit-base-86M", {"peft_type": "PVERA", "r": 256, **VIT_QV}),
+    ("GraLoRA r=32, k=2 (c_attn)", "gpt2-124M", {"peft_type": "GRALORA", "r": 32, "target_modules": ["c_attn"]}),
+    ("GraLoRA r=32, k=2 q,v (+ head)", "vit-base-86M", {"peft_type": "GRALORA", "r": 32, **VIT_QV}),
+    ("HiRA r=32 (c_attn)", "gpt2-124M", {"peft_type": "HIRA", "r": 32, "target_modules": ["c_attn"]}),
+    ("HiRA r=32 q,v (+ head)", "vit-base-86M", {"peft_type": "HIRA", "r": 32, **VIT_QV}),
     ("Poly r=8, 8 tasks, 4 skills q,v (+ head)", "vit-base-86M",
      {"peft_type": "POLY", "r": 8, "n_tasks": 8, "n_skills": 4, **VIT_QV}),
 ]

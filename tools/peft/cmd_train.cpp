@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "peft/train.h"
+#include "peft/tuner.h"
 #include "train/distributed.h"
 #include "io/yaml_json.h"
 #include "util/json_file.h"
@@ -11,10 +12,14 @@
 namespace peft::cli {
 
 void register_train(CLI::App& app) {
+  // The registry's types, so the list cannot go stale.
+  std::string types;
+  for (const auto& t : supported_peft_types())
+    if (t != "LORA") types += (types.empty() ? "" : ", ") + t;
   auto* cmd = app.add_subcommand("train",
-                                 "Fine-tune a model with an adapter of any method (LoRA by default; IA3, "
-                                 "PROMPT_TUNING, P_TUNING, PREFIX_TUNING, LN_TUNING, LOHA, LOKR, BITFIT, SSF, "
-                                 "BOTTLENECK, VPT, MOLE, VERA, FOURIERFT, OFT, BOFT, HRA, MISS, ADALORA, RANDLORA, VBLORA, C3A, SHIRA, ADAPTION_PROMPT, TRAINABLE_TOKENS, CLIP_ADAPTER: docs/TUNERS.md; or a composition of adapters: docs/COMPOSITION.md). The config (JSON or YAML) is described in "
+                                 "Fine-tune a model with an adapter of any method (LoRA by default; " + types +
+                                     ": docs/TUNERS.md; or a composition of adapters: docs/COMPOSITION.md). The "
+                                     "config (JSON or YAML) is described in "
                                  "docs/TRAINING.md; key=value arguments override it (method.r=16, learning_rate=1e-4, "
                                  "'method={\"peft_type\": \"IA3\"}')");
   // Every key with its default, from the config itself, so the list cannot go stale.

@@ -3,9 +3,9 @@
 
 #include "peft/delora.h"
 #include "tuners/config_fields.h"
+#include "tuners/pattern_field.h"
 #include "tuners/registry.h"
 #include "util/json_file.h"
-#include "util/regex.h"
 
 namespace peft {
 
@@ -22,20 +22,6 @@ const ojson& delora_defaults() {
   return j;
 }
 
-// A {regex: value} map, in file order; each key must compile.
-template <class V>
-std::vector<std::pair<std::string, V>> read_pattern(const ConfigFields& f, const char* key, const std::string& where) {
-  const ojson& v = f.value(key);
-  std::vector<std::pair<std::string, V>> out;
-  if (v.is_null()) return out;
-  if (!v.is_object()) f.fail("'" + std::string(key) + "' must be an object");
-  for (const auto& [k, x] : v.items()) {
-    Regex check(k);
-    out.emplace_back(k, strict_get<V>(x, where + ": " + key + " '" + k + "'"));
-  }
-  return out;
-}
-
 }  // namespace
 
 DeloraConfig DeloraConfig::from_json(const ojson& j, const std::string& where, std::vector<std::string>* unknown) {
@@ -46,8 +32,8 @@ DeloraConfig DeloraConfig::from_json(const ojson& j, const std::string& where, s
   c.module_dropout = f.get<double>("module_dropout");
   c.bias = f.get<std::string>("bias");
   c.init_weights = f.get<bool>("init_weights");
-  c.rank_pattern = read_pattern<int64_t>(f, "rank_pattern", where);
-  c.lambda_pattern = read_pattern<double>(f, "lambda_pattern", where);
+  c.rank_pattern = read_pattern<int64_t>(f, "rank_pattern");
+  c.lambda_pattern = read_pattern<double>(f, "lambda_pattern");
   if (c.r <= 0 || c.r > (int64_t{1} << 20)) f.fail("'r' must be between 1 and 1048576, got " + std::to_string(c.r));
   for (const auto& [k, r] : c.rank_pattern)
     if (r <= 0 || r > (int64_t{1} << 20)) f.fail("rank_pattern '" + k + "' must be between 1 and 1048576");
@@ -70,11 +56,8 @@ ojson DeloraConfig::to_json() const {
   fields["module_dropout"] = module_dropout;
   fields["bias"] = bias;
   fields["init_weights"] = init_weights;
-  ojson rp = ojson::object(), lp = ojson::object();
-  for (const auto& [k, v] : rank_pattern) rp[k] = v;
-  for (const auto& [k, v] : lambda_pattern) lp[k] = v;
-  fields["rank_pattern"] = rp;
-  fields["lambda_pattern"] = lp;
+  fields["rank_pattern"] = pattern_json(rank_pattern);
+  fields["lambda_pattern"] = pattern_json(lambda_pattern);
   return config_json(*this, delora_defaults(), fields);
 }
 

@@ -1,5 +1,6 @@
 // Where VeRA goes and what it shares (HF PEFT's VeraModel): the targets, the projection
-// sized to the largest of them and drawn from projection_prng_key, one VeraLayer each.
+// sized to the largest of them and drawn from projection_prng_key (PVeRA's too), one
+// VeraLayer each.
 #include <ATen/ATen.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "tuners/config_fields.h"
 #include "tuners/injection.h"
 #include "tuners/target_match.h"
+#include "tuners/vera/projection.h"
 
 namespace peft {
 
@@ -25,11 +27,32 @@ at::Tensor hf_kaiming_uniform(std::vector<int64_t> shape, at::Generator& gen) {
 
 }  // namespace
 
-VeraProjection make_vera_projection(int64_t r, int64_t max_out, int64_t max_in, uint64_t key) {
+VeraProjection draw_shared_projection(int64_t a_rows, int64_t b_cols, int64_t max_out, int64_t max_in, uint64_t key) {
   auto gen = at::detail::createCPUGenerator(key);
   VeraProjection p;
-  p.A = hf_kaiming_uniform({r, max_in}, gen);  // first, as HF draws them
-  p.B = hf_kaiming_uniform({max_out, r}, gen);
+  p.A = hf_kaiming_uniform({a_rows, max_in}, gen);  // first, as HF draws them
+  p.B = hf_kaiming_uniform({max_out, b_cols}, gen);
+  return p;
+}
+
+VeraProjection make_vera_projection(int64_t r, int64_t max_out, int64_t max_in, uint64_t key) {
+  return draw_shared_projection(r, r, max_out, max_in, key);
+}
+
+std::shared_ptr<VeraProjection> projection_for_targets(const char* method, const NamedModules& targets,
+                                                       int64_t a_rows, int64_t b_cols, uint64_t key, bool saved,
+                                                       at::Device device) {
+  // HF's _find_dim: the largest out and in over the targets, each on its own.
+  int64_t max_out = 0, max_in = 0;
+  for (auto& [path, m] : targets) {
+    auto* l = &linear_host(method, path, *m, LinearHost::kLinearOrConv1D);
+    max_out = std::max(max_out, l->output_dim());
+    max_in = std::max(max_in, l->input_dim());
+  }
+  auto p = std::make_shared<VeraProjection>(draw_shared_projection(a_rows, b_cols, max_out, max_in, key));
+  p->saved = saved;
+  p->A = p->A.to(device);
+  p->B = p->B.to(device);
   return p;
 }
 
@@ -39,17 +62,7 @@ void VeraConfig::resolve(const Model& model) {
 
 NamedModules VeraConfig::layer_targets(Model& model) const {
   auto found = find_targets(model, targets, task_type);
-  // HF's _find_dim: the largest out and in over the targets, each on its own.
-  int64_t max_out = 0, max_in = 0;
-  for (auto& [path, m] : found) {
-    auto* l = &linear_host("VERA", path, *m, LinearHost::kLinearOrConv1D);
-    max_out = std::max(max_out, l->output_dim());
-    max_in = std::max(max_in, l->input_dim());
-  }
-  projection_ = std::make_shared<VeraProjection>(make_vera_projection(r, max_out, max_in, projection_prng_key));
-  projection_->saved = save_projection;
-  projection_->A = projection_->A.to(model.device());
-  projection_->B = projection_->B.to(model.device());
+  projection_ = projection_for_targets("VERA", found, r, r, projection_prng_key, save_projection, model.device());
   return found;
 }
 

@@ -1,0 +1,88 @@
+// Checks the newer per-method suites share on top of MethodSuite (tests/method_suite.h):
+// each layer's delta against HF's "delta.<path>" references, and resaving HF's adapters
+// for one batched "HF loads ours" run. Kept apart so adding to it rebuilds only its users.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "method_suite.h"
+
+namespace peft::test {
+
+// For every "delta.<path>" tensor of case `name`'s reference.safetensors: the adapter of
+// type L on <path> gives it through `delta` (within `tol`). Returns how many layers matched.
+template <class L>
+int expect_deltas_as_hf(const MethodSuite& suite, const std::string& name,
+                        const std::function<at::Tensor(const L&)>& delta, double tol = 1e-5) {
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  int layers = 0;
+  for (const auto& key : ref.names()) {
+    if (key.rfind("delta.", 0) != 0) continue;
+    const auto path = key.substr(6);
+    auto* host = dynamic_cast<AdaptableLayer*>(m.model().find(path));
+    const auto* a = host ? dynamic_cast<const L*>(host->adapter("default")) : nullptr;
+    EXPECT_NE(a, nullptr) << path;
+    if (!a) continue;
+    c10::InferenceMode g;
+    const at::Tensor d = delta(*a);
+    EXPECT_EQ(d.sizes(), ref.get(key).sizes()) << path;
+    if (d.sizes() != ref.get(key).sizes()) continue;
+    EXPECT_LE((d - ref.get(key)).abs().max().item<double>(), tol) << path;
+    ++layers;
+  }
+  return layers;
+}
+
+// Loads case `name`'s HF adapter, saves it again under work/adapter (the same file keys as
+// HF's) and appends the check_case triple for MethodSuite::expect_hf_checks.
+inline void resave_for_hf_check(const MethodSuite& suite, const std::string& name, std::vector<std::string>* args) {
+  const auto work = suite.scratch("resave_" + name);
+  {
+    PeftModel m(load_model(suite.base_of(name).string()));
+    m.load_adapter((suite.fixture(name) / "adapter").string());
+    m.save_adapter((work / "adapter").string());
+  }
+  SafetensorsFile hf((suite.fixture(name) / "adapter" / "adapter_model.safetensors").string());
+  SafetensorsFile ours((work / "adapter" / "adapter_model.safetensors").string());
+  // HF's file may also hold a targeted embedding's frozen table ("*.base_layer.weight",
+  // save_embedding_layers="auto"), which we do not copy.
+  std::set<std::string> want;
+  for (const auto& k : hf.names())
+    if (!k.ends_with(".base_layer.weight")) want.insert(k);
+  const auto got = ours.names();
+  EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), want) << name;
+  const auto triple = suite.check_case(suite.base_of(name), work / "adapter", name, work);
+  args->insert(args->end(), triple.begin(), triple.end());
+}
+
+// The message parse_user_adapter_config throws for the JSON `config`, or "".
+inline std::string user_config_error(const std::string& config) {
+  try {
+    parse_user_adapter_config(nlohmann::json::parse(config), "method");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// The message add_adapter throws for the JSON `config` on fixture model `model`, or "".
+inline std::string add_adapter_error(const MethodSuite& suite, const std::string& model, const std::string& config) {
+  PeftModel m(load_model(suite.fixture(model).string()));
+  try {
+    m.add_adapter("default", *parse_user_adapter_config(nlohmann::json::parse(config), "method"));
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace peft::test
