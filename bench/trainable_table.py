@@ -97,8 +97,28 @@ METHODS = [
     ("GraLoRA r=32, k=2 q,v (+ head)", "vit-base-86M", {"peft_type": "GRALORA", "r": 32, **VIT_QV}),
     ("HiRA r=32 (c_attn)", "gpt2-124M", {"peft_type": "HIRA", "r": 32, "target_modules": ["c_attn"]}),
     ("HiRA r=32 q,v (+ head)", "vit-base-86M", {"peft_type": "HIRA", "r": 32, **VIT_QV}),
+    ("DEFT r=8 (c_attn)", "gpt2-124M", {"peft_type": "DEFT", "r": 8, "target_modules": ["c_attn"]}),
+    ("DEFT r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "DEFT", "r": 8, **VIT_QV}),
+    ("FRoD sparse_rate 0.01 (c_attn)", "gpt2-124M", {"peft_type": "FROD", "target_modules": ["c_attn"]}),
+    ("FRoD sparse_rate 0.01 q,v (+ head)", "vit-base-86M", {"peft_type": "FROD", **VIT_QV}),
+    ("OSF effective_rank=736 q,v (+ head)", "vit-base-86M", {"peft_type": "OSF", "effective_rank": 736, **VIT_QV}),
+    ("LILY r=32, 2 experts q,v (+ head)", "vit-base-86M",
+     {"peft_type": "LILY", "r": 32, **VIT_QV}),
+    ("GLoRA r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "GLORA", "r": 8, **VIT_QV}),
+    ("GLoRA vector A-E q,v (+ head)", "vit-base-86M",
+     {"peft_type": "GLORA", "config_A_B": "vector", "config_C": "vector", "config_D_E": "vector", **VIT_QV}),
     ("Poly r=8, 8 tasks, 4 skills q,v (+ head)", "vit-base-86M",
      {"peft_type": "POLY", "r": 8, "n_tasks": 8, "n_skills": 4, **VIT_QV}),
+    ("UniLoRA r=4, theta_d 256 (c_attn)", "gpt2-124M", {"peft_type": "UNILORA", "r": 4, "target_modules": ["c_attn"]}),
+    ("UniLoRA r=4, theta_d 23,040 q,v (+ head)", "vit-base-86M",
+     {"peft_type": "UNILORA", "r": 4, "theta_d_length": 23040, **VIT_QV}),
+    # PEANuT on ViT only: HF's PEANuT refuses GPT-2's Conv1D, and so do we.
+    ("PEANUT r=32 q,v (+ head)", "vit-base-86M", {"peft_type": "PEANUT", "r": 32, **VIT_QV}),
+    ("PEANUT r=32, depth 2 q,v (+ head)", "vit-base-86M", {"peft_type": "PEANUT", "r": 32, "depth": 2, **VIT_QV}),
+    # SuperTuning on ViT only: HF's Super-Tuning refuses GPT-2's Conv1D, and so do we.
+    ("SuperTuning sparsity 0.99 q,v (+ head)", "vit-base-86M", {"peft_type": "SUPERTUNING", **VIT_QV}),
+    ("SuperTuning Supra r=8, sparsity 0.99 q,v (+ head)", "vit-base-86M",
+     {"peft_type": "SUPERTUNING", "r": 8, **VIT_QV}),
 ]
 
 # HF PEFT's config class of each type it has (BitFit, SSF, bottleneck adapters and VPT are ours).

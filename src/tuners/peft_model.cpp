@@ -432,9 +432,15 @@ NamedTensors PeftModel::adapter_state_dict(const std::string& name) const {
   NamedTensors out;
   if (auto* in = input_adapter(name))
     for (auto& [k, t] : in->saved_tensors()) out.emplace_back(k, t.detach());
+  // A layer parameter that is also a shared slot (UniLoRA's trainable θ_d, which every
+  // layer registers) is filed once, under its shared key only.
+  std::set<const at::Tensor*> shared_tensors;
   for (const auto& a : attachments_.at(name))
-    a.layer->adapter(name)->visit_slots(
-        [&](const std::string& key, Module::ParamSlot& s) { out.emplace_back(kPrefix + a.path + "." + key, *s.tensor); });
+    for (const auto& s : a.layer->adapter(name)->shared_slots()) shared_tensors.insert(s.tensor);
+  for (const auto& a : attachments_.at(name))
+    a.layer->adapter(name)->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
+      if (!shared_tensors.count(s.tensor)) out.emplace_back(kPrefix + a.path + "." + key, *s.tensor);
+    });
   std::set<std::string> shared;  // VeRA's projections: every layer names them, filed once
   for (const auto& a : attachments_.at(name))
     for (const auto& s : a.layer->adapter(name)->shared_slots())
@@ -509,16 +515,19 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name) {
   SafetensorsFile file(st_path.string());
   std::map<std::string, at::Tensor*> expected;
   std::map<std::string, std::vector<int64_t>> shapes;
-  for (auto& a : attachments_[name])
-    a.layer->adapter(name)->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
-      expected[kPrefix + a.path + "." + key] = s.tensor;
-      shapes[kPrefix + a.path + "." + key] = s.shape;
-    });
+  std::set<const at::Tensor*> shared_tensors;  // filed under their shared keys only
   for (auto& a : attachments_[name])
     for (const auto& s : a.layer->adapter(name)->shared_slots()) {
       expected[s.key] = s.tensor;
       shapes[s.key] = s.tensor->sizes().vec();
+      shared_tensors.insert(s.tensor);
     }
+  for (auto& a : attachments_[name])
+    a.layer->adapter(name)->visit_slots([&](const std::string& key, Module::ParamSlot& s) {
+      if (shared_tensors.count(s.tensor)) return;
+      expected[kPrefix + a.path + "." + key] = s.tensor;
+      shapes[kPrefix + a.path + "." + key] = s.shape;
+    });
   for (auto& [path, saved] : saved_modules_) {
     auto it = saved.copies.find(name);
     if (it == saved.copies.end()) continue;

@@ -106,9 +106,10 @@ def perturb_vera(model):
                 p.add_(0.1 * torch.randn_like(p))
 
 
-def make_case(out, name, base, config, perturb, extra=None):
-    """Writes <name>/adapter, reference.safetensors (inputs, logits, merged_logits, extra
-    tensors of extra(model)) and case.json for an adapter of `config` on `base`."""
+def make_case(out, name, base, config, perturb, extra=None, merge=True):
+    """Writes <name>/adapter, reference.safetensors (inputs, logits, merged_logits unless
+    merge is false, extra tensors of extra(model)) and case.json for an adapter of `config`
+    on `base`."""
     import contextlib
     import io
 
@@ -133,8 +134,8 @@ def make_case(out, name, base, config, perturb, extra=None):
     again = PeftModel.from_pretrained(load_base(base_dir), os.path.join(case_dir, "adapter")).eval()
     diff = (logits_of(again, inputs) - logits).abs().max().item()
     assert diff <= 1e-6, f"{name}: reloaded adapter differs by {diff}"
-    merged = logits_of(model.merge_and_unload(), inputs)
-    save_file(dict(inputs, logits=logits, merged_logits=merged, **tensors),
+    merged = dict(merged_logits=logits_of(model.merge_and_unload(), inputs)) if merge else {}
+    save_file(dict(inputs, logits=logits, **merged, **tensors),
               os.path.join(case_dir, "reference.safetensors"))
     info = dict(base=base, trainable=trainable)
     with open(os.path.join(case_dir, "case.json"), "w") as f:

@@ -46,8 +46,8 @@ void inspect_adapter(const std::string& dir) {
             << "base model: " << (cfg->base_model_name_or_path.empty() ? "-" : cfg->base_model_name_or_path) << "\n";
   SafetensorsFile f((fs::path(dir) / "adapter_model.safetensors").string());
   // HF writes a tied module's trainable values under both names (the token rows of a tied
-  // embedding and lm_head): a tensor equal to an earlier one of its dtype and shape is a
-  // copy, counted apart.
+  // embedding and lm_head; LILY's shared factors): a non-zero tensor equal to an earlier one
+  // of its dtype and shape is a copy, counted apart.
   int64_t n = 0, copies = 0;
   // Candidates by dtype, shape and two sums; equal tensors are then compared in full.
   std::map<std::tuple<int, std::vector<int64_t>, double, double>, std::vector<std::string>> seen;
@@ -60,8 +60,12 @@ void inspect_adapter(const std::string& dir) {
       const double v = x.sum().item<double>();
       return std::isnan(v) ? 0.0 : v;
     };
-    auto& same = seen[{static_cast<int>(t.dtype), t.shape, sum(wide), sum(wide.abs())}];
-    const bool copy = std::any_of(same.begin(), same.end(), [&](const std::string& k) { return at::equal(f.get(k), values); });
+    const double magnitude = sum(wide.abs());
+    auto& same = seen[{static_cast<int>(t.dtype), t.shape, sum(wide), magnitude}];
+    // All-zero tensors are equal without being copies (GLoRA's zero buffers, B at init).
+    const bool copy = magnitude != 0.0 && std::any_of(same.begin(), same.end(), [&](const std::string& k) {
+      return at::equal(f.get(k), values);
+    });
     (copy ? copies : n) += e;
     same.push_back(t.name);
   }
