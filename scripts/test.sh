@@ -11,8 +11,10 @@ bash scripts/check_install.sh build
 # Two tests at a time on CI's two cores, each on one intra-op thread: most of the suite's
 # time is Python reference checks and process start-up, and two tests that each spin up
 # two OpenMP threads on two cores slow each other down many times over.
+# The job count comes first: GNU nproc honours OMP_NUM_THREADS, so counted after the export
+# it says 1 and the suite ran one test at a time.
+jobs="${CTEST_PARALLEL_LEVEL:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-jobs="${CTEST_PARALLEL_LEVEL:-$(nproc)}"
 if [ $# -gt 0 ]; then  # the caller's selection, e.g. -L lora
   ctest --test-dir build --output-on-failure -j "$jobs" "$@"
   exit
