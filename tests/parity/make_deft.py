@@ -22,8 +22,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_shira import check_one  # noqa: E402
-from make_vera import make_base, make_case, pin_hash_seed  # noqa: E402
+from make_shira import fixture_main  # noqa: E402
+from make_vera import make_base, make_case  # noqa: E402
 
 from peft import DeftConfig  # noqa: E402
 
@@ -56,17 +56,7 @@ def deltas(model):
     return out
 
 
-def main():
-    args = sys.argv[1:]
-    if len(args) >= 4 and args[0] == "check" and len(args) % 3 == 1:
-        ok = all([check_one(*args[i:i + 3]) for i in range(1, len(args), 3)])
-        sys.exit(0 if ok else 1)
-    if len(args) != 2 or args[0] != "make":
-        sys.exit(__doc__)
-    pin_hash_seed()
-    out = args[1]
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(2)
+def make(out):
     for kind in ("llama", "llama_bias", "gpt2"):
         make_base(kind, os.path.join(out, kind))
     for name, base, kw in CASES:
@@ -74,4 +64,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    fixture_main(__doc__, make)

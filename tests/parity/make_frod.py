@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_shira import check_one  # noqa: E402
-from make_vera import load_base, make_base, make_case, pin_hash_seed  # noqa: E402
+from make_shira import fixture_main  # noqa: E402
+from make_vera import load_base, make_base, make_case  # noqa: E402
 
 from peft import FrodConfig, get_peft_model  # noqa: E402
 
@@ -83,17 +83,7 @@ def write_init(out, name, base, kw):
     save_file(t, os.path.join(out, name, "init.safetensors"))
 
 
-def main():
-    args = sys.argv[1:]
-    if len(args) >= 4 and args[0] == "check" and len(args) % 3 == 1:
-        ok = all([check_one(*args[i:i + 3]) for i in range(1, len(args), 3)])
-        sys.exit(0 if ok else 1)
-    if len(args) != 2 or args[0] != "make":
-        sys.exit(__doc__)
-    pin_hash_seed()
-    out = args[1]
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(1)  # MKL's QR / eigh / SVD round by thread count; ctest runs one
+def make(out):
     for kind in ("llama", "llama_bias", "gpt2"):
         make_base(kind, os.path.join(out, kind))
     for name, base, kw in CASES:
@@ -102,4 +92,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    fixture_main(__doc__, make, threads=1)  # MKL's QR / eigh / SVD round by thread count; ctest runs one

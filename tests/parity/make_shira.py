@@ -94,6 +94,22 @@ def check_one(base_dir, adapter_dir, outputs, tol=1e-4):
     return diff <= tol
 
 
+def fixture_main(doc, make, threads=2):
+    """The `make OUT_DIR` / `check BASE ADAPTER OUTPUTS ...` entry point the per-method
+    scripts share: check runs check_one on every triple (in this one process); make pins the
+    hash seed, creates OUT_DIR, sets torch's threads and calls make(OUT_DIR)."""
+    args = sys.argv[1:]
+    if len(args) >= 4 and args[0] == "check" and len(args) % 3 == 1:
+        ok = all([check_one(*args[i:i + 3]) for i in range(1, len(args), 3)])
+        sys.exit(0 if ok else 1)
+    if len(args) != 2 or args[0] != "make":
+        sys.exit(doc)
+    pin_hash_seed()
+    os.makedirs(args[1], exist_ok=True)
+    torch.set_num_threads(threads)
+    make(args[1])
+
+
 def main():
     args = sys.argv[1:]
     if len(args) == 2 and args[0] == "make":

@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_shira import check_one  # noqa: E402
-from make_vera import load_base, make_base, make_case, pin_hash_seed  # noqa: E402
+from make_shira import fixture_main  # noqa: E402
+from make_vera import load_base, make_base, make_case  # noqa: E402
 
 from peft import UniLoraConfig, get_peft_model  # noqa: E402
 from peft.tuners.unilora.model import UniLoraModel  # noqa: E402
@@ -88,17 +88,7 @@ def make_init(out):
     save_file(tensors, os.path.join(out, "init.safetensors"))
 
 
-def main():
-    args = sys.argv[1:]
-    if len(args) >= 4 and args[0] == "check" and len(args) % 3 == 1:
-        ok = all([check_one(*args[i:i + 3]) for i in range(1, len(args), 3)])
-        sys.exit(0 if ok else 1)
-    if len(args) != 2 or args[0] != "make":
-        sys.exit(__doc__)
-    pin_hash_seed()
-    out = args[1]
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(2)
+def make(out):
     for kind in ("llama", "llama_bias", "gpt2"):
         make_base(kind, os.path.join(out, kind))
     for name, base, kw in CASES:
@@ -109,4 +99,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    fixture_main(__doc__, make)
