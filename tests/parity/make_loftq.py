@@ -13,7 +13,9 @@ OUT_DIR/iterN/ (N = 1, 2): get_peft_model(base, LoraConfig(r=4, lora_alpha=8,
 
 HF PEFT 0.21's loftq_init runs on CUDA or XPU only; it runs here from its own source with
 its compute device set to the CPU (the algorithm untouched: bitsandbytes' NF4 with
-blocksize 64 on the CPU, then torch.linalg.svd).
+blocksize 64 on the CPU, then torch.linalg.svd), dequantizing over the flattened weight
+(see flat_dequantize_4bit: bitsandbytes' AVX-512 CPU kernel gets rows that are not whole
+blocks wrong).
 """
 import inspect
 import os
@@ -28,12 +30,33 @@ from transformers.utils import logging as hf_logging
 hf_logging.set_verbosity_error()
 
 
+def flat_dequantize_4bit():
+    """bitsandbytes' dequantize_4bit with the blocks laid over the flattened weight, as they
+    are quantized. bitsandbytes 0.50's native CPU kernel (taken where torch's CPU capability
+    is AVX512) dequantizes an [m, n] weight whose rows are not whole blocks (n % 64 != 0,
+    e.g. down_proj's 160) with the wrong block scales after the first row; the packed bytes
+    and scales are right, so dequantizing the flat tensor gives the reference values."""
+    import copy
+
+    import bitsandbytes.functional as F
+
+    def dequantize(A, quant_state):
+        flat = copy.copy(quant_state)
+        flat.shape = torch.Size([quant_state.shape.numel()])
+        return F.dequantize_4bit(A, flat).view(quant_state.shape)
+    return dequantize
+
+
 def patch_loftq_to_cpu():
     import peft.utils.loftq_utils as lu
     src = inspect.getsource(lu.loftq_init)
     device_line = 'compute_device = "xpu" if is_xpu_available() else "cuda"'
     assert device_line in src, "peft's loftq_init changed; update this patch"
+    dequant_call = "bnb.functional.dequantize_4bit(qweight.data, qweight.quant_state)"
+    assert dequant_call in src, "peft's loftq_init changed; update this patch"
+    src = src.replace(dequant_call, "_flat_dequantize_4bit(qweight.data, qweight.quant_state)")
     ns = dict(vars(lu))
+    ns["_flat_dequantize_4bit"] = flat_dequantize_4bit()
     exec(src.replace(device_line, 'compute_device = "cpu"'), ns)
     lu.loftq_init = ns["loftq_init"]
     import peft.tuners.lora.layer as lora_layer
