@@ -231,6 +231,15 @@ void check_task_ids(const std::vector<Example>& xs, const std::string& path, boo
                              " examples have \"task_ids\"; give every line one");
   if (packing) throw std::runtime_error(path + ": packing puts several examples in a row; \"task_ids\" need one per row");
 }
+// CPT's token types: every line has them, or none does; packing would drop them.
+void check_input_type_masks(const std::vector<Example>& xs, const std::string& path, bool packing) {
+  const auto with = std::count_if(xs.begin(), xs.end(), [](const Example& e) { return !e.input_type_mask.empty(); });
+  if (with == 0) return;
+  if (with != static_cast<int64_t>(xs.size()))
+    throw std::runtime_error(path + ": " + std::to_string(with) + " of " + std::to_string(xs.size()) +
+                             " examples have \"input_type_mask\"; give every line one");
+  if (packing) throw std::runtime_error(path + ": packing cannot keep \"input_type_mask\" (CPT trains on whole rows)");
+}
 }  // namespace
 
 std::vector<Example> parse_examples(const std::string& jsonl, const std::string& path, const DataOptions& o) {
@@ -253,6 +262,21 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
         if (!t.is_number_integer() || t.get<int64_t>() < 0)
           throw std::runtime_error("'task_ids' must be a non-negative integer (the example's task), got " + t.dump());
         out.back().task_id = t.get<int64_t>();
+      }
+      if (j.contains("input_type_mask")) {  // CPT: the tokens' types, as HF's CPT batches carry them
+        auto& ex = out.back();
+        const auto& types = j["input_type_mask"];
+        const char* bad = "'input_type_mask' must be a list of non-negative integers, one per token";
+        if (!types.is_array()) throw std::runtime_error(bad);
+        for (const auto& v : types) {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0) throw std::runtime_error(bad);
+          ex.input_type_mask.push_back(v.get<int64_t>());
+        }
+        if (ex.input_type_mask.size() > ex.input_ids.size() && static_cast<int64_t>(ex.input_ids.size()) == o.max_length)
+          ex.input_type_mask.resize(ex.input_ids.size());  // cut with the ids at max_length
+        if (ex.input_type_mask.size() != ex.input_ids.size())
+          throw std::runtime_error("'input_type_mask' has " + std::to_string(ex.input_type_mask.size()) +
+                                   " values for " + std::to_string(ex.input_ids.size()) + " tokens");
       }
     } catch (const std::exception& e) {
       const std::string msg = path + ":" + std::to_string(n) + ": " + e.what();
@@ -294,6 +318,7 @@ std::vector<Example> parse_examples(const std::string& jsonl, const std::string&
                                  " float labels");
   }
   check_task_ids(out, path, o.packing && !o.classification);
+  check_input_type_masks(out, path, o.packing && !o.classification);
   if (o.packing && !o.classification) out = pack_examples(out, o.max_length);
   return out;
 }
@@ -451,6 +476,12 @@ Batch collate(const std::vector<const Example*>& xs, int64_t pad_id, bool causal
   out.labels = per_token ? at::tensor(labels, at::kLong).view({b, s}) : at::tensor(labels, at::kLong);
   if (positions) out.position_ids = at::tensor(pos, at::kLong).view({b, s});
   out.task_ids = task_ids_of(xs);
+  if (causal && !flatten && !rows.empty() && !rows.front()->input_type_mask.empty()) {
+    std::vector<int64_t> types(b * s, 0);
+    for (int64_t i = 0; i < b; ++i)
+      std::copy(rows[i]->input_type_mask.begin(), rows[i]->input_type_mask.end(), types.begin() + i * s);
+    out.input_type_mask = at::tensor(types, at::kLong).view({b, s});
+  }
   return out;
 }
 

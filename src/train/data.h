@@ -22,6 +22,7 @@ struct Example {
   at::Tensor input_features;    // speech recognition (Whisper): log-mel [mel_bins, frames]
   bool seq2seq = false;         // encoder-decoder: labels are the target's ids, not aligned with input_ids
   int64_t task_id = -1;         // multitask tuners (MPT, Poly): the line's "task_ids"; -1 = none
+  std::vector<int64_t> input_type_mask;  // CPT: the line's "input_type_mask", one per token; empty = none
 };
 
 struct DataOptions {
@@ -90,6 +91,7 @@ struct Batch {
   at::Tensor pixel_values;                       // images instead of ids (CLIP: with ids, labels = 0..b-1)
   at::Tensor input_features;                     // audio instead of ids (Whisper): [b, mel_bins, frames]
   at::Tensor task_ids;    // [b] int64: each row's task (multitask tuners); undefined: none
+  at::Tensor input_type_mask;  // [b, s] int64 (CPT's token types), 0 on padding; undefined: none
   int64_t num_items = 0;  // tokens that carry loss after the causal shift, or examples
 };
 

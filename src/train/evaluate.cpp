@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "peft/clip.h"
+#include "peft/cpt.h"
 #include "peft/seq2seq.h"
 #include "peft/task_ids.h"
 #include "train/lm_loss.h"
@@ -33,6 +34,14 @@ BatchLoss batch_loss(PeftModel& peft, const Batch& b, at::Device dev, bool causa
     return {clip_loss(out.logits_per_text.to(at::kFloat)) * static_cast<double>(b.num_items),
             out.logits_per_image.to(at::kFloat)};
   }
+  // CPT's own loss (HF's _cpt_forward): its mean over the kept labels, times num_items
+  // because the trainer divides by them (one micro-batch per step: HF's loss exactly).
+  if (causal && b.input_ids.defined() && !b.position_ids.defined())
+    if (auto l = cpt_loss(peft.model(), b.input_ids.to(dev),
+                          b.attention_mask.defined() ? b.attention_mask.to(dev) : at::Tensor(), b.labels.to(dev),
+                          b.input_type_mask.defined() ? b.input_type_mask.to(dev) : at::Tensor(), checkpoint_layers);
+        l.defined())
+      return {l * static_cast<double>(std::max<int64_t>(1, b.num_items)), {}};
   ModelInputs in;
   in.checkpoint_layers = checkpoint_layers;
   if (b.pixel_values.defined()) {
