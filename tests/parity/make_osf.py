@@ -77,9 +77,13 @@ def gradients(model, base_dir):
     GRAD_LAYERS (square factors, U non-square, V non-square), after HF's projection hooks."""
     inputs = load_file(os.path.join(base_dir, "inputs.safetensors"))
     model.zero_grad()
+    # SDPA, as ours computes attention: HF's eager and SDPA paths give gradients 1e-3 apart
+    # (relative) in layer 0 on AVX-512 hosts, more than the check's 1e-5; ours equals SDPA's.
+    model.base_model.model.set_attn_implementation("sdpa")
     logits = model(**inputs).logits
     r = torch.randn(logits.shape)
     (logits * r).sum().backward()
+    model.base_model.model.set_attn_implementation("eager")
     out = {"grad_weights": r}
     layers = dict(osf_layers(model))
     for path in GRAD_LAYERS:
@@ -106,4 +110,4 @@ def make(out):
 
 
 if __name__ == "__main__":
-    fixture_main(__doc__, make)
+    fixture_main(__doc__, make, threads=1)  # MKL rounds by thread count; ctest runs one
