@@ -196,6 +196,8 @@ TEST(MoleBadConfig, ErrorsNameTheKey) {
   EXPECT_THAT(error_of(j), HasSubstr("peft_type XLORA"));
 }
 
+// X-LoRA loads as its own method (tests/test_xlora.cpp); this fixture's adapters are named
+// e0..e2, which HF's X-LoRA cannot run (it needs "0", "1", ...), so loading names XLORA.
 TEST(MoleBadConfig, LoadingAnXLoraAdapterIsRefusedByName) {
   PeftModel peft(base());
   try {
