@@ -7,10 +7,13 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "method_suite.h"
 
@@ -83,6 +86,28 @@ inline std::string add_adapter_error(const MethodSuite& suite, const std::string
     return e.what();
   }
   return "";
+}
+
+// For each case: a new adapter of its adapter_config.json with `init_key` set to `at_base`
+// computes the base model's logits (<= 1e-5); set to `off_base` it moves off them (> min_move).
+inline void expect_new_adapters_start_at_base(const MethodSuite& suite, const std::vector<std::string>& cases,
+                                              const char* init_key, const nlohmann::json& at_base,
+                                              const nlohmann::json& off_base, double min_move) {
+  for (const auto& name : cases) {
+    SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+    auto cfg = nlohmann::json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json"));
+    PeftModel m(load_model(suite.base_of(name).string()));
+    const auto in = inputs_of(ref);
+    const auto base = logits(m, in);
+    cfg[init_key] = at_base;
+    m.add_adapter("init", *parse_adapter_config(cfg, "init"), 3);
+    m.set_adapter({"init"});
+    EXPECT_LE(max_diff(logits(m, in), base, mask_of(ref)), 1e-5) << name;
+    cfg[init_key] = off_base;
+    m.add_adapter("random", *parse_adapter_config(cfg, "random"), 3);
+    m.set_adapter({"random"});
+    EXPECT_GT(max_diff(logits(m, in), base, mask_of(ref)), min_move) << name;
+  }
 }
 
 }  // namespace peft::test

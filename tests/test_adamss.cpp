@@ -117,21 +117,7 @@ INSTANTIATE_TEST_SUITE_P(Adamss, HfAdamss, ::testing::ValuesIn(kCases));
 // B starts at zero (init_weights "orthogonal"), so a new adapter of each case's config
 // computes the base's logits; init_weights null (B ~ N(0, 0.01²)) moves off them.
 TEST(Adamss, NewAdapterStartsAtTheBase) {
-  for (const auto& name : kCases) {
-    SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
-    auto cfg = json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json"));
-    PeftModel m(load_model(suite.base_of(name).string()));
-    const auto in = test::inputs_of(ref);
-    const auto base = test::logits(m, in);
-    cfg["init_weights"] = "orthogonal";
-    m.add_adapter("init", *parse_adapter_config(cfg, "init"), 3);
-    m.set_adapter({"init"});
-    EXPECT_LE(test::max_diff(test::logits(m, in), base, test::mask_of(ref)), 1e-5) << name;
-    cfg["init_weights"] = nullptr;
-    m.add_adapter("random", *parse_adapter_config(cfg, "random"), 3);
-    m.set_adapter({"random"});
-    EXPECT_GT(test::max_diff(test::logits(m, in), base, test::mask_of(ref)), 1e-6) << name;
-  }
+  test::expect_new_adapters_start_at_base(suite, kCases, "init_weights", "orthogonal", nullptr, 1e-6);
 }
 
 // HF's ASA keeps its importance statistics and masks (requires_grad flags) in memory only:

@@ -99,21 +99,7 @@ TEST(WaveftTransform, Waverec2dIsHfsForEveryFamily) {
 // init_weights (HF's default) starts the coefficients at zero, so a new adapter of each
 // case's config computes the base's logits; init_weights false (N(0, 0.01²)) moves off them.
 TEST(Waveft, NewAdapterStartsAtTheBase) {
-  for (const auto& name : kCases) {
-    SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
-    auto cfg = json::parse(std::ifstream(suite.fixture(name) / "adapter" / "adapter_config.json"));
-    PeftModel m(load_model(suite.base_of(name).string()));
-    const auto in = test::inputs_of(ref);
-    const auto base = test::logits(m, in);
-    cfg["init_weights"] = true;
-    m.add_adapter("init", *parse_adapter_config(cfg, "init"), 3);
-    m.set_adapter({"init"});
-    EXPECT_LE(test::max_diff(test::logits(m, in), base, test::mask_of(ref)), 1e-5) << name;
-    cfg["init_weights"] = false;
-    m.add_adapter("random", *parse_adapter_config(cfg, "random"), 3);
-    m.set_adapter({"random"});
-    EXPECT_GT(test::max_diff(test::logits(m, in), base, test::mask_of(ref)), 1e-4) << name;
-  }
+  test::expect_new_adapters_start_at_base(suite, kCases, "init_weights", true, false, 1e-4);
 }
 
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
