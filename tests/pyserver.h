@@ -138,7 +138,10 @@ inline std::string run_python(const std::vector<std::string>& argv, int* status)
     if (ok) return output;
   }
   std::string cmd = PEFT_PYTHON;
-  for (const auto& a : argv) cmd += " " + quote(a);
+  for (const auto& a : argv) {
+    cmd += ' ';
+    cmd += quote(a);
+  }
   FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
   char buf[4096];
   while (size_t n = std::fread(buf, 1, sizeof(buf), p)) output.append(buf, n);

@@ -122,7 +122,7 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
   auto r = test::run_cli({"inspect", case_dir(GetParam()).string()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("architecture: " + arch.get<std::string>()));
-  EXPECT_THAT(r.output, HasSubstr("(" + std::to_string(ref.get("num_parameters").item<int64_t>()) + ")"));
+  EXPECT_THAT(r.output, HasSubstr(std::string("(") + std::to_string(ref.get("num_parameters").item<int64_t>()) + ")"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Family,

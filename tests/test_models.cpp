@@ -138,7 +138,7 @@ TEST_P(Parity, CliInspectCountsParameters) {
   auto log = run(std::string(PEFT_CLI) + " inspect " + case_dir(GetParam()).string(), &status);
   ASSERT_EQ(status, 0) << log;
   Reference ref(GetParam());
-  EXPECT_THAT(log, HasSubstr("(" + std::to_string(ref["num_parameters"].item<int64_t>()) + ")"));
+  EXPECT_THAT(log, HasSubstr(std::string("(") + std::to_string(ref["num_parameters"].item<int64_t>()) + ")"));
 }
 
 #define PEFT_DECODER_CASES "llama_mha", "llama_gqa_tied", "llama3_rope", "llama_sharded", "mistral", "qwen2", "gpt2", "gpt2_odd"
@@ -324,7 +324,7 @@ TEST(Generate, CliPromptUsesTheModelFolderTokenizer) {
   // A word-level tokenizer over the gpt2 fixture's 100 ids: "w0".."w99".
   auto dir = copy_case("gpt2", "gpt2_with_tokenizer");
   nlohmann::json vocab = nlohmann::json::object();
-  for (int i = 0; i < 100; ++i) vocab["w" + std::to_string(i)] = i;
+  for (int i = 0; i < 100; ++i) vocab[std::string("w").append(std::to_string(i))] = i;
   nlohmann::json tj = {{"version", "1.0"},
                        {"normalizer", nullptr},
                        {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},

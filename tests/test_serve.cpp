@@ -51,7 +51,7 @@ json tokenizer_json() {
   vocab["\n"] = id++;
   special("<|im_start|>", id++);
   special("<|im_end|>", id++);
-  for (int w = 0; id < 128; ++w) vocab["w" + std::to_string(w)] = id++;  // decodable, never encoded
+  for (int w = 0; id < 128; ++w) vocab[std::string("w") + std::to_string(w)] = id++;  // decodable, never encoded
   return {{"version", "1.0"},
           {"truncation", nullptr},
           {"padding", nullptr},

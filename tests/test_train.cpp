@@ -277,7 +277,7 @@ fs::path bert_with_words(const std::string& name, const std::string& base) {
   fs::remove_all(model);
   fs::copy(parity(base), model, fs::copy_options::recursive);
   json vocab = json::object();
-  for (int i = 0; i < 90; ++i) vocab["w" + std::to_string(i)] = i;
+  for (int i = 0; i < 90; ++i) vocab[std::string("w").append(std::to_string(i))] = i;
   json tj = {{"version", "1.0"},
              {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
              {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}}};
@@ -293,8 +293,8 @@ fs::path marker_data(const std::string& name, const std::vector<std::string>& na
   for (int i = 0; i < 160; ++i) {
     std::string text;
     const int label = static_cast<int>(rng() % 3);
-    for (int t = 0; t < 8; ++t) text += "w" + std::to_string(10 + rng() % 70) + " ";
-    text += "w" + std::to_string(1 + label);  // the class marker
+    for (int t = 0; t < 8; ++t) text += std::string("w") + std::to_string(10 + rng() % 70) + " ";
+    text += std::string("w") + std::to_string(1 + label);  // the class marker
     f << json{{"text", text}, {"label", names.empty() ? json(label) : json(names[label])}}.dump() << "\n";
   }
   return data;

@@ -402,7 +402,7 @@ TEST(PromptTuningInit, TextAndSampledVocabularyAreEmbeddingRows) {
   const auto tok = scratch("word_tokenizer");
   fs::create_directories(tok);
   json vocab = json::object();
-  for (int i = 0; i < 60; ++i) vocab["w" + std::to_string(i)] = i;
+  for (int i = 0; i < 60; ++i) vocab[std::string("w") + std::to_string(i)] = i;
   json tj = {{"version", "1.0"},
              {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
              {"model", {{"type", "WordPiece"}, {"unk_token", "w0"}, {"vocab", vocab}}}};

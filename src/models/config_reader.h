@@ -43,7 +43,7 @@ class ConfigReader {
   int64_t dim(const char* key, std::optional<int64_t> fallback, int64_t max) const {
     const int64_t v = fallback && !has(key) ? *fallback : get<int64_t>(key);
     if (v < 1 || v > max)
-      fail("'" + std::string(key) + "' must be between 1 and " + std::to_string(max) + ", got " + std::to_string(v));
+      fail(std::string("'") + key + "' must be between 1 and " + std::to_string(max) + ", got " + std::to_string(v));
     return v;
   }
   // A finite number > 0 (epsilons, rope theta).

@@ -36,7 +36,7 @@ T5Config T5Config::from_json(const nlohmann::json& j, const std::string& where) 
   c.decoder_start_token_id = r.get<int64_t>("decoder_start_token_id", c.pad_token_id);
   auto check_id = [&](const char* key, int64_t v) {
     if (v < 0 || v >= c.vocab_size)
-      r.fail("'" + std::string(key) + "' must be a token id below vocab_size " + std::to_string(c.vocab_size));
+      r.fail(std::string("'") + key + "' must be a token id below vocab_size " + std::to_string(c.vocab_size));
   };
   check_id("pad_token_id", c.pad_token_id);
   check_id("decoder_start_token_id", c.decoder_start_token_id);

@@ -33,7 +33,7 @@ WhisperConfig WhisperConfig::from_json(const nlohmann::json& j, const std::strin
   for (const auto& [key, id] : {std::pair{"pad_token_id", c.pad_token_id},
                                 std::pair{"decoder_start_token_id", c.decoder_start_token_id}})
     if (id < 0 || id >= c.vocab_size)
-      r.fail("'" + std::string(key) + "' must be a token id below vocab_size " + std::to_string(c.vocab_size));
+      r.fail(std::string("'") + key + "' must be a token id below vocab_size " + std::to_string(c.vocab_size));
   return c;
 }
 

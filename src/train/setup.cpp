@@ -187,7 +187,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   s.pad_id = classifier_pad_id(*s.model, s.pad_id);  // the padding the classifier recognizes
   s.peft = std::make_unique<PeftModel>(s.model);
   if (!cfg.composition.is_null()) adapters_composed(*s.peft, cfg, adapters);
-  else for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : "a" + std::to_string(i));
+  else for (size_t i = 0; i < adapters.size(); ++i) s.peft->load_adapter(adapters[i], i == 0 ? "default" : std::string("a") + std::to_string(i));
   if (fresh_adapter && adapters.empty() && cfg.composition.is_null()) {
     nlohmann::ordered_json m = cfg.method;
     if (!m.contains("peft_type")) m["peft_type"] = "LORA";

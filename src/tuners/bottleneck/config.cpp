@@ -99,7 +99,7 @@ NamedModules BottleneckConfig::layer_targets(Model& model) const {
     return s.rfind(".*", 0) == 0 ? s : ".*\\." + std::string(s);
   };
   std::string regex;
-  if (adapter_type == "houlsby") regex = "(" + suffix_regex(p->attention_out) + ")|(" + suffix_regex(p->ffn_out) + ")";
+  if (adapter_type == "houlsby") regex = std::string("(") + suffix_regex(p->attention_out) + ")|(" + suffix_regex(p->ffn_out) + ")";
   else if (adapter_type == "pfeiffer") regex = suffix_regex(p->ffn_out);
   else if (p->mlp.empty())
     throw std::invalid_argument("BOTTLENECK parallel: " + model.type_name() +

@@ -6,7 +6,7 @@
 namespace peft {
 
 namespace {
-constexpr const char* kProbe = "__calibration_probe__";
+const std::string kProbe = "__calibration_probe__";
 }  // namespace
 
 TargetProbes::TargetProbes(Model& model, const LoraConfig& config, const std::string& method,
