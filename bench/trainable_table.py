@@ -3,7 +3,8 @@
 
 Usage: python bench/trainable_table.py [--peft build/peft] [--work /tmp/peft_trainable]
 
-Builds GPT-2 small (124M) and ViT-base (86M, 10 classes) with random weights from
+Builds GPT-2 small (124M), ViT-base (86M, 10 classes) and a SmolLM2-135M-shaped Llama
+(X-LoRA's rows) with random weights from
 transformers' config classes, then for each method prints the line `peft inspect MODEL
 --method JSON` gives and, for methods HF PEFT has, the line print_trainable_parameters()
 gives for the same config. Output: a markdown table (docs/TUNERS.md keeps one).
@@ -19,7 +20,8 @@ import subprocess
 import warnings
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, ViTConfig,
+                          ViTForImageClassification)
 from transformers.utils import logging as hf_logging
 
 import peft
@@ -30,6 +32,11 @@ hf_logging.set_verbosity_error()
 MODELS = {
     "gpt2-124M": lambda: GPT2LMHeadModel(GPT2Config()),
     "vit-base-86M": lambda: ViTForImageClassification(ViTConfig(num_labels=10)),
+    # SmolLM2-135M's shape (GQA 9/3, tied, vocab 49,152), for X-LoRA: neither HF's X-LoRA nor
+    # ours runs on GPT-2 (Conv1D) or ViT (no causal LM head).
+    "smollm2-135M-shape": lambda: LlamaForCausalLM(LlamaConfig(
+        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+        vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)),
 }
 
 # ViT-base's attention query and value projections, with the new head trained and saved.
@@ -128,12 +135,40 @@ METHODS = [
     ("SuperTuning sparsity 0.99 q,v (+ head)", "vit-base-86M", {"peft_type": "SUPERTUNING", **VIT_QV}),
     ("SuperTuning Supra r=8, sparsity 0.99 q,v (+ head)", "vit-base-86M",
      {"peft_type": "SUPERTUNING", "r": 8, **VIT_QV}),
+    ("LoHa r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "LOHA", "r": 8, **VIT_QV}),
+    ("LoKr r=8 q,v (+ head)", "vit-base-86M", {"peft_type": "LOKR", "r": 8, **VIT_QV}),
+    ("ShadowPEFT r=8, 1-layer mirror", "gpt2-124M", {"peft_type": "SHADOW", "r": 8, "task_type": "CAUSAL_LM"}),
+    ("ShadowPEFT r=8, 2-layer mirror of width 384", "gpt2-124M",
+     {"peft_type": "SHADOW", "r": 8, "shadow_num_hidden_layers": 2, "shadow_hidden_size": 384,
+      "shadow_num_attention_heads": 6, "task_type": "CAUSAL_LM"}),
+    # X-LoRA mixes LoRA adapters saved in folders: main() writes two r=8 q_proj/v_proj LoRAs
+    # (LORA_EXPERTS) beside the models and fills in "adapters".
+    ("X-LoRA over 2 LoRA r=8 (q_proj, v_proj), classifier depth 1", "smollm2-135M-shape",
+     {"peft_type": "XLORA", "hidden_size": 576, "task_type": "CAUSAL_LM", "adapters": "LORA_EXPERTS"}),
+    ("X-LoRA over 2 LoRA r=8 (q_proj, v_proj), depth 2, size 256, layerwise", "smollm2-135M-shape",
+     {"peft_type": "XLORA", "hidden_size": 576, "xlora_depth": 2, "xlora_size": 256, "layerwise_scalings": True,
+      "task_type": "CAUSAL_LM", "adapters": "LORA_EXPERTS"}),
 ]
 
 # HF PEFT's config class of each type it has (BitFit, SSF, bottleneck adapters and VPT are ours).
 HF_CONFIGS = {str(k.value) if hasattr(k, "value") else str(k): v for k, v in PEFT_TYPE_TO_CONFIG_MAPPING.items()}
 
 LINE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+) \|\| trainable%: ([\d.]+)")
+
+
+def lora_experts(work, model_dir, n=2):
+    """Two LoRA adapters (r=8, q_proj and v_proj) in folders named "0", "1" (X-LoRA's names)."""
+    out = {}
+    for i in range(n):
+        d = os.path.join(work, "xlora_experts_" + os.path.basename(model_dir), str(i))
+        if not os.path.exists(os.path.join(d, "adapter_config.json")):
+            from transformers import AutoModelForCausalLM
+            torch.manual_seed(i)
+            m = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                                    peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+            m.save_pretrained(d)
+        out[str(i)] = d
+    return out
 
 
 def hf_line(model_fn, cfg):
@@ -144,7 +179,10 @@ def hf_line(model_fn, cfg):
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = peft.get_peft_model(model_fn(), cls(**kwargs))
+        base = model_fn()
+        if cfg["peft_type"] == "XLORA":
+            base.config.use_cache = False  # HF's X-LoRA refuses a model that caches
+        m = peft.get_peft_model(base, cls(**kwargs))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         m.print_trainable_parameters()
@@ -169,6 +207,8 @@ def main():
     for label, model, cfg in METHODS:
         if args.only not in label:
             continue
+        if cfg.get("adapters") == "LORA_EXPERTS":
+            cfg = {**cfg, "adapters": lora_experts(args.work, dirs[model])}
         out = subprocess.run([args.peft, "inspect", dirs[model], "--method", json.dumps(cfg)], capture_output=True,
                              text=True, check=True).stdout
         ours = LINE.search(out)

@@ -45,9 +45,13 @@ struct ModelInputs {
   // Causal LMs: return last_hidden_state only, without logits (a chunked loss applies
   // Model::output_layer() itself and never holds [tokens, vocab] at once).
   bool skip_logits = false;
-  // Encoders (ViT): called with the hidden states before each layer; returns the states
-  // the layer gets (visual prompt tuning inserts and replaces prompt tokens here).
+  // Called with the hidden states entering each transformer block; returns the states the
+  // block gets (ViT/CLIP: visual prompt tuning inserts and replaces prompt tokens here;
+  // decoders: ShadowPEFT injects its shadow state).
   std::function<at::Tensor(size_t layer, const at::Tensor& hidden)> before_layer;
+  // Decoders: called with each block's output; returns the states the next block (or the
+  // final norm) gets (ShadowPEFT advances its shadow state from them).
+  std::function<at::Tensor(size_t layer, const at::Tensor& hidden)> after_layer;
 
   int64_t batch_size() const { return input_ids.defined() ? input_ids.size(0) : inputs_embeds.size(0); }
   int64_t seq_len() const { return input_ids.defined() ? input_ids.size(1) : inputs_embeds.size(1); }
@@ -76,6 +80,9 @@ class InputAdapter : public Module {
   // The tensors an adapter file holds for it, under their file keys ("prompt_embeddings");
   // default: every slot under its name. Loading fills the slots by the same names.
   virtual std::vector<std::pair<std::string, at::Tensor>> saved_tensors();
+  // An auxiliary training loss of the last forward given the batch's labels, already
+  // weighted (ShadowPEFT's shadow-head LM loss); undefined where none.
+  virtual at::Tensor aux_loss(const at::Tensor& labels) const { return {}; }
   bool training = false;
 };
 

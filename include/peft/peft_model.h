@@ -102,8 +102,9 @@ class PeftModel {
   void train(bool on);
   // The auxiliary losses of the last forward (LayerAdapter::aux_loss, already weighted):
   // per active adapter the mean over its layers that report one, summed over adapters,
-  // plus the model's own (Model::aux_loss). Undefined when none does.
-  at::Tensor aux_loss() const;
+  // plus the active input adapter's and the model's own (Model::aux_loss). Undefined when
+  // none does. `labels`: the batch's, for input adapters whose loss needs them (SHADOW).
+  at::Tensor aux_loss(const at::Tensor& labels = {}) const;
   // The trainer's hooks (AdapterConfig::begin_training / after_optimizer_step), passed to
   // every active adapter's config with its layers.
   void begin_training(int64_t total_steps);

@@ -61,10 +61,12 @@ at::Tensor GPT2Model::forward(const ModelInputs& in) {
   auto x = (in.inputs_embeds.defined() ? in.inputs_embeds : wte->forward(in.input_ids)) + wpe->forward(step.positions);
   for (size_t i = 0; i < h->size(); ++i) {
     auto& block = (*h)[i];
+    if (in.before_layer) x = in.before_layer(i, x);
     if (in.checkpoint_layers && !cache)
       x = checkpointed([&block, mask, i](const at::Tensor& t) { return block.forward(t, mask, nullptr, i); }, x);
     else
       x = block.forward(x, mask, cache, i);
+    if (in.after_layer) x = in.after_layer(i, x);
   }
   return ln_f->forward(x);
 }

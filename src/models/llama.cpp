@@ -86,10 +86,12 @@ at::Tensor LlamaModel::forward(const ModelInputs& in) {
   for (size_t i = 0; i < layers->size(); ++i) {
     auto& layer = (*layers)[i];
     const auto& mask = layer.sliding() ? step.window_mask(in, sliding_window_, h.device()) : step.mask;
+    if (in.before_layer) h = in.before_layer(i, h);
     if (in.checkpoint_layers && !cache)
       h = checkpointed([&layer, angles, mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); }, h);
     else
       h = layer.forward(h, angles, mask, cache, i);
+    if (in.after_layer) h = in.after_layer(i, h);
   }
   return norm->forward(h);
 }

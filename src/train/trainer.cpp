@@ -302,8 +302,10 @@ double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n
                                "; lower learning_rate or check the data");
     // Auxiliary losses adapters report (MoLE's router load balancing), averaged over the
     // micro-batches (and ranks) like the task loss; logged apart, so `loss` stays the task's.
-    if (at::Tensor aux = s_.peft->aux_loss(); aux.defined()) {
-      if (cfg_.gradient_checkpointing)
+    if (at::Tensor aux = s_.peft->aux_loss(b.labels); aux.defined()) {
+      // Losses computed inside the blocks are lost by the recompute; an input adapter's
+      // (SHADOW's, from s⁰ before the blocks, asked for with the labels) is not.
+      if (cfg_.gradient_checkpointing && s_.peft->aux_loss().defined())
         throw std::runtime_error("gradient_checkpointing cannot be combined with an adapter's auxiliary loss "
                                  "(e.g. MOLE's router_aux_loss_coef): the recomputed forward would lose it");
       aux = aux / static_cast<double>(n_micro * dp_.world_size());

@@ -394,7 +394,7 @@ void PeftModel::train(bool on) {
   for (auto& [_, in] : inputs_) in->training = on;
 }
 
-at::Tensor PeftModel::aux_loss() const {
+at::Tensor PeftModel::aux_loss(const at::Tensor& labels) const {
   at::Tensor total;
   for (const auto& act : active_) {
     auto it = attachments_.find(act);
@@ -408,6 +408,9 @@ at::Tensor PeftModel::aux_loss() const {
       }
     if (n > 0) total = total.defined() ? total + sum / static_cast<double>(n) : sum / static_cast<double>(n);
   }
+  // The active input adapter's (ShadowPEFT's shadow-head loss).
+  if (!disabled_ && model_->input_adapter)
+    if (at::Tensor l = model_->input_adapter->aux_loss(labels); l.defined()) total = total.defined() ? total + l : l;
   // The model's own (an MoE router's load-balancing loss), adapters or not.
   if (at::Tensor m = model_->aux_loss(); m.defined()) total = total.defined() ? total + m : m;
   return total;
