@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "cli_runner.h"
+#include "generation_rows.h"
 #include "method_suite.h"
 #include "peft/adaption_prompt.h"
 #include "peft/generate.h"
@@ -45,16 +46,7 @@ class HfAdaptionPrompt : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfAdaptionPrompt, LoadsWithHfLogitsAndTrainableLine) { suite.expect_loads_as_hf(GetParam(), kLogitTol); }
 
-// Rows of `ids` [rows, len] without the positions `mask` marks as padding.
-std::vector<std::vector<int64_t>> unpadded(const at::Tensor& ids, const at::Tensor& mask) {
-  std::vector<std::vector<int64_t>> rows;
-  for (int64_t r = 0; r < ids.size(0); ++r) {
-    rows.emplace_back();
-    for (int64_t t = 0; t < ids.size(1); ++t)
-      if (!mask.defined() || t >= mask.size(1) || mask[r][t].item<int64_t>()) rows.back().push_back(ids[r][t].item<int64_t>());
-  }
-  return rows;
-}
+using test::unpadded;
 
 // HF's greedy generate (KV cache, left-padded batch): each step's queries meet the prompts
 // again, the cache holds the sequence's own keys only.

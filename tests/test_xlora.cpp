@@ -4,6 +4,8 @@
 //    classifier's output after the scaling pass) and HF's trainable-parameter line: the
 //    defaults, a deeper layerwise classifier with top-k, temperature and softmax over the
 //    kept experts, a non-zero scaling-pass value without softmax;
+//  - a KV-cached decode (the scaling pass keeps its own cache) gives the full forward's
+//    logits, and greedy generate() gives HF's tokens (HF's generate with use_cache=False);
 //  - a new X-LoRA from the LoRA folders has HF's classifier (file keys, shapes, nn.Linear's
 //    init bounds), experts frozen;
 //  - `peft train` trains the classifier only; resaved and trained adapters load in HF PEFT
@@ -19,9 +21,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "peft/generate.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 #include "peft/xlora.h"
+#include "generation_rows.h"
 #include "loss_file.h"
 #include "method_suite.h"
 #include "suite_checks.h"
@@ -80,6 +84,52 @@ TEST_P(HfXLora, CannotMergeAndDisablesToTheBase) {
     EXPECT_LE(test::max_diff(test::logits(m, in), base, test::mask_of(ref)), 1e-6);
   }
   EXPECT_LE(test::max_diff(test::logits(m, in), ref.get("logits"), test::mask_of(ref)), kLogitTol);
+}
+
+// Prefill then one token at a time with a KV cache: the scaling pass keeps its own cache
+// beside the model's, so every position gets the full forward's logits (HF reruns both
+// passes over the whole sequence instead: it requires use_cache=False).
+TEST_P(HfXLora, CachedDecodeMatchesFullForward) {
+  const auto name = GetParam();
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  const auto ids = ref.get("input_ids").narrow(0, 0, 1);  // the unpadded row
+  ModelInputs full;
+  full.input_ids = ids;
+  const auto want = test::logits(m, full);
+  KVCache cache;
+  std::vector<at::Tensor> got;
+  for (int64_t t = 0, n = 4; t < ids.size(1); t += n, n = 1) {
+    ModelInputs in;
+    in.input_ids = ids.narrow(1, t, std::min(n, ids.size(1) - t));
+    in.cache = &cache;
+    got.push_back(test::logits(m, in));
+  }
+  const double d = (at::cat(got, 1) - want).abs().max().item<double>();
+  std::cout << name << ": max |cached - full| = " << d << "\n";
+  EXPECT_LE(d, 1e-5);
+  // A cache the scaling pass has not followed is refused, not silently misaligned.
+  PeftModel other(load_model(suite.base_of(name).string()));
+  other.load_adapter((suite.fixture(name) / "adapter").string());
+  ModelInputs again;
+  again.input_ids = ids.narrow(1, 0, 1);
+  again.cache = &cache;
+  EXPECT_THROW(test::logits(other, again), std::runtime_error);
+}
+
+// `peft generate`'s greedy decode (KV-cached, a left-padded batch) gives HF's tokens
+// (HF's generate with use_cache=False).
+TEST_P(HfXLora, GreedyGenerationIsHfs) {
+  const auto name = GetParam();
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  GenerationConfig cfg;
+  cfg.max_new_tokens = 5;
+  const auto mask = ref.get("gen_prompt_mask");
+  EXPECT_EQ(generate(m.model(), test::unpadded(ref.get("gen_prompt_ids"), mask), cfg),
+            test::unpadded(ref.get("gen_ids"), mask));
 }
 
 INSTANTIATE_TEST_SUITE_P(XLora, HfXLora, ::testing::ValuesIn(kCases));
@@ -255,17 +305,6 @@ TEST(XLoraErrors, MismatchedFilesAreNamed) {
       EXPECT_THAT(e.what(), AllOf(HasSubstr("adapters.0"), HasSubstr("no adapter_config.json in"),
                                   HasSubstr("nowhere/0")));
     }
-  }
-  // Generation with a KV cache is refused by name (HF requires use_cache=False).
-  {
-    PeftModel m(load_model(suite.fixture("llama").string()));
-    m.load_adapter((suite.fixture("xlora_llama") / "adapter").string());
-    SafetensorsFile ref((suite.fixture("xlora_llama") / "reference.safetensors").string());
-    auto in = test::inputs_of(ref);
-    KVCache cache;
-    in.cache = &cache;
-    c10::InferenceMode g;
-    EXPECT_THROW(m.forward(in), std::invalid_argument);
   }
 }
 

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "peft/model.h"
+#include "peft/side_cache.h"
 #include "peft/tuner.h"
 
 namespace peft {
@@ -158,6 +159,8 @@ class XLoraClassifier : public InputAdapter {
   int64_t n_classes_, n_layers_;
   bool layerwise_, softmax_;
   double temperature_, dropout_p_, pass_value_;
+  // The scaling pass's own keys/values in a cached decode.
+  SideCache scaling_cache_;
 };
 
 }  // namespace peft

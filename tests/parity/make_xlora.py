@@ -9,7 +9,9 @@ adapters made by HF PEFT with factors moved off their init, loras/lora_<i>/ (dif
 targets, ranks, alphas, rsLoRA), and per case <case>/adapter/ (XLoraModel's save_pretrained:
 adapter_config.json whose `adapters` name the LoRA folders, the classifier, set to N(0, 0.5^2)
 values, in adapter_model.safetensors), <case>/reference.safetensors (inputs, logits, and HF's
-get_latest_scalings() of that forward as "scalings" [batch, seq, n_layers, n_classes]) and
+get_latest_scalings() of that forward as "scalings" [batch, seq, n_layers, n_classes]; HF's
+greedy generate without a cache: gen_prompt_ids [2, 5] left-padded with 0, gen_prompt_mask,
+gen_ids [2, 5 + 5]) and
 <case>/case.json ({"base", "trainable": get_peft_model's print_trainable_parameters line,
 "n_layers", "n_classes"}). Every case is also replayed in plain PyTorch (forward hooks on
 the base model: the scaling pass, the classifier, the real pass, as the C++ port computes
@@ -41,6 +43,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import configure_greedy  # noqa: E402
 from make_shira import fixture_main  # noqa: E402
 from make_vera import load_base as load_plain_base  # noqa: E402
 from make_vera import logits_of, make_base  # noqa: E402
@@ -165,6 +168,25 @@ def replay(base_dir, cfg, inputs):
     return scalings, logits
 
 
+GEN_NEW = 5
+
+
+def greedy_generation(model):
+    """HF's greedy generate (X-LoRA needs use_cache=False: both passes rerun over the whole
+    sequence each step): two prompts of 5 and 3 tokens, left-padded with 0."""
+    configure_greedy(model)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(1, 64, (2, 5), generator=g)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    ids[1, :2] = 0
+    mask[1, :2] = 0
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW,
+                             do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=False)
+    assert out.shape == (2, 5 + GEN_NEW), out.shape
+    return dict(gen_prompt_ids=ids, gen_prompt_mask=mask, gen_ids=out.to(torch.int64).contiguous())
+
+
 # --- cases -----------------------------------------------------------------------------------
 
 def make_xlora_case(out, name, kw, base="llama"):
@@ -207,7 +229,8 @@ def make_xlora_case(out, name, kw, base="llama"):
     ds = (r_scal - scalings).abs().max().item()
     dl = (r_logits - logits).abs().max().item()
     assert ds <= 1e-5 and dl <= 1e-4, f"{name}: the replay differs from HF (scalings {ds}, logits {dl})"
-    save_file(dict(inputs, logits=logits, scalings=scalings), os.path.join(case_dir, "reference.safetensors"))
+    save_file(dict(inputs, logits=logits, scalings=scalings, **greedy_generation(model)),
+              os.path.join(case_dir, "reference.safetensors"))
     info = dict(base=base, trainable=trainable, n_layers=scalings.shape[2], n_classes=scalings.shape[3],
                 keys=sorted(load_file(os.path.join(adapter, "adapter_model.safetensors"))))
     with open(os.path.join(case_dir, "case.json"), "w") as f:

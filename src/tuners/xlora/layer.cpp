@@ -173,12 +173,6 @@ struct Uninstalled {
 }  // namespace
 
 int64_t XLoraClassifier::prepare(Model& model, ModelInputs& in) {
-  // HF's X-LoRA requires use_cache=False and runs both passes over the whole sequence
-  // each step; a cache would need a second one for the scaling pass.
-  if (in.cache)
-    throw std::invalid_argument(
-        "XLORA: forwards with a KV cache are not supported (HF's X-LoRA requires use_cache=False and runs its "
-        "scaling pass over the whole sequence)");
   const int64_t b = in.batch_size(), s = in.seq_len();
   at::Tensor hidden;
   {
@@ -190,6 +184,10 @@ int64_t XLoraClassifier::prepare(Model& model, ModelInputs& in) {
     ModelInputs pass = in;
     pass.skip_logits = true;  // only the last hidden state is read
     pass.checkpoint_layers = false;
+    // HF's X-LoRA requires use_cache=False and reruns both passes over the whole sequence
+    // at each step. The model is causal and the classifier acts per position, so a decode
+    // that keeps the scaling pass's keys/values beside the model's computes the same.
+    if (in.cache) pass.cache = scaling_cache_.follow(in.cache, "XLORA: the scaling pass");
     Uninstalled off(model);
     try {
       hidden = model.forward(pass).last_hidden_state;
