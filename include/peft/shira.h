@@ -43,8 +43,10 @@ at::Tensor shira_random_indices(int64_t out, int64_t in, int64_t n, std::optiona
 class ShiraLayer : public LayerAdapter {
  public:
   // `indices_key`: the adapter file key of this layer's positions; `indices` int32 [2, n]
-  // (or all -1: unknown until an adapter file supplies them).
-  ShiraLayer(AdaptableLayer* host, at::Tensor indices, std::string indices_key);
+  // (or all -1: unknown until an adapter file supplies them). `method` and `weight_name`
+  // name the values' method in errors and their file key (SPARSE_FT files them too).
+  ShiraLayer(AdaptableLayer* host, at::Tensor indices, std::string indices_key, std::string method = "SHIRA",
+             const std::string& weight_name = "shira_weight");
   std::string type_name() const override { return "ShiraLayer"; }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& out) override;
   void merge() override;
@@ -64,7 +66,7 @@ class ShiraLayer : public LayerAdapter {
   // indices as int64 rows / columns on `device`, checked to lie inside the weight once per
   // indices tensor (loading replaces it).
   std::pair<at::Tensor, at::Tensor> positions(at::Device device);
-  std::string indices_key_;
+  std::string indices_key_, method_;
   at::Tensor checked_;  // the indices tensor rows_ / cols_ were made from (held: no reuse)
   at::Tensor rows_, cols_;
   std::mutex positions_mutex_;  // concurrent forwards (serving) may fill the cache at once

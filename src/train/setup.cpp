@@ -10,6 +10,7 @@
 #include "peft/layers.h"
 #include "peft/lora.h"
 #include "peft/seq2seq.h"
+#include "peft/sparse_ft.h"
 #include "train/audio_data.h"
 #include "train/evaluate.h"
 #include "tuners/lora/corda.h"
@@ -58,6 +59,21 @@ namespace {
 // LoRA-GA forward and backward in training batches, each batch's mean loss.
 constexpr size_t kCalibrationSamples = 256;
 
+// The first n examples of `data` in batches of `batch`, collated.
+void for_batches(TrainSetup& s, const std::vector<Example>& data, size_t n, size_t batch,
+                 const std::function<void(const Batch&)>& each) {
+  for (size_t i = 0; i < n; i += batch) {
+    std::vector<const Example*> xs;
+    for (size_t k = i; k < std::min(n, i + batch); ++k) xs.push_back(&data[k]);
+    each(collate(xs, s.pad_id, s.causal));
+  }
+}
+
+void backward_mean_loss(TrainSetup& s, const Batch& b) {
+  (batch_loss(*s.peft, b, s.model->device(), s.causal).sum / static_cast<double>(std::max<int64_t>(1, b.num_items)))
+      .backward();
+}
+
 void calibrate_lora_init(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora) {
   const bool corda = lora.init_lora_weights == "corda";
   if (cfg.train_file.empty())
@@ -70,13 +86,9 @@ void calibrate_lora_init(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora
   const size_t batch = corda ? 1 : static_cast<size_t>(std::max<int64_t>(1, cfg.per_device_train_batch_size));
   s.peft->train(!corda);  // HF: the hooked model in eval mode; LoRA-GA's in training mode
   auto run = [&] {
-    for (size_t i = 0; i < n; i += batch) {
-      std::vector<const Example*> xs;
-      for (size_t k = i; k < std::min(n, i + batch); ++k) xs.push_back(&data[k]);
-      const Batch b = collate(xs, s.pad_id, s.causal);
+    for_batches(s, data, n, batch, [&](const Batch& b) {
       if (!corda) {
-        (batch_loss(*s.peft, b, dev, s.causal).sum / static_cast<double>(std::max<int64_t>(1, b.num_items)))
-            .backward();
+        backward_mean_loss(s, b);
       } else if (as_seq2seq(*s.model)) {
         batch_loss(*s.peft, b, dev, s.causal);
       } else {
@@ -85,11 +97,26 @@ void calibrate_lora_init(TrainSetup& s, const TrainConfig& cfg, LoraConfig& lora
         else in.input_ids = b.input_ids.to(dev);
         s.peft->forward(in);
       }
-    }
+    });
   };
   auto stats = corda ? corda_covariances(*s.model, lora, run) : lora_ga_gradients(*s.model, lora, run);
   s.peft->train(false);
   lora.calibration = std::make_shared<const std::map<std::string, at::Tensor>>(std::move(stats));
+}
+
+// SPARSE_FT's gradient mask: LoRA-GA's estimate (each training batch's mean loss, forward
+// and backward, only the targets' weights requiring grad) over the first
+// calibration_samples examples.
+void calibrate_sparse_mask(TrainSetup& s, const TrainConfig& cfg, SparseFtConfig& sparse) {
+  if (cfg.train_file.empty()) throw std::runtime_error("SPARSE_FT mask_type 'gradient' calibrates on train_file; none is set");
+  const auto data = read_data(cfg.train_file, cfg.label_file, data_options(cfg, s));
+  const size_t n = std::min(data.size(), static_cast<size_t>(sparse.calibration_samples));
+  std::cerr << "SPARSE_FT: weight gradients of the targets over " << n << " training examples\n";
+  const size_t batch = static_cast<size_t>(std::max<int64_t>(1, cfg.per_device_train_batch_size));
+  s.peft->train(true);
+  auto grads = sparse_ft_gradients(*s.model, sparse, [&] { for_batches(s, data, n, batch, [&](const Batch& b) { backward_mean_loss(s, b); }); });
+  s.peft->train(false);
+  sparse.calibration = std::make_shared<const std::map<std::string, at::Tensor>>(std::move(grads));
 }
 
 // EVA's calibration (HF's initialize_lora_eva_weights with a dataloader over the training
@@ -200,6 +227,8 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
     if (lora && (lora->init_lora_weights == "corda" || lora->init_lora_weights == "lora_ga"))
       calibrate_lora_init(s, cfg, *lora);
     if (lora && lora->init_lora_weights == "eva") calibrate_eva(s, cfg, *lora);
+    if (auto* sparse = dynamic_cast<SparseFtConfig*>(method.get()); sparse && sparse->mask_type == "gradient")
+      calibrate_sparse_mask(s, cfg, *sparse);
     s.peft->add_adapter("default", *method, cfg.seed);
     if (!cfg.init_kv_prefix_text.empty()) {
       if (!s.tokenizer) throw std::runtime_error("init_kv_prefix_text needs a tokenizer (tokenizer.json); none in " + tok_dir);

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/InferenceMode.h>
 
 #include <stdexcept>
 
@@ -19,25 +20,29 @@ at::Tensor shira_random_indices(int64_t out, int64_t in, int64_t n, std::optiona
   return at::stack({at::div(flat, in, "floor"), at::remainder(flat, in)}).to(at::kInt);
 }
 
-ShiraLayer::ShiraLayer(AdaptableLayer* host, at::Tensor indices_, std::string indices_key)
-    : LayerAdapter(host), indices(std::move(indices_)), indices_key_(std::move(indices_key)) {
+ShiraLayer::ShiraLayer(AdaptableLayer* host, at::Tensor indices_, std::string indices_key, std::string method,
+                       const std::string& weight_name)
+    : LayerAdapter(host), indices(std::move(indices_)), indices_key_(std::move(indices_key)), method_(std::move(method)) {
   const int64_t n = indices.size(1);
   weight = at::zeros({n}, at::kFloat);
-  register_parameter("shira_weight", &weight, {n});
+  register_parameter(weight_name, &weight, {n});
 }
 
 std::pair<at::Tensor, at::Tensor> ShiraLayer::positions(at::Device device) {
   std::lock_guard<std::mutex> lock(positions_mutex_);
   if (!checked_.defined() || !checked_.is_same(indices) || rows_.device() != device) {
+    // Normal tensors even when an inference-mode forward fills the cache: a later training
+    // forward saves them for index_put's backward, which inference tensors refuse.
+    c10::InferenceMode normal_tensors(false);
     const auto idx = indices.to(at::kCPU, at::kLong);
     const int64_t out = host_->output_dim(), in = host_->input_dim();
     if (idx.dim() != 2 || idx.size(0) != 2 || idx.size(1) != weight.size(0))
-      throw std::runtime_error("SHIRA: '" + indices_key_ + "' must be [2, " + std::to_string(weight.size(0)) + "]");
+      throw std::runtime_error(method_ + ": '" + indices_key_ + "' must be [2, " + std::to_string(weight.size(0)) + "]");
     if (idx.numel() > 0 && idx.min().item<int64_t>() < 0)
-      throw std::runtime_error("SHIRA: '" + indices_key_ +
+      throw std::runtime_error(method_ + ": '" + indices_key_ +
                                "' is unknown: mask_type other than 'random' takes the positions from an adapter file");
     if (idx.numel() > 0 && (idx[0].max().item<int64_t>() >= out || idx[1].max().item<int64_t>() >= in))
-      throw std::runtime_error("SHIRA: '" + indices_key_ + "' has positions outside the [" + std::to_string(out) +
+      throw std::runtime_error(method_ + ": '" + indices_key_ + "' has positions outside the [" + std::to_string(out) +
                                ", " + std::to_string(in) + "] weight");
     rows_ = idx[0].to(device);
     cols_ = idx[1].to(device);
@@ -63,12 +68,14 @@ at::Tensor ShiraLayer::forward(const at::Tensor& x, const at::Tensor& out) {
 
 void ShiraLayer::merge() {
   if (merged_) return;
+  c10::NoGradGuard g;
   add_delta_to_host(*host_, delta_weight(), +1);
   merged_ = true;
 }
 
 void ShiraLayer::unmerge() {
   if (!merged_) return;
+  c10::NoGradGuard g;
   add_delta_to_host(*host_, delta_weight(), -1);
   merged_ = false;
 }
