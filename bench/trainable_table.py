@@ -145,6 +145,8 @@ METHODS = [
     ("ShadowPEFT r=8, 2-layer mirror of width 384", "gpt2-124M",
      {"peft_type": "SHADOW", "r": 8, "shadow_num_hidden_layers": 2, "shadow_hidden_size": 384,
       "shadow_num_attention_heads": 6, "task_type": "CAUSAL_LM"}),
+    ("MoLE over 2 LoRA r=8 (q_proj, v_proj), top 2, routers only", "smollm2-135M-shape",
+     {"peft_type": "MOLE", "experts": "LORA_EXPERTS", "top_k": 2}),
     # X-LoRA mixes LoRA adapters saved in folders: main() writes two r=8 q_proj/v_proj LoRAs
     # (LORA_EXPERTS) beside the models and fills in "adapters".
     ("X-LoRA over 2 LoRA r=8 (q_proj, v_proj), classifier depth 1", "smollm2-135M-shape",
@@ -211,8 +213,9 @@ def main():
     for label, model, cfg in METHODS:
         if args.only not in label:
             continue
-        if cfg.get("adapters") == "LORA_EXPERTS":
-            cfg = {**cfg, "adapters": lora_experts(args.work, dirs[model])}
+        for key in ("adapters", "experts"):  # X-LoRA's and MoLE's LoRA folders
+            if cfg.get(key) == "LORA_EXPERTS":
+                cfg = {**cfg, key: lora_experts(args.work, dirs[model])}
         out = subprocess.run([args.peft, "inspect", dirs[model], "--method", json.dumps(cfg)], capture_output=True,
                              text=True, check=True).stdout
         ours = LINE.search(out)
