@@ -41,6 +41,7 @@ inline std::filesystem::path write_small_counting_data(const std::filesystem::pa
 class MethodSuite {
  public:
   explicit MethodSuite(std::string method) : method_(std::move(method)) {}
+  const std::string& name() const { return method_; }  // the fixture folder's, e.g. "psoft"
 
   std::filesystem::path fixture(const std::string& name) const {
     return std::filesystem::path(PEFT_PARITY_DIR) / method_ / name;

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loss_file.h"
 #include "method_suite.h"
 
 namespace peft::test {
@@ -65,6 +66,25 @@ inline void resave_for_hf_check(const MethodSuite& suite, const std::string& nam
   EXPECT_EQ(std::set<std::string>(got.begin(), got.end()), want) << name;
   const auto triple = suite.check_case(suite.base_of(name), work / "adapter", name, work);
   args->insert(args->end(), triple.begin(), triple.end());
+}
+
+// `peft train` with `method` on the suite's tiny llama (`steps` at `learning_rate`, a
+// quarter of the data held out and evaluated at the end) lowers the eval loss by more than
+// `min_drop`. Then `cases` resaved by us and the trained folder (on case `ref_case`'s
+// inputs) load in HF PEFT with our logits: make_<suite>.py's check, one Python process.
+inline void expect_trains_and_loads_in_hf(const MethodSuite& suite, const std::vector<std::string>& cases,
+                                          const nlohmann::json& method, int64_t steps, double learning_rate,
+                                          const std::string& ref_case, double min_drop = 0.1) {
+  std::vector<std::string> args;
+  for (const auto& name : cases) resave_for_hf_check(suite, name, &args);
+  const auto work = suite.scratch("train");
+  const auto out = suite.train_with_cli(work, method, steps, learning_rate, {{"eval_split", 0.25}, {"eval_steps", steps}});
+  const double start = first_step_loss(out), end = last_eval_loss(out);
+  std::cout << suite.name() << " train: first step loss " << start << ", final eval loss " << end << "\n";
+  EXPECT_LT(end, start - min_drop);
+  const auto triple = suite.check_case(suite.fixture("llama"), out, ref_case, work);
+  args.insert(args.end(), triple.begin(), triple.end());
+  suite.expect_hf_checks("make_" + suite.name() + ".py", args);
 }
 
 // The message parse_user_adapter_config throws for the JSON `config`, or "".

@@ -70,18 +70,9 @@ TEST(Hira, NewAdapterStartsAtTheBase) {
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
 // load in HF PEFT with our logits, in one Python process; the training lowered the loss.
 TEST(HiraTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   // dW = W ⊙ (B A) is as small as the base's N(0, 0.02²) weights: it takes a large rate.
   const json method = {{"peft_type", "HIRA"}, {"r", 4}, {"target_modules", "all-linear"}};
-  const auto out = suite.train_with_cli(work, method, 60, 0.5, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "hira train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "hira_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_hira.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 0.5, "hira_llama");
 }
 
 using test::add_adapter_error;

@@ -131,17 +131,8 @@ TEST(Osf, NewAdapterStartsAtHfsSvdInit) {
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
 // load in HF PEFT with our logits, in one Python process; the training lowered the loss.
 TEST(OsfTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "OSF"}, {"effective_rank", 0.5}};
-  const auto out = suite.train_with_cli(work, method, 60, 1e-2, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "osf train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "osf_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_osf.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 1e-2, "osf_llama");
 }
 
 using test::add_adapter_error;

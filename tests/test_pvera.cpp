@@ -129,17 +129,8 @@ TEST(Pvera, NewAdapterStartsAtTheBase) {
 // Resaved HF adapters (HF's file keys) and one trained here with `peft train` load in HF
 // PEFT with our logits, in one Python process; the training (which samples) lowered the loss.
 TEST(PveraTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "PVERA"}, {"r", 64}, {"target_modules", "all-linear"}, {"generator_seed", 1}};
-  const auto out = suite.train_with_cli(work, method, 120, 1e-1, {{"eval_split", 0.25}, {"eval_steps", 120}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "pvera train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "pvera_llama_saved", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_pvera.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 120, 1e-1, "pvera_llama_saved");
 }
 
 using test::user_config_error;

@@ -182,18 +182,9 @@ TEST(Shadow, CachedDecodeMatchesFullForward) {
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
 // load in HF PEFT with our logits, in one Python process; the training lowered the loss.
 TEST(ShadowTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "SHADOW"}, {"r", 8}, {"shadow_alpha", 0.5}, {"shadow_dropout", 0.0},
                        {"task_type", "CAUSAL_LM"}};
-  const auto out = suite.train_with_cli(work, method, 60, 0.01, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "shadow train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "shadow_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_shadow.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 0.01, "shadow_llama");
 }
 
 std::vector<double> step_losses(const std::filesystem::path& out) {

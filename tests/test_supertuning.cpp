@@ -103,18 +103,9 @@ TEST(Supertuning, NewAdapterTakesHfsSupportAndStartsAtTheBase) {
 // false) and one trained here with `peft train` load in HF PEFT with our logits, in one
 // Python process; the training lowered the loss.
 TEST(SupertuningTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "SUPERTUNING"}, {"sparsity", 0.9}, {"r", 2},
                        {"target_modules", {"q_proj", "v_proj", "down_proj"}}};
-  const auto out = suite.train_with_cli(work, method, 60, 2e-2, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "supertuning train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "st_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_supertuning.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 2e-2, "st_llama");
 }
 
 using test::add_adapter_error;

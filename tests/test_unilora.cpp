@@ -114,17 +114,8 @@ TEST(Unilora, NewAdapterStartsAtHfsInit) {
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
 // load in HF PEFT with our logits, in one Python process; the training lowered the loss.
 TEST(UniloraTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {{"peft_type", "UNILORA"}, {"r", 4}, {"theta_d_length", 512}, {"target_modules", "all-linear"}};
-  const auto out = suite.train_with_cli(work, method, 60, 0.05, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "unilora train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "unilora_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_unilora.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 0.05, "unilora_llama");
 }
 
 using test::add_adapter_error;

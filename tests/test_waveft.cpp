@@ -105,19 +105,10 @@ TEST(Waveft, NewAdapterStartsAtTheBase) {
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`
 // load in HF PEFT with our logits, in one Python process; the training lowered the loss.
 TEST(WaveftTrain, PeftTrainLowersEvalLossAndOurAdaptersLoadInHf) {
-  std::vector<std::string> args;
-  for (const auto& name : kCases) test::resave_for_hf_check(suite, name, &args);
-  const auto work = suite.scratch("train");
   const json method = {
       {"peft_type", "WAVEFT"}, {"n_frequency", 256}, {"wavelet_family", "db2"},
       {"target_modules", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}};
-  const auto out = suite.train_with_cli(work, method, 60, 2e-3, {{"eval_split", 0.25}, {"eval_steps", 60}});
-  const double start = test::first_step_loss(out), end = test::last_eval_loss(out);
-  std::cout << "waveft train: first step loss " << start << ", final eval loss " << end << "\n";
-  EXPECT_LT(end, start - 0.1);
-  const auto triple = suite.check_case(suite.fixture("llama"), out, "waveft_llama", work);
-  args.insert(args.end(), triple.begin(), triple.end());
-  suite.expect_hf_checks("make_waveft.py", args);
+  test::expect_trains_and_loads_in_hf(suite, kCases, method, 60, 2e-3, "waveft_llama");
 }
 
 using test::add_adapter_error;
