@@ -143,7 +143,9 @@ std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
   auto cfg = configs_.find(name);
   if (cfg == configs_.end()) return "no adapter named '" + name + "' is loaded";
   const std::string what = "adapter '" + name + "' (" + cfg->second->peft_type() + ")";
-  if (inputs_.count(name)) return what + " has virtual tokens; it runs in batches of its own";
+  if (inputs_.count(name))
+    return what + " works on the model's inputs (virtual tokens, or a pass of its own before the model's), so it "
+                  "cannot join a batch mixing adapters (peft generate runs it)";
   for (const auto& [path, saved] : saved_modules_)
     if (saved.copies.count(name)) return what + " has its own copy of " + path + " (modules_to_save)";
   if (!cfg->second->trained_base_parameters(*model_, adapted_paths(name)).empty())

@@ -49,7 +49,7 @@ void PeftModel::set_composition(const CompositionConfig& cfg_in, uint64_t seed) 
     const std::string what = "composition: 'adapters' entry '" + name + "' (" + it->second->peft_type() + ")";
     if (cfg.kind == "adapter_fusion" && it->second->peft_type() != "BOTTLENECK")
       throw std::invalid_argument(what + " is not a bottleneck adapter; 'adapter_fusion' fuses bottleneck adapters");
-    if (inputs_.count(name)) throw std::invalid_argument(what + " has virtual tokens; compositions combine layer adapters");
+    if (inputs_.count(name)) throw std::invalid_argument(what + " works on the model's inputs (virtual tokens, or a pass of its own); compositions combine layer adapters");
     for (const auto& a : attachments_.at(name)) {
       LayerAdapter* ad = a.layer->adapter(name);
       if (ad->merged()) throw std::invalid_argument(what + " is merged into the base weights; unmerge it first");
