@@ -36,6 +36,10 @@ struct ShiraConfig : AdapterConfig {
                                                    at::Generator& gen) const override;
 };
 
+// Sorted flat indices into an [out, in] weight as int32 [2, n] rows and columns (the
+// positions layout SHiRA and SPARSE_FT file).
+at::Tensor row_major_positions(const at::Tensor& sorted_flat, int64_t in);
+
 // HF's mask_functions.random_mask as positions: rows and columns (int32 [2, n], row-major
 // order) of the first n entries of randperm(out * in) drawn with `seed`.
 at::Tensor shira_random_indices(int64_t out, int64_t in, int64_t n, std::optional<uint64_t> seed);

@@ -12,12 +12,16 @@
 
 namespace peft {
 
+at::Tensor row_major_positions(const at::Tensor& sorted_flat, int64_t in) {
+  return at::stack({at::div(sorted_flat, in, "floor"), at::remainder(sorted_flat, in)}).to(at::kInt);
+}
+
 at::Tensor shira_random_indices(int64_t out, int64_t in, int64_t n, std::optional<uint64_t> seed) {
   // random_mask: torch.Generator() (seeded when random_seed is set), randperm(out * in)[:n]
   // scattered into a mask; torch.where(mask == 1) then lists the positions row-major.
   auto gen = at::detail::createCPUGenerator(seed.value_or(c10::default_rng_seed_val));
   const auto flat = std::get<0>(at::randperm(out * in, gen, at::TensorOptions(at::kLong)).narrow(0, 0, n).sort());
-  return at::stack({at::div(flat, in, "floor"), at::remainder(flat, in)}).to(at::kInt);
+  return row_major_positions(flat, in);
 }
 
 ShiraLayer::ShiraLayer(AdaptableLayer* host, at::Tensor indices_, std::string indices_key, std::string method,

@@ -16,7 +16,7 @@ at::Tensor top_positions(const at::Tensor& score, int64_t n) {
   // A stable descending sort keeps equal scores in index order: ties go to the lower index.
   const auto order = std::get<1>(score.detach().to(at::kCPU, at::kFloat).flatten().sort(/*stable=*/true, 0, true));
   const auto flat = std::get<0>(order.narrow(0, 0, n).sort());
-  return at::stack({at::div(flat, in, "floor"), at::remainder(flat, in)}).to(at::kInt);
+  return row_major_positions(flat, in);
 }
 
 void SparseFtConfig::resolve(const Model& model) {
@@ -40,7 +40,7 @@ std::shared_ptr<LayerAdapter> SparseFtConfig::make_layer_adapter(const std::stri
     indices = at::full({2, n}, -1, at::TensorOptions(at::kInt));  // the file's replace them
   } else if (mask_type == "random") {
     const auto flat = std::get<0>(at::randperm(out * in, gen, at::TensorOptions(at::kLong)).narrow(0, 0, n).sort());
-    indices = at::stack({at::div(flat, in, "floor"), at::remainder(flat, in)}).to(at::kInt);
+    indices = row_major_positions(flat, in);
   } else if (mask_type == "magnitude") {
     if (host->weight_quantized())
       throw std::invalid_argument("SPARSE_FT: mask_type 'magnitude' reads '" + path + "''s weight, which is 4-bit");
