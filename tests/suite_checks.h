@@ -7,6 +7,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -85,6 +86,36 @@ inline void expect_trains_and_loads_in_hf(const MethodSuite& suite, const std::v
   const auto triple = suite.check_case(suite.fixture("llama"), out, ref_case, work);
   args.insert(args.end(), triple.begin(), triple.end());
   suite.expect_hf_checks("make_" + suite.name() + ".py", args);
+}
+
+// Case `name`'s adapter decodes its reference's first (unpadded) row with a KV cache,
+// `prefill` tokens then one at a time, to the full forward's logits (<= 1e-5); a cache its
+// side pass (SideCache) has not followed, handed to a fresh model, is refused.
+inline void expect_cached_decode_matches_full(const MethodSuite& suite, const std::string& name, int64_t prefill = 4) {
+  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
+  PeftModel m(load_model(suite.base_of(name).string()));
+  m.load_adapter((suite.fixture(name) / "adapter").string());
+  const auto ids = ref.get("input_ids").narrow(0, 0, 1);
+  ModelInputs full;
+  full.input_ids = ids;
+  const auto want = logits(m, full);
+  KVCache cache;
+  std::vector<at::Tensor> got;
+  for (int64_t t = 0, n = prefill; t < ids.size(1); t += n, n = 1) {
+    ModelInputs in;
+    in.input_ids = ids.narrow(1, t, std::min(n, ids.size(1) - t));
+    in.cache = &cache;
+    got.push_back(logits(m, in));
+  }
+  const double d = (at::cat(got, 1) - want).abs().max().item<double>();
+  std::cout << name << ": max |cached - full| = " << d << "\n";
+  EXPECT_LE(d, 1e-5) << name;
+  PeftModel other(load_model(suite.base_of(name).string()));
+  other.load_adapter((suite.fixture(name) / "adapter").string());
+  ModelInputs again;
+  again.input_ids = ids.narrow(1, 0, 1);
+  again.cache = &cache;
+  EXPECT_THROW(logits(other, again), std::runtime_error) << name;
 }
 
 // The message parse_user_adapter_config throws for the JSON `config`, or "".

@@ -143,40 +143,7 @@ TEST(Shadow, NewAdapterStartsAtTheBase) {
 // Prefill then one token at a time with a KV cache: the mirror advances its own cache in
 // step (HF's ShadowCache), so every position gets the full forward's logits.
 TEST(Shadow, CachedDecodeMatchesFullForward) {
-  for (const auto& name : {"shadow_llama", "shadow_gpt2_own"}) {
-    SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
-    PeftModel m(load_model(suite.base_of(name).string()));
-    m.load_adapter((suite.fixture(name) / "adapter").string());
-    const auto ids = ref.get("input_ids").narrow(0, 0, 1);  // the unpadded row
-    ModelInputs full;
-    full.input_ids = ids;
-    const auto want = test::logits(m, full);
-    KVCache cache;
-    std::vector<at::Tensor> got;
-    const int64_t prefill = 4;
-    {
-      ModelInputs in;
-      in.input_ids = ids.narrow(1, 0, prefill);
-      in.cache = &cache;
-      got.push_back(test::logits(m, in));
-    }
-    for (int64_t t = prefill; t < ids.size(1); ++t) {
-      ModelInputs in;
-      in.input_ids = ids.narrow(1, t, 1);
-      in.cache = &cache;
-      got.push_back(test::logits(m, in));
-    }
-    const double d = (at::cat(got, 1) - want).abs().max().item<double>();
-    std::cout << name << ": max |cached - full| = " << d << "\n";
-    EXPECT_LE(d, 1e-5) << name;
-    // A cache the mirror has not seen is refused, not silently misaligned.
-    ModelInputs again;
-    again.input_ids = ids.narrow(1, 0, 1);
-    again.cache = &cache;
-    PeftModel other(load_model(suite.base_of(name).string()));
-    other.load_adapter((suite.fixture(name) / "adapter").string());
-    EXPECT_THROW(test::logits(other, again), std::runtime_error) << name;
-  }
+  for (const auto& name : {"shadow_llama", "shadow_gpt2_own"}) test::expect_cached_decode_matches_full(suite, name);
 }
 
 // Resaved HF adapters (the same file keys as HF's) and one trained here with `peft train`

@@ -89,34 +89,7 @@ TEST_P(HfXLora, CannotMergeAndDisablesToTheBase) {
 // Prefill then one token at a time with a KV cache: the scaling pass keeps its own cache
 // beside the model's, so every position gets the full forward's logits (HF reruns both
 // passes over the whole sequence instead: it requires use_cache=False).
-TEST_P(HfXLora, CachedDecodeMatchesFullForward) {
-  const auto name = GetParam();
-  SafetensorsFile ref((suite.fixture(name) / "reference.safetensors").string());
-  PeftModel m(load_model(suite.base_of(name).string()));
-  m.load_adapter((suite.fixture(name) / "adapter").string());
-  const auto ids = ref.get("input_ids").narrow(0, 0, 1);  // the unpadded row
-  ModelInputs full;
-  full.input_ids = ids;
-  const auto want = test::logits(m, full);
-  KVCache cache;
-  std::vector<at::Tensor> got;
-  for (int64_t t = 0, n = 4; t < ids.size(1); t += n, n = 1) {
-    ModelInputs in;
-    in.input_ids = ids.narrow(1, t, std::min(n, ids.size(1) - t));
-    in.cache = &cache;
-    got.push_back(test::logits(m, in));
-  }
-  const double d = (at::cat(got, 1) - want).abs().max().item<double>();
-  std::cout << name << ": max |cached - full| = " << d << "\n";
-  EXPECT_LE(d, 1e-5);
-  // A cache the scaling pass has not followed is refused, not silently misaligned.
-  PeftModel other(load_model(suite.base_of(name).string()));
-  other.load_adapter((suite.fixture(name) / "adapter").string());
-  ModelInputs again;
-  again.input_ids = ids.narrow(1, 0, 1);
-  again.cache = &cache;
-  EXPECT_THROW(test::logits(other, again), std::runtime_error);
-}
+TEST_P(HfXLora, CachedDecodeMatchesFullForward) { test::expect_cached_decode_matches_full(suite, GetParam()); }
 
 // `peft generate`'s greedy decode (KV-cached, a left-padded batch) gives HF's tokens
 // (HF's generate with use_cache=False).

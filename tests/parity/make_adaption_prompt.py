@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_models import configure_greedy  # noqa: E402
+from make_models import greedy_generation  # noqa: E402
 from make_vera import load_base, logits_of, make_base, pin_hash_seed  # noqa: E402
 
 import peft  # noqa: E402
@@ -75,21 +75,6 @@ def perturb(model):
                 p.copy_(0.5 * torch.randn_like(p))
 
 
-def generate(model):
-    """Greedy, KV-cached: two prompts of 5 and 3 tokens, left-padded with 0."""
-    configure_greedy(model)
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(1, 64, (2, 5), generator=g)
-    mask = torch.ones(2, 5, dtype=torch.long)
-    ids[1, :2] = 0
-    mask[1, :2] = 0
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW,
-                             do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True)
-    assert out.shape == (2, 5 + GEN_NEW), out.shape
-    return dict(gen_prompt_ids=ids, gen_prompt_mask=mask, gen_ids=out.to(torch.int64).contiguous())
-
-
 def make_case(out, name, base, kw):
     case_dir = os.path.join(out, name)
     shutil.rmtree(case_dir, ignore_errors=True)
@@ -110,7 +95,8 @@ def make_case(out, name, base, kw):
     again = PeftModel.from_pretrained(load_base(base_dir), os.path.join(case_dir, "adapter")).eval()
     diff = (logits_of(again, inputs) - logits).abs().max().item()
     assert diff <= 1e-6, f"{name}: reloaded adapter differs by {diff}"
-    save_file(dict(inputs, logits=logits, **generate(model)), os.path.join(case_dir, "reference.safetensors"))
+    save_file(dict(inputs, logits=logits, **greedy_generation(model, GEN_NEW, use_cache=True)),
+              os.path.join(case_dir, "reference.safetensors"))
     with open(os.path.join(case_dir, "case.json"), "w") as f:
         json.dump(dict(base=base, trainable=trainable), f, indent=1)
     print(f"{name}: {trainable}; reload diff {diff:.1e}")

@@ -309,6 +309,22 @@ def configure_greedy(model):
     gc.max_length = None
 
 
+def greedy_generation(model, new_tokens, use_cache):
+    """Greedy generate of two prompts of 5 and 3 tokens, left-padded with 0 (seeded):
+    gen_prompt_ids [2, 5], gen_prompt_mask and gen_ids [2, 5 + new_tokens]."""
+    configure_greedy(model)
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(1, 64, (2, 5), generator=g)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    ids[1, :2] = 0
+    mask[1, :2] = 0
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                             do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=use_cache)
+    assert out.shape == (2, 5 + new_tokens), out.shape
+    return dict(gen_prompt_ids=ids, gen_prompt_mask=mask, gen_ids=out.to(torch.int64).contiguous())
+
+
 def run_generate(model, vocab):
     gen_input_ids = torch.randint(1, vocab, (1, GEN_PROMPT_LEN), dtype=torch.int64)
     with torch.no_grad():

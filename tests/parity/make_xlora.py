@@ -43,7 +43,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_models import configure_greedy  # noqa: E402
+from make_models import greedy_generation  # noqa: E402
 from make_shira import fixture_main  # noqa: E402
 from make_vera import load_base as load_plain_base  # noqa: E402
 from make_vera import logits_of, make_base  # noqa: E402
@@ -168,23 +168,7 @@ def replay(base_dir, cfg, inputs):
     return scalings, logits
 
 
-GEN_NEW = 5
-
-
-def greedy_generation(model):
-    """HF's greedy generate (X-LoRA needs use_cache=False: both passes rerun over the whole
-    sequence each step): two prompts of 5 and 3 tokens, left-padded with 0."""
-    configure_greedy(model)
-    g = torch.Generator().manual_seed(5)
-    ids = torch.randint(1, 64, (2, 5), generator=g)
-    mask = torch.ones(2, 5, dtype=torch.long)
-    ids[1, :2] = 0
-    mask[1, :2] = 0
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW,
-                             do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=False)
-    assert out.shape == (2, 5 + GEN_NEW), out.shape
-    return dict(gen_prompt_ids=ids, gen_prompt_mask=mask, gen_ids=out.to(torch.int64).contiguous())
+GEN_NEW = 5  # HF's X-LoRA generates without a cache: both passes rerun every step
 
 
 # --- cases -----------------------------------------------------------------------------------
@@ -229,7 +213,7 @@ def make_xlora_case(out, name, kw, base="llama"):
     ds = (r_scal - scalings).abs().max().item()
     dl = (r_logits - logits).abs().max().item()
     assert ds <= 1e-5 and dl <= 1e-4, f"{name}: the replay differs from HF (scalings {ds}, logits {dl})"
-    save_file(dict(inputs, logits=logits, scalings=scalings, **greedy_generation(model)),
+    save_file(dict(inputs, logits=logits, scalings=scalings, **greedy_generation(model, GEN_NEW, use_cache=False)),
               os.path.join(case_dir, "reference.safetensors"))
     info = dict(base=base, trainable=trainable, n_layers=scalings.shape[2], n_classes=scalings.shape[3],
                 keys=sorted(load_file(os.path.join(adapter, "adapter_model.safetensors"))))
