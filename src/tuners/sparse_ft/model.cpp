@@ -47,11 +47,10 @@ std::shared_ptr<LayerAdapter> SparseFtConfig::make_layer_adapter(const std::stri
     auto w = host->dense_weight().abs();
     indices = top_positions(host->weight_is_in_out() ? w.t() : w, n);
   } else {
-    auto it = calibration ? calibration->find(path) : decltype(calibration->end()){};
-    if (!calibration || it == calibration->end())
+    if (!calibration || !calibration->count(path))
       throw std::invalid_argument("SPARSE_FT: mask_type 'gradient' needs a calibration pass over training data ("
                                   "`peft train` runs it); none reached '" + path + "'");
-    indices = top_positions(it->second.abs(), n);
+    indices = top_positions(calibration->at(path).abs(), n);
   }
   auto a = std::make_shared<ShiraLayer>(host, indices, key_prefix() + path + ".sparse_ft_indices", "SPARSE_FT",
                                         "sparse_ft_values");
