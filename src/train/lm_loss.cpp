@@ -34,9 +34,8 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
     at::Tensor grad_h = want_grad ? at::empty_like(h) : at::Tensor();
     at::Tensor loss = at::zeros({}, h.options().dtype(at::kFloat));
     AutocastGuard off(h.device().type(), false, at::autocast::get_autocast_dtype(h.device().type()));  // explicit dtypes
-    const int64_t step = bf16_rows(hc) ? 4 * rows : rows;  // see lm_loss.h
-    for (int64_t r0 = 0; r0 < h.size(0); r0 += step) {
-      const int64_t n = std::min(step, h.size(0) - r0);
+    for (int64_t r0 = 0; r0 < h.size(0); r0 += rows) {
+      const int64_t n = std::min(rows, h.size(0) - r0);
       if (bf16_rows(hc)) {
         at::Tensor logits = at::mm(hc.narrow(0, r0, n), w.t());  // [n, vocab] bf16, contiguous
         loss.add_(fused::cross_entropy_bf16_(logits, targets.narrow(0, r0, n), want_grad).sum());
@@ -70,10 +69,20 @@ bool plain_frozen_head(AdaptableLayer& head) {
          w->dim() == 2 && (!b || !b->defined()) && (head.adapters_disabled || head.active.empty());
 }
 
+// About 2^24 fp32 logits (64 MB) per chunk, 4x the rows for the bf16 row kernel (the same
+// bytes, see lm_loss.h), but never fewer than 256 rows: the head's products lose ~15% of
+// their rate below ~250 rows (fp32, a 2048 x 128k head: 136 GFLOP/s at 130 rows, 158 at
+// 254 and 508), which 2^24 / 128k would give. 256 rows of fp32 logits are 128-156 MB at
+// 128-152k, still a fraction of the unchunked [tokens, vocab].
+int64_t default_chunk_rows(int64_t vocab, bool bf16_kernel) {
+  const int64_t rows = (int64_t{1} << 24) / std::max<int64_t>(1, vocab);
+  return std::max<int64_t>(256, bf16_kernel ? 4 * rows : rows);
+}
+
 }  // namespace
 
 at::Tensor causal_lm_loss_sum(AdaptableLayer& head, const at::Tensor& hidden, const at::Tensor& labels,
-                              int64_t chunk_elements) {
+                              int64_t chunk_rows) {
   const int64_t dim = hidden.size(-1), seq = hidden.size(1);
   at::Tensor h = hidden.narrow(1, 0, seq - 1).reshape({-1, dim});
   at::Tensor t = labels.to(hidden.device()).narrow(1, 1, seq - 1).reshape({-1});
@@ -83,10 +92,14 @@ at::Tensor causal_lm_loss_sum(AdaptableLayer& head, const at::Tensor& hidden, co
     h = h.index_select(0, keep);
     t = t.index_select(0, keep);
   }
-  const int64_t rows = std::max<int64_t>(1, chunk_elements / std::max<int64_t>(1, head.output_dim()));
-  if (plain_frozen_head(head))
-    return FusedLinearCrossEntropy::apply(h, *head.weight_tensor(), t, rows,
+  const int64_t vocab = head.output_dim();
+  if (plain_frozen_head(head)) {
+    const bool bf16_kernel = h.device().is_cpu() && compute_dtype(h) == at::kBFloat16;
+    return FusedLinearCrossEntropy::apply(h, *head.weight_tensor(), t,
+                                          chunk_rows > 0 ? chunk_rows : default_chunk_rows(vocab, bf16_kernel),
                                           at::GradMode::is_enabled() && h.requires_grad());
+  }
+  const int64_t rows = chunk_rows > 0 ? chunk_rows : default_chunk_rows(vocab, false);
   at::Tensor total = at::zeros({}, hidden.options().dtype(at::kFloat));
   for (int64_t r0 = 0; r0 < h.size(0); r0 += rows) {
     const int64_t n = std::min(rows, h.size(0) - r0);

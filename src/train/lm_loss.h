@@ -20,11 +20,12 @@ class AdaptableLayer;
 // pass and the logits dropped; backward only scales the kept [rows, dim] gradient. Any
 // other head is applied chunk by chunk under gradient checkpointing. Under autocast the
 // products run in the autocast dtype and the softmax in fp32, as transformers' loss on
-// bf16 logits does. `chunk_elements` bounds rows x vocab per chunk of fp32 logits; bf16
-// logits on CPU go through a fused row kernel that keeps nothing but them (the gradient
-// overwrites them), so those chunks take 4x the rows in less memory: fewer chunks, each
-// streaming the head's weight once forward and once back, were 20% of a step at 152k.
+// bf16 logits does. Each chunk has `chunk_rows` rows (0: about 64 MB of fp32 logits, at
+// least 256 rows; lm_loss.cpp says why). bf16 logits on CPU go through a fused row kernel
+// that keeps nothing but them (the gradient overwrites them), so those chunks take 4x the
+// rows in less memory: fewer chunks, each streaming the head's weight once forward and
+// once back, were 20% of a step at 152k.
 at::Tensor causal_lm_loss_sum(AdaptableLayer& head, const at::Tensor& hidden, const at::Tensor& labels,
-                              int64_t chunk_elements = int64_t{1} << 24);
+                              int64_t chunk_rows = 0);
 
 }  // namespace peft
