@@ -16,6 +16,7 @@
 #include "peft/engine.h"
 #include "peft/generate.h"
 #include "peft/peft_model.h"
+#include "peft/tuner.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -83,8 +84,8 @@ ServeRequest request(const Case& c, int64_t new_tokens) {
   return r;
 }
 
-// Every row of one padded batch with its own adapter gives the logits that adapter gives
-// alone (fp32, 1e-5).
+// Every row of one left-padded batch with its own adapter gives the logits that adapter
+// gives alone (fp32, 1e-4); soft-prompt rows get their virtual tokens (with_row_prompts).
 TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
   c10::InferenceMode guard;
   auto peft = model_with_all_adapters();
@@ -94,20 +95,29 @@ TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
   for (const auto& c : cs) len = std::max<int64_t>(len, c.prompt.size());
   auto ids = at::zeros({b, len}, at::kLong), mask = at::zeros({b, len}, at::kLong);
   std::vector<std::string> rows;
+  int64_t soft_rows = 0;
   for (int64_t i = 0; i < b; ++i) {
     const int64_t n = cs[i].prompt.size();
-    ids[i].narrow(0, 0, n).copy_(at::tensor(cs[i].prompt, at::kLong));
-    mask[i].narrow(0, 0, n).fill_(1);
+    ids[i].narrow(0, len - n, n).copy_(at::tensor(cs[i].prompt, at::kLong));
+    mask[i].narrow(0, len - n, n).fill_(1);
     rows.push_back(cs[i].adapter);
+    soft_rows += !cs[i].adapter.empty() && peft->row_prompts(cs[i].adapter).defined();
   }
+  EXPECT_GE(soft_rows, 3);  // prompt tuning and P-tuning rows are in the batch
   ModelInputs in;
   in.input_ids = ids;
   in.attention_mask = mask;
-  auto mixed = peft->forward_mixed(in, rows).logits;
+  const MixedBatch m = peft->mixed_batch(rows);
+  EXPECT_THAT([&] { peft->forward_mixed(in, m); }, ::testing::ThrowsMessage<std::invalid_argument>(
+                                                       HasSubstr("need its virtual tokens in their inputs")));
+  const ModelInputs placed = peft->with_row_prompts(in, m);
+  EXPECT_EQ(placed.attention_mask.size(1), len + 5);  // the longest soft prompt: 5 virtual tokens
+  auto mixed = peft->forward_mixed(placed, m).logits;
+  const int64_t wide = mixed.size(1);
   for (int64_t i = 0; i < b; ++i) {
     ModelInputs one;
     const int64_t n = cs[i].prompt.size();
-    one.input_ids = ids.narrow(0, i, 1).narrow(1, 0, n);
+    one.input_ids = ids.narrow(0, i, 1).narrow(1, len - n, n);
     at::Tensor alone;
     if (cs[i].adapter.empty()) {
       auto off = peft->disable_adapters();
@@ -118,13 +128,35 @@ TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
     }
     // The fp32 logit bound: one row and a batch take different GEMM blockings (4.7e-5 seen
     // on one intra-op thread).
-    EXPECT_LE((mixed.narrow(0, i, 1).narrow(1, 0, n) - alone).abs().max().item<double>(), 1e-4)
-        << "row " << i << " (" << cs[i].adapter << ")";
+    const double diff = (mixed.narrow(0, i, 1).narrow(1, wide - n, n) - alone).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-4) << "row " << i << " (" << cs[i].adapter << ")";
   }
 }
 
-// All requests at once, 8 adapters and the base in one running batch: HF PEFT's greedy
-// tokens for each request with its adapter alone, and ours with that adapter merged.
+// Soft prompts join mixed batches only through with_row_prompts, and with left padding;
+// a prefix (its keys and values sit in every layer's cache) still cannot join, and a soft
+// prompt has no scale to set.
+TEST(MixedBatch, SoftPromptsNeedLeftPaddingAndPrefixesAreRefused) {
+  c10::InferenceMode guard;
+  auto peft = model_with_all_adapters();
+  ModelInputs in;
+  in.input_ids = at::ones({2, 3}, at::kLong);
+  in.attention_mask = at::tensor({1, 1, 0, 1, 1, 1}, at::kLong).view({2, 3});  // row 0 padded on the right
+  const MixedBatch m = peft->mixed_batch({"prompt", ""});
+  EXPECT_THAT([&] { peft->with_row_prompts(in, m); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("must pad on the left")));
+  EXPECT_THAT([&] { peft->set_adapter_scale("prompt", 0.5); },
+              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("has no scale to set")));
+  const auto prefix = nlohmann::ordered_json::parse(R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4})");
+  peft->add_adapter("prefix", *parse_user_adapter_config(prefix, "test"));
+  EXPECT_THAT(peft->mixed_batch_refusal("prefix"), HasSubstr("cannot join a batch mixing adapters"));
+  EXPECT_EQ(peft->mixed_batch_refusal("ptuning"), "");
+  EXPECT_FALSE(peft->row_prompts("all_r8").defined());
+}
+
+// All requests at once, 10 adapters (2 of them soft prompts) and the base in one running
+// batch: HF PEFT's greedy tokens for each request with its adapter alone, and ours with
+// that adapter merged (soft prompts: alone).
 TEST(Engine, MixedBatchGreedyTokensEqualHfAndMerged) {
   auto peft = model_with_all_adapters();
   const auto cs = cases();
@@ -144,10 +176,10 @@ TEST(Engine, MixedBatchGreedyTokensEqualHfAndMerged) {
   for (size_t i = 0; i < cs.size(); ++i) {
     EXPECT_EQ(got.tokens[ids[i]], cs[i].tokens) << "request " << i << " (" << cs[i].adapter << ")";
     EXPECT_EQ(got.reasons[ids[i]], "length");
-    PeftModel merged(load_model(base_dir().string()));
+    PeftModel merged(load_model(base_dir().string()));  // soft prompts cannot merge: loaded as they are
     if (!cs[i].adapter.empty()) {
       merged.load_adapter((serving_dir() / cs[i].adapter).string(), cs[i].adapter);
-      merged.merge();
+      if (!merged.row_prompts(cs[i].adapter).defined()) merged.merge();
     }
     GenerationConfig g;
     g.max_new_tokens = static_cast<int64_t>(cs[i].tokens.size());
@@ -296,6 +328,7 @@ TEST(Engine, AdapterScaleZeroGivesTheBaseAndOneTheAdapter) {
   engine.register_adapter("all_r8_on", (serving_dir() / "all_r8").string(), 1.0);
   engine.register_adapter("loha_off", (serving_dir() / "loha").string(), 0.0);
   EXPECT_THROW(engine.register_adapter("ia3_half", (serving_dir() / "ia3").string(), 0.5), std::invalid_argument);
+  EXPECT_THROW(engine.register_adapter("prompt_half", (serving_dir() / "prompt").string(), 0.5), std::invalid_argument);
   Collector got;
   std::vector<uint64_t> ids(2);
   const std::vector<std::string> names = {"all_r8_off", "loha_off"};
@@ -346,6 +379,12 @@ TEST(Engine, BadRequestsAreRefusedWithTheReason) {
   r.prompt = {1, 2, 3};
   r.gen.max_new_tokens = 46;
   EXPECT_THAT(why(r), HasSubstr("exceeds the context of 48"));
+  // A soft prompt's virtual tokens count against the context and the KV budget.
+  engine.run_between_steps([&](PeftModel& m) { m.load_adapter((serving_dir() / "prompt").string(), "prompt"); });
+  r.adapter = "prompt";
+  r.gen.max_new_tokens = 41;  // 3 + 41 fit 48; 5 virtual tokens more do not
+  EXPECT_THAT(why(r), HasSubstr("and the adapter's 5 virtual tokens exceeds the context of 48"));
+  r.adapter.clear();
   r.gen.max_new_tokens = 4;
   r.prompt = {1, 100000};
   EXPECT_THAT(why(r), HasSubstr("token id 100000 is outside the vocabulary"));

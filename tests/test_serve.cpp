@@ -20,6 +20,7 @@
 #include "peft/lora.h"
 #include "peft/peft_model.h"
 #include "peft/tokenizer.h"
+#include "peft/tuner.h"
 #include "serve/server.h"
 #include "serve/text_stream.h"
 
@@ -91,15 +92,22 @@ void make_fixtures() {
     p.add_adapter(name, LoraConfig::from_json(nlohmann::ordered_json::parse(cfg), "test"), seed++);
     p.save_adapter((kScratch / name).string(), name);
   }
+  // p1: a soft prompt of 4 virtual tokens (random rows, nn.Embedding's N(0, 1)).
+  PeftModel p(load_model(kBase.string()));
+  const auto prompt_cfg = nlohmann::ordered_json::parse(
+      R"({"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 4})");
+  p.add_adapter("p1", *parse_user_adapter_config(prompt_cfg, "test"), seed);
+  p.save_adapter((kScratch / "p1").string(), "p1");
 }
 
-// What the server must answer greedily: peft::generate, the adapter merged.
+// What the server must answer greedily: peft::generate, the adapter merged (a soft
+// prompt, which cannot merge: active).
 std::vector<int64_t> expected(const std::string& adapter, const std::vector<int64_t>& prompt, int64_t n) {
   auto model = load_model(kBase.string());
   PeftModel p(model);
   if (!adapter.empty()) {
     p.load_adapter((kScratch / adapter).string(), adapter);
-    p.merge();
+    if (!p.row_prompts(adapter).defined()) p.merge();
   }
   GenerationConfig g;
   g.max_new_tokens = n;
@@ -367,6 +375,27 @@ TEST_F(Serve, AdaptersLoadListAndUnload) {
   EXPECT_EQ(model_ids(*server_), (std::vector<std::string>{"llama", "a1"}));
   expect_error(post(*server_, "/v1/completions", greedy("a2", prompt_, 4)), 404, "a2");
   EXPECT_EQ(del(*server_, "a2"), 404);
+}
+
+// A soft prompt is served beside LoRA adapters: its requests get its virtual tokens (the
+// tokens of generate with it alone), and those take context a request for the base has.
+TEST_F(Serve, SoftPromptAdapterIsServedAndItsVirtualTokensTakeContext) {
+  auto r = post(*server_, "/v1/adapters", json{{"name", "p1"}, {"path", (kScratch / "p1").string()}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  auto c = post(*server_, "/v1/completions", greedy("p1", prompt_, 8));
+  ASSERT_EQ(c.status, 200) << c.raw;
+  const auto ids = c.body["choices"][0]["token_ids"].get<std::vector<int64_t>>();
+  EXPECT_EQ(ids, expected("p1", prompt_, 8));
+  EXPECT_NE(ids, expected("", prompt_, 8)) << "the soft prompt should change the answer";
+  // 58 + 4 fit llama_mha's 64 positions; with p1's 4 virtual tokens they do not.
+  const std::vector<int64_t> long_prompt(58, 5);
+  EXPECT_EQ(post(*server_, "/v1/completions", greedy("llama", long_prompt, 4)).status, 200);
+  expect_error(post(*server_, "/v1/completions", greedy("p1", long_prompt, 4)), 400, "4 virtual tokens");
+  // A chat answer without max_tokens may fill the context, virtual tokens counted.
+  const json chat = {{"model", "p1"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"temperature", 0}};
+  auto a = post(*server_, "/v1/chat/completions", chat);
+  EXPECT_EQ(a.status, 200) << a.raw;
+  EXPECT_EQ(del(*server_, "p1"), 200);
 }
 
 TEST_F(Serve, AdapterLoadErrors) {

@@ -83,6 +83,11 @@ class InputAdapter : public Module {
   // An auxiliary training loss of the last forward given the batch's labels, already
   // weighted (ShadowPEFT's shadow-head LM loss); undefined where none.
   virtual at::Tensor aux_loss(const at::Tensor& labels) const { return {}; }
+  // The virtual token embeddings [n, dim] it puts in front of every row's, whatever the
+  // input (prompt tuning, P-tuning, CPT), so that its rows can share a batch with other
+  // adapters' rows (PeftModel::with_row_prompts); undefined where they depend on the batch
+  // or the adapter does more (prefixes, task-routed prompts, SHADOW, X-LoRA).
+  virtual at::Tensor row_prompts() { return {}; }
   bool training = false;
 };
 

@@ -56,9 +56,10 @@ class PeftModel {
   ModelOutputs forward(const ModelInputs& in) { return model_->forward(in); }
   // One forward of a batch whose rows use different adapters (HF PEFT's adapter_names):
   // row i uses row_adapters[i], "" or "__base__" for the base model alone, whatever is
-  // active. Layer adapters only (LoRA and its variants, (IA)3, LoHa/LoKr, ...): adapters
-  // with soft prompts, modules_to_save or trained base parameters, or merged ones, are
-  // refused by name.
+  // active. Layer adapters (LoRA and its variants, (IA)3, LoHa/LoKr, ...) and soft prompts
+  // whose rows got their virtual tokens from with_row_prompts (a first forward without them
+  // is refused); prefixes, passes of their own (SHADOW, X-LoRA), modules_to_save, trained
+  // base parameters and merged adapters are refused by name.
   ModelOutputs forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters) {
     return forward_mixed(in, mixed_batch(row_adapters));
   }
@@ -66,6 +67,15 @@ class PeftModel {
   // its rows keep their adapters and no adapter is loaded, removed or changed.
   ModelOutputs forward_mixed(const ModelInputs& in, const MixedBatch& m);
   MixedBatch mixed_batch(const std::vector<std::string>& row_adapters) const;
+  // A mixed batch's first forward with its soft-prompt rows' virtual tokens: `in` holds
+  // input_ids and a left-padded attention_mask; each row whose adapter has row prompts
+  // (InputAdapter::row_prompts) gets its n virtual tokens between its padding and its
+  // tokens, where generation with that adapter alone has them, and the sequence grows in
+  // front by the largest n. Returns inputs_embeds, that mask and position ids counted
+  // from it; `in` unchanged when no row has prompts. Later (cached) steps extend the mask.
+  ModelInputs with_row_prompts(const ModelInputs& in, const MixedBatch& m);
+  // An adapter's virtual tokens [n, dim] for a mixed batch's rows; undefined for none.
+  at::Tensor row_prompts(const std::string& name) const;
   // HF PEFT's set_scale for every layer of an adapter: its contribution times
   // `multiplier`, relative to the loaded value (LoRA, LoHa, LoKr; others are refused).
   void set_adapter_scale(const std::string& name, double multiplier);
@@ -126,6 +136,9 @@ class PeftModel {
     AdaptableLayer* layer;
   };
   void apply_state();  // active lists, modules_to_save swaps, requires_grad flags
+  // An active adapter's soft prompt or modules_to_save copies are in place, which a mixed
+  // batch (its rows follow their own adapters) must switch off.
+  bool active_swaps_in() const;
   friend void report_new_heads(const Model& model, const PeftModel* peft);
   std::set<std::string> adapted_paths(const std::string& adapter) const;
 

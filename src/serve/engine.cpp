@@ -75,14 +75,6 @@ uint64_t Engine::submit(ServeRequest r) {
     if (id < 0 || (vocab_ > 0 && id >= vocab_))
       throw std::invalid_argument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                   std::to_string(vocab_) + ")");
-  const int64_t need = n + r.gen.max_new_tokens;
-  if (context_ > 0 && need > context_)
-    throw std::invalid_argument("the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
-                                std::to_string(r.gen.max_new_tokens) + ") exceeds the context of " +
-                                std::to_string(context_) + " tokens");
-  if (need > opts_.max_kv_tokens)
-    throw std::invalid_argument("the prompt plus max_tokens (" + std::to_string(need) +
-                                " tokens) exceeds the KV budget of " + std::to_string(opts_.max_kv_tokens));
   std::unique_lock lk(mu_);
   if (r.adapter == "__base__") r.adapter.clear();
   if (!r.adapter.empty()) {
@@ -91,6 +83,16 @@ uint64_t Engine::submit(ServeRequest r) {
       throw UnknownAdapter("no adapter named '" + r.adapter + "' is loaded");
     if (it != adapter_refusals_.end() && !it->second.empty()) throw std::invalid_argument(it->second);
   }
+  const int64_t virt = virtual_tokens_locked(r.adapter), need = virt + n + r.gen.max_new_tokens;
+  const std::string with_virtual =
+      virt > 0 ? " and the adapter's " + std::to_string(virt) + " virtual tokens" : std::string();
+  if (context_ > 0 && need > context_)
+    throw std::invalid_argument("the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
+                                std::to_string(r.gen.max_new_tokens) + ")" + with_virtual + " exceeds the context of " +
+                                std::to_string(context_) + " tokens");
+  if (need > opts_.max_kv_tokens)
+    throw std::invalid_argument("the prompt plus max_tokens" + with_virtual + " (" + std::to_string(need) +
+                                " tokens) exceeds the KV budget of " + std::to_string(opts_.max_kv_tokens));
   if (stopping_ || draining_) throw QueueFull("the server is shutting down");
   if (static_cast<int64_t>(queue_.size()) >= opts_.max_queue)
     throw QueueFull("the queue is full (" + std::to_string(opts_.max_queue) + " requests waiting)");
@@ -252,7 +254,8 @@ void Engine::admit() {
       std::lock_guard lk(mu_);
       if (queue_.empty()) break;
       Queued& front = queue_.front();
-      const int64_t need = static_cast<int64_t>(front.req.prompt.size()) + front.req.gen.max_new_tokens;
+      const int64_t need = virtual_tokens_locked(front.req.adapter) + static_cast<int64_t>(front.req.prompt.size()) +
+                           front.req.gen.max_new_tokens;
       if (kv_reserved_ + need > opts_.max_kv_tokens) break;  // in order: the head waits for room
       r->id = front.id;
       r->req = std::move(front.req);
@@ -322,6 +325,9 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   // Logits of the last position only: the head runs on one row of hidden states per
   // request rather than on the whole prompt.
   const MixedBatch mixed = peft_.mixed_batch(adapters);
+  in = peft_.with_row_prompts(in, mixed);  // soft-prompt rows: their virtual tokens first
+  len = in.attention_mask.size(1);
+  const at::Tensor positions = in.attention_mask.sum(1).cpu();  // each row's tokens, virtual ones included
   AdaptableLayer* head = peft_.model().output_layer();
   in.skip_logits = head != nullptr;
   auto out = peft_.forward_mixed(in, mixed);
@@ -335,7 +341,7 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   std::vector<int64_t> keep;
   for (int64_t i = 0; i < k; ++i) {
     Running& r = *fresh[i];
-    r.position = static_cast<int64_t>(r.req.prompt.size());
+    r.position = positions[i].item<int64_t>();
     emit(r, next_tokens(logits.narrow(0, i, 1), r.req.gen, r.gen)[0].item<int64_t>());
     if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
   }

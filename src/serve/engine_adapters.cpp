@@ -3,19 +3,40 @@
 #include <algorithm>
 #include <cmath>
 
+#include <c10/core/InferenceMode.h>
+
 #include "peft/engine.h"
 
 namespace peft {
 
 void Engine::refresh_adapters() {
+  c10::InferenceMode guard;  // row prompts are only counted
   std::map<std::string, std::string> r;
-  for (const auto& name : peft_.adapters()) r[name] = peft_.mixed_batch_refusal(name);
+  std::map<std::string, int64_t> virt;
+  for (const auto& name : peft_.adapters()) {
+    r[name] = peft_.mixed_batch_refusal(name);
+    if (auto p = peft_.row_prompts(name); p.defined()) virt[name] = p.size(0);
+  }
   std::lock_guard lk(mu_);
   adapter_refusals_ = std::move(r);
+  // A registered adapter out of memory keeps its count: its folder gives the same again.
+  for (const auto& [name, n] : virtual_tokens_)
+    if (!virt.count(name) && registered_.count(name) && !adapter_refusals_.count(name)) virt[name] = n;
+  virtual_tokens_ = std::move(virt);
   int64_t resident = 0;
   for (auto& [name, e] : registered_) resident += e.resident = adapter_refusals_.count(name) > 0;
   stats_.adapters_registered = static_cast<int64_t>(registered_.size());
   stats_.adapters_resident = resident;
+}
+
+int64_t Engine::virtual_tokens_locked(const std::string& adapter) const {
+  auto it = virtual_tokens_.find(adapter);
+  return it == virtual_tokens_.end() ? 0 : it->second;
+}
+
+int64_t Engine::virtual_tokens(const std::string& adapter) const {
+  std::lock_guard lk(mu_);
+  return virtual_tokens_locked(adapter);
 }
 
 std::vector<std::string> Engine::adapters() const {

@@ -130,10 +130,13 @@ void parse_sampling(const json& j, GenerationConfig& g) {
 }
 
 void parse_max_tokens(const json& j, CompletionRequest& r, const ModelLimits& limits) {
+  const int64_t virt = limits.virtual_tokens ? limits.virtual_tokens(r.model) : 0;
   const auto prompt = static_cast<int64_t>(r.prompt.size());
-  const int64_t room = limits.max_context > 0 ? limits.max_context - prompt : INT64_MAX;
+  const int64_t room = limits.max_context > 0 ? limits.max_context - prompt - virt : INT64_MAX;
+  const std::string with_virtual =
+      virt > 0 ? " (and the adapter's " + std::to_string(virt) + " virtual tokens)" : std::string();
   if (room < 1)
-    throw bad("the prompt holds " + std::to_string(prompt) + " tokens; the context is " +
+    throw bad("the prompt holds " + std::to_string(prompt) + " tokens" + with_virtual + "; the context is " +
               std::to_string(limits.max_context) + " tokens, with room for at least one more");
   const char* key = r.chat && present(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   // Completions default to OpenAI's 16 tokens; a chat answer may fill the context.
@@ -141,8 +144,8 @@ void parse_max_tokens(const json& j, CompletionRequest& r, const ModelLimits& li
   if (present(j, key)) n = strict_get<int64_t>(j[key], std::string("'") + key + "'");
   if (n < 1) throw bad(std::string("'") + key + "' must be >= 1");
   if (n > room)
-    throw bad("the prompt (" + std::to_string(prompt) + " tokens) plus '" + key + "' (" + std::to_string(n) +
-              ") exceeds the context of " + std::to_string(limits.max_context) + " tokens");
+    throw bad("the prompt (" + std::to_string(prompt) + " tokens) plus '" + key + "' (" + std::to_string(n) + ")" +
+              with_virtual + " exceeds the context of " + std::to_string(limits.max_context) + " tokens");
   r.gen.max_new_tokens = n;
 }
 

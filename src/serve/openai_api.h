@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
@@ -29,6 +30,9 @@ struct ModelLimits {
   int64_t vocab_size = 0;      // 0: unknown (prompt ids are not range-checked)
   int64_t max_context = 0;     // prompt + max_tokens
   std::vector<int64_t> eos_token_ids;
+  // The virtual tokens a model name's adapter puts before every prompt (soft prompts);
+  // they take context too. Unset: none.
+  std::function<int64_t(const std::string& model)> virtual_tokens;
 };
 
 struct CompletionRequest {

@@ -81,6 +81,9 @@ Server::Impl::Impl(std::shared_ptr<PeftModel> p, std::shared_ptr<const Tokenizer
   created = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
                 .count();
   engine = std::make_unique<Engine>(*peft, opts.engine);
+  limits.virtual_tokens = [this](const std::string& model) {
+    return model == opts.served_model_name ? 0 : engine->virtual_tokens(model);
+  };
   add_routes();
 }
 

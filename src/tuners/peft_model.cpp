@@ -131,6 +131,8 @@ void PeftModel::set_adapter_scale(const std::string& name, double multiplier) {
   auto cfg = configs_.find(name);
   if (cfg == configs_.end()) throw std::invalid_argument("no adapter named '" + name + "'");
   if (!std::isfinite(multiplier)) throw std::invalid_argument("an adapter scale must be a finite number");
+  if (inputs_.count(name) && multiplier != 1.0)  // virtual tokens have no strength to scale
+    throw std::invalid_argument("adapter '" + name + "' (" + cfg->second->peft_type() + ") has no scale to set");
   for (const auto& a : attachments_.at(name)) {
     LayerAdapter* ad = a.layer->adapter(name);
     if (ad->merged()) throw std::logic_error("adapter '" + name + "' is merged; unmerge it before scaling it");
@@ -143,9 +145,10 @@ std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
   auto cfg = configs_.find(name);
   if (cfg == configs_.end()) return "no adapter named '" + name + "' is loaded";
   const std::string what = "adapter '" + name + "' (" + cfg->second->peft_type() + ")";
-  if (inputs_.count(name))
-    return what + " works on the model's inputs (virtual tokens, or a pass of its own before the model's), so it "
-                  "cannot join a batch mixing adapters (peft generate runs it)";
+  if (auto in = inputs_.find(name); in != inputs_.end() && !in->second->row_prompts().defined())
+    return what + " works on the model's inputs beyond virtual tokens of its own (a prefix, task-routed prompts "
+                  "or a pass of its own before the model's), so it cannot join a batch mixing adapters (peft "
+                  "generate runs it)";
   for (const auto& [path, saved] : saved_modules_)
     if (saved.copies.count(name)) return what + " has its own copy of " + path + " (modules_to_save)";
   if (!cfg->second->trained_base_parameters(*model_, adapted_paths(name)).empty())
@@ -166,19 +169,29 @@ MixedBatch PeftModel::mixed_batch(const std::vector<std::string>& row_adapters) 
   return MixedBatch(rows, model_->device());
 }
 
+bool PeftModel::active_swaps_in() const {
+  if (disabled_) return false;
+  for (const auto& act : active_) {
+    if (inputs_.count(act)) return true;
+    for (const auto& [_, saved] : saved_modules_)
+      if (saved.copies.count(act)) return true;
+  }
+  return false;
+}
+
 ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const MixedBatch& mixed) {
   if (mixed.batch() != in.batch_size())
     throw std::invalid_argument("forward_mixed: " + std::to_string(mixed.batch()) + " adapter names for " +
                                 std::to_string(in.batch_size()) + " rows");
+  if (!in.inputs_embeds.defined() && (!in.cache || in.cache->length() == 0))
+    for (const auto& g : mixed.groups())
+      if (inputs_.count(g.adapter))
+        throw std::invalid_argument("forward_mixed: the rows of adapter '" + g.adapter +
+                                    "' need its virtual tokens in their inputs (PeftModel::with_row_prompts)");
   // The base model underneath: no active adapter's copies or soft prompt (layer adapters
   // follow the rows' names anyway, so most of the time there is nothing to switch off).
-  bool swapped_in = false;
-  for (const auto& act : active_) {
-    swapped_in = swapped_in || inputs_.count(act);
-    for (const auto& [_, saved] : saved_modules_) swapped_in = swapped_in || saved.copies.count(act);
-  }
   std::optional<Disabled> off;
-  if (!disabled_ && swapped_in) off.emplace(this);
+  if (active_swaps_in()) off.emplace(this);
   MixedBatch::Scope scope(&mixed);
   return model_->forward(in);
 }

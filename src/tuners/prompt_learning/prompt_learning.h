@@ -53,6 +53,7 @@ class SoftPrompt : public InputAdapter, public Seq2SeqInputAdapter {
   // The n prompts each of a batch's b rows gets: [b, n, dim] (the same for every row,
   // unless a multitask prompt routes rows by task).
   virtual at::Tensor batch_prompts(int64_t b) { return prompts().narrow(0, 0, n).unsqueeze(0).expand({b, n, dim}); }
+  at::Tensor row_prompts() override { return prompts().narrow(0, 0, n); }
 
   at::Tensor embedding;
   int64_t n, dim, rows;
