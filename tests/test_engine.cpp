@@ -85,7 +85,8 @@ ServeRequest request(const Case& c, int64_t new_tokens) {
 }
 
 // Every row of one left-padded batch with its own adapter gives the logits that adapter
-// gives alone (fp32, 1e-4); soft-prompt rows get their virtual tokens (with_row_prompts).
+// gives alone (fp32, 1e-4); soft-prompt and prefix rows get their virtual tokens
+// (with_virtual_tokens).
 TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
   c10::InferenceMode guard;
   auto peft = model_with_all_adapters();
@@ -95,23 +96,26 @@ TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
   for (const auto& c : cs) len = std::max<int64_t>(len, c.prompt.size());
   auto ids = at::zeros({b, len}, at::kLong), mask = at::zeros({b, len}, at::kLong);
   std::vector<std::string> rows;
-  int64_t soft_rows = 0;
+  int64_t virtual_rows = 0;
   for (int64_t i = 0; i < b; ++i) {
     const int64_t n = cs[i].prompt.size();
     ids[i].narrow(0, len - n, n).copy_(at::tensor(cs[i].prompt, at::kLong));
     mask[i].narrow(0, len - n, n).fill_(1);
     rows.push_back(cs[i].adapter);
-    soft_rows += !cs[i].adapter.empty() && peft->row_prompts(cs[i].adapter).defined();
+    virtual_rows += peft->virtual_tokens(cs[i].adapter) > 0;
   }
-  EXPECT_GE(soft_rows, 3);  // prompt tuning and P-tuning rows are in the batch
+  EXPECT_GE(virtual_rows, 5);  // prompt tuning, P-tuning and prefix rows are in the batch
+  KVCache cache;
   ModelInputs in;
   in.input_ids = ids;
   in.attention_mask = mask;
+  in.cache = &cache;
   const MixedBatch m = peft->mixed_batch(rows);
   EXPECT_THAT([&] { peft->forward_mixed(in, m); }, ::testing::ThrowsMessage<std::invalid_argument>(
                                                        HasSubstr("need its virtual tokens in their inputs")));
-  const ModelInputs placed = peft->with_row_prompts(in, m);
-  EXPECT_EQ(placed.attention_mask.size(1), len + 5);  // the longest soft prompt: 5 virtual tokens
+  const ModelInputs placed = peft->with_virtual_tokens(in, m);
+  EXPECT_EQ(cache.length(), 4);                             // the prefix: 4 positions
+  EXPECT_EQ(placed.attention_mask.size(1), 4 + 5 + len);  // and the longest soft prompt: 5
   auto mixed = peft->forward_mixed(placed, m).logits;
   const int64_t wide = mixed.size(1);
   for (int64_t i = 0; i < b; ++i) {
@@ -133,30 +137,37 @@ TEST(MixedBatch, EachRowEqualsItsAdapterAlone) {
   }
 }
 
-// Soft prompts join mixed batches only through with_row_prompts, and with left padding;
-// a prefix (its keys and values sit in every layer's cache) still cannot join, and a soft
-// prompt has no scale to set.
-TEST(MixedBatch, SoftPromptsNeedLeftPaddingAndPrefixesAreRefused) {
+// Soft prompts and prefixes join mixed batches only through with_virtual_tokens, with
+// left padding (and a cache for prefixes); task-routed prompts still cannot join, and
+// virtual tokens have no scale to set.
+TEST(MixedBatch, VirtualTokensNeedLeftPaddingAndTaskRoutedPromptsAreRefused) {
   c10::InferenceMode guard;
   auto peft = model_with_all_adapters();
   ModelInputs in;
   in.input_ids = at::ones({2, 3}, at::kLong);
   in.attention_mask = at::tensor({1, 1, 0, 1, 1, 1}, at::kLong).view({2, 3});  // row 0 padded on the right
-  const MixedBatch m = peft->mixed_batch({"prompt", ""});
-  EXPECT_THAT([&] { peft->with_row_prompts(in, m); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("must pad on the left")));
-  EXPECT_THAT([&] { peft->set_adapter_scale("prompt", 0.5); },
-              ::testing::ThrowsMessage<std::invalid_argument>(HasSubstr("has no scale to set")));
-  const auto prefix = nlohmann::ordered_json::parse(R"({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4})");
-  peft->add_adapter("prefix", *parse_user_adapter_config(prefix, "test"));
-  EXPECT_THAT(peft->mixed_batch_refusal("prefix"), HasSubstr("cannot join a batch mixing adapters"));
+  using ::testing::ThrowsMessage;
+  EXPECT_THAT([&] { peft->with_virtual_tokens(in, peft->mixed_batch({"prompt", ""})); },
+              ThrowsMessage<std::invalid_argument>(HasSubstr("must pad on the left")));
+  in.attention_mask = at::ones({2, 3}, at::kLong);
+  EXPECT_THAT([&] { peft->with_virtual_tokens(in, peft->mixed_batch({"prefix", ""})); },
+              ThrowsMessage<std::invalid_argument>(HasSubstr("prefixes need a KV cache")));
+  for (const char* name : {"prompt", "prefix"})
+    EXPECT_THAT([&] { peft->set_adapter_scale(name, 0.5); },
+                ThrowsMessage<std::invalid_argument>(HasSubstr("has no scale to set")));
+  const auto mpt = nlohmann::ordered_json::parse(R"({"peft_type": "MULTITASK_PROMPT_TUNING",
+      "task_type": "CAUSAL_LM", "num_virtual_tokens": 4, "num_tasks": 2})");
+  peft->add_adapter("mpt", *parse_user_adapter_config(mpt, "test"));
+  EXPECT_THAT(peft->mixed_batch_refusal("mpt"), HasSubstr("cannot join a batch mixing adapters"));
   EXPECT_EQ(peft->mixed_batch_refusal("ptuning"), "");
-  EXPECT_FALSE(peft->row_prompts("all_r8").defined());
+  EXPECT_EQ(peft->mixed_batch_refusal("prefix"), "");
+  EXPECT_EQ(peft->virtual_tokens("all_r8"), 0);
+  EXPECT_EQ(peft->virtual_tokens("prefix"), 4);
 }
 
-// All requests at once, 10 adapters (2 of them soft prompts) and the base in one running
-// batch: HF PEFT's greedy tokens for each request with its adapter alone, and ours with
-// that adapter merged (soft prompts: alone).
+// All requests at once, 11 adapters (2 soft prompts and a prefix among them) and the base
+// in one running batch: HF PEFT's greedy tokens for each request with its adapter alone,
+// and ours with that adapter merged (soft prompts and prefixes: alone).
 TEST(Engine, MixedBatchGreedyTokensEqualHfAndMerged) {
   auto peft = model_with_all_adapters();
   const auto cs = cases();
@@ -176,10 +187,10 @@ TEST(Engine, MixedBatchGreedyTokensEqualHfAndMerged) {
   for (size_t i = 0; i < cs.size(); ++i) {
     EXPECT_EQ(got.tokens[ids[i]], cs[i].tokens) << "request " << i << " (" << cs[i].adapter << ")";
     EXPECT_EQ(got.reasons[ids[i]], "length");
-    PeftModel merged(load_model(base_dir().string()));  // soft prompts cannot merge: loaded as they are
+    PeftModel merged(load_model(base_dir().string()));  // soft prompts, prefixes cannot merge: as loaded
     if (!cs[i].adapter.empty()) {
       merged.load_adapter((serving_dir() / cs[i].adapter).string(), cs[i].adapter);
-      if (!merged.row_prompts(cs[i].adapter).defined()) merged.merge();
+      if (merged.virtual_tokens(cs[i].adapter) == 0) merged.merge();
     }
     GenerationConfig g;
     g.max_new_tokens = static_cast<int64_t>(cs[i].tokens.size());

@@ -1,7 +1,7 @@
 // Serving engine: continuous batching of generation requests over one base model, each
-// request with its own adapter (or none), all in one mixed batch. Soft-prompt adapters
-// (prompt tuning, P-tuning, CPT) join it too: their rows get their virtual tokens at
-// prefill (PeftModel::with_row_prompts).
+// request with its own adapter (or none), all in one mixed batch. Soft prompts (prompt
+// tuning, P-tuning, CPT) and prefixes (prefix tuning, CARTRIDGE) join it too: their rows
+// get their virtual tokens at prefill (PeftModel::with_virtual_tokens).
 //
 // A worker thread owns the model. At every decoding step it admits waiting requests (in
 // arrival order, while the batch has room and the KV budget allows), prefills each, and
@@ -110,8 +110,8 @@ class Engine {
   const EngineOptions& options() const { return opts_; }
   // The adapters requests may name: loaded ones and registered ones, resident or not.
   std::vector<std::string> adapters() const;
-  // The virtual tokens a soft-prompt adapter puts before every prompt (they count against
-  // the context and the KV budget); 0 for other adapters and unknown names.
+  // The virtual tokens a soft prompt or prefix puts before every prompt (they count
+  // against the context and the KV budget); 0 for other adapters and unknown names.
   int64_t virtual_tokens(const std::string& adapter) const;
 
  private:
@@ -143,8 +143,8 @@ class Engine {
   std::deque<std::function<void()>> commands_;
   std::vector<uint64_t> cancels_;
   std::map<std::string, std::string> adapter_refusals_;  // loaded adapter -> why it cannot mix ("" = it can)
-  // Soft-prompt adapters, loaded or registered -> their virtual tokens per request (its
-  // KV positions count them).
+  // Soft-prompt and prefix adapters, loaded or registered -> their virtual tokens per
+  // request (its KV positions count them).
   std::map<std::string, int64_t> virtual_tokens_;
   int64_t virtual_tokens_locked(const std::string& adapter) const;  // virtual_tokens, mu_ held
   struct Registered {

@@ -83,11 +83,14 @@ class InputAdapter : public Module {
   // An auxiliary training loss of the last forward given the batch's labels, already
   // weighted (ShadowPEFT's shadow-head LM loss); undefined where none.
   virtual at::Tensor aux_loss(const at::Tensor& labels) const { return {}; }
-  // The virtual token embeddings [n, dim] it puts in front of every row's, whatever the
-  // input (prompt tuning, P-tuning, CPT), so that its rows can share a batch with other
-  // adapters' rows (PeftModel::with_row_prompts); undefined where they depend on the batch
-  // or the adapter does more (prefixes, task-routed prompts, SHADOW, X-LoRA).
+  // What it puts in front of every row whatever the input, so that its rows can share a
+  // batch with other adapters' rows (PeftModel::with_virtual_tokens); undefined where that
+  // depends on the batch or the adapter does more (task-routed prompts, SHADOW, X-LoRA).
+  // Virtual token embeddings [n, dim] before the row's own (prompt tuning, P-tuning, CPT):
   virtual at::Tensor row_prompts() { return {}; }
+  // Keys and values [layers, 2, kv_heads, n, head_dim] in the KV cache before the row's
+  // positions (prefix tuning, CARTRIDGE):
+  virtual at::Tensor row_prefix() { return {}; }
   bool training = false;
 };
 

@@ -56,10 +56,11 @@ class PeftModel {
   ModelOutputs forward(const ModelInputs& in) { return model_->forward(in); }
   // One forward of a batch whose rows use different adapters (HF PEFT's adapter_names):
   // row i uses row_adapters[i], "" or "__base__" for the base model alone, whatever is
-  // active. Layer adapters (LoRA and its variants, (IA)3, LoHa/LoKr, ...) and soft prompts
-  // whose rows got their virtual tokens from with_row_prompts (a first forward without them
-  // is refused); prefixes, passes of their own (SHADOW, X-LoRA), modules_to_save, trained
-  // base parameters and merged adapters are refused by name.
+  // active. Layer adapters (LoRA and its variants, (IA)3, LoHa/LoKr, ...), and soft prompts
+  // and prefixes whose rows got their virtual tokens from with_virtual_tokens (a first
+  // forward without them is refused); task-routed prompts, passes of their own (SHADOW,
+  // X-LoRA), modules_to_save, trained base parameters and merged adapters are refused by
+  // name.
   ModelOutputs forward_mixed(const ModelInputs& in, const std::vector<std::string>& row_adapters) {
     return forward_mixed(in, mixed_batch(row_adapters));
   }
@@ -67,15 +68,20 @@ class PeftModel {
   // its rows keep their adapters and no adapter is loaded, removed or changed.
   ModelOutputs forward_mixed(const ModelInputs& in, const MixedBatch& m);
   MixedBatch mixed_batch(const std::vector<std::string>& row_adapters) const;
-  // A mixed batch's first forward with its soft-prompt rows' virtual tokens: `in` holds
-  // input_ids and a left-padded attention_mask; each row whose adapter has row prompts
-  // (InputAdapter::row_prompts) gets its n virtual tokens between its padding and its
-  // tokens, where generation with that adapter alone has them, and the sequence grows in
-  // front by the largest n. Returns inputs_embeds, that mask and position ids counted
-  // from it; `in` unchanged when no row has prompts. Later (cached) steps extend the mask.
-  ModelInputs with_row_prompts(const ModelInputs& in, const MixedBatch& m);
-  // An adapter's virtual tokens [n, dim] for a mixed batch's rows; undefined for none.
+  // A mixed batch's first forward with each row's virtual tokens, where generation with
+  // its adapter alone has them: `in` holds input_ids, a left-padded attention_mask and an
+  // empty cache. A soft prompt's n rows (InputAdapter::row_prompts) go between the row's
+  // padding and its tokens, the sequence growing in front by the largest n; a prefix's
+  // keys and values (row_prefix) fill the cache, right-aligned to the longest prefix.
+  // Returns the inputs to run: inputs_embeds (with soft prompts), the mask over cache and
+  // sequence, and position ids counted from it; `in` unchanged when no row has either.
+  // Later (cached) steps only extend the mask.
+  ModelInputs with_virtual_tokens(const ModelInputs& in, const MixedBatch& m);
+  // An adapter's soft prompt [n, dim] and prefix [layers, 2, kv_heads, n, head_dim] for a
+  // mixed batch's rows (undefined for none), and how many positions they take per row.
   at::Tensor row_prompts(const std::string& name) const;
+  at::Tensor row_prefix(const std::string& name) const;
+  int64_t virtual_tokens(const std::string& name) const;
   // HF PEFT's set_scale for every layer of an adapter: its contribution times
   // `multiplier`, relative to the loaded value (LoRA, LoHa, LoKr; others are refused).
   void set_adapter_scale(const std::string& name, double multiplier);

@@ -325,8 +325,9 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   // Logits of the last position only: the head runs on one row of hidden states per
   // request rather than on the whole prompt.
   const MixedBatch mixed = peft_.mixed_batch(adapters);
-  in = peft_.with_row_prompts(in, mixed);  // soft-prompt rows: their virtual tokens first
-  len = in.attention_mask.size(1);
+  in = peft_.with_virtual_tokens(in, mixed);  // soft prompts and prefixes: their rows' virtual tokens first
+  const int64_t seq = in.seq_len();
+  len = in.attention_mask.size(1);  // the cache's length after this forward
   const at::Tensor positions = in.attention_mask.sum(1).cpu();  // each row's tokens, virtual ones included
   AdaptableLayer* head = peft_.model().output_layer();
   in.skip_logits = head != nullptr;
@@ -334,7 +335,7 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   at::Tensor logits;
   if (head) {
     MixedBatch::Scope scope(&mixed);
-    logits = head->forward(out.last_hidden_state.narrow(1, len - 1, 1)).select(1, 0).to(at::kFloat);
+    logits = head->forward(out.last_hidden_state.narrow(1, seq - 1, 1)).select(1, 0).to(at::kFloat);
   } else {
     logits = out.logits.select(1, -1).to(at::kFloat);
   }

@@ -10,12 +10,12 @@
 namespace peft {
 
 void Engine::refresh_adapters() {
-  c10::InferenceMode guard;  // row prompts are only counted
+  c10::InferenceMode guard;  // virtual tokens are only counted
   std::map<std::string, std::string> r;
   std::map<std::string, int64_t> virt;
   for (const auto& name : peft_.adapters()) {
     r[name] = peft_.mixed_batch_refusal(name);
-    if (auto p = peft_.row_prompts(name); p.defined()) virt[name] = p.size(0);
+    if (const int64_t n = peft_.virtual_tokens(name); n > 0) virt[name] = n;
   }
   std::lock_guard lk(mu_);
   adapter_refusals_ = std::move(r);

@@ -145,10 +145,9 @@ std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
   auto cfg = configs_.find(name);
   if (cfg == configs_.end()) return "no adapter named '" + name + "' is loaded";
   const std::string what = "adapter '" + name + "' (" + cfg->second->peft_type() + ")";
-  if (auto in = inputs_.find(name); in != inputs_.end() && !in->second->row_prompts().defined())
-    return what + " works on the model's inputs beyond virtual tokens of its own (a prefix, task-routed prompts "
-                  "or a pass of its own before the model's), so it cannot join a batch mixing adapters (peft "
-                  "generate runs it)";
+  if (inputs_.count(name) && virtual_tokens(name) == 0)
+    return what + " works on the model's inputs beyond virtual tokens of its own (task-routed prompts, or a pass "
+                  "of its own before the model's), so it cannot join a batch mixing adapters (peft generate runs it)";
   for (const auto& [path, saved] : saved_modules_)
     if (saved.copies.count(name)) return what + " has its own copy of " + path + " (modules_to_save)";
   if (!cfg->second->trained_base_parameters(*model_, adapted_paths(name)).empty())
@@ -187,7 +186,7 @@ ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const MixedBatch& m
     for (const auto& g : mixed.groups())
       if (inputs_.count(g.adapter))
         throw std::invalid_argument("forward_mixed: the rows of adapter '" + g.adapter +
-                                    "' need its virtual tokens in their inputs (PeftModel::with_row_prompts)");
+                                    "' need its virtual tokens in their inputs (PeftModel::with_virtual_tokens)");
   // The base model underneath: no active adapter's copies or soft prompt (layer adapters
   // follow the rows' names anyway, so most of the time there is nothing to switch off).
   std::optional<Disabled> off;

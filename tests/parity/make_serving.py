@@ -4,11 +4,11 @@
 Usage: python tests/parity/make_serving.py PARITY_DIR OUT_DIR
 
 On PARITY_DIR/llama_mha (tests/parity/make_models.py), makes adapters of several methods,
-ranks and target sets (soft prompts among them), each with non-trivial weights, saved as
-OUT_DIR/<name>/ by HF PEFT, and OUT_DIR/requests.json: a list of {"prompt": ids, "adapter": name ("" = base),
-"tokens": HF PEFT's greedy continuation (generate with that adapter alone)}. Prompts are
-drawn until every greedy step of every request wins by a margin, so that batching cannot
-flip a token by rounding.
+ranks and target sets (soft prompts and a prefix among them), each with non-trivial
+weights, saved as OUT_DIR/<name>/ by HF PEFT, and OUT_DIR/requests.json: a list of
+{"prompt": ids, "adapter": name ("" = base), "tokens": HF PEFT's greedy continuation
+(generate with that adapter alone)}. Prompts are drawn until every greedy step of every
+request wins by a margin, so that batching cannot flip a token by rounding.
 """
 
 import json
@@ -20,8 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from peft import (IA3Config, LoHaConfig, LoraConfig, PeftModel, PromptEncoderConfig, PromptTuningConfig,
-                  get_peft_model)
+from peft import (IA3Config, LoHaConfig, LoraConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig,
+                  PromptTuningConfig, get_peft_model)
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -37,13 +37,15 @@ ADAPTERS = {
     "ia3": IA3Config(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]),
     "loha": LoHaConfig(target_modules=["q_proj", "o_proj"], r=4, alpha=8),
     "qv_r16": LoraConfig(target_modules=["q_proj", "v_proj", "lm_head"], r=16, lora_alpha=8),
-    # Soft prompts: their rows get virtual tokens of their own in the mixed batch.
+    # Soft prompts and a prefix: their rows get virtual tokens of their own in the mixed batch.
     "prompt": PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5),
     "ptuning": PromptEncoderConfig(task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_hidden_size=32),
+    "prefix": PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
 }
 # Rows of the mixed batch: (prompt length, adapter).
 ROWS = [(5, "qv_r2"), (9, "all_r8"), (3, "mlp_r4"), (7, "o_rslora"), (6, "dora"), (4, "ia3"), (8, "loha"),
-        (5, "qv_r16"), (6, ""), (7, "all_r8"), (2, "qv_r2"), (4, "prompt"), (6, "ptuning"), (2, "prompt")]
+        (5, "qv_r16"), (6, ""), (7, "all_r8"), (2, "qv_r2"), (4, "prompt"), (6, "ptuning"), (2, "prompt"),
+        (5, "prefix"), (3, "prefix")]
 
 
 def base(parity_dir):

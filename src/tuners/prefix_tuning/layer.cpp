@@ -32,6 +32,11 @@ std::vector<std::pair<std::string, at::Tensor>> PrefixEncoder::saved_tensors() {
   return {{"prompt_embeddings", past().detach()}};
 }
 
+at::Tensor PrefixEncoder::row_prefix() {
+  if (submodules != 1) return {};
+  return past().view({n, layers, 2, heads, head_dim}).permute({1, 2, 3, 0, 4});
+}
+
 int64_t PrefixEncoder::prepare(Model& model, ModelInputs& in) {
   if (model.num_cache_layers() != layers)
     throw std::invalid_argument("prefix tuning: the adapter has " + std::to_string(layers) + " layers, " +

@@ -22,6 +22,7 @@ class PrefixEncoder : public InputAdapter, public Seq2SeqInputAdapter {
   void prepare_seq2seq(Model& model, Seq2SeqInputs& in) override;
   std::vector<std::pair<std::string, at::Tensor>> saved_tensors() override;
   virtual at::Tensor past();  // [n, layers * 2 * heads * head_dim]
+  at::Tensor row_prefix() override;  // decoder-only models (one submodule)
 
   at::Tensor embedding;
   std::vector<at::Tensor> transform;  // Linear(token_dim, hidden), tanh, Linear(hidden, layers*2*kv_dim)
