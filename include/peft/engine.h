@@ -147,6 +147,8 @@ class Engine {
   // request (its KV positions count them).
   std::map<std::string, int64_t> virtual_tokens_;
   int64_t virtual_tokens_locked(const std::string& adapter) const;  // virtual_tokens, mu_ held
+  // KV positions a request reserves: virtual tokens, prompt and max_new_tokens; mu_ held.
+  int64_t kv_need_locked(const ServeRequest& r) const;
   struct Registered {
     std::string dir;
     double scale = 1.0;

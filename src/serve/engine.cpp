@@ -12,6 +12,7 @@
 
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
+#include "util/mask_positions.h"
 
 namespace peft {
 
@@ -83,7 +84,7 @@ uint64_t Engine::submit(ServeRequest r) {
       throw UnknownAdapter("no adapter named '" + r.adapter + "' is loaded");
     if (it != adapter_refusals_.end() && !it->second.empty()) throw std::invalid_argument(it->second);
   }
-  const int64_t virt = virtual_tokens_locked(r.adapter), need = virt + n + r.gen.max_new_tokens;
+  const int64_t virt = virtual_tokens_locked(r.adapter), need = kv_need_locked(r);
   const std::string with_virtual =
       virt > 0 ? " and the adapter's " + std::to_string(virt) + " virtual tokens" : std::string();
   if (context_ > 0 && need > context_)
@@ -254,8 +255,7 @@ void Engine::admit() {
       std::lock_guard lk(mu_);
       if (queue_.empty()) break;
       Queued& front = queue_.front();
-      const int64_t need = virtual_tokens_locked(front.req.adapter) + static_cast<int64_t>(front.req.prompt.size()) +
-                           front.req.gen.max_new_tokens;
+      const int64_t need = kv_need_locked(front.req);
       if (kv_reserved_ + need > opts_.max_kv_tokens) break;  // in order: the head waits for room
       r->id = front.id;
       r->req = std::move(front.req);
@@ -320,7 +320,7 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   ModelInputs in;
   in.input_ids = ids.to(dev);
   in.attention_mask = mask.to(dev);
-  in.position_ids = (in.attention_mask.cumsum(-1) - 1).masked_fill(in.attention_mask == 0, 1);
+  in.position_ids = positions_from_mask(in.attention_mask);
   in.cache = &cache;
   // Logits of the last position only: the head runs on one row of hidden states per
   // request rather than on the whole prompt.

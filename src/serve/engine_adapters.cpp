@@ -34,6 +34,10 @@ int64_t Engine::virtual_tokens_locked(const std::string& adapter) const {
   return it == virtual_tokens_.end() ? 0 : it->second;
 }
 
+int64_t Engine::kv_need_locked(const ServeRequest& r) const {
+  return virtual_tokens_locked(r.adapter) + static_cast<int64_t>(r.prompt.size()) + r.gen.max_new_tokens;
+}
+
 int64_t Engine::virtual_tokens(const std::string& adapter) const {
   std::lock_guard lk(mu_);
   return virtual_tokens_locked(adapter);

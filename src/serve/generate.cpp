@@ -10,6 +10,7 @@
 
 #include "generate_rows.h"
 #include "peft/seq2seq.h"
+#include "util/mask_positions.h"
 
 namespace peft {
 
@@ -98,7 +99,7 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   }
   ids = ids.to(device);
   mask = mask.to(device);
-  auto pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1);
+  auto pos = positions_from_mask(mask);
 
   auto gen = at::detail::createCPUGenerator(cfg.seed);
   KVCache cache;

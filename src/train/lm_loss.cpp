@@ -22,7 +22,7 @@ at::ScalarType compute_dtype(const at::Tensor& h) {
 
 // bf16 logits on CPU: a fused row kernel instead of ATen's fp32 passes over [rows, vocab]
 // (a cast, logsumexp's two, a gather, the softmax's two, a scatter and a cast back).
-bool bf16_rows(const at::Tensor& h) { return h.device().is_cpu() && h.scalar_type() == at::kBFloat16; }
+bool bf16_rows(const at::Tensor& h) { return h.device().is_cpu() && compute_dtype(h) == at::kBFloat16; }
 
 // loss = sum_i logsumexp(h_i W^T) - (h_i W^T)[t_i]; d loss / d h_i = (softmax_i - onehot_i) W,
 // computed in forward chunk by chunk; W gets no gradient.
@@ -94,9 +94,8 @@ at::Tensor causal_lm_loss_sum(AdaptableLayer& head, const at::Tensor& hidden, co
   }
   const int64_t vocab = head.output_dim();
   if (plain_frozen_head(head)) {
-    const bool bf16_kernel = h.device().is_cpu() && compute_dtype(h) == at::kBFloat16;
     return FusedLinearCrossEntropy::apply(h, *head.weight_tensor(), t,
-                                          chunk_rows > 0 ? chunk_rows : default_chunk_rows(vocab, bf16_kernel),
+                                          chunk_rows > 0 ? chunk_rows : default_chunk_rows(vocab, bf16_rows(h)),
                                           at::GradMode::is_enabled() && h.requires_grad());
   }
   const int64_t rows = chunk_rows > 0 ? chunk_rows : default_chunk_rows(vocab, false);

@@ -8,6 +8,7 @@
 
 #include "peft/layers.h"
 #include "peft/peft_model.h"
+#include "util/mask_positions.h"
 
 namespace peft {
 
@@ -139,7 +140,7 @@ ModelInputs PeftModel::with_virtual_tokens(const ModelInputs& in, const MixedBat
     mask = place_prefixes(v, mask, opts, *out.cache);
   }
   out.attention_mask = mask;
-  out.position_ids = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1).narrow(1, mask.size(1) - seq, seq);
+  out.position_ids = positions_from_mask(mask).narrow(1, mask.size(1) - seq, seq);
   return out;
 }
 
