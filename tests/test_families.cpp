@@ -1,4 +1,4 @@
-// Qwen3, Gemma 2, Gemma 3 text and Phi-3 against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma 2, Gemma 3 text, Phi-3 and OPT against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -126,7 +126,8 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Family,
-                         ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied"));
+                         ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
+                                           "opt", "opt_proj"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -190,7 +191,7 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
 
 // With no target_modules, LoRA takes HF PEFT's defaults for the model_type.
 TEST(Families, LoraDefaultTargetsFollowPeft) {
-  for (const char* name : {"qwen3", "gemma2", "gemma3"}) {
+  for (const char* name : {"qwen3", "gemma2", "gemma3", "opt"}) {
     PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),
                                                       "test"));
@@ -199,6 +200,54 @@ TEST(Families, LoraDefaultTargetsFollowPeft) {
       if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->adapter("default"))
         targets.insert(path.substr(path.rfind('.') + 1));
     EXPECT_EQ(targets, (std::set<std::string>{"q_proj", "v_proj"})) << name;
+  }
+}
+
+// Prefix tuning as HF PEFT saved it: the prefix's keys/values sit in the cache and its
+// ones in front of the mask, so OPT's mask-counted positions start after the prefix.
+class Prefixed : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Prefixed, HfPrefixAdapterMatchesPeft) {
+  const auto dir = case_dir(GetParam()) / "prefix";
+  SafetensorsFile ref((dir / "reference.safetensors").string());
+  SafetensorsFile base((case_dir(GetParam()) / "reference.safetensors").string());
+  PeftModel peft(load_model(case_dir(GetParam()).string()));
+  peft.load_adapter(dir.string());
+  c10::InferenceMode guard;
+  auto got = peft.forward(test::inputs_of(base)).logits;
+  EXPECT_LE(test::max_diff(got, ref.get("logits"), base.get("attention_mask")), kLogitTol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Prefixed, ::testing::Values("opt", "opt_proj"));
+
+// OPT counts positions over the attention mask: a left-padded row gives the logits of the
+// same tokens unpadded (whose logits the parity tests above check), where positions counted
+// from the sequence start would shift every real token by the padding.
+TEST(Opt, LeftPaddingKeepsPositions) {
+  c10::InferenceMode guard;
+  SafetensorsFile ref((case_dir("opt_proj") / "reference.safetensors").string());
+  auto model = load_model(case_dir("opt_proj").string());
+  const auto ids = ref.get("input_ids").narrow(0, 0, 1);
+  ModelInputs alone;
+  alone.input_ids = ids;
+  const auto want = model->forward(alone).logits;
+  ModelInputs padded;
+  padded.input_ids = at::cat({at::full({1, 3}, 1, at::kLong), ids}, 1);
+  padded.attention_mask = at::cat({at::zeros({1, 3}, at::kLong), at::ones_like(ids)}, 1);
+  const auto got = model->forward(padded).logits.narrow(1, 3, ids.size(1));
+  EXPECT_LE((got - want).abs().max().item<double>(), kLogitTol);
+  ModelInputs shifted = padded;  // the same input with positions from the start: not equal
+  shifted.position_ids = at::arange(padded.input_ids.size(1), at::kLong).unsqueeze(0);
+  EXPECT_GT((model->forward(shifted).logits.narrow(1, 3, ids.size(1)) - want).abs().max().item<double>(), 1e-2);
+}
+
+TEST(Opt, UnsupportedSettingsAreRefusedByName) {
+  const auto dir = variant("opt", "no_affine", {{"layer_norm_elementwise_affine", false}});
+  try {
+    (void)load_model(dir.string());
+    ADD_FAILURE() << "loaded LayerNorms without weights";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(std::string(e.what()), HasSubstr("layer_norm_elementwise_affine"));
   }
 }
 

@@ -9,6 +9,7 @@
 #include "models/gpt2.h"
 #include "models/llama.h"
 #include "models/moe.h"
+#include "models/opt.h"
 #include "models/phi3.h"
 #include "models/t5.h"
 #include "models/vit.h"
@@ -42,6 +43,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen3Moe", w); }},
       {"Qwen2MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen2Moe", w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
+      {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForSequenceClassification>(j, w); }},
@@ -73,7 +75,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"},
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
-    {"phi3", "Phi3ForCausalLM"},
+    {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

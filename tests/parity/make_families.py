@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma 2, Gemma 3 text and Phi-3 models made by transformers, with
+"""Random-weight Qwen3, Gemma 2, Gemma 3 text, Phi-3 and OPT models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -8,9 +8,12 @@ For every case OUT_DIR/<case>/ holds:
   * the model (save_pretrained, float32), reference.safetensors with input_ids,
     attention_mask (right-padded rows), logits, gen_input_ids, gen_output_ids (32 greedy
     tokens), packed_input_ids, packed_position_ids, packed_logits, num_parameters;
-  * lora/ and ia3/: adapters saved by HF PEFT (non-trivial weights), each with
-    reference.safetensors holding the adapted model's logits on the same inputs.
+  * lora/ and ia3/ (and prefix/ for OPT): adapters saved by HF PEFT (non-trivial weights),
+    each with reference.safetensors holding the adapted model's logits on the same inputs.
 Sequences (9 tokens, 37 generated) are longer than every sliding window here (3 to 5).
+OPT's attention does not see packed sequences in transformers (its causal mask is built
+without the position ids), so its packed_logits are each sequence run alone, which is what
+packing means and what the C++ side computes.
 """
 
 import os
@@ -19,7 +22,7 @@ import sys
 import time
 
 import torch
-from peft import IA3Config, LoraConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PrefixTuningConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
     AutoModelForCausalLM,
@@ -27,6 +30,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    OPTConfig,
+    OPTForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
     Qwen3Config,
@@ -111,6 +116,24 @@ def _phi3_tied():
     )
 
 
+def _opt():
+    # pre-LayerNorm (OPT-125m, 1.3b and up); tied; biases; ReLU
+    return OPTConfig(
+        vocab_size=101, hidden_size=48, num_hidden_layers=2, ffn_dim=72, num_attention_heads=4,
+        max_position_embeddings=64, do_layer_norm_before=True, tie_word_embeddings=True, init_std=INIT_STD,
+    )
+
+
+def _opt_proj():
+    # OPT-350m's layout: post-LayerNorm, no final norm, embeddings narrower than the model
+    # (project_in / project_out)
+    return OPTConfig(
+        vocab_size=93, hidden_size=48, num_hidden_layers=2, ffn_dim=64, num_attention_heads=3,
+        max_position_embeddings=64, do_layer_norm_before=False, word_embed_proj_dim=32,
+        tie_word_embeddings=True, init_std=INIT_STD,
+    )
+
+
 # name, model class, config factory, LoRA kwargs, IA3 kwargs. None target_modules: PEFT's
 # default for the model_type (the C++ side must know the same table).
 CASES = [
@@ -138,7 +161,17 @@ CASES = [
         dict(target_modules=["qkv_proj", "gate_up_proj"]),
         dict(target_modules=["qkv_proj", "gate_up_proj"], feedforward_modules=["gate_up_proj"]),
     ),
+    ("opt", OPTForCausalLM, _opt, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "opt_proj",
+        OPTForCausalLM,
+        _opt_proj,
+        dict(target_modules="all-linear"),
+        dict(target_modules=["k_proj", "fc1"], feedforward_modules=["fc1"]),
+    ),
 ]
+PACKING_BLIND = {"opt", "opt_proj"}
+PREFIXED = {"opt", "opt_proj"}
 
 BASE_SEED = 2468
 
@@ -210,6 +243,11 @@ def make_base(case_dir, idx, name, cls, cfg_factory):
         logits = model(ids, attention_mask=mask).logits
         pids, ppos = packed_inputs(vocab, seed + 2)
         packed = model(pids, position_ids=ppos, use_cache=False).logits
+        if name in PACKING_BLIND:
+            packed = torch.stack([
+                torch.cat([model(pids[b:b + 1, sum(row[:i]):sum(row[:i + 1])], use_cache=False).logits[0]
+                           for i in range(len(row))])
+                for b, row in enumerate(PACKED_SEGMENTS)])
         last = PACKED_SEGMENTS[0][-1]
         alone = model(pids[:1, -last:], use_cache=False).logits
     assert torch.allclose(packed[:1, -last:], alone, atol=1e-5), name
@@ -241,7 +279,7 @@ def make_adapter(case_dir, kind, config, ref, seed):
     out = os.path.join(case_dir, kind)
     model.save_pretrained(out, safe_serialization=True)
     save_file({"logits": logits}, os.path.join(out, "reference.safetensors"))
-    return effect, sorted(model.peft_config["default"].target_modules)
+    return effect, sorted(getattr(model.peft_config["default"], "target_modules", None) or [])
 
 
 def main():
@@ -261,6 +299,10 @@ def main():
         lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False, **lora_kwargs)
         lora_effect, lora_targets = make_adapter(case_dir, "lora", lora, ref, seed + 3)
         ia3_effect, ia3_targets = make_adapter(case_dir, "ia3", IA3Config(**ia3_kwargs), ref, seed + 4)
+        if name in PREFIXED:  # prefix keys/values: OPT's positions count them from the mask
+            prefix = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+            prefix_effect, _ = make_adapter(case_dir, "prefix", prefix, ref, seed + 5)
+            print(f"{name:13s} prefix effect={prefix_effect:.3g}")
         print(f"{name:13s} {cls.__name__:18s} seed={seed} params={int(ref['num_parameters'][0])} "
               f"margin={margin:.3g} lora{lora_targets} effect={lora_effect:.3g} "
               f"ia3{ia3_targets} effect={ia3_effect:.3g}")
