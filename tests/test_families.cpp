@@ -1,4 +1,4 @@
-// Qwen3, Gemma 2, Gemma 3 text, Phi-3 and OPT against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT and GPT-NeoX against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -127,7 +127,7 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
 
 INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
-                                           "opt", "opt_proj"));
+                                           "opt", "opt_proj", "gpt_neox", "gpt_neox_seq"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -191,7 +191,10 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
 
 // With no target_modules, LoRA takes HF PEFT's defaults for the model_type.
 TEST(Families, LoraDefaultTargetsFollowPeft) {
-  for (const char* name : {"qwen3", "gemma2", "gemma3", "opt"}) {
+  const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
+      {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3", {"q_proj", "v_proj"}},
+      {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}};
+  for (const auto& [name, want] : cases) {
     PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),
                                                       "test"));
@@ -199,12 +202,13 @@ TEST(Families, LoraDefaultTargetsFollowPeft) {
     for (const auto& [path, m] : peft.model().named_modules())
       if (auto* l = dynamic_cast<AdaptableLayer*>(m); l && l->adapter("default"))
         targets.insert(path.substr(path.rfind('.') + 1));
-    EXPECT_EQ(targets, (std::set<std::string>{"q_proj", "v_proj"})) << name;
+    EXPECT_EQ(targets, want) << name;
   }
 }
 
 // Prefix tuning as HF PEFT saved it: the prefix's keys/values sit in the cache and its
-// ones in front of the mask, so OPT's mask-counted positions start after the prefix.
+// ones in front of the mask, so positions start after the prefix (OPT counts them over
+// the mask, GPT-NeoX from the cache length).
 class Prefixed : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Prefixed, HfPrefixAdapterMatchesPeft) {
@@ -218,7 +222,7 @@ TEST_P(Prefixed, HfPrefixAdapterMatchesPeft) {
   EXPECT_LE(test::max_diff(got, ref.get("logits"), base.get("attention_mask")), kLogitTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Prefixed, ::testing::Values("opt", "opt_proj"));
+INSTANTIATE_TEST_SUITE_P(Families, Prefixed, ::testing::Values("opt", "opt_proj", "gpt_neox"));
 
 // OPT counts positions over the attention mask: a left-padded row gives the logits of the
 // same tokens unpadded (whose logits the parity tests above check), where positions counted
@@ -239,6 +243,44 @@ TEST(Opt, LeftPaddingKeepsPositions) {
   ModelInputs shifted = padded;  // the same input with positions from the start: not equal
   shifted.position_ids = at::arange(padded.input_ids.size(1), at::kLong).unsqueeze(0);
   EXPECT_GT((model->forward(shifted).logits.narrow(1, 3, ids.size(1)) - want).abs().max().item<double>(), 1e-2);
+}
+
+// Pythia's files as transformers 4 wrote them: the head under embed_out, causal-mask
+// buffers, rotary_pct / rotary_emb_base instead of rope_parameters.
+TEST(GptNeox, TransformersV4CheckpointLoads) {
+  SafetensorsFile ref((case_dir("gpt_neox") / "reference.safetensors").string());
+  auto model = load_model((case_dir("gpt_neox") / "v4").string());
+  EXPECT_LE(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), kLogitTol);
+}
+
+// Saved as transformers saves it: the head's key is embed_out, and the folder loads again.
+TEST(GptNeox, SavesTheHeadAsEmbedOut) {
+  SafetensorsFile ref((case_dir("gpt_neox") / "reference.safetensors").string());
+  auto model = load_model(case_dir("gpt_neox").string());
+  const auto out = scratch("gpt_neox_saved");
+  fs::remove_all(out);
+  save_pretrained(*model, out.string());
+  SafetensorsFile saved((out / "model.safetensors").string());
+  EXPECT_TRUE(saved.contains("embed_out.weight"));
+  EXPECT_FALSE(saved.contains("lm_head.weight"));
+  EXPECT_LE(test::max_diff(logits_of(*load_model(out.string()), ref), ref.get("logits"), ref.get("attention_mask")),
+            kLogitTol);
+}
+
+// Only the first partial_rotary_factor of each head rotates: rotating all of it (the
+// factor set to 1) gives other logits on the same weights.
+TEST(GptNeox, PartialRotaryIsApplied) {
+  SafetensorsFile ref((case_dir("gpt_neox") / "reference.safetensors").string());
+  auto model = load_model(variant("gpt_neox", "full_rope", {{"rope_parameters", {{"partial_rotary_factor", 1.0}}}}).string());
+  EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2);
+  for (double bad : {0.0, 1.5, 0.2}) {  // 0.2 of 16 dims: 3, not an even count
+    try {
+      (void)load_model(variant("gpt_neox", "bad_rope", {{"rope_parameters", {{"partial_rotary_factor", bad}}}}).string());
+      ADD_FAILURE() << bad << " loaded";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(std::string(e.what()), HasSubstr("partial_rotary_factor")) << bad;
+    }
+  }
 }
 
 TEST(Opt, UnsupportedSettingsAreRefusedByName) {

@@ -27,7 +27,9 @@ namespace {
 
 // Buffers that transformers checkpoints sometimes carry and the models recompute.
 bool ignorable(const std::string& key) {
-  for (const char* s : {".attn.bias", ".attn.masked_bias", "position_ids", "rotary_emb.inv_freq"})
+  // Buffers transformers 4 saved (GPT-2's and GPT-NeoX's causal masks, RoPE frequencies).
+  for (const char* s : {".attn.bias", ".attn.masked_bias", ".attention.bias", ".attention.masked_bias", "position_ids",
+                        "rotary_emb.inv_freq"})
     if (key.size() >= std::strlen(s) && key.compare(key.size() - std::strlen(s), std::string::npos, s) == 0)
       return true;
   return false;

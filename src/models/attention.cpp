@@ -146,12 +146,18 @@ double num(const nlohmann::json& j, const char* key, double fallback) {
 }
 }  // namespace
 
-RotaryEmbedding::RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions) {
+RotaryEmbedding::RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions,
+                                 bool partial_ok) {
   const std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
   const double theta = num(rope, "rope_theta", 10000.0);
   const double partial = num(rope, "partial_rotary_factor", 1.0);
+  if (!(partial > 0.0 && partial <= 1.0))
+    throw std::runtime_error("partial_rotary_factor must be in (0, 1], got " + std::to_string(partial));
   const int64_t dim = static_cast<int64_t>(head_dim * partial);
-  if (dim != head_dim) throw std::runtime_error("partial_rotary_factor < 1 is not supported");
+  if (dim != head_dim && !partial_ok) throw std::runtime_error("partial_rotary_factor < 1 is not supported");
+  if (dim < 2 || dim > head_dim || dim % 2 != 0)
+    throw std::runtime_error("partial_rotary_factor " + std::to_string(partial) + " gives " + std::to_string(dim) +
+                             " rotary dims of head_dim " + std::to_string(head_dim) + "; an even number >= 2 is needed");
   // Same arithmetic as transformers: int64 arange cast to float32, then pow in float32.
   auto exponent = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(dim);
   inv_freq_ = 1.0 / at::pow(theta, exponent);
@@ -183,6 +189,13 @@ RotaryEmbedding::Angles RotaryEmbedding::angles(const at::Tensor& position_ids, 
 }
 
 void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const Angles& a) {
+  if (const int64_t rot = a.cos.size(-1); rot < q.size(-1)) {
+    auto q_rot = q.narrow(-1, 0, rot).contiguous(), k_rot = k.narrow(-1, 0, rot).contiguous();
+    apply(q_rot, k_rot, a);
+    q = at::cat({q_rot, q.narrow(-1, rot, q.size(-1) - rot)}, -1);
+    k = at::cat({k_rot, k.narrow(-1, rot, k.size(-1) - rot)}, -1);
+    return;
+  }
   // bf16 q and k under bf16 autocast feed attention, which casts to bf16: one fused pass
   // each writes them so, instead of fp32 products, a concatenation and a cast.
   if (fused::bf16_autocast_cpu(q) && q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&

@@ -89,15 +89,18 @@ void update_cache(KVCache* cache, size_t layer, at::Tensor& k, at::Tensor& v);
 // Rotary embedding: inverse frequencies computed once per rope type, cos/sin per call.
 class RotaryEmbedding {
  public:
-  // rope: transformers' rope_parameters (rope_type, rope_theta, factor, ...).
-  RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions);
+  // rope: transformers' rope_parameters (rope_type, rope_theta, factor, ...). A
+  // partial_rotary_factor < 1 (GPT-NeoX) rotates only the first dims of each head and is
+  // refused unless the model's attention applies it that way (`partial_ok`).
+  RotaryEmbedding(const nlohmann::json& rope, int64_t head_dim, int64_t max_positions, bool partial_ok = false);
   // cos and sin [b, 1, s, d] for position_ids [b, s]; computed once per forward, shared
   // by every layer.
   struct Angles {
     at::Tensor cos, sin;
   };
   Angles angles(const at::Tensor& position_ids, at::ScalarType dtype, at::Device device) const;
-  // Rotates q, k [b, h, s, d].
+  // Rotates q, k [b, h, s, d]; with partial rotary the angles cover the first dims only
+  // and the rest pass through, as transformers' apply_rotary_pos_emb does.
   static void apply(at::Tensor& q, at::Tensor& k, const Angles& a);
 
  private:

@@ -7,6 +7,7 @@
 #include "models/clip.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
+#include "models/gpt_neox.h"
 #include "models/llama.h"
 #include "models/moe.h"
 #include "models/opt.h"
@@ -43,6 +44,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen3Moe", w); }},
       {"Qwen2MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen2Moe", w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
+      {"GPTNeoXForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoXForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -76,6 +78,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
+    {"gpt_neox", "GPTNeoXForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

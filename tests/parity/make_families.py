@@ -30,6 +30,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     OPTConfig,
     OPTForCausalLM,
     Phi3Config,
@@ -134,6 +136,26 @@ def _opt_proj():
     )
 
 
+def _gpt_neox():
+    # Pythia's layout: parallel residual, rotary on a quarter of each head, biases, untied
+    return GPTNeoXConfig(
+        vocab_size=107, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+        max_position_embeddings=64, use_parallel_residual=True, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+        initializer_range=INIT_STD,
+    )
+
+
+def _gpt_neox_seq():
+    # sequential residual, half-head linear-scaled rotary, no attention bias, tied
+    return GPTNeoXConfig(
+        vocab_size=89, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=72,
+        max_position_embeddings=64, use_parallel_residual=False, tie_word_embeddings=True, attention_bias=False,
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0, "partial_rotary_factor": 0.5},
+        initializer_range=INIT_STD,
+    )
+
+
 # name, model class, config factory, LoRA kwargs, IA3 kwargs. None target_modules: PEFT's
 # default for the model_type (the C++ side must know the same table).
 CASES = [
@@ -169,9 +191,17 @@ CASES = [
         dict(target_modules="all-linear"),
         dict(target_modules=["k_proj", "fc1"], feedforward_modules=["fc1"]),
     ),
+    ("gpt_neox", GPTNeoXForCausalLM, _gpt_neox, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "gpt_neox_seq",
+        GPTNeoXForCausalLM,
+        _gpt_neox_seq,
+        dict(target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+        dict(target_modules=["query_key_value", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
+    ),
 ]
 PACKING_BLIND = {"opt", "opt_proj"}
-PREFIXED = {"opt", "opt_proj"}
+PREFIXED = {"opt", "opt_proj", "gpt_neox"}
 
 BASE_SEED = 2468
 
@@ -260,6 +290,30 @@ def make_base(case_dir, idx, name, cls, cfg_factory):
     return ref, seed, margin
 
 
+def write_v4_copy(case_dir):
+    """The case as transformers 4 (and Pythia's files) have it: `embed_out` for the head,
+    the causal-mask buffers, rotary_pct / rotary_emb_base instead of rope_parameters."""
+    import json
+
+    from safetensors.torch import load_file
+
+    out = os.path.join(case_dir, "v4")
+    os.makedirs(out, exist_ok=True)
+    weights = load_file(os.path.join(case_dir, "model.safetensors"))
+    v4 = {("embed_out." + k[len("lm_head."):] if k.startswith("lm_head.") else k): v for k, v in weights.items()}
+    assert "embed_out.weight" in v4, sorted(weights)
+    v4["gpt_neox.layers.0.attention.bias"] = torch.tril(torch.ones(64, 64, dtype=torch.bool)).view(1, 1, 64, 64)
+    v4["gpt_neox.layers.0.attention.masked_bias"] = torch.tensor(-1e9)
+    save_file(v4, os.path.join(out, "model.safetensors"))
+    with open(os.path.join(case_dir, "config.json")) as f:
+        cfg = json.load(f)
+    rope = cfg.pop("rope_parameters")
+    cfg["rotary_pct"] = rope["partial_rotary_factor"]
+    cfg["rotary_emb_base"] = rope["rope_theta"]
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
 def perturb(model, keys, scale):
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -299,6 +353,8 @@ def main():
         lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False, **lora_kwargs)
         lora_effect, lora_targets = make_adapter(case_dir, "lora", lora, ref, seed + 3)
         ia3_effect, ia3_targets = make_adapter(case_dir, "ia3", IA3Config(**ia3_kwargs), ref, seed + 4)
+        if name == "gpt_neox":
+            write_v4_copy(case_dir)
         if name in PREFIXED:  # prefix keys/values: OPT's positions count them from the mask
             prefix = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
             prefix_effect, _ = make_adapter(case_dir, "prefix", prefix, ref, seed + 5)

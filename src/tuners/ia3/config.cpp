@@ -27,12 +27,13 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kTargets = {
     {"qwen3", {"q_proj", "v_proj", "down_proj"}}, {"gemma2", {"q_proj", "v_proj", "down_proj"}},
     {"gemma3_text", {"q_proj", "v_proj", "down_proj"}},
     {"bert", {"key", "value", "output.dense"}}, {"roberta", {"key", "value", "output.dense"}},
-    {"t5", {"k", "v", "wo"}}, {"opt", {"q_proj", "k_proj", "fc2"}}};
+    {"t5", {"k", "v", "wo"}}, {"opt", {"q_proj", "k_proj", "fc2"}},
+    {"gpt_neox", {"query_key_value", "dense_4h_to_h"}}};
 const std::vector<std::pair<std::string, std::vector<std::string>>> kFeedforward = {
     {"llama", {"down_proj"}}, {"mistral", {"down_proj"}}, {"qwen2", {"down_proj"}},
     {"qwen3", {"down_proj"}}, {"gemma2", {"down_proj"}}, {"gemma3_text", {"down_proj"}},
     {"gpt2", {"mlp.c_proj"}}, {"bert", {"output.dense"}}, {"roberta", {"output.dense"}}, {"t5", {"wo"}},
-    {"opt", {"fc2"}}};
+    {"opt", {"fc2"}}, {"gpt_neox", {"dense_4h_to_h"}}};
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
