@@ -1,4 +1,4 @@
-// Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT and GPT-NeoX against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -127,7 +127,8 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
 
 INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
-                                           "opt", "opt_proj", "gpt_neox", "gpt_neox_seq"));
+                                           "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
+                                           "bloom_post_ln"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -193,7 +194,7 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
 TEST(Families, LoraDefaultTargetsFollowPeft) {
   const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
       {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3", {"q_proj", "v_proj"}},
-      {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}};
+      {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}, {"bloom", {"query_key_value"}}};
   for (const auto& [name, want] : cases) {
     PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),
@@ -222,7 +223,7 @@ TEST_P(Prefixed, HfPrefixAdapterMatchesPeft) {
   EXPECT_LE(test::max_diff(got, ref.get("logits"), base.get("attention_mask")), kLogitTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Prefixed, ::testing::Values("opt", "opt_proj", "gpt_neox"));
+INSTANTIATE_TEST_SUITE_P(Families, Prefixed, ::testing::Values("opt", "opt_proj", "gpt_neox", "bloom"));
 
 // OPT counts positions over the attention mask: a left-padded row gives the logits of the
 // same tokens unpadded (whose logits the parity tests above check), where positions counted
@@ -243,6 +244,13 @@ TEST(Opt, LeftPaddingKeepsPositions) {
   ModelInputs shifted = padded;  // the same input with positions from the start: not equal
   shifted.position_ids = at::arange(padded.input_ids.size(1), at::kLong).unsqueeze(0);
   EXPECT_GT((model->forward(shifted).logits.narrow(1, 3, ids.size(1)) - want).abs().max().item<double>(), 1e-2);
+}
+
+// BLOOM's files name the width n_embed (bloom-560m) or hidden_size: both load alike.
+TEST(Bloom, NEmbedNamesTheWidth) {
+  SafetensorsFile ref((case_dir("bloom") / "reference.safetensors").string());
+  auto model = load_model(variant("bloom", "n_embed", {{"hidden_size", nullptr}, {"n_embed", 48}}).string());
+  EXPECT_LE(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), kLogitTol);
 }
 
 // Pythia's files as transformers 4 wrote them: the head under embed_out, causal-mask

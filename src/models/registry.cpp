@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "models/bert.h"
+#include "models/bloom.h"
 #include "models/clip.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
@@ -45,6 +46,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen2MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen2Moe", w); }},
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
       {"GPTNeoXForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoXForCausalLM>(j, w); }},
+      {"BloomForCausalLM", [](auto& j, auto& w) { return std::make_shared<BloomForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -78,7 +80,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
-    {"gpt_neox", "GPTNeoXForCausalLM"},
+    {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma 2, Gemma 3 text, Phi-3 and OPT models made by transformers, with
+"""Random-weight Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -11,9 +11,9 @@ For every case OUT_DIR/<case>/ holds:
   * lora/ and ia3/ (and prefix/ for OPT): adapters saved by HF PEFT (non-trivial weights),
     each with reference.safetensors holding the adapted model's logits on the same inputs.
 Sequences (9 tokens, 37 generated) are longer than every sliding window here (3 to 5).
-OPT's attention does not see packed sequences in transformers (its causal mask is built
-without the position ids), so its packed_logits are each sequence run alone, which is what
-packing means and what the C++ side computes.
+OPT's and BLOOM's attention do not see packed sequences in transformers (their causal
+masks are built without the position ids), so their packed_logits are each sequence run
+alone, which is what packing means and what the C++ side computes.
 """
 
 import os
@@ -26,6 +26,8 @@ from peft import IA3Config, LoraConfig, PrefixTuningConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
     AutoModelForCausalLM,
+    BloomConfig,
+    BloomForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -156,6 +158,20 @@ def _gpt_neox_seq():
     )
 
 
+def _bloom():
+    # bloom-560m's layout: ALiBi over 6 heads (not a power of two: the interleaved extra
+    # slopes), embedding LayerNorm, tied
+    return BloomConfig(vocab_size=97, hidden_size=48, n_layer=2, n_head=6, initializer_range=INIT_STD)
+
+
+def _bloom_post_ln():
+    # the residual taken after the LayerNorms; untied
+    return BloomConfig(
+        vocab_size=83, hidden_size=32, n_layer=2, n_head=4, apply_residual_connection_post_layernorm=True,
+        tie_word_embeddings=False, initializer_range=INIT_STD,
+    )
+
+
 # name, model class, config factory, LoRA kwargs, IA3 kwargs. None target_modules: PEFT's
 # default for the model_type (the C++ side must know the same table).
 CASES = [
@@ -199,9 +215,17 @@ CASES = [
         dict(target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
         dict(target_modules=["query_key_value", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
     ),
+    ("bloom", BloomForCausalLM, _bloom, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "bloom_post_ln",
+        BloomForCausalLM,
+        _bloom_post_ln,
+        dict(target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+        dict(target_modules=["self_attention.dense", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
+    ),
 ]
-PACKING_BLIND = {"opt", "opt_proj"}
-PREFIXED = {"opt", "opt_proj", "gpt_neox"}
+PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln"}
+PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
 
 BASE_SEED = 2468
 
@@ -272,8 +296,9 @@ def make_base(case_dir, idx, name, cls, cfg_factory):
     with torch.no_grad():
         logits = model(ids, attention_mask=mask).logits
         pids, ppos = packed_inputs(vocab, seed + 2)
-        packed = model(pids, position_ids=ppos, use_cache=False).logits
-        if name in PACKING_BLIND:
+        if name not in PACKING_BLIND:
+            packed = model(pids, position_ids=ppos, use_cache=False).logits
+        else:
             packed = torch.stack([
                 torch.cat([model(pids[b:b + 1, sum(row[:i]):sum(row[:i + 1])], use_cache=False).logits[0]
                            for i in range(len(row))])

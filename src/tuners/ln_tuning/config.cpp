@@ -26,7 +26,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
     {"gemma2", {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
     {"gemma3_text",
      {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
-    {"gpt2", {"ln_1", "ln_2", "ln_f"}}};
+    {"gpt2", {"ln_1", "ln_2", "ln_f"}},
+    {"bloom", {"input_layernorm", "post_attention_layernorm", "ln_f"}}};
 
 }  // namespace
 
