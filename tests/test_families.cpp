@@ -87,6 +87,30 @@ TEST_P(Family, GreedyGenerationMatchesTransformers) {
   EXPECT_EQ(generate(*model, {row(prompt[0])}, cfg)[0], row(want[0]));
 }
 
+// Prompts of different lengths in one batch (left-padded, as transformers' generate takes
+// them): every row's greedy tokens are transformers'.
+TEST_P(Family, BatchedGreedyGenerationMatchesTransformers) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  auto model = load_model(case_dir(GetParam()).string());
+  const auto ids = ref.get("batch_gen_input_ids"), mask = ref.get("batch_gen_attention_mask");
+  const auto want = ref.get("batch_gen_new_ids");
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    const int64_t n = mask[b].sum().item<int64_t>();
+    prompts.push_back(row(ids[b].narrow(0, ids.size(1) - n, n)));
+  }
+  GenerationConfig cfg;
+  cfg.max_new_tokens = want.size(1);
+  const auto got = generate(*model, prompts, cfg);
+  ASSERT_EQ(got.size(), prompts.size());
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    auto expected = prompts[b];
+    const auto tail = row(want[static_cast<int64_t>(b)]);
+    expected.insert(expected.end(), tail.begin(), tail.end());
+    EXPECT_EQ(got[b], expected) << "row " << b;
+  }
+}
+
 TEST_P(Family, ParameterCountMatchesTransformers) {
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
   EXPECT_EQ(load_model(case_dir(GetParam()).string())->num_parameters(), ref.get("num_parameters").item<int64_t>());

@@ -7,7 +7,9 @@ Usage: python tests/parity/make_families.py OUT_DIR
 For every case OUT_DIR/<case>/ holds:
   * the model (save_pretrained, float32), reference.safetensors with input_ids,
     attention_mask (right-padded rows), logits, gen_input_ids, gen_output_ids (32 greedy
-    tokens), packed_input_ids, packed_position_ids, packed_logits, num_parameters;
+    tokens), batch_gen_input_ids / batch_gen_attention_mask (3 left-padded prompts) and
+    batch_gen_new_ids (12 greedy tokens each), packed_input_ids, packed_position_ids,
+    packed_logits, num_parameters;
   * lora/ and ia3/ (and prefix/ for OPT): adapters saved by HF PEFT (non-trivial weights),
     each with reference.safetensors holding the adapted model's logits on the same inputs.
 Sequences (9 tokens, 37 generated) are longer than every sliding window here (3 to 5).
@@ -273,6 +275,28 @@ def greedy(model, vocab):
     return prompt, seq.contiguous(), margin
 
 
+BATCH_PROMPT_LENS = [7, 2, 4]  # left-padded to 7
+BATCH_NEW = 12
+MIN_BATCH_MARGIN = 1e-3
+
+
+def batched_greedy(model, vocab):
+    """Greedy generation for a left-padded batch, as transformers' generate runs it."""
+    L = max(BATCH_PROMPT_LENS)
+    ids = torch.zeros(len(BATCH_PROMPT_LENS), L, dtype=torch.int64)
+    mask = torch.zeros_like(ids)
+    for b, n in enumerate(BATCH_PROMPT_LENS):
+        ids[b, L - n:] = torch.randint(1, vocab, (n,), dtype=torch.int64)
+        mask[b, L - n:] = 1
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=BATCH_NEW, min_new_tokens=BATCH_NEW,
+                             do_sample=False, eos_token_id=None, pad_token_id=0, output_scores=True,
+                             return_dict_in_generate=True)
+    margin = min(float(torch.topk(sc[b].float(), 2).values.diff().abs())
+                 for sc in out.scores for b in range(len(BATCH_PROMPT_LENS)))
+    return ids, mask, out.sequences[:, L:].contiguous(), margin
+
+
 def packed_inputs(vocab, seed):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, vocab, (len(PACKED_SEGMENTS), sum(PACKED_SEGMENTS[0])), generator=gen, dtype=torch.int64)
@@ -288,7 +312,8 @@ def make_base(case_dir, idx, name, cls, cfg_factory):
         torch.manual_seed(seed + 1)
         ids, mask = text_inputs(vocab)
         prompt, seq, margin = greedy(model, vocab)
-        if margin > MIN_MARGIN:
+        bids, bmask, bout, bmargin = batched_greedy(model, vocab)
+        if margin > MIN_MARGIN and bmargin > MIN_BATCH_MARGIN:
             break
         seed += 1
     else:
@@ -307,7 +332,8 @@ def make_base(case_dir, idx, name, cls, cfg_factory):
         alone = model(pids[:1, -last:], use_cache=False).logits
     assert torch.allclose(packed[:1, -last:], alone, atol=1e-5), name
     ref = dict(input_ids=ids, attention_mask=mask, logits=logits.float().contiguous(), gen_input_ids=prompt,
-               gen_output_ids=seq, packed_input_ids=pids, packed_position_ids=ppos,
+               gen_output_ids=seq, batch_gen_input_ids=bids, batch_gen_attention_mask=bmask,
+               batch_gen_new_ids=bout, packed_input_ids=pids, packed_position_ids=ppos,
                packed_logits=packed.float().contiguous(),
                num_parameters=torch.tensor([model.num_parameters()], dtype=torch.int64))
     model.save_pretrained(case_dir, safe_serialization=True)
