@@ -1,4 +1,4 @@
-// Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -152,7 +152,7 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
 INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
-                                           "bloom_post_ln"));
+                                           "bloom_post_ln", "gemma"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -218,7 +218,7 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
 TEST(Families, LoraDefaultTargetsFollowPeft) {
   const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
       {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3", {"q_proj", "v_proj"}},
-      {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}, {"bloom", {"query_key_value"}}};
+      {"gemma", {"q_proj", "v_proj"}}, {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}, {"bloom", {"query_key_value"}}};
   for (const auto& [name, want] : cases) {
     PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),

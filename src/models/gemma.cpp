@@ -59,6 +59,7 @@ GemmaDecoderLayer::GemmaDecoderLayer(const GemmaConfig& c, bool sliding) : arch_
   mlp = register_module("mlp", std::make_shared<LlamaMLP>(c));
   input_layernorm = register_module("input_layernorm", make_norm());
   post_attention_layernorm = register_module("post_attention_layernorm", make_norm());
+  if (c.arch == "Gemma") return;
   pre_feedforward_layernorm = register_module("pre_feedforward_layernorm", make_norm());
   post_feedforward_layernorm = register_module("post_feedforward_layernorm", make_norm());
 }
@@ -66,6 +67,10 @@ GemmaDecoderLayer::GemmaDecoderLayer(const GemmaConfig& c, bool sliding) : arch_
 at::Tensor GemmaDecoderLayer::forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                                       KVCache* cache, size_t layer) {
   auto a = self_attn->forward(input_layernorm->forward(h), rope, mask, cache, layer);
+  if (!pre_feedforward_layernorm) {  // Gemma 1: LLaMA's block
+    auto x = h + a;
+    return x + mlp->forward(post_attention_layernorm->forward(x));
+  }
   auto x = h + post_attention_layernorm->forward(a);
   return x + post_feedforward_layernorm->forward(mlp->forward(pre_feedforward_layernorm->forward(x)));
 }

@@ -1,5 +1,6 @@
-// Gemma 2 (Gemma2ForCausalLM) and Gemma 3 text (Gemma3ForCausalLM, model_type gemma3_text):
-// (1 + w) RMSNorm, norms before and after both attention and MLP, the embedding scaled by
+// Gemma (GemmaForCausalLM), Gemma 2 (Gemma2ForCausalLM) and Gemma 3 text (Gemma3ForCausalLM,
+// model_type gemma3_text): (1 + w) RMSNorm, norms before and after both attention and MLP
+// (Gemma 1: before only, as LLaMA), the embedding scaled by
 // sqrt(hidden) inside the embedding module (as transformers 5), GeGLU, sliding-window and
 // global layers (layer_types) with their own RoPE (Gemma 3), Gemma 3's q_norm / k_norm,
 // attention and final logit soft-capping (Gemma 2).
@@ -59,8 +60,8 @@ class GemmaDecoderLayer : public Module {
                      KVCache* cache, size_t layer);
   std::shared_ptr<GemmaAttention> self_attn;
   std::shared_ptr<LlamaMLP> mlp;
-  std::shared_ptr<GemmaRMSNorm> input_layernorm, post_attention_layernorm, pre_feedforward_layernorm,
-      post_feedforward_layernorm;
+  std::shared_ptr<GemmaRMSNorm> input_layernorm, post_attention_layernorm;
+  std::shared_ptr<GemmaRMSNorm> pre_feedforward_layernorm, post_feedforward_layernorm;  // Gemma 2 / 3
 
  private:
   std::string arch_;

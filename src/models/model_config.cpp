@@ -94,11 +94,15 @@ GemmaConfig GemmaConfig::from_json(const nlohmann::json& j, const std::string& a
   GemmaConfig c;
   static_cast<LlamaConfig&>(c) = LlamaConfig::from_json(j, arch, where);
   if (!r.has("head_dim")) c.head_dim = 256;  // Gemma2Config / Gemma3TextConfig default
-  c.hidden_act = r.get<std::string>("hidden_activation", r.get<std::string>("hidden_act", "gelu_pytorch_tanh"));
+  const bool gemma1 = arch == "Gemma";
+  // transformers 5's GemmaConfig reads hidden_act only; Gemma 2/3 prefer hidden_activation.
+  c.hidden_act = gemma1 ? r.get<std::string>("hidden_act", "gelu_pytorch_tanh")
+                        : r.get<std::string>("hidden_activation", r.get<std::string>("hidden_act", "gelu_pytorch_tanh"));
   check_activation(c.hidden_act);
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
   c.rms_norm_eps = r.positive("rms_norm_eps", 1e-6);
-  c.query_pre_attn_scalar = r.positive("query_pre_attn_scalar", 256);
+  // Gemma 1 scales scores by head_dim^-0.5.
+  c.query_pre_attn_scalar = gemma1 ? static_cast<double>(c.head_dim) : r.positive("query_pre_attn_scalar", 256);
   const bool gemma2 = arch == "Gemma2";
   auto softcap = [&](const char* key, std::optional<double> fallback) -> std::optional<double> {
     if (!r.json().contains(key)) return fallback;
@@ -112,7 +116,7 @@ GemmaConfig GemmaConfig::from_json(const nlohmann::json& j, const std::string& a
   // Gemma 2 alternates from layer 0; Gemma 3 has every sliding_window_pattern-th layer global.
   const int64_t pattern = gemma2 ? 2 : r.dim("sliding_window_pattern", 6, ConfigLimits::kLayers);
   read_layer_types(r, c, window, [pattern](int64_t i) { return (i + 1) % pattern != 0; });
-  if (gemma2) {
+  if (arch != "Gemma3") {
     c.rope_local = c.rope;
   } else {
     // Gemma3TextConfig: rope_parameters per layer type; older configs say rope_theta

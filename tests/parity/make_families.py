@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
+"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -30,6 +30,8 @@ from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
     BloomForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
     Gemma2Config,
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
@@ -75,6 +77,14 @@ def _qwen3_window():
         num_attention_heads=3, num_key_value_heads=1, tie_word_embeddings=True, max_position_embeddings=64,
         use_sliding_window=True, sliding_window=3, max_window_layers=1, attention_bias=True,
         rope_parameters={"rope_type": "linear", "rope_theta": 50000.0, "factor": 2.0}, initializer_range=INIT_STD,
+    )
+
+
+def _gemma():
+    # Gemma 1: LLaMA's block with (1 + w) norms, scaled embedding, GeGLU; MQA; tied
+    return GemmaConfig(
+        vocab_size=101, hidden_size=48, head_dim=16, intermediate_size=72, num_hidden_layers=2,
+        num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=64, initializer_range=INIT_STD,
     )
 
 
@@ -225,6 +235,7 @@ CASES = [
         dict(target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
         dict(target_modules=["self_attention.dense", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
     ),
+    ("gemma", GemmaForCausalLM, _gemma, dict(target_modules=None), dict(target_modules=None)),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
