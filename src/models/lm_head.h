@@ -28,9 +28,9 @@ class CausalLMBase : public Model {
 
  protected:
   CausalLMBase(const nlohmann::json& j, bool tie) : Model(j), tie_(tie) {}
-  // Registers lm_head after the body, as transformers orders them.
-  void add_lm_head(int64_t hidden, int64_t vocab) {
-    lm_head = register_module("lm_head", std::make_shared<Linear>(hidden, vocab, false));
+  // Registers lm_head after the body, as transformers orders them (Phi's has a bias).
+  void add_lm_head(int64_t hidden, int64_t vocab, bool bias = false) {
+    lm_head = register_module("lm_head", std::make_shared<Linear>(hidden, vocab, bias));
   }
   virtual at::Tensor body_forward(const ModelInputs& in) = 0;
   virtual Embedding& input_embedding() = 0;

@@ -12,6 +12,7 @@
 #include "models/llama.h"
 #include "models/moe.h"
 #include "models/opt.h"
+#include "models/phi.h"
 #include "models/phi3.h"
 #include "models/t5.h"
 #include "models/vit.h"
@@ -41,6 +42,7 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen2", w); }},
       {"Qwen3ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen3", w); }},
+      {"PhiForCausalLM", [](auto& j, auto& w) { return std::make_shared<PhiForCausalLM>(j, w); }},
       {"Phi3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Phi3ForCausalLM>(j, w); }},
       {"MixtralForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Mixtral", w); }},
       {"Qwen3MoeForCausalLM", [](auto& j, auto& w) { return std::make_shared<MoeForCausalLM>(j, "Qwen3Moe", w); }},
@@ -82,7 +84,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
-    {"gemma", "GemmaForCausalLM"},
+    {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

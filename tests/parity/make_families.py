@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
+"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -40,6 +40,8 @@ from transformers import (
     GPTNeoXForCausalLM,
     OPTConfig,
     OPTForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
     Qwen3Config,
@@ -109,6 +111,27 @@ def _gemma3():
             "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
             "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
         },
+        initializer_range=INIT_STD,
+    )
+
+
+def _phi():
+    # phi-2's layout: parallel attention and MLP from one LayerNorm, rotary on 0.4 of each
+    # head, lm_head with a bias; untied
+    return PhiConfig(
+        vocab_size=103, hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                     "partial_rotary_factor": 0.4},
+        initializer_range=INIT_STD,
+    )
+
+
+def _phi_qk():
+    # q/k LayerNorms, GQA 4:1, half-head rotary, tied (the head's bias stays its own)
+    return PhiConfig(
+        vocab_size=91, hidden_size=48, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=64, qk_layernorm=True, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000.0, "partial_rotary_factor": 0.5},
         initializer_range=INIT_STD,
     )
 
@@ -236,6 +259,14 @@ CASES = [
         dict(target_modules=["self_attention.dense", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
     ),
     ("gemma", GemmaForCausalLM, _gemma, dict(target_modules=None), dict(target_modules=None)),
+    ("phi", PhiForCausalLM, _phi, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "phi_qk",
+        PhiForCausalLM,
+        _phi_qk,
+        dict(target_modules=["q_proj", "k_proj", "dense", "fc1"]),
+        dict(target_modules=["k_proj", "fc1"], feedforward_modules=["fc1"]),
+    ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}

@@ -24,6 +24,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
     {"qwen2", {"post_attention_layernorm"}},
     {"qwen3", {"post_attention_layernorm"}},
     {"gemma", {"input_layernorm", "post_attention_layernorm", "norm"}},
+    {"phi", {"input_layernorm", "final_layernorm"}},
     {"gemma2", {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
     {"gemma3_text",
      {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
