@@ -1,4 +1,4 @@
-// Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX and BLOOM against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM and Falcon against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -152,7 +152,8 @@ TEST_P(Family, CliInspectNamesArchitectureAndCount) {
 INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
-                                           "bloom_post_ln", "gemma", "phi", "phi_qk"));
+                                           "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
+                                           "falcon_seq"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -177,19 +178,19 @@ TEST(Gemma2, SoftCappingIsApplied) {
 
 // What we do not implement is refused by name, never computed some other way.
 TEST(Families, UnsupportedArchitectureNamesItAndListsSupported) {
-  const auto dir = variant("qwen3", "falcon", {{"architectures", {"FalconForCausalLM"}}, {"model_type", "falcon"}});
+  const auto dir = variant("qwen3", "mpt", {{"architectures", {"MptForCausalLM"}}, {"model_type", "mpt"}});
   try {
     (void)load_model(dir.string());
     FAIL() << "loaded an unsupported architecture";
   } catch (const std::exception& e) {
     const std::string msg = e.what();
-    EXPECT_THAT(msg, HasSubstr("FalconForCausalLM"));
+    EXPECT_THAT(msg, HasSubstr("MptForCausalLM"));
     for (const char* arch : {"Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM"})
       EXPECT_THAT(msg, HasSubstr(arch));
   }
   auto r = test::run_cli({"inspect", dir.string()});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_THAT(r.output, HasSubstr("unsupported architecture 'FalconForCausalLM'"));
+  EXPECT_THAT(r.output, HasSubstr("unsupported architecture 'MptForCausalLM'"));
 }
 
 TEST(Families, UnsupportedSettingsAreRefusedByName) {
@@ -201,6 +202,9 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
       {"qwen3", {{"layer_types", {"sliding_attention", "full_attention"}}}, "sliding_window"},
       {"gemma3", {{"layer_types", {"full_attention"}}}, "layer_types"},
       {"gemma3", {{"use_bidirectional_attention", true}}, "use_bidirectional_attention"},
+      {"falcon", {{"alibi", true}}, "alibi"},
+      {"falcon_new", {{"parallel_attn", false}}, "parallel_attn"},
+      {"falcon", {{"num_ln_in_parallel_attn", 2}}, "num_ln_in_parallel_attn"},
   };
   int i = 0;
   for (const auto& [name, patch, want] : cases) {

@@ -6,6 +6,7 @@
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
+#include "models/falcon.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/gpt_neox.h"
@@ -50,6 +51,7 @@ const std::map<std::string, Factory>& factories() {
       {"GPT2LMHeadModel", [](auto& j, auto& w) { return std::make_shared<GPT2LMHeadModel>(j, w); }},
       {"GPTNeoXForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoXForCausalLM>(j, w); }},
       {"BloomForCausalLM", [](auto& j, auto& w) { return std::make_shared<BloomForCausalLM>(j, w); }},
+      {"FalconForCausalLM", [](auto& j, auto& w) { return std::make_shared<FalconForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -84,7 +86,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
     {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
-    {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},
+    {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},     {"falcon", "FalconForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX and BLOOM models made by transformers, with
+"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM and
+Falcon models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -13,8 +14,8 @@ For every case OUT_DIR/<case>/ holds:
   * lora/ and ia3/ (and prefix/ for OPT): adapters saved by HF PEFT (non-trivial weights),
     each with reference.safetensors holding the adapted model's logits on the same inputs.
 Sequences (9 tokens, 37 generated) are longer than every sliding window here (3 to 5).
-OPT's and BLOOM's attention do not see packed sequences in transformers (their causal
-masks are built without the position ids), so their packed_logits are each sequence run
+OPT's, BLOOM's and Falcon's attention do not see packed sequences in transformers (their
+causal masks are built without the position ids), so their packed_logits are each sequence run
 alone, which is what packing means and what the C++ side computes.
 """
 
@@ -30,6 +31,8 @@ from transformers import (
     AutoModelForCausalLM,
     BloomConfig,
     BloomForCausalLM,
+    FalconConfig,
+    FalconForCausalLM,
     GemmaConfig,
     GemmaForCausalLM,
     Gemma2Config,
@@ -132,6 +135,35 @@ def _phi_qk():
         vocab_size=91, hidden_size=48, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=1, max_position_embeddings=64, qk_layernorm=True, tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 5000.0, "partial_rotary_factor": 0.5},
+        initializer_range=INIT_STD,
+    )
+
+
+def _falcon():
+    # falcon-7b's layout: multi-query, parallel attention and MLP from one LayerNorm, no
+    # biases, tied
+    return FalconConfig(
+        vocab_size=97, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, multi_query=True,
+        parallel_attn=True, new_decoder_architecture=False, bias=False, max_position_embeddings=64,
+        initializer_range=INIT_STD,
+    )
+
+
+def _falcon_new():
+    # falcon-40b/180b's: grouped key/value heads (6 queries over 2 groups), ln_attn and
+    # ln_mlp; biases; untied
+    return FalconConfig(
+        vocab_size=89, hidden_size=48, num_hidden_layers=2, num_attention_heads=6, num_kv_heads=2,
+        new_decoder_architecture=True, bias=True, tie_word_embeddings=False, max_position_embeddings=64,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000.0}, initializer_range=INIT_STD,
+    )
+
+
+def _falcon_seq():
+    # per-head fused qkv, sequential attention then MLP, biases
+    return FalconConfig(
+        vocab_size=83, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, multi_query=False,
+        parallel_attn=False, new_decoder_architecture=False, bias=True, max_position_embeddings=64,
         initializer_range=INIT_STD,
     )
 
@@ -267,8 +299,17 @@ CASES = [
         dict(target_modules=["q_proj", "k_proj", "dense", "fc1"]),
         dict(target_modules=["k_proj", "fc1"], feedforward_modules=["fc1"]),
     ),
+    ("falcon", FalconForCausalLM, _falcon, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "falcon_new",
+        FalconForCausalLM,
+        _falcon_new,
+        dict(target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+        dict(target_modules=["query_key_value", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
+    ),
+    ("falcon_seq", FalconForCausalLM, _falcon_seq, dict(target_modules=None), dict(target_modules=None)),
 ]
-PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln"}
+PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
 
 BASE_SEED = 2468

@@ -29,7 +29,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
     {"gemma3_text",
      {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
     {"gpt2", {"ln_1", "ln_2", "ln_f"}},
-    {"bloom", {"input_layernorm", "post_attention_layernorm", "ln_f"}}};
+    {"bloom", {"input_layernorm", "post_attention_layernorm", "ln_f"}},
+    {"falcon", {"input_layernorm", "post_attention_layernorm", "ln_f"}}};
 
 }  // namespace
 
