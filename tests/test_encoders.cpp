@@ -60,6 +60,8 @@ TEST_P(Roberta, MatchesTransformers) {
   const SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
   auto model = load_model(case_dir(GetParam()).string());
   EXPECT_EQ(model->num_parameters(), ref.get("num_parameters").item<int64_t>());
+  const auto cfg = nlohmann::json::parse(std::ifstream(case_dir(GetParam()) / "config.json"));
+  EXPECT_EQ(model->type_name(), cfg["architectures"][0].get<std::string>());
   PeftModel peft(model);
   expect_match(ref, run(peft, ref), "");
 }
@@ -77,7 +79,7 @@ TEST_P(Roberta, PeftAdaptersMatchHfPeft) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Encoders, Roberta, ::testing::Values("roberta", "roberta_cls"));
+INSTANTIATE_TEST_SUITE_P(Encoders, Roberta, ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
 // gives the same outputs on its tokens (absolute positions 0.. would too; left padding

@@ -1,5 +1,5 @@
-// BERT and RoBERTa: BertModel, BertForSequenceClassification, RobertaModel and
-// RobertaForSequenceClassification with transformers' names.
+// BERT, RoBERTa and XLM-RoBERTa: BertModel, BertForSequenceClassification, RobertaModel,
+// RobertaForSequenceClassification and their XLMRoberta* twins with transformers' names.
 #pragma once
 
 #include "models/model_config.h"
@@ -126,6 +126,14 @@ class RobertaModel : public BertModel {
   std::string base_model_prefix() const override { return "roberta"; }
 };
 
+// XLM-RoBERTa: RoBERTa's architecture and names under its own class names (model_type
+// "xlm-roberta" selects RoBERTa's positions).
+class XLMRobertaModel : public RobertaModel {
+ public:
+  using RobertaModel::RobertaModel;
+  std::string type_name() const override { return "XLMRobertaModel"; }
+};
+
 // dense + tanh + out_proj over the first token (<s>).
 class RobertaClassificationHead : public Module {
  public:
@@ -150,6 +158,12 @@ class RobertaForSequenceClassification : public Model {
   int64_t max_positions() const override { return roberta->max_positions(); }
   std::shared_ptr<RobertaModel> roberta;
   std::shared_ptr<RobertaClassificationHead> classifier;
+};
+
+class XLMRobertaForSequenceClassification : public RobertaForSequenceClassification {
+ public:
+  using RobertaForSequenceClassification::RobertaForSequenceClassification;
+  std::string type_name() const override { return "XLMRobertaForSequenceClassification"; }
 };
 
 class BertForSequenceClassification : public Model {

@@ -11,6 +11,7 @@ in reference.safetensors under "<name>.<output>".
 Cases:
   roberta      RobertaModel (pad_token_id 1: positions start at 2 and skip padding)
   roberta_cls  RobertaForSequenceClassification (3 labels), GELU, odd sizes
+  xlmr, xlmr_cls  XLMRobertaModel, XLMRobertaForSequenceClassification (2 labels)
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
@@ -25,7 +26,14 @@ import sys
 import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaModel
+from transformers import (
+    RobertaConfig,
+    RobertaForSequenceClassification,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaModel,
+)
 from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_error()
@@ -40,6 +48,15 @@ def roberta_config(**kw):
                 max_position_embeddings=40, type_vocab_size=1, pad_token_id=PAD, bos_token_id=0, eos_token_id=2)
     base.update(kw)
     cfg = RobertaConfig(**base)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def xlmr_config(**kw):
+    base = dict(vocab_size=89, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                max_position_embeddings=40, type_vocab_size=1, pad_token_id=PAD, bos_token_id=0, eos_token_id=2)
+    base.update(kw)
+    cfg = XLMRobertaConfig(**base)
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -152,6 +169,18 @@ def main():
                              vocab_size=300), 23, [
         ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS")),
+    ])
+    # XLM-RoBERTa: RoBERTa's architecture under its own classes; (IA)3 has no default
+    # targets for it in HF PEFT, so they are named.
+    xlmr_ia3 = dict(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
+    make_case(out, "xlmr", XLMRobertaModel, xlmr_config(), 31, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(**xlmr_ia3)),
+    ])
+    make_case(out, "xlmr_cls", XLMRobertaForSequenceClassification,
+              xlmr_config(num_labels=2, hidden_act="gelu", initializer_range=0.2), 37, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **xlmr_ia3)),
     ])
     save_tokenizer(os.path.join(out, "roberta_cls"), 300)
     write_task(out)
