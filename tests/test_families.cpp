@@ -1,4 +1,5 @@
-// Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM and Falcon against transformers and HF PEFT (fixtures from
+// Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM, Falcon, Granite, OLMo 2
+// and StarCoder2 against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -153,7 +154,7 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
                                            "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
-                                           "falcon_seq"));
+                                           "falcon_seq", "granite", "olmo2", "starcoder2"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -165,13 +166,22 @@ TEST_P(Window, WideningTheWindowChangesLogits) {
   EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Window, ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3"));
+INSTANTIATE_TEST_SUITE_P(Families, Window, ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3", "starcoder2"));
 
 // Gemma 2's soft-capping is in the references too: without it, other logits.
 TEST(Gemma2, SoftCappingIsApplied) {
   SafetensorsFile ref((case_dir("gemma2") / "reference.safetensors").string());
   for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping"}) {
     auto model = load_model(variant("gemma2", key, {{key, nullptr}}).string());
+    EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2) << key;
+  }
+}
+
+// Granite's four scalings are all in the references: each set to 1 gives other logits.
+TEST(Granite, EveryScalingIsApplied) {
+  SafetensorsFile ref((case_dir("granite") / "reference.safetensors").string());
+  for (const char* key : {"embedding_multiplier", "residual_multiplier", "attention_multiplier", "logits_scaling"}) {
+    auto model = load_model(variant("granite", key, {{key, 1.0}}).string());
     EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2) << key;
   }
 }

@@ -12,7 +12,8 @@ namespace peft {
 
 
 LlamaAttention::LlamaAttention(const LlamaConfig& c)
-    : arch_(c.arch), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+    : arch_(c.arch), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim),
+      scale_(c.attention_multiplier > 0 ? c.attention_multiplier : 1.0 / std::sqrt(static_cast<double>(head_dim_))) {
   q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads_ * head_dim_, c.qkv_bias));
   k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
   v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
@@ -36,8 +37,7 @@ at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::A
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
   RotaryEmbedding::apply(q, k, rope);
   update_cache(cache, layer, k, v);
-  return extended(o_proj->forward(attend(q, k, v, mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), /*is_causal=*/true)),
-                  h, q);
+  return extended(o_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true)), h, q);
 }
 
 LlamaMLP::LlamaMLP(const LlamaConfig& c) : arch_(c.arch), act_(c.hidden_act) {
@@ -55,7 +55,8 @@ at::Tensor LlamaMLP::base_forward(const at::Tensor& x) {
   return down_proj->forward(activation(act_, gate) * up);
 }
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding) : arch_(c.arch), sliding_(sliding) {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding)
+    : arch_(c.arch), sliding_(sliding), residual_multiplier_(c.residual_multiplier) {
   const std::string norm = c.arch + "RMSNorm";
   self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c));
   mlp = register_module("mlp", std::make_shared<LlamaMLP>(c));
@@ -66,12 +67,18 @@ LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding) : arch_
 
 at::Tensor LlamaDecoderLayer::forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                                       KVCache* cache, size_t layer) {
-  auto x = h + self_attn->forward(input_layernorm->forward(h), rope, mask, cache, layer);
+  auto a = self_attn->forward(input_layernorm->forward(h), rope, mask, cache, layer);
+  if (residual_multiplier_ != 1.0) {  // Granite
+    auto x = h + a * residual_multiplier_;
+    return x + mlp->forward(post_attention_layernorm->forward(x)) * residual_multiplier_;
+  }
+  auto x = h + a;
   return x + mlp->forward(post_attention_layernorm->forward(x));
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& c)
-    : arch_(c.arch), rope_(c.rope, c.head_dim, c.max_position_embeddings), sliding_window_(c.sliding_window) {
+    : arch_(c.arch), rope_(c.rope, c.head_dim, c.max_position_embeddings), sliding_window_(c.sliding_window),
+      embedding_multiplier_(c.embedding_multiplier) {
   embed_tokens = register_module("embed_tokens", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
   layers = register_module("layers", std::make_shared<ModuleList<LlamaDecoderLayer>>());
   for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c, c.sliding[i]));
@@ -80,6 +87,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c)
 
 at::Tensor LlamaModel::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
+  if (embedding_multiplier_ != 1.0) h = h * embedding_multiplier_;  // Granite, soft prompts included
   KVCache* cache = in.cache;
   auto step = begin_decoder_step(in, layers->size(), h.device());
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
@@ -103,6 +111,14 @@ LlamaForCausalLM::LlamaForCausalLM(const nlohmann::json& j, LlamaConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<LlamaModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+ModelOutputs LlamaForCausalLM::run(const ModelInputs& in) {
+  if (cfg_.logits_scaling == 1.0) return CausalLMBase::run(in);
+  ModelOutputs out;
+  out.last_hidden_state = body_forward(in);
+  out.logits = lm_head->forward(out.last_hidden_state) / cfg_.logits_scaling;  // Granite
+  return out;
 }
 
 LlamaForSequenceClassification::LlamaForSequenceClassification(const nlohmann::json& j, const std::string& arch,

@@ -27,6 +27,7 @@ class LlamaAttention : public ExtensibleAttention {
  private:
   std::string arch_;
   int64_t heads_, kv_heads_, head_dim_;
+  double scale_;
 };
 
 class LlamaMLP : public AdaptableLayer {  // adaptable: parallel adapters sit beside it
@@ -57,6 +58,7 @@ class LlamaDecoderLayer : public Module {
  private:
   std::string arch_;
   bool sliding_;
+  double residual_multiplier_;
 };
 
 class LlamaModel : public Module {
@@ -73,6 +75,7 @@ class LlamaModel : public Module {
   std::string arch_;
   RotaryEmbedding rope_;
   int64_t sliding_window_;
+  double embedding_multiplier_;
 };
 
 class LlamaForCausalLM : public CausalLMBase {
@@ -81,6 +84,10 @@ class LlamaForCausalLM : public CausalLMBase {
   std::string type_name() const override { return cfg_.arch + "ForCausalLM"; }
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
   std::string base_model_prefix() const override { return "model"; }
+  ModelOutputs run(const ModelInputs& in) override;
+  // Granite divides the logits by logits_scaling: then they are not lm_head's alone, and
+  // callers take them from forward() rather than apply the head themselves.
+  AdaptableLayer* output_layer() override { return cfg_.logits_scaling != 1.0 ? nullptr : lm_head.get(); }
 
   std::shared_ptr<LlamaModel> model;
 

@@ -73,6 +73,12 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
   }
   if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
   c.qk_norm = arch == "Qwen3";
+  if (arch == "Granite") {  // GraniteConfig's defaults are 1
+    c.embedding_multiplier = r.positive("embedding_multiplier", 1.0);
+    c.residual_multiplier = r.positive("residual_multiplier", 1.0);
+    c.attention_multiplier = r.positive("attention_multiplier", 1.0);
+    c.logits_scaling = r.positive("logits_scaling", 1.0);
+  }
   if (whole_model_window(arch)) {
     const int64_t window = r.has("sliding_window") ? r.dim("sliding_window", std::nullopt, ConfigLimits::kPositions) : 0;
     c.sliding_window = window;

@@ -12,9 +12,11 @@
 #include "models/gpt_neox.h"
 #include "models/llama.h"
 #include "models/moe.h"
+#include "models/olmo2.h"
 #include "models/opt.h"
 #include "models/phi.h"
 #include "models/phi3.h"
+#include "models/starcoder2.h"
 #include "models/t5.h"
 #include "models/vit.h"
 #include "models/whisper.h"
@@ -31,6 +33,7 @@ const std::map<std::string, Factory>& factories() {
       {"LlamaForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Llama", w); }},
       {"MistralForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Mistral", w); }},
       {"Qwen2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen2", w); }},
+      {"GraniteForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Granite", w); }},
       {"Qwen3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen3", w); }},
       {"GemmaForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma", w); }},
       {"Gemma2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma2", w); }},
@@ -52,6 +55,8 @@ const std::map<std::string, Factory>& factories() {
       {"GPTNeoXForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoXForCausalLM>(j, w); }},
       {"BloomForCausalLM", [](auto& j, auto& w) { return std::make_shared<BloomForCausalLM>(j, w); }},
       {"FalconForCausalLM", [](auto& j, auto& w) { return std::make_shared<FalconForCausalLM>(j, w); }},
+      {"Olmo2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Olmo2ForCausalLM>(j, w); }},
+      {"Starcoder2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Starcoder2ForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -90,6 +95,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
     {"xlm-roberta", "XLMRobertaModel"},   {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},     {"falcon", "FalconForCausalLM"},
+    {"granite", "GraniteForCausalLM"},   {"olmo2", "Olmo2ForCausalLM"}, {"starcoder2", "Starcoder2ForCausalLM"},
     {"t5", "T5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM and
-Falcon models made by transformers, with
+"""Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
+Falcon, Granite, OLMo 2 and StarCoder2 models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -40,7 +40,11 @@ from transformers import (
     Gemma3ForCausalLM,
     Gemma3TextConfig,
     GPTNeoXConfig,
+    GraniteConfig,
+    GraniteForCausalLM,
     GPTNeoXForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     OPTConfig,
     OPTForCausalLM,
     PhiConfig,
@@ -49,6 +53,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
 )
 from transformers.utils import logging as hf_logging
 
@@ -165,6 +171,32 @@ def _falcon_seq():
         vocab_size=83, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, multi_query=False,
         parallel_attn=False, new_decoder_architecture=False, bias=True, max_position_embeddings=64,
         initializer_range=INIT_STD,
+    )
+
+
+def _granite():
+    # LLaMA with Granite's four scalings (embeddings, residual branches, attention scores,
+    # logits), GQA 4:2, tied
+    return GraniteConfig(
+        vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True, embedding_multiplier=3.0,
+        residual_multiplier=0.5, attention_multiplier=0.1, logits_scaling=4.0, initializer_range=INIT_STD,
+    )
+
+
+def _olmo2():
+    # norms after each sublayer, q/k RMSNorms over all heads at once; GQA 4:2; untied
+    return Olmo2Config(
+        vocab_size=101, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, initializer_range=INIT_STD,
+    )
+
+
+def _starcoder2():
+    # LayerNorms, biases, c_fc / c_proj MLP, GQA 4:2, a sliding window of 4 on every layer
+    return Starcoder2Config(
+        vocab_size=97, hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, sliding_window=4, initializer_range=INIT_STD,
     )
 
 
@@ -308,6 +340,27 @@ CASES = [
         dict(target_modules=["query_key_value", "dense_h_to_4h"], feedforward_modules=["dense_h_to_4h"]),
     ),
     ("falcon_seq", FalconForCausalLM, _falcon_seq, dict(target_modules=None), dict(target_modules=None)),
+    (  # HF PEFT has no default targets for granite
+        "granite",
+        GraniteForCausalLM,
+        _granite,
+        dict(target_modules=["q_proj", "v_proj"]),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "olmo2",
+        Olmo2ForCausalLM,
+        _olmo2,
+        dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "starcoder2",
+        Starcoder2ForCausalLM,
+        _starcoder2,
+        dict(target_modules=["q_proj", "v_proj", "c_fc", "c_proj"]),
+        dict(target_modules=["k_proj", "c_proj"], feedforward_modules=["c_proj"]),
+    ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
