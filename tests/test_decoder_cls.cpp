@@ -1,4 +1,5 @@
-// Decoder sequence classifiers (Llama, Qwen2, Mistral, Qwen3 *ForSequenceClassification)
+// Decoder sequence classifiers (Llama, Qwen2, Mistral, Qwen3, OPT, GPT-NeoX, BLOOM, Falcon,
+// Phi, Gemma, Gemma 2, OLMo 2, StarCoder2 *ForSequenceClassification)
 // against transformers and HF PEFT (fixtures from tests/parity/make_decoder_cls.py):
 // pooling at the last non-pad token with right and left padding, SEQ_CLS adapters made by
 // PEFT (score as modules_to_save), and `peft train` on a text+label task.
@@ -78,6 +79,15 @@ TEST_P(DecoderCls, SeqClsAdaptersMadeByHfPeftMatch) {
 INSTANTIATE_TEST_SUITE_P(Families, DecoderCls,
                          ::testing::Values(std::pair{"llama_cls", "LlamaForSequenceClassification"},
                                            std::pair{"qwen2_cls", "Qwen2ForSequenceClassification"},
+                                           std::pair{"opt_cls", "OPTForSequenceClassification"},
+                                           std::pair{"gpt_neox_cls", "GPTNeoXForSequenceClassification"},
+                                           std::pair{"bloom_cls", "BloomForSequenceClassification"},
+                                           std::pair{"falcon_cls", "FalconForSequenceClassification"},
+                                           std::pair{"phi_cls", "PhiForSequenceClassification"},
+                                           std::pair{"gemma_cls", "GemmaForSequenceClassification"},
+                                           std::pair{"gemma2_cls", "Gemma2ForSequenceClassification"},
+                                           std::pair{"olmo2_cls", "Olmo2ForSequenceClassification"},
+                                           std::pair{"starcoder2_cls", "Starcoder2ForSequenceClassification"},
                                            std::pair{"mistral_cls", "MistralForSequenceClassification"},
                                            std::pair{"qwen3_cls", "Qwen3ForSequenceClassification"}),
                          [](const auto& info) { return info.param.first; });

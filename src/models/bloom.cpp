@@ -7,6 +7,7 @@
 
 #include "models/attention.h"
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -141,6 +142,13 @@ BloomForCausalLM::BloomForCausalLM(const nlohmann::json& j, BloomConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   transformer = register_module("transformer", std::make_shared<BloomModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_bloom_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = BloomConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<BloomModel>>(j, where, "BloomForSequenceClassification", "transformer",
+                                                                     std::make_shared<BloomModel>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

@@ -60,6 +60,7 @@ class BloomModel : public Module {
   explicit BloomModel(const BloomConfig& c);
   std::string type_name() const override { return "BloomModel"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *word_embeddings; }
   std::shared_ptr<Embedding> word_embeddings;
   std::shared_ptr<LayerNorm> word_embeddings_layernorm, ln_f;
   std::shared_ptr<ModuleList<BloomBlock>> h;
@@ -85,5 +86,8 @@ class BloomForCausalLM : public CausalLMBase {
   BloomForCausalLM(const nlohmann::json& j, BloomConfig cfg);
   BloomConfig cfg_;
 };
+
+// BloomForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_bloom_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -149,6 +150,13 @@ FalconForCausalLM::FalconForCausalLM(const nlohmann::json& j, FalconConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   transformer = register_module("transformer", std::make_shared<FalconModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_falcon_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = FalconConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<FalconModel>>(j, where, "FalconForSequenceClassification", "transformer",
+                                                                     std::make_shared<FalconModel>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

@@ -67,6 +67,7 @@ class FalconModel : public Module {
   explicit FalconModel(const FalconConfig& c);
   std::string type_name() const override { return "FalconModel"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *word_embeddings; }
   std::shared_ptr<Embedding> word_embeddings;
   std::shared_ptr<ModuleList<FalconDecoderLayer>> h;
   std::shared_ptr<LayerNorm> ln_f;
@@ -92,5 +93,8 @@ class FalconForCausalLM : public CausalLMBase {
   FalconForCausalLM(const nlohmann::json& j, FalconConfig cfg);
   FalconConfig cfg_;
 };
+
+// FalconForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_falcon_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 
 namespace peft {
 
@@ -121,6 +122,12 @@ ModelOutputs GemmaForCausalLM::run(const ModelInputs& in) {
   out.logits = lm_head->forward(out.last_hidden_state);
   if (cfg_.final_softcap) out.logits = at::tanh(out.logits / *cfg_.final_softcap) * *cfg_.final_softcap;
   return out;
+}
+
+std::shared_ptr<Model> make_gemma_classifier(const nlohmann::json& j, const std::string& arch, const std::string& where) {
+  auto c = GemmaConfig::from_json(j, arch, where);
+  return std::make_shared<DecoderForSequenceClassification<GemmaModel>>(
+      j, where, arch + "ForSequenceClassification", "model", std::make_shared<GemmaModel>(c), c.hidden_size, c.num_layers);
 }
 
 }  // namespace peft

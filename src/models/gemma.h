@@ -73,6 +73,7 @@ class GemmaModel : public Module {
   explicit GemmaModel(const GemmaConfig& c);
   std::string type_name() const override { return arch_ == "Gemma3" ? "Gemma3TextModel" : arch_ + "Model"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *embed_tokens; }
   std::shared_ptr<GemmaScaledEmbedding> embed_tokens;
   std::shared_ptr<ModuleList<GemmaDecoderLayer>> layers;
   std::shared_ptr<GemmaRMSNorm> norm;
@@ -104,5 +105,9 @@ class GemmaForCausalLM : public CausalLMBase {
   GemmaForCausalLM(const nlohmann::json& j, GemmaConfig cfg);
   GemmaConfig cfg_;
 };
+
+// GemmaForSequenceClassification, Gemma2ForSequenceClassification (arch "Gemma", "Gemma2"):
+// the body and `score` on each row's last non-pad token (no logit soft-capping there).
+std::shared_ptr<Model> make_gemma_classifier(const nlohmann::json& j, const std::string& arch, const std::string& where);
 
 }  // namespace peft

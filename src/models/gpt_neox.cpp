@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -111,6 +112,13 @@ GPTNeoXForCausalLM::GPTNeoXForCausalLM(const nlohmann::json& j, GPTNeoXConfig cf
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   gpt_neox = register_module("gpt_neox", std::make_shared<GPTNeoXModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_gpt_neox_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = GPTNeoXConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<GPTNeoXModel>>(j, where, "GPTNeoXForSequenceClassification", "gpt_neox",
+                                                                     std::make_shared<GPTNeoXModel>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

@@ -66,6 +66,7 @@ class GPTNeoXModel : public Module {
   explicit GPTNeoXModel(const GPTNeoXConfig& c);
   std::string type_name() const override { return "GPTNeoXModel"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *embed_in; }
   std::shared_ptr<Embedding> embed_in;
   std::shared_ptr<ModuleList<GPTNeoXLayer>> layers;
   std::shared_ptr<LayerNorm> final_layer_norm;
@@ -99,5 +100,8 @@ class GPTNeoXForCausalLM : public CausalLMBase {
   GPTNeoXForCausalLM(const nlohmann::json& j, GPTNeoXConfig cfg);
   GPTNeoXConfig cfg_;
 };
+
+// GPTNeoXForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_gpt_neox_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 
 namespace peft {
@@ -84,6 +85,12 @@ Olmo2ForCausalLM::Olmo2ForCausalLM(const nlohmann::json& j, LlamaConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<Olmo2Model>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_olmo2_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = olmo2_config(j, where);
+  return std::make_shared<DecoderForSequenceClassification<Olmo2Model>>(
+      j, where, "Olmo2ForSequenceClassification", "model", std::make_shared<Olmo2Model>(c), c.hidden_size, c.num_layers);
 }
 
 }  // namespace peft

@@ -42,6 +42,7 @@ class Olmo2Model : public Module {
   explicit Olmo2Model(const LlamaConfig& c);
   std::string type_name() const override { return "Olmo2Model"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *embed_tokens; }
   std::shared_ptr<Embedding> embed_tokens;
   std::shared_ptr<ModuleList<Olmo2DecoderLayer>> layers;
   std::shared_ptr<RMSNorm> norm;
@@ -67,5 +68,8 @@ class Olmo2ForCausalLM : public CausalLMBase {
   Olmo2ForCausalLM(const nlohmann::json& j, LlamaConfig cfg);
   LlamaConfig cfg_;
 };
+
+// Olmo2ForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_olmo2_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

@@ -6,6 +6,7 @@
 
 #include "models/attention.h"
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -117,6 +118,13 @@ OPTForCausalLM::OPTForCausalLM(const nlohmann::json& j, OPTConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<OPTModel>(cfg_));
   add_lm_head(cfg_.word_embed_proj_dim, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_opt_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = OPTConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<OPTModel>>(j, where, "OPTForSequenceClassification", "model",
+                                                                     std::make_shared<OPTModel>(c), c.word_embed_proj_dim,
+                                                                     c.num_layers, c.max_position_embeddings);
 }
 
 }  // namespace peft

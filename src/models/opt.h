@@ -58,6 +58,8 @@ class OPTModel : public Module {
  public:
   explicit OPTModel(const OPTConfig& c) { decoder = register_module("decoder", std::make_shared<OPTDecoder>(c)); }
   std::string type_name() const override { return "OPTModel"; }
+  at::Tensor forward(const ModelInputs& in) { return decoder->forward(in); }
+  Embedding& token_embedding() { return *decoder->embed_tokens; }
   std::shared_ptr<OPTDecoder> decoder;
 };
 
@@ -79,5 +81,8 @@ class OPTForCausalLM : public CausalLMBase {
   OPTForCausalLM(const nlohmann::json& j, OPTConfig cfg);
   OPTConfig cfg_;
 };
+
+// OPTForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_opt_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

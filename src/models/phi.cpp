@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -116,6 +117,13 @@ PhiForCausalLM::PhiForCausalLM(const nlohmann::json& j, PhiConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<PhiModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size, /*bias=*/true);
+}
+
+std::shared_ptr<Model> make_phi_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = PhiConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<PhiModel>>(j, where, "PhiForSequenceClassification", "model",
+                                                                     std::make_shared<PhiModel>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

@@ -64,6 +64,7 @@ class PhiModel : public Module {
   explicit PhiModel(const PhiConfig& c);
   std::string type_name() const override { return "PhiModel"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *embed_tokens; }
   std::shared_ptr<Embedding> embed_tokens;
   std::shared_ptr<ModuleList<PhiDecoderLayer>> layers;
   std::shared_ptr<LayerNorm> final_layernorm;
@@ -89,5 +90,8 @@ class PhiForCausalLM : public CausalLMBase {
   PhiForCausalLM(const nlohmann::json& j, PhiConfig cfg);
   PhiConfig cfg_;
 };
+
+// PhiForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_phi_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

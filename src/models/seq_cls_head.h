@@ -43,4 +43,36 @@ class DecoderClassifierBase : public Model {
   int64_t num_labels_;
 };
 
+// <Family>ForSequenceClassification for a decoder body that has `forward(const
+// ModelInputs&)` (final hidden states) and `token_embedding()`: the body registered under
+// transformers' base_model_prefix, then `score`.
+template <class Body>
+class DecoderForSequenceClassification final : public DecoderClassifierBase {
+ public:
+  // type: transformers' class name; hidden: the width the body outputs; max_positions:
+  // the body's bound on positions (learned position embeddings), 0 for none.
+  DecoderForSequenceClassification(const nlohmann::json& j, const std::string& where, std::string type,
+                                   std::string prefix, std::shared_ptr<Body> decoder, int64_t hidden,
+                                   int64_t cache_layers, int64_t max_positions = 0)
+      : DecoderClassifierBase(j, where), type_(std::move(type)), prefix_(std::move(prefix)),
+        cache_layers_(cache_layers), max_positions_(max_positions) {
+    body = register_module(prefix_, std::move(decoder));
+    add_score(hidden);
+  }
+  std::string type_name() const override { return type_; }
+  int64_t num_cache_layers() const override { return cache_layers_; }
+  int64_t max_positions() const override { return max_positions_; }
+  std::string base_model_prefix() const override { return prefix_; }
+
+  std::shared_ptr<Body> body;
+
+ protected:
+  at::Tensor body_forward(const ModelInputs& in) override { return body->forward(in); }
+  Embedding& input_embedding() override { return body->token_embedding(); }
+
+ private:
+  std::string type_, prefix_;
+  int64_t cache_layers_, max_positions_;
+};
+
 }  // namespace peft

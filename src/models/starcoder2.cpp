@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -107,6 +108,13 @@ Starcoder2ForCausalLM::Starcoder2ForCausalLM(const nlohmann::json& j, Starcoder2
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<Starcoder2Model>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_starcoder2_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = Starcoder2Config::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<Starcoder2Model>>(j, where, "Starcoder2ForSequenceClassification", "model",
+                                                                     std::make_shared<Starcoder2Model>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

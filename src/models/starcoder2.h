@@ -62,6 +62,7 @@ class Starcoder2Model : public Module {
   explicit Starcoder2Model(const Starcoder2Config& c);
   std::string type_name() const override { return "Starcoder2Model"; }
   at::Tensor forward(const ModelInputs& in);
+  Embedding& token_embedding() { return *embed_tokens; }
   std::shared_ptr<Embedding> embed_tokens;
   std::shared_ptr<ModuleList<Starcoder2DecoderLayer>> layers;
   std::shared_ptr<LayerNorm> norm;
@@ -88,5 +89,8 @@ class Starcoder2ForCausalLM : public CausalLMBase {
   Starcoder2ForCausalLM(const nlohmann::json& j, Starcoder2Config cfg);
   Starcoder2Config cfg_;
 };
+
+// Starcoder2ForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_starcoder2_classifier(const nlohmann::json& j, const std::string& where);
 
 }  // namespace peft

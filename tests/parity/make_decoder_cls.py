@@ -14,7 +14,9 @@ Cases (GQA everywhere, 2 layers, 3 labels):
   qwen2_cls    Qwen2ForSequenceClassification (q/k/v bias), odd sizes, pad_token_id 5
   mistral_cls  MistralForSequenceClassification, pad_token_id 0
   qwen3_cls    Qwen3ForSequenceClassification (q_norm/k_norm, head_dim 16), pad_token_id 0
-Adapters: LoRA (init_lora_weights=False) and (IA)3.
+  opt_cls, gpt_neox_cls, bloom_cls, falcon_cls, phi_cls, gemma_cls, gemma2_cls, olmo2_cls,
+  starcoder2_cls  the other decoder families' classifiers (OPT post-norm with project_in/out)
+Adapters: LoRA (init_lora_weights=False) and (IA)3 (named targets where PEFT has no defaults).
 
 llama_text/ is a LlamaForSequenceClassification with a byte-level BPE tokenizer.json
 (pad "<pad>" = pad_token_id 1) for `peft train` on OUT_DIR/cls_{train,eval}.jsonl (the
@@ -40,10 +42,14 @@ import sys
 import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
-from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
+from transformers import (BertConfig, BertForSequenceClassification, BloomConfig, BloomForSequenceClassification,
+                          FalconConfig, FalconForSequenceClassification, Gemma2Config, Gemma2ForSequenceClassification,
+                          GemmaConfig, GemmaForSequenceClassification, GPTNeoXConfig, GPTNeoXForSequenceClassification,
                           LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification,
-                          PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification, Qwen3Config,
-                          Qwen3ForSequenceClassification)
+                          Olmo2Config, Olmo2ForSequenceClassification, OPTConfig, OPTForSequenceClassification,
+                          PhiConfig, PhiForSequenceClassification, PreTrainedTokenizerFast, Qwen2Config,
+                          Qwen2ForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification, RobertaConfig,
+                          RobertaForSequenceClassification, Starcoder2Config, Starcoder2ForSequenceClassification)
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +102,16 @@ def add_adapter(case_dir, model, name, cfg, ids, mask, ref):
     peft_model.save_pretrained(os.path.join(case_dir, "adapters", name))
 
 
-def make_case(out, name, cls, cfg, seed):
+def family_config(cls, **kw):
+    """A small config of a family whose sizes are not LLaMA's keys."""
+    base = dict(vocab_size=101, num_labels=3, pad_token_id=0, initializer_range=0.2)
+    base.update(kw)
+    cfg = cls(**base)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def make_case(out, name, cls, cfg, seed, ia3=None, lora=None):
     case_dir = os.path.join(out, name)
     shutil.rmtree(case_dir, ignore_errors=True)
     os.makedirs(case_dir)
@@ -110,8 +125,8 @@ def make_case(out, name, cls, cfg, seed):
            "num_parameters": torch.tensor([model.num_parameters()], dtype=torch.int64)}
     model.save_pretrained(case_dir)
     for adapter, make_cfg in (("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8,
-                                                          init_lora_weights=False)),
-                              ("ia3", lambda: IA3Config(task_type="SEQ_CLS"))):
+                                                          init_lora_weights=False, **(lora or {}))),
+                              ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **(ia3 or {})))):
         base = cls.from_pretrained(case_dir, dtype=torch.float32).eval()
         add_adapter(case_dir, base, adapter, make_cfg(), ids, mask, ref)
     save_file(ref, os.path.join(case_dir, "reference.safetensors"))
@@ -204,6 +219,29 @@ def main():
                      pad_token_id=5), 43)
     make_case(out, "mistral_cls", MistralForSequenceClassification, config(MistralConfig), 47)
     make_case(out, "qwen3_cls", Qwen3ForSequenceClassification, config(Qwen3Config, head_dim=16), 53)
+    # The other decoder families' classifiers: the same pooling, their own bodies.
+    make_case(out, "opt_cls", OPTForSequenceClassification,
+              family_config(OPTConfig, hidden_size=32, num_hidden_layers=2, ffn_dim=48, num_attention_heads=4,
+                            max_position_embeddings=64, word_embed_proj_dim=24, do_layer_norm_before=False), 59)
+    make_case(out, "gpt_neox_cls", GPTNeoXForSequenceClassification,
+              family_config(GPTNeoXConfig, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=48, max_position_embeddings=64), 61)
+    make_case(out, "bloom_cls", BloomForSequenceClassification,
+              family_config(BloomConfig, hidden_size=32, n_layer=2, n_head=4), 67)
+    make_case(out, "falcon_cls", FalconForSequenceClassification,
+              family_config(FalconConfig, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            max_position_embeddings=64), 71)
+    make_case(out, "phi_cls", PhiForSequenceClassification,
+              family_config(PhiConfig, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                            max_position_embeddings=64), 73)
+    make_case(out, "gemma_cls", GemmaForSequenceClassification, config(GemmaConfig, head_dim=8), 79)
+    make_case(out, "gemma2_cls", Gemma2ForSequenceClassification,
+              config(Gemma2Config, head_dim=8, sliding_window=4, query_pre_attn_scalar=8), 83)
+    no_ia3_defaults = dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"])
+    qv = dict(target_modules=["q_proj", "v_proj"])
+    make_case(out, "olmo2_cls", Olmo2ForSequenceClassification, config(Olmo2Config), 89, ia3=no_ia3_defaults, lora=qv)
+    make_case(out, "starcoder2_cls", Starcoder2ForSequenceClassification, config(Starcoder2Config), 97,
+              ia3=dict(target_modules=["k_proj", "c_proj"], feedforward_modules=["c_proj"]), lora=qv)
     make_text_case(out)
     make_problem_types(out)
 
