@@ -163,6 +163,8 @@ TEST_P(T5, GreedyGenerationOfAPaddedBatchMatchesTransformers) {
 TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
   auto model = load_model(base_dir(GetParam()).string());
   EXPECT_EQ(model->num_parameters(), reference(base_dir(GetParam())).get("num_parameters").item<int64_t>());
+  const auto cfg = nlohmann::json::parse(std::ifstream(base_dir(GetParam()) / "config.json"));
+  EXPECT_EQ(model->type_name(), cfg["architectures"][0].get<std::string>());
   std::vector<std::string> names;
   for (const auto& [n, _] : model->named_parameters()) names.push_back(n);
   EXPECT_EQ(names.front(), "shared.weight");
@@ -174,7 +176,7 @@ TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
   EXPECT_EQ(std::find(names.begin(), names.end(), "encoder.embed_tokens.weight"), names.end());
   EXPECT_EQ(std::find(names.begin(), names.end(), "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"),
             names.end());
-  const bool v11 = GetParam() == "t5_v11";
+  const bool v11 = GetParam() != "t5_relu";  // v1.1's layout: t5_v11 and mt5
   EXPECT_EQ(std::find(names.begin(), names.end(), "lm_head.weight") != names.end(), v11);
   EXPECT_EQ(model->find("decoder.block.0.layer.2.DenseReluDense")->type_name(),
             v11 ? "T5DenseGatedActDense" : "T5DenseActDense");
@@ -207,7 +209,7 @@ TEST_P(T5, HfAdaptersMatchPeftUnmergedAndMerged) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(T5, T5, ::testing::Values("t5_relu", "t5_v11"));
+INSTANTIATE_TEST_SUITE_P(T5, T5, ::testing::Values("t5_relu", "t5_v11", "mt5"));
 
 TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
   PeftModel peft(load_model(base_dir("t5_relu").string()));

@@ -90,6 +90,8 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<ClipVisionModelWithProjection>(j, w); }},
       {"T5ForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w); }},
+      {"MT5ForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w, "MT5"); }},
       {"WhisperForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
@@ -105,7 +107,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
     {"xlm-roberta", "XLMRobertaModel"},   {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},     {"falcon", "FalconForCausalLM"},
     {"granite", "GraniteForCausalLM"},   {"olmo2", "Olmo2ForCausalLM"}, {"starcoder2", "Starcoder2ForCausalLM"},
-    {"t5", "T5ForConditionalGeneration"},
+    {"t5", "T5ForConditionalGeneration"}, {"mt5", "MT5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"clip", "CLIPModel"},
     {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},

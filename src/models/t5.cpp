@@ -200,8 +200,12 @@ at::Tensor T5Stack::decode(const Seq2SeqInputs& in, const at::Tensor& encoder_st
   return final_layer_norm->forward(h);
 }
 
-T5ForConditionalGeneration::T5ForConditionalGeneration(const nlohmann::json& j, const std::string& where)
-    : Model(j), cfg_(T5Config::from_json(j, where)) {
+T5ForConditionalGeneration::T5ForConditionalGeneration(const nlohmann::json& j, const std::string& where,
+                                                       std::string arch)
+    : Model(j), cfg_(T5Config::from_json(j, where)), arch_(std::move(arch)) {
+  // transformers' MT5 never rescales the decoder output (its config forces
+  // tie_word_embeddings true, and its forward has no scale_decoder_outputs).
+  if (arch_ == "MT5") cfg_.scale_decoder_outputs = false;
   shared = register_module("shared", std::make_shared<Embedding>(cfg_.vocab_size, cfg_.d_model));
   encoder = register_module("encoder", std::make_shared<T5Stack>(cfg_, false));
   decoder = register_module("decoder", std::make_shared<T5Stack>(cfg_, true));

@@ -98,8 +98,9 @@ class T5Stack : public Module {
 
 class T5ForConditionalGeneration : public Model, public Seq2SeqLM {
  public:
-  T5ForConditionalGeneration(const nlohmann::json& j, const std::string& where);
-  std::string type_name() const override { return "T5ForConditionalGeneration"; }
+  // arch "T5", or "MT5" (mT5 / mT0: the same architecture under its own class name).
+  T5ForConditionalGeneration(const nlohmann::json& j, const std::string& where, std::string arch = "T5");
+  std::string type_name() const override { return arch_ + "ForConditionalGeneration"; }
   // Its logits are [batch, target, vocab] over the vocabulary and it generates; the
   // encoder-decoder forward is Seq2SeqLM's.
   TaskKind task() const override { return TaskKind::kCausalLM; }
@@ -126,6 +127,7 @@ class T5ForConditionalGeneration : public Model, public Seq2SeqLM {
 
  private:
   T5Config cfg_;
+  std::string arch_;
 };
 
 }  // namespace peft

@@ -12,7 +12,8 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   gen_output_ids (decoder_start_token_id + 32 greedy tokens), num_parameters.
   Cases: t5_relu (T5 v1.0: relu, lm_head tied to shared, decoder output scaled by
   d_model**-0.5) and t5_v11 (v1.1 / Flan-T5: gated-gelu -> gelu_new, an untied lm_head,
-  no rescale, d_model 40, d_kv 12, 3 heads, 2 encoder / 3 decoder layers).
+  no rescale, d_model 40, d_kv 12, 3 heads, 2 encoder / 3 decoder layers), and mt5 (the
+  same architecture as MT5ForConditionalGeneration: mT5 / mT0; (IA)3's mt5 defaults k, v, wi_1).
   OUT_DIR/<case>/lora and OUT_DIR/<case>/ia3: adapters HF PEFT saved (task_type
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
@@ -41,7 +42,8 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForSeq2SeqLM, DynamicCache, EncoderDecoderCache, T5Config, T5ForConditionalGeneration
+from transformers import (AutoModelForSeq2SeqLM, DynamicCache, EncoderDecoderCache, MT5Config,
+                          MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration)
 from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_error()
@@ -73,14 +75,23 @@ def t5_v11():
                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
+def mt5():
+    # mT5 / mT0 (MT5ForConditionalGeneration): T5 v1.1's architecture under its own classes
+    return MT5Config(vocab_size=103, d_model=40, d_kv=10, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+                     relative_attention_num_buckets=10, relative_attention_max_distance=20,
+                     feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+
+
 # (name, config, untie lm_head, first seed tried: one whose greedy margin is stable)
-CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471)]
+CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477)]
 
 
 def build(cfg_factory, untie, seed):
     torch.manual_seed(seed)
     cfg = cfg_factory()
-    model = T5ForConditionalGeneration(cfg).to(torch.float32)
+    cls = MT5ForConditionalGeneration if isinstance(cfg, MT5Config) else T5ForConditionalGeneration
+    model = cls(cfg).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "layer_norm" in name:
@@ -142,7 +153,7 @@ def make_base(case_dir, cfg_factory, untie, seed):
                num_parameters=torch.tensor([model.num_parameters()], dtype=torch.int64))
     model.save_pretrained(case_dir, safe_serialization=True)
     # the saved model must be what we computed with (tying on load included)
-    again = T5ForConditionalGeneration.from_pretrained(case_dir).eval()
+    again = AutoModelForSeq2SeqLM.from_pretrained(case_dir).eval()
     with torch.no_grad():
         again_logits = again(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
     assert (again_logits - ref["logits"]).abs().max().item() < 1e-6
