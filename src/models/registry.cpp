@@ -10,6 +10,7 @@
 #include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/gpt_neox.h"
+#include "models/gptj.h"
 #include "models/llama.h"
 #include "models/moe.h"
 #include "models/olmo2.h"
@@ -66,6 +67,7 @@ const std::map<std::string, Factory>& factories() {
       {"FalconForCausalLM", [](auto& j, auto& w) { return std::make_shared<FalconForCausalLM>(j, w); }},
       {"Olmo2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Olmo2ForCausalLM>(j, w); }},
       {"Starcoder2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Starcoder2ForCausalLM>(j, w); }},
+      {"GPTJForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTJForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -100,17 +102,35 @@ const std::map<std::string, Factory>& factories() {
 
 // Used when config.json has no "architectures": the model_type's usual head.
 const std::map<std::string, std::string> kDefaultArch = {
-    {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"},
-    {"gpt2", "GPT2LMHeadModel"},   {"bert", "BertModel"}, {"roberta", "RobertaModel"},             {"vit", "ViTModel"},
-    {"qwen3", "Qwen3ForCausalLM"}, {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"},
-    {"phi3", "Phi3ForCausalLM"},           {"opt", "OPTForCausalLM"},
-    {"gpt_neox", "GPTNeoXForCausalLM"},   {"bloom", "BloomForCausalLM"},
-    {"xlm-roberta", "XLMRobertaModel"},   {"gemma", "GemmaForCausalLM"},       {"phi", "PhiForCausalLM"},     {"falcon", "FalconForCausalLM"},
-    {"granite", "GraniteForCausalLM"},   {"olmo2", "Olmo2ForCausalLM"}, {"starcoder2", "Starcoder2ForCausalLM"},
-    {"t5", "T5ForConditionalGeneration"}, {"mt5", "MT5ForConditionalGeneration"},
-    {"whisper", "WhisperForConditionalGeneration"},
+    {"llama", "LlamaForCausalLM"},
+    {"mistral", "MistralForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"},
+    {"qwen3", "Qwen3ForCausalLM"},
+    {"granite", "GraniteForCausalLM"},
+    {"gemma", "GemmaForCausalLM"},
+    {"gemma2", "Gemma2ForCausalLM"},
+    {"gemma3_text", "Gemma3ForCausalLM"},
+    {"phi", "PhiForCausalLM"},
+    {"phi3", "Phi3ForCausalLM"},
+    {"olmo2", "Olmo2ForCausalLM"},
+    {"starcoder2", "Starcoder2ForCausalLM"},
+    {"gpt2", "GPT2LMHeadModel"},
+    {"gptj", "GPTJForCausalLM"},
+    {"gpt_neox", "GPTNeoXForCausalLM"},
+    {"opt", "OPTForCausalLM"},
+    {"bloom", "BloomForCausalLM"},
+    {"falcon", "FalconForCausalLM"},
+    {"mixtral", "MixtralForCausalLM"},
+    {"qwen2_moe", "Qwen2MoeForCausalLM"},
+    {"qwen3_moe", "Qwen3MoeForCausalLM"},
+    {"bert", "BertModel"},
+    {"roberta", "RobertaModel"},
+    {"xlm-roberta", "XLMRobertaModel"},
+    {"vit", "ViTModel"},
     {"clip", "CLIPModel"},
-    {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"qwen2_moe", "Qwen2MoeForCausalLM"},
+    {"t5", "T5ForConditionalGeneration"},
+    {"mt5", "MT5ForConditionalGeneration"},
+    {"whisper", "WhisperForConditionalGeneration"},
 };
 }  // namespace
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2 and StarCoder2 models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2 and GPT-J models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -39,6 +39,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GPTJConfig,
+    GPTJForCausalLM,
     GPTNeoXConfig,
     GraniteConfig,
     GraniteForCausalLM,
@@ -198,6 +200,19 @@ def _starcoder2():
         vocab_size=97, hidden_size=48, intermediate_size=72, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, sliding_window=4, initializer_range=INIT_STD,
     )
+
+
+def _gptj():
+    # GPT-J-6B's layout: interleaved rotary on the first 6 of 12 features per head, parallel
+    # block, lm_head with a bias; untied
+    return GPTJConfig(vocab_size=97, n_positions=64, n_embd=48, n_layer=2, n_head=4, rotary_dim=6,
+                      initializer_range=INIT_STD)
+
+
+def _gptj_full():
+    # rotary over whole heads; tied (the head's bias stays its own)
+    return GPTJConfig(vocab_size=89, n_positions=64, n_embd=32, n_layer=2, n_head=2, rotary_dim=16,
+                      tie_word_embeddings=True, initializer_range=INIT_STD)
 
 
 def _phi3():
@@ -360,6 +375,14 @@ CASES = [
         _starcoder2,
         dict(target_modules=["q_proj", "v_proj", "c_fc", "c_proj"]),
         dict(target_modules=["k_proj", "c_proj"], feedforward_modules=["c_proj"]),
+    ),
+    ("gptj", GPTJForCausalLM, _gptj, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "gptj_full",
+        GPTJForCausalLM,
+        _gptj_full,
+        dict(target_modules=["q_proj", "k_proj", "out_proj", "fc_in"]),
+        dict(target_modules=["k_proj", "fc_in"], feedforward_modules=["fc_in"]),
     ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
