@@ -54,9 +54,10 @@ ModelOutputs run(PeftModel& peft, const SafetensorsFile& ref) {
   return peft.forward(in);
 }
 
-class Roberta : public ::testing::TestWithParam<std::string> {};
+// RoBERTa, XLM-RoBERTa and DistilBERT encoders and classifiers.
+class Encoder : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(Roberta, MatchesTransformers) {
+TEST_P(Encoder, MatchesTransformers) {
   const SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
   auto model = load_model(case_dir(GetParam()).string());
   EXPECT_EQ(model->num_parameters(), ref.get("num_parameters").item<int64_t>());
@@ -66,7 +67,7 @@ TEST_P(Roberta, MatchesTransformers) {
   expect_match(ref, run(peft, ref), "");
 }
 
-TEST_P(Roberta, PeftAdaptersMatchHfPeft) {
+TEST_P(Encoder, PeftAdaptersMatchHfPeft) {
   const SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
   for (const std::string name : {"lora", "ia3"}) {
     SCOPED_TRACE(name);
@@ -79,7 +80,8 @@ TEST_P(Roberta, PeftAdaptersMatchHfPeft) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Encoders, Roberta, ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls"));
+INSTANTIATE_TEST_SUITE_P(Encoders, Encoder,
+                         ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
 // gives the same outputs on its tokens (absolute positions 0.. would too; left padding

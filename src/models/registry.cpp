@@ -6,6 +6,7 @@
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
+#include "models/distilbert.h"
 #include "models/falcon.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
@@ -82,6 +83,9 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Bert", w); }},
       {"RobertaForTokenClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Roberta", w); }},
+      {"DistilBertModel", [](auto& j, auto& w) { return std::make_shared<DistilBertModel>(j, w); }},
+      {"DistilBertForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<DistilBertForSequenceClassification>(j, w); }},
       {"ViTModel", [](auto& j, auto& w) { return std::make_shared<ViTModel>(j, w); }},
       {"ViTForImageClassification",
        [](auto& j, auto& w) { return std::make_shared<ViTForImageClassification>(j, w); }},
@@ -126,6 +130,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"bert", "BertModel"},
     {"roberta", "RobertaModel"},
     {"xlm-roberta", "XLMRobertaModel"},
+    {"distilbert", "DistilBertModel"},
     {"vit", "ViTModel"},
     {"clip", "CLIPModel"},
     {"t5", "T5ForConditionalGeneration"},

@@ -12,6 +12,7 @@ Cases:
   roberta      RobertaModel (pad_token_id 1: positions start at 2 and skip padding)
   roberta_cls  RobertaForSequenceClassification (3 labels), GELU, odd sizes
   xlmr, xlmr_cls  XLMRobertaModel, XLMRobertaForSequenceClassification (2 labels)
+  distilbert, distilbert_cls  DistilBertModel, DistilBertForSequenceClassification (3 labels)
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
@@ -27,6 +28,9 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    DistilBertModel,
     RobertaConfig,
     RobertaForSequenceClassification,
     RobertaModel,
@@ -77,8 +81,10 @@ def outputs(model, ids, mask):
         out = model(input_ids=ids, attention_mask=mask)
     if getattr(out, "logits", None) is not None:
         return {"logits": out.logits.float().contiguous()}
-    return {"last_hidden_state": out.last_hidden_state.float().contiguous(),
-            "pooler_output": out.pooler_output.float().contiguous()}
+    res = {"last_hidden_state": out.last_hidden_state.float().contiguous()}
+    if getattr(out, "pooler_output", None) is not None:  # DistilBERT has none
+        res["pooler_output"] = out.pooler_output.float().contiguous()
+    return res
 
 
 def perturb(model, scale=0.02):
@@ -181,6 +187,23 @@ def main():
               xlmr_config(num_labels=2, hidden_act="gelu", initializer_range=0.2), 37, [
         ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **xlmr_ia3)),
+    ])
+    # DistilBERT: BERT's encoder under its own names; PEFT has no default targets for it.
+    def distilbert_config(**kw):
+        cfg = DistilBertConfig(vocab_size=91, max_position_embeddings=40, n_layers=2, n_heads=4, dim=32, hidden_dim=48,
+                               pad_token_id=PAD, **kw)
+        cfg._attn_implementation = "eager"
+        return cfg
+    distil_lora = dict(target_modules=["q_lin", "v_lin"])
+    distil_ia3 = dict(target_modules=["k_lin", "v_lin", "lin2"], feedforward_modules=["lin2"])
+    make_case(out, "distilbert", DistilBertModel, distilbert_config(), 41, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **distil_lora)),
+        ("ia3", lambda: IA3Config(**distil_ia3)),
+    ])
+    make_case(out, "distilbert_cls", DistilBertForSequenceClassification,
+              distilbert_config(num_labels=3, initializer_range=0.2), 43, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False, **distil_lora)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **distil_ia3)),
     ])
     save_tokenizer(os.path.join(out, "roberta_cls"), 300)
     write_task(out)
