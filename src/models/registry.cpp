@@ -10,6 +10,7 @@
 #include "models/falcon.h"
 #include "models/gemma.h"
 #include "models/gpt2.h"
+#include "models/gpt_bigcode.h"
 #include "models/gpt_neox.h"
 #include "models/gptj.h"
 #include "models/llama.h"
@@ -68,6 +69,7 @@ const std::map<std::string, Factory>& factories() {
       {"FalconForCausalLM", [](auto& j, auto& w) { return std::make_shared<FalconForCausalLM>(j, w); }},
       {"Olmo2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Olmo2ForCausalLM>(j, w); }},
       {"Starcoder2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Starcoder2ForCausalLM>(j, w); }},
+      {"GPTBigCodeForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTBigCodeForCausalLM>(j, w); }},
       {"GPTJForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTJForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
@@ -120,6 +122,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"starcoder2", "Starcoder2ForCausalLM"},
     {"gpt2", "GPT2LMHeadModel"},
     {"gptj", "GPTJForCausalLM"},
+    {"gpt_bigcode", "GPTBigCodeForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},
     {"opt", "OPTForCausalLM"},
     {"bloom", "BloomForCausalLM"},

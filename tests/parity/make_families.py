@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2, StarCoder2 and GPT-J models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2, GPT-J and GPTBigCode models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -39,6 +39,8 @@ from transformers import (
     Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GPTBigCodeConfig,
+    GPTBigCodeForCausalLM,
     GPTJConfig,
     GPTJForCausalLM,
     GPTNeoXConfig,
@@ -215,6 +217,18 @@ def _gptj_full():
                       tie_word_embeddings=True, initializer_range=INIT_STD)
 
 
+def _gpt_bigcode():
+    # SantaCoder / StarCoder 1: multi-query attention (one key/value head), tied
+    return GPTBigCodeConfig(vocab_size=97, n_positions=64, n_embd=48, n_layer=2, n_head=4, multi_query=True,
+                            initializer_range=INIT_STD)
+
+
+def _gpt_bigcode_mha():
+    # without multi_query: per-head fused c_attn; untied
+    return GPTBigCodeConfig(vocab_size=83, n_positions=64, n_embd=32, n_layer=2, n_head=4, multi_query=False,
+                            tie_word_embeddings=False, activation_function="gelu", initializer_range=INIT_STD)
+
+
 def _phi3():
     # fused qkv_proj / gate_up_proj; GQA 3:1; untied; sliding window 5 on every layer
     return Phi3Config(
@@ -383,6 +397,14 @@ CASES = [
         _gptj_full,
         dict(target_modules=["q_proj", "k_proj", "out_proj", "fc_in"]),
         dict(target_modules=["k_proj", "fc_in"], feedforward_modules=["fc_in"]),
+    ),
+    ("gpt_bigcode", GPTBigCodeForCausalLM, _gpt_bigcode, dict(target_modules=None), dict(target_modules=None)),
+    (
+        "gpt_bigcode_mha",
+        GPTBigCodeForCausalLM,
+        _gpt_bigcode_mha,
+        dict(target_modules=["c_attn", "attn.c_proj", "c_fc"]),
+        dict(target_modules=["c_attn", "c_fc"], feedforward_modules=["c_fc"]),
     ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}

@@ -30,7 +30,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
      {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"}},
     {"gpt2", {"ln_1", "ln_2", "ln_f"}},
     {"bloom", {"input_layernorm", "post_attention_layernorm", "ln_f"}},
-    {"falcon", {"input_layernorm", "post_attention_layernorm", "ln_f"}}};
+    {"falcon", {"input_layernorm", "post_attention_layernorm", "ln_f"}},
+    {"gptj", {"ln_1", "ln_f"}}};
 
 }  // namespace
 

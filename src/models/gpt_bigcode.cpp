@@ -1,0 +1,109 @@
+#include "models/gpt_bigcode.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "models/attention.h"
+#include "models/checkpoint.h"
+#include "models/config_reader.h"
+#include "models/model_config.h"
+
+namespace peft {
+
+GPTBigCodeConfig GPTBigCodeConfig::from_json(const nlohmann::json& j, const std::string& where) {
+  ConfigReader r(j, where);
+  GPTBigCodeConfig c;
+  c.vocab_size = r.dim("vocab_size", 50257, ConfigLimits::kVocab);
+  c.n_positions = r.dim("n_positions", 1024, ConfigLimits::kPositions);
+  c.n_embd = r.dim("n_embd", 768, ConfigLimits::kWidth);
+  c.n_layer = r.dim("n_layer", 12, ConfigLimits::kLayers);
+  c.n_head = r.dim("n_head", 12, ConfigLimits::kHeads);
+  c.n_inner = r.dim("n_inner", 4 * c.n_embd, ConfigLimits::kWidth);
+  c.layer_norm_epsilon = r.positive("layer_norm_epsilon", 1e-5);
+  c.activation_function = r.get<std::string>("activation_function", "gelu_pytorch_tanh");
+  check_activation(c.activation_function);
+  c.multi_query = r.get<bool>("multi_query", true);
+  c.scale_attn_weights = r.get<bool>("scale_attn_weights", true);
+  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
+  if (r.get<bool>("add_cross_attention", false)) r.fail("add_cross_attention is not supported");
+  if (c.n_embd % c.n_head != 0) r.fail("n_embd is not a multiple of n_head");
+  return c;
+}
+
+GPTBigCodeAttention::GPTBigCodeAttention(const GPTBigCodeConfig& c)
+    : multi_query_(c.multi_query), heads_(c.n_head), head_dim_(c.n_embd / c.n_head),
+      scale_(c.scale_attn_weights ? 1.0 / std::sqrt(static_cast<double>(c.n_embd / c.n_head)) : 1.0) {
+  const int64_t kv_dim = (multi_query_ ? 1 : heads_) * head_dim_;
+  c_attn = register_module("c_attn", std::make_shared<Linear>(c.n_embd, c.n_embd + 2 * kv_dim, true));
+  c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_embd, c.n_embd, true));
+}
+
+at::Tensor GPTBigCodeAttention::forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer) {
+  const int64_t b = h.size(0), s = h.size(1), d = head_dim_;
+  auto fused = c_attn->forward(h);
+  at::Tensor q, k, v;  // [b, heads or 1, s, d]
+  if (multi_query_) {
+    q = split_heads(fused.narrow(-1, 0, heads_ * d), heads_, d);
+    k = fused.narrow(-1, heads_ * d, d).unsqueeze(1);
+    v = fused.narrow(-1, heads_ * d + d, d).unsqueeze(1);
+  } else {  // each head's query, key, value side by side
+    auto x = fused.view({b, s, heads_, 3 * d}).transpose(1, 2);
+    q = x.narrow(-1, 0, d), k = x.narrow(-1, d, d), v = x.narrow(-1, 2 * d, d);
+  }
+  update_cache(cache, layer, k, v);
+  return c_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true));
+}
+
+GPTBigCodeMLP::GPTBigCodeMLP(const GPTBigCodeConfig& c) : act_(c.activation_function) {
+  c_fc = register_module("c_fc", std::make_shared<Linear>(c.n_embd, c.n_inner, true));
+  c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_inner, c.n_embd, true));
+}
+
+at::Tensor GPTBigCodeMLP::base_forward(const at::Tensor& x) { return c_proj->forward(activation(act_, c_fc->forward(x))); }
+
+GPTBigCodeBlock::GPTBigCodeBlock(const GPTBigCodeConfig& c) {
+  ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+  attn = register_module("attn", std::make_shared<GPTBigCodeAttention>(c));
+  ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+  mlp = register_module("mlp", std::make_shared<GPTBigCodeMLP>(c));
+}
+
+at::Tensor GPTBigCodeBlock::forward(const at::Tensor& h, const at::Tensor& mask, KVCache* cache, size_t layer) {
+  auto x = attn->forward(ln_1->forward(h), mask, cache, layer) + h;
+  return x + mlp->forward(ln_2->forward(x));
+}
+
+GPTBigCodeModel::GPTBigCodeModel(const GPTBigCodeConfig& c) {
+  wte = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+  wpe = register_module("wpe", std::make_shared<Embedding>(c.n_positions, c.n_embd));
+  h = register_module("h", std::make_shared<ModuleList<GPTBigCodeBlock>>());
+  for (int64_t i = 0; i < c.n_layer; ++i) h->push_back(std::make_shared<GPTBigCodeBlock>(c));
+  ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.layer_norm_epsilon));
+}
+
+at::Tensor GPTBigCodeModel::forward(const ModelInputs& in) {
+  KVCache* cache = in.cache;
+  const auto step = begin_decoder_step(in, h->size(), wte->weight.device());
+  auto x = (in.inputs_embeds.defined() ? in.inputs_embeds : wte->forward(in.input_ids)) + wpe->forward(step.positions);
+  for (size_t i = 0; i < h->size(); ++i) {
+    auto& block = (*h)[i];
+    if (in.checkpoint_layers && !cache)
+      x = checkpointed([&block, mask = step.mask, i](const at::Tensor& t) { return block.forward(t, mask, nullptr, i); },
+                       x);
+    else
+      x = block.forward(x, step.mask, cache, i);
+  }
+  return ln_f->forward(x);
+}
+
+GPTBigCodeForCausalLM::GPTBigCodeForCausalLM(const nlohmann::json& j, const std::string& where)
+    : GPTBigCodeForCausalLM(j, GPTBigCodeConfig::from_json(j, where)) {}
+
+GPTBigCodeForCausalLM::GPTBigCodeForCausalLM(const nlohmann::json& j, GPTBigCodeConfig cfg)
+    : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
+  transformer = register_module("transformer", std::make_shared<GPTBigCodeModel>(cfg_));
+  add_lm_head(cfg_.n_embd, cfg_.vocab_size);
+}
+
+}  // namespace peft
