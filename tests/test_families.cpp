@@ -1,5 +1,5 @@
 // Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM, Falcon, Granite, OLMo 2,
-// StarCoder2, GPT-J and GPTBigCode against transformers and HF PEFT (fixtures from
+// StarCoder2, GPT-J, GPTBigCode and StableLM against transformers and HF PEFT (fixtures from
 // tests/parity/make_families.py): logits on right-padded batches longer than every
 // sliding window, 32 greedy tokens, packed rows, LoRA and IA3 adapters PEFT saved, and
 // `peft inspect`'s architecture and parameter count.
@@ -155,7 +155,7 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
                                            "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
                                            "falcon_seq", "granite", "olmo2", "starcoder2", "gptj",
-                                           "gptj_full", "gpt_bigcode", "gpt_bigcode_mha"));
+                                           "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.

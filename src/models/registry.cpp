@@ -19,6 +19,7 @@
 #include "models/opt.h"
 #include "models/phi.h"
 #include "models/phi3.h"
+#include "models/stablelm.h"
 #include "models/starcoder2.h"
 #include "models/t5.h"
 #include "models/vit.h"
@@ -71,6 +72,7 @@ const std::map<std::string, Factory>& factories() {
       {"Starcoder2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<Starcoder2ForCausalLM>(j, w); }},
       {"GPTBigCodeForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTBigCodeForCausalLM>(j, w); }},
       {"GPTJForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTJForCausalLM>(j, w); }},
+      {"StableLmForCausalLM", [](auto& j, auto& w) { return std::make_shared<StableLmForCausalLM>(j, w); }},
       {"OPTForCausalLM", [](auto& j, auto& w) { return std::make_shared<OPTForCausalLM>(j, w); }},
       {"BertModel", [](auto& j, auto& w) { return std::make_shared<BertModel>(j, w); }},
       {"BertForSequenceClassification",
@@ -120,6 +122,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"phi3", "Phi3ForCausalLM"},
     {"olmo2", "Olmo2ForCausalLM"},
     {"starcoder2", "Starcoder2ForCausalLM"},
+    {"stablelm", "StableLmForCausalLM"},
     {"gpt2", "GPT2LMHeadModel"},
     {"gptj", "GPTJForCausalLM"},
     {"gpt_bigcode", "GPTBigCodeForCausalLM"},

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2, StarCoder2, GPT-J and GPTBigCode models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode and StableLM models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -57,6 +57,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
     Starcoder2Config,
     Starcoder2ForCausalLM,
 )
@@ -227,6 +229,25 @@ def _gpt_bigcode_mha():
     # without multi_query: per-head fused c_attn; untied
     return GPTBigCodeConfig(vocab_size=83, n_positions=64, n_embd=32, n_layer=2, n_head=4, multi_query=False,
                             tie_word_embeddings=False, activation_function="gelu", initializer_range=INIT_STD)
+
+
+def _stablelm():
+    # stablelm-3b-4e1t's layout: rotary on a quarter of each head, sequential residual, no
+    # biases; untied
+    return StableLmConfig(vocab_size=97, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                          initializer_range=INIT_STD)
+
+
+def _stablelm2():
+    # stablelm-2-12b's: per-head q/k LayerNorms, q/k/v biases, parallel residual, GQA 4:2,
+    # half-head rotary
+    return StableLmConfig(vocab_size=89, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                          use_qkv_bias=True, qk_layernorm=True, use_parallel_residual=True,
+                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                           "partial_rotary_factor": 0.5},
+                          initializer_range=INIT_STD)
 
 
 def _phi3():
@@ -405,6 +426,20 @@ CASES = [
         _gpt_bigcode_mha,
         dict(target_modules=["c_attn", "attn.c_proj", "c_fc"]),
         dict(target_modules=["c_attn", "c_fc"], feedforward_modules=["c_fc"]),
+    ),
+    (  # HF PEFT has no (IA)3 defaults for stablelm
+        "stablelm",
+        StableLmForCausalLM,
+        _stablelm,
+        dict(target_modules=None),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "stablelm2",
+        StableLmForCausalLM,
+        _stablelm2,
+        dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
+        dict(target_modules=["v_proj", "up_proj"], feedforward_modules=["up_proj"]),
     ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
