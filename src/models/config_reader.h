@@ -69,4 +69,19 @@ class ConfigReader {
   std::string where_;
 };
 
+// transformers 5's rope_parameters (older files: rope_scaling), with what it lacks taken
+// from the top-level keys of older configs: rope_theta from `theta_key` (default `theta`)
+// and, for families with partial rotary, partial_rotary_factor from `partial_key` (default
+// `partial`).
+inline nlohmann::json read_rope_parameters(const ConfigReader& r, const char* theta_key, double theta,
+                                           const char* partial_key = nullptr, double partial = 1.0) {
+  const char* key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
+  nlohmann::json rope = r.has(key) ? r.json()[key] : nlohmann::json::object();
+  if (!rope.is_object()) r.fail(std::string("'") + key + "' must be an object");
+  if (!rope.contains("rope_theta")) rope["rope_theta"] = r.positive(theta_key, theta);
+  if (partial_key && !rope.contains("partial_rotary_factor"))
+    rope["partial_rotary_factor"] = r.positive(partial_key, partial);
+  return rope;
+}
+
 }  // namespace peft

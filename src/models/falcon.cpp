@@ -40,10 +40,7 @@ FalconConfig FalconConfig::from_json(const nlohmann::json& j, const std::string&
     r.fail("new_decoder_architecture with parallel_attn=false is not supported (transformers cannot run it either)");
   if (c.parallel_attn && !c.new_decoder_architecture && c.num_ln_in_parallel_attn == 2)
     r.fail("num_ln_in_parallel_attn=2 needs new_decoder_architecture");
-  const char* rope_key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  c.rope = r.has(rope_key) ? j[rope_key] : nlohmann::json::object();
-  if (!c.rope.is_object()) r.fail(std::string("'") + rope_key + "' must be an object");
-  if (!c.rope.contains("rope_theta")) c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
+  c.rope = read_rope_parameters(r, "rope_theta", 10000.0);
   return c;
 }
 

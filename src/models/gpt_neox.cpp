@@ -29,11 +29,7 @@ GPTNeoXConfig GPTNeoXConfig::from_json(const nlohmann::json& j, const std::strin
   if (c.hidden_size % c.num_heads != 0) r.fail("hidden_size is not a multiple of num_attention_heads");
   // GPTNeoXConfig: rope_parameters (or rope_scaling), with the v4 names rotary_emb_base
   // and rotary_pct (default 0.25) filling what they lack.
-  const char* rope_key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  c.rope = r.has(rope_key) ? j[rope_key] : nlohmann::json::object();
-  if (!c.rope.is_object()) r.fail(std::string("'") + rope_key + "' must be an object");
-  if (!c.rope.contains("rope_theta")) c.rope["rope_theta"] = r.positive("rotary_emb_base", 10000.0);
-  if (!c.rope.contains("partial_rotary_factor")) c.rope["partial_rotary_factor"] = r.positive("rotary_pct", 0.25);
+  c.rope = read_rope_parameters(r, "rotary_emb_base", 10000.0, "rotary_pct", 0.25);
   return c;
 }
 

@@ -32,12 +32,7 @@ PhiConfig PhiConfig::from_json(const nlohmann::json& j, const std::string& where
     r.fail("qk_layernorm with a head_dim other than hidden_size / num_attention_heads is not supported");
   // PhiConfig: rope_parameters (or rope_scaling); the top-level rope_theta and
   // partial_rotary_factor (default 0.5) of older files fill what they lack.
-  const char* rope_key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  c.rope = r.has(rope_key) ? j[rope_key] : nlohmann::json::object();
-  if (!c.rope.is_object()) r.fail(std::string("'") + rope_key + "' must be an object");
-  if (!c.rope.contains("rope_theta")) c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
-  if (!c.rope.contains("partial_rotary_factor"))
-    c.rope["partial_rotary_factor"] = r.positive("partial_rotary_factor", 0.5);
+  c.rope = read_rope_parameters(r, "rope_theta", 10000.0, "partial_rotary_factor", 0.5);
   return c;
 }
 

@@ -32,12 +32,7 @@ StableLmConfig StableLmConfig::from_json(const nlohmann::json& j, const std::str
   c.head_dim = c.hidden_size / c.num_heads;
   // StableLmConfig: rope_parameters (or rope_scaling); the top-level rope_theta and
   // partial_rotary_factor (default 0.25) of older files fill what they lack.
-  const char* rope_key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  c.rope = r.has(rope_key) ? j[rope_key] : nlohmann::json::object();
-  if (!c.rope.is_object()) r.fail(std::string("'") + rope_key + "' must be an object");
-  if (!c.rope.contains("rope_theta")) c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
-  if (!c.rope.contains("partial_rotary_factor"))
-    c.rope["partial_rotary_factor"] = r.positive("partial_rotary_factor", 0.25);
+  c.rope = read_rope_parameters(r, "rope_theta", 10000.0, "partial_rotary_factor", 0.25);
   return c;
 }
 

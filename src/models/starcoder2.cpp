@@ -30,10 +30,7 @@ Starcoder2Config Starcoder2Config::from_json(const nlohmann::json& j, const std:
   if (c.hidden_size % c.num_heads != 0) r.fail("hidden_size is not a multiple of num_attention_heads");
   if (c.num_heads % c.num_kv_heads != 0) r.fail("num_attention_heads is not a multiple of num_key_value_heads");
   c.head_dim = c.hidden_size / c.num_heads;
-  const char* rope_key = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
-  c.rope = r.has(rope_key) ? j[rope_key] : nlohmann::json::object();
-  if (!c.rope.is_object()) r.fail(std::string("'") + rope_key + "' must be an object");
-  if (!c.rope.contains("rope_theta")) c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
+  c.rope = read_rope_parameters(r, "rope_theta", 10000.0);
   return c;
 }
 
