@@ -1,5 +1,6 @@
 // Decoder sequence classifiers (Llama, Qwen2, Mistral, Qwen3, OPT, GPT-NeoX, BLOOM, Falcon,
-// Phi, Gemma, Gemma 2, OLMo 2, StarCoder2 *ForSequenceClassification)
+// Phi, Gemma, Gemma 2, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM
+// *ForSequenceClassification)
 // against transformers and HF PEFT (fixtures from tests/parity/make_decoder_cls.py):
 // pooling at the last non-pad token with right and left padding, SEQ_CLS adapters made by
 // PEFT (score as modules_to_save), and `peft train` on a text+label task.
@@ -88,6 +89,9 @@ INSTANTIATE_TEST_SUITE_P(Families, DecoderCls,
                                            std::pair{"gemma2_cls", "Gemma2ForSequenceClassification"},
                                            std::pair{"olmo2_cls", "Olmo2ForSequenceClassification"},
                                            std::pair{"starcoder2_cls", "Starcoder2ForSequenceClassification"},
+                                           std::pair{"gptj_cls", "GPTJForSequenceClassification"},
+                                           std::pair{"gpt_bigcode_cls", "GPTBigCodeForSequenceClassification"},
+                                           std::pair{"stablelm_cls", "StableLmForSequenceClassification"},
                                            std::pair{"mistral_cls", "MistralForSequenceClassification"},
                                            std::pair{"qwen3_cls", "Qwen3ForSequenceClassification"}),
                          [](const auto& info) { return info.param.first; });

@@ -6,6 +6,7 @@
 
 #include "models/attention.h"
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -104,6 +105,13 @@ GPTBigCodeForCausalLM::GPTBigCodeForCausalLM(const nlohmann::json& j, GPTBigCode
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   transformer = register_module("transformer", std::make_shared<GPTBigCodeModel>(cfg_));
   add_lm_head(cfg_.n_embd, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_gpt_bigcode_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = GPTBigCodeConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<GPTBigCodeModel>>(j, where, "GPTBigCodeForSequenceClassification", "transformer",
+                                                                     std::make_shared<GPTBigCodeModel>(c), c.n_embd,
+                                                                     c.n_layer, c.n_positions);
 }
 
 }  // namespace peft

@@ -85,4 +85,7 @@ class GPTBigCodeForCausalLM : public CausalLMBase {
   GPTBigCodeConfig cfg_;
 };
 
+// GPTBigCodeForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_gpt_bigcode_classifier(const nlohmann::json& j, const std::string& where);
+
 }  // namespace peft

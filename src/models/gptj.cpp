@@ -6,6 +6,7 @@
 
 #include "models/attention.h"
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -120,6 +121,13 @@ GPTJForCausalLM::GPTJForCausalLM(const nlohmann::json& j, GPTJConfig cfg)
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   transformer = register_module("transformer", std::make_shared<GPTJModel>(cfg_));
   add_lm_head(cfg_.n_embd, cfg_.vocab_size, /*bias=*/true);
+}
+
+std::shared_ptr<Model> make_gptj_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = GPTJConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<GPTJModel>>(j, where, "GPTJForSequenceClassification", "transformer",
+                                                                     std::make_shared<GPTJModel>(c), c.n_embd,
+                                                                     c.n_layer, c.n_positions);
 }
 
 }  // namespace peft

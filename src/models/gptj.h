@@ -93,4 +93,7 @@ class GPTJForCausalLM : public CausalLMBase {
   GPTJConfig cfg_;
 };
 
+// GPTJForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_gptj_classifier(const nlohmann::json& j, const std::string& where);
+
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/checkpoint.h"
+#include "models/seq_cls_head.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -136,6 +137,13 @@ StableLmForCausalLM::StableLmForCausalLM(const nlohmann::json& j, StableLmConfig
     : CausalLMBase(j, cfg.tie_word_embeddings), cfg_(std::move(cfg)) {
   model = register_module("model", std::make_shared<StableLmModel>(cfg_));
   add_lm_head(cfg_.hidden_size, cfg_.vocab_size);
+}
+
+std::shared_ptr<Model> make_stablelm_classifier(const nlohmann::json& j, const std::string& where) {
+  auto c = StableLmConfig::from_json(j, where);
+  return std::make_shared<DecoderForSequenceClassification<StableLmModel>>(j, where, "StableLmForSequenceClassification", "model",
+                                                                     std::make_shared<StableLmModel>(c), c.hidden_size,
+                                                                     c.num_layers);
 }
 
 }  // namespace peft

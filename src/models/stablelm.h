@@ -112,4 +112,7 @@ class StableLmForCausalLM : public CausalLMBase {
   StableLmConfig cfg_;
 };
 
+// StableLmForSequenceClassification: the body and `score` on each row's last non-pad token.
+std::shared_ptr<Model> make_stablelm_classifier(const nlohmann::json& j, const std::string& where);
+
 }  // namespace peft

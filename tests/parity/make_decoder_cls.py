@@ -15,7 +15,8 @@ Cases (GQA everywhere, 2 layers, 3 labels):
   mistral_cls  MistralForSequenceClassification, pad_token_id 0
   qwen3_cls    Qwen3ForSequenceClassification (q_norm/k_norm, head_dim 16), pad_token_id 0
   opt_cls, gpt_neox_cls, bloom_cls, falcon_cls, phi_cls, gemma_cls, gemma2_cls, olmo2_cls,
-  starcoder2_cls  the other decoder families' classifiers (OPT post-norm with project_in/out)
+  starcoder2_cls, gptj_cls, gpt_bigcode_cls, stablelm_cls  the other decoder families'
+    classifiers (OPT post-norm with project_in/out)
 Adapters: LoRA (init_lora_weights=False) and (IA)3 (named targets where PEFT has no defaults).
 
 llama_text/ is a LlamaForSequenceClassification with a byte-level BPE tokenizer.json
@@ -42,6 +43,8 @@ import sys
 import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
+from transformers import (GPTBigCodeConfig, GPTBigCodeForSequenceClassification, GPTJConfig,
+                          GPTJForSequenceClassification, StableLmConfig, StableLmForSequenceClassification)
 from transformers import (BertConfig, BertForSequenceClassification, BloomConfig, BloomForSequenceClassification,
                           FalconConfig, FalconForSequenceClassification, Gemma2Config, Gemma2ForSequenceClassification,
                           GemmaConfig, GemmaForSequenceClassification, GPTNeoXConfig, GPTNeoXForSequenceClassification,
@@ -242,6 +245,12 @@ def main():
     make_case(out, "olmo2_cls", Olmo2ForSequenceClassification, config(Olmo2Config), 89, ia3=no_ia3_defaults, lora=qv)
     make_case(out, "starcoder2_cls", Starcoder2ForSequenceClassification, config(Starcoder2Config), 97,
               ia3=dict(target_modules=["k_proj", "c_proj"], feedforward_modules=["c_proj"]), lora=qv)
+    make_case(out, "gptj_cls", GPTJForSequenceClassification,
+              family_config(GPTJConfig, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64), 101)
+    make_case(out, "gpt_bigcode_cls", GPTBigCodeForSequenceClassification,
+              family_config(GPTBigCodeConfig, n_embd=32, n_layer=2, n_head=4, n_positions=64), 103)
+    make_case(out, "stablelm_cls", StableLmForSequenceClassification, config(StableLmConfig), 107,
+              ia3=no_ia3_defaults)
     make_text_case(out)
     make_problem_types(out)
 
