@@ -125,13 +125,9 @@ at::Tensor BloomModel::forward(const ModelInputs& in) {
     key_pos = at::arange(kv, at::TensorOptions(at::kLong).device(x.device())).unsqueeze(0).expand({b, kv});
   }
   const auto alibi = (slopes_.to(x.device()).view({1, -1, 1}) * key_pos.unsqueeze(1)).to(x.scalar_type()).unsqueeze(2);
-  for (size_t i = 0; i < h->size(); ++i) {
-    auto& block = (*h)[i];
-    if (in.checkpoint_layers && !in.cache)
-      x = checkpointed([&block, alibi, mask, i](const at::Tensor& t) { return block.forward(t, alibi, mask, nullptr, i); }, x);
-    else
-      x = block.forward(x, alibi, mask, in.cache, i);
-  }
+  x = run_decoder_blocks(h->size(), x, in, [this, alibi, mask](size_t i, const at::Tensor& t, KVCache* c) {
+    return (*h)[i].forward(t, alibi, mask, c, i);
+  });
   return ln_f->forward(x);
 }
 

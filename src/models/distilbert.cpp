@@ -108,7 +108,7 @@ DistilBertForSequenceClassification::DistilBertForSequenceClassification(const n
                                                                          const std::string& where)
     : Model(j) {
   distilbert = register_module("distilbert", std::make_shared<DistilBertModel>(j, where));
-  const int64_t dim = DistilBertConfig::from_json(j, where).dim;
+  const int64_t dim = distilbert->embeddings->word_embeddings->embedding_dim;
   pre_classifier = register_module("pre_classifier", std::make_shared<Linear>(dim, dim, true));
   classifier = register_module("classifier", std::make_shared<Linear>(dim, num_labels_of(j, where), true));
 }

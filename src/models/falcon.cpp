@@ -125,18 +125,12 @@ FalconModel::FalconModel(const FalconConfig& c)
 
 at::Tensor FalconModel::forward(const ModelInputs& in) {
   auto x = in.inputs_embeds.defined() ? in.inputs_embeds : word_embeddings->forward(in.input_ids);
-  KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, h->size(), x.device());
   const auto angles = rope_.angles(step.positions, x.scalar_type(), x.device());
-  for (size_t i = 0; i < h->size(); ++i) {
-    auto& layer = (*h)[i];
-    if (in.checkpoint_layers && !cache)
-      x = checkpointed(
-          [&layer, angles, mask = step.mask, i](const at::Tensor& t) { return layer.forward(t, angles, mask, nullptr, i); },
-          x);
-    else
-      x = layer.forward(x, angles, step.mask, cache, i);
-  }
+  x = run_decoder_blocks(h->size(), x, in,
+                         [this, angles, mask = step.mask](size_t i, const at::Tensor& t, KVCache* c) {
+                           return (*h)[i].forward(t, angles, mask, c, i);
+                         });
   return ln_f->forward(x);
 }
 

@@ -13,22 +13,9 @@
 namespace peft {
 
 GPTBigCodeConfig GPTBigCodeConfig::from_json(const nlohmann::json& j, const std::string& where) {
-  ConfigReader r(j, where);
   GPTBigCodeConfig c;
-  c.vocab_size = r.dim("vocab_size", 50257, ConfigLimits::kVocab);
-  c.n_positions = r.dim("n_positions", 1024, ConfigLimits::kPositions);
-  c.n_embd = r.dim("n_embd", 768, ConfigLimits::kWidth);
-  c.n_layer = r.dim("n_layer", 12, ConfigLimits::kLayers);
-  c.n_head = r.dim("n_head", 12, ConfigLimits::kHeads);
-  c.n_inner = r.dim("n_inner", 4 * c.n_embd, ConfigLimits::kWidth);
-  c.layer_norm_epsilon = r.positive("layer_norm_epsilon", 1e-5);
-  c.activation_function = r.get<std::string>("activation_function", "gelu_pytorch_tanh");
-  check_activation(c.activation_function);
-  c.multi_query = r.get<bool>("multi_query", true);
-  c.scale_attn_weights = r.get<bool>("scale_attn_weights", true);
-  c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
-  if (r.get<bool>("add_cross_attention", false)) r.fail("add_cross_attention is not supported");
-  if (c.n_embd % c.n_head != 0) r.fail("n_embd is not a multiple of n_head");
+  static_cast<GPT2Config&>(c) = GPT2Config::from_json(j, where);
+  c.multi_query = ConfigReader(j, where).get<bool>("multi_query", true);
   return c;
 }
 
@@ -84,17 +71,11 @@ GPTBigCodeModel::GPTBigCodeModel(const GPTBigCodeConfig& c) {
 }
 
 at::Tensor GPTBigCodeModel::forward(const ModelInputs& in) {
-  KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, h->size(), wte->weight.device());
   auto x = (in.inputs_embeds.defined() ? in.inputs_embeds : wte->forward(in.input_ids)) + wpe->forward(step.positions);
-  for (size_t i = 0; i < h->size(); ++i) {
-    auto& block = (*h)[i];
-    if (in.checkpoint_layers && !cache)
-      x = checkpointed([&block, mask = step.mask, i](const at::Tensor& t) { return block.forward(t, mask, nullptr, i); },
-                       x);
-    else
-      x = block.forward(x, step.mask, cache, i);
-  }
+  x = run_decoder_blocks(h->size(), x, in, [this, mask = step.mask](size_t i, const at::Tensor& t, KVCache* c) {
+    return (*h)[i].forward(t, mask, c, i);
+  });
   return ln_f->forward(x);
 }
 

@@ -5,16 +5,16 @@
 #pragma once
 
 #include "models/lm_head.h"
+#include "models/model_config.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 
 namespace peft {
 
-struct GPTBigCodeConfig {
-  int64_t vocab_size, n_positions, n_embd, n_layer, n_head, n_inner;
-  double layer_norm_epsilon;
-  std::string activation_function;
-  bool multi_query, scale_attn_weights, tie_word_embeddings;
+// GPT-2's keys, defaults and checks (GPTBigCode's default activation, gelu_pytorch_tanh,
+// computes what GPT-2's gelu_new does), plus multi_query.
+struct GPTBigCodeConfig : GPT2Config {
+  bool multi_query;
   static GPTBigCodeConfig from_json(const nlohmann::json& j, const std::string& where);
 };
 

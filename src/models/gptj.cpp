@@ -97,20 +97,14 @@ GPTJModel::GPTJModel(const GPTJConfig& c) {
 
 at::Tensor GPTJModel::forward(const ModelInputs& in) {
   auto x = in.inputs_embeds.defined() ? in.inputs_embeds : wte->forward(in.input_ids);
-  KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, h->size(), x.device());
   // Each frequency serves a pair of neighbouring features: [b, 1, s, rotary_dim].
   auto freqs = step.positions.to(x.device()).to(at::kFloat).unsqueeze(-1) * inv_freq_.to(x.device());
   const GPTJAngles rope{freqs.cos().repeat_interleave(2, -1).unsqueeze(1).to(x.scalar_type()),
                         freqs.sin().repeat_interleave(2, -1).unsqueeze(1).to(x.scalar_type())};
-  for (size_t i = 0; i < h->size(); ++i) {
-    auto& block = (*h)[i];
-    if (in.checkpoint_layers && !cache)
-      x = checkpointed(
-          [&block, rope, mask = step.mask, i](const at::Tensor& t) { return block.forward(t, rope, mask, nullptr, i); }, x);
-    else
-      x = block.forward(x, rope, step.mask, cache, i);
-  }
+  x = run_decoder_blocks(h->size(), x, in, [this, rope, mask = step.mask](size_t i, const at::Tensor& t, KVCache* c) {
+    return (*h)[i].forward(t, rope, mask, c, i);
+  });
   return ln_f->forward(x);
 }
 

@@ -88,7 +88,6 @@ OPTDecoder::OPTDecoder(const OPTConfig& c) {
 
 at::Tensor OPTDecoder::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
-  KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, layers->size(), h.device());
   // Without position ids OPT counts positions over the attention mask, cached positions
   // included, so left padding does not shift a row's positions (padding gets -1).
@@ -100,13 +99,9 @@ at::Tensor OPTDecoder::forward(const ModelInputs& in) {
   auto pos = embed_positions->forward(positions + kPositionOffset);
   if (project_in) h = project_in->forward(h);
   h = h + pos;
-  for (size_t i = 0; i < layers->size(); ++i) {
-    auto& layer = (*layers)[i];
-    if (in.checkpoint_layers && !cache)
-      h = checkpointed([&layer, mask = step.mask, i](const at::Tensor& x) { return layer.forward(x, mask, nullptr, i); }, h);
-    else
-      h = layer.forward(h, step.mask, cache, i);
-  }
+  h = run_decoder_blocks(layers->size(), h, in, [this, mask = step.mask](size_t i, const at::Tensor& x, KVCache* c) {
+    return (*layers)[i].forward(x, mask, c, i);
+  });
   if (final_layer_norm) h = final_layer_norm->forward(h);
   return project_out ? project_out->forward(h) : h;
 }

@@ -61,17 +61,12 @@ Phi3Model::Phi3Model(const LlamaConfig& c)
 
 at::Tensor Phi3Model::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
-  KVCache* cache = in.cache;
   auto step = begin_decoder_step(in, layers->size(), h.device());
   const auto mask = sliding_window_ > 0 ? step.window_mask(in, sliding_window_, h.device()) : step.mask;
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
-  for (size_t i = 0; i < layers->size(); ++i) {
-    auto& layer = (*layers)[i];
-    if (in.checkpoint_layers && !cache)
-      h = checkpointed([&layer, angles, mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); }, h);
-    else
-      h = layer.forward(h, angles, mask, cache, i);
-  }
+  h = run_decoder_blocks(layers->size(), h, in, [this, angles, mask](size_t i, const at::Tensor& x, KVCache* c) {
+    return (*layers)[i].forward(x, angles, mask, c, i);
+  });
   return norm->forward(h);
 }
 

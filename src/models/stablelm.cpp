@@ -115,18 +115,12 @@ StableLmModel::StableLmModel(const StableLmConfig& c)
 
 at::Tensor StableLmModel::forward(const ModelInputs& in) {
   auto h = in.inputs_embeds.defined() ? in.inputs_embeds : embed_tokens->forward(in.input_ids);
-  KVCache* cache = in.cache;
   const auto step = begin_decoder_step(in, layers->size(), h.device());
   const auto angles = rope_.angles(step.positions, h.scalar_type(), h.device());
-  for (size_t i = 0; i < layers->size(); ++i) {
-    auto& layer = (*layers)[i];
-    if (in.checkpoint_layers && !cache)
-      h = checkpointed(
-          [&layer, angles, mask = step.mask, i](const at::Tensor& x) { return layer.forward(x, angles, mask, nullptr, i); },
-          h);
-    else
-      h = layer.forward(h, angles, step.mask, cache, i);
-  }
+  h = run_decoder_blocks(layers->size(), h, in,
+                         [this, angles, mask = step.mask](size_t i, const at::Tensor& x, KVCache* c) {
+                           return (*layers)[i].forward(x, angles, mask, c, i);
+                         });
   return norm->forward(h);
 }
 
