@@ -54,7 +54,7 @@ ModelOutputs run(PeftModel& peft, const SafetensorsFile& ref) {
   return peft.forward(in);
 }
 
-// RoBERTa, XLM-RoBERTa and DistilBERT encoders and classifiers.
+// RoBERTa, XLM-RoBERTa, DistilBERT and DeBERTa-v2/v3 encoders and classifiers.
 class Encoder : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Encoder, MatchesTransformers) {
@@ -81,7 +81,8 @@ TEST_P(Encoder, PeftAdaptersMatchHfPeft) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Encoders, Encoder,
-                         ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls"));
+                         ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls",
+                                           "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
 // gives the same outputs on its tokens (absolute positions 0.. would too; left padding

@@ -6,6 +6,7 @@
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
+#include "models/deberta_v2.h"
 #include "models/distilbert.h"
 #include "models/falcon.h"
 #include "models/gemma.h"
@@ -90,6 +91,11 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Bert", w); }},
       {"RobertaForTokenClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Roberta", w); }},
+      {"DebertaV2Model", [](auto& j, auto& w) { return std::make_shared<DebertaV2Model>(j, w); }},
+      {"DebertaV2ForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<DebertaV2ForClassification>(j, w, /*per_token=*/false); }},
+      {"DebertaV2ForTokenClassification",
+       [](auto& j, auto& w) { return std::make_shared<DebertaV2ForClassification>(j, w, /*per_token=*/true); }},
       {"DistilBertModel", [](auto& j, auto& w) { return std::make_shared<DistilBertModel>(j, w); }},
       {"DistilBertForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<DistilBertForSequenceClassification>(j, w); }},
@@ -140,6 +146,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"roberta", "RobertaModel"},
     {"xlm-roberta", "XLMRobertaModel"},
     {"distilbert", "DistilBertModel"},
+    {"deberta-v2", "DebertaV2Model"},
     {"vit", "ViTModel"},
     {"clip", "CLIPModel"},
     {"t5", "T5ForConditionalGeneration"},

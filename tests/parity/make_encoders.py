@@ -13,6 +13,13 @@ Cases:
   roberta_cls  RobertaForSequenceClassification (3 labels), GELU, odd sizes
   xlmr, xlmr_cls  XLMRobertaModel, XLMRobertaForSequenceClassification (2 labels)
   distilbert, distilbert_cls  DistilBertModel, DistilBertForSequenceClassification (3 labels)
+  deberta_v3, deberta_v3_cls  DebertaV2Model, DebertaV2ForSequenceClassification as DeBERTa-v3
+      configures them: relative positions only, log buckets, shared position keys, LayerNorm'd
+      relative embeddings
+  deberta_v2  DebertaV2Model as deberta-v2-xlarge: separate position projections, no buckets
+      (clamped), the convolution beside the first layer, token types, an embedding projection
+  deberta_tok  DebertaV2ForTokenClassification without relative attention (absolute positions;
+      pos_att_type still scales the scores)
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
@@ -28,6 +35,10 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    DebertaV2ForTokenClassification,
+    DebertaV2Model,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     DistilBertModel,
@@ -163,6 +174,44 @@ def save_tokenizer(case_dir, vocab_size):
     assert len(fast) <= vocab_size, len(fast)
 
 
+def deberta_config(**kw):
+    base = dict(vocab_size=93, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                max_position_embeddings=40, pad_token_id=0, hidden_act="gelu")
+    base.update(kw)
+    return DebertaV2Config(**base)
+
+
+def make_deberta_cases(out):
+    # DeBERTa-v3's settings, with 8 buckets so a 9-token row reaches the log buckets.
+    v3 = dict(relative_attention=True, position_buckets=8, max_relative_positions=-1, norm_rel_ebd="layer_norm",
+              share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0)
+    make_case(out, "deberta_v3", DebertaV2Model, deberta_config(**v3), 51, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config()),
+    ])
+    make_case(out, "deberta_v3_cls", DebertaV2ForSequenceClassification,
+              deberta_config(num_labels=3, initializer_range=0.2, pooler_hidden_act="tanh", **v3), 53, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS")),
+    ])
+    # deberta-v2-xlarge's settings: no buckets (max_relative_positions 6 < the rows, so the
+    # indices clamp), separate pos_key_proj / pos_query_proj, the convolution.
+    v2 = dict(relative_attention=True, max_relative_positions=6, position_buckets=-1, norm_rel_ebd="layer_norm",
+              share_att_key=False, pos_att_type="p2c|c2p", position_biased_input=True, type_vocab_size=2,
+              embedding_size=24, conv_kernel_size=3, conv_act="gelu")
+    make_case(out, "deberta_v2", DebertaV2Model, deberta_config(**v2), 57, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                    target_modules=["query_proj", "value_proj", "pos_key_proj"])),
+        ("ia3", lambda: IA3Config()),
+    ])
+    make_case(out, "deberta_tok", DebertaV2ForTokenClassification,
+              deberta_config(num_labels=5, initializer_range=0.2, relative_attention=False, pos_att_type="c2p|p2c",
+                             layer_norm_eps=1e-5), 59, [
+        ("lora", lambda: LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="TOKEN_CLS")),
+    ])
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -205,6 +254,7 @@ def main():
         ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False, **distil_lora)),
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **distil_ia3)),
     ])
+    make_deberta_cases(out)
     save_tokenizer(os.path.join(out, "roberta_cls"), 300)
     write_task(out)
 
