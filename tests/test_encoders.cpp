@@ -6,6 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
@@ -14,6 +17,7 @@
 #include "peft/model.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "peft/tuner.h"
 
 namespace fs = std::filesystem;
 
@@ -131,10 +135,12 @@ nlohmann::json last_eval(const fs::path& run) {
 
 // `peft train` with LoRA (SEQ_CLS: the head as modules_to_save) on a 3-class text task
 // lowers the eval loss well below the base model's and beats chance; HF PEFT loads the
-// adapter and computes our logits.
-TEST(RobertaTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
-  const fs::path dir = case_dir("roberta_cls"), data = case_dir("");
-  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / "roberta_train";
+// adapter and computes our logits. RoBERTa and DeBERTa-v3.
+class ClassifierTrain : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ClassifierTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
+  const fs::path dir = case_dir(GetParam()), data = case_dir("");
+  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / (GetParam() + "_train");
   fs::remove_all(out);
   auto base = test::run_cli({"eval", dir.string(), "--data", (data / "cls_eval.jsonl").string()});
   ASSERT_EQ(base.exit_code, 0) << base.output;
@@ -150,6 +156,115 @@ TEST(RobertaTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
 
   const SafetensorsFile ref((dir / "reference.safetensors").string());
   test::expect_classifier_adapter_matches_hf(dir, out, ref.get("input_ids"), ref.get("attention_mask"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Encoders, ClassifierTrain, ::testing::Values("roberta_cls", "deberta_v3_cls"));
+
+// The reference outputs of a case folder copied to scratch with config.json edited.
+ModelOutputs run_edited(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+  const fs::path dir = fs::path(PEFT_SCRATCH_DIR) / (name + "_edited");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"model.safetensors", "reference.safetensors"}) fs::copy_file(case_dir(name) / f, dir / f);
+  auto cfg = nlohmann::json::parse(std::ifstream(case_dir(name) / "config.json"));
+  edit(cfg);
+  std::ofstream(dir / "config.json") << cfg.dump();
+  const SafetensorsFile ref((dir / "reference.safetensors").string());
+  PeftModel peft(load_model(dir.string()));
+  return run(peft, ref);
+}
+
+// pos_att_type as the "|"-separated string older configs hold (deberta-v2-xlarge's
+// "p2c|c2p") reads as the list; with one type left out the outputs change.
+TEST(DebertaV2, PosAttTypeStringReadsAsTheList) {
+  const SafetensorsFile ref((case_dir("deberta_v3") / "reference.safetensors").string());
+  expect_match(ref, run_edited("deberta_v3", [](nlohmann::json& c) { c["pos_att_type"] = "P2C | c2p"; }), "");
+  const auto c2p_only = run_edited("deberta_v3", [](nlohmann::json& c) { c["pos_att_type"] = "c2p"; });
+  EXPECT_GT(max_diff(c2p_only.last_hidden_state, ref.get("last_hidden_state"), ref.get("attention_mask")), 5 * kTol);
+}
+
+// Checkpointed layers (recomputed in backward) give the gradients of kept ones for every
+// parameter, the relative embeddings' LayerNorm and the first layer's convolution included.
+TEST(DebertaV2, GradientCheckpointingGivesTheSameGradients) {
+  for (const std::string name : {"deberta_v3", "deberta_v2"}) {
+    SCOPED_TRACE(name);
+    const SafetensorsFile ref((case_dir(name) / "reference.safetensors").string());
+    auto grads = [&](bool checkpoint) {
+      auto model = load_model(case_dir(name).string());
+      for (auto& [n, p] : model->named_parameters()) p.requires_grad_(true);
+      ModelInputs in;
+      in.input_ids = ref.get("input_ids");
+      in.attention_mask = ref.get("attention_mask");
+      in.checkpoint_layers = checkpoint;
+      const auto h = model->forward(in).last_hidden_state;
+      (h * at::linspace(-1, 1, h.numel()).view(h.sizes())).sum().backward();
+      std::map<std::string, at::Tensor> g;
+      for (auto& [n, p] : model->named_parameters()) g[n] = p.grad().defined() ? p.grad().clone() : at::Tensor();
+      return g;
+    };
+    const auto kept = grads(false), recomputed = grads(true);
+    ASSERT_EQ(kept.size(), recomputed.size());
+    for (const auto& [n, g] : kept) {
+      ASSERT_TRUE(g.defined()) << n;
+      ASSERT_TRUE(recomputed.at(n).defined()) << n;
+      EXPECT_LE((recomputed.at(n) - g).abs().max().item<double>(), 1e-5 * (1 + g.abs().max().item<double>())) << n;
+    }
+    EXPECT_TRUE(kept.count(name == "deberta_v2" ? "encoder.conv.conv.weight" : "encoder.LayerNorm.weight"));
+  }
+}
+
+// With no target_modules, LoRA and (IA)3 (and its feedforward modules) pick the
+// modules HF PEFT's tables give deberta-v2: the fixtures' adapters were made with the
+// defaults and their adapter_config.json records what PEFT chose.
+TEST(DebertaV2, DefaultTargetsFollowPeft) {
+  auto leaf_names = [](const auto& list) {
+    std::set<std::string> out;
+    for (const auto& t : list) out.insert(t.template get<std::string>());
+    return out;
+  };
+  for (const std::string method : {"lora", "ia3"}) {
+    SCOPED_TRACE(method);
+    const auto hf = nlohmann::json::parse(std::ifstream(case_dir("deberta_v3") / "adapters" / method / "adapter_config.json"));
+    nlohmann::ordered_json ours = {{"peft_type", hf["peft_type"]}};
+    PeftModel peft(load_model(case_dir("deberta_v3").string()));
+    peft.add_adapter("default", *parse_user_adapter_config(ours, "test"));
+    const auto saved = peft.config("default").to_json();
+    EXPECT_EQ(leaf_names(saved["target_modules"]), leaf_names(hf["target_modules"]));
+    if (hf.contains("feedforward_modules"))
+      EXPECT_EQ(leaf_names(saved["feedforward_modules"]), leaf_names(hf["feedforward_modules"]));
+  }
+}
+
+// Settings transformers would divide by zero or mis-shape with are refused, naming the key.
+TEST(DebertaV2, HostileConfigsAreRefusedByKey) {
+  const nlohmann::json base = {{"architectures", {"DebertaV2ForSequenceClassification"}},
+                               {"model_type", "deberta-v2"}, {"vocab_size", 50}, {"hidden_size", 16},
+                               {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"intermediate_size", 24},
+                               {"max_position_embeddings", 16}, {"relative_attention", true}};
+  build_model(base, "config.json");  // the base itself is fine
+  const std::vector<std::pair<nlohmann::json, std::string>> bad = {
+      {{{"position_buckets", 1}}, "position_buckets"},
+      {{{"position_buckets", 30}}, "position_buckets"},
+      {{{"max_relative_positions", int64_t{1} << 40}}, "max_relative_positions"},
+      {{{"conv_kernel_size", 2}}, "conv_kernel_size"},
+      {{{"conv_kernel_size", 3}, {"conv_groups", 5}}, "conv_groups"},
+      {{{"pos_att_type", 7}}, "pos_att_type"},
+      {{{"pos_att_type", {"c2p", 1}}}, "pos_att_type"},
+      {{{"pooler_hidden_size", 8}}, "pooler_hidden_size"},
+      {{{"attention_head_size", 0}}, "attention_head_size"},
+      {{{"type_vocab_size", -1}}, "type_vocab_size"},
+      {{{"conv_act", "nope"}}, "nope"},
+  };
+  for (const auto& [edit, key] : bad) {
+    nlohmann::json j = base;
+    j.update(edit);
+    try {
+      build_model(j, "config.json");
+      ADD_FAILURE() << edit.dump() << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
+    }
+  }
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ Cases:
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
-roberta_cls also gets a byte-level BPE tokenizer.json (RobertaProcessing, trained here by
+roberta_cls and deberta_v3_cls also get a byte-level BPE tokenizer.json (RobertaProcessing, trained here by
 `tokenizers`) and OUT_DIR/cls_{train,eval}.jsonl: a 3-class text_label task whose class
 shows in its words, for `peft train`.
 """
@@ -176,7 +176,7 @@ def save_tokenizer(case_dir, vocab_size):
 
 def deberta_config(**kw):
     base = dict(vocab_size=93, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
-                max_position_embeddings=40, pad_token_id=0, hidden_act="gelu")
+                max_position_embeddings=40, pad_token_id=PAD, hidden_act="gelu")
     base.update(kw)
     return DebertaV2Config(**base)
 
@@ -190,7 +190,7 @@ def make_deberta_cases(out):
         ("ia3", lambda: IA3Config()),
     ])
     make_case(out, "deberta_v3_cls", DebertaV2ForSequenceClassification,
-              deberta_config(num_labels=3, initializer_range=0.2, pooler_hidden_act="tanh", **v3), 53, [
+              deberta_config(num_labels=3, initializer_range=0.2, pooler_hidden_act="tanh", vocab_size=300, **v3), 53, [
         ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS")),
     ])
@@ -255,7 +255,8 @@ def main():
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **distil_ia3)),
     ])
     make_deberta_cases(out)
-    save_tokenizer(os.path.join(out, "roberta_cls"), 300)
+    for case in ("roberta_cls", "deberta_v3_cls"):
+        save_tokenizer(os.path.join(out, case), 300)
     write_task(out)
 
 

@@ -20,10 +20,23 @@ namespace {
 
 // HF's TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING for our models.
 const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
-    {"llama", {"q_proj", "v_proj"}},      {"qwen2", {"q_proj", "v_proj"}},  {"qwen3", {"q_proj", "v_proj"}},
-    {"gemma2", {"q_proj", "v_proj"}},     {"gemma3_text", {"q_proj", "v_proj"}},
-    {"gpt2", {"c_attn"}},                 {"bert", {"query", "value"}},
-    {"roberta", {"query", "key", "value", "dense"}}};
+    {"t5", {"q", "k", "v", "o", "wi", "wo"}},
+    {"mt5", {"q", "k", "v", "o", "wi_0", "wi_1", "wo"}},
+    {"gpt2", {"c_attn"}},
+    {"bloom", {"query_key_value"}},
+    {"opt", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}},
+    {"gptj", {"q_proj", "v_proj"}},
+    {"gpt_neox", {"query_key_value"}},
+    {"llama", {"q_proj", "v_proj"}},
+    {"bert", {"query", "value"}},
+    {"roberta", {"query", "key", "value", "dense"}},
+    {"deberta-v2", {"query_proj", "key_proj", "value_proj", "dense"}},
+    {"gpt_bigcode", {"c_attn"}},
+    {"gemma", {"q_proj", "v_proj"}},
+    {"gemma2", {"q_proj", "v_proj"}},
+    {"gemma3_text", {"q_proj", "v_proj"}},
+    {"qwen2", {"q_proj", "v_proj"}},
+    {"qwen3", {"q_proj", "v_proj"}}};
 
 const std::string kFilePrefix = "base_model.model.";
 
