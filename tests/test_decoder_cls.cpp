@@ -92,6 +92,7 @@ INSTANTIATE_TEST_SUITE_P(Families, DecoderCls,
                                            std::pair{"gptj_cls", "GPTJForSequenceClassification"},
                                            std::pair{"gpt_bigcode_cls", "GPTBigCodeForSequenceClassification"},
                                            std::pair{"stablelm_cls", "StableLmForSequenceClassification"},
+                                           std::pair{"gpt_neo_cls", "GPTNeoForSequenceClassification"},
                                            std::pair{"mistral_cls", "MistralForSequenceClassification"},
                                            std::pair{"qwen3_cls", "Qwen3ForSequenceClassification"}),
                          [](const auto& info) { return info.param.first; });

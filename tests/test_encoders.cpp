@@ -16,6 +16,7 @@
 
 #include "peft/model.h"
 #include "peft/peft_model.h"
+#include "peft/layers.h"
 #include "peft/safetensors.h"
 #include "peft/tuner.h"
 
@@ -58,7 +59,7 @@ ModelOutputs run(PeftModel& peft, const SafetensorsFile& ref) {
   return peft.forward(in);
 }
 
-// RoBERTa, XLM-RoBERTa, DistilBERT and DeBERTa-v2/v3 encoders and classifiers.
+// RoBERTa, XLM-RoBERTa, DistilBERT, DeBERTa-v2/v3 and ELECTRA encoders and classifiers.
 class Encoder : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Encoder, MatchesTransformers) {
@@ -86,7 +87,8 @@ TEST_P(Encoder, PeftAdaptersMatchHfPeft) {
 
 INSTANTIATE_TEST_SUITE_P(Encoders, Encoder,
                          ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls",
-                                           "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok"));
+                                           "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok", "electra",
+                                           "electra_cls", "electra_tok"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
 // gives the same outputs on its tokens (absolute positions 0.. would too; left padding
@@ -159,6 +161,57 @@ TEST_P(ClassifierTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Encoders, ClassifierTrain, ::testing::Values("roberta_cls", "deberta_v3_cls"));
+
+// QLoRA on a classifier. transformers quantizes the head too (it is not the output
+// embeddings, and the last parameter is its bias), so HF PEFT cannot train it as
+// modules_to_save: we refuse that in one line naming the module and the way out, and with
+// llm_int8_skip_modules the head stays full precision, LoRA learns the task on the 4-bit
+// base, and HF PEFT on a base bitsandbytes quantizes with the same settings gives our logits.
+TEST(QloraClassifier, HeadKeptFullPrecisionTrainsAndLoadsInPeftOnBnb) {
+  const fs::path dir = case_dir("deberta_v3_cls"), data = case_dir("");
+  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / "deberta_qlora";
+  fs::remove_all(out);
+  std::vector<std::string> args = {"train", "model=" + dir.string(), "train_file=" + (data / "cls_train.jsonl").string(),
+                                   "eval_file=" + (data / "cls_eval.jsonl").string(), "output_dir=" + out.string(),
+                                   "load_in_4bit=true", "quant_type=nf4", "max_steps=60", "learning_rate=1e-2",
+                                   "eval_steps=60", "per_device_train_batch_size=8", "progress=false",
+                                   R"(method={"task_type": "SEQ_CLS", "r": 8})"};
+  const auto refused = test::run_cli(args);
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("'classifier' is stored 4-bit"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("llm_int8_skip_modules=[\"classifier\"]"), std::string::npos) << refused.output;
+  EXPECT_EQ(refused.output.find("Traceback"), std::string::npos);
+
+  args.push_back(R"(llm_int8_skip_modules=["classifier"])");
+  const auto r = test::run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto eval = last_eval(out);
+  EXPECT_LT(eval["eval_loss"].get<double>(), 0.7) << eval.dump();  // chance: ln 3 = 1.10
+  EXPECT_GE(eval["eval_accuracy"].get<double>(), 0.6) << eval.dump();
+
+  LoadOptions o;
+  o.load_in_4bit = Load4bit{"nf4", false, 64, at::kFloat, {"classifier"}};
+  auto base = load_model(dir.string(), o);
+  int four_bit = 0;
+  for (auto& [name, m] : base->named_modules())
+    if (auto* l = dynamic_cast<Linear*>(m); l && l->weight_4bit) {
+      EXPECT_NE(name, "classifier");
+      ++four_bit;
+    }
+  EXPECT_EQ(four_bit, 2 * 6 + 1);  // two layers of q, k, v, attention output, intermediate, output; the pooler
+  PeftModel peft(base);
+  peft.load_adapter(out.string());
+  const SafetensorsFile ref((dir / "reference.safetensors").string());
+  const auto ours = out / "ours.safetensors";
+  save_safetensors(ours.string(), {{"input_ids", ref.get("input_ids")},
+                                   {"attention_mask", ref.get("attention_mask")},
+                                   {"logits", run(peft, ref).logits.contiguous()}});
+  int status = -1;
+  const auto said = test::run_parity_script("make_qlora.py", "check " + dir.string() + " " + out.string() + " " +
+                                                                  ours.string() + " --quant-type nf4 --skip-modules classifier",
+                                            &status);
+  EXPECT_EQ(status, 0) << said;
+}
 
 // The reference outputs of a case folder copied to scratch with config.json edited.
 ModelOutputs run_edited(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {

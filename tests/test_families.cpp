@@ -194,7 +194,8 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
                                            "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
                                            "falcon_seq", "granite", "olmo2", "starcoder2", "gptj",
-                                           "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2"));
+                                           "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2",
+                                           "gpt_neo", "gpt_neo_local"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -207,6 +208,28 @@ TEST_P(Window, WideningTheWindowChangesLogits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, Window, ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3", "starcoder2"));
+
+// GPT-Neo's local layers are in the references: with the window wider than the rows, or
+// every layer global, other logits; attention_types that do not list num_layers layers, or
+// list another kind, are refused by key.
+TEST(GptNeo, LocalLayersAreAppliedAndAttentionTypesChecked) {
+  SafetensorsFile ref((case_dir("gpt_neo_local") / "reference.safetensors").string());
+  const nlohmann::json all_global = nlohmann::json::parse(R"([[["global"], 3]])");
+  for (const auto& [name, edit] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"wide", {{"window_size", 64}}}, {"global", {{"attention_types", all_global}}}}) {
+    auto model = load_model(variant("gpt_neo_local", name, edit).string());
+    EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2) << name;
+  }
+  for (const char* bad : {R"([[["global"], 2]])", R"([[["global", "sparse"], 1], [["local"], 1]])", R"([["local", 3]])",
+                          R"([[["local"], 1e9]])"}) {
+    try {
+      (void)load_model(variant("gpt_neo_local", "bad", {{"attention_types", nlohmann::json::parse(bad)}}).string());
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr("config.json: 'attention_types'")) << bad;
+    }
+  }
+}
 
 // Gemma 2's soft-capping is in the references too: without it, other logits.
 TEST(Gemma2, SoftCappingIsApplied) {
@@ -272,7 +295,8 @@ TEST(Families, UnsupportedSettingsAreRefusedByName) {
 TEST(Families, LoraDefaultTargetsFollowPeft) {
   const std::vector<std::pair<std::string, std::set<std::string>>> cases = {
       {"qwen3", {"q_proj", "v_proj"}}, {"gemma2", {"q_proj", "v_proj"}}, {"gemma3", {"q_proj", "v_proj"}},
-      {"gemma", {"q_proj", "v_proj"}}, {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}, {"bloom", {"query_key_value"}}};
+      {"gemma", {"q_proj", "v_proj"}}, {"opt", {"q_proj", "v_proj"}},   {"gpt_neox", {"query_key_value"}}, {"bloom", {"query_key_value"}},
+      {"gpt_neo", {"q_proj", "v_proj"}}};
   for (const auto& [name, want] : cases) {
     PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", LoraConfig::from_json(nlohmann::ordered_json::parse(R"({"peft_type": "LORA", "r": 2})"),

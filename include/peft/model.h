@@ -161,6 +161,10 @@ struct Load4bit {
   int64_t blocksize = 64;          // 32..4096, a power of two
   // What the products compute in (bnb_4bit_compute_dtype); default: float32.
   std::optional<at::ScalarType> compute_dtype;
+  // llm_int8_skip_modules: Linear layers kept in full precision, matched as transformers
+  // matches them (a regex from the name's start up to a dot, or a suffix). When given, they
+  // replace transformers' default (the output head and the last parameter's module).
+  std::vector<std::string> skip_modules;
 };
 
 struct LoadOptions {

@@ -62,6 +62,9 @@ struct TrainConfig {
   bool double_quant = false;
   int64_t blocksize = 64;            // 4-bit block: a power of two in 32..4096
   std::string compute_dtype;         // float32 | bfloat16; empty: the checkpoint's, else float32
+  // Linear layers kept full precision (BitsAndBytesConfig's llm_int8_skip_modules), e.g. a
+  // classifier head trained as modules_to_save; empty: transformers' default.
+  std::vector<std::string> llm_int8_skip_modules;
   // Bookkeeping.
   int64_t logging_steps = 1;
   int64_t eval_steps = 0;            // 0: evaluate at the end only

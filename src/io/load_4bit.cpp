@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <regex>
 #include <set>
 #include <stdexcept>
 
@@ -32,15 +33,44 @@ std::string dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
 }
 
-// transformers' llm_int8_skip_modules match a module by name or by a dotted suffix.
+// transformers' should_convert_module: a pattern names a module when, as a regex, it
+// matches the name from its start up to a module boundary ("layer.1" names "layer.1.attn",
+// not "layer.11"), or when the name ends with it.
 bool named_in(const std::string& module, const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) {
-    if (module == p) return true;
-    if (module.size() > p.size() && module.compare(module.size() - p.size(), p.size(), p) == 0 &&
-        module[module.size() - p.size() - 1] == '.')
-      return true;
+    if (module.size() >= p.size() && module.compare(module.size() - p.size(), p.size(), p) == 0) return true;
+    const std::regex re(p);  // checked by check_skip_modules
+    for (size_t end = 0; end <= module.size(); ++end) {
+      const bool boundary = end == module.size() || module[end] == '.' || (end > 0 && module[end - 1] == '.');
+      if (boundary && std::regex_match(module.begin(), module.begin() + static_cast<std::ptrdiff_t>(end), re))
+        return true;
+    }
   }
   return false;
+}
+
+void check_skip_modules(const std::vector<std::string>& patterns, const std::string& where) {
+  for (const auto& p : patterns) {
+    if (p.empty() || p.size() > 1000) throw std::runtime_error(where + ": an empty or over-long module pattern");
+    try {
+      std::regex re(p);
+    } catch (const std::regex_error&) {
+      throw std::runtime_error(where + ": '" + p + "' is not a valid regular expression");
+    }
+  }
+}
+
+// transformers' get_keys_to_not_convert, by weight name: the output head, tied weights and
+// the module of the last parameter stay full precision unless llm_int8_skip_modules is set.
+std::set<std::string> default_full_precision(Model& model) {
+  std::set<std::string> keep;
+  for (const auto& t : model.tied_parameter_names()) keep.insert(t);
+  const auto params = model.named_parameters();
+  if (!params.empty()) keep.insert(params.back().first);
+  if (AdaptableLayer* head = model.output_layer())
+    for (auto& [name, m] : model.named_modules())
+      if (m == head) keep.insert(name.empty() ? "weight" : name + ".weight");
+  return keep;
 }
 
 }  // namespace
@@ -76,6 +106,14 @@ std::optional<Load4bit> plan_4bit(const nlohmann::json& config, const LoadOption
       stored.double_quant = flag("bnb_4bit_use_double_quant");
       if (auto c = qc->find("bnb_4bit_compute_dtype"); c != qc->end() && c->is_string())
         stored.compute_dtype = parse_compute_dtype(c->get<std::string>(), ctx + ".bnb_4bit_compute_dtype");
+      if (auto m = qc->find("llm_int8_skip_modules"); m != qc->end() && !m->is_null()) {
+        if (!m->is_array()) throw std::runtime_error(ctx + ".llm_int8_skip_modules: expected a list of module names");
+        for (const auto& p : *m) {
+          if (!p.is_string())
+            throw std::runtime_error(ctx + ".llm_int8_skip_modules: expected module names, got " + p.dump());
+          stored.skip_modules.push_back(p.get<std::string>());
+        }
+      }
       if (plan && plan->compute_dtype) stored.compute_dtype = plan->compute_dtype;
       plan = stored;
     }
@@ -87,26 +125,19 @@ std::optional<Load4bit> plan_4bit(const nlohmann::json& config, const LoadOption
     throw std::runtime_error(where + ": 4-bit blocksize " + std::to_string(plan->blocksize) +
                              " is not a power of two in 32..4096");
   if (!plan->compute_dtype) plan->compute_dtype = at::kFloat;
+  check_skip_modules(plan->skip_modules, where + ": llm_int8_skip_modules");
   return plan;
 }
 
-std::map<std::string, Linear*> layers_to_quantize(Model& model, const nlohmann::json& config) {
-  // As transformers' get_keys_to_not_convert: the output head, tied weights and the module
-  // of the last parameter stay full precision; so do llm_int8_skip_modules.
+std::map<std::string, Linear*> layers_to_quantize(Model& model, const Load4bit& plan) {
+  // Tied weights always stay full precision: a 4-bit copy could not stay tied.
   std::set<std::string> keep;
+  if (plan.skip_modules.empty()) keep = default_full_precision(model);
   for (const auto& t : model.tied_parameter_names()) keep.insert(t);
-  const auto params = model.named_parameters();
-  if (!params.empty()) keep.insert(params.back().first);
-  std::vector<std::string> skip;
-  if (auto qc = config.find("quantization_config"); qc != config.end() && qc->is_object())
-    if (auto s = qc->find("llm_int8_skip_modules"); s != qc->end() && s->is_array())
-      for (const auto& p : *s)
-        if (p.is_string()) skip.push_back(p.get<std::string>());
-  AdaptableLayer* head = model.output_layer();
   std::map<std::string, Linear*> out;
   for (auto& [name, m] : model.named_modules()) {
     auto* linear = dynamic_cast<Linear*>(m);
-    if (!linear || m == head || named_in(name, skip)) continue;
+    if (!linear || named_in(name, plan.skip_modules)) continue;
     const std::string weight = name.empty() ? "weight" : name + ".weight";
     if (keep.count(weight)) continue;
     out[weight] = linear;
@@ -178,24 +209,35 @@ void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& ou
 }
 
 nlohmann::json quantization_config(Model& model) {
-  for (auto& [name, linear] : layers_4bit(model)) {
-    const auto& w = *linear->weight_4bit;
-    // The keys transformers' BitsAndBytesConfig.to_dict() writes for a 4-bit model.
-    return {{"quant_method", "bitsandbytes"},
-            {"load_in_4bit", true},
-            {"load_in_8bit", false},
-            {"_load_in_4bit", true},
-            {"_load_in_8bit", false},
-            {"bnb_4bit_quant_type", quant::quant_type_name(w.state.type)},
-            {"bnb_4bit_use_double_quant", w.state.nested},
-            {"bnb_4bit_compute_dtype", dtype_name(w.compute_dtype)},
-            {"bnb_4bit_quant_storage", "uint8"},
-            {"llm_int8_threshold", 6.0},
-            {"llm_int8_skip_modules", nullptr},
-            {"llm_int8_enable_fp32_cpu_offload", false},
-            {"llm_int8_has_fp16_weight", false}};
+  const auto four_bit = layers_4bit(model);
+  if (four_bit.empty()) return nullptr;
+  // The full-precision Linear layers, named as in the checkpoint; listed as
+  // llm_int8_skip_modules unless they are exactly transformers' default choice.
+  const auto defaults = default_full_precision(model);
+  std::vector<std::string> dense;
+  bool default_choice = true;
+  for (auto& [name, m] : model.named_modules()) {
+    const std::string weight = name.empty() ? "weight" : name + ".weight";
+    if (!dynamic_cast<Linear*>(m) || four_bit.count(weight)) continue;
+    default_choice = default_choice && defaults.count(weight);
+    std::string key = model.checkpoint_key_for_name(weight);
+    dense.push_back(key.substr(0, key.size() - std::string(".weight").size()));
   }
-  return nullptr;
+  const auto& w = *four_bit.begin()->second->weight_4bit;
+  // The keys transformers' BitsAndBytesConfig.to_dict() writes for a 4-bit model.
+  return {{"quant_method", "bitsandbytes"},
+          {"load_in_4bit", true},
+          {"load_in_8bit", false},
+          {"_load_in_4bit", true},
+          {"_load_in_8bit", false},
+          {"bnb_4bit_quant_type", quant::quant_type_name(w.state.type)},
+          {"bnb_4bit_use_double_quant", w.state.nested},
+          {"bnb_4bit_compute_dtype", dtype_name(w.compute_dtype)},
+          {"bnb_4bit_quant_storage", "uint8"},
+          {"llm_int8_threshold", 6.0},
+          {"llm_int8_skip_modules", default_choice ? nlohmann::json(nullptr) : nlohmann::json(dense)},
+          {"llm_int8_enable_fp32_cpu_offload", false},
+          {"llm_int8_has_fp16_weight", false}};
 }
 
 }  // namespace peft

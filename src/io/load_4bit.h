@@ -25,8 +25,8 @@ std::optional<Load4bit> plan_4bit(const nlohmann::json& config, const LoadOption
                                   const std::string& config_name);
 
 // The Linear layers to store 4-bit, by parameter name of their weight ("...q_proj.weight"),
-// leaving out what transformers keeps in full precision.
-std::map<std::string, Linear*> layers_to_quantize(Model& model, const nlohmann::json& config);
+// leaving out what transformers keeps in full precision (plan.skip_modules, else its default).
+std::map<std::string, Linear*> layers_to_quantize(Model& model, const Load4bit& plan);
 
 // True for the keys bitsandbytes stores beside a 4-bit weight (they load with it).
 bool is_quant_state_key(const std::string& key);
@@ -42,7 +42,8 @@ void load_linear_4bit(const CheckpointReader& ck, const std::set<std::string>& k
 std::map<std::string, Linear*> layers_4bit(Model& model);
 
 // The tensors a 4-bit layer saves under `key` (packed codes and bnb's state keys), and the
-// quantization_config config.json then needs.
+// quantization_config config.json then needs (llm_int8_skip_modules lists the full-precision
+// Linear layers when they are not transformers' default choice).
 void append_4bit_tensors(Linear& layer, const std::string& key, NamedTensors& out);
 nlohmann::json quantization_config(Model& model);
 

@@ -62,7 +62,7 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   auto model = build_model(config, config_name);
   const std::optional<Load4bit> plan = plan_4bit(config, opts, config_name);
   std::map<std::string, Linear*> four_bit;  // weight name -> layer stored 4-bit
-  if (plan) four_bit = layers_to_quantize(*model, config);
+  if (plan) four_bit = layers_to_quantize(*model, *plan);
 
   // The model's own names, and the checkpoint key that supplies each.
   std::set<std::string> expected;

@@ -93,9 +93,15 @@ BertPooler::BertPooler(int64_t hidden) {
 
 at::Tensor BertPooler::forward(const at::Tensor& h) { return at::tanh(dense->forward(h.select(1, 0))); }
 
-BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer)
+BertModel::BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer,
+                     int64_t embedding_size)
     : Model(j), cfg_(BertConfig::from_json(j, where)) {
-  embeddings = register_module("embeddings", std::make_shared<BertEmbeddings>(cfg_));
+  BertConfig narrow = cfg_;
+  if (embedding_size > 0) narrow.hidden_size = embedding_size;
+  embeddings = register_module("embeddings", std::make_shared<BertEmbeddings>(narrow));
+  if (narrow.hidden_size != cfg_.hidden_size)
+    embeddings_project = register_module("embeddings_project",
+                                         std::make_shared<Linear>(narrow.hidden_size, cfg_.hidden_size, true));
   encoder = register_module("encoder", std::make_shared<BertEncoder>(cfg_));
   if (add_pooling_layer) pooler = register_module("pooler", std::make_shared<BertPooler>(cfg_.hidden_size));
 }
@@ -128,6 +134,7 @@ ModelOutputs BertModel::run(const ModelInputs& in) {
   }
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
   auto h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds);
+  if (embeddings_project) h = embeddings_project->forward(h);
   auto mask = make_attention_mask(in.attention_mask, b, s, past + s, /*causal=*/false, h.device());
   const auto& layers = encoder->layer->items();
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -142,10 +149,24 @@ ModelOutputs BertModel::run(const ModelInputs& in) {
   return out;
 }
 
+ElectraForSequenceClassification::ElectraForSequenceClassification(const nlohmann::json& j, const std::string& where)
+    : Model(j) {
+  electra = register_module("electra", std::make_shared<ElectraModel>(j, where));
+  const int64_t hidden = electra->hidden_size();
+  classifier = register_module("classifier", std::make_shared<RobertaClassificationHead>(
+                                                 hidden, num_labels_of(j, where), "ElectraClassificationHead", "gelu"));
+}
+
+ModelOutputs ElectraForSequenceClassification::run(const ModelInputs& in) {
+  auto out = electra->forward(in);
+  out.logits = classifier->forward(out.last_hidden_state);
+  return out;
+}
+
 BertForSequenceClassification::BertForSequenceClassification(const nlohmann::json& j, const std::string& where)
     : Model(j) {
   bert = register_module("bert", std::make_shared<BertModel>(j, where, true));
-  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  const int64_t hidden = bert->hidden_size();
   classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j, where), true));
 }
 
@@ -155,19 +176,25 @@ ModelOutputs BertForSequenceClassification::run(const ModelInputs& in) {
   return out;
 }
 
-RobertaClassificationHead::RobertaClassificationHead(int64_t hidden, int64_t labels) {
+ElectraModel::ElectraModel(const nlohmann::json& j, const std::string& where)
+    : BertModel(j, where, /*add_pooling_layer=*/false,
+                ConfigReader(j, where).dim("embedding_size", 128, ConfigLimits::kWidth)) {}
+
+RobertaClassificationHead::RobertaClassificationHead(int64_t hidden, int64_t labels, std::string type,
+                                                     std::string activation)
+    : type_(std::move(type)), act_(std::move(activation)) {
   dense = register_module("dense", std::make_shared<Linear>(hidden, hidden, true));
   out_proj = register_module("out_proj", std::make_shared<Linear>(hidden, labels, true));
 }
 
 at::Tensor RobertaClassificationHead::forward(const at::Tensor& h) {
-  return out_proj->forward(at::tanh(dense->forward(h.select(1, 0))));
+  return out_proj->forward(activation(act_, dense->forward(h.select(1, 0))));
 }
 
 RobertaForSequenceClassification::RobertaForSequenceClassification(const nlohmann::json& j, const std::string& where)
     : Model(j) {
   roberta = register_module("roberta", std::make_shared<RobertaModel>(j, where, /*add_pooling_layer=*/false));
-  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  const int64_t hidden = roberta->hidden_size();
   classifier = register_module("classifier", std::make_shared<RobertaClassificationHead>(hidden, num_labels_of(j, where)));
 }
 
@@ -182,9 +209,11 @@ BertForTokenClassification::BertForTokenClassification(const nlohmann::json& j, 
     : Model(j), family_(family) {
   if (family == "Roberta")
     encoder = register_module("roberta", std::make_shared<RobertaModel>(j, where, /*add_pooling_layer=*/false));
+  else if (family == "Electra")
+    encoder = register_module("electra", std::make_shared<ElectraModel>(j, where));
   else
     encoder = register_module("bert", std::make_shared<BertModel>(j, where, /*add_pooling_layer=*/false));
-  const int64_t hidden = j.value("hidden_size", int64_t{768});
+  const int64_t hidden = encoder->hidden_size();
   classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j, where), true));
 }
 

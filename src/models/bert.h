@@ -1,5 +1,6 @@
-// BERT, RoBERTa and XLM-RoBERTa: BertModel, BertForSequenceClassification, RobertaModel,
-// RobertaForSequenceClassification and their XLMRoberta* twins with transformers' names.
+// BERT, RoBERTa, XLM-RoBERTa and ELECTRA: BertModel, BertForSequenceClassification, RobertaModel,
+// RobertaForSequenceClassification, their XLMRoberta* twins and the Electra* discriminator
+// classes with transformers' names.
 #pragma once
 
 #include "models/model_config.h"
@@ -95,7 +96,10 @@ class BertPooler : public Module {
 
 class BertModel : public Model {
  public:
-  BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true);
+  // `embedding_size` > 0 and != hidden_size: the embeddings are that wide and
+  // `embeddings_project` maps them to the hidden size (ELECTRA).
+  BertModel(const nlohmann::json& j, const std::string& where, bool add_pooling_layer = true,
+            int64_t embedding_size = 0);
   std::string type_name() const override { return "BertModel"; }
   TaskKind task() const override { return TaskKind::kEncoder; }
   ModelOutputs run(const ModelInputs& in) override;
@@ -103,11 +107,13 @@ class BertModel : public Model {
   Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
   // Layers that take key/value prefixes from a cache (prefix tuning); BERT never appends.
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
+  int64_t hidden_size() const { return cfg_.hidden_size; }
   // RoBERTa's positions start after pad_token_id.
   int64_t max_positions() const override {
     return cfg_.max_position_embeddings - (cfg_.padding_aware_positions ? cfg_.pad_token_id + 1 : 0);
   }
   std::shared_ptr<BertEmbeddings> embeddings;
+  std::shared_ptr<Linear> embeddings_project;  // ELECTRA's, when its embeddings are narrower
   std::shared_ptr<BertEncoder> encoder;
   std::shared_ptr<BertPooler> pooler;
 
@@ -134,13 +140,27 @@ class XLMRobertaModel : public RobertaModel {
   std::string type_name() const override { return "XLMRobertaModel"; }
 };
 
-// dense + tanh + out_proj over the first token (<s>).
+// ELECTRA's discriminator body: BERT's encoder without pooler, under "electra", with
+// embeddings embedding_size wide projected to the hidden size when the two differ.
+class ElectraModel : public BertModel {
+ public:
+  ElectraModel(const nlohmann::json& j, const std::string& where);
+  std::string type_name() const override { return "ElectraModel"; }
+  std::string base_model_prefix() const override { return "electra"; }
+};
+
+// dense + activation + out_proj over the first token (<s>): RoBERTa's (tanh) and
+// ELECTRA's (exact GELU) classification heads.
 class RobertaClassificationHead : public Module {
  public:
-  RobertaClassificationHead(int64_t hidden, int64_t labels);
-  std::string type_name() const override { return "RobertaClassificationHead"; }
+  RobertaClassificationHead(int64_t hidden, int64_t labels, std::string type = "RobertaClassificationHead",
+                            std::string activation = "tanh");
+  std::string type_name() const override { return type_; }
   at::Tensor forward(const at::Tensor& h);
   std::shared_ptr<Linear> dense, out_proj;
+
+ private:
+  std::string type_, act_;
 };
 
 class RobertaForSequenceClassification : public Model {
@@ -166,6 +186,23 @@ class XLMRobertaForSequenceClassification : public RobertaForSequenceClassificat
   std::string type_name() const override { return "XLMRobertaForSequenceClassification"; }
 };
 
+class ElectraForSequenceClassification : public Model {
+ public:
+  ElectraForSequenceClassification(const nlohmann::json& j, const std::string& where);
+  std::string type_name() const override { return "ElectraForSequenceClassification"; }
+  TaskKind task() const override { return TaskKind::kSequenceClassification; }
+  ModelOutputs run(const ModelInputs& in) override;
+  std::string base_model_prefix() const override { return "electra"; }
+  std::vector<std::string> head_parameter_names() const override {
+    return {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"};
+  }
+  Embedding* input_embeddings() override { return electra->input_embeddings(); }
+  int64_t num_cache_layers() const override { return electra->num_cache_layers(); }
+  int64_t max_positions() const override { return electra->max_positions(); }
+  std::shared_ptr<ElectraModel> electra;
+  std::shared_ptr<RobertaClassificationHead> classifier;
+};
+
 class BertForSequenceClassification : public Model {
  public:
   BertForSequenceClassification(const nlohmann::json& j, const std::string& where);
@@ -181,12 +218,12 @@ class BertForSequenceClassification : public Model {
   std::shared_ptr<Linear> classifier;
 };
 
-// BertForTokenClassification and RobertaForTokenClassification: `classifier` over every
+// BertForTokenClassification, RobertaForTokenClassification and ElectraForTokenClassification: `classifier` over every
 // token's last hidden state (the encoder without pooler). transformers' dropout before
 // it is not applied, as nowhere in our encoders (training here runs without dropout).
 class BertForTokenClassification : public Model {
  public:
-  // family "Bert" or "Roberta": the encoder class, its prefix and the type name.
+  // family "Bert", "Roberta" or "Electra": the encoder class, its prefix and the type name.
   BertForTokenClassification(const nlohmann::json& j, const std::string& family, const std::string& where);
   std::string type_name() const override { return family_ + "ForTokenClassification"; }
   TaskKind task() const override { return TaskKind::kTokenClassification; }
@@ -196,7 +233,7 @@ class BertForTokenClassification : public Model {
   Embedding* input_embeddings() override { return encoder->input_embeddings(); }
   int64_t num_cache_layers() const override { return encoder->num_cache_layers(); }
   int64_t max_positions() const override { return encoder->max_positions(); }
-  std::shared_ptr<BertModel> encoder;  // registered as "bert" or "roberta"
+  std::shared_ptr<BertModel> encoder;  // registered as "bert", "roberta" or "electra"
   std::shared_ptr<Linear> classifier;
 
  private:

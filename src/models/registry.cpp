@@ -12,6 +12,7 @@
 #include "models/gemma.h"
 #include "models/gpt2.h"
 #include "models/gpt_bigcode.h"
+#include "models/gpt_neo.h"
 #include "models/gpt_neox.h"
 #include "models/gptj.h"
 #include "models/llama.h"
@@ -52,6 +53,8 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen3", w); }},
       {"PhiForCausalLM", [](auto& j, auto& w) { return std::make_shared<PhiForCausalLM>(j, w); }},
+      {"GPTNeoForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoForCausalLM>(j, w); }},
+      {"GPTNeoForSequenceClassification", make_gpt_neo_classifier},
       {"OPTForSequenceClassification", make_opt_classifier},
       {"GPTNeoXForSequenceClassification", make_gpt_neox_classifier},
       {"BloomForSequenceClassification", make_bloom_classifier},
@@ -91,6 +94,11 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Bert", w); }},
       {"RobertaForTokenClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Roberta", w); }},
+      {"ElectraModel", [](auto& j, auto& w) { return std::make_shared<ElectraModel>(j, w); }},
+      {"ElectraForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<ElectraForSequenceClassification>(j, w); }},
+      {"ElectraForTokenClassification",
+       [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Electra", w); }},
       {"DebertaV2Model", [](auto& j, auto& w) { return std::make_shared<DebertaV2Model>(j, w); }},
       {"DebertaV2ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<DebertaV2ForClassification>(j, w, /*per_token=*/false); }},
@@ -136,6 +144,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gptj", "GPTJForCausalLM"},
     {"gpt_bigcode", "GPTBigCodeForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},
+    {"gpt_neo", "GPTNeoForCausalLM"},
     {"opt", "OPTForCausalLM"},
     {"bloom", "BloomForCausalLM"},
     {"falcon", "FalconForCausalLM"},
@@ -147,6 +156,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"xlm-roberta", "XLMRobertaModel"},
     {"distilbert", "DistilBertModel"},
     {"deberta-v2", "DebertaV2Model"},
+    {"electra", "ElectraModel"},
     {"vit", "ViTModel"},
     {"clip", "CLIPModel"},
     {"t5", "T5ForConditionalGeneration"},

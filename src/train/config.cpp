@@ -68,6 +68,7 @@ void for_each_field(C& c, F&& f) {
   f("double_quant", c.double_quant);
   f("blocksize", c.blocksize);
   f("compute_dtype", c.compute_dtype);
+  f("llm_int8_skip_modules", c.llm_int8_skip_modules);
   f("logging_steps", c.logging_steps);
   f("eval_steps", c.eval_steps);
   f("save_steps", c.save_steps);

@@ -196,7 +196,8 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
   lo.num_labels = cfg.num_labels;
   lo.labels = cfg.labels;
   lo.seed = cfg.seed;
-  if (cfg.load_in_4bit) lo.load_in_4bit = Load4bit{cfg.quant_type, cfg.double_quant, cfg.blocksize, std::nullopt};
+  if (cfg.load_in_4bit)
+    lo.load_in_4bit = Load4bit{cfg.quant_type, cfg.double_quant, cfg.blocksize, std::nullopt, cfg.llm_int8_skip_modules};
   if (!cfg.compute_dtype.empty()) lo.compute_dtype_4bit = cfg.compute_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   s.model = load_model(cfg.model, lo);
   const TaskKind task = s.model->task();

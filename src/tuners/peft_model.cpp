@@ -66,6 +66,11 @@ void PeftModel::add_copy(const std::string& adapter, const CopySpec& spec) {
   for (const auto& [n, t] : params)
     if (t->defined()) names.push_back(n);
   if (names.empty()) throw std::invalid_argument("'" + spec.path + "' has no parameters to train");
+  for (const auto& [n, t] : params)
+    if (t->defined() && !t->is_floating_point())  // packed 4-bit codes (transformers quantizes heads too)
+      throw std::invalid_argument("'" + spec.path + "' is stored 4-bit and cannot be trained as a copy " +
+                                  "(modules_to_save); keep it full precision with llm_int8_skip_modules=[\"" +
+                                  spec.path + "\"] (peft train) or --skip-modules " + spec.path);
   if (saved.module == nullptr) {
     saved.module = spec.module;
     saved.names = names;

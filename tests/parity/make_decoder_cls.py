@@ -15,7 +15,7 @@ Cases (GQA everywhere, 2 layers, 3 labels):
   mistral_cls  MistralForSequenceClassification, pad_token_id 0
   qwen3_cls    Qwen3ForSequenceClassification (q_norm/k_norm, head_dim 16), pad_token_id 0
   opt_cls, gpt_neox_cls, bloom_cls, falcon_cls, phi_cls, gemma_cls, gemma2_cls, olmo2_cls,
-  starcoder2_cls, gptj_cls, gpt_bigcode_cls, stablelm_cls  the other decoder families'
+  starcoder2_cls, gptj_cls, gpt_bigcode_cls, stablelm_cls, gpt_neo_cls  the other decoder families'
     classifiers (OPT post-norm with project_in/out)
 Adapters: LoRA (init_lora_weights=False) and (IA)3 (named targets where PEFT has no defaults).
 
@@ -44,7 +44,8 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (GPTBigCodeConfig, GPTBigCodeForSequenceClassification, GPTJConfig,
-                          GPTJForSequenceClassification, StableLmConfig, StableLmForSequenceClassification)
+                          GPTJForSequenceClassification, GPTNeoConfig, GPTNeoForSequenceClassification,
+                          StableLmConfig, StableLmForSequenceClassification)
 from transformers import (BertConfig, BertForSequenceClassification, BloomConfig, BloomForSequenceClassification,
                           FalconConfig, FalconForSequenceClassification, Gemma2Config, Gemma2ForSequenceClassification,
                           GemmaConfig, GemmaForSequenceClassification, GPTNeoXConfig, GPTNeoXForSequenceClassification,
@@ -251,6 +252,9 @@ def main():
               family_config(GPTBigCodeConfig, n_embd=32, n_layer=2, n_head=4, n_positions=64), 103)
     make_case(out, "stablelm_cls", StableLmForSequenceClassification, config(StableLmConfig), 107,
               ia3=no_ia3_defaults)
+    make_case(out, "gpt_neo_cls", GPTNeoForSequenceClassification,
+              family_config(GPTNeoConfig, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
+                            attention_types=[[["global", "local"], 1]], window_size=3), 109)
     make_text_case(out)
     make_problem_types(out)
 

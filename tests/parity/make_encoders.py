@@ -20,6 +20,8 @@ Cases:
       (clamped), the convolution beside the first layer, token types, an embedding projection
   deberta_tok  DebertaV2ForTokenClassification without relative attention (absolute positions;
       pos_att_type still scales the scores)
+  electra, electra_cls, electra_tok  ElectraModel (embeddings narrower than the hidden size:
+      embeddings_project), ElectraForSequenceClassification, ElectraForTokenClassification
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
@@ -42,6 +44,10 @@ from transformers import (
     DistilBertConfig,
     DistilBertForSequenceClassification,
     DistilBertModel,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
     RobertaConfig,
     RobertaForSequenceClassification,
     RobertaModel,
@@ -212,6 +218,32 @@ def make_deberta_cases(out):
     ])
 
 
+def make_electra_cases(out):
+    def electra_config(**kw):
+        base = dict(vocab_size=95, embedding_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=48, max_position_embeddings=40, pad_token_id=PAD)
+        base.update(kw)
+        cfg = ElectraConfig(**base)
+        cfg._attn_implementation = "eager"
+        return cfg
+    # PEFT has LoRA defaults for electra (query, value) but no (IA)3 ones.
+    ia3 = dict(target_modules=["key", "value", "output.dense"], feedforward_modules=["output.dense"])
+    make_case(out, "electra", ElectraModel, electra_config(), 61, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(**ia3)),
+    ])
+    make_case(out, "electra_cls", ElectraForSequenceClassification,
+              electra_config(num_labels=3, initializer_range=0.2), 63, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **ia3)),
+    ])
+    make_case(out, "electra_tok", ElectraForTokenClassification,
+              electra_config(num_labels=4, embedding_size=32, initializer_range=0.2, hidden_act="gelu_new"), 67, [
+        ("lora", lambda: LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=16, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config(task_type="TOKEN_CLS", **ia3)),
+    ])
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -255,6 +287,7 @@ def main():
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **distil_ia3)),
     ])
     make_deberta_cases(out)
+    make_electra_cases(out)
     for case in ("roberta_cls", "deberta_v3_cls"):
         save_tokenizer(os.path.join(out, case), 300)
     write_task(out)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode and StableLM models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM and GPT-Neo models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -43,6 +43,8 @@ from transformers import (
     GPTBigCodeForCausalLM,
     GPTJConfig,
     GPTJForCausalLM,
+    GPTNeoConfig,
+    GPTNeoForCausalLM,
     GPTNeoXConfig,
     GraniteConfig,
     GraniteForCausalLM,
@@ -229,6 +231,20 @@ def _gpt_bigcode_mha():
     # without multi_query: per-head fused c_attn; untied
     return GPTBigCodeConfig(vocab_size=83, n_positions=64, n_embd=32, n_layer=2, n_head=4, multi_query=False,
                             tie_word_embeddings=False, activation_function="gelu", initializer_range=INIT_STD)
+
+
+def _gpt_neo():
+    # gpt-neo / TinyStories' layout: global and local layers alternating (a 4-token window,
+    # shorter than the rows), unscaled float32 scores, tied
+    return GPTNeoConfig(vocab_size=97, max_position_embeddings=64, hidden_size=48, num_layers=2, num_heads=4,
+                        attention_types=[[["global", "local"], 1]], window_size=4, initializer_range=INIT_STD)
+
+
+def _gpt_neo_local():
+    # two local layers, then a global one; an explicit MLP width, exact GELU; untied
+    return GPTNeoConfig(vocab_size=83, max_position_embeddings=64, hidden_size=32, num_layers=3, num_heads=2,
+                        attention_types=[[["local"], 2], [["global"], 1]], window_size=3, intermediate_size=40,
+                        activation_function="gelu", tie_word_embeddings=False, initializer_range=INIT_STD)
 
 
 def _stablelm():
@@ -441,6 +457,9 @@ CASES = [
         dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
         dict(target_modules=["v_proj", "up_proj"], feedforward_modules=["up_proj"]),
     ),
+    ("gpt_neo", GPTNeoForCausalLM, _gpt_neo, dict(target_modules=None), dict(target_modules=None)),
+    ("gpt_neo_local", GPTNeoForCausalLM, _gpt_neo_local, dict(target_modules=["q_proj", "k_proj", "out_proj", "c_fc"]),
+     dict(target_modules=None)),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}

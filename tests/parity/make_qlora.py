@@ -22,7 +22,9 @@ make: for every case in CASES, OUT_DIR/<case>/ holds
   case.json                base, quant_type, double_quant, dtype, compute_dtype, lora config
 
 check: loads BASE with transformers (4-bit: with --quant-type, quantized now with those
-settings, else BASE must itself be a 4-bit folder, loaded with no extra arguments), the
+settings and --skip-modules as llm_int8_skip_modules, else BASE must itself be a 4-bit
+folder, loaded with no extra arguments; a *ForSequenceClassification or
+*ForTokenClassification config loads as that classifier), the
 adapter with PeftModel.from_pretrained (missing or unexpected adapter keys fail), runs the
 inputs of OUTPUTS.safetensors and fails (exit 1) when max |logits - expected| over the real
 (unmasked) positions exceeds --tol.
@@ -111,10 +113,23 @@ def reference_path(model):
     return n
 
 
-def bnb_config(quant_type, double_quant, compute_dtype):
+def bnb_config(quant_type, double_quant, compute_dtype, skip_modules=None):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=DTYPES[compute_dtype])
+                              bnb_4bit_compute_dtype=DTYPES[compute_dtype],
+                              llm_int8_skip_modules=skip_modules or None)
+
+
+def auto_class(base_dir):
+    """The Auto class for config.json's architecture: classifiers load as classifiers."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    with open(os.path.join(base_dir, "config.json")) as f:
+        arch = (json.load(f).get("architectures") or [""])[0]
+    if arch.endswith("ForSequenceClassification"):
+        return AutoModelForSequenceClassification
+    if arch.endswith("ForTokenClassification"):
+        return AutoModelForTokenClassification
+    return AutoModelForCausalLM
 
 
 def load_4bit(base_dir, quant_type, double_quant, dtype, compute_dtype):
@@ -248,13 +263,15 @@ def cmd_check(args):
         fail(f"{args.outputs} holds no input_ids")
     expected = data["logits"]
     try:
+        auto = auto_class(args.base)
         if args.quant_type:
-            model = AutoModelForCausalLM.from_pretrained(
-                args.base, quantization_config=bnb_config(args.quant_type, args.double_quant, args.compute_dtype),
+            model = auto.from_pretrained(
+                args.base, quantization_config=bnb_config(args.quant_type, args.double_quant, args.compute_dtype,
+                                                          args.skip_modules),
                 dtype=torch.float32, device_map="cpu", attn_implementation="eager")
         else:
             # A folder saved 4-bit: exactly what a user would type.
-            model = AutoModelForCausalLM.from_pretrained(args.base)
+            model = auto.from_pretrained(args.base)
     except Exception as e:
         fail(f"loading {args.base} raised {type(e).__name__}: {str(e)[:2000]}")
     n4 = reference_path(model)
@@ -285,7 +302,7 @@ def cmd_check(args):
     if actual.shape != expected.shape:
         fail(f"shape {tuple(actual.shape)} vs expected {tuple(expected.shape)}")
     diff = (actual - expected).abs()
-    if "attention_mask" in inputs:
+    if "attention_mask" in inputs and diff.dim() == 3:
         diff = diff[inputs["attention_mask"].bool()]
     max_diff = diff.max().item()
     ok = max_diff <= args.tol
@@ -308,6 +325,7 @@ def main():
     ck.add_argument("--double-quant", action="store_true")
     ck.add_argument("--compute-dtype", default="float32", choices=sorted(DTYPES))
     ck.add_argument("--tol", type=float, default=1e-4)
+    ck.add_argument("--skip-modules", nargs="*", default=None, help="llm_int8_skip_modules")
     args = ap.parse_args()
     cmd_make(args) if args.cmd == "make" else cmd_check(args)
 

@@ -33,6 +33,7 @@ struct QuantizeArgs {
   int64_t blocksize = 64;
   std::string compute_dtype = "float32";
   std::string dtype = "float32";
+  std::vector<std::string> skip_modules;
   bool overwrite = false;
 };
 
@@ -58,6 +59,7 @@ void quantize(const QuantizeArgs& a) {
   m.double_quant = a.double_quant;
   m.blocksize = a.blocksize;
   m.compute_dtype = a.compute_dtype;
+  m.skip_modules = a.skip_modules;
   // A folder saved 4-bit would load from its stored codes, ignoring these settings.
   if (src.gguf.empty()) {
     const auto config = read_json_file((fs::path(src.folder) / "config.json").string());
@@ -108,7 +110,8 @@ void quantize(const QuantizeArgs& a) {
   if (!kept.empty()) {
     std::cout << "kept in " << a.dtype << ": ";
     for (size_t i = 0; i < kept.size(); ++i) std::cout << (i ? ", " : "") << kept[i];
-    std::cout << " (as transformers does: the output head, tied weights and the last module)\n";
+    std::cout << (a.skip_modules.empty() ? " (as transformers does: the output head, tied weights and the last module)\n"
+                                         : " (--skip-modules)\n");
   }
   std::cout << "parameters: " << with_commas(params) << "\n"
             << "bytes: " << with_commas(dense_bytes) << " (" << a.dtype << ") -> " << with_commas(stored_bytes)
@@ -147,6 +150,9 @@ void register_quantize(CLI::App& app) {
                   "What the 4-bit layers compute in, written as bnb_4bit_compute_dtype: float32 or bfloat16")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
       ->capture_default_str();
+  cmd->add_option("--skip-modules", a->skip_modules,
+                  "Linear layers to keep full precision instead of the default (written as llm_int8_skip_modules), "
+                  "e.g. --skip-modules classifier");
   cmd->add_option("--dtype", a->dtype,
                   "Weights are converted to this before quantizing (the quant state records it) and the layers "
                   "kept full precision are stored in it: float32, bfloat16, float16")

@@ -34,6 +34,10 @@ void ModelArgs::add_to(CLI::App* app) {
   app->add_option("--blocksize", blocksize, "With --load-in-4bit: elements per scale, a power of two in 32..4096")
       ->capture_default_str()
       ->needs(q);
+  app->add_option("--skip-modules", skip_modules,
+                  "With --load-in-4bit: Linear layers kept full precision (llm_int8_skip_modules; names, dotted "
+                  "suffixes or regexes), replacing the default (the output head and the last module)")
+      ->needs(q);
   app->add_option("--compute-dtype", compute_dtype,
                   "4-bit layers compute in: float32 or bfloat16 (default: the checkpoint's, else float32)")
       ->check(CLI::IsMember({"float32", "bfloat16", "float16"}));
@@ -43,7 +47,7 @@ std::shared_ptr<Model> ModelArgs::load() const {
   LoadOptions o;
   o.dtype = parse_dtype(dtype);
   o.device = device;
-  if (load_in_4bit) o.load_in_4bit = Load4bit{quant_type, double_quant, blocksize, std::nullopt};
+  if (load_in_4bit) o.load_in_4bit = Load4bit{quant_type, double_quant, blocksize, std::nullopt, skip_modules};
   // Alone, --compute-dtype applies to a checkpoint saved 4-bit and quantizes nothing.
   if (!compute_dtype.empty()) o.compute_dtype_4bit = parse_dtype(compute_dtype);
   return load_model(dir, o);

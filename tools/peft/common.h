@@ -23,6 +23,7 @@ struct ModelArgs {
   bool double_quant = false;
   int64_t blocksize = 64;
   std::string compute_dtype;  // empty: the checkpoint's, else float32
+  std::vector<std::string> skip_modules;  // llm_int8_skip_modules
   void add_to(CLI::App* app);
   std::shared_ptr<Model> load() const;
 };

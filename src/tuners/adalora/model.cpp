@@ -27,6 +27,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTarg
     {"opt", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}},
     {"gptj", {"q_proj", "v_proj"}},
     {"gpt_neox", {"query_key_value"}},
+    {"gpt_neo", {"q_proj", "v_proj"}},
     {"llama", {"q_proj", "v_proj"}},
     {"bert", {"query", "value"}},
     {"roberta", {"query", "key", "value", "dense"}},
