@@ -87,7 +87,8 @@ TEST_P(Encoder, PeftAdaptersMatchHfPeft) {
 
 INSTANTIATE_TEST_SUITE_P(Encoders, Encoder,
                          ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls",
-                                           "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok", "electra",
+                                           "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok", "deberta_v1",
+                                           "deberta_v1_cls", "electra",
                                            "electra_cls", "electra_tok"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
@@ -239,7 +240,10 @@ TEST(DebertaV2, PosAttTypeStringReadsAsTheList) {
 // Checkpointed layers (recomputed in backward) give the gradients of kept ones for every
 // parameter, the relative embeddings' LayerNorm and the first layer's convolution included.
 TEST(DebertaV2, GradientCheckpointingGivesTheSameGradients) {
-  for (const std::string name : {"deberta_v3", "deberta_v2"}) {
+  const std::map<std::string, std::string> must_train = {{"deberta_v3", "encoder.LayerNorm.weight"},
+                                                        {"deberta_v2", "encoder.conv.conv.weight"},
+                                                        {"deberta_v1", "encoder.layer.1.attention.self.q_bias"}};
+  for (const auto& [name, key] : must_train) {
     SCOPED_TRACE(name);
     const SafetensorsFile ref((case_dir(name) / "reference.safetensors").string());
     auto grads = [&](bool checkpoint) {
@@ -262,12 +266,12 @@ TEST(DebertaV2, GradientCheckpointingGivesTheSameGradients) {
       ASSERT_TRUE(recomputed.at(n).defined()) << n;
       EXPECT_LE((recomputed.at(n) - g).abs().max().item<double>(), 1e-5 * (1 + g.abs().max().item<double>())) << n;
     }
-    EXPECT_TRUE(kept.count(name == "deberta_v2" ? "encoder.conv.conv.weight" : "encoder.LayerNorm.weight"));
+    EXPECT_TRUE(kept.count(key));
   }
 }
 
 // With no target_modules, LoRA and (IA)3 (and its feedforward modules) pick the
-// modules HF PEFT's tables give deberta-v2: the fixtures' adapters were made with the
+// modules HF PEFT's tables give deberta-v2 and deberta: the fixtures' adapters were made with the
 // defaults and their adapter_config.json records what PEFT chose.
 TEST(DebertaV2, DefaultTargetsFollowPeft) {
   auto leaf_names = [](const auto& list) {
@@ -275,11 +279,12 @@ TEST(DebertaV2, DefaultTargetsFollowPeft) {
     for (const auto& t : list) out.insert(t.template get<std::string>());
     return out;
   };
-  for (const std::string method : {"lora", "ia3"}) {
-    SCOPED_TRACE(method);
-    const auto hf = nlohmann::json::parse(std::ifstream(case_dir("deberta_v3") / "adapters" / method / "adapter_config.json"));
+  for (const auto& [name, method] : std::vector<std::pair<std::string, std::string>>{
+           {"deberta_v3", "lora"}, {"deberta_v3", "ia3"}, {"deberta_v1", "lora"}, {"deberta_v1", "ia3"}}) {
+    SCOPED_TRACE(name + " " + method);
+    const auto hf = nlohmann::json::parse(std::ifstream(case_dir(name) / "adapters" / method / "adapter_config.json"));
     nlohmann::ordered_json ours = {{"peft_type", hf["peft_type"]}};
-    PeftModel peft(load_model(case_dir("deberta_v3").string()));
+    PeftModel peft(load_model(case_dir(name).string()));
     peft.add_adapter("default", *parse_user_adapter_config(ours, "test"));
     const auto saved = peft.config("default").to_json();
     EXPECT_EQ(leaf_names(saved["target_modules"]), leaf_names(hf["target_modules"]));

@@ -1,6 +1,8 @@
 #include "models/attention.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 #include <limits>
@@ -211,6 +213,15 @@ void RotaryEmbedding::apply(at::Tensor& q, at::Tensor& k, const Angles& a) {
 const at::Tensor& DecoderStep::window_mask(const ModelInputs& in, int64_t window, at::Device device) {
   if (!window_mask_.defined()) window_mask_ = sliding_window_mask(mask, in.batch_size(), in.seq_len(), past, window, device);
   return window_mask_;
+}
+
+double dtype_lowest(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
+    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    default: return static_cast<double>(std::numeric_limits<float>::lowest());
+  }
 }
 
 }  // namespace peft

@@ -66,6 +66,10 @@ class ExtensibleAttention : public Module {
   at::Tensor extended(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& q) const;
 };
 
+// torch.finfo(dtype).min: what transformers' eager masks put on (or add to) a hidden key's
+// score; finite, so a row with no visible key stays finite.
+double dtype_lowest(at::ScalarType dtype);
+
 // [b, s, h*d] -> [b, h, s, d]
 at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim);
 

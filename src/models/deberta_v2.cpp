@@ -1,11 +1,8 @@
 #include "models/deberta_v2.h"
 
 #include <ATen/ATen.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <cmath>
-#include <limits>
 
 #include "models/attention.h"
 #include "models/checkpoint.h"
@@ -16,20 +13,11 @@ namespace peft {
 
 namespace {
 
-// torch.finfo(dtype).min, what transformers fills masked scores with.
-double lowest_of(at::ScalarType t) {
-  switch (t) {
-    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
-    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
-    case at::kDouble: return std::numeric_limits<double>::lowest();
-    default: return std::numeric_limits<float>::lowest();
-  }
-}
-
 // pos_att_type: a list (["p2c", "c2p"]) or a "|"-separated string ("p2c|c2p"); transformers
 // ignores other entries.
 void read_pos_att_type(const ConfigReader& r, DebertaV2Config& c) {
   c.c2p = c.p2c = false;
+  c.pos_att_count = 0;
   if (!r.has("pos_att_type")) return;
   const auto& v = r.json()["pos_att_type"];
   std::vector<std::string> types;
@@ -57,6 +45,7 @@ void read_pos_att_type(const ConfigReader& r, DebertaV2Config& c) {
     c.c2p = c.c2p || t == "c2p";
     c.p2c = c.p2c || t == "p2c";
   }
+  c.pos_att_count = static_cast<int64_t>(types.size());
 }
 
 void read_relative_attention(const ConfigReader& r, DebertaV2Config& c) {
@@ -106,6 +95,7 @@ DebertaV2Config DebertaV2Config::from_json(const nlohmann::json& j, const std::s
   c.position_biased_input = r.get<bool>("position_biased_input", true);
   read_pos_att_type(r, c);
   read_relative_attention(r, c);
+  c.talking_head = r.get<bool>("talking_head", false);
   c.conv_kernel_size = r.get<int64_t>("conv_kernel_size", 0);
   c.conv_groups = r.get<int64_t>("conv_groups", 1);
   if (c.conv_kernel_size < 0 || c.conv_kernel_size > 4097 || (c.conv_kernel_size > 0 && c.conv_kernel_size % 2 == 0))
@@ -196,7 +186,7 @@ at::Tensor DisentangledSelfAttention::forward(const at::Tensor& hidden, const at
   if (c_.relative_attention)
     if (auto rel = relative_scores(q, k, relative_pos, rel_embeddings, scale); rel.defined()) scores = scores + rel;
   // Masked scores are set (not added) to the dtype's lowest: a padding query sees every key alike.
-  scores = scores.masked_fill(mask.logical_not(), lowest_of(scores.scalar_type()));
+  scores = scores.masked_fill(mask.logical_not(), dtype_lowest(scores.scalar_type()));
   const auto context = at::matmul(at::softmax(scores, -1), v);
   return context.transpose(1, 2).reshape({b, s, c_.num_heads * c_.head_dim});
 }
@@ -269,7 +259,7 @@ at::Tensor DebertaV2Encoder::relative_embeddings() {
 }
 
 DebertaV2Model::DebertaV2Model(const nlohmann::json& j, const std::string& where)
-    : Model(j), cfg_(DebertaV2Config::from_json(j, where)) {
+    : DebertaBody(j), cfg_(DebertaV2Config::from_json(j, where)) {
   embeddings = register_module("embeddings", std::make_shared<DebertaV2Embeddings>(cfg_));
   encoder = register_module("encoder", std::make_shared<DebertaV2Encoder>(cfg_));
 }
@@ -318,27 +308,28 @@ DebertaV2ContextPooler::DebertaV2ContextPooler(const DebertaV2Config& c) : act_(
 
 at::Tensor DebertaV2ContextPooler::forward(const at::Tensor& h) { return activation(act_, dense->forward(h.select(1, 0))); }
 
-DebertaV2ForClassification::DebertaV2ForClassification(const nlohmann::json& j, const std::string& where,
-                                                       bool per_token)
-    : Model(j), per_token_(per_token) {
-  deberta = register_module("deberta", std::make_shared<DebertaV2Model>(j, where));
-  const int64_t hidden = deberta->deberta_config().hidden_size;
+DebertaForClassification::DebertaForClassification(const nlohmann::json& j, const std::string& where,
+                                                   std::shared_ptr<DebertaBody> body, std::string family,
+                                                   bool per_token)
+    : Model(j), family_(std::move(family)), per_token_(per_token) {
+  deberta = register_module("deberta", std::move(body));
+  const DebertaV2Config& c = deberta->deberta_config();
   if (!per_token) {
     // transformers' pooler is pooler_hidden_size wide but reads the hidden states.
     const ConfigReader r(j, where);
-    if (r.has("pooler_hidden_size") && r.get<int64_t>("pooler_hidden_size") != hidden)
-      r.fail("'pooler_hidden_size' must equal hidden_size (" + std::to_string(hidden) + ")");
-    pooler = register_module("pooler", std::make_shared<DebertaV2ContextPooler>(deberta->deberta_config()));
+    if (r.has("pooler_hidden_size") && r.get<int64_t>("pooler_hidden_size") != c.hidden_size)
+      r.fail("'pooler_hidden_size' must equal hidden_size (" + std::to_string(c.hidden_size) + ")");
+    pooler = register_module("pooler", std::make_shared<DebertaV2ContextPooler>(c));
   }
-  classifier = register_module("classifier", std::make_shared<Linear>(hidden, num_labels_of(j, where), true));
+  classifier = register_module("classifier", std::make_shared<Linear>(c.hidden_size, num_labels_of(j, where), true));
 }
 
-std::vector<std::string> DebertaV2ForClassification::head_parameter_names() const {
+std::vector<std::string> DebertaForClassification::head_parameter_names() const {
   if (per_token_) return {"classifier.weight", "classifier.bias"};
   return {"pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"};
 }
 
-ModelOutputs DebertaV2ForClassification::run(const ModelInputs& in) {
+ModelOutputs DebertaForClassification::run(const ModelInputs& in) {
   auto out = deberta->forward(in);
   out.logits = classifier->forward(per_token_ ? out.last_hidden_state : pooler->forward(out.last_hidden_state));
   return out;

@@ -18,6 +18,8 @@ struct DebertaV2Config {
   double layer_norm_eps;
   std::string hidden_act, pooler_hidden_act, conv_act;
   bool position_biased_input, relative_attention, share_att_key, c2p, p2c, norm_rel_embeddings;
+  int64_t pos_att_count;  // entries in pos_att_type, as DeBERTa (v1) counts them for its scale
+  bool talking_head;      // DeBERTa (v1): head_logits_proj / head_weights_proj mix the heads
   // Relative positions: ids in [-max_relative_positions, max_relative_positions], log-bucketed
   // to position_buckets when > 0; the relative embeddings have 2 * att_span rows.
   int64_t max_relative_positions, position_buckets, att_span;
@@ -130,17 +132,24 @@ class DebertaV2Encoder : public Module {
   std::shared_ptr<DebertaV2ConvLayer> conv;   // optional
 };
 
-class DebertaV2Model : public Model {
+// What the classifiers need of a DeBERTa body (DebertaModel, DebertaV2Model).
+class DebertaBody : public Model {
+ public:
+  using Model::Model;
+  TaskKind task() const override { return TaskKind::kEncoder; }
+  std::string base_model_prefix() const override { return "deberta"; }
+  virtual const DebertaV2Config& deberta_config() const = 0;
+};
+
+class DebertaV2Model : public DebertaBody {
  public:
   DebertaV2Model(const nlohmann::json& j, const std::string& where);
   std::string type_name() const override { return "DebertaV2Model"; }
-  TaskKind task() const override { return TaskKind::kEncoder; }
   ModelOutputs run(const ModelInputs& in) override;
-  std::string base_model_prefix() const override { return "deberta"; }
   Embedding* input_embeddings() override { return embeddings->word_embeddings.get(); }
   // Relative positions only (DeBERTa-v3): any length, as in transformers.
   int64_t max_positions() const override { return cfg_.position_biased_input ? cfg_.max_position_embeddings : 0; }
-  const DebertaV2Config& deberta_config() const { return cfg_; }
+  const DebertaV2Config& deberta_config() const override { return cfg_; }
   std::shared_ptr<DebertaV2Embeddings> embeddings;
   std::shared_ptr<DebertaV2Encoder> encoder;
 
@@ -160,13 +169,15 @@ class DebertaV2ContextPooler : public Module {
   std::string act_;
 };
 
-// DebertaV2ForSequenceClassification (pooler, then classifier) and
-// DebertaV2ForTokenClassification (classifier on every token).
-class DebertaV2ForClassification : public Model {
+// {Deberta,DebertaV2}ForSequenceClassification (pooler, then classifier) and
+// {Deberta,DebertaV2}ForTokenClassification (classifier on every token) over `body`.
+class DebertaForClassification : public Model {
  public:
-  DebertaV2ForClassification(const nlohmann::json& j, const std::string& where, bool per_token);
+  // `family`: "Deberta" or "DebertaV2", the class names' stem.
+  DebertaForClassification(const nlohmann::json& j, const std::string& where, std::shared_ptr<DebertaBody> body,
+                           std::string family, bool per_token);
   std::string type_name() const override {
-    return per_token_ ? "DebertaV2ForTokenClassification" : "DebertaV2ForSequenceClassification";
+    return family_ + (per_token_ ? "ForTokenClassification" : "ForSequenceClassification");
   }
   TaskKind task() const override {
     return per_token_ ? TaskKind::kTokenClassification : TaskKind::kSequenceClassification;
@@ -176,11 +187,12 @@ class DebertaV2ForClassification : public Model {
   std::vector<std::string> head_parameter_names() const override;
   Embedding* input_embeddings() override { return deberta->input_embeddings(); }
   int64_t max_positions() const override { return deberta->max_positions(); }
-  std::shared_ptr<DebertaV2Model> deberta;
+  std::shared_ptr<DebertaBody> deberta;
   std::shared_ptr<DebertaV2ContextPooler> pooler;  // sequence classification only
   std::shared_ptr<Linear> classifier;
 
  private:
+  std::string family_;
   bool per_token_;
 };
 

@@ -6,6 +6,7 @@
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
+#include "models/deberta.h"
 #include "models/deberta_v2.h"
 #include "models/distilbert.h"
 #include "models/falcon.h"
@@ -100,10 +101,11 @@ const std::map<std::string, Factory>& factories() {
       {"ElectraForTokenClassification",
        [](auto& j, auto& w) { return std::make_shared<BertForTokenClassification>(j, "Electra", w); }},
       {"DebertaV2Model", [](auto& j, auto& w) { return std::make_shared<DebertaV2Model>(j, w); }},
-      {"DebertaV2ForSequenceClassification",
-       [](auto& j, auto& w) { return std::make_shared<DebertaV2ForClassification>(j, w, /*per_token=*/false); }},
-      {"DebertaV2ForTokenClassification",
-       [](auto& j, auto& w) { return std::make_shared<DebertaV2ForClassification>(j, w, /*per_token=*/true); }},
+      {"DebertaV2ForSequenceClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 2, false); }},
+      {"DebertaV2ForTokenClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 2, true); }},
+      {"DebertaModel", [](auto& j, auto& w) { return std::make_shared<DebertaModel>(j, w); }},
+      {"DebertaForSequenceClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 1, false); }},
+      {"DebertaForTokenClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 1, true); }},
       {"DistilBertModel", [](auto& j, auto& w) { return std::make_shared<DistilBertModel>(j, w); }},
       {"DistilBertForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<DistilBertForSequenceClassification>(j, w); }},
@@ -156,6 +158,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"xlm-roberta", "XLMRobertaModel"},
     {"distilbert", "DistilBertModel"},
     {"deberta-v2", "DebertaV2Model"},
+    {"deberta", "DebertaModel"},
     {"electra", "ElectraModel"},
     {"vit", "ViTModel"},
     {"clip", "CLIPModel"},

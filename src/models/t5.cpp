@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <limits>
 
 #include "models/attention.h"
 
@@ -32,21 +31,10 @@ at::Tensor relative_position_bucket(at::Tensor rel, bool bidirectional, int64_t 
   return buckets + at::where(is_small, rel, large);
 }
 
-// The additive value transformers' masks put on a hidden key: the dtype's lowest finite
-// number (not -inf, so a row with no visible key stays finite).
-double mask_value(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest());
-    case at::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::lowest());
-    case at::kDouble: return std::numeric_limits<double>::lowest();
-    default: return static_cast<double>(std::numeric_limits<float>::lowest());
-  }
-}
-
 // Padding [b, k] (1 = real) as an additive mask [b, 1, 1, k]; undefined stays undefined.
 at::Tensor padding_bias(const at::Tensor& mask, at::ScalarType dtype) {
   if (!mask.defined()) return {};
-  return ((mask == 0).to(dtype) * mask_value(dtype)).view({mask.size(0), 1, 1, mask.size(1)});
+  return ((mask == 0).to(dtype) * dtype_lowest(dtype)).view({mask.size(0), 1, 1, mask.size(1)});
 }
 
 }  // namespace
@@ -194,7 +182,7 @@ at::Tensor T5Stack::decode(const Seq2SeqInputs& in, const at::Tensor& encoder_st
   auto hidden = (at::arange(keys, opts).unsqueeze(0) > (at::arange(t, opts).unsqueeze(1) + past)).view({1, 1, t, keys});
   if (in.decoder_attention_mask.defined())
     hidden = hidden | (in.decoder_attention_mask.to(device) == 0).view({h.size(0), 1, 1, keys});
-  self_bias = self_bias + hidden.to(dtype) * mask_value(dtype);
+  self_bias = self_bias + hidden.to(dtype) * dtype_lowest(dtype);
   const auto cross_bias = padding_bias(in.attention_mask.defined() ? in.attention_mask.to(device) : at::Tensor(), dtype);
   for (size_t i = 0; i < block->size(); ++i) h = (*block)[i].forward(h, self_bias, encoder_states, cross_bias, cache, i);
   return final_layer_norm->forward(h);

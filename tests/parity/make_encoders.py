@@ -20,6 +20,9 @@ Cases:
       (clamped), the convolution beside the first layer, token types, an embedding projection
   deberta_tok  DebertaV2ForTokenClassification without relative attention (absolute positions;
       pos_att_type still scales the scores)
+  deberta_v1, deberta_v1_cls  DebertaModel (deberta-base's settings: relative positions only,
+      the table wider than the rows, so narrowed to them) and DebertaForSequenceClassification
+      (c2p only, talking heads, absolute positions, a table narrower than the rows)
   electra, electra_cls, electra_tok  ElectraModel (embeddings narrower than the hidden size:
       embeddings_project), ElectraForSequenceClassification, ElectraForTokenClassification
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
@@ -37,6 +40,9 @@ import torch
 from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
+    DebertaConfig,
+    DebertaForSequenceClassification,
+    DebertaModel,
     DebertaV2Config,
     DebertaV2ForSequenceClassification,
     DebertaV2ForTokenClassification,
@@ -218,6 +224,26 @@ def make_deberta_cases(out):
     ])
 
 
+def make_deberta_v1_cases(out):
+    def config(**kw):
+        base = dict(vocab_size=93, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                    max_position_embeddings=40, pad_token_id=PAD, relative_attention=True, type_vocab_size=0)
+        base.update(kw)
+        return DebertaConfig(**base)
+    make_case(out, "deberta_v1", DebertaModel,
+              config(max_relative_positions=-1, pos_att_type="c2p|p2c", position_biased_input=False), 71, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False)),
+        ("ia3", lambda: IA3Config()),
+    ])
+    make_case(out, "deberta_v1_cls", DebertaForSequenceClassification,
+              config(num_labels=3, initializer_range=0.2, max_relative_positions=6, pos_att_type=["c2p"],
+                     talking_head=True, position_biased_input=True), 73, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False,
+                                    target_modules=["in_proj", "pos_proj"])),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS")),
+    ])
+
+
 def make_electra_cases(out):
     def electra_config(**kw):
         base = dict(vocab_size=95, embedding_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -287,6 +313,7 @@ def main():
         ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **distil_ia3)),
     ])
     make_deberta_cases(out)
+    make_deberta_v1_cases(out)
     make_electra_cases(out)
     for case in ("roberta_cls", "deberta_v3_cls"):
         save_tokenizer(os.path.join(out, case), 300)

@@ -33,6 +33,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTarg
     {"roberta", {"query", "key", "value", "dense"}},
     {"deberta-v2", {"query_proj", "key_proj", "value_proj", "dense"}},
     {"gpt_bigcode", {"c_attn"}},
+    {"deberta", {"in_proj"}},
     {"gemma", {"q_proj", "v_proj"}},
     {"gemma2", {"q_proj", "v_proj"}},
     {"gemma3_text", {"q_proj", "v_proj"}},

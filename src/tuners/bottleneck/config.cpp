@@ -40,6 +40,7 @@ const std::vector<std::pair<std::string, Placement>> kPlacements = {
     {"bert", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
     {"roberta", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
     {"deberta-v2", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
+    {"deberta", {"attention.output.dense", R"(.*\.layer\.\d+\.output\.dense)", ""}},
     {"vit", {"attention.o_proj", "mlp.fc2", "mlp"}},
     // The audio encoder's layers only (Whisper's fc1 / fc2 sit in the layer: no MLP block).
     {"whisper", {R"(.*encoder\.layers\.\d+\.self_attn\.out_proj)", R"(.*encoder\.layers\.\d+\.fc2)", ""}}};
