@@ -195,7 +195,7 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                                            "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
                                            "falcon_seq", "granite", "olmo2", "starcoder2", "gptj",
                                            "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2",
-                                           "gpt_neo", "gpt_neo_local"));
+                                           "gpt_neo", "gpt_neo_local", "cohere", "cohere_qk"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -228,6 +228,27 @@ TEST(GptNeo, LocalLayersAreAppliedAndAttentionTypesChecked) {
     } catch (const std::exception& e) {
       EXPECT_THAT(e.what(), HasSubstr("config.json: 'attention_types'")) << bad;
     }
+  }
+}
+
+// Cohere's logit_scale and per-head q/k norms are in the references: without either, other
+// logits; a null logit_scale (transformers would multiply by None) is refused by key.
+TEST(Cohere, LogitScaleAndQkNormsAreApplied) {
+  SafetensorsFile ref((case_dir("cohere_qk") / "reference.safetensors").string());
+  for (const auto& [name, edit] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"unscaled", {{"logit_scale", 1.0}}}, {"no_qk_norm", {{"use_qk_norm", false}}}}) {
+    auto model = load_model(variant("cohere_qk", name, edit).string());
+    EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2) << name;
+  }
+  const auto null_scale = variant("cohere_qk", "null_scale", nlohmann::json::object());
+  auto cfg = nlohmann::json::parse(std::ifstream(null_scale / "config.json"));
+  cfg["logit_scale"] = nullptr;  // merge_patch would drop the key instead
+  std::ofstream(null_scale / "config.json") << cfg.dump(2);
+  try {
+    (void)load_model(null_scale.string());
+    ADD_FAILURE() << "a null logit_scale was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json: 'logit_scale' must be a number"));
   }
 }
 

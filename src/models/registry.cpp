@@ -6,6 +6,7 @@
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
+#include "models/cohere.h"
 #include "models/deberta.h"
 #include "models/deberta_v2.h"
 #include "models/distilbert.h"
@@ -54,6 +55,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen3ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen3", w); }},
       {"PhiForCausalLM", [](auto& j, auto& w) { return std::make_shared<PhiForCausalLM>(j, w); }},
+      {"CohereForCausalLM", [](auto& j, auto& w) { return std::make_shared<CohereForCausalLM>(j, w); }},
       {"GPTNeoForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoForCausalLM>(j, w); }},
       {"GPTNeoForSequenceClassification", make_gpt_neo_classifier},
       {"OPTForSequenceClassification", make_opt_classifier},
@@ -147,6 +149,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt_bigcode", "GPTBigCodeForCausalLM"},
     {"gpt_neox", "GPTNeoXForCausalLM"},
     {"gpt_neo", "GPTNeoForCausalLM"},
+    {"cohere", "CohereForCausalLM"},
     {"opt", "OPTForCausalLM"},
     {"bloom", "BloomForCausalLM"},
     {"falcon", "FalconForCausalLM"},

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM and GPT-Neo models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM, GPT-Neo and Cohere models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -41,6 +41,8 @@ from transformers import (
     Gemma3TextConfig,
     GPTBigCodeConfig,
     GPTBigCodeForCausalLM,
+    CohereConfig,
+    CohereForCausalLM,
     GPTJConfig,
     GPTJForCausalLM,
     GPTNeoConfig,
@@ -245,6 +247,22 @@ def _gpt_neo_local():
     return GPTNeoConfig(vocab_size=83, max_position_embeddings=64, hidden_size=32, num_layers=3, num_heads=2,
                         attention_types=[[["local"], 2], [["global"], 1]], window_size=3, intermediate_size=40,
                         activation_function="gelu", tie_word_embeddings=False, initializer_range=INIT_STD)
+
+
+def _cohere():
+    # Command-R's layout: parallel block from one bias-free float32 LayerNorm, interleaved
+    # rotary, GQA, tied head with logit_scale
+    return CohereConfig(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, logit_scale=0.25,
+                        initializer_range=INIT_STD)
+
+
+def _cohere_qk():
+    # per-head q/k LayerNorms (Command R+), attention biases, untied, another rope theta
+    return CohereConfig(vocab_size=89, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, use_qk_norm=True,
+                        attention_bias=True, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                        initializer_range=INIT_STD)
 
 
 def _stablelm():
@@ -460,6 +478,20 @@ CASES = [
     ("gpt_neo", GPTNeoForCausalLM, _gpt_neo, dict(target_modules=None), dict(target_modules=None)),
     ("gpt_neo_local", GPTNeoForCausalLM, _gpt_neo_local, dict(target_modules=["q_proj", "k_proj", "out_proj", "c_fc"]),
      dict(target_modules=None)),
+    (  # HF PEFT has no defaults for cohere
+        "cohere",
+        CohereForCausalLM,
+        _cohere,
+        dict(target_modules=["q_proj", "v_proj"]),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "cohere_qk",
+        CohereForCausalLM,
+        _cohere_qk,
+        dict(target_modules=["q_proj", "k_proj", "o_proj", "up_proj"]),
+        dict(target_modules=["v_proj", "gate_proj"], feedforward_modules=["gate_proj"]),
+    ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
