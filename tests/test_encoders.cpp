@@ -214,6 +214,28 @@ TEST(QloraClassifier, HeadKeptFullPrecisionTrainsAndLoadsInPeftOnBnb) {
   EXPECT_EQ(status, 0) << said;
 }
 
+// `peft quantize --skip-modules classifier` writes llm_int8_skip_modules into the folder's
+// quantization_config, and transformers + bitsandbytes load the folder as it is, keeping the
+// head full precision, with our 4-bit model's logits.
+TEST(QloraClassifier, QuantizedFolderRecordsSkippedModulesForTransformers) {
+  const fs::path dir = case_dir("deberta_v3_cls"), out = fs::path(PEFT_SCRATCH_DIR) / "deberta_nf4";
+  fs::remove_all(out);
+  const auto r = test::run_cli({"quantize", dir.string(), out.string(), "--skip-modules", "classifier"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("kept in float32: classifier (--skip-modules)"), std::string::npos) << r.output;
+  const auto cfg = nlohmann::json::parse(std::ifstream(out / "config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["llm_int8_skip_modules"], nlohmann::json::array({"classifier"}));
+  PeftModel peft(load_model(out.string()));
+  const SafetensorsFile ref((dir / "reference.safetensors").string());
+  const auto ours = out / "ours.safetensors";
+  save_safetensors(ours.string(), {{"input_ids", ref.get("input_ids")},
+                                   {"attention_mask", ref.get("attention_mask")},
+                                   {"logits", run(peft, ref).logits.contiguous()}});
+  int status = -1;
+  const auto said = test::run_parity_script("make_qlora.py", "check " + out.string() + " - " + ours.string(), &status);
+  EXPECT_EQ(status, 0) << said;
+}
+
 // The reference outputs of a case folder copied to scratch with config.json edited.
 ModelOutputs run_edited(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
   const fs::path dir = fs::path(PEFT_SCRATCH_DIR) / (name + "_edited");
