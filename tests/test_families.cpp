@@ -189,6 +189,40 @@ TEST_P(Family, GradientCheckpointingGivesTheSameSteps) {
   }
 }
 
+// The other direction: a LoRA on every linear layer that `train` makes (two steps, so its
+// B matrices are not zero) loads in HF PEFT on transformers' model, with our logits.
+TEST_P(Family, TrainedLoraLoadsInHfPeft) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  const auto ids = ref.get("input_ids"), mask = ref.get("attention_mask");
+  const auto data = scratch(GetParam() + "_export.jsonl");
+  {
+    std::ofstream f(data);
+    for (int64_t b = 0; b < ids.size(0); ++b)
+      f << nlohmann::json{{"input_ids", row(ids[b].narrow(0, 0, mask[b].sum().item<int64_t>()))}}.dump() << "\n";
+  }
+  TrainConfig c;
+  c.model = case_dir(GetParam()).string();
+  c.train_file = data.string();
+  c.output_dir = scratch(GetParam() + "_export").string();
+  c.method = nlohmann::json::parse(R"({"r": 4, "target_modules": "all-linear"})");
+  c.max_steps = 2;
+  c.per_device_train_batch_size = 3;
+  c.learning_rate = 1e-2;
+  c.progress = false;
+  fs::remove_all(c.output_dir);
+  train(c);
+  PeftModel peft(load_model(case_dir(GetParam()).string()));
+  peft.load_adapter(c.output_dir);
+  at::Tensor logits;
+  {
+    c10::InferenceMode guard;
+    logits = peft.forward(test::inputs_of(ref)).logits;
+  }
+  const auto outputs = test::write_outputs(ref, "logits", logits, scratch(GetParam() + "_export.safetensors"));
+  std::string log;
+  EXPECT_EQ(test::check_in_python(case_dir(GetParam()), c.output_dir, outputs, &log), 0) << log;
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, Family,
                          ::testing::Values("qwen3", "qwen3_window", "gemma2", "gemma3", "phi3", "phi3_tied",
                                            "opt", "opt_proj", "gpt_neox", "gpt_neox_seq", "bloom",
