@@ -203,10 +203,7 @@ TEST(QloraClassifier, HeadKeptFullPrecisionTrainsAndLoadsInPeftOnBnb) {
   PeftModel peft(base);
   peft.load_adapter(out.string());
   const SafetensorsFile ref((dir / "reference.safetensors").string());
-  const auto ours = out / "ours.safetensors";
-  save_safetensors(ours.string(), {{"input_ids", ref.get("input_ids")},
-                                   {"attention_mask", ref.get("attention_mask")},
-                                   {"logits", run(peft, ref).logits.contiguous()}});
+  const auto ours = test::write_outputs(ref, "logits", run(peft, ref).logits, out / "ours.safetensors");
   int status = -1;
   const auto said = test::run_parity_script("make_qlora.py", "check " + dir.string() + " " + out.string() + " " +
                                                                   ours.string() + " --quant-type nf4 --skip-modules classifier",
@@ -227,10 +224,7 @@ TEST(QloraClassifier, QuantizedFolderRecordsSkippedModulesForTransformers) {
   EXPECT_EQ(cfg["quantization_config"]["llm_int8_skip_modules"], nlohmann::json::array({"classifier"}));
   PeftModel peft(load_model(out.string()));
   const SafetensorsFile ref((dir / "reference.safetensors").string());
-  const auto ours = out / "ours.safetensors";
-  save_safetensors(ours.string(), {{"input_ids", ref.get("input_ids")},
-                                   {"attention_mask", ref.get("attention_mask")},
-                                   {"logits", run(peft, ref).logits.contiguous()}});
+  const auto ours = test::write_outputs(ref, "logits", run(peft, ref).logits, out / "ours.safetensors");
   int status = -1;
   const auto said = test::run_parity_script("make_qlora.py", "check " + out.string() + " - " + ours.string(), &status);
   EXPECT_EQ(status, 0) << said;

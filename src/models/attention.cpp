@@ -224,4 +224,9 @@ double dtype_lowest(at::ScalarType dtype) {
   }
 }
 
+at::Tensor rotate_every_two(const at::Tensor& x) {
+  auto even = x.slice(-1, 0, x.size(-1), 2), odd = x.slice(-1, 1, x.size(-1), 2);
+  return at::stack({-odd, even}, -1).flatten(-2);
+}
+
 }  // namespace peft

@@ -66,6 +66,10 @@ class ExtensibleAttention : public Module {
   at::Tensor extended(const at::Tensor& out, const at::Tensor& hidden, const at::Tensor& q) const;
 };
 
+// transformers' rotate_every_two (GPT-J, Cohere's interleaved rotary): pairs of neighbouring
+// features rotate together, (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...).
+at::Tensor rotate_every_two(const at::Tensor& x);
+
 // torch.finfo(dtype).min: what transformers' eager masks put on (or add to) a hidden key's
 // score; finite, so a row with no visible key stays finite.
 double dtype_lowest(at::ScalarType dtype);

@@ -11,6 +11,14 @@ namespace peft {
 
 
 
+void check_token_type_ids(const at::Tensor& t, int64_t b, int64_t s, int64_t type_vocab_size) {
+  if (t.dim() != 2 || t.size(0) != b || t.size(1) != s)
+    throw std::invalid_argument("token_type_ids must have the shape of input_ids [" + std::to_string(b) + ", " +
+                                std::to_string(s) + "], got " + c10::str(t.sizes()));
+  if (t.numel() > 0 && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= type_vocab_size))
+    throw std::invalid_argument("token_type_ids must lie in [0, " + std::to_string(type_vocab_size) + ")");
+}
+
 BertEmbeddings::BertEmbeddings(const BertConfig& c) {
   word_embeddings = register_module("word_embeddings", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
   position_embeddings =
@@ -124,14 +132,7 @@ ModelOutputs BertModel::run(const ModelInputs& in) {
   const int64_t past = prefix ? prefix->length() : 0;
   auto opts = at::TensorOptions(at::kLong).device(embeddings->word_embeddings->weight.device());
   auto pos = in.position_ids.defined() ? in.position_ids : default_positions(in, past, opts);
-  if (in.token_type_ids.defined()) {
-    const auto& t = in.token_type_ids;
-    if (t.dim() != 2 || t.size(0) != b || t.size(1) != s)
-      throw std::invalid_argument("token_type_ids must have the shape of input_ids [" + std::to_string(b) + ", " +
-                                  std::to_string(s) + "], got " + c10::str(t.sizes()));
-    if (t.numel() > 0 && (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= cfg_.type_vocab_size))
-      throw std::invalid_argument("token_type_ids must lie in [0, " + std::to_string(cfg_.type_vocab_size) + ")");
-  }
+  if (in.token_type_ids.defined()) check_token_type_ids(in.token_type_ids, b, s, cfg_.type_vocab_size);
   auto types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
   auto h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds);
   if (embeddings_project) h = embeddings_project->forward(h);

@@ -12,6 +12,9 @@
 namespace peft {
 
 
+// Throws unless token_type_ids `t` is [b, s] with every id in [0, type_vocab_size).
+void check_token_type_ids(const at::Tensor& t, int64_t b, int64_t s, int64_t type_vocab_size);
+
 class BertEmbeddings : public Module {
  public:
   explicit BertEmbeddings(const BertConfig& c);

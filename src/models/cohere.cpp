@@ -12,12 +12,6 @@ namespace peft {
 
 namespace {
 
-// transformers' Cohere rotate_half: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...).
-at::Tensor rotate_every_two(const at::Tensor& x) {
-  auto even = x.slice(-1, 0, x.size(-1), 2), odd = x.slice(-1, 1, x.size(-1), 2);
-  return at::stack({-odd, even}, -1).flatten(-2);
-}
-
 // Rotates x [b, h, s, d] in float32 with angles in the interleaved layout (each frequency
 // serving a pair of neighbouring features), as Cohere's apply_rotary_pos_emb.
 at::Tensor rotate(const at::Tensor& x, const RotaryEmbedding::Angles& a) {

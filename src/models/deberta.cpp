@@ -109,32 +109,15 @@ DebertaModel::DebertaModel(const nlohmann::json& j, const std::string& where)
 }
 
 ModelOutputs DebertaModel::run(const ModelInputs& in) {
-  if (in.cache) throw std::invalid_argument("DebertaModel takes no key/value prefixes (prefix tuning)");
-  const int64_t b = in.batch_size(), s = in.seq_len();
-  const at::Device device = embeddings->word_embeddings->weight.device();
-  const auto opts = at::TensorOptions(at::kLong).device(device);
-  if (in.attention_mask.defined() && (in.attention_mask.size(0) != b || in.attention_mask.size(1) != s))
-    throw std::invalid_argument("attention_mask must have the shape of input_ids [" + std::to_string(b) + ", " +
-                                std::to_string(s) + "], got " + c10::str(in.attention_mask.sizes()));
-  at::Tensor types;
-  if (cfg_.type_vocab_size > 0) {
-    types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
-    if (types.sizes() != at::IntArrayRef{b, s})
-      throw std::invalid_argument("token_type_ids must have the shape of input_ids, got " + c10::str(types.sizes()));
-    if (types.numel() > 0 && (types.min().item<int64_t>() < 0 || types.max().item<int64_t>() >= cfg_.type_vocab_size))
-      throw std::invalid_argument("token_type_ids must lie in [0, " + std::to_string(cfg_.type_vocab_size) + ")");
-  }
-  const auto pos = in.position_ids.defined() ? in.position_ids : at::arange(s, opts).unsqueeze(0).expand({b, s});
-  const auto real = in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones({b, s}, opts.dtype(at::kBool));
-  at::Tensor h = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds, real);
-  const auto mask = real.unsqueeze(1).unsqueeze(2) & real.unsqueeze(1).unsqueeze(3);
+  auto [h, real, mask] = deberta_inputs(in, *embeddings, cfg_, type_name());
+  const int64_t s = h.size(1);
   at::Tensor rel_pos;
   if (cfg_.relative_attention) {
-    const auto ids = at::arange(s, opts);
+    const auto ids = at::arange(s, at::TensorOptions(at::kLong).device(h.device()));
     rel_pos = ids.unsqueeze(1) - ids.unsqueeze(0);
   }
   for (const auto& l : encoder->layer->items()) {
-    auto block = [l, enc = encoder.get(), mask, rel_pos](const at::Tensor& x) {
+    auto block = [l, enc = encoder.get(), mask = mask, rel_pos](const at::Tensor& x) {
       return l->forward(x, mask, rel_pos, enc->rel_embeddings ? enc->rel_embeddings->weight : at::Tensor());
     };
     h = in.checkpoint_layers ? checkpointed(block, h) : block(h);

@@ -13,6 +13,11 @@ namespace peft {
 
 namespace {
 
+std::string lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
 // pos_att_type: a list (["p2c", "c2p"]) or a "|"-separated string ("p2c|c2p"); transformers
 // ignores other entries.
 void read_pos_att_type(const ConfigReader& r, DebertaV2Config& c) {
@@ -22,8 +27,7 @@ void read_pos_att_type(const ConfigReader& r, DebertaV2Config& c) {
   const auto& v = r.json()["pos_att_type"];
   std::vector<std::string> types;
   if (v.is_string()) {
-    std::string s = v.get<std::string>();
-    for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string s = lower(v.get<std::string>());
     for (size_t start = 0; start <= s.size();) {
       size_t bar = s.find('|', start);
       if (bar == std::string::npos) bar = s.size();
@@ -51,9 +55,7 @@ void read_pos_att_type(const ConfigReader& r, DebertaV2Config& c) {
 void read_relative_attention(const ConfigReader& r, DebertaV2Config& c) {
   c.relative_attention = r.get<bool>("relative_attention", false);
   c.share_att_key = r.get<bool>("share_att_key", false);
-  std::string norm = r.get<std::string>("norm_rel_ebd", "none");
-  for (auto& ch : norm) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  c.norm_rel_embeddings = norm.find("layer_norm") != std::string::npos;
+  c.norm_rel_embeddings = lower(r.get<std::string>("norm_rel_ebd", "none")).find("layer_norm") != std::string::npos;
   c.max_relative_positions = c.position_buckets = c.att_span = 0;
   if (!c.relative_attention) return;
   c.max_relative_positions = r.get<int64_t>("max_relative_positions", -1);
@@ -264,34 +266,37 @@ DebertaV2Model::DebertaV2Model(const nlohmann::json& j, const std::string& where
   encoder = register_module("encoder", std::make_shared<DebertaV2Encoder>(cfg_));
 }
 
-ModelOutputs DebertaV2Model::run(const ModelInputs& in) {
-  if (in.cache) throw std::invalid_argument("DebertaV2Model takes no key/value prefixes (prefix tuning)");
+DebertaInputs deberta_inputs(const ModelInputs& in, DebertaV2Embeddings& embeddings, const DebertaV2Config& c,
+                             const std::string& model) {
+  if (in.cache) throw std::invalid_argument(model + " takes no key/value prefixes (prefix tuning)");
   const int64_t b = in.batch_size(), s = in.seq_len();
-  const at::Device device = embeddings->word_embeddings->weight.device();
-  const auto opts = at::TensorOptions(at::kLong).device(device);
+  const auto opts = at::TensorOptions(at::kLong).device(embeddings.word_embeddings->weight.device());
   if (in.attention_mask.defined() && (in.attention_mask.size(0) != b || in.attention_mask.size(1) != s))
     throw std::invalid_argument("attention_mask must have the shape of input_ids [" + std::to_string(b) + ", " +
                                 std::to_string(s) + "], got " + c10::str(in.attention_mask.sizes()));
   at::Tensor types;
-  if (cfg_.type_vocab_size > 0) {
+  if (c.type_vocab_size > 0) {
     types = in.token_type_ids.defined() ? in.token_type_ids : at::zeros({b, s}, opts);
-    if (types.sizes() != at::IntArrayRef{b, s})
-      throw std::invalid_argument("token_type_ids must have the shape of input_ids, got " + c10::str(types.sizes()));
-    if (types.numel() > 0 && (types.min().item<int64_t>() < 0 || types.max().item<int64_t>() >= cfg_.type_vocab_size))
-      throw std::invalid_argument("token_type_ids must lie in [0, " + std::to_string(cfg_.type_vocab_size) + ")");
+    check_token_type_ids(types, b, s, c.type_vocab_size);
   }
   const auto pos = in.position_ids.defined() ? in.position_ids : at::arange(s, opts).unsqueeze(0).expand({b, s});
-  const auto real = in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones({b, s}, opts.dtype(at::kBool));
-  const auto first = embeddings->forward(in.input_ids, types, pos, in.inputs_embeds, real);
-  // Pairwise: a query on padding sees no key (and so every key alike, as in transformers).
-  const auto mask = real.unsqueeze(1).unsqueeze(2) & real.unsqueeze(1).unsqueeze(3);
-  const auto rel_pos = cfg_.relative_attention ? deberta_relative_positions(s, cfg_, device) : at::Tensor();
+  DebertaInputs out;
+  out.real = in.attention_mask.defined() ? in.attention_mask.ne(0) : at::ones({b, s}, opts.dtype(at::kBool));
+  out.embeddings = embeddings.forward(in.input_ids, types, pos, in.inputs_embeds, out.real);
+  out.mask = out.real.unsqueeze(1).unsqueeze(2) & out.real.unsqueeze(1).unsqueeze(3);
+  return out;
+}
+
+ModelOutputs DebertaV2Model::run(const ModelInputs& in) {
+  const auto [first, real, mask] = deberta_inputs(in, *embeddings, cfg_, type_name());
+  const int64_t s = first.size(1);
+  const auto rel_pos = cfg_.relative_attention ? deberta_relative_positions(s, cfg_, first.device()) : at::Tensor();
   at::Tensor h = first;
   const auto& layers = encoder->layer->items();
   for (size_t i = 0; i < layers.size(); ++i) {
     // The relative embeddings are computed inside the block, so a checkpointed block
     // recomputes them and their LayerNorm gets gradients too.
-    auto block = [l = layers[i], enc = encoder.get(), mask, rel_pos](const at::Tensor& x) {
+    auto block = [l = layers[i], enc = encoder.get(), mask = mask, rel_pos](const at::Tensor& x) {
       return l->forward(x, mask, rel_pos, enc->relative_embeddings());
     };
     h = in.checkpoint_layers ? checkpointed(block, h) : block(h);

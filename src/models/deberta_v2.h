@@ -45,6 +45,15 @@ class DebertaV2Embeddings : public Module {
   std::shared_ptr<LayerNorm> LayerNorm_;
 };
 
+// What both DeBERTa bodies compute before their layers: the embeddings (zero on padding),
+// `real` [b, s] (true on tokens) and the pairwise mask [b, 1, s, s] (a query on padding sees
+// no key, and so every key alike, as in transformers). Checks the mask's and token types' shapes.
+struct DebertaInputs {
+  at::Tensor embeddings, real, mask;
+};
+DebertaInputs deberta_inputs(const ModelInputs& in, DebertaV2Embeddings& embeddings, const DebertaV2Config& c,
+                             const std::string& model);
+
 class DisentangledSelfAttention : public Module {
  public:
   explicit DisentangledSelfAttention(const DebertaV2Config& c);

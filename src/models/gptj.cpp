@@ -14,12 +14,6 @@ namespace peft {
 
 namespace {
 
-// transformers' rotate_every_two: (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...).
-at::Tensor rotate_every_two(const at::Tensor& x) {
-  auto even = x.slice(-1, 0, x.size(-1), 2), odd = x.slice(-1, 1, x.size(-1), 2);
-  return at::stack({-odd, even}, -1).flatten(-2);
-}
-
 // Rotates the first rotary_dim features of x [b, h, s, d]; the rest pass through.
 at::Tensor apply_rotary(const at::Tensor& x, const GPTJAngles& a) {
   const int64_t rot = a.cos.size(-1);
