@@ -230,6 +230,39 @@ TEST(QloraClassifier, QuantizedFolderRecordsSkippedModulesForTransformers) {
   EXPECT_EQ(status, 0) << said;
 }
 
+// Hostile llm_int8_skip_modules, from `peft train` and from a 4-bit folder's
+// quantization_config: one line naming the key, no signal.
+TEST(QloraClassifier, HostileSkipModulesAreRefusedByKey) {
+  const fs::path dir = case_dir("deberta_v3_cls"), data = case_dir("");
+  for (const auto& [value, says] : std::vector<std::pair<std::string, std::string>>{
+           {R"(["(unclosed"])", "llm_int8_skip_modules: '(unclosed' is not a valid regular expression"},
+           {R"([""])", "llm_int8_skip_modules: an empty or over-long module pattern"},
+           {R"("classifier")", "'llm_int8_skip_modules' must be a list of names"},
+           {"[1]", "'llm_int8_skip_modules' entries must be a string"}}) {
+    const auto r = test::run_cli({"train", "model=" + dir.string(), "train_file=" + (data / "cls_train.jsonl").string(),
+                                  "output_dir=" + (fs::path(PEFT_SCRATCH_DIR) / "deberta_skip_bad").string(),
+                                  "max_steps=1", "progress=false", "load_in_4bit=true",
+                                  "llm_int8_skip_modules=" + value, R"(method={"task_type": "SEQ_CLS"})"});
+    EXPECT_EQ(r.exit_code, 1) << value << ": " << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << value << ": " << r.output;
+  }
+  const fs::path folder = fs::path(PEFT_SCRATCH_DIR) / "deberta_nf4_bad";
+  fs::remove_all(folder);
+  ASSERT_EQ(test::run_cli({"quantize", dir.string(), folder.string(), "--skip-modules", "classifier"}).exit_code, 0);
+  const auto good = nlohmann::json::parse(std::ifstream(folder / "config.json"));
+  for (const auto& [value, says] : std::vector<std::pair<nlohmann::json, std::string>>{
+           {5, "quantization_config.llm_int8_skip_modules: expected a list of module names"},
+           {nlohmann::json::array({1}), "quantization_config.llm_int8_skip_modules: expected module names, got 1"},
+           {nlohmann::json::array({"[z-a]"}), "llm_int8_skip_modules: '[z-a]' is not a valid regular expression"}}) {
+    auto cfg = good;
+    cfg["quantization_config"]["llm_int8_skip_modules"] = value;
+    std::ofstream(folder / "config.json") << cfg.dump();
+    const auto r = test::run_cli({"inspect", folder.string()});
+    EXPECT_EQ(r.exit_code, 1) << value << ": " << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << value << ": " << r.output;
+  }
+}
+
 // The reference outputs of a case folder copied to scratch with config.json edited.
 ModelOutputs run_edited(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
   const fs::path dir = fs::path(PEFT_SCRATCH_DIR) / (name + "_edited");
