@@ -94,7 +94,8 @@ INSTANTIATE_TEST_SUITE_P(Families, DecoderCls,
                                            std::pair{"stablelm_cls", "StableLmForSequenceClassification"},
                                            std::pair{"gpt_neo_cls", "GPTNeoForSequenceClassification"},
                                            std::pair{"mistral_cls", "MistralForSequenceClassification"},
-                                           std::pair{"qwen3_cls", "Qwen3ForSequenceClassification"}),
+                                           std::pair{"qwen3_cls", "Qwen3ForSequenceClassification"},
+                                           std::pair{"smollm3_cls", "SmolLM3ForSequenceClassification"}),
                          [](const auto& info) { return info.param.first; });
 
 // Without pad_token_id transformers pools the last position and refuses batches of several

@@ -88,8 +88,8 @@ TEST_P(Encoder, PeftAdaptersMatchHfPeft) {
 INSTANTIATE_TEST_SUITE_P(Encoders, Encoder,
                          ::testing::Values("roberta", "roberta_cls", "xlmr", "xlmr_cls", "distilbert", "distilbert_cls",
                                            "deberta_v3", "deberta_v3_cls", "deberta_v2", "deberta_tok", "deberta_v1",
-                                           "deberta_v1_cls", "electra",
-                                           "electra_cls", "electra_tok"));
+                                           "deberta_v1_cls", "electra", "electra_cls", "electra_tok",
+                                           "modernbert", "modernbert_cls", "modernbert_tok"));
 
 // Positions count real tokens from pad_token_id + 1: the same sentence right-padded or not
 // gives the same outputs on its tokens (absolute positions 0.. would too; left padding
@@ -138,12 +138,14 @@ nlohmann::json last_eval(const fs::path& run) {
 
 // `peft train` with LoRA (SEQ_CLS: the head as modules_to_save) on a 3-class text task
 // lowers the eval loss well below the base model's and beats chance; HF PEFT loads the
-// adapter and computes our logits. RoBERTa and DeBERTa-v3.
-class ClassifierTrain : public ::testing::TestWithParam<std::string> {};
+// adapter and computes our logits. RoBERTa, DeBERTa-v3 and ModernBERT (which has no
+// default targets in PEFT, so they are named).
+class ClassifierTrain : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
 TEST_P(ClassifierTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
-  const fs::path dir = case_dir(GetParam()), data = case_dir("");
-  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / (GetParam() + "_train");
+  const auto& [name, method] = GetParam();
+  const fs::path dir = case_dir(name), data = case_dir("");
+  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / (name + "_train");
   fs::remove_all(out);
   auto base = test::run_cli({"eval", dir.string(), "--data", (data / "cls_eval.jsonl").string()});
   ASSERT_EQ(base.exit_code, 0) << base.output;
@@ -151,7 +153,7 @@ TEST_P(ClassifierTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
   auto r = test::run_cli({"train", "model=" + dir.string(), "train_file=" + (data / "cls_train.jsonl").string(),
                           "eval_file=" + (data / "cls_eval.jsonl").string(), "output_dir=" + out.string(),
                           "max_steps=60", "learning_rate=1e-2", "eval_steps=20", "per_device_train_batch_size=8",
-                          "progress=false", R"(method={"task_type": "SEQ_CLS", "r": 8})"});
+                          "progress=false", "method=" + method});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto eval = last_eval(out);
   EXPECT_LT(eval["eval_loss"].get<double>(), 0.7 * base_loss) << eval.dump();
@@ -161,7 +163,13 @@ TEST_P(ClassifierTrain, LoraLearnsTextClassesAndLoadsInHfPeft) {
   test::expect_classifier_adapter_matches_hf(dir, out, ref.get("input_ids"), ref.get("attention_mask"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Encoders, ClassifierTrain, ::testing::Values("roberta_cls", "deberta_v3_cls"));
+INSTANTIATE_TEST_SUITE_P(
+    Encoders, ClassifierTrain,
+    ::testing::Values(std::pair<std::string, std::string>{"roberta_cls", R"({"task_type": "SEQ_CLS", "r": 8})"},
+                      std::pair<std::string, std::string>{"deberta_v3_cls", R"({"task_type": "SEQ_CLS", "r": 8})"},
+                      std::pair<std::string, std::string>{
+                          "modernbert_cls", R"({"task_type": "SEQ_CLS", "r": 8, "target_modules": ["Wqkv", "Wi"]})"}),
+    [](const auto& info) { return info.param.first; });
 
 // QLoRA on a classifier. transformers quantizes the head too (it is not the output
 // embeddings, and the last parameter is its bias), so HF PEFT cannot train it as
@@ -287,11 +295,13 @@ TEST(DebertaV2, PosAttTypeStringReadsAsTheList) {
 }
 
 // Checkpointed layers (recomputed in backward) give the gradients of kept ones for every
-// parameter, the relative embeddings' LayerNorm and the first layer's convolution included.
-TEST(DebertaV2, GradientCheckpointingGivesTheSameGradients) {
+// parameter, DeBERTa's relative embeddings' LayerNorm and first layer's convolution included.
+// ModernBERT: its local and global layers with their own masks and rotary angles.
+TEST(EncoderLayers, GradientCheckpointingGivesTheSameGradients) {
   const std::map<std::string, std::string> must_train = {{"deberta_v3", "encoder.LayerNorm.weight"},
                                                         {"deberta_v2", "encoder.conv.conv.weight"},
-                                                        {"deberta_v1", "encoder.layer.1.attention.self.q_bias"}};
+                                                        {"deberta_v1", "encoder.layer.1.attention.self.q_bias"},
+                                                        {"modernbert", "layers.1.attn_norm.weight"}};
   for (const auto& [name, key] : must_train) {
     SCOPED_TRACE(name);
     const SafetensorsFile ref((case_dir(name) / "reference.safetensors").string());
@@ -370,6 +380,88 @@ TEST(DebertaV2, HostileConfigsAreRefusedByKey) {
       ADD_FAILURE() << edit.dump() << " was accepted";
     } catch (const std::exception& e) {
       EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
+    }
+  }
+}
+
+// Configs as the released ModernBERT checkpoints hold them (transformers 4: no layer_types
+// or rope_parameters; global_attn_every_n_layers, global_rope_theta, local_rope_theta) read
+// as the same model; a wider local window or another rotary base changes the outputs, so
+// both are in use.
+TEST(ModernBert, OlderConfigKeysReadAsTheSameModel) {
+  const SafetensorsFile ref((case_dir("modernbert") / "reference.safetensors").string());
+  expect_match(ref, run_edited("modernbert", [](nlohmann::json& c) {
+                 c.erase("layer_types");
+                 c.erase("rope_parameters");
+                 c["global_rope_theta"] = 160000.0;
+                 c["local_rope_theta"] = 10000.0;
+               }), "");
+  const auto h = ref.get("last_hidden_state");
+  const auto mask = ref.get("attention_mask");
+  const auto wide = run_edited("modernbert", [](nlohmann::json& c) { c["local_attention"] = 64; });
+  EXPECT_GT(max_diff(wide.last_hidden_state, h, mask), 5 * kTol);
+  for (const char* key : {"global_rope_theta", "local_rope_theta"}) {
+    const auto theta = run_edited("modernbert", [key](nlohmann::json& c) {
+      c.erase("rope_parameters");
+      c[key] = 10.0;
+    });
+    EXPECT_GT(max_diff(theta.last_hidden_state, h, mask), 5 * kTol) << key;
+  }
+}
+
+// A headless ModernBertModel checkpoint built as a classifier gets transformers' fresh head:
+// the prediction head's LayerNorm at ones (not drawn like a Linear weight), and finite logits.
+TEST(ModernBert, ClassifierOnHeadlessCheckpointStartsWithNormAtOnes) {
+  LoadOptions opts;
+  opts.architecture = "ModernBertForSequenceClassification";
+  opts.num_labels = 2;
+  auto model = load_model(case_dir("modernbert").string(), opts);
+  auto params = model->named_parameters();
+  std::map<std::string, at::Tensor> by_name(params.begin(), params.end());
+  ASSERT_TRUE(by_name.count("head.norm.weight"));
+  EXPECT_TRUE(at::equal(by_name.at("head.norm.weight"), at::ones({32})));
+  EXPECT_FALSE(by_name.count("head.norm.bias"));  // norm_bias false: no bias at all
+  const SafetensorsFile ref((case_dir("modernbert") / "reference.safetensors").string());
+  PeftModel peft(model);
+  const auto logits = run(peft, ref).logits;
+  EXPECT_EQ(logits.sizes(), (at::IntArrayRef{3, 2}));
+  EXPECT_TRUE(at::isfinite(logits).all().item<bool>());
+  EXPECT_GT(logits.abs().max().item<double>(), 1e-3);
+}
+
+// Settings transformers would mis-shape or reject are refused, naming the key.
+TEST(ModernBert, HostileConfigsAreRefusedByKey) {
+  const nlohmann::json base = {{"architectures", {"ModernBertForSequenceClassification"}},
+                               {"model_type", "modernbert"}, {"vocab_size", 50}, {"hidden_size", 16},
+                               {"num_hidden_layers", 2}, {"num_attention_heads", 2}, {"intermediate_size", 24},
+                               {"pad_token_id", 0}};
+  build_model(base, "config.json");  // the base itself is fine
+  const std::vector<std::pair<nlohmann::json, std::string>> bad = {
+      {{{"layer_types", {"full_attention"}}}, "layer_types"},
+      {{{"layer_types", {"full_attention", "chunked_attention"}}}, "chunked_attention"},
+      {{{"layer_types", "full_attention"}}, "layer_types"},
+      {{{"global_attn_every_n_layers", 0}}, "global_attn_every_n_layers"},
+      {{{"local_attention", 0}}, "local_attention"},
+      {{{"local_attention", -4}}, "local_attention"},
+      {{{"classifier_pooling", "max"}}, "classifier_pooling"},
+      {{{"rope_parameters", 3}}, "rope_parameters"},
+      {{{"rope_parameters", {{"full_attention", "x"}}}}, "rope_parameters.full_attention"},
+      {{{"rope_parameters", {{"sliding_attention", {{"rope_type", "yarn"}}}}}}, "rope_parameters"},
+      {{{"global_rope_theta", -1.0}}, "global_rope_theta"},
+      {{{"num_attention_heads", 3}}, "num_attention_heads"},
+      {{{"hidden_size", 18}, {"num_attention_heads", 6}}, "rotary"},
+      {{{"hidden_activation", "nope"}}, "nope"},
+      {{{"norm_eps", 0.0}}, "norm_eps"},
+  };
+  for (const auto& [edit, key] : bad) {
+    nlohmann::json j = base;
+    j.update(edit);
+    try {
+      build_model(j, "config.json");
+      ADD_FAILURE() << edit.dump() << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
     }
   }
 }

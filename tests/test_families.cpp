@@ -229,7 +229,8 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                                            "bloom_post_ln", "gemma", "phi", "phi_qk", "falcon", "falcon_new",
                                            "falcon_seq", "granite", "olmo2", "starcoder2", "gptj",
                                            "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2",
-                                           "gpt_neo", "gpt_neo_local", "cohere", "cohere_qk"));
+                                           "gpt_neo", "gpt_neo_local", "cohere", "cohere_qk", "smollm3",
+                                           "smollm3_window", "cohere2"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -241,7 +242,9 @@ TEST_P(Window, WideningTheWindowChangesLogits) {
   EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2);
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, Window, ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3", "starcoder2"));
+INSTANTIATE_TEST_SUITE_P(Families, Window,
+                         ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3", "starcoder2", "smollm3_window",
+                                           "cohere2"));
 
 // GPT-Neo's local layers are in the references: with the window wider than the rows, or
 // every layer global, other logits; attention_types that do not list num_layers layers, or
@@ -283,6 +286,55 @@ TEST(Cohere, LogitScaleAndQkNormsAreApplied) {
     ADD_FAILURE() << "a null logit_scale was accepted";
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), HasSubstr("config.json: 'logit_scale' must be a number"));
+  }
+}
+
+// Cohere 2's global layer has no rotary: with every layer sliding (in a window wider than
+// the rows, so only the rotary differs), other logits. A null sliding_window with sliding
+// layers (transformers would silently run them global and without rotary) is refused by key.
+TEST(Cohere2, GlobalLayersHaveNoRotaryAndNullWindowIsRefused) {
+  SafetensorsFile ref((case_dir("cohere2") / "reference.safetensors").string());
+  const nlohmann::json all_sliding = {"sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"};
+  auto wide = load_model(variant("cohere2", "wide", {{"sliding_window", 64}}).string());
+  auto rotary = load_model(variant("cohere2", "rotary", {{"sliding_window", 64}, {"layer_types", all_sliding}}).string());
+  EXPECT_GT(test::max_diff(logits_of(*rotary, ref), logits_of(*wide, ref), ref.get("attention_mask")), 1e-2);
+  const auto null_window = variant("cohere2", "null_window", nlohmann::json::object());
+  auto cfg = nlohmann::json::parse(std::ifstream(null_window / "config.json"));
+  cfg["sliding_window"] = nullptr;  // merge_patch would drop the key instead
+  std::ofstream(null_window / "config.json") << cfg.dump(2);
+  try {
+    (void)load_model(null_window.string());
+    ADD_FAILURE() << "a null sliding_window was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json: 'sliding_window' is null"));
+  }
+}
+
+// SmolLM3's NoPE layers are in the references: with rotary on every layer (no_rope_layers
+// all 1, or no_rope_layer_interval past the last layer), other logits. no_rope_layers that
+// do not list one 0/1 per layer are refused by key.
+TEST(SmolLM3, NoPeLayersAreAppliedAndChecked) {
+  for (const char* name : {"smollm3", "smollm3_window"}) {
+    SCOPED_TRACE(name);
+    SafetensorsFile ref((case_dir(name) / "reference.safetensors").string());
+    auto model = load_model(variant(name, "all_rope", {{"no_rope_layers", {1, 1, 1, 1}}}).string());
+    EXPECT_GT(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), 1e-2);
+  }
+  SafetensorsFile ref((case_dir("smollm3") / "reference.safetensors").string());
+  auto interval = variant("smollm3", "interval", nlohmann::json::object());
+  auto cfg = nlohmann::json::parse(std::ifstream(interval / "config.json"));
+  cfg.erase("no_rope_layers");  // read from the interval, as the released configs may
+  cfg["no_rope_layer_interval"] = 4;
+  std::ofstream(interval / "config.json") << cfg.dump(2);
+  EXPECT_LE(test::max_diff(logits_of(*load_model(interval.string()), ref), ref.get("logits"), ref.get("attention_mask")),
+            1e-4);
+  for (const char* bad : {"[1, 0, 1]", R"([1, 0, 1, "0"])", "1", "[1, 0, 1, 0.5]"}) {
+    try {
+      (void)load_model(variant("smollm3", "bad", {{"no_rope_layers", nlohmann::json::parse(bad)}}).string());
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr("config.json: 'no_rope_layers'")) << bad;
+    }
   }
 }
 

@@ -72,7 +72,8 @@ class Embedding : public AdaptableLayer {
 
 class LayerNorm : public AdaptableLayer {
  public:
-  LayerNorm(int64_t dim, double eps);
+  // `bias` false: no bias parameter (ModernBERT's norm_bias), as nn.LayerNorm(bias=False).
+  LayerNorm(int64_t dim, double eps, bool bias = true);
   std::string type_name() const override { return "LayerNorm"; }
   LayerKind kind() const override { return LayerKind::kNorm; }
   at::Tensor* weight_tensor() override { return weight.defined() ? &weight : nullptr; }

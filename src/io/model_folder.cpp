@@ -95,11 +95,16 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     if (it == source.end()) {
       if (std::find(tied.begin(), tied.end(), name) != tied.end()) return;
       if (!opts.architecture.empty() && std::find(heads.begin(), heads.end(), name) != heads.end()) {
-        // transformers' init for Linear heads: N(0, initializer_range) weights, zero bias.
+        // transformers' init for heads: N(0, initializer_range) Linear weights, zero
+        // biases, and a LayerNorm inside a head (ModernBERT's head.norm) at ones.
         const double std = model->config().value("initializer_range", 0.02);
-        *s.tensor = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0
-                        ? at::zeros(s.shape, at::kFloat).to(dtype)
-                        : at::empty(s.shape, at::kFloat).normal_(0.0, std, gen).to(dtype);
+        auto ends = [&](const char* suffix) {
+          const size_t n = std::strlen(suffix);
+          return name.size() > n && name.compare(name.size() - n, n, suffix) == 0;
+        };
+        *s.tensor = ends(".bias")          ? at::zeros(s.shape, at::kFloat).to(dtype)
+                    : ends("norm.weight") ? at::ones(s.shape, at::kFloat).to(dtype)
+                                          : at::empty(s.shape, at::kFloat).normal_(0.0, std, gen).to(dtype);
         model->newly_initialized.push_back(name);
         return;
       }

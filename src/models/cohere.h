@@ -2,6 +2,8 @@
 // feeds attention and a SwiGLU MLP in parallel; rotary embeddings in the interleaved form
 // (neighbouring features rotate together); optional per-head q/k LayerNorms (use_qk_norm);
 // grouped-query attention; the tied head's logits multiplied by logit_scale.
+// Cohere 2 (Cohere2ForCausalLM: Command R7B) is the same block with transformers'
+// layer_types: sliding-window layers with rotary positions, and global layers without any.
 #pragma once
 
 #include "models/attention.h"
@@ -12,13 +14,17 @@
 namespace peft {
 
 struct CohereConfig {
+  std::string arch;  // "Cohere" or "Cohere2": prefixes the type names
   int64_t vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads, head_dim,
       max_position_embeddings;
   double layer_norm_eps, logit_scale;
   std::string hidden_act;
   bool attention_bias, use_qk_norm, tie_word_embeddings;
   nlohmann::json rope;
-  static CohereConfig from_json(const nlohmann::json& j, const std::string& where);
+  int64_t sliding_window = 0;  // Cohere 2: the window of the sliding layers
+  std::vector<bool> sliding;   // per layer; Cohere 2's other (global) layers have no rotary
+  static CohereConfig from_json(const nlohmann::json& j, const std::string& where, const std::string& arch = "Cohere");
+  bool rotary(size_t layer) const { return arch != "Cohere2" || sliding[layer]; }
 };
 
 // CohereLayerNorm: (x - mean) / sqrt(var + eps) over the last dimension, times `weight`
@@ -41,14 +47,16 @@ class CohereLayerNorm : public AdaptableLayer {
 
 class CohereAttention : public Module {
  public:
-  explicit CohereAttention(const CohereConfig& c);
-  std::string type_name() const override { return "CohereAttention"; }
+  CohereAttention(const CohereConfig& c, bool rotary);
+  std::string type_name() const override { return arch_ + "Attention"; }
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask, KVCache* cache,
                      size_t layer);
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
   std::shared_ptr<CohereLayerNorm> q_norm, k_norm;  // use_qk_norm only
 
  private:
+  std::string arch_;
+  bool rotary_;
   int64_t heads_, kv_heads_, head_dim_;
 };
 
@@ -68,19 +76,24 @@ class CohereMLP : public AdaptableLayer {  // adaptable: parallel adapters sit b
 
 class CohereDecoderLayer : public Module {
  public:
-  explicit CohereDecoderLayer(const CohereConfig& c);
-  std::string type_name() const override { return "CohereDecoderLayer"; }
+  CohereDecoderLayer(const CohereConfig& c, size_t index);
+  std::string type_name() const override { return arch_ + "DecoderLayer"; }
+  bool sliding() const { return sliding_; }
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask, KVCache* cache,
                      size_t layer);
   std::shared_ptr<CohereAttention> self_attn;
   std::shared_ptr<CohereMLP> mlp;
   std::shared_ptr<CohereLayerNorm> input_layernorm;
+
+ private:
+  std::string arch_;
+  bool sliding_;
 };
 
 class CohereModel : public Module {
  public:
   explicit CohereModel(const CohereConfig& c);
-  std::string type_name() const override { return "CohereModel"; }
+  std::string type_name() const override { return arch_ + "Model"; }
   at::Tensor forward(const ModelInputs& in);
   Embedding& token_embedding() { return *embed_tokens; }
   std::shared_ptr<Embedding> embed_tokens;
@@ -88,13 +101,16 @@ class CohereModel : public Module {
   std::shared_ptr<CohereLayerNorm> norm;
 
  private:
+  std::string arch_;
   RotaryEmbedding rope_;
+  int64_t sliding_window_;
 };
 
 class CohereForCausalLM : public CausalLMBase {
  public:
-  CohereForCausalLM(const nlohmann::json& j, const std::string& where);
-  std::string type_name() const override { return "CohereForCausalLM"; }
+  // `arch` "Cohere" or "Cohere2".
+  CohereForCausalLM(const nlohmann::json& j, const std::string& where, const std::string& arch = "Cohere");
+  std::string type_name() const override { return cfg_.arch + "ForCausalLM"; }
   ModelOutputs run(const ModelInputs& in) override;
   int64_t num_cache_layers() const override { return cfg_.num_layers; }
   std::string base_model_prefix() const override { return "model"; }

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "util/json_file.h"
 
@@ -82,6 +84,28 @@ inline nlohmann::json read_rope_parameters(const ConfigReader& r, const char* th
   if (partial_key && !rope.contains("partial_rotary_factor"))
     rope["partial_rotary_factor"] = r.positive(partial_key, partial);
   return rope;
+}
+
+// transformers' layer_types, per layer: true = "sliding_attention" (a local window), false =
+// "full_attention". `fallback(i)` is the family's rule when config.json lists none.
+inline std::vector<bool> read_sliding_layers(const ConfigReader& r, int64_t num_layers,
+                                             const std::function<bool(int64_t)>& fallback) {
+  std::vector<bool> sliding(static_cast<size_t>(num_layers));
+  if (!r.has("layer_types")) {
+    for (int64_t i = 0; i < num_layers; ++i) sliding[static_cast<size_t>(i)] = fallback(i);
+    return sliding;
+  }
+  const auto& t = r.json()["layer_types"];
+  if (!t.is_array() || static_cast<int64_t>(t.size()) != num_layers)
+    r.fail("'layer_types' must list one type per layer (" + std::to_string(num_layers) + ")");
+  for (size_t i = 0; i < t.size(); ++i) {
+    const std::string type = t[i].is_string() ? t[i].get<std::string>() : t[i].dump();
+    if (type != "full_attention" && type != "sliding_attention")
+      r.fail("layer_types[" + std::to_string(i) + "] '" + type +
+             "' is not supported (supported: full_attention, sliding_attention)");
+    sliding[i] = type == "sliding_attention";
+  }
+  return sliding;
 }
 
 }  // namespace peft

@@ -54,9 +54,9 @@ at::Tensor Embedding::forward_with_weight(const at::Tensor& ids, const at::Tenso
   return compute_dtype && *compute_dtype != out.scalar_type() ? out.to(*compute_dtype) : out;
 }
 
-LayerNorm::LayerNorm(int64_t d, double e) : dim(d), eps(e) {
+LayerNorm::LayerNorm(int64_t d, double e, bool with_bias) : dim(d), eps(e) {
   register_parameter("weight", &weight, {d});
-  register_parameter("bias", &bias, {d});
+  if (with_bias) register_parameter("bias", &bias, {d});
 }
 
 at::Tensor LayerNorm::base_forward(const at::Tensor& x) { return at::layer_norm(x, {dim}, weight, bias, eps); }

@@ -11,8 +11,8 @@
 namespace peft {
 
 
-LlamaAttention::LlamaAttention(const LlamaConfig& c)
-    : arch_(c.arch), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim),
+LlamaAttention::LlamaAttention(const LlamaConfig& c, bool rotary)
+    : arch_(c.arch), rotary_(rotary), heads_(c.num_heads), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim),
       scale_(c.attention_multiplier > 0 ? c.attention_multiplier : 1.0 / std::sqrt(static_cast<double>(head_dim_))) {
   q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads_ * head_dim_, c.qkv_bias));
   k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads_ * head_dim_, c.qkv_bias));
@@ -35,7 +35,7 @@ at::Tensor LlamaAttention::forward(const at::Tensor& h, const RotaryEmbedding::A
   q = split_heads(q, heads_, head_dim_);
   k = split_heads(k, kv_heads_, head_dim_);
   auto v = split_heads(v_proj->forward(h), kv_heads_, head_dim_);
-  RotaryEmbedding::apply(q, k, rope);
+  if (rotary_) RotaryEmbedding::apply(q, k, rope);
   update_cache(cache, layer, k, v);
   return extended(o_proj->forward(attend(q, k, v, mask, scale_, /*is_causal=*/true)), h, q);
 }
@@ -55,10 +55,10 @@ at::Tensor LlamaMLP::base_forward(const at::Tensor& x) {
   return down_proj->forward(activation(act_, gate) * up);
 }
 
-LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, bool sliding)
-    : arch_(c.arch), sliding_(sliding), residual_multiplier_(c.residual_multiplier) {
+LlamaDecoderLayer::LlamaDecoderLayer(const LlamaConfig& c, size_t index)
+    : arch_(c.arch), sliding_(c.sliding.at(index)), residual_multiplier_(c.residual_multiplier) {
   const std::string norm = c.arch + "RMSNorm";
-  self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c));
+  self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c, index >= c.no_rope.size() || !c.no_rope[index]));
   mlp = register_module("mlp", std::make_shared<LlamaMLP>(c));
   input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, norm));
   post_attention_layernorm =
@@ -81,7 +81,7 @@ LlamaModel::LlamaModel(const LlamaConfig& c)
       embedding_multiplier_(c.embedding_multiplier) {
   embed_tokens = register_module("embed_tokens", std::make_shared<Embedding>(c.vocab_size, c.hidden_size));
   layers = register_module("layers", std::make_shared<ModuleList<LlamaDecoderLayer>>());
-  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c, c.sliding[i]));
+  for (int64_t i = 0; i < c.num_layers; ++i) layers->push_back(std::make_shared<LlamaDecoderLayer>(c, static_cast<size_t>(i)));
   norm = register_module("norm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps, c.arch + "RMSNorm"));
 }
 

@@ -17,7 +17,8 @@ namespace peft {
 
 class LlamaAttention : public ExtensibleAttention {
  public:
-  explicit LlamaAttention(const LlamaConfig& c);
+  // `rotary` false: queries and keys keep no position (SmolLM3's NoPE layers).
+  explicit LlamaAttention(const LlamaConfig& c, bool rotary = true);
   std::string type_name() const override { return arch_ + "Attention"; }
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,
                      KVCache* cache, size_t layer);
@@ -26,6 +27,7 @@ class LlamaAttention : public ExtensibleAttention {
 
  private:
   std::string arch_;
+  bool rotary_;
   int64_t heads_, kv_heads_, head_dim_;
   double scale_;
 };
@@ -46,7 +48,8 @@ class LlamaMLP : public AdaptableLayer {  // adaptable: parallel adapters sit be
 
 class LlamaDecoderLayer : public Module {
  public:
-  LlamaDecoderLayer(const LlamaConfig& c, bool sliding);
+  // Layer `index` of the model: its sliding window and rotary embedding from the config.
+  LlamaDecoderLayer(const LlamaConfig& c, size_t index);
   bool sliding() const { return sliding_; }
   std::string type_name() const override { return arch_ + "DecoderLayer"; }
   at::Tensor forward(const at::Tensor& h, const RotaryEmbedding::Angles& rope, const at::Tensor& mask,

@@ -9,27 +9,40 @@
 namespace peft {
 
 namespace {
-// transformers' layer_types: which layers attend within a sliding window. `fallback` is
-// the family's rule when config.json lists none.
+// Which layers attend within `window` (read_sliding_layers); `fallback` is the family's
+// rule when config.json lists none and applies only with a window.
 void read_layer_types(const ConfigReader& r, LlamaConfig& c, int64_t window, const std::function<bool(int64_t)>& fallback) {
   c.sliding_window = window;
-  c.sliding.assign(static_cast<size_t>(c.num_layers), false);
-  if (r.has("layer_types")) {
-    const auto& t = r.json()["layer_types"];
-    if (!t.is_array() || static_cast<int64_t>(t.size()) != c.num_layers)
-      r.fail("'layer_types' must list one type per layer (" + std::to_string(c.num_layers) + ")");
-    for (int64_t i = 0; i < c.num_layers; ++i) {
-      const std::string type = t[i].is_string() ? t[i].get<std::string>() : t[i].dump();
-      if (type != "full_attention" && type != "sliding_attention")
-        r.fail("layer_types[" + std::to_string(i) + "] '" + type +
-               "' is not supported (supported: full_attention, sliding_attention)");
-      c.sliding[i] = type == "sliding_attention";
-    }
-  } else {
-    for (int64_t i = 0; i < c.num_layers; ++i) c.sliding[i] = window > 0 && fallback(i);
-  }
+  c.sliding = read_sliding_layers(r, c.num_layers, [&](int64_t i) { return window > 0 && fallback(i); });
   if (window == 0 && std::find(c.sliding.begin(), c.sliding.end(), true) != c.sliding.end())
     r.fail("layer_types has sliding_attention layers but no sliding window is set (sliding_window / use_sliding_window)");
+}
+
+// SmolLM3Config: no_rope_layers (per layer, nonzero = rotary; by default every
+// no_rope_layer_interval-th layer has none), and with use_sliding_window the NoPE layers
+// attend within sliding_window unless layer_types says otherwise. Without
+// use_sliding_window every layer is global, whatever layer_types holds, as in transformers.
+void read_smollm3_layers(const ConfigReader& r, LlamaConfig& c) {
+  const auto n = static_cast<size_t>(c.num_layers);
+  if (r.has("no_rope_layers")) {
+    const auto& v = r.json()["no_rope_layers"];
+    if (!v.is_array() || v.size() != n)
+      r.fail("'no_rope_layers' must list 1 (rotary) or 0 (none) for each of the " + std::to_string(n) + " layers");
+    for (size_t i = 0; i < n; ++i) {
+      if (!v[i].is_number_integer() && !v[i].is_boolean())
+        r.fail("'no_rope_layers' must list 1 (rotary) or 0 (none) for each of the " + std::to_string(n) + " layers");
+      c.no_rope[i] = v[i].is_boolean() ? !v[i].get<bool>() : v[i].get<int64_t>() == 0;
+    }
+  } else {
+    const int64_t every = r.dim("no_rope_layer_interval", 4, ConfigLimits::kLayers);
+    for (size_t i = 0; i < n; ++i) c.no_rope[i] = (static_cast<int64_t>(i) + 1) % every == 0;
+  }
+  if (!r.get<bool>("use_sliding_window", false)) {
+    c.sliding.assign(n, false);
+    return;
+  }
+  const int64_t window = r.has("sliding_window") ? r.dim("sliding_window", std::nullopt, ConfigLimits::kPositions) : 0;
+  read_layer_types(r, c, window, [&c](int64_t i) { return c.no_rope[static_cast<size_t>(i)]; });
 }
 
 // Families whose single sliding_window, when set, applies to every layer.
@@ -44,6 +57,7 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
   c.hidden_size = r.dim("hidden_size", std::nullopt, ConfigLimits::kWidth);
   c.intermediate_size = r.dim("intermediate_size", std::nullopt, ConfigLimits::kWidth);
   c.num_layers = r.dim("num_hidden_layers", std::nullopt, ConfigLimits::kLayers);
+  c.no_rope.assign(static_cast<size_t>(c.num_layers), false);
   c.num_heads = r.dim("num_attention_heads", std::nullopt, ConfigLimits::kHeads);
   c.num_kv_heads = r.dim("num_key_value_heads", c.num_heads, ConfigLimits::kHeads);
   c.head_dim = r.dim("head_dim", std::max<int64_t>(1, c.hidden_size / c.num_heads), ConfigLimits::kWidth);
@@ -89,6 +103,8 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
     const int64_t window = use ? r.dim("sliding_window", 4096, ConfigLimits::kPositions) : 0;
     const int64_t first = r.get<int64_t>("max_window_layers", 28);
     read_layer_types(r, c, window, [first](int64_t i) { return i >= first; });
+  } else if (arch == "SmolLM3") {
+    read_smollm3_layers(r, c);
   } else {
     c.sliding.assign(static_cast<size_t>(c.num_layers), false);
   }

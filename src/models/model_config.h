@@ -22,6 +22,7 @@ struct LlamaConfig {
   bool qk_norm = false;         // Qwen3: RMSNorm over head_dim on queries and keys, before RoPE
   int64_t sliding_window = 0;   // 0: none; else the window of the layers marked sliding
   std::vector<bool> sliding;    // per layer: true = "sliding_attention" (transformers' layer_types)
+  std::vector<bool> no_rope;    // per layer: true = no rotary embedding (SmolLM3's NoPE layers); empty: all rotate
   // Granite's scalings; the defaults leave every other family as it is (attention_multiplier
   // 0: scores scaled by head_dim^-0.5).
   double embedding_multiplier = 1.0, residual_multiplier = 1.0, attention_multiplier = 0.0, logits_scaling = 1.0;

@@ -18,6 +18,7 @@
 #include "models/gpt_neox.h"
 #include "models/gptj.h"
 #include "models/llama.h"
+#include "models/modernbert.h"
 #include "models/moe.h"
 #include "models/olmo2.h"
 #include "models/opt.h"
@@ -43,6 +44,7 @@ const std::map<std::string, Factory>& factories() {
       {"Qwen2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen2", w); }},
       {"GraniteForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Granite", w); }},
       {"Qwen3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "Qwen3", w); }},
+      {"SmolLM3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<LlamaForCausalLM>(j, "SmolLM3", w); }},
       {"GemmaForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma", w); }},
       {"Gemma2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma2", w); }},
       {"Gemma3ForCausalLM", [](auto& j, auto& w) { return std::make_shared<GemmaForCausalLM>(j, "Gemma3", w); }},
@@ -54,8 +56,11 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen2", w); }},
       {"Qwen3ForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "Qwen3", w); }},
+      {"SmolLM3ForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<LlamaForSequenceClassification>(j, "SmolLM3", w); }},
       {"PhiForCausalLM", [](auto& j, auto& w) { return std::make_shared<PhiForCausalLM>(j, w); }},
       {"CohereForCausalLM", [](auto& j, auto& w) { return std::make_shared<CohereForCausalLM>(j, w); }},
+      {"Cohere2ForCausalLM", [](auto& j, auto& w) { return std::make_shared<CohereForCausalLM>(j, w, "Cohere2"); }},
       {"GPTNeoForCausalLM", [](auto& j, auto& w) { return std::make_shared<GPTNeoForCausalLM>(j, w); }},
       {"GPTNeoForSequenceClassification", make_gpt_neo_classifier},
       {"OPTForSequenceClassification", make_opt_classifier},
@@ -108,6 +113,11 @@ const std::map<std::string, Factory>& factories() {
       {"DebertaModel", [](auto& j, auto& w) { return std::make_shared<DebertaModel>(j, w); }},
       {"DebertaForSequenceClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 1, false); }},
       {"DebertaForTokenClassification", [](auto& j, auto& w) { return make_deberta_classifier(j, w, 1, true); }},
+      {"ModernBertModel", [](auto& j, auto& w) { return std::make_shared<ModernBertModel>(j, w); }},
+      {"ModernBertForSequenceClassification",
+       [](auto& j, auto& w) { return std::make_shared<ModernBertForClassification>(j, w, false); }},
+      {"ModernBertForTokenClassification",
+       [](auto& j, auto& w) { return std::make_shared<ModernBertForClassification>(j, w, true); }},
       {"DistilBertModel", [](auto& j, auto& w) { return std::make_shared<DistilBertModel>(j, w); }},
       {"DistilBertForSequenceClassification",
        [](auto& j, auto& w) { return std::make_shared<DistilBertForSequenceClassification>(j, w); }},
@@ -136,6 +146,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"qwen2", "Qwen2ForCausalLM"},
     {"qwen3", "Qwen3ForCausalLM"},
     {"granite", "GraniteForCausalLM"},
+    {"smollm3", "SmolLM3ForCausalLM"},
     {"gemma", "GemmaForCausalLM"},
     {"gemma2", "Gemma2ForCausalLM"},
     {"gemma3_text", "Gemma3ForCausalLM"},
@@ -150,6 +161,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"gpt_neox", "GPTNeoXForCausalLM"},
     {"gpt_neo", "GPTNeoForCausalLM"},
     {"cohere", "CohereForCausalLM"},
+    {"cohere2", "Cohere2ForCausalLM"},
     {"opt", "OPTForCausalLM"},
     {"bloom", "BloomForCausalLM"},
     {"falcon", "FalconForCausalLM"},
@@ -163,6 +175,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"deberta-v2", "DebertaV2Model"},
     {"deberta", "DebertaModel"},
     {"electra", "ElectraModel"},
+    {"modernbert", "ModernBertModel"},
     {"vit", "ViTModel"},
     {"clip", "CLIPModel"},
     {"t5", "T5ForConditionalGeneration"},

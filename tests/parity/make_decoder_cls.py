@@ -15,7 +15,7 @@ Cases (GQA everywhere, 2 layers, 3 labels):
   mistral_cls  MistralForSequenceClassification, pad_token_id 0
   qwen3_cls    Qwen3ForSequenceClassification (q_norm/k_norm, head_dim 16), pad_token_id 0
   opt_cls, gpt_neox_cls, bloom_cls, falcon_cls, phi_cls, gemma_cls, gemma2_cls, olmo2_cls,
-  starcoder2_cls, gptj_cls, gpt_bigcode_cls, stablelm_cls, gpt_neo_cls  the other decoder families'
+  starcoder2_cls, gptj_cls, gpt_bigcode_cls, stablelm_cls, gpt_neo_cls, smollm3_cls  the other decoder families'
     classifiers (OPT post-norm with project_in/out)
 Adapters: LoRA (init_lora_weights=False) and (IA)3 (named targets where PEFT has no defaults).
 
@@ -52,7 +52,8 @@ from transformers import (BertConfig, BertForSequenceClassification, BloomConfig
                           LlamaConfig, LlamaForSequenceClassification, MistralConfig, MistralForSequenceClassification,
                           Olmo2Config, Olmo2ForSequenceClassification, OPTConfig, OPTForSequenceClassification,
                           PhiConfig, PhiForSequenceClassification, PreTrainedTokenizerFast, Qwen2Config,
-                          Qwen2ForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification, RobertaConfig,
+                          Qwen2ForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification, RobertaConfig, SmolLM3Config,
+                          SmolLM3ForSequenceClassification,
                           RobertaForSequenceClassification, Starcoder2Config, Starcoder2ForSequenceClassification)
 from transformers.utils import logging as hf_logging
 
@@ -255,6 +256,10 @@ def main():
     make_case(out, "gpt_neo_cls", GPTNeoForSequenceClassification,
               family_config(GPTNeoConfig, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
                             attention_types=[[["global", "local"], 1]], window_size=3), 109)
+    # NoPE on the second layer, which attends within a window of 3 (LoRA/IA3 named: PEFT has no defaults).
+    make_case(out, "smollm3_cls", SmolLM3ForSequenceClassification,
+              config(SmolLM3Config, no_rope_layers=[1, 0], use_sliding_window=True, sliding_window=3), 113,
+              ia3=no_ia3_defaults, lora=qv)
     make_text_case(out)
     make_problem_types(out)
 

@@ -25,10 +25,16 @@ Cases:
       (c2p only, talking heads, absolute positions, a table narrower than the rows)
   electra, electra_cls, electra_tok  ElectraModel (embeddings narrower than the hidden size:
       embeddings_project), ElectraForSequenceClassification, ElectraForTokenClassification
+  modernbert  ModernBertModel: global and local layers (a window of 2 each side, so the
+      9-token row reaches past it), each kind with its rotary base, LayerNorms without bias
+  modernbert_cls  ModernBertForSequenceClassification: mean pooling, every bias on, layer_types
+      given, SiLU head
+  modernbert_tok  ModernBertForTokenClassification: a local first layer, rope_parameters of
+      its own, GELU (tanh) MLP
 Adapters: LoRA (init_lora_weights=False, SEQ_CLS with the classifier as modules_to_save
 on roberta_cls) and (IA)3, both with non-trivial weights.
 
-roberta_cls and deberta_v3_cls also get a byte-level BPE tokenizer.json (RobertaProcessing, trained here by
+roberta_cls, deberta_v3_cls and modernbert_cls also get a byte-level BPE tokenizer.json (RobertaProcessing, trained here by
 `tokenizers`) and OUT_DIR/cls_{train,eval}.jsonl: a 3-class text_label task whose class
 shows in its words, for `peft train`.
 """
@@ -54,6 +60,10 @@ from transformers import (
     ElectraForSequenceClassification,
     ElectraForTokenClassification,
     ElectraModel,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
+    ModernBertForTokenClassification,
+    ModernBertModel,
     RobertaConfig,
     RobertaForSequenceClassification,
     RobertaModel,
@@ -270,6 +280,39 @@ def make_electra_cases(out):
     ])
 
 
+def make_modernbert_cases(out):
+    def config(**kw):
+        base = dict(vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=24,
+                    max_position_embeddings=64, global_attn_every_n_layers=2, local_attention=4, pad_token_id=PAD,
+                    bos_token_id=0, eos_token_id=2, cls_token_id=0, sep_token_id=2)
+        base.update(kw)
+        cfg = ModernBertConfig(**base)
+        cfg._attn_implementation = "eager"
+        return cfg
+    # PEFT has no default targets for modernbert: they are named.
+    lora = dict(target_modules=["Wqkv", "Wo", "Wi"])
+    ia3 = dict(target_modules=["Wqkv", "mlp.Wo"], feedforward_modules=["mlp.Wo"])
+    make_case(out, "modernbert", ModernBertModel, config(initializer_range=0.2), 81, [
+        ("lora", lambda: LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora)),
+        ("ia3", lambda: IA3Config(**ia3)),
+    ])
+    make_case(out, "modernbert_cls", ModernBertForSequenceClassification,
+              config(num_labels=3, vocab_size=300, classifier_pooling="mean", norm_bias=True, attention_bias=True,
+                     mlp_bias=True, classifier_bias=True, classifier_activation="silu", initializer_range=0.2,
+                     layer_types=["sliding_attention", "full_attention", "sliding_attention"]), 83, [
+        ("lora", lambda: LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=16, init_lora_weights=False, **lora)),
+        ("ia3", lambda: IA3Config(task_type="SEQ_CLS", **ia3)),
+    ])
+    make_case(out, "modernbert_tok", ModernBertForTokenClassification,
+              config(num_labels=4, num_hidden_layers=2, hidden_activation="gelu_pytorch_tanh", initializer_range=0.2,
+                     layer_types=["sliding_attention", "full_attention"], local_attention=6,
+                     rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 5000.0},
+                                      "sliding_attention": {"rope_type": "default", "rope_theta": 300.0}}), 87, [
+        ("lora", lambda: LoraConfig(task_type="TOKEN_CLS", r=4, lora_alpha=16, init_lora_weights=False, **lora)),
+        ("ia3", lambda: IA3Config(task_type="TOKEN_CLS", **ia3)),
+    ])
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -315,7 +358,8 @@ def main():
     make_deberta_cases(out)
     make_deberta_v1_cases(out)
     make_electra_cases(out)
-    for case in ("roberta_cls", "deberta_v3_cls"):
+    make_modernbert_cases(out)
+    for case in ("roberta_cls", "deberta_v3_cls", "modernbert_cls"):
         save_tokenizer(os.path.join(out, case), 300)
     write_task(out)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Random-weight Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi, Phi-3, OPT, GPT-NeoX, BLOOM,
-Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM, GPT-Neo and Cohere models made by transformers, with
+Falcon, Granite, OLMo 2, StarCoder2, GPT-J, GPTBigCode, StableLM, GPT-Neo, Cohere, Cohere 2 and SmolLM3 models made by transformers, with
 reference outputs, and HF PEFT adapters (LoRA, IA3) on each, for tests/test_families.cpp.
 
 Usage: python tests/parity/make_families.py OUT_DIR
@@ -42,6 +42,8 @@ from transformers import (
     GPTBigCodeConfig,
     GPTBigCodeForCausalLM,
     CohereConfig,
+    Cohere2Config,
+    Cohere2ForCausalLM,
     CohereForCausalLM,
     GPTJConfig,
     GPTJForCausalLM,
@@ -61,6 +63,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    SmolLM3Config,
+    SmolLM3ForCausalLM,
     StableLmConfig,
     StableLmForCausalLM,
     Starcoder2Config,
@@ -263,6 +267,32 @@ def _cohere_qk():
                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, use_qk_norm=True,
                         attention_bias=True, tie_word_embeddings=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
                         initializer_range=INIT_STD)
+
+
+
+
+def _cohere2():
+    # Command R7B's layout: three sliding-window layers with rotary, then a global one without
+    return Cohere2Config(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=4,
+                         logit_scale=0.25, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+                         initializer_range=INIT_STD)
+
+
+def _smollm3():
+    # SmolLM3's defaults: every 4th layer without rotary (NoPE), GQA, tied head
+    return SmolLM3Config(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=2, initializer_range=INIT_STD)
+
+
+def _smollm3_window():
+    # NoPE layers listed, attending within a window of 4 (use_sliding_window), biases, untied
+    return SmolLM3Config(vocab_size=89, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=64,
+                         no_rope_layers=[1, 0, 1, 0], use_sliding_window=True, sliding_window=4, attention_bias=True,
+                         mlp_bias=True, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                         rope_parameters={"rope_type": "default", "rope_theta": 5000.0}, initializer_range=INIT_STD)
 
 
 def _stablelm():
@@ -491,6 +521,27 @@ CASES = [
         _cohere_qk,
         dict(target_modules=["q_proj", "k_proj", "o_proj", "up_proj"]),
         dict(target_modules=["v_proj", "gate_proj"], feedforward_modules=["gate_proj"]),
+    ),
+    (  # HF PEFT has no defaults for smollm3
+        "smollm3",
+        SmolLM3ForCausalLM,
+        _smollm3,
+        dict(target_modules=["q_proj", "v_proj"]),
+        dict(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+    ),
+    (
+        "smollm3_window",
+        SmolLM3ForCausalLM,
+        _smollm3_window,
+        dict(target_modules=["q_proj", "k_proj", "o_proj", "up_proj"]),
+        dict(target_modules=["v_proj", "gate_proj"], feedforward_modules=["gate_proj"]),
+    ),
+    (  # HF PEFT has no defaults for cohere2
+        "cohere2",
+        Cohere2ForCausalLM,
+        _cohere2,
+        dict(target_modules=["q_proj", "k_proj", "v_proj", "down_proj"]),
+        dict(target_modules=["k_proj", "up_proj"], feedforward_modules=["up_proj"]),
     ),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
