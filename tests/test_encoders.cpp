@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -427,6 +428,22 @@ TEST(ModernBert, ClassifierOnHeadlessCheckpointStartsWithNormAtOnes) {
   EXPECT_EQ(logits.sizes(), (at::IntArrayRef{3, 2}));
   EXPECT_TRUE(at::isfinite(logits).all().item<bool>());
   EXPECT_GT(logits.abs().max().item<double>(), 1e-3);
+}
+
+// Prompt tuning on the mean-pooled classifier: the virtual tokens count in the mean as the
+// mask HF PEFT extends says; `peft train` learns, and HF PEFT loads the prompt with our logits.
+TEST(ModernBert, PromptTuningOnMeanPoolingLoadsInHfPeft) {
+  const fs::path dir = case_dir("modernbert_cls"), data = case_dir("");
+  const fs::path out = fs::path(PEFT_SCRATCH_DIR) / "modernbert_prompt";
+  fs::remove_all(out);
+  auto r = test::run_cli({"train", "model=" + dir.string(), "train_file=" + (data / "cls_train.jsonl").string(),
+                          "eval_file=" + (data / "cls_eval.jsonl").string(), "output_dir=" + out.string(),
+                          "max_steps=20", "learning_rate=1e-2", "eval_steps=20", "progress=false",
+                          R"(method={"peft_type": "PROMPT_TUNING", "task_type": "SEQ_CLS", "num_virtual_tokens": 4})"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(std::isfinite(last_eval(out)["eval_loss"].get<double>()));
+  const SafetensorsFile ref((dir / "reference.safetensors").string());
+  test::expect_classifier_adapter_matches_hf(dir, out, ref.get("input_ids"), ref.get("attention_mask"));
 }
 
 // Settings transformers would mis-shape or reject are refused, naming the key.
