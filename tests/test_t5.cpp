@@ -5,7 +5,8 @@
 // PEFT made (unmerged and merged), HF PEFT's prompt tuning, P-tuning and prefix tuning
 // (num_transformer_submodules 2: logits and greedy tokens), {"input", "target"} training
 // (one batch's loss against transformers; eval loss lowered on Debian's fortunes with LoRA
-// and prefix tuning), ours read by HF PEFT, and the CLI.
+// and prefix tuning), ours read by HF PEFT, and the CLI. BartForConditionalGeneration runs
+// through the same checks, with its ties, final_logits_bias buffer and fortunes training.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
@@ -106,9 +107,11 @@ int check_in_python(const std::vector<std::array<std::string, 3>>& cases, std::s
   return status;
 }
 
-class T5 : public ::testing::TestWithParam<std::string> {};
+// Encoder-decoder models on the same fixtures: T5 v1.0, v1.1, mT5, and BART (tied, with a
+// final_logits_bias; scaled embeddings, untied).
+class Seq2Seq : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(T5, PaddedLogitsAndLossMatchTransformers) {
+TEST_P(Seq2Seq, PaddedLogitsAndLossMatchTransformers) {
   const auto ref = reference(base_dir(GetParam()));
   auto model = load_model(base_dir(GetParam()).string());
   auto* s2s = as_seq2seq(*model);
@@ -131,7 +134,7 @@ TEST_P(T5, PaddedLogitsAndLossMatchTransformers) {
 }
 
 // The cache: one decoder position a step over the same inputs gives the full forward's logits.
-TEST_P(T5, CachedStepsEqualTheFullForward) {
+TEST_P(Seq2Seq, CachedStepsEqualTheFullForward) {
   const auto ref = reference(base_dir(GetParam()));
   auto model = load_model(base_dir(GetParam()).string());
   auto* s2s = as_seq2seq(*model);
@@ -153,14 +156,16 @@ TEST_P(T5, CachedStepsEqualTheFullForward) {
             << "\n";
 }
 
-TEST_P(T5, GreedyGenerationOfAPaddedBatchMatchesTransformers) {
+TEST_P(Seq2Seq, GreedyGenerationOfAPaddedBatchMatchesTransformers) {
   const auto ref = reference(base_dir(GetParam()));
   auto model = load_model(base_dir(GetParam()).string());
   ASSERT_EQ(ref.get("gen_output_ids").size(1), 33);  // decoder_start_token_id + 32 tokens
   expect_greedy_tokens(*model, ref, ref.get("gen_output_ids"));
 }
 
-TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
+class T5Names : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(T5Names, ParametersHaveTransformersNamesAndCount) {
   auto model = load_model(base_dir(GetParam()).string());
   EXPECT_EQ(model->num_parameters(), reference(base_dir(GetParam())).get("num_parameters").item<int64_t>());
   const auto cfg = nlohmann::json::parse(std::ifstream(base_dir(GetParam()) / "config.json"));
@@ -185,7 +190,7 @@ TEST_P(T5, ParametersHaveTransformersNamesAndCount) {
 
 // HF PEFT's adapters (task_type SEQ_2_SEQ_LM): LoRA on q, v, wo and (IA)3 with PEFT's T5
 // defaults (k, v, wo; wo feed-forward), unmerged, merged, and unmerged again.
-TEST_P(T5, HfAdaptersMatchPeftUnmergedAndMerged) {
+TEST_P(Seq2Seq, HfAdaptersMatchPeftUnmergedAndMerged) {
   for (const char* method : {"lora", "ia3"}) {
     SCOPED_TRACE(method);
     const auto dir = base_dir(GetParam()) / method;
@@ -209,7 +214,8 @@ TEST_P(T5, HfAdaptersMatchPeftUnmergedAndMerged) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(T5, T5, ::testing::Values("t5_relu", "t5_v11", "mt5"));
+INSTANTIATE_TEST_SUITE_P(Seq2Seq, Seq2Seq, ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled"));
+INSTANTIATE_TEST_SUITE_P(T5, T5Names, ::testing::Values("t5_relu", "t5_v11", "mt5"));
 
 TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
   PeftModel peft(load_model(base_dir("t5_relu").string()));
@@ -232,7 +238,8 @@ TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
 TEST(T5PromptLearning, HfAdaptersMatchPeftLogitsAndGreedyTokens) {
   for (const auto& [base_name, method] : std::vector<std::pair<std::string, std::string>>{
            {"t5_relu", "prompt_tuning"}, {"t5_relu", "p_tuning"}, {"t5_relu", "p_tuning_encoder"},
-           {"t5_relu", "prefix_tuning"}, {"t5_v11", "prefix_tuning"}}) {
+           {"t5_relu", "prefix_tuning"}, {"t5_v11", "prefix_tuning"}, {"bart", "prompt_tuning"},
+           {"bart", "prefix_tuning"}}) {
     SCOPED_TRACE(base_name + " " + method);
     const auto dir = base_dir(base_name) / method;
     const auto ref = reference(dir);
@@ -304,10 +311,13 @@ TEST(T5Models, BadConfigIsRefusedByKey) {
 
 // {"input", "target"} lines through `peft train`'s data path: labels = target ids + </s>,
 // -100 on padding, decoder inputs shifted right; the loss of one batch is transformers'.
-TEST(T5Train, BatchLossOfInputTargetLinesEqualsTransformers) {
-  const auto base = base_dir("t5_fortunes");
+// T5 and BART (whose decoder starts from </s> and pads with its own id).
+class FortunesLoss : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FortunesLoss, BatchLossOfInputTargetLinesEqualsTransformers) {
+  const auto base = base_dir(GetParam());
   const auto ref = reference(base);
-  const auto rows = scratch("batch.jsonl");
+  const auto rows = scratch(GetParam() + "_batch.jsonl");
   {
     std::ifstream in(base / "eval.jsonl");
     std::ofstream out(rows);
@@ -318,10 +328,12 @@ TEST(T5Train, BatchLossOfInputTargetLinesEqualsTransformers) {
   c.model = base.string();
   c.eval_file = rows.string();
   c.per_device_eval_batch_size = ref.get("input_ids").size(0);
-  c.output_dir = scratch("batch_eval").string();
+  c.output_dir = scratch(GetParam() + "_batch_eval").string();
   c.progress = false;
   EXPECT_NEAR(evaluate(c, {})["eval_loss"].get<double>(), ref.get("loss").item<double>(), 1e-5);
 }
+
+INSTANTIATE_TEST_SUITE_P(Seq2Seq, FortunesLoss, ::testing::Values("t5_fortunes", "bart_fortunes"));
 
 TEST(T5Train, OtherFormatsAndPackingAreRefusedByName) {
   const auto rows = scratch("text_rows.jsonl");
@@ -362,8 +374,9 @@ struct Trained {
   double before, after;
   std::string adapter_dir;
 };
-Trained train_on_fortunes(const std::string& name, const char* method, int64_t steps, double lr) {
-  const auto base = base_dir("t5_fortunes");
+Trained train_on_fortunes(const std::string& name, const char* method, int64_t steps, double lr,
+                          const std::string& case_name = "t5_fortunes") {
+  const auto base = base_dir(case_name);
   TrainConfig c;
   c.model = base.string();
   c.train_file = (base / "train.jsonl").string();
@@ -439,6 +452,124 @@ TEST(T5Train, PeftTrainLowersEvalLossAndOurAdaptersLoadInHfPeft) {
   std::string log;
   EXPECT_EQ(check_in_python(cases, &log), 0) << log;
   std::cerr << losses << log;
+}
+
+// BART's names as transformers': with tie_word_embeddings one table (model.shared) serves
+// both stacks and lm_head; without, transformers 5 keeps four. final_logits_bias is a
+// buffer: loaded, saved, never a parameter (the counts equal num_parameters()).
+TEST(Bart, ParametersBuffersAndTiesAreTransformers) {
+  for (const std::string name : {"bart", "bart_scaled"}) {
+    SCOPED_TRACE(name);
+    auto model = load_model(base_dir(name).string());
+    EXPECT_EQ(model->num_parameters(), reference(base_dir(name)).get("num_parameters").item<int64_t>());
+    EXPECT_EQ(model->type_name(), "BartForConditionalGeneration");
+    std::set<std::string> names;
+    for (const auto& [n, _] : model->named_parameters()) names.insert(n);
+    EXPECT_EQ(model->named_parameters().front().first, "model.shared.weight");
+    const bool tied = name == "bart";
+    for (const char* copy : {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight"})
+      EXPECT_EQ(names.count(copy), tied ? 0u : 1u) << copy;
+    for (const char* n : {"model.encoder.embed_positions.weight", "model.encoder.layernorm_embedding.bias",
+                          "model.decoder.layers.1.encoder_attn.k_proj.bias", "model.decoder.layers.0.fc2.weight"})
+      EXPECT_EQ(names.count(n), 1u) << n;
+    const auto buffers = model->named_buffers();
+    ASSERT_EQ(buffers.size(), 1u);
+    EXPECT_EQ(buffers[0].first, "final_logits_bias");
+    EXPECT_EQ(names.count("final_logits_bias"), 0u);
+    EXPECT_EQ(model->find("model.shared")->type_name(), "BartScaledWordEmbedding");
+  }
+}
+
+// A checkpoint without final_logits_bias (transformers ignores its absence) loads with the
+// bias at zero: the logits are the reference's minus its bias. save_pretrained writes the
+// buffer, and the saved folder gives the same logits again.
+TEST(Bart, MissingLogitsBiasIsZeroAndSavedBack) {
+  const auto base = base_dir("bart");
+  const auto ref = reference(base);
+  const SafetensorsFile weights((base / "model.safetensors").string());
+  ASSERT_TRUE(weights.contains("final_logits_bias"));
+  const auto bias = weights.get("final_logits_bias");
+  ASSERT_GT(bias.abs().max().item<double>(), 0.1);  // the fixture's bias is not zero
+  const auto dir = scratch("bart_no_bias");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(base / "config.json", dir / "config.json");
+  NamedTensors kept;
+  for (const auto& n : weights.names())
+    if (n != "final_logits_bias") kept.emplace_back(n, weights.get(n));
+  save_safetensors((dir / "model.safetensors").string(), kept);
+  auto model = load_model(dir.string());
+  EXPECT_LE(max_diff(logits_of(*model, ref), ref.get("logits") - bias), kLogitTol);
+  const auto saved = scratch("bart_saved");
+  fs::remove_all(saved);
+  auto full = load_model(base.string());
+  save_pretrained(*full, saved.string());
+  const SafetensorsFile written((saved / "model.safetensors").string());
+  ASSERT_TRUE(written.contains("final_logits_bias"));
+  EXPECT_TRUE(at::equal(written.get("final_logits_bias"), bias));
+  EXPECT_LE(max_diff(logits_of(*load_model(saved.string()), ref), ref.get("logits")), kLogitTol);
+}
+
+// With no target_modules, LoRA, (IA)3 (and its feedforward modules) and LN tuning pick HF
+// PEFT's bart defaults; the (IA)3 fixture was made with the defaults and records HF's choice.
+TEST(Bart, DefaultTargetsAreHfPefts) {
+  PeftModel peft(load_model(base_dir("bart").string()));
+  for (const char* type : {"LORA", "IA3", "LN_TUNING"})
+    peft.add_adapter(type, *parse_user_adapter_config(json{{"peft_type", type}}, "test"));
+  auto names = [](const json& list) {
+    std::set<std::string> out;
+    for (const auto& t : list) out.insert(t.get<std::string>());
+    return out;
+  };
+  EXPECT_EQ(names(peft.config("LORA").to_json()["target_modules"]), (std::set<std::string>{"q_proj", "v_proj"}));
+  const auto hf = json::parse(std::ifstream(base_dir("bart") / "ia3" / "adapter_config.json"));
+  const auto ia3 = peft.config("IA3").to_json();
+  EXPECT_EQ(names(ia3["target_modules"]), names(hf["target_modules"]));
+  EXPECT_EQ(names(ia3["feedforward_modules"]), names(hf["feedforward_modules"]));
+  EXPECT_EQ(names(peft.config("LN_TUNING").to_json()["target_modules"]),
+            (std::set<std::string>{"self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"}));
+}
+
+// Settings transformers would mis-shape or index out of range with are refused, naming the key.
+TEST(Bart, BadConfigsAreRefusedByKey) {
+  const json base = json::parse(std::ifstream(base_dir("bart") / "config.json"));
+  for (const auto& [edit, key] : std::vector<std::pair<json, std::string>>{
+           {{{"decoder_attention_heads", 5}}, "decoder_attention_heads"},
+           {{{"encoder_attention_heads", 0}}, "encoder_attention_heads"},
+           {{{"decoder_start_token_id", 101}}, "decoder_start_token_id"},
+           {{{"pad_token_id", -1}}, "pad_token_id"},
+           {{{"max_position_embeddings", 0}}, "max_position_embeddings"},
+           {{{"activation_function", "nope"}}, "nope"},
+           {{{"d_model", "32"}}, "d_model"}}) {
+    json cfg = base;
+    cfg.update(edit);
+    try {
+      (void)build_model(cfg, "config.json");
+      ADD_FAILURE() << edit.dump() << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr(key)) << edit.dump();
+    }
+  }
+}
+
+// LoRA (q_proj, v_proj, fc2) trained on fortunes with BART lowers the eval loss (about
+// 8.36 -> 7.42), and HF PEFT loads it with our logits.
+TEST(BartTrain, PeftTrainLowersEvalLossAndLoadsInHfPeft) {
+  const auto base = base_dir("bart_fortunes");
+  const auto ref = reference(base);
+  const auto t = train_on_fortunes(
+      "bart_lora", R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj", "fc2"]})",
+      60, 3e-2, "bart_fortunes");
+  EXPECT_LT(t.after, t.before - 0.6) << "eval loss " << t.before << " -> " << t.after;
+  PeftModel trained(load_model(base.string()));
+  trained.load_adapter(t.adapter_dir);
+  std::string log;
+  EXPECT_EQ(check_in_python({{base.string(), t.adapter_dir,
+                              write_outputs(ref, logits_of(trained.model(), ref), "bart_lora").string()}},
+                            &log),
+            0)
+      << log;
+  std::cerr << "bart: eval loss " << t.before << " -> " << t.after << "\n" << log;
 }
 
 TEST(T5Cli, InspectAndGenerate) {

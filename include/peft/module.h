@@ -26,12 +26,15 @@ class Module {
     std::string name;              // local name ("weight")
     at::Tensor* tensor;            // the member it lives in
     std::vector<int64_t> shape;    // shape a checkpoint must have
+    bool buffer = false;           // a persistent buffer: loaded and saved, not a parameter
   };
 
   // Parameters of this module and its children, full dotted names, in registration
   // order. Tied tensors (same storage) are reported once, under their first name.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters(const std::string& prefix = "") const;
-  // Every slot, tied duplicates included: what loading fills in.
+  // Persistent buffers (register_buffer), full dotted names.
+  std::vector<std::pair<std::string, at::Tensor>> named_buffers(const std::string& prefix = "") const;
+  // Every slot, tied duplicates and buffers included: what loading fills in.
   void visit_slots(const std::function<void(const std::string&, ParamSlot&)>& fn, const std::string& prefix = "");
   // This module and all below it, depth first, with full dotted names ("" for the root).
   std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
@@ -49,6 +52,10 @@ class Module {
 
  protected:
   void register_parameter(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape);
+  // transformers' persistent nn.Buffer (BART's final_logits_bias): loaded and saved with the
+  // parameters but neither trained nor counted; a checkpoint may lack it, and then it keeps
+  // the value `*slot` holds (set it before loading).
+  void register_buffer(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape);
   void remove_module(const std::string& name);
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {

@@ -11,6 +11,7 @@
 
 #include "io/checkpoint_reader.h"
 #include "io/expert_keys.h"
+#include "io/split_keys.h"
 #include "io/load_4bit.h"
 #include "peft/layers.h"
 #include "peft/model.h"
@@ -39,7 +40,7 @@ bool ignorable(const std::string& key) {
 
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
   const ModelPath where = resolve_model_path(path);
-  const auto ck = with_stacked_experts(open_checkpoint(where));
+  const auto ck = with_split_keys(with_stacked_experts(open_checkpoint(where)));
   auto config = ck->config();
   const std::string config_name = where.gguf.empty() ? (fs::path(where.folder) / "config.json").string() : where.gguf;
   if (!opts.architecture.empty()) config["architectures"] = {opts.architecture};
@@ -94,6 +95,10 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     auto it = source.find(name);
     if (it == source.end()) {
       if (std::find(tied.begin(), tied.end(), name) != tied.end()) return;
+      if (s.buffer && s.tensor->defined()) {  // a buffer the checkpoint omits keeps its value
+        *s.tensor = s.tensor->to(dtype);
+        return;
+      }
       if (!opts.architecture.empty() && std::find(heads.begin(), heads.end(), name) != heads.end()) {
         // transformers' init for heads: N(0, initializer_range) Linear weights, zero
         // biases, and a LayerNorm inside a head (ModernBERT's head.norm) at ones.
@@ -180,7 +185,8 @@ void save_pretrained(Model& model, const std::string& dir_str, bool overwrite) {
     if (auto q = four_bit.find(n); q != four_bit.end()) append_4bit_tensors(*q->second, key, tensors);
     else tensors.emplace_back(key, t.detach());
   }
-  tensors = to_per_expert_keys(model.config(), std::move(tensors));
+  for (auto& [n, t] : model.named_buffers()) tensors.emplace_back(model.checkpoint_key_for_name(n), t.detach());
+  tensors = to_fused_keys(model.config(), to_per_expert_keys(model.config(), std::move(tensors)));
   save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
   nlohmann::json config = model.config();
   if (four_bit.empty()) config.erase("quantization_config");

@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <map>
 #include <set>
 
 namespace peft {
@@ -16,24 +18,39 @@ void Module::register_parameter(const std::string& name, at::Tensor* slot, std::
   slots_.push_back({name, slot, std::move(shape)});
 }
 
+void Module::register_buffer(const std::string& name, at::Tensor* slot, std::vector<int64_t> shape) {
+  slots_.push_back({name, slot, std::move(shape), /*buffer=*/true});
+}
+
 void Module::visit_slots(const std::function<void(const std::string&, ParamSlot&)>& fn, const std::string& prefix) {
   for (auto& s : slots_) fn(join(prefix, s.name), s);
   for (auto& [name, child] : children_) child->visit_slots(fn, join(prefix, name));
 }
 
-std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const std::string& prefix) const {
+namespace {
+// Defined slots of the kind asked for, depth first; tied tensors once, under their first name.
+std::vector<std::pair<std::string, at::Tensor>> named_slots(const Module& root, const std::string& prefix, bool buffers) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   std::set<const void*> seen;
   std::function<void(const Module&, const std::string&)> walk = [&](const Module& m, const std::string& p) {
-    for (const auto& s : m.slots_) {
-      if (!s.tensor->defined()) continue;
+    for (const auto& s : m.slots()) {
+      if (!s.tensor->defined() || s.buffer != buffers) continue;
       if (!seen.insert(s.tensor->unsafeGetTensorImpl()).second) continue;
       out.emplace_back(join(p, s.name), *s.tensor);
     }
-    for (const auto& [name, child] : m.children_) walk(*child, join(p, name));
+    for (const auto& [name, child] : m.children()) walk(*child, join(p, name));
   };
-  walk(*this, prefix);
+  walk(root, prefix);
   return out;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const std::string& prefix) const {
+  return named_slots(*this, prefix, false);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Module::named_buffers(const std::string& prefix) const {
+  return named_slots(*this, prefix, true);
 }
 
 std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::string& prefix) {

@@ -3,12 +3,14 @@
 
 #include <functional>
 
+#include "models/bart.h"
 #include "models/bert.h"
 #include "models/bloom.h"
 #include "models/clip.h"
 #include "models/cohere.h"
 #include "models/deberta.h"
 #include "models/deberta_v2.h"
+#include "models/dinov2.h"
 #include "models/distilbert.h"
 #include "models/falcon.h"
 #include "models/gemma.h"
@@ -124,6 +126,9 @@ const std::map<std::string, Factory>& factories() {
       {"ViTModel", [](auto& j, auto& w) { return std::make_shared<ViTModel>(j, w); }},
       {"ViTForImageClassification",
        [](auto& j, auto& w) { return std::make_shared<ViTForImageClassification>(j, w); }},
+      {"Dinov2Model", [](auto& j, auto& w) { return std::make_shared<Dinov2Model>(j, w); }},
+      {"Dinov2ForImageClassification",
+       [](auto& j, auto& w) { return std::make_shared<Dinov2ForImageClassification>(j, w); }},
       {"CLIPModel", [](auto& j, auto& w) { return std::make_shared<ClipModel>(j, w); }},
       {"CLIPTextModelWithProjection",
        [](auto& j, auto& w) { return std::make_shared<ClipTextModelWithProjection>(j, w); }},
@@ -133,6 +138,8 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w); }},
       {"MT5ForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w, "MT5"); }},
+      {"BartForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w); }},
       {"WhisperForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
@@ -177,10 +184,12 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"electra", "ElectraModel"},
     {"modernbert", "ModernBertModel"},
     {"vit", "ViTModel"},
+    {"dinov2", "Dinov2Model"},
     {"clip", "CLIPModel"},
     {"t5", "T5ForConditionalGeneration"},
     {"mt5", "MT5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
+    {"bart", "BartForConditionalGeneration"},
 };
 }  // namespace
 

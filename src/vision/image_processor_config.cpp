@@ -1,5 +1,6 @@
 // preprocessor_config.json into an ImageProcessorConfig, with the defaults of
-// transformers' CLIPImageProcessor and ViTImageProcessor classes (transformers 5).
+// transformers' CLIPImageProcessor, BitImageProcessor (DINOv2's; the same class defaults as
+// CLIP's) and ViTImageProcessor classes (transformers 5).
 #include <filesystem>
 #include <stdexcept>
 
@@ -20,6 +21,7 @@ const std::vector<double> kImagenetStandardStd = {0.5, 0.5, 0.5};
 
 bool is_clip(const std::string& type) { return type == "CLIPImageProcessor" || type == "CLIPImageProcessorFast" ||
                                                type == "CLIPFeatureExtractor"; }
+bool is_bit(const std::string& type) { return type == "BitImageProcessor" || type == "BitImageProcessorFast"; }
 bool is_vit(const std::string& type) { return type == "ViTImageProcessor" || type == "ViTImageProcessorFast" ||
                                               type == "ViTFeatureExtractor"; }
 
@@ -72,6 +74,7 @@ std::string type_of(const json& j, const fs::path& file) {
     const std::string mt = c.value("model_type", "");
     if (mt == "vit") return "ViTImageProcessor";
     if (mt == "clip" || mt == "clip_vision_model") return "CLIPImageProcessor";
+    if (mt == "dinov2") return "BitImageProcessor";
   }
   throw std::runtime_error(file.string() + ": no image_processor_type, and config.json names no model_type it implies");
 }
@@ -81,8 +84,8 @@ std::string type_of(const json& j, const fs::path& file) {
 ImageProcessorConfig image_processor_defaults(const std::string& type) {
   ImageProcessorConfig c;
   c.type = type;
-  if (is_clip(type)) {
-    c.type = "CLIPImageProcessor";
+  if (is_clip(type) || is_bit(type)) {
+    c.type = is_bit(type) ? "BitImageProcessor" : "CLIPImageProcessor";
     c.size.shortest_edge = 224;
     c.crop_size.height = c.crop_size.width = 224;
     c.resample = Resample::kBicubic;
@@ -96,7 +99,8 @@ ImageProcessorConfig image_processor_defaults(const std::string& type) {
     c.image_mean = kImagenetStandardMean;
     c.image_std = kImagenetStandardStd;
   } else {
-    throw std::runtime_error("image processor \"" + type + "\" is not supported (CLIPImageProcessor, ViTImageProcessor)");
+    throw std::runtime_error("image processor \"" + type +
+                             "\" is not supported (CLIPImageProcessor, BitImageProcessor, ViTImageProcessor)");
   }
   return c;
 }

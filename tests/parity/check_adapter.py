@@ -5,7 +5,8 @@ Usage: python tests/parity/check_adapter.py BASE_DIR ADAPTER_DIR_OR_- OUTPUTS.sa
 
 * BASE_DIR: a transformers checkpoint (config.json + safetensors). The class is chosen from
   config.json "architectures"[0] (BertModel / BertForSequenceClassification / ViTModel /
-  ViTForImageClassification, otherwise AutoModelForCausalLM); eager attention, float32.
+  ViTForImageClassification / Dinov2Model / Dinov2ForImageClassification, otherwise
+  AutoModelForCausalLM); eager attention, float32.
 * ADAPTER_DIR: a PEFT adapter folder loaded with PeftModel.from_pretrained(base, ADAPTER_DIR), any
   PEFT type (LORA, IA3, LN_TUNING, LOHA, LOKR, PROMPT_TUNING, P_TUNING, PREFIX_TUNING, ...).
   "-" means BASE_DIR is a complete (e.g. merged) checkpoint that is used as is.
@@ -36,6 +37,8 @@ from transformers import (
     AutoModelForCausalLM,
     BertForSequenceClassification,
     BertModel,
+    Dinov2ForImageClassification,
+    Dinov2Model,
     ViTForImageClassification,
     ViTModel,
 )
@@ -81,6 +84,8 @@ def model_class_for(base_dir):
         "BertForSequenceClassification": BertForSequenceClassification,
         "ViTModel": ViTModel,
         "ViTForImageClassification": ViTForImageClassification,
+        "Dinov2Model": Dinov2Model,
+        "Dinov2ForImageClassification": Dinov2ForImageClassification,
     }.get(arch, AutoModelForCausalLM)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Random-weight T5 models made by transformers, with reference outputs and HF PEFT
+"""Random-weight T5 and BART models made by transformers, with reference outputs and HF PEFT
 adapters, for tests/test_t5.cpp; and the check of adapters the C++ side saves.
 
 Usage: python tests/parity/make_t5.py make OUT_DIR
@@ -14,6 +14,9 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   d_model**-0.5) and t5_v11 (v1.1 / Flan-T5: gated-gelu -> gelu_new, an untied lm_head,
   no rescale, d_model 40, d_kv 12, 3 heads, 2 encoder / 3 decoder layers), and mt5 (the
   same architecture as MT5ForConditionalGeneration: mT5 / mT0; (IA)3's mt5 defaults k, v, wi_1).
+  bart (BartForConditionalGeneration: pad 1, decoder_start 2, tied lm_head, a non-zero
+  final_logits_bias) and bart_scaled (scale_embedding, untied lm_head, relu, more decoder
+  heads than encoder ones); LoRA on q_proj, v_proj, fc2 and (IA)3 with PEFT's bart defaults.
   OUT_DIR/<case>/lora and OUT_DIR/<case>/ia3: adapters HF PEFT saved (task_type
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
@@ -23,6 +26,7 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   2), random values, with reference.safetensors: the inputs (prefix tuning: and a decoder
   attention mask), logits, gen_output_ids (decoder_start + 16 greedy tokens of
   PeftModel.generate on gen_input_ids); p_tuning_encoder/ adds the LSTM encoder's weights.
+  OUT_DIR/bart_fortunes/: the same for a BART model over the same tokenizer.
   OUT_DIR/t5_fortunes/: a v1.1-style model over the t5_unigram tokenizer of
   tests/parity/make_tokenizers.py (trained here on Debian's fortunes; tokenizer.json beside
   the model), train.jsonl / eval.jsonl of {"input": first half of a fortune line's words,
@@ -42,8 +46,10 @@ import sys
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import (AutoModelForSeq2SeqLM, DynamicCache, EncoderDecoderCache, MT5Config,
-                          MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration)
+from transformers import (AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, DynamicCache,
+                          EncoderDecoderCache, MT5Config, MT5ForConditionalGeneration, T5Config,
+                          T5ForConditionalGeneration)
+from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_error()
@@ -83,19 +89,48 @@ def mt5():
                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
+def bart():
+    # BART's layout: post-norm layers, learned positions offset by 2, tied lm_head; 2 encoder
+    # and 3 decoder layers
+    return BartConfig(vocab_size=101, d_model=32, encoder_layers=2, decoder_layers=3, encoder_ffn_dim=48,
+                      decoder_ffn_dim=40, encoder_attention_heads=4, decoder_attention_heads=2,
+                      max_position_embeddings=64, dropout=0.0, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                      decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2)
+
+
+def bart_scaled():
+    # embeddings scaled by sqrt(d_model), an untied lm_head, relu
+    return BartConfig(vocab_size=97, d_model=36, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=44,
+                      decoder_ffn_dim=52, encoder_attention_heads=3, decoder_attention_heads=6,
+                      max_position_embeddings=48, dropout=0.0, activation_function="relu", scale_embedding=True,
+                      tie_word_embeddings=False, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                      decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2)
+
+
 # (name, config, untie lm_head, first seed tried: one whose greedy margin is stable)
-CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477)]
+CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477),
+         ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483)]
+# LoRA's targets per case (the rest: T5's q, v, wo)
+LORA_TARGETS = {"bart": ["q_proj", "v_proj", "fc2"], "bart_scaled": ["k_proj", "out_proj", "fc1"]}
+
+
+def is_bart(model):
+    return isinstance(model.config, BartConfig)
 
 
 def build(cfg_factory, untie, seed):
     torch.manual_seed(seed)
     cfg = cfg_factory()
-    cls = MT5ForConditionalGeneration if isinstance(cfg, MT5Config) else T5ForConditionalGeneration
+    cls = {MT5Config: MT5ForConditionalGeneration, BartConfig: BartForConditionalGeneration}.get(
+        type(cfg), T5ForConditionalGeneration)
     model = cls(cfg).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "layer_norm" in name:
+            if "layer_norm" in name or "layernorm" in name:
                 p.add_(torch.randn_like(p) * 0.2)
+        if isinstance(cfg, BartConfig) and cfg.tie_word_embeddings:
+            # a buffer transformers saves and adds to the logits (zeros in released models)
+            model.final_logits_bias.add_(torch.randn_like(model.final_logits_bias) * 0.5)
         if untie:
             # transformers 5 ties lm_head to shared whatever the config says; it unties
             # them when a checkpoint holds both with different values (what Flan-T5 has)
@@ -105,7 +140,8 @@ def build(cfg_factory, untie, seed):
 
 def greedy(model, ids, mask):
     gc = model.generation_config
-    for k in ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation"):
+    for k in ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation",
+              "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size"):
         setattr(gc, k, None)
     # a cache sized per layer as used: transformers' default one is sized by num_layers and
     # overflows when num_decoder_layers is larger
@@ -113,7 +149,7 @@ def greedy(model, ids, mask):
     with torch.no_grad():
         out = model.generate(ids, attention_mask=mask, max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW,
                              past_key_values=cache,
-                             do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=0,
+                             do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=model.config.pad_token_id,
                              decoder_start_token_id=model.config.decoder_start_token_id,
                              output_scores=True, return_dict_in_generate=True)
     margin = min(float(torch.topk(sc.float(), 2).values.diff().abs().min()) for sc in out.scores)
@@ -133,17 +169,20 @@ def make_base(case_dir, cfg_factory, untie, seed):
     for _ in range(100):
         model = build(cfg_factory, untie, seed)
         torch.manual_seed(seed + 1)
-        vocab = model.config.vocab_size
-        gen_ids, gen_mask = padded(GEN_LENGTHS, max(GEN_LENGTHS), vocab, 0)
+        vocab, pad = model.config.vocab_size, model.config.pad_token_id
+        gen_ids, gen_mask = padded(GEN_LENGTHS, max(GEN_LENGTHS), vocab, pad)
         seq, margin = greedy(model, gen_ids, gen_mask)
         if margin > MIN_MARGIN:
             break
         seed += 1
     else:
         raise RuntimeError("no seed with a stable greedy margin")
-    ids, mask = padded(ENC_LENGTHS, ENC_LEN, vocab, 0)
+    ids, mask = padded(ENC_LENGTHS, ENC_LEN, vocab, pad)
     labels, lmask = padded(DEC_LENGTHS, DEC_LEN, vocab, -100)
-    decoder_input_ids = model._shift_right(labels)
+    if is_bart(model):
+        decoder_input_ids = shift_tokens_right(labels, pad, model.config.decoder_start_token_id)
+    else:
+        decoder_input_ids = model._shift_right(labels)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     ref = dict(input_ids=ids, attention_mask=mask, labels=labels, decoder_input_ids=decoder_input_ids,
@@ -198,7 +237,9 @@ def peft_greedy(model, ids, mask):
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PROMPT_GEN_NEW,
                              min_new_tokens=PROMPT_GEN_NEW, do_sample=False, num_beams=1, eos_token_id=None,
-                             pad_token_id=0, decoder_start_token_id=0, output_scores=True,
+                             pad_token_id=model.get_base_model().config.pad_token_id,
+                             decoder_start_token_id=model.get_base_model().config.decoder_start_token_id,
+                             output_scores=True,
                              return_dict_in_generate=True)
     margin = min(float(torch.topk(sc.float(), 2).values.diff().abs().min()) for sc in out.scores)
     return out.sequences.contiguous(), margin
@@ -253,7 +294,12 @@ def make_prompt_learning(out_dir):
              PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_layers=3, token_dim=36,
                                 num_attention_heads=3), dict(decoder_mask=True)),
             ("t5_relu", "prefix_tuning",
-             PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=5), dict(decoder_mask=True))):
+             PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=5), dict(decoder_mask=True)),
+            ("bart", "prompt_tuning", PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4), {}),
+            # the decoder's 3 layers and 2 heads (BART's num_hidden_layers is the encoder's 2)
+            ("bart", "prefix_tuning",
+             PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_layers=3, token_dim=32,
+                                num_attention_heads=2), dict(decoder_mask=True))):
         case_dir = os.path.join(out_dir, case)
         effect, margin = make_prompt_adapter(case_dir, load_file(os.path.join(case_dir, "reference.safetensors")),
                                              name, config, **kwargs)
@@ -273,7 +319,7 @@ def fortunes_task(lines):
     return rows[:FORTUNE_ROWS + FORTUNE_EVAL]
 
 
-def make_fortunes(case_dir):
+def make_fortunes(case_dir, bart_model=False):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import make_tokenizers
     shutil.rmtree(case_dir, ignore_errors=True)
@@ -283,11 +329,18 @@ def make_fortunes(case_dir):
     tok.save(os.path.join(case_dir, "tokenizer.json"))
     make_tokenizers.write_config(tok_cfg, case_dir)
     torch.manual_seed(11)
-    cfg = T5Config(vocab_size=tok.get_vocab_size(), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2,
-                   num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=32,
-                   feed_forward_proj="gated-gelu", dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0,
-                   eos_token_id=1)
-    model = T5ForConditionalGeneration(cfg).eval()
+    if bart_model:  # BART over the same tokenizer: its pad, </s> as decoder start (BART's choice)
+        cfg = BartConfig(vocab_size=tok.get_vocab_size(), d_model=32, encoder_layers=2, decoder_layers=2,
+                         encoder_ffn_dim=48, decoder_ffn_dim=48, encoder_attention_heads=4, decoder_attention_heads=4,
+                         max_position_embeddings=256, dropout=0.0, pad_token_id=0, bos_token_id=None, eos_token_id=1,
+                         decoder_start_token_id=1, forced_eos_token_id=None, init_std=0.2)
+        model = BartForConditionalGeneration(cfg).eval()
+    else:
+        cfg = T5Config(vocab_size=tok.get_vocab_size(), d_model=32, d_kv=8, d_ff=48, num_layers=2,
+                       num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=16,
+                       relative_attention_max_distance=32, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+        model = T5ForConditionalGeneration(cfg).eval()
     model.save_pretrained(case_dir, safe_serialization=True)
     rows = fortunes_task(lines)
     for name, part in (("train.jsonl", rows[:FORTUNE_ROWS]), ("eval.jsonl", rows[FORTUNE_ROWS:])):
@@ -307,9 +360,10 @@ def make_fortunes(case_dir):
         labels[b, :len(tgt[b])] = torch.tensor(tgt[b])
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
-    save_file(dict(input_ids=ids, attention_mask=mask, labels=labels, decoder_input_ids=model._shift_right(labels),
+    shifted = shift_tokens_right(labels, 0, 1) if bart_model else model._shift_right(labels)
+    save_file(dict(input_ids=ids, attention_mask=mask, labels=labels, decoder_input_ids=shifted,
                    loss=out.loss.float().reshape(1)), os.path.join(case_dir, "reference.safetensors"))
-    print(f"t5_fortunes: vocabulary {tok.get_vocab_size()}, {len(rows)} rows, batch loss {out.loss.item():.4f}")
+    print(f"{os.path.basename(case_dir)}: vocabulary {tok.get_vocab_size()}, {len(rows)} rows, batch loss {out.loss.item():.4f}")
 
 
 def make(out_dir):
@@ -321,12 +375,14 @@ def make(out_dir):
         os.makedirs(case_dir)
         ref, margin = make_base(case_dir, cfg_factory, untie, seed)
         lora = make_adapter(case_dir, ref, "lora",
-                            LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, target_modules=["q", "v", "wo"],
+                            LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8,
+                                       target_modules=LORA_TARGETS.get(name, ["q", "v", "wo"]),
                                        init_lora_weights=False), "lora_B")
         ia3 = make_adapter(case_dir, ref, "ia3", IA3Config(task_type="SEQ_2_SEQ_LM"), "ia3_l")
         print(f"{name}: greedy margin {margin:.3g}; LoRA moves logits {lora:.3g}, (IA)3 {ia3:.3g}")
     make_prompt_learning(out_dir)
     make_fortunes(os.path.join(out_dir, "t5_fortunes"))
+    make_fortunes(os.path.join(out_dir, "bart_fortunes"), bart_model=True)
 
 
 def check(base_dir, adapter_dir, outputs, tol):

@@ -22,6 +22,7 @@ namespace {
 const std::vector<std::pair<std::string, std::vector<std::string>>> kDefaultTargets = {
     {"t5", {"q", "k", "v", "o", "wi", "wo"}},
     {"mt5", {"q", "k", "v", "o", "wi_0", "wi_1", "wo"}},
+    {"bart", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}},
     {"gpt2", {"c_attn"}},
     {"bloom", {"query_key_value"}},
     {"opt", {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}},

@@ -30,6 +30,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kTargets = {
     {"bert", {"key", "value", "output.dense"}}, {"roberta", {"key", "value", "output.dense"}},
     {"deberta-v2", {"key_proj", "value_proj", "output.dense"}}, {"deberta", {"in_proj", "output.dense"}},
     {"t5", {"k", "v", "wo"}}, {"mt5", {"k", "v", "wi_1"}}, {"opt", {"q_proj", "k_proj", "fc2"}},
+    {"bart", {"q_proj", "v_proj", "fc2"}},
     {"gpt_neox", {"query_key_value", "dense_4h_to_h"}}, {"bloom", {"query_key_value", "mlp.dense_4h_to_h"}},
     {"falcon", {"query_key_value", "dense_4h_to_h"}}, {"gptj", {"q_proj", "v_proj", "fc_out"}},
     {"gpt_bigcode", {"c_attn", "mlp.c_proj"}}, {"gpt_neo", {"q_proj", "v_proj", "c_proj"}}};
@@ -38,7 +39,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kFeedforward
     {"qwen3", {"down_proj"}}, {"gemma", {"down_proj"}}, {"phi", {"fc2"}}, {"gemma2", {"down_proj"}}, {"gemma3_text", {"down_proj"}},
     {"gpt2", {"mlp.c_proj"}}, {"bert", {"output.dense"}}, {"roberta", {"output.dense"}}, {"t5", {"wo"}}, {"mt5", {"wi_1"}},
     {"deberta-v2", {"output.dense"}}, {"deberta", {"output.dense"}},
-    {"opt", {"fc2"}}, {"gpt_neox", {"dense_4h_to_h"}},
+    {"opt", {"fc2"}}, {"bart", {"fc2"}}, {"gpt_neox", {"dense_4h_to_h"}},
     {"bloom", {"mlp.dense_4h_to_h"}}, {"falcon", {"dense_4h_to_h"}}, {"gptj", {"fc_out"}}, {"gpt_bigcode", {"mlp.c_proj"}},
     {"gpt_neo", {"c_proj"}}};
 

@@ -31,7 +31,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>> kLNTargets =
     {"gpt2", {"ln_1", "ln_2", "ln_f"}},
     {"bloom", {"input_layernorm", "post_attention_layernorm", "ln_f"}},
     {"falcon", {"input_layernorm", "post_attention_layernorm", "ln_f"}},
-    {"gptj", {"ln_1", "ln_f"}}};
+    {"gptj", {"ln_1", "ln_f"}},
+    {"bart", {"self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"}}};
 
 }  // namespace
 

@@ -21,15 +21,15 @@ const ojson& prefix_defaults() {
   })");
   return j;
 }
-// The model's attention: key/value heads and head size (kv heads = heads without GQA).
-// T5: num_heads of d_kv each.
+// The attention the prefixes enter: key/value heads and head size (kv heads = heads
+// without GQA). T5: num_heads of d_kv each; BART and Whisper: the decoder's heads.
 std::pair<int64_t, int64_t> kv_heads_and_head_dim(const Model& model) {
-  const int64_t heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
+  const int64_t heads = model_int(model, {"decoder_attention_heads", "num_attention_heads", "n_head", "num_heads"});
   if (heads <= 0)
     throw std::invalid_argument(model.type_name() + "'s config.json has no attention head count");
   const int64_t kv = model_int(model, {"num_key_value_heads"}) > 0 ? model_int(model, {"num_key_value_heads"}) : heads;
   const int64_t hd = model_int(model, {"head_dim", "d_kv"}) > 0 ? model_int(model, {"head_dim", "d_kv"})
-                                                                : model_int(model, {"hidden_size", "n_embd"}) / heads;
+                                                                : model_int(model, {"hidden_size", "n_embd", "d_model"}) / heads;
   return {kv, hd};
 }
 

@@ -68,9 +68,12 @@ at::Tensor prepend_ones(const at::Tensor& mask, int64_t n) {
 }
 
 void PromptLearningConfig::resolve(const Model& model) {
-  if (num_layers == 0) num_layers = model_int(model, {"num_hidden_layers", "num_layers", "n_layer"});
+  // transformers' attribute_map aliases, as HF PEFT reads them (BART's num_hidden_layers and
+  // num_attention_heads are its encoder's).
+  if (num_layers == 0) num_layers = model_int(model, {"num_hidden_layers", "num_layers", "n_layer", "encoder_layers"});
   if (token_dim == 0) token_dim = model_int(model, {"hidden_size", "n_embd", "d_model"});
-  if (num_attention_heads == 0) num_attention_heads = model_int(model, {"num_attention_heads", "n_head", "num_heads"});
+  if (num_attention_heads == 0)
+    num_attention_heads = model_int(model, {"num_attention_heads", "n_head", "num_heads", "encoder_attention_heads"});
   // HF PEFT: unset, it is 2 for SEQ_2_SEQ_LM (the encoder and the decoder), else 1. A
   // config made in code counts as unset while it holds the default 1.
   if (source.is_object() ? unset_in_source(*this, "num_transformer_submodules") : num_transformer_submodules == 1)
