@@ -353,6 +353,21 @@ TEST(DebertaV2, DefaultTargetsFollowPeft) {
   }
 }
 
+// Each edit of `base` is refused by build_model in one line holding its key.
+void expect_refused_by_key(const nlohmann::json& base, const std::vector<std::pair<nlohmann::json, std::string>>& bad) {
+  for (const auto& [edit, key] : bad) {
+    nlohmann::json j = base;
+    j.update(edit);
+    try {
+      build_model(j, "config.json");
+      ADD_FAILURE() << edit.dump() << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Settings transformers would divide by zero or mis-shape with are refused, naming the key.
 TEST(DebertaV2, HostileConfigsAreRefusedByKey) {
   const nlohmann::json base = {{"architectures", {"DebertaV2ForSequenceClassification"}},
@@ -373,16 +388,7 @@ TEST(DebertaV2, HostileConfigsAreRefusedByKey) {
       {{{"type_vocab_size", -1}}, "type_vocab_size"},
       {{{"conv_act", "nope"}}, "nope"},
   };
-  for (const auto& [edit, key] : bad) {
-    nlohmann::json j = base;
-    j.update(edit);
-    try {
-      build_model(j, "config.json");
-      ADD_FAILURE() << edit.dump() << " was accepted";
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
-    }
-  }
+  expect_refused_by_key(base, bad);
 }
 
 // Configs as the released ModernBERT checkpoints hold them (transformers 4: no layer_types
@@ -470,17 +476,7 @@ TEST(ModernBert, HostileConfigsAreRefusedByKey) {
       {{{"hidden_activation", "nope"}}, "nope"},
       {{{"norm_eps", 0.0}}, "norm_eps"},
   };
-  for (const auto& [edit, key] : bad) {
-    nlohmann::json j = base;
-    j.update(edit);
-    try {
-      build_model(j, "config.json");
-      ADD_FAILURE() << edit.dump() << " was accepted";
-    } catch (const std::exception& e) {
-      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << edit.dump() << ": " << e.what();
-      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
-    }
-  }
+  expect_refused_by_key(base, bad);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/attention.h"
+#include "models/seq2seq_attention.h"
 
 namespace peft {
 
@@ -170,11 +171,7 @@ at::Tensor T5Stack::decode(const Seq2SeqInputs& in, const at::Tensor& encoder_st
   const auto dtype = h.scalar_type();
   const at::Device device = h.device();
   Seq2SeqCache* cache = in.cache;
-  if (cache) {
-    const size_t n = block->size();
-    for (auto* v : {&cache->self_attn.keys, &cache->self_attn.values, &cache->cross_keys, &cache->cross_values})
-      if (v->size() < n) v->resize(n);
-  }
+  size_seq2seq_cache(cache, block->size());
   const int64_t t = h.size(1), past = cache ? cache->length() : 0, keys = past + t;
   auto self_bias = (*block)[0].self_attention->SelfAttention->compute_bias(t, keys, past, device).to(dtype);
   // Causal: the query at position past + i sees keys 0 .. past + i.

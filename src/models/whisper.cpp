@@ -19,38 +19,13 @@ at::Tensor sinusoids(int64_t length, int64_t channels) {
   return at::cat({t.sin(), t.cos()}, 1);
 }
 
+// q_proj scaled before the product, k_proj without bias, as transformers' WhisperAttention.
+std::shared_ptr<Seq2SeqAttention> attention(int64_t d_model, int64_t heads) {
+  return std::make_shared<Seq2SeqAttention>(d_model, heads,
+                                            Seq2SeqAttention::Options{"WhisperAttention", false, true});
+}
+
 }  // namespace
-
-WhisperAttention::WhisperAttention(int64_t d_model, int64_t heads) : heads_(heads), head_dim_(d_model / heads) {
-  k_proj = register_module("k_proj", std::make_shared<Linear>(d_model, d_model, false));
-  v_proj = register_module("v_proj", std::make_shared<Linear>(d_model, d_model, true));
-  q_proj = register_module("q_proj", std::make_shared<Linear>(d_model, d_model, true));
-  out_proj = register_module("out_proj", std::make_shared<Linear>(d_model, d_model, true));
-}
-
-at::Tensor WhisperAttention::forward(const at::Tensor& h, const at::Tensor& kv_states, const at::Tensor& mask,
-                                     bool causal, KVCache* cache, at::Tensor* cross_k, at::Tensor* cross_v,
-                                     size_t layer) {
-  // As transformers: the query is scaled before the product, which then runs unscaled.
-  const auto q = split_heads(q_proj->forward(h) * std::pow(static_cast<double>(head_dim_), -0.5), heads_, head_dim_);
-  at::Tensor k, v;
-  if (!kv_states.defined()) {
-    k = split_heads(k_proj->forward(h), heads_, head_dim_);
-    v = split_heads(v_proj->forward(h), heads_, head_dim_);
-    update_cache(cache, layer, k, v);
-  } else if (cross_k && cross_k->defined()) {
-    k = *cross_k;
-    v = *cross_v;
-  } else {
-    k = split_heads(k_proj->forward(kv_states), heads_, head_dim_);
-    v = split_heads(v_proj->forward(kv_states), heads_, head_dim_);
-    if (cross_k) {
-      *cross_k = k;
-      *cross_v = v;
-    }
-  }
-  return out_proj->forward(attend(q.contiguous(), k.contiguous(), v.contiguous(), mask, 1.0, causal));
-}
 
 WhisperConv1d::WhisperConv1d(int64_t in, int64_t out, int64_t stride) : stride_(stride) {
   register_parameter("weight", &weight, {out, in, 3});
@@ -60,7 +35,7 @@ WhisperConv1d::WhisperConv1d(int64_t in, int64_t out, int64_t stride) : stride_(
 at::Tensor WhisperConv1d::forward(const at::Tensor& x) const { return at::conv1d(x, weight, bias, {stride_}, {1}); }
 
 WhisperEncoderLayer::WhisperEncoderLayer(const WhisperConfig& c) : act_(c.activation_function) {
-  self_attn = register_module("self_attn", std::make_shared<WhisperAttention>(c.d_model, c.encoder_attention_heads));
+  self_attn = register_module("self_attn", attention(c.d_model, c.encoder_attention_heads));
   self_attn_layer_norm = register_module("self_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, 1e-5));
   fc1 = register_module("fc1", std::make_shared<Linear>(c.d_model, c.encoder_ffn_dim, true));
   fc2 = register_module("fc2", std::make_shared<Linear>(c.encoder_ffn_dim, c.d_model, true));
@@ -73,10 +48,10 @@ at::Tensor WhisperEncoderLayer::forward(const at::Tensor& h) {
 }
 
 WhisperDecoderLayer::WhisperDecoderLayer(const WhisperConfig& c) : act_(c.activation_function) {
-  self_attn = register_module("self_attn", std::make_shared<WhisperAttention>(c.d_model, c.decoder_attention_heads));
+  self_attn = register_module("self_attn", attention(c.d_model, c.decoder_attention_heads));
   self_attn_layer_norm = register_module("self_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, 1e-5));
   encoder_attn =
-      register_module("encoder_attn", std::make_shared<WhisperAttention>(c.d_model, c.decoder_attention_heads));
+      register_module("encoder_attn", attention(c.d_model, c.decoder_attention_heads));
   encoder_attn_layer_norm = register_module("encoder_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, 1e-5));
   fc1 = register_module("fc1", std::make_shared<Linear>(c.d_model, c.decoder_ffn_dim, true));
   fc2 = register_module("fc2", std::make_shared<Linear>(c.decoder_ffn_dim, c.d_model, true));
@@ -129,9 +104,7 @@ WhisperDecoder::WhisperDecoder(const WhisperConfig& c) : max_positions_(c.max_ta
 at::Tensor WhisperDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encoder_states) {
   Seq2SeqCache* cache = in.cache;
   const size_t n = layers->size();
-  if (cache)
-    for (auto* v : {&cache->self_attn.keys, &cache->self_attn.values, &cache->cross_keys, &cache->cross_values})
-      if (v->size() < n) v->resize(n);
+  size_seq2seq_cache(cache, n);
   const int64_t b = in.decoder_input_ids.size(0), t = in.decoder_input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   if (past + t > max_positions_)

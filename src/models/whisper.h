@@ -7,27 +7,13 @@
 // (model.encoder.layers.0.self_attn.q_proj.weight, ...), so adapters line up with HF PEFT.
 #pragma once
 
+#include "models/seq2seq_attention.h"
 #include "models/whisper_config.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 #include "peft/seq2seq.h"
 
 namespace peft {
-
-class WhisperAttention : public Module {
- public:
-  WhisperAttention(int64_t d_model, int64_t heads);
-  std::string type_name() const override { return "WhisperAttention"; }
-  // Self-attention (kv_states undefined; `cache` gets the new keys/values appended, `mask`
-  // boolean or undefined with `causal`) or cross-attention over kv_states (keys/values
-  // taken from `cross` when it holds them, else computed and, with a cache, stored).
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& kv_states, const at::Tensor& mask, bool causal,
-                     KVCache* cache, at::Tensor* cross_k, at::Tensor* cross_v, size_t layer);
-  std::shared_ptr<Linear> k_proj, v_proj, q_proj, out_proj;
-
- private:
-  int64_t heads_, head_dim_;
-};
 
 // nn.Conv1d with kernel 3 and padding 1.
 class WhisperConv1d : public Module {
@@ -46,7 +32,7 @@ class WhisperEncoderLayer : public Module {
   explicit WhisperEncoderLayer(const WhisperConfig& c);
   std::string type_name() const override { return "WhisperEncoderLayer"; }
   at::Tensor forward(const at::Tensor& h);
-  std::shared_ptr<WhisperAttention> self_attn;
+  std::shared_ptr<Seq2SeqAttention> self_attn;
   std::shared_ptr<LayerNorm> self_attn_layer_norm;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<LayerNorm> final_layer_norm;
@@ -61,9 +47,9 @@ class WhisperDecoderLayer : public Module {
   std::string type_name() const override { return "WhisperDecoderLayer"; }
   at::Tensor forward(const at::Tensor& h, const at::Tensor& self_mask, const at::Tensor& encoder_states,
                      Seq2SeqCache* cache, size_t index);
-  std::shared_ptr<WhisperAttention> self_attn;
+  std::shared_ptr<Seq2SeqAttention> self_attn;
   std::shared_ptr<LayerNorm> self_attn_layer_norm;
-  std::shared_ptr<WhisperAttention> encoder_attn;
+  std::shared_ptr<Seq2SeqAttention> encoder_attn;
   std::shared_ptr<LayerNorm> encoder_attn_layer_norm;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<LayerNorm> final_layer_norm;
