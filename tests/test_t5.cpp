@@ -107,8 +107,8 @@ int check_in_python(const std::vector<std::array<std::string, 3>>& cases, std::s
   return status;
 }
 
-// Encoder-decoder models on the same fixtures: T5 v1.0, v1.1, mT5, and BART (tied, with a
-// final_logits_bias; scaled embeddings, untied).
+// Encoder-decoder models on the same fixtures: T5 v1.0, v1.1, mT5, BART (tied, with a
+// final_logits_bias; scaled embeddings, untied) and mBART (pre-norm).
 class Seq2Seq : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Seq2Seq, PaddedLogitsAndLossMatchTransformers) {
@@ -116,9 +116,9 @@ TEST_P(Seq2Seq, PaddedLogitsAndLossMatchTransformers) {
   auto model = load_model(base_dir(GetParam()).string());
   auto* s2s = as_seq2seq(*model);
   ASSERT_NE(s2s, nullptr);
-  // decoder_input_ids are transformers' _shift_right of the labels.
-  EXPECT_TRUE(at::equal(shift_right(ref.get("labels"), s2s->decoder_start_token_id(), s2s->pad_token_id()),
-                        ref.get("decoder_input_ids")));
+  // decoder_input_ids are what transformers' forward makes of the labels (T5's and BART's
+  // shift, mBART's wrap of each row's last token).
+  EXPECT_TRUE(at::equal(s2s->decoder_inputs_from_labels(ref.get("labels")), ref.get("decoder_input_ids")));
   c10::InferenceMode guard;
   const auto out = s2s->forward_seq2seq(inputs_of(ref));
   EXPECT_LE(max_diff(out.logits, ref.get("logits")), kLogitTol);
@@ -214,7 +214,8 @@ TEST_P(Seq2Seq, HfAdaptersMatchPeftUnmergedAndMerged) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Seq2Seq, Seq2Seq, ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled"));
+INSTANTIATE_TEST_SUITE_P(Seq2Seq, Seq2Seq,
+                         ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled", "mbart"));
 INSTANTIATE_TEST_SUITE_P(T5, T5Names, ::testing::Values("t5_relu", "t5_v11", "mt5"));
 
 TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
@@ -478,6 +479,48 @@ TEST(Bart, ParametersBuffersAndTiesAreTransformers) {
     EXPECT_EQ(names.count("final_logits_bias"), 0u);
     EXPECT_EQ(model->find("model.shared")->type_name(), "BartScaledWordEmbedding");
   }
+  // mBART: the same names plus each stack's final layer_norm, under its own class names.
+  auto mbart = load_model(base_dir("mbart").string());
+  EXPECT_EQ(mbart->type_name(), "MBartForConditionalGeneration");
+  EXPECT_EQ(mbart->find("model.decoder.layers.1")->type_name(), "MBartDecoderLayer");
+  EXPECT_EQ(mbart->find("model.shared")->type_name(), "MBartScaledWordEmbedding");
+  std::set<std::string> names;
+  for (const auto& [n, _] : mbart->named_parameters()) names.insert(n);
+  EXPECT_TRUE(names.count("model.encoder.layer_norm.weight") && names.count("model.decoder.layer_norm.bias"));
+}
+
+// forced_bos_token_id (mBART-50's target language) makes the first generated token that id,
+// and the rest follow from it as in transformers' greedy generate.
+TEST(Bart, ForcedBosTokenStartsGenerationAsTransformers) {
+  auto model = load_model(base_dir("mbart").string());
+  const auto ref = reference(base_dir("mbart"));
+  const auto want = ref.get("gen_forced_output_ids");
+  ASSERT_EQ(want[0][1].item<int64_t>(), 7);
+  const auto ids = ref.get("gen_input_ids"), mask = ref.get("gen_attention_mask");
+  std::vector<std::vector<int64_t>> prompts(ids.size(0));
+  for (int64_t b = 0; b < ids.size(0); ++b)
+    for (int64_t t = 0; t < ids.size(1); ++t)
+      if (mask[b][t].item<int64_t>()) prompts[b].push_back(ids[b][t].item<int64_t>());
+  GenerationConfig cfg;
+  cfg.max_new_tokens = want.size(1) - 1;
+  cfg.forced_bos_token_id = 7;
+  const auto rows = generate(*model, prompts, cfg);
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    std::vector<int64_t> w, got(rows[b].begin() + static_cast<long>(prompts[b].size()), rows[b].end());
+    for (int64_t t = 1; t < want.size(1); ++t) w.push_back(want[b][t].item<int64_t>());
+    EXPECT_EQ(got, w) << "row " << b;
+  }
+  cfg.forced_bos_token_id = 103;  // the vocabulary's size
+  EXPECT_THROW((void)generate(*model, prompts, cfg), std::invalid_argument);
+}
+
+// mBART's decoder inputs start with each label row's last real token (its language id),
+// -100 read as padding, whatever decoder_start_token_id says.
+TEST(Bart, MbartDecoderInputsWrapTheLastToken) {
+  auto model = load_model(base_dir("mbart").string());
+  const auto labels = at::tensor({7, 8, 9, 30, -100, -100, 5, 6, 40, 41, 42, 43}, at::kLong).view({2, 6});
+  const auto got = as_seq2seq(*model)->decoder_inputs_from_labels(labels);
+  EXPECT_TRUE(at::equal(got, at::tensor({30, 7, 8, 9, 30, 1, 43, 5, 6, 40, 41, 42}, at::kLong).view({2, 6}))) << got;
 }
 
 // A checkpoint without final_logits_bias (transformers ignores its absence) loads with the

@@ -21,6 +21,9 @@ struct GenerationConfig {
   uint64_t seed = 0;            // sampling is reproducible for a given seed
   std::vector<int64_t> eos_token_ids;  // a row stops after producing one of these
   int64_t pad_token_id = 0;     // fills finished rows and left padding
+  // Encoder-decoder models: the first generated token is forced to this id (mBART-50's target
+  // language, as transformers' ForcedBOSTokenLogitsProcessor); -1: off.
+  int64_t forced_bos_token_id = -1;
 
   void validate() const;  // throws naming the first out-of-range setting
 };

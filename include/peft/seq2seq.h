@@ -57,6 +57,9 @@ class Seq2SeqLM {
   Seq2SeqOutputs forward_seq2seq(const Seq2SeqInputs& in);
   virtual int64_t decoder_start_token_id() const = 0;
   virtual int64_t pad_token_id() const = 0;
+  // decoder_input_ids for labels [b, t] (-100 = ignored), as the model's forward derives
+  // them: shift_right with decoder_start_token_id (mBART wraps each row's last token).
+  virtual at::Tensor decoder_inputs_from_labels(const at::Tensor& labels) const;
   // True when the encoder reads Seq2SeqInputs::input_features (speech), not token ids.
   virtual bool reads_audio() const { return false; }
   // The decoder's learned positions, the longest prompt plus labels it takes; 0: no limit

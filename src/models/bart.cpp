@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 
 #include "models/attention.h"
@@ -16,6 +17,20 @@ namespace {
 constexpr int64_t kPositionOffset = 2;  // BartLearnedPositionalEmbedding's rows 0 and 1 are never used
 constexpr double kLayerNormEps = 1e-5;  // nn.LayerNorm's default
 
+std::shared_ptr<Seq2SeqAttention> attention(const BartConfig& c, int64_t heads) {
+  return std::make_shared<Seq2SeqAttention>(c.d_model, heads, Seq2SeqAttention::Options{c.arch + "Attention"});
+}
+
+std::shared_ptr<BartScaledWordEmbedding> token_embedding(const BartConfig& c) {
+  const double scale = c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
+  return std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, scale, c.arch);
+}
+
+// mBART's pre-norm residual block, x + f(norm(x)), or BART's post-norm one, norm(x + f(x)).
+at::Tensor residual(bool pre_norm, LayerNorm& norm, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
+  return pre_norm ? x + f(norm.forward(x)) : norm.forward(x + f(x));
+}
+
 // [b, 1, q, k] boolean: keys on the encoder's padding hidden; undefined when all are real.
 at::Tensor padding_mask(const at::Tensor& mask, int64_t b, int64_t q, int64_t k, at::Device device) {
   if (!mask.defined()) return {};
@@ -24,9 +39,11 @@ at::Tensor padding_mask(const at::Tensor& mask, int64_t b, int64_t q, int64_t k,
 
 }  // namespace
 
-BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& where) {
+BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
   ConfigReader r(j, where);
   BartConfig c;
+  c.arch = arch;
+  c.pre_norm = arch == "MBart";
   c.vocab_size = r.dim("vocab_size", 50265, ConfigLimits::kVocab);
   c.d_model = r.dim("d_model", 1024, ConfigLimits::kWidth);
   c.encoder_layers = r.dim("encoder_layers", 12, ConfigLimits::kLayers);
@@ -43,7 +60,9 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   c.scale_embedding = r.get<bool>("scale_embedding", false);
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
   c.pad_token_id = r.get<int64_t>("pad_token_id", 1);
-  c.decoder_start_token_id = r.get<int64_t>("decoder_start_token_id", 2);
+  // MBartConfig has no default start; generate() then starts from bos_token_id, as here.
+  c.decoder_start_token_id = c.pre_norm ? r.get<int64_t>("decoder_start_token_id", r.get<int64_t>("bos_token_id", 0))
+                                        : r.get<int64_t>("decoder_start_token_id", 2);
   for (const auto& [key, id] : {std::pair{"pad_token_id", c.pad_token_id}, {"decoder_start_token_id", c.decoder_start_token_id}})
     if (id < 0 || id >= c.vocab_size)
       r.fail(std::string(key) + " must index the vocabulary (" + std::to_string(c.vocab_size) + "), got " +
@@ -51,62 +70,37 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   return c;
 }
 
-BartScaledWordEmbedding::BartScaledWordEmbedding(int64_t num_embeddings, int64_t embedding_dim, double embed_scale)
-    : Embedding(num_embeddings, embedding_dim), embed_scale_(embed_scale) {}
+BartScaledWordEmbedding::BartScaledWordEmbedding(int64_t num_embeddings, int64_t embedding_dim, double embed_scale,
+                                                 std::string arch)
+    : Embedding(num_embeddings, embedding_dim), embed_scale_(embed_scale), arch_(std::move(arch)) {}
 
 at::Tensor BartScaledWordEmbedding::forward_with_weight(const at::Tensor& ids, const at::Tensor& table) {
   const auto rows = Embedding::forward_with_weight(ids, table);
   return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
 }
 
-BartAttention::BartAttention(int64_t d_model, int64_t heads) : heads_(heads), head_dim_(d_model / heads) {
-  k_proj = register_module("k_proj", std::make_shared<Linear>(d_model, d_model, true));
-  v_proj = register_module("v_proj", std::make_shared<Linear>(d_model, d_model, true));
-  q_proj = register_module("q_proj", std::make_shared<Linear>(d_model, d_model, true));
-  out_proj = register_module("out_proj", std::make_shared<Linear>(d_model, d_model, true));
-}
-
-at::Tensor BartAttention::forward(const at::Tensor& h, const at::Tensor& kv_states, const at::Tensor& mask,
-                                  bool causal, KVCache* cache, at::Tensor* cross_k, at::Tensor* cross_v,
-                                  size_t layer) {
-  const auto q = split_heads(q_proj->forward(h), heads_, head_dim_);
-  at::Tensor k, v;
-  if (!kv_states.defined()) {
-    k = split_heads(k_proj->forward(h), heads_, head_dim_);
-    v = split_heads(v_proj->forward(h), heads_, head_dim_);
-    update_cache(cache, layer, k, v);
-  } else if (cross_k && cross_k->defined()) {
-    k = *cross_k;
-    v = *cross_v;
-  } else {
-    k = split_heads(k_proj->forward(kv_states), heads_, head_dim_);
-    v = split_heads(v_proj->forward(kv_states), heads_, head_dim_);
-    if (cross_k) {
-      *cross_k = k;
-      *cross_v = v;
-    }
-  }
-  const double scale = std::pow(static_cast<double>(head_dim_), -0.5);
-  return out_proj->forward(attend(q.contiguous(), k.contiguous(), v.contiguous(), mask, scale, causal));
-}
-
-BartEncoderLayer::BartEncoderLayer(const BartConfig& c) : act_(c.activation_function) {
-  self_attn = register_module("self_attn", std::make_shared<BartAttention>(c.d_model, c.encoder_attention_heads));
+BartEncoderLayer::BartEncoderLayer(const BartConfig& c)
+    : arch_(c.arch), act_(c.activation_function), pre_norm_(c.pre_norm) {
+  self_attn = register_module("self_attn", attention(c, c.encoder_attention_heads));
   self_attn_layer_norm = register_module("self_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
   fc1 = register_module("fc1", std::make_shared<Linear>(c.d_model, c.encoder_ffn_dim, true));
   fc2 = register_module("fc2", std::make_shared<Linear>(c.encoder_ffn_dim, c.d_model, true));
   final_layer_norm = register_module("final_layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
-at::Tensor BartEncoderLayer::forward(const at::Tensor& h, const at::Tensor& mask) {  // post-norm
-  const auto x = self_attn_layer_norm->forward(h + self_attn->forward(h, {}, mask, false, nullptr, nullptr, nullptr, 0));
-  return final_layer_norm->forward(x + fc2->forward(activation(act_, fc1->forward(x))));
+at::Tensor BartEncoderLayer::forward(const at::Tensor& h, const at::Tensor& mask) {
+  const auto x = residual(pre_norm_, *self_attn_layer_norm, h, [&](const at::Tensor& y) {
+    return self_attn->forward(y, {}, mask, false, nullptr, nullptr, nullptr, 0);
+  });
+  return residual(pre_norm_, *final_layer_norm, x,
+                  [&](const at::Tensor& y) { return fc2->forward(activation(act_, fc1->forward(y))); });
 }
 
-BartDecoderLayer::BartDecoderLayer(const BartConfig& c) : act_(c.activation_function) {
-  self_attn = register_module("self_attn", std::make_shared<BartAttention>(c.d_model, c.decoder_attention_heads));
+BartDecoderLayer::BartDecoderLayer(const BartConfig& c)
+    : arch_(c.arch), act_(c.activation_function), pre_norm_(c.pre_norm) {
+  self_attn = register_module("self_attn", attention(c, c.decoder_attention_heads));
   self_attn_layer_norm = register_module("self_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
-  encoder_attn = register_module("encoder_attn", std::make_shared<BartAttention>(c.d_model, c.decoder_attention_heads));
+  encoder_attn = register_module("encoder_attn", attention(c, c.decoder_attention_heads));
   encoder_attn_layer_norm =
       register_module("encoder_attn_layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
   fc1 = register_module("fc1", std::make_shared<Linear>(c.d_model, c.decoder_ffn_dim, true));
@@ -116,59 +110,60 @@ BartDecoderLayer::BartDecoderLayer(const BartConfig& c) : act_(c.activation_func
 
 at::Tensor BartDecoderLayer::forward(const at::Tensor& h, const at::Tensor& self_mask, const at::Tensor& encoder_states,
                                      const at::Tensor& cross_mask, Seq2SeqCache* cache, size_t index) {
-  auto x = self_attn_layer_norm->forward(h + self_attn->forward(h, {}, self_mask, /*causal=*/true,
-                                                                 cache ? &cache->self_attn : nullptr, nullptr,
-                                                                 nullptr, index));
-  x = encoder_attn_layer_norm->forward(
-      x + encoder_attn->forward(x, encoder_states, cross_mask, false, nullptr,
-                                cache ? &cache->cross_keys[index] : nullptr, cache ? &cache->cross_values[index] : nullptr,
-                                index));
-  return final_layer_norm->forward(x + fc2->forward(activation(act_, fc1->forward(x))));
+  auto x = residual(pre_norm_, *self_attn_layer_norm, h, [&](const at::Tensor& y) {
+    return self_attn->forward(y, {}, self_mask, /*causal=*/true, cache ? &cache->self_attn : nullptr, nullptr, nullptr,
+                              index);
+  });
+  x = residual(pre_norm_, *encoder_attn_layer_norm, x, [&](const at::Tensor& y) {
+    return encoder_attn->forward(y, encoder_states, cross_mask, false, nullptr,
+                                 cache ? &cache->cross_keys[index] : nullptr,
+                                 cache ? &cache->cross_values[index] : nullptr, index);
+  });
+  return residual(pre_norm_, *final_layer_norm, x,
+                  [&](const at::Tensor& y) { return fc2->forward(activation(act_, fc1->forward(y))); });
 }
 
-BartEncoder::BartEncoder(const BartConfig& c) {
-  const double scale = c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
-  embed_tokens = register_module("embed_tokens", std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, scale));
+BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch) {
+  embed_tokens = register_module("embed_tokens", token_embedding(c));
   embed_positions = register_module(
       "embed_positions", std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model));
   layers = register_module("layers", std::make_shared<ModuleList<BartEncoderLayer>>());
   for (int64_t i = 0; i < c.encoder_layers; ++i) layers->push_back(std::make_shared<BartEncoderLayer>(c));
   layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
+  if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
 at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask) {
   const int64_t b = embeds.size(0), s = embeds.size(1);
   const int64_t max = embed_positions->num_embeddings - kPositionOffset;
   if (s > max)
-    throw std::invalid_argument("BartForConditionalGeneration takes at most " + std::to_string(max) +
+    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max) +
                                 " encoder positions (max_position_embeddings); got " + std::to_string(s));
   const auto opts = at::TensorOptions(at::kLong).device(embeds.device());
   auto h = layernorm_embedding->forward(embeds + embed_positions->forward(at::arange(s, opts) + kPositionOffset));
   const auto m = padding_mask(mask, b, s, s, h.device());
   for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, m);
-  return h;
+  return layer_norm ? layer_norm->forward(h) : h;
 }
 
-BartDecoder::BartDecoder(const BartConfig& c) : max_positions_(c.max_position_embeddings) {
-  const double scale = c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
-  embed_tokens = register_module("embed_tokens", std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, scale));
+BartDecoder::BartDecoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.max_position_embeddings) {
+  embed_tokens = register_module("embed_tokens", token_embedding(c));
   embed_positions = register_module(
       "embed_positions", std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model));
   layers = register_module("layers", std::make_shared<ModuleList<BartDecoderLayer>>());
   for (int64_t i = 0; i < c.decoder_layers; ++i) layers->push_back(std::make_shared<BartDecoderLayer>(c));
   layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
+  if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
 at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encoder_states) {
   Seq2SeqCache* cache = in.cache;
   const size_t n = layers->size();
-  if (cache)
-    for (auto* v : {&cache->self_attn.keys, &cache->self_attn.values, &cache->cross_keys, &cache->cross_values})
-      if (v->size() < n) v->resize(n);
+  size_seq2seq_cache(cache, n);
   const int64_t b = in.decoder_input_ids.size(0), t = in.decoder_input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   if (past + t > max_positions_)
-    throw std::invalid_argument("BartForConditionalGeneration takes at most " + std::to_string(max_positions_) +
+    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max_positions_) +
                                 " decoder positions (max_position_embeddings); got " + std::to_string(past + t));
   auto h = embed_tokens->forward(in.decoder_input_ids);
   const auto opts = at::TensorOptions(at::kLong).device(h.device());
@@ -176,18 +171,18 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   const auto cross_mask = padding_mask(in.attention_mask, b, t, encoder_states.size(1), h.device());
   for (size_t i = 0; i < n; ++i) h = (*layers)[i].forward(h, self_mask, encoder_states, cross_mask, cache, i);
-  return h;
+  return layer_norm ? layer_norm->forward(h) : h;
 }
 
-BartModel::BartModel(const BartConfig& c) {
-  const double scale = c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
-  shared = register_module("shared", std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, scale));
+BartModel::BartModel(const BartConfig& c) : arch_(c.arch) {
+  shared = register_module("shared", token_embedding(c));
   encoder = register_module("encoder", std::make_shared<BartEncoder>(c));
   decoder = register_module("decoder", std::make_shared<BartDecoder>(c));
 }
 
-BartForConditionalGeneration::BartForConditionalGeneration(const nlohmann::json& j, const std::string& where)
-    : Model(j), cfg_(BartConfig::from_json(j, where)) {
+BartForConditionalGeneration::BartForConditionalGeneration(const nlohmann::json& j, const std::string& where,
+                                                           const std::string& arch)
+    : Model(j), cfg_(BartConfig::from_json(j, where, arch)) {
   model = register_module("model", std::make_shared<BartModel>(cfg_));
   lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));
   final_logits_bias = at::zeros({1, cfg_.vocab_size});
@@ -210,7 +205,7 @@ void BartForConditionalGeneration::tie_weights() {
   for (const at::Tensor* copy : copies)
     if (!shared.defined() && copy->defined()) shared = *copy;
   if (!shared.defined())
-    throw std::runtime_error("BartForConditionalGeneration: the checkpoint has no 'model.shared.weight' (nor a copy "
+    throw std::runtime_error(type_name() + ": the checkpoint has no 'model.shared.weight' (nor a copy "
                              "of it: the encoder's or decoder's embed_tokens, lm_head)");
   for (at::Tensor* copy : copies)
     if (!copy->defined() || at::equal(*copy, shared)) *copy = shared;
@@ -236,6 +231,17 @@ Seq2SeqOutputs BartForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in
   out.encoder_last_hidden_state = enc;
   const auto h = model->decoder->forward(in, enc);
   out.logits = lm_head->forward(h) + final_logits_bias.to(h.scalar_type());
+  return out;
+}
+
+at::Tensor BartForConditionalGeneration::decoder_inputs_from_labels(const at::Tensor& labels) const {
+  if (!cfg_.pre_norm) return Seq2SeqLM::decoder_inputs_from_labels(labels);
+  // mBART's shift_tokens_right: each row starts with its last non-pad token (the language id).
+  const auto ids = labels.masked_fill(labels == -100, cfg_.pad_token_id);
+  const auto last = (ids.ne(cfg_.pad_token_id).sum(1) - 1).clamp_min(0).unsqueeze(-1);
+  auto out = at::empty_like(ids);
+  out.narrow(1, 1, ids.size(1) - 1).copy_(ids.narrow(1, 0, ids.size(1) - 1));
+  out.select(1, 0).copy_(ids.gather(1, last).squeeze(-1));
   return out;
 }
 

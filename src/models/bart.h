@@ -1,11 +1,15 @@
-// BartForConditionalGeneration, module for module as transformers' modeling_bart.py: token
+// BartForConditionalGeneration and MBartForConditionalGeneration, module for module as
+// transformers' modeling_bart.py / modeling_mbart.py: token
 // embeddings shared by encoder, decoder and lm_head (scaled by sqrt(d_model) with
 // scale_embedding), learned positions offset by 2, layernorm_embedding, post-norm encoder
 // and decoder layers (q/k/v/out_proj with bias), cross-attention over the encoder output,
 // and final_logits_bias (a buffer) added to the logits. Parameter names are transformers'
 // (model.encoder.layers.0.self_attn.q_proj.weight, ...), so adapters line up with HF PEFT.
+// mBART is the same with pre-norm layers, a final layer_norm per stack, and decoder inputs
+// that start with each label row's last token (its language id).
 #pragma once
 
+#include "models/seq2seq_attention.h"
 #include "peft/layers.h"
 #include "peft/model.h"
 #include "peft/seq2seq.h"
@@ -13,12 +17,14 @@
 namespace peft {
 
 struct BartConfig {
+  std::string arch;  // "Bart" or "MBart": prefixes the type names
+  bool pre_norm;     // mBART: LayerNorm before each block, and a final layer_norm per stack
   int64_t vocab_size, d_model, encoder_layers, decoder_layers, encoder_ffn_dim, decoder_ffn_dim,
       encoder_attention_heads, decoder_attention_heads, max_position_embeddings;
   std::string activation_function;
   bool scale_embedding, tie_word_embeddings;
   int64_t pad_token_id, decoder_start_token_id;
-  static BartConfig from_json(const nlohmann::json& j, const std::string& where);
+  static BartConfig from_json(const nlohmann::json& j, const std::string& where, const std::string& arch = "Bart");
 };
 
 // nn.Embedding whose output is multiplied by embed_scale (1, or sqrt(d_model) with
@@ -26,84 +32,78 @@ struct BartConfig {
 // tokens see the scaled rows too, as in transformers.
 class BartScaledWordEmbedding : public Embedding {
  public:
-  BartScaledWordEmbedding(int64_t num_embeddings, int64_t embedding_dim, double embed_scale);
-  std::string type_name() const override { return "BartScaledWordEmbedding"; }
+  BartScaledWordEmbedding(int64_t num_embeddings, int64_t embedding_dim, double embed_scale,
+                          std::string arch = "Bart");
+  std::string type_name() const override { return arch_ + "ScaledWordEmbedding"; }
   at::Tensor forward_with_weight(const at::Tensor& ids, const at::Tensor& table) override;
 
  private:
   double embed_scale_;
-};
-
-class BartAttention : public Module {
- public:
-  BartAttention(int64_t d_model, int64_t heads);
-  std::string type_name() const override { return "BartAttention"; }
-  // Self-attention (kv_states undefined; `cache` gets the new keys/values appended) or
-  // cross-attention over kv_states (keys/values from `cross_k`/`cross_v` when they hold
-  // them, else computed and stored there). `mask` boolean (true = may attend) or undefined
-  // with `causal` for plain causal attention.
-  at::Tensor forward(const at::Tensor& h, const at::Tensor& kv_states, const at::Tensor& mask, bool causal,
-                     KVCache* cache, at::Tensor* cross_k, at::Tensor* cross_v, size_t layer);
-  std::shared_ptr<Linear> k_proj, v_proj, q_proj, out_proj;
-
- private:
-  int64_t heads_, head_dim_;
+  std::string arch_;
 };
 
 class BartEncoderLayer : public Module {
  public:
   explicit BartEncoderLayer(const BartConfig& c);
-  std::string type_name() const override { return "BartEncoderLayer"; }
+  std::string type_name() const override { return arch_ + "EncoderLayer"; }
   at::Tensor forward(const at::Tensor& h, const at::Tensor& mask);
-  std::shared_ptr<BartAttention> self_attn;
+  std::shared_ptr<Seq2SeqAttention> self_attn;
   std::shared_ptr<LayerNorm> self_attn_layer_norm;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<LayerNorm> final_layer_norm;
 
  private:
-  std::string act_;
+  std::string arch_, act_;
+  bool pre_norm_;
 };
 
 class BartDecoderLayer : public Module {
  public:
   explicit BartDecoderLayer(const BartConfig& c);
-  std::string type_name() const override { return "BartDecoderLayer"; }
+  std::string type_name() const override { return arch_ + "DecoderLayer"; }
   at::Tensor forward(const at::Tensor& h, const at::Tensor& self_mask, const at::Tensor& encoder_states,
                      const at::Tensor& cross_mask, Seq2SeqCache* cache, size_t index);
-  std::shared_ptr<BartAttention> self_attn;
+  std::shared_ptr<Seq2SeqAttention> self_attn;
   std::shared_ptr<LayerNorm> self_attn_layer_norm;
-  std::shared_ptr<BartAttention> encoder_attn;
+  std::shared_ptr<Seq2SeqAttention> encoder_attn;
   std::shared_ptr<LayerNorm> encoder_attn_layer_norm;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<LayerNorm> final_layer_norm;
 
  private:
-  std::string act_;
+  std::string arch_, act_;
+  bool pre_norm_;
 };
 
 class BartEncoder : public Module {
  public:
   explicit BartEncoder(const BartConfig& c);
-  std::string type_name() const override { return "BartEncoder"; }
+  std::string type_name() const override { return arch_ + "Encoder"; }
   // embeds [b, s, d] (already scaled), mask [b, s] (1 = real) or undefined.
   at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask);
   std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;             // max_position_embeddings + 2 rows
   std::shared_ptr<ModuleList<BartEncoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
+  std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
+
+ private:
+  std::string arch_;
 };
 
 class BartDecoder : public Module {
  public:
   explicit BartDecoder(const BartConfig& c);
-  std::string type_name() const override { return "BartDecoder"; }
+  std::string type_name() const override { return arch_ + "Decoder"; }
   at::Tensor forward(const Seq2SeqInputs& in, const at::Tensor& encoder_states);
   std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;
   std::shared_ptr<ModuleList<BartDecoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
+  std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
 
  private:
+  std::string arch_;
   int64_t max_positions_;
 };
 
@@ -111,16 +111,20 @@ class BartDecoder : public Module {
 class BartModel : public Module {
  public:
   explicit BartModel(const BartConfig& c);
-  std::string type_name() const override { return "BartModel"; }
+  std::string type_name() const override { return arch_ + "Model"; }
   std::shared_ptr<BartScaledWordEmbedding> shared;
   std::shared_ptr<BartEncoder> encoder;
   std::shared_ptr<BartDecoder> decoder;
+
+ private:
+  std::string arch_;
 };
 
 class BartForConditionalGeneration : public Model, public Seq2SeqLM {
  public:
-  BartForConditionalGeneration(const nlohmann::json& j, const std::string& where);
-  std::string type_name() const override { return "BartForConditionalGeneration"; }
+  // `arch` "Bart" or "MBart".
+  BartForConditionalGeneration(const nlohmann::json& j, const std::string& where, const std::string& arch = "Bart");
+  std::string type_name() const override { return cfg_.arch + "ForConditionalGeneration"; }
   TaskKind task() const override { return TaskKind::kCausalLM; }  // logits over the vocabulary
   int64_t num_cache_layers() const override { return cfg_.decoder_layers; }
   std::string base_model_prefix() const override { return "model"; }
@@ -135,6 +139,7 @@ class BartForConditionalGeneration : public Model, public Seq2SeqLM {
   int64_t decoder_start_token_id() const override { return cfg_.decoder_start_token_id; }
   int64_t pad_token_id() const override { return cfg_.pad_token_id; }
   int64_t max_target_positions() const override { return cfg_.max_position_embeddings; }
+  at::Tensor decoder_inputs_from_labels(const at::Tensor& labels) const override;
 
   std::shared_ptr<BartModel> model;
   std::shared_ptr<Linear> lm_head;

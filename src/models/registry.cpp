@@ -140,6 +140,8 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<T5ForConditionalGeneration>(j, w, "MT5"); }},
       {"BartForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w); }},
+      {"MBartForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "MBart"); }},
       {"WhisperForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
@@ -190,6 +192,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"mt5", "MT5ForConditionalGeneration"},
     {"whisper", "WhisperForConditionalGeneration"},
     {"bart", "BartForConditionalGeneration"},
+    {"mbart", "MBartForConditionalGeneration"},
 };
 }  // namespace
 

@@ -32,6 +32,10 @@ Seq2SeqOutputs Seq2SeqLM::forward_seq2seq(const Seq2SeqInputs& in) {
 
 Seq2SeqLM* as_seq2seq(Model& model) { return dynamic_cast<Seq2SeqLM*>(&model); }
 
+at::Tensor Seq2SeqLM::decoder_inputs_from_labels(const at::Tensor& labels) const {
+  return shift_right(labels, decoder_start_token_id(), pad_token_id());
+}
+
 at::Tensor shift_right(const at::Tensor& labels, int64_t decoder_start, int64_t pad) {
   auto shifted = at::zeros_like(labels);
   shifted.narrow(1, 1, labels.size(1) - 1).copy_(labels.narrow(1, 0, labels.size(1) - 1));

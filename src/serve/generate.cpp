@@ -77,6 +77,7 @@ void GenerationConfig::validate() const {
   for (int64_t id : eos_token_ids)
     if (id < 0) bad("eos token ids must be >= 0, got " + std::to_string(id));
   if (pad_token_id < 0) bad("pad_token_id must be >= 0");
+  if (forced_bos_token_id < -1) bad("forced_bos_token_id must be a token id or -1 (off)");
 }
 
 std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,

@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "generate_rows.h"
@@ -42,7 +43,17 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
   for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
     const auto o = s2s->forward_seq2seq(in);
     if (!in.encoder_hidden_states.defined()) in.encoder_hidden_states = o.encoder_last_hidden_state;
-    at::Tensor next = next_tokens(o.logits.select(1, -1).to(at::kFloat), cfg, gen);
+    at::Tensor logits = o.logits.select(1, -1).to(at::kFloat);
+    if (step == 0 && cfg.forced_bos_token_id >= 0) {
+      // Every other token is made impossible, so sampling still draws (as transformers').
+      if (cfg.forced_bos_token_id >= logits.size(-1))
+        throw std::invalid_argument("forced_bos_token_id " + std::to_string(cfg.forced_bos_token_id) +
+                                    " is outside the vocabulary of " + std::to_string(logits.size(-1)));
+      auto forced = at::full_like(logits, -std::numeric_limits<float>::infinity());
+      forced.select(1, cfg.forced_bos_token_id).copy_(logits.select(1, cfg.forced_bos_token_id));
+      logits = forced;
+    }
+    at::Tensor next = next_tokens(logits, cfg, gen);
     if (rows.append(next)) break;
     in.decoder_input_ids = next.to(device).unsqueeze(1);
   }

@@ -56,7 +56,7 @@ at::Tensor seq2seq_loss_sum(PeftModel& peft, const Batch& b, at::Device dev, boo
     in.attention_mask = b.attention_mask.to(dev);
   }
   const auto labels = b.labels.to(dev);
-  in.decoder_input_ids = shift_right(labels, s2s->decoder_start_token_id(), s2s->pad_token_id());
+  in.decoder_input_ids = s2s->decoder_inputs_from_labels(labels);
   const auto logits = s2s->forward_seq2seq(in).logits.to(at::kFloat);
   return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}), labels.reshape({-1}), {}, at::Reduction::Sum,
                                 -100);

@@ -17,6 +17,9 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   bart (BartForConditionalGeneration: pad 1, decoder_start 2, tied lm_head, a non-zero
   final_logits_bias) and bart_scaled (scale_embedding, untied lm_head, relu, more decoder
   heads than encoder ones); LoRA on q_proj, v_proj, fc2 and (IA)3 with PEFT's bart defaults.
+  mbart (MBartForConditionalGeneration: pre-norm, final layer norms, scaled embeddings; its
+  decoder_input_ids wrap each label row's last token to the front); its reference also holds
+  gen_forced_output_ids, the greedy tokens with forced_bos_token_id 7.
   OUT_DIR/<case>/lora and OUT_DIR/<case>/ia3: adapters HF PEFT saved (task_type
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
@@ -47,9 +50,10 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, DynamicCache,
-                          EncoderDecoderCache, MT5Config, MT5ForConditionalGeneration, T5Config,
-                          T5ForConditionalGeneration)
+                          EncoderDecoderCache, MBartConfig, MBartForConditionalGeneration, MT5Config,
+                          MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration)
 from transformers.models.bart.modeling_bart import shift_tokens_right
+from transformers.models.mbart.modeling_mbart import shift_tokens_right as mbart_shift_tokens_right
 from transformers.utils import logging as hf_logging
 
 hf_logging.set_verbosity_error()
@@ -107,22 +111,40 @@ def bart_scaled():
                       decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2)
 
 
+def mbart():
+    # mBART: pre-norm layers with a final layer_norm per stack, scaled embeddings, decoder
+    # inputs that start with each label row's last token
+    return MBartConfig(vocab_size=103, d_model=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=40,
+                       decoder_ffn_dim=48, encoder_attention_heads=4, decoder_attention_heads=4,
+                       max_position_embeddings=64, dropout=0.0, scale_embedding=True, pad_token_id=1, bos_token_id=0,
+                       eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2)
+
+
 # (name, config, untie lm_head, first seed tried: one whose greedy margin is stable)
 CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477),
-         ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483)]
+         ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483), ("mbart", mbart, False, 2489)]
+MBART_FORCED_BOS = 7
 # LoRA's targets per case (the rest: T5's q, v, wo)
-LORA_TARGETS = {"bart": ["q_proj", "v_proj", "fc2"], "bart_scaled": ["k_proj", "out_proj", "fc1"]}
+LORA_TARGETS = {"bart": ["q_proj", "v_proj", "fc2"], "bart_scaled": ["k_proj", "out_proj", "fc1"],
+                "mbart": ["q_proj", "v_proj", "fc1"]}
+# (IA)3's targets where PEFT has no defaults (mbart)
+IA3_TARGETS = {"mbart": dict(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"])}
 
 
-def is_bart(model):
-    return isinstance(model.config, BartConfig)
+def decoder_inputs(model, labels):
+    """What the model's forward makes of labels: BART's and T5's shift, or mBART's wrap."""
+    if isinstance(model.config, MBartConfig):
+        return mbart_shift_tokens_right(labels, model.config.pad_token_id)
+    if isinstance(model.config, BartConfig):
+        return shift_tokens_right(labels, model.config.pad_token_id, model.config.decoder_start_token_id)
+    return model._shift_right(labels)
 
 
 def build(cfg_factory, untie, seed):
     torch.manual_seed(seed)
     cfg = cfg_factory()
-    cls = {MT5Config: MT5ForConditionalGeneration, BartConfig: BartForConditionalGeneration}.get(
-        type(cfg), T5ForConditionalGeneration)
+    cls = {MT5Config: MT5ForConditionalGeneration, BartConfig: BartForConditionalGeneration,
+           MBartConfig: MBartForConditionalGeneration}.get(type(cfg), T5ForConditionalGeneration)
     model = cls(cfg).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -138,7 +160,7 @@ def build(cfg_factory, untie, seed):
     return model.eval()
 
 
-def greedy(model, ids, mask):
+def greedy(model, ids, mask, forced_bos=None):
     gc = model.generation_config
     for k in ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation",
               "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size"):
@@ -150,6 +172,7 @@ def greedy(model, ids, mask):
         out = model.generate(ids, attention_mask=mask, max_new_tokens=GEN_NEW, min_new_tokens=GEN_NEW,
                              past_key_values=cache,
                              do_sample=False, num_beams=1, eos_token_id=None, pad_token_id=model.config.pad_token_id,
+                             forced_bos_token_id=forced_bos,
                              decoder_start_token_id=model.config.decoder_start_token_id,
                              output_scores=True, return_dict_in_generate=True)
     margin = min(float(torch.topk(sc.float(), 2).values.diff().abs().min()) for sc in out.scores)
@@ -179,10 +202,7 @@ def make_base(case_dir, cfg_factory, untie, seed):
         raise RuntimeError("no seed with a stable greedy margin")
     ids, mask = padded(ENC_LENGTHS, ENC_LEN, vocab, pad)
     labels, lmask = padded(DEC_LENGTHS, DEC_LEN, vocab, -100)
-    if is_bart(model):
-        decoder_input_ids = shift_tokens_right(labels, pad, model.config.decoder_start_token_id)
-    else:
-        decoder_input_ids = model._shift_right(labels)
+    decoder_input_ids = decoder_inputs(model, labels)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
     ref = dict(input_ids=ids, attention_mask=mask, labels=labels, decoder_input_ids=decoder_input_ids,
@@ -190,6 +210,8 @@ def make_base(case_dir, cfg_factory, untie, seed):
                encoder_last_hidden_state=out.encoder_last_hidden_state.float().contiguous(),
                gen_input_ids=gen_ids, gen_attention_mask=gen_mask, gen_output_ids=seq,
                num_parameters=torch.tensor([model.num_parameters()], dtype=torch.int64))
+    if isinstance(model.config, MBartConfig):  # mBART-50 forces the target language first
+        ref["gen_forced_output_ids"] = greedy(model, gen_ids, gen_mask, forced_bos=MBART_FORCED_BOS)[0]
     model.save_pretrained(case_dir, safe_serialization=True)
     # the saved model must be what we computed with (tying on load included)
     again = AutoModelForSeq2SeqLM.from_pretrained(case_dir).eval()
@@ -378,7 +400,8 @@ def make(out_dir):
                             LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8,
                                        target_modules=LORA_TARGETS.get(name, ["q", "v", "wo"]),
                                        init_lora_weights=False), "lora_B")
-        ia3 = make_adapter(case_dir, ref, "ia3", IA3Config(task_type="SEQ_2_SEQ_LM"), "ia3_l")
+        ia3 = make_adapter(case_dir, ref, "ia3", IA3Config(task_type="SEQ_2_SEQ_LM", **IA3_TARGETS.get(name, {})),
+                           "ia3_l")
         print(f"{name}: greedy margin {margin:.3g}; LoRA moves logits {lora:.3g}, (IA)3 {ia3:.3g}")
     make_prompt_learning(out_dir)
     make_fortunes(os.path.join(out_dir, "t5_fortunes"))

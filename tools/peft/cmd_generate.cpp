@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "peft/generate.h"
+#include "peft/seq2seq.h"
 #include "peft/task_ids.h"
 #include "peft/tokenizer.h"
 #include "util/json_file.h"
@@ -45,6 +46,14 @@ void run_generate(GenerateArgs& a) {
       for (const auto& v : c["eos_token_id"]) a.gen.eos_token_ids.push_back(strict_get<int64_t>(v, where));
     else if (c.contains("eos_token_id") && !c["eos_token_id"].is_null())
       a.gen.eos_token_ids = {strict_get<int64_t>(c["eos_token_id"], where)};
+  }
+  // An encoder-decoder config's forced_bos_token_id (mBART-50's target language), as
+  // transformers' generate() applies it, unless --forced-bos says otherwise.
+  if (a.gen.forced_bos_token_id < 0 && as_seq2seq(*model)) {
+    const auto& c = model->config();
+    if (c.contains("forced_bos_token_id") && !c["forced_bos_token_id"].is_null())
+      a.gen.forced_bos_token_id =
+          strict_get<int64_t>(c["forced_bos_token_id"], a.model.dir + "/config.json: 'forced_bos_token_id'");
   }
   if (a.prompts.empty() && a.chats.empty()) {
     if (a.ids.empty()) throw std::invalid_argument("give --ids, --prompt or --chat");
@@ -103,6 +112,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->gen.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--eos", a->eos, "Stop tokens (default: config.json's eos_token_id)");
+  cmd->add_option("--forced-bos", a->gen.forced_bos_token_id,
+                  "Encoder-decoder models: force the first generated token, e.g. mBART-50's target language "
+                  "(default: config.json's forced_bos_token_id)");
   cmd->add_option("--task-id", a->task_id,
                   "Multitask adapters (MULTITASK_PROMPT_TUNING, POLY): the task of every prompt")
       ->check(CLI::NonNegativeNumber);
