@@ -1,9 +1,9 @@
 // BartForConditionalGeneration and MBartForConditionalGeneration, module for module as
-// transformers' modeling_bart.py / modeling_mbart.py: token
-// embeddings shared by encoder, decoder and lm_head (scaled by sqrt(d_model) with
-// scale_embedding), learned positions offset by 2, layernorm_embedding, post-norm encoder
-// and decoder layers (q/k/v/out_proj with bias), cross-attention over the encoder output,
-// and final_logits_bias (a buffer) added to the logits. Parameter names are transformers'
+// transformers' modeling_bart.py and modeling_mbart.py: token embeddings shared by encoder,
+// decoder and lm_head (scaled by sqrt(d_model) with scale_embedding), learned positions
+// offset by 2, layernorm_embedding, post-norm encoder and decoder layers (q/k/v/out_proj
+// with bias), cross-attention over the encoder output, and final_logits_bias (a buffer)
+// added to the logits. Parameter names are transformers'
 // (model.encoder.layers.0.self_attn.q_proj.weight, ...), so adapters line up with HF PEFT.
 // mBART is the same with pre-norm layers, a final layer_norm per stack, and decoder inputs
 // that start with each label row's last token (its language id).

@@ -72,7 +72,7 @@ void construction_draws(Module& root, at::Generator& gen, std::optional<int64_t>
       n->weight = at::ones({n->dim}, f32());
     } else if (auto* n = dynamic_cast<LayerNorm*>(m)) {
       n->weight = at::ones({n->dim}, f32());
-      if (n->bias.defined()) n->bias = at::zeros({n->dim}, f32());
+      if (has_slot(*n, "bias")) n->bias = at::zeros({n->dim}, f32());
     }
   }
 }
@@ -101,7 +101,7 @@ void hf_init_weights(Module& m, const HfInit& h) {
     n->weight.fill_(1.0);
   } else if (auto* n = dynamic_cast<LayerNorm*>(&m)) {
     n->weight.fill_(1.0);
-    if (n->bias.defined()) n->bias.zero_();
+    if (has_slot(*n, "bias")) n->bias.zero_();
   } else if (auto* a = dynamic_cast<GPT2Attention*>(&m)) {
     a->c_proj->weight.normal_(0.0, h.gpt2_residual_std, gen);
   } else if (auto* p = dynamic_cast<GPT2MLP*>(&m)) {
