@@ -230,7 +230,7 @@ INSTANTIATE_TEST_SUITE_P(Families, Family,
                                            "falcon_seq", "granite", "olmo2", "starcoder2", "gptj",
                                            "gptj_full", "gpt_bigcode", "gpt_bigcode_mha", "stablelm", "stablelm2",
                                            "gpt_neo", "gpt_neo_local", "cohere", "cohere_qk", "smollm3",
-                                           "smollm3_window", "cohere2"));
+                                           "smollm3_window", "cohere2", "qwen2_window"));
 
 // The references depend on the window: the same weights with the window wider than the
 // sequence give other logits, so the parity above is not a full-attention coincidence.
@@ -244,7 +244,7 @@ TEST_P(Window, WideningTheWindowChangesLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Families, Window,
                          ::testing::Values("qwen3_window", "gemma2", "gemma3", "phi3", "starcoder2", "smollm3_window",
-                                           "cohere2"));
+                                           "cohere2", "qwen2_window"));
 
 // GPT-Neo's local layers are in the references: with the window wider than the rows, or
 // every layer global, other logits; attention_types that do not list num_layers layers, or

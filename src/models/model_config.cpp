@@ -85,7 +85,6 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
     c.rope = r.has("rope_scaling") ? j["rope_scaling"] : nlohmann::json::object();
     c.rope["rope_theta"] = r.positive("rope_theta", 10000.0);
   }
-  if (r.get<bool>("use_sliding_window", false) && arch == "Qwen2") r.fail("use_sliding_window is not supported");
   c.qk_norm = arch == "Qwen3";
   if (arch == "Granite") {  // GraniteConfig's defaults are 1
     c.embedding_multiplier = r.positive("embedding_multiplier", 1.0);
@@ -97,8 +96,9 @@ LlamaConfig LlamaConfig::from_json(const nlohmann::json& j, const std::string& a
     const int64_t window = r.has("sliding_window") ? r.dim("sliding_window", std::nullopt, ConfigLimits::kPositions) : 0;
     c.sliding_window = window;
     c.sliding.assign(static_cast<size_t>(c.num_layers), window > 0);
-  } else if (arch == "Qwen3") {
-    // As Qwen3Config: the window only with use_sliding_window, then from max_window_layers on.
+  } else if (arch == "Qwen3" || arch == "Qwen2") {
+    // As Qwen2Config and Qwen3Config: the window only with use_sliding_window, then from
+    // max_window_layers on.
     const bool use = r.get<bool>("use_sliding_window", false);
     const int64_t window = use ? r.dim("sliding_window", 4096, ConfigLimits::kPositions) : 0;
     const int64_t first = r.get<int64_t>("max_window_layers", 28);

@@ -62,6 +62,8 @@ from transformers import (
     Phi3Config,
     Phi3ForCausalLM,
     Qwen3Config,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     Qwen3ForCausalLM,
     SmolLM3Config,
     SmolLM3ForCausalLM,
@@ -277,6 +279,15 @@ def _cohere2():
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=4,
                          logit_scale=0.25, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
                          initializer_range=INIT_STD)
+
+
+
+def _qwen2_window():
+    # Qwen2 with use_sliding_window: a window of 3 from layer 1 on (max_window_layers), q/k/v bias
+    return Qwen2Config(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                       use_sliding_window=True, sliding_window=3, max_window_layers=1, tie_word_embeddings=False,
+                       initializer_range=INIT_STD)
 
 
 def _smollm3():
@@ -543,6 +554,7 @@ CASES = [
         dict(target_modules=["q_proj", "k_proj", "v_proj", "down_proj"]),
         dict(target_modules=["k_proj", "up_proj"], feedforward_modules=["up_proj"]),
     ),
+    ("qwen2_window", Qwen2ForCausalLM, _qwen2_window, dict(target_modules=None), dict(target_modules=None)),
 ]
 PACKING_BLIND = {"opt", "opt_proj", "bloom", "bloom_post_ln", "falcon", "falcon_new", "falcon_seq"}
 PREFIXED = {"opt", "opt_proj", "gpt_neox", "bloom"}
