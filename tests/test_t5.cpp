@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <set>
 #include <tuple>
+#include <sys/wait.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -613,6 +614,31 @@ TEST(BartTrain, PeftTrainLowersEvalLossAndLoadsInHfPeft) {
             0)
       << log;
   std::cerr << "bart: eval loss " << t.before << " -> " << t.after << "\n" << log;
+}
+
+// A hostile forced BOS id, from --forced-bos or from config.json, is one `error:` line naming it.
+TEST(BartCli, HostileForcedBosIsOneLine) {
+  const auto ids = scratch("mbart_ids.json");
+  std::ofstream(ids) << "[[5, 6, 7, 8]]";
+  const auto dir = scratch("mbart_bad_forced");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const char* f : {"model.safetensors", "config.json"}) fs::copy_file(base_dir("mbart") / f, dir / f);
+  json cfg = json::parse(std::ifstream(dir / "config.json"));
+  cfg["forced_bos_token_id"] = "x";
+  std::ofstream(dir / "config.json") << cfg.dump();
+  for (const auto& [model, extra, key] : std::vector<std::tuple<fs::path, std::string, std::string>>{
+           {base_dir("mbart"), " --forced-bos -5", "forced_bos_token_id"},
+           {base_dir("mbart"), " --forced-bos 103", "forced_bos_token_id 103"},
+           {dir, "", "config.json: 'forced_bos_token_id'"}}) {
+    int status = 0;
+    const auto out = test::run_command(std::string(PEFT_CLI) + " generate " + model.string() + " --ids " +
+                                           ids.string() + " --max-new-tokens 2" + extra + " 2>&1",
+                                       &status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status << ": " << out;  // an exit, not a signal
+    EXPECT_THAT(out, HasSubstr(key)) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  }
 }
 
 TEST(T5Cli, InspectAndGenerate) {
