@@ -22,9 +22,30 @@
 #include "peft/npy.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
+#include "peft/train.h"
 #include "pyserver.h"
 
 namespace peft::test {
+
+// Trains `c` twice, without and with gradient_checkpointing (into `out`_off and `out`_on):
+// recomputed blocks must give the same steps, so the per-step losses agree to 1e-6 and the
+// gradient norms to `grad_tol` (relative), and every gradient norm is above zero.
+inline void expect_checkpointing_keeps_the_steps(TrainConfig c, const std::string& out, double grad_tol = 1e-5) {
+  auto run = [&](bool checkpoint) {
+    c.gradient_checkpointing = checkpoint;
+    c.output_dir = out + (checkpoint ? "_on" : "_off");
+    std::filesystem::remove_all(c.output_dir);
+    return train(c).steps;
+  };
+  const auto want = run(false), got = run(true);
+  ASSERT_EQ(got.size(), static_cast<size_t>(c.max_steps));
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_NEAR(got[i].loss, want[i].loss, 1e-6 * std::abs(want[i].loss)) << "step " << i;
+    EXPECT_NEAR(got[i].grad_norm, want[i].grad_norm, grad_tol * want[i].grad_norm) << "step " << i;
+    EXPECT_GT(want[i].grad_norm, 0.0) << "step " << i;
+  }
+}
 
 // Runs a shell command; returns stdout and stderr together, and its exit status.
 inline std::string run_command(const std::string& cmd, int* status) {

@@ -30,6 +30,9 @@ struct Seq2SeqInputs {
   at::Tensor decoder_input_ids;       // [batch, tgt] int64
   at::Tensor decoder_attention_mask;  // [batch, past + tgt]; undefined = causal only, as transformers
   Seq2SeqCache* cache = nullptr;      // read and extended when given
+  // Gradient checkpointing: each encoder and decoder layer is recomputed in backward
+  // instead of keeping its activations (decoder layers only without a cache).
+  bool checkpoint_layers = false;
 };
 
 struct Seq2SeqOutputs {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "models/attention.h"
+#include "models/checkpoint.h"
 #include "models/config_reader.h"
 #include "models/model_config.h"
 
@@ -133,7 +134,7 @@ BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch) {
   if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
-at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask) {
+at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint) {
   const int64_t b = embeds.size(0), s = embeds.size(1);
   const int64_t max = embed_positions->num_embeddings - kPositionOffset;
   if (s > max)
@@ -142,7 +143,8 @@ at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask
   const auto opts = at::TensorOptions(at::kLong).device(embeds.device());
   auto h = layernorm_embedding->forward(embeds + embed_positions->forward(at::arange(s, opts) + kPositionOffset));
   const auto m = padding_mask(mask, b, s, s, h.device());
-  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h, m);
+  h = run_layers(layers->size(), checkpoint, h, {m},
+                 [this](size_t i, const std::vector<at::Tensor>& v) { return (*layers)[i].forward(v[0], v[1]); });
   return layer_norm ? layer_norm->forward(h) : h;
 }
 
@@ -170,7 +172,10 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
   h = layernorm_embedding->forward(h + embed_positions->forward(at::arange(past, past + t, opts) + kPositionOffset));
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   const auto cross_mask = padding_mask(in.attention_mask, b, t, encoder_states.size(1), h.device());
-  for (size_t i = 0; i < n; ++i) h = (*layers)[i].forward(h, self_mask, encoder_states, cross_mask, cache, i);
+  h = run_layers(n, in.checkpoint_layers && !cache, h, {self_mask, encoder_states, cross_mask},
+                 [this, cache](size_t i, const std::vector<at::Tensor>& v) {
+                   return (*layers)[i].forward(v[0], v[1], v[2], v[3], cache, i);
+                 });
   return layer_norm ? layer_norm->forward(h) : h;
 }
 
@@ -226,7 +231,7 @@ Seq2SeqOutputs BartForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in
       throw std::invalid_argument(type_name() + ": input_ids or inputs_embeds are required");
     enc = model->encoder->forward(
         in.inputs_embeds.defined() ? in.inputs_embeds : model->encoder->embed_tokens->forward(in.input_ids),
-        in.attention_mask);
+        in.attention_mask, in.checkpoint_layers);
   }
   out.encoder_last_hidden_state = enc;
   const auto h = model->decoder->forward(in, enc);

@@ -79,8 +79,9 @@ class BartEncoder : public Module {
  public:
   explicit BartEncoder(const BartConfig& c);
   std::string type_name() const override { return arch_ + "Encoder"; }
-  // embeds [b, s, d] (already scaled), mask [b, s] (1 = real) or undefined.
-  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask);
+  // embeds [b, s, d] (already scaled), mask [b, s] (1 = real) or undefined; `checkpoint`:
+  // each layer is recomputed in backward.
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint = false);
   std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;             // max_position_embeddings + 2 rows
   std::shared_ptr<ModuleList<BartEncoderLayer>> layers;

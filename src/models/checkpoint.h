@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <vector>
 
 #include "peft/model.h"
 
@@ -14,6 +15,13 @@ namespace peft {
 // states are replayed so dropout masks repeat). Gradients reach x and every parameter fn
 // uses. What backward needs is kept in the autograd graph and freed with it.
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
+
+// y = fn(inputs) for a block that reads more than one tensor (a decoder layer reads the
+// encoder's output and its masks): gradients reach every input that requires them, each
+// once, so nothing fn reads leads backward into the graph outside. inputs[0] is the
+// hidden state; undefined inputs are passed to fn as they are.
+using CheckpointedFn = std::function<at::Tensor(const std::vector<at::Tensor>&)>;
+at::Tensor checkpointed(const CheckpointedFn& fn, const std::vector<at::Tensor>& inputs);
 
 // Runs a decoder's n blocks in order, block(i, x, cache) giving block i's output. With
 // ModelInputs::checkpoint_layers and no KV cache (training), each block is checkpointed and
@@ -26,6 +34,21 @@ at::Tensor run_decoder_blocks(size_t n, at::Tensor h, const ModelInputs& in, con
     h = checkpoint ? checkpointed([block, i](const at::Tensor& x) { return block(i, x, nullptr); }, h)
                    : block(i, h, in.cache);
   return h;
+}
+
+// Runs an encoder's or decoder's n layers in order, layer(i, {h, context...}) giving layer
+// i's output. With `checkpoint`, each layer is checkpointed, and the context (an encoder's
+// output, masks, position biases) receives its gradients through every layer that read it.
+// `layer` is kept for backward, as run_decoder_blocks' block.
+template <class Layer>
+at::Tensor run_layers(size_t n, bool checkpoint, const at::Tensor& h, const std::vector<at::Tensor>& context,
+                      const Layer& layer) {
+  std::vector<at::Tensor> inputs{h};
+  inputs.insert(inputs.end(), context.begin(), context.end());
+  for (size_t i = 0; i < n; ++i)
+    inputs[0] = checkpoint ? checkpointed([layer, i](const std::vector<at::Tensor>& v) { return layer(i, v); }, inputs)
+                           : layer(i, inputs);
+  return inputs[0];
 }
 
 }  // namespace peft

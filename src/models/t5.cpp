@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "models/attention.h"
+#include "models/checkpoint.h"
 #include "models/seq2seq_attention.h"
 
 namespace peft {
@@ -156,13 +157,15 @@ T5Stack::T5Stack(const T5Config& c, bool is_decoder) {
       register_module("final_layer_norm", std::make_shared<RMSNorm>(c.d_model, c.layer_norm_epsilon, "T5LayerNorm"));
 }
 
-at::Tensor T5Stack::encode(const at::Tensor& embeds, const at::Tensor& mask) {
+at::Tensor T5Stack::encode(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint) {
   auto h = embeds;
   const int64_t s = h.size(1);
   // Block 0's bias serves every block, as transformers passes it on.
   auto bias = (*block)[0].self_attention->SelfAttention->compute_bias(s, s, 0, h.device()).to(h.scalar_type());
   if (mask.defined()) bias = bias + padding_bias(mask.to(h.device()), h.scalar_type());
-  for (size_t i = 0; i < block->size(); ++i) h = (*block)[i].forward(h, bias, {}, {}, nullptr, i);
+  h = run_layers(block->size(), checkpoint, h, {bias}, [this](size_t i, const std::vector<at::Tensor>& v) {
+    return (*block)[i].forward(v[0], v[1], {}, {}, nullptr, i);
+  });
   return final_layer_norm->forward(h);
 }
 
@@ -181,7 +184,10 @@ at::Tensor T5Stack::decode(const Seq2SeqInputs& in, const at::Tensor& encoder_st
     hidden = hidden | (in.decoder_attention_mask.to(device) == 0).view({h.size(0), 1, 1, keys});
   self_bias = self_bias + hidden.to(dtype) * dtype_lowest(dtype);
   const auto cross_bias = padding_bias(in.attention_mask.defined() ? in.attention_mask.to(device) : at::Tensor(), dtype);
-  for (size_t i = 0; i < block->size(); ++i) h = (*block)[i].forward(h, self_bias, encoder_states, cross_bias, cache, i);
+  h = run_layers(block->size(), in.checkpoint_layers && !cache, h, {self_bias, encoder_states, cross_bias},
+                 [this, cache](size_t i, const std::vector<at::Tensor>& v) {
+                   return (*block)[i].forward(v[0], v[1], v[2], v[3], cache, i);
+                 });
   return final_layer_norm->forward(h);
 }
 
@@ -218,7 +224,7 @@ Seq2SeqOutputs T5ForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in) 
     if (!in.input_ids.defined() && !in.inputs_embeds.defined())
       throw std::invalid_argument(type_name() + ": input_ids or inputs_embeds are required");
     enc = encoder->encode(in.inputs_embeds.defined() ? in.inputs_embeds : encoder->embed_tokens->forward(in.input_ids),
-                          in.attention_mask);
+                          in.attention_mask, in.checkpoint_layers);
   }
   out.encoder_last_hidden_state = enc;
   auto h = decoder->decode(in, enc);

@@ -88,8 +88,10 @@ class T5Stack : public Module {
   T5Stack(const T5Config& c, bool is_decoder);
   std::string type_name() const override { return "T5Stack"; }
   // The encoder: [b, src, d_model] for input embeddings and padding mask.
-  at::Tensor encode(const at::Tensor& embeds, const at::Tensor& mask);
-  // The decoder over decoder ids, attending to encoder_states under encoder_mask.
+  // With `checkpoint`, each block is recomputed in backward (gradient checkpointing).
+  at::Tensor encode(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint = false);
+  // The decoder over decoder ids, attending to encoder_states under encoder_mask; blocks
+  // are checkpointed with in.checkpoint_layers when there is no cache.
   at::Tensor decode(const Seq2SeqInputs& in, const at::Tensor& encoder_states);
   std::shared_ptr<Embedding> embed_tokens;  // tied to T5ForConditionalGeneration::shared
   std::shared_ptr<ModuleList<T5Block>> block;

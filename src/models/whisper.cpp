@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "models/attention.h"
+#include "models/checkpoint.h"
 
 namespace peft {
 
@@ -78,7 +79,7 @@ WhisperEncoder::WhisperEncoder(const WhisperConfig& c) {
   layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, 1e-5));
 }
 
-at::Tensor WhisperEncoder::forward(const at::Tensor& input_features) {
+at::Tensor WhisperEncoder::forward(const at::Tensor& input_features, bool checkpoint) {
   const int64_t positions = embed_positions->num_embeddings, frames = 2 * positions;
   const int64_t mels = conv1->weight.size(1);
   if (input_features.dim() != 3 || input_features.size(1) != mels || input_features.size(2) != frames)
@@ -88,7 +89,8 @@ at::Tensor WhisperEncoder::forward(const at::Tensor& input_features) {
   const auto x = input_features.to(conv1->weight.device(), conv1->weight.scalar_type());
   auto h = at::gelu(conv2->forward(at::gelu(conv1->forward(x)))).permute({0, 2, 1});
   h = h + embed_positions->forward(at::arange(positions, at::TensorOptions(at::kLong).device(h.device())));
-  for (size_t i = 0; i < layers->size(); ++i) h = (*layers)[i].forward(h);
+  h = run_layers(layers->size(), checkpoint, h, {},
+                 [this](size_t i, const std::vector<at::Tensor>& v) { return (*layers)[i].forward(v[0]); });
   return layer_norm->forward(h);
 }
 
@@ -114,7 +116,10 @@ at::Tensor WhisperDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& en
   // WhisperPositionalEmbedding reads its weight rows directly (no embedding forward).
   h = h + embed_positions->weight.narrow(0, past, t);
   const auto mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
-  for (size_t i = 0; i < n; ++i) h = (*layers)[i].forward(h, mask, encoder_states, cache, i);
+  h = run_layers(n, in.checkpoint_layers && !cache, h, {mask, encoder_states},
+                 [this, cache](size_t i, const std::vector<at::Tensor>& v) {
+                   return (*layers)[i].forward(v[0], v[1], v[2], cache, i);
+                 });
   return layer_norm->forward(h);
 }
 
@@ -156,7 +161,7 @@ Seq2SeqOutputs WhisperForConditionalGeneration::run_seq2seq(const Seq2SeqInputs&
   if (!enc.defined()) {
     if (!in.input_features.defined())
       throw std::invalid_argument(type_name() + ": input_features (or encoder_hidden_states) are required");
-    enc = model->encoder->forward(in.input_features);
+    enc = model->encoder->forward(in.input_features, in.checkpoint_layers);
   }
   out.encoder_last_hidden_state = enc;
   out.logits = proj_out->forward(model->decoder->forward(in, enc));

@@ -63,7 +63,7 @@ class WhisperEncoder : public Module {
   explicit WhisperEncoder(const WhisperConfig& c);
   std::string type_name() const override { return "WhisperEncoder"; }
   // [b, max_source_positions, d_model] for input_features [b, num_mel_bins, 2 * max_source_positions].
-  at::Tensor forward(const at::Tensor& input_features);
+  at::Tensor forward(const at::Tensor& input_features, bool checkpoint = false);  // checkpoint: per layer
   std::shared_ptr<WhisperConv1d> conv1, conv2;
   std::shared_ptr<Embedding> embed_positions;  // sinusoids, frozen in transformers
   std::shared_ptr<ModuleList<WhisperEncoderLayer>> layers;

@@ -45,10 +45,8 @@ Batch collate_seq2seq(const std::vector<const Example*>& xs, int64_t pad_id) {
 at::Tensor seq2seq_loss_sum(PeftModel& peft, const Batch& b, at::Device dev, bool checkpoint_layers) {
   Seq2SeqLM* s2s = as_seq2seq(peft.model());
   if (!s2s) throw std::logic_error("seq2seq_loss_sum on a model that is not an encoder-decoder");
-  if (checkpoint_layers)
-    throw std::runtime_error(peft.model().type_name() + ": gradient_checkpointing is not supported for encoder-decoder "
-                             "models yet");
   Seq2SeqInputs in;
+  in.checkpoint_layers = checkpoint_layers;
   if (b.input_features.defined()) {
     in.input_features = b.input_features.to(dev);
   } else {
