@@ -1,7 +1,10 @@
-// Text generation with a KV cache: greedy, or sampling with temperature, top-k, top-p.
+// Text generation with a KV cache: greedy, sampling with temperature, top-k, top-p, or
+// beam search; transformers' logits processors for n-gram repeats, minimum lengths and
+// forced first and last tokens.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "peft/model.h"
@@ -25,8 +28,40 @@ struct GenerationConfig {
   // language, as transformers' ForcedBOSTokenLogitsProcessor); -1: off.
   int64_t forced_bos_token_id = -1;
 
+  // Beam search (transformers' beam search, not sampled): num_beams hypotheses per prompt,
+  // the best finished one returned. 1: off.
+  int64_t num_beams = 1;
+  // A finished hypothesis scores its summed log-probabilities / (generated length ^
+  // length_penalty): > 0 favours longer ones.
+  double length_penalty = 1.0;
+  // When beam search stops: kHeuristic (transformers' early_stopping=False) once no running
+  // beam is likely to beat the finished ones; kFinished (True) as soon as num_beams
+  // hypotheses have finished; kNever ("never") once none can, the canonical search.
+  enum class EarlyStopping { kHeuristic, kFinished, kNever };
+  EarlyStopping early_stopping = EarlyStopping::kHeuristic;
+
+  // Logits processors, applied in transformers' order before a token is chosen. The length
+  // they count is the row's whole sequence as transformers' input_ids: the padded prompt
+  // (decoder-only) or decoder_start (encoder-decoder) plus the tokens generated so far.
+  int64_t no_repeat_ngram_size = 0;  // > 0: an n-gram of this size never occurs twice
+  int64_t min_length = 0;            // EOS tokens are impossible while the sequence is shorter
+  int64_t min_new_tokens = 0;        // EOS tokens are impossible before this many new tokens
+  // The last token when max_new_tokens is reached (transformers' forced_eos_token_id; BART's
+  // configs set it); empty: off.
+  std::vector<int64_t> forced_eos_token_ids;
+
   void validate() const;  // throws naming the first out-of-range setting
 };
+
+// A model's generation defaults as transformers' from_pretrained makes them: the folder's
+// generation_config.json where there is one, else the model config's generation keys
+// (eos_token_id, forced_bos_token_id, forced_eos_token_id; for a GGUF file, those it
+// converts). Unknown keys are ignored; sampling keys (do_sample, temperature, top_k, top_p)
+// are not read, so decoding stays deterministic unless asked. A known key of the wrong type
+// or range is an error naming the file and key. An encoder-decoder's max_length counts
+// decoder_start (max_new_tokens = max_length - 1); a decoder-only model's depends on the
+// prompt, so it is not read.
+GenerationConfig generation_defaults(Model& model, const std::string& model_path);
 
 // The next token for each row of logits [rows, vocab] (float): argmax, or a draw after
 // temperature, top-k and top-p (transformers' order) when cfg.do_sample.

@@ -9,12 +9,17 @@
 #include <string>
 
 #include "generate_rows.h"
+#include "serve/beam_search.h"
+#include "serve/logits_processors.h"
 #include "peft/seq2seq.h"
 #include "util/mask_positions.h"
 
 namespace peft {
 
 namespace {
+
+constexpr int64_t kMaxBeams = 256;   // each beam is a row of the batch: beyond this, a typo
+constexpr int64_t kMaxNgram = 1024;
 
 // Filters logits [b, vocab] in transformers' order: temperature, top-k, top-p.
 at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
@@ -61,6 +66,28 @@ bool GeneratedRows::append(at::Tensor& next) {
   return all_done;
 }
 
+std::vector<std::vector<int64_t>> GeneratedRows::extend_all(const std::vector<std::vector<int64_t>>& tails) {
+  for (size_t i = 0; i < out_.size(); ++i) out_[i].insert(out_[i].end(), tails[i].begin(), tails[i].end());
+  return take();
+}
+
+GreedyLoop::GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg)
+    : rows_(rows),
+      cfg_(cfg),
+      sequences_(sequences),
+      prompt_len_(sequences.size(1)),
+      gen_(at::detail::createCPUGenerator(cfg.seed)) {}
+
+std::optional<at::Tensor> GreedyLoop::step(const at::Tensor& logits) {
+  if (made_ >= cfg_.max_new_tokens) return std::nullopt;
+  at::Tensor next = next_tokens(process_logits(logits, sequences_, prompt_len_, cfg_), cfg_, gen_);
+  const bool all_done = rows_.append(next);  // finished rows' entries become the pad id
+  // The processors read the rows as transformers' input_ids: pads after a row's EOS included.
+  if (has_logits_processors(cfg_)) sequences_ = at::cat({sequences_, next.unsqueeze(1)}, 1);
+  if (all_done || ++made_ >= cfg_.max_new_tokens) return std::nullopt;
+  return next;
+}
+
 at::Tensor next_tokens(const at::Tensor& logits, const GenerationConfig& cfg, at::Generator& gen) {
   if (!cfg.do_sample) return logits.argmax(-1).cpu();
   auto probs = warp(logits, cfg).softmax(-1).cpu();
@@ -78,7 +105,62 @@ void GenerationConfig::validate() const {
     if (id < 0) bad("eos token ids must be >= 0, got " + std::to_string(id));
   if (pad_token_id < 0) bad("pad_token_id must be >= 0");
   if (forced_bos_token_id < -1) bad("forced_bos_token_id must be a token id or -1 (off)");
+  for (int64_t id : forced_eos_token_ids)
+    if (id < 0) bad("forced_eos_token_id must be a token id >= 0, got " + std::to_string(id));
+  if (num_beams < 1 || num_beams > kMaxBeams)
+    bad("num_beams must be between 1 and " + std::to_string(kMaxBeams) + ", got " + std::to_string(num_beams));
+  if (num_beams > 1 && do_sample) bad("num_beams > 1 searches; it cannot be combined with sampling");
+  if (!std::isfinite(length_penalty)) bad("length_penalty must be a finite number");
+  if (no_repeat_ngram_size < 0 || no_repeat_ngram_size > kMaxNgram)
+    bad("no_repeat_ngram_size must be between 0 and " + std::to_string(kMaxNgram) + ", got " +
+        std::to_string(no_repeat_ngram_size));
+  if (min_length < 0) bad("min_length must be >= 0, got " + std::to_string(min_length));
+  if (min_new_tokens < 0) bad("min_new_tokens must be >= 0, got " + std::to_string(min_new_tokens));
 }
+
+namespace {
+
+// A causal LM decoding with its KV cache: the left-padded prompts first, then one token a
+// row per step, positions counted from each row's first real token.
+class CausalSteps : public BeamModel {
+ public:
+  CausalSteps(Model& model, const at::Tensor& ids, const at::Tensor& mask) : model_(model), mask_(mask) {
+    in_.input_ids = ids;
+    in_.attention_mask = mask;
+    in_.position_ids = positions_from_mask(mask);
+    in_.cache = &cache_;
+  }
+
+  at::Tensor prefill() { return last_logits(); }
+
+  at::Tensor next_logits(const at::Tensor& tokens) override {
+    const auto device = mask_.device();
+    in_.input_ids = tokens.to(device).unsqueeze(1);
+    mask_ = at::cat({mask_, at::ones({mask_.size(0), 1}, mask_.options())}, 1);
+    in_.attention_mask = mask_;
+    in_.position_ids = in_.position_ids.select(1, -1).unsqueeze(1) + 1;
+    return last_logits();
+  }
+
+  void reorder(const at::Tensor& rows) override {
+    const auto r = rows.to(mask_.device());
+    for (auto* kv : {&cache_.keys, &cache_.values})
+      for (auto& t : *kv)
+        if (t.defined()) t = t.index_select(0, r);
+    mask_ = mask_.index_select(0, r);
+    in_.position_ids = in_.position_ids.index_select(0, r);
+  }
+
+ private:
+  at::Tensor last_logits() { return model_.forward(in_).logits.select(1, -1).to(at::kFloat); }
+
+  Model& model_;
+  KVCache cache_;
+  ModelInputs in_;
+  at::Tensor mask_;
+};
+
+}  // namespace
 
 std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationConfig& cfg) {
@@ -98,26 +180,18 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
     ids[i].narrow(0, len - n, n).copy_(at::tensor(prompts[i], at::kLong));
     mask[i].narrow(0, len - n, n).fill_(1);
   }
-  ids = ids.to(device);
-  mask = mask.to(device);
-  auto pos = positions_from_mask(mask);
-
-  auto gen = at::detail::createCPUGenerator(cfg.seed);
-  KVCache cache;
-  ModelInputs in;
-  in.input_ids = ids;
-  in.attention_mask = mask;
-  in.position_ids = pos;
-  in.cache = &cache;
-  for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
-    auto logits = model.forward(in).logits.select(1, -1).to(at::kFloat);
-    at::Tensor next = next_tokens(logits, cfg, gen);
-    if (rows.append(next)) break;
-    in.input_ids = next.to(device).unsqueeze(1);
-    mask = at::cat({mask, at::ones({b, 1}, mask.options())}, 1);
-    in.attention_mask = mask;
-    in.position_ids = in.position_ids.select(1, -1).unsqueeze(1) + 1;
+  if (cfg.num_beams > 1) {
+    // Each prompt's beams are consecutive rows, as transformers expands them.
+    ids = ids.repeat_interleave(cfg.num_beams, 0);
+    mask = mask.repeat_interleave(cfg.num_beams, 0);
+    CausalSteps steps(model, ids.to(device), mask.to(device));
+    const auto first = steps.prefill();
+    return rows.extend_all(beam_search(steps, first, ids, cfg));
   }
+  CausalSteps steps(model, ids.to(device), mask.to(device));
+  GreedyLoop loop(rows, ids, cfg);
+  auto logits = steps.prefill();
+  while (auto next = loop.step(logits)) logits = steps.next_logits(*next);
   return rows.take();
 }
 

@@ -2,9 +2,11 @@
 // checks, and recording each step's tokens until every row has produced an EOS token.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -26,12 +28,32 @@ class GeneratedRows {
   bool append(at::Tensor& next);
 
   std::vector<std::vector<int64_t>> take() { return std::move(out_); }
+  // Appends tails[i] to row i (beam search's tokens) and returns the rows.
+  std::vector<std::vector<int64_t>> extend_all(const std::vector<std::vector<int64_t>>& tails);
 
  private:
   const GenerationConfig& cfg_;
   std::vector<std::vector<int64_t>> out_;
   std::vector<bool> done_;
   int64_t longest_prompt_ = 0;
+};
+
+// Greedy or sampled decoding, one step at a time: each step's logits go through the logits
+// processors (over the rows' whole sequences), the next tokens are chosen and recorded.
+class GreedyLoop {
+ public:
+  // `sequences` [rows, prompt_len] (CPU int64): the rows as the model read them (padded).
+  GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg);
+  // Chooses and records the tokens after `logits` [rows, vocab]; returns them (CPU [rows])
+  // for the next forward, or nothing once every row has finished or max_new_tokens are made.
+  std::optional<at::Tensor> step(const at::Tensor& logits);
+
+ private:
+  GeneratedRows& rows_;
+  const GenerationConfig& cfg_;
+  at::Tensor sequences_;
+  int64_t prompt_len_, made_ = 0;
+  at::Generator gen_;
 };
 
 }  // namespace peft

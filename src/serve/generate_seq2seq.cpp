@@ -10,9 +10,57 @@
 #include <stdexcept>
 
 #include "generate_rows.h"
+#include "serve/beam_search.h"
 #include "peft/seq2seq.h"
 
 namespace peft {
+
+namespace {
+
+// An encoder-decoder decoding with its cache: the encoder runs on the first step, its
+// output and the cross-attention keys and values are reused after it.
+class Seq2SeqSteps : public BeamModel {
+ public:
+  Seq2SeqSteps(Seq2SeqLM& model, const at::Tensor& ids, const at::Tensor& mask, int64_t decoder_start)
+      : model_(model) {
+    in_.input_ids = ids;
+    in_.attention_mask = mask;
+    in_.decoder_input_ids = at::full({ids.size(0), 1}, decoder_start, ids.options());
+    in_.cache = &cache_;
+  }
+
+  at::Tensor prefill() { return last_logits(); }
+
+  at::Tensor next_logits(const at::Tensor& tokens) override {
+    in_.decoder_input_ids = tokens.to(in_.input_ids.device()).unsqueeze(1);
+    return last_logits();
+  }
+
+  void reorder(const at::Tensor& rows) override {
+    const auto r = rows.to(in_.input_ids.device());
+    auto select = [&r](at::Tensor& t) {
+      if (t.defined()) t = t.index_select(0, r);
+    };
+    for (auto* list : {&cache_.self_attn.keys, &cache_.self_attn.values, &cache_.cross_keys, &cache_.cross_values})
+      for (auto& t : *list) select(t);
+    select(in_.input_ids);
+    select(in_.attention_mask);
+    select(in_.encoder_hidden_states);
+  }
+
+ private:
+  at::Tensor last_logits() {
+    const auto o = model_.forward_seq2seq(in_);
+    if (!in_.encoder_hidden_states.defined()) in_.encoder_hidden_states = o.encoder_last_hidden_state;
+    return o.logits.select(1, -1).to(at::kFloat);
+  }
+
+  Seq2SeqLM& model_;
+  Seq2SeqCache cache_;
+  Seq2SeqInputs in_;
+};
+
+}  // namespace
 
 std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                                    const GenerationConfig& cfg) {
@@ -32,31 +80,19 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
     mask[i].narrow(0, 0, n).fill_(1);
   }
   const at::Device device = model.device();
-  Seq2SeqCache cache;
-  Seq2SeqInputs in;
-  in.input_ids = ids.to(device);
-  in.attention_mask = mask.to(device);
-  in.decoder_input_ids = at::full({b, 1}, s2s->decoder_start_token_id(), at::kLong).to(device);
-  in.cache = &cache;
-
-  auto gen = at::detail::createCPUGenerator(cfg.seed);
-  for (int64_t step = 0; step < cfg.max_new_tokens; ++step) {
-    const auto o = s2s->forward_seq2seq(in);
-    if (!in.encoder_hidden_states.defined()) in.encoder_hidden_states = o.encoder_last_hidden_state;
-    at::Tensor logits = o.logits.select(1, -1).to(at::kFloat);
-    if (step == 0 && cfg.forced_bos_token_id >= 0) {
-      // Every other token is made impossible, so sampling still draws (as transformers').
-      if (cfg.forced_bos_token_id >= logits.size(-1))
-        throw std::invalid_argument("forced_bos_token_id " + std::to_string(cfg.forced_bos_token_id) +
-                                    " is outside the vocabulary of " + std::to_string(logits.size(-1)));
-      auto forced = at::full_like(logits, -std::numeric_limits<float>::infinity());
-      forced.select(1, cfg.forced_bos_token_id).copy_(logits.select(1, cfg.forced_bos_token_id));
-      logits = forced;
-    }
-    at::Tensor next = next_tokens(logits, cfg, gen);
-    if (rows.append(next)) break;
-    in.decoder_input_ids = next.to(device).unsqueeze(1);
+  const int64_t start = s2s->decoder_start_token_id();
+  if (cfg.num_beams > 1) {
+    // Each prompt's beams are consecutive rows, as transformers expands them.
+    ids = ids.repeat_interleave(cfg.num_beams, 0);
+    mask = mask.repeat_interleave(cfg.num_beams, 0);
+    Seq2SeqSteps steps(*s2s, ids.to(device), mask.to(device), start);
+    const auto first = steps.prefill();
+    return rows.extend_all(beam_search(steps, first, at::full({ids.size(0), 1}, start, at::kLong), cfg));
   }
+  Seq2SeqSteps steps(*s2s, ids.to(device), mask.to(device), start);
+  GreedyLoop loop(rows, at::full({b, 1}, start, at::kLong), cfg);
+  auto logits = steps.prefill();
+  while (auto next = loop.step(logits)) logits = steps.next_logits(*next);
   return rows.take();
 }
 

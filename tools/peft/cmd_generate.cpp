@@ -22,7 +22,8 @@ struct GenerateArgs {
   std::vector<std::string> prompts, chats;
   std::string system;
   GenerationConfig gen;
-  std::vector<int64_t> eos;
+  std::vector<int64_t> eos, forced_eos;
+  std::string early_stopping;
   bool no_eos = false;
   int64_t task_id = -1;  // multitask adapters: every prompt's task
 };
@@ -33,28 +34,41 @@ TaskIdsScope task_scope(int64_t task_id, size_t prompts) {
   return TaskIdsScope(at::full({static_cast<int64_t>(prompts)}, task_id, at::kLong));
 }
 
-void run_generate(GenerateArgs& a) {
+// The model's generation defaults (generation_config.json, else config.json, as
+// transformers' generate() uses them), then every option given on the command line.
+GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const CLI::App& cmd) {
+  GenerationConfig g = generation_defaults(model, a.model.dir);
+  auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
+  const GenerationConfig& o = a.gen;
+  if (given("--max-new-tokens")) g.max_new_tokens = o.max_new_tokens;
+  g.do_sample = o.do_sample;
+  g.temperature = o.temperature;
+  g.top_k = o.top_k;
+  g.top_p = o.top_p;
+  g.seed = o.seed;
+  if (!a.eos.empty()) g.eos_token_ids = a.eos;
+  if (a.no_eos) g.eos_token_ids.clear();
+  if (given("--forced-bos")) g.forced_bos_token_id = o.forced_bos_token_id;
+  if (given("--forced-eos")) g.forced_eos_token_ids = a.forced_eos;
+  if (a.forced_eos == std::vector<int64_t>{-1}) g.forced_eos_token_ids.clear();
+  if (given("--num-beams")) g.num_beams = o.num_beams;
+  if (given("--length-penalty")) g.length_penalty = o.length_penalty;
+  if (given("--early-stopping"))
+    g.early_stopping = a.early_stopping == "never"  ? GenerationConfig::EarlyStopping::kNever
+                       : a.early_stopping == "true" ? GenerationConfig::EarlyStopping::kFinished
+                                                    : GenerationConfig::EarlyStopping::kHeuristic;
+  if (given("--no-repeat-ngram-size")) g.no_repeat_ngram_size = o.no_repeat_ngram_size;
+  if (given("--min-new-tokens")) g.min_new_tokens = o.min_new_tokens;
+  if (given("--min-length")) g.min_length = o.min_length;
+  if (g.do_sample && !given("--num-beams")) g.num_beams = 1;  // asked to sample: the file's beams give way
+  g.validate();
+  return g;
+}
+
+void run_generate(GenerateArgs& a, const CLI::App& cmd) {
   auto model = a.model.load();
   auto peft = a.adapters.apply(model);
-  if (!a.eos.empty()) {
-    a.gen.eos_token_ids = a.eos;
-  } else if (!a.no_eos) {
-    // config.json's eos_token_id (an id or a list), as transformers uses by default.
-    const auto& c = model->config();
-    const std::string where = a.model.dir + "/config.json: 'eos_token_id'";
-    if (c.contains("eos_token_id") && c["eos_token_id"].is_array())
-      for (const auto& v : c["eos_token_id"]) a.gen.eos_token_ids.push_back(strict_get<int64_t>(v, where));
-    else if (c.contains("eos_token_id") && !c["eos_token_id"].is_null())
-      a.gen.eos_token_ids = {strict_get<int64_t>(c["eos_token_id"], where)};
-  }
-  // An encoder-decoder config's forced_bos_token_id (mBART-50's target language), as
-  // transformers' generate() applies it, unless --forced-bos says otherwise.
-  if (a.gen.forced_bos_token_id < 0 && as_seq2seq(*model)) {
-    const auto& c = model->config();
-    if (c.contains("forced_bos_token_id") && !c["forced_bos_token_id"].is_null())
-      a.gen.forced_bos_token_id =
-          strict_get<int64_t>(c["forced_bos_token_id"], a.model.dir + "/config.json: 'forced_bos_token_id'");
-  }
+  a.gen = generation_settings(*model, a, cmd);
   if (a.prompts.empty() && a.chats.empty()) {
     if (a.ids.empty()) throw std::invalid_argument("give --ids, --prompt or --chat");
     const auto prompts = read_id_lists(a.ids);
@@ -93,8 +107,13 @@ void register_generate(CLI::App& app) {
                                  "Continue prompts: token ids (--ids; prints a JSON list of id lists, prompt then new "
                                  "tokens), text (--prompt, with the model's tokenizer) or chat messages (--chat, "
                                  "through the model's chat template).\n"
+                                 "Decoding follows the model's generation_config.json (beams, n-gram and length "
+                                 "rules, forced tokens) as transformers' generate() does; the options below override "
+                                 "it.\n"
                                  "Example: peft generate SmolLM2-135M-Instruct.Q4_1.gguf --chat 'What is the capital "
-                                 "of France?'");
+                                 "of France?'\n"
+                                 "Example: peft generate bart-large-cnn --prompt \"$(cat article.txt)\" --num-beams 4 "
+                                 "--no-repeat-ngram-size 3");
   auto a = std::make_shared<GenerateArgs>();
   a->model.add_to(cmd);
   a->adapters.add_to(cmd);
@@ -105,7 +124,8 @@ void register_generate(CLI::App& app) {
                   "{prompt, completion}");
   cmd->add_option("--system", a->system, "With --chat: a system message first");
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
-  cmd->add_option("--max-new-tokens", a->gen.max_new_tokens, "Tokens to generate per prompt")->capture_default_str();
+  cmd->add_option("--max-new-tokens", a->gen.max_new_tokens,
+                  "Tokens to generate per prompt (default: the model's generation_config.json, else 32)");
   auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");
   cmd->add_option("--top-k", a->gen.top_k, "Sample among the k most likely tokens (0: off)")->capture_default_str();
   cmd->add_option("--top-p", a->gen.top_p, "Sample from the smallest set with this much probability (1: off)")
@@ -113,15 +133,33 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", a->gen.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--eos", a->eos, "Stop tokens (default: config.json's eos_token_id)");
   cmd->add_option("--forced-bos", a->gen.forced_bos_token_id,
-                  "Encoder-decoder models: force the first generated token, e.g. mBART-50's target language "
-                  "(default: config.json's forced_bos_token_id)");
+                  "Force the first generated token, e.g. mBART-50's target language (default: the model's "
+                  "forced_bos_token_id; -1: off)");
+  cmd->add_option("--forced-eos", a->forced_eos,
+                  "Force the last token when --max-new-tokens is reached (default: the model's "
+                  "forced_eos_token_id, which BART's configs set; -1: off)");
+  cmd->add_option("--num-beams", a->gen.num_beams,
+                  "Beam search with this many beams, as transformers' generate (default: the model's "
+                  "generation_config.json, else 1: greedy)");
+  cmd->add_option("--length-penalty", a->gen.length_penalty,
+                  "Beam search: a finished beam scores log-probability / length^this (> 0 favours longer ones)");
+  cmd->add_option("--early-stopping", a->early_stopping,
+                  "Beam search stops: 'false' when no running beam is likely to win, 'true' when num-beams "
+                  "have finished, 'never' when none can win")
+      ->check(CLI::IsMember({"false", "true", "never"}));
+  cmd->add_option("--no-repeat-ngram-size", a->gen.no_repeat_ngram_size,
+                  "Never repeat an n-gram of this size, prompt included for decoder-only models (0: off)");
+  cmd->add_option("--min-new-tokens", a->gen.min_new_tokens, "No EOS before this many new tokens");
+  cmd->add_option("--min-length", a->gen.min_length,
+                  "No EOS while the sequence (padded prompt, or decoder start, plus new tokens) is shorter "
+                  "(default: the model's min_length)");
   cmd->add_option("--task-id", a->task_id,
                   "Multitask adapters (MULTITASK_PROMPT_TUNING, POLY): the task of every prompt")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-eos", a->no_eos, "Never stop early; always produce --max-new-tokens");
   cmd->callback([a, t, cmd] {
     a->gen.do_sample = t->count() > 0 || cmd->count("--top-k") > 0 || cmd->count("--top-p") > 0;
-    run_generate(*a);
+    run_generate(*a, *cmd);
   });
 }
 

@@ -1,0 +1,269 @@
+// Beam search and the logits processors (no-repeat n-grams, minimum lengths, forced first
+// and last tokens) against transformers' generate() on the same folders
+// (tests/parity/check_generate.py): decoder-only models (left-padded ragged prompts, GQA,
+// tied embeddings) and encoder-decoder ones (T5 v1.1, BART, mBART), token for token; and
+// `peft generate` following a folder's generation_config.json as transformers does.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli_runner.h"
+#include "peft/generate.h"
+#include "peft/model.h"
+#include "peft/seq2seq.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using nlohmann::json;
+using ES = peft::GenerationConfig::EarlyStopping;
+
+namespace peft {
+namespace {
+
+fs::path model_dir(const std::string& name) {
+  for (const char* root : {PEFT_PARITY_DIR, PEFT_T5_DIR})
+    if (fs::exists(fs::path(root) / name / "config.json")) return fs::path(root) / name;
+  ADD_FAILURE() << "no fixture " << name;
+  return {};
+}
+fs::path scratch(const std::string& name) {
+  auto p = fs::path(PEFT_SCRATCH_DIR) / "generate_search" / name;
+  fs::create_directories(p.parent_path());
+  return p;
+}
+
+// Our settings as check_generate.py's generation_config attributes.
+json as_hf(const GenerationConfig& g) {
+  json j{{"max_new_tokens", g.max_new_tokens},
+         {"num_beams", g.num_beams},
+         {"length_penalty", g.length_penalty},
+         {"early_stopping", g.early_stopping == ES::kNever ? json("never") : json(g.early_stopping == ES::kFinished)},
+         {"pad_token_id", g.pad_token_id}};
+  if (!g.eos_token_ids.empty()) j["eos_token_id"] = g.eos_token_ids;
+  if (!g.forced_eos_token_ids.empty()) j["forced_eos_token_id"] = g.forced_eos_token_ids;
+  if (g.forced_bos_token_id >= 0) j["forced_bos_token_id"] = g.forced_bos_token_id;
+  if (g.no_repeat_ngram_size > 0) j["no_repeat_ngram_size"] = g.no_repeat_ngram_size;
+  if (g.min_length > 0) j["min_length"] = g.min_length;
+  if (g.min_new_tokens > 0) j["min_new_tokens"] = g.min_new_tokens;
+  return j;
+}
+
+// transformers' new tokens per case and prompt.
+json transformers_tokens(const fs::path& dir, const std::vector<std::vector<int64_t>>& prompts, const json& cases,
+                         const std::string& name) {
+  const auto in = scratch(name + "_cases.json"), out = scratch(name + "_hf.json");
+  std::ofstream(in) << json{{"prompts", prompts}, {"cases", cases}}.dump();
+  int status = 0;
+  const auto log = test::run_parity_script("check_generate.py", dir.string() + " " + in.string() + " " + out.string(),
+                                           &status);
+  EXPECT_EQ(status, 0) << log;
+  return json::parse(std::ifstream(out));
+}
+
+std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, std::vector<size_t> lengths, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int64_t> id(3, vocab - 1);  // no pad, BOS or EOS ids among them
+  std::vector<std::vector<int64_t>> out;
+  for (size_t n : lengths) {
+    out.emplace_back();
+    for (size_t i = 0; i < n; ++i) out.back().push_back(id(rng));
+  }
+  return out;
+}
+
+class SearchMatchesTransformers : public ::testing::TestWithParam<std::string> {};
+
+// Beam search with one and two EOS ids, every early_stopping mode, length penalties that
+// favour longer and shorter hypotheses, and the processors in beam and greedy decoding.
+// EOS ids are tokens the model's greedy continuation produces, so hypotheses do finish
+// early and the finished-beam bookkeeping is exercised, not only the length limit.
+TEST_P(SearchMatchesTransformers, TokenForToken) {
+  const auto dir = model_dir(GetParam());
+  auto model = load_model(dir.string());
+  const bool seq2seq = as_seq2seq(*model) != nullptr;
+  const int64_t vocab = model->config().value("vocab_size", int64_t{0});
+  ASSERT_GT(vocab, 8);
+  const auto prompts = random_prompts(vocab, {6, 4, 5}, 11);
+  const int64_t prompt_len = seq2seq ? 1 : 6;  // transformers' decoder prompt: decoder_start, or the padded prompts
+
+  GenerationConfig greedy;
+  greedy.max_new_tokens = 8;
+  const auto plain = generate(*model, prompts, greedy);
+  const int64_t e = plain[0][prompts[0].size() + 2], e2 = plain[1][prompts[1].size() + 1];
+  const int64_t f = plain[2][prompts[2].size() + 3];
+  std::map<int64_t, int> counts;  // the model's most frequent greedy token
+  for (size_t i = 0; i < plain.size(); ++i)
+    for (size_t t = prompts[i].size(); t < plain[i].size(); ++t) ++counts[plain[i][t]];
+  const int64_t frequent = std::max_element(counts.begin(), counts.end(), [](const auto& x, const auto& y) {
+                             return x.second < y.second;
+                           })->first;
+
+  std::vector<GenerationConfig> cases;
+  auto add = [&](auto edit) {
+    GenerationConfig g;
+    g.max_new_tokens = 10;
+    g.eos_token_ids = {e};
+    edit(g);
+    cases.push_back(g);
+  };
+  add([](GenerationConfig& g) { g.num_beams = 4; });
+  add([](GenerationConfig& g) {
+    g.num_beams = 3;
+    g.length_penalty = 2.0;
+    g.early_stopping = ES::kFinished;
+    g.no_repeat_ngram_size = 2;
+  });
+  add([&](GenerationConfig& g) {
+    g.num_beams = 4;
+    g.early_stopping = ES::kNever;
+    g.length_penalty = 0.5;
+    g.min_new_tokens = 4;
+    g.eos_token_ids = {e, e2};
+    g.forced_eos_token_ids = {f};
+    g.max_new_tokens = 9;
+  });
+  add([](GenerationConfig& g) {
+    g.num_beams = 3;
+    g.length_penalty = -1.0;
+    g.no_repeat_ngram_size = 1;
+  });
+  add([](GenerationConfig& g) {
+    g.num_beams = 2;
+    g.eos_token_ids.clear();
+    g.max_new_tokens = 6;
+  });
+  add([&](GenerationConfig& g) {  // raw sums: a hypothesis that ends early wins
+    g.num_beams = 4;
+    g.length_penalty = 0.0;
+    g.eos_token_ids = {frequent};
+  });
+  add([&](GenerationConfig& g) {  // greedy through every processor
+    g.no_repeat_ngram_size = 2;
+    g.min_length = prompt_len + 3;
+    g.forced_eos_token_ids = {f};
+    g.max_new_tokens = 8;
+  });
+  if (seq2seq) add([&](GenerationConfig& g) {
+      g.num_beams = 3;
+      g.forced_bos_token_id = f;
+    });
+
+  json hf_cases = json::array();
+  for (const auto& g : cases) hf_cases.push_back(as_hf(g));
+  const auto want = transformers_tokens(dir, prompts, hf_cases, GetParam());
+  ASSERT_EQ(want.size(), cases.size());
+  size_t finished_early = 0;
+  for (size_t c = 0; c < cases.size(); ++c) {
+    const auto rows = generate(*model, prompts, cases[c]);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const std::vector<int64_t> got(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
+      EXPECT_EQ(got, want[c][i].get<std::vector<int64_t>>()) << "case " << c << " " << hf_cases[c] << ", prompt " << i;
+      if (static_cast<int64_t>(got.size()) < cases[c].max_new_tokens) ++finished_early;
+    }
+  }
+  EXPECT_GT(finished_early, 0u) << "no hypothesis ended with an EOS token: the cases test the length limit only";
+}
+
+INSTANTIATE_TEST_SUITE_P(Generate, SearchMatchesTransformers,
+                         ::testing::Values("llama_gqa_tied", "gpt2", "qwen2", "t5_v11", "bart", "mbart"));
+
+// A copy of the BART fixture whose generation_config.json asks for beams, n-gram and length
+// rules and a forced EOS (as bart-large-cnn's does): `peft generate` with no options
+// decodes as transformers' generate() with the folder's config, and options override it.
+TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
+  const auto src = model_dir("bart");
+  const auto dir = scratch("bart_cnn_like");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& f : fs::directory_iterator(src))
+    if (f.is_regular_file()) fs::copy_file(f.path(), dir / f.path().filename());
+  auto gen = json::parse(std::ifstream(src / "generation_config.json"));
+  gen.update(json{{"num_beams", 3}, {"length_penalty", 2.0}, {"early_stopping", true}, {"no_repeat_ngram_size", 2},
+                  {"min_length", 5}, {"max_length", 12}, {"forced_eos_token_id", 2}});
+  std::ofstream(dir / "generation_config.json") << gen.dump();
+  auto model = load_model(dir.string());
+  const auto prompts = random_prompts(model->config()["vocab_size"].get<int64_t>(), {6, 4}, 5);
+  const auto ids = scratch("bart_prompts.json");
+  std::ofstream(ids) << json(prompts).dump();
+
+  const auto want = transformers_tokens(dir, prompts, json::array({{{"folder_defaults", true}, {"max_new_tokens", 11}}}),
+                                        "bart_cnn_like");
+  const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rows = json::parse(r.output.substr(r.output.find('[')));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int64_t> got = rows[i];
+    got.erase(got.begin(), got.begin() + static_cast<long>(prompts[i].size()));
+    EXPECT_EQ(got, want[0][i].get<std::vector<int64_t>>()) << "prompt " << i;
+  }
+  // Options override the file: greedy, no forced EOS, no n-gram rule, no minimum length.
+  GenerationConfig g;
+  g.max_new_tokens = 7;
+  g.eos_token_ids = {2};
+  const auto plain = transformers_tokens(dir, prompts, json::array({as_hf(g)}), "bart_cnn_like_plain");
+  const auto o = test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--num-beams", "1", "--forced-eos",
+                                "-1", "--no-repeat-ngram-size", "0", "--min-length", "0", "--max-new-tokens", "7"});
+  ASSERT_EQ(o.exit_code, 0) << o.output;
+  const auto orows = json::parse(o.output.substr(o.output.find('[')));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int64_t> got = orows[i];
+    got.erase(got.begin(), got.begin() + static_cast<long>(prompts[i].size()));
+    EXPECT_EQ(got, plain[0][i].get<std::vector<int64_t>>()) << "prompt " << i;
+  }
+}
+
+// A generation_config.json key of the wrong type or range, or a bad option, stops `peft
+// generate` with one error line naming the file and key (or the option).
+TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
+  const auto src = model_dir("bart");
+  const auto dir = scratch("bart_bad_gen");
+  const auto ids = scratch("bad_prompts.json");
+  std::ofstream(ids) << "[[5, 6, 7]]";
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{{"num_beams", "4"},
+                                                                            {"num_beams", 0},
+                                                                            {"num_beams", 100000},
+                                                                            {"early_stopping", "sometimes"},
+                                                                            {"no_repeat_ngram_size", -1},
+                                                                            {"length_penalty", "long"},
+                                                                            {"forced_eos_token_id", json::array({-3})},
+                                                                            {"min_new_tokens", 1.5}}) {
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    for (const auto& f : fs::directory_iterator(src))
+      if (f.is_regular_file()) fs::copy_file(f.path(), dir / f.path().filename());
+    auto gen = json::parse(std::ifstream(src / "generation_config.json"));
+    gen[key] = value;
+    std::ofstream(dir / "generation_config.json") << gen.dump();
+    const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
+    EXPECT_EQ(r.exit_code, 1) << key << ": " << r.output;
+    EXPECT_THAT(r.output, HasSubstr("generation_config.json")) << key;
+    EXPECT_THAT(r.output, HasSubstr(key)) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  }
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--num-beams", "0"},
+                                                                {"--num-beams", "3", "--temperature", "0.7"},
+                                                                {"--early-stopping", "maybe"},
+                                                                {"--no-repeat-ngram-size", "-2"}}) {
+    std::vector<std::string> argv = {"generate", src.string(), "--ids", ids.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto r = test::run_cli(argv);
+    EXPECT_NE(r.exit_code, 0) << args[0] << ": " << r.output;
+    EXPECT_LT(r.exit_code, 128) << r.output;
+    // One error line naming the option (CLI11 adds "Run with --help" to its own).
+    const std::string first = r.output.substr(0, r.output.find('\n'));
+    std::string key = args[0].substr(2);
+    std::replace(key.begin(), key.end(), '-', '_');
+    EXPECT_THAT(first, ::testing::AnyOf(HasSubstr(args[0]), HasSubstr(key))) << r.output;
+    EXPECT_LE(std::count(r.output.begin(), r.output.end(), '\n'), 2) << r.output;
+  }
+}
+
+}  // namespace
+}  // namespace peft
