@@ -144,6 +144,12 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
     g.length_penalty = 0.0;
     g.eos_token_ids = {frequent};
   });
+  add([&](GenerationConfig& g) {  // "never" with a strong penalty: runs on, as longer ones may win
+    g.num_beams = 3;
+    g.length_penalty = 2.0;
+    g.early_stopping = ES::kNever;
+    g.eos_token_ids = {frequent};
+  });
   add([&](GenerationConfig& g) {  // greedy through every processor
     g.no_repeat_ngram_size = 2;
     g.min_length = prompt_len + 3;
