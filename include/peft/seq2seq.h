@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <vector>
 
 #include "peft/generate.h"
@@ -71,6 +72,9 @@ class Seq2SeqLM {
 
  protected:
   virtual Seq2SeqOutputs run_seq2seq(const Seq2SeqInputs& in) = 0;
+  // For the model's Model::run: one token sequence is not an encoder-decoder's input;
+  // `takes` says what is ("encoder and decoder inputs").
+  [[noreturn]] static void refuse_one_sequence(const std::string& model, const std::string& takes);
 };
 
 // The model's encoder-decoder interface, or nullptr for decoder-only and encoder models.

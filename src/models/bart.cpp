@@ -251,9 +251,7 @@ at::Tensor BartForConditionalGeneration::decoder_inputs_from_labels(const at::Te
 }
 
 ModelOutputs BartForConditionalGeneration::run(const ModelInputs&) {
-  throw std::invalid_argument(type_name() +
-                              " is an encoder-decoder model: it takes encoder and decoder inputs (forward_seq2seq), "
-                              "not one token sequence");
+  refuse_one_sequence(type_name(), "encoder and decoder inputs");
 }
 
 }  // namespace peft

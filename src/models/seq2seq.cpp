@@ -30,6 +30,11 @@ Seq2SeqOutputs Seq2SeqLM::forward_seq2seq(const Seq2SeqInputs& in) {
   return run_seq2seq(adapted);
 }
 
+void Seq2SeqLM::refuse_one_sequence(const std::string& model, const std::string& takes) {
+  throw std::invalid_argument(model + " is an encoder-decoder model: it takes " + takes +
+                              " (forward_seq2seq), not one token sequence");
+}
+
 Seq2SeqLM* as_seq2seq(Model& model) { return dynamic_cast<Seq2SeqLM*>(&model); }
 
 at::Tensor Seq2SeqLM::decoder_inputs_from_labels(const at::Tensor& labels) const {

@@ -234,9 +234,7 @@ Seq2SeqOutputs T5ForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in) 
 }
 
 ModelOutputs T5ForConditionalGeneration::run(const ModelInputs&) {
-  throw std::invalid_argument(type_name() +
-                              " is an encoder-decoder model: it takes encoder and decoder inputs (forward_seq2seq), "
-                              "not one token sequence");
+  refuse_one_sequence(type_name(), "encoder and decoder inputs");
 }
 
 }  // namespace peft

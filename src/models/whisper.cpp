@@ -169,9 +169,7 @@ Seq2SeqOutputs WhisperForConditionalGeneration::run_seq2seq(const Seq2SeqInputs&
 }
 
 ModelOutputs WhisperForConditionalGeneration::run(const ModelInputs&) {
-  throw std::invalid_argument(type_name() +
-                              " is an encoder-decoder model over audio: it takes input_features and decoder inputs "
-                              "(forward_seq2seq), not one token sequence");
+  refuse_one_sequence(type_name(), "audio input_features and decoder inputs");
 }
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "peft/generate.h"
+#include "peft/layers.h"
 #include "peft/seq2seq.h"
 #include "util/json_file.h"
 
@@ -66,6 +67,15 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
     g.validate();
   } catch (const std::exception& e) {
     throw std::runtime_error(file + ": " + e.what());
+  }
+  // A forced token outside the vocabulary would fail at the first or last step; say so now.
+  if (const Embedding* emb = model.input_embeddings()) {
+    std::vector<int64_t> forced = g.forced_eos_token_ids;
+    if (g.forced_bos_token_id >= 0) forced.push_back(g.forced_bos_token_id);
+    for (int64_t id : forced)
+      if (id >= emb->num_embeddings)
+        throw std::runtime_error(file + ": forced token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                 std::to_string(emb->num_embeddings) + " ('forced_bos_token_id' / 'forced_eos_token_id')");
   }
   return g;
 }
