@@ -78,6 +78,32 @@ std::vector<std::vector<int64_t>> random_prompts(int64_t vocab, std::vector<size
   return out;
 }
 
+// A copy of the BART fixture in scratch/`name` whose generation_config.json has `changes`
+// merged in.
+fs::path bart_with_generation_config(const std::string& name, const json& changes) {
+  const auto src = model_dir("bart");
+  const auto dir = scratch(name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  for (const auto& f : fs::directory_iterator(src))
+    if (f.is_regular_file()) fs::copy_file(f.path(), dir / f.path().filename());
+  auto gen = json::parse(std::ifstream(src / "generation_config.json"));
+  gen.update(changes);
+  std::ofstream(dir / "generation_config.json") << gen.dump();
+  return dir;
+}
+
+// `peft generate --ids` printed, per prompt, the prompt and then `want`'s tokens.
+void expect_new_tokens(const test::CliResult& r, const std::vector<std::vector<int64_t>>& prompts, const json& want) {
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto rows = json::parse(r.output.substr(r.output.find('[')));
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int64_t> got = rows[i];
+    got.erase(got.begin(), got.begin() + static_cast<long>(prompts[i].size()));
+    EXPECT_EQ(got, want[i].get<std::vector<int64_t>>()) << "prompt " << i;
+  }
+}
+
 class SearchMatchesTransformers : public ::testing::TestWithParam<std::string> {};
 
 // Beam search with one and two EOS ids, every early_stopping mode, length penalties that
@@ -184,16 +210,10 @@ INSTANTIATE_TEST_SUITE_P(Generate, SearchMatchesTransformers,
 // rules and a forced EOS (as bart-large-cnn's does): `peft generate` with no options
 // decodes as transformers' generate() with the folder's config, and options override it.
 TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
-  const auto src = model_dir("bart");
-  const auto dir = scratch("bart_cnn_like");
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  for (const auto& f : fs::directory_iterator(src))
-    if (f.is_regular_file()) fs::copy_file(f.path(), dir / f.path().filename());
-  auto gen = json::parse(std::ifstream(src / "generation_config.json"));
-  gen.update(json{{"num_beams", 3}, {"length_penalty", 2.0}, {"early_stopping", true}, {"no_repeat_ngram_size", 2},
-                  {"min_length", 5}, {"max_length", 12}, {"forced_eos_token_id", 2}});
-  std::ofstream(dir / "generation_config.json") << gen.dump();
+  const auto dir = bart_with_generation_config(
+      "bart_cnn_like", json{{"num_beams", 3}, {"length_penalty", 2.0}, {"early_stopping", true},
+                            {"no_repeat_ngram_size", 2}, {"min_length", 5}, {"max_length", 12},
+                            {"forced_eos_token_id", 2}});
   auto model = load_model(dir.string());
   const auto prompts = random_prompts(model->config()["vocab_size"].get<int64_t>(), {6, 4}, 5);
   const auto ids = scratch("bart_prompts.json");
@@ -201,35 +221,21 @@ TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
 
   const auto want = transformers_tokens(dir, prompts, json::array({{{"folder_defaults", true}, {"max_new_tokens", 11}}}),
                                         "bart_cnn_like");
-  const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto rows = json::parse(r.output.substr(r.output.find('[')));
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    std::vector<int64_t> got = rows[i];
-    got.erase(got.begin(), got.begin() + static_cast<long>(prompts[i].size()));
-    EXPECT_EQ(got, want[0][i].get<std::vector<int64_t>>()) << "prompt " << i;
-  }
+  expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string()}), prompts, want[0]);
   // Options override the file: greedy, no forced EOS, no n-gram rule, no minimum length.
   GenerationConfig g;
   g.max_new_tokens = 7;
   g.eos_token_ids = {2};
   const auto plain = transformers_tokens(dir, prompts, json::array({as_hf(g)}), "bart_cnn_like_plain");
-  const auto o = test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--num-beams", "1", "--forced-eos",
-                                "-1", "--no-repeat-ngram-size", "0", "--min-length", "0", "--max-new-tokens", "7"});
-  ASSERT_EQ(o.exit_code, 0) << o.output;
-  const auto orows = json::parse(o.output.substr(o.output.find('[')));
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    std::vector<int64_t> got = orows[i];
-    got.erase(got.begin(), got.begin() + static_cast<long>(prompts[i].size()));
-    EXPECT_EQ(got, plain[0][i].get<std::vector<int64_t>>()) << "prompt " << i;
-  }
+  expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--num-beams", "1", "--forced-eos",
+                                   "-1", "--no-repeat-ngram-size", "0", "--min-length", "0", "--max-new-tokens", "7"}),
+                    prompts, plain[0]);
 }
 
 // A generation_config.json key of the wrong type or range, or a bad option, stops `peft
 // generate` with one error line naming the file and key (or the option).
 TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
   const auto src = model_dir("bart");
-  const auto dir = scratch("bart_bad_gen");
   const auto ids = scratch("bad_prompts.json");
   std::ofstream(ids) << "[[5, 6, 7]]";
   for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{{"num_beams", "4"},
@@ -240,13 +246,7 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                             {"length_penalty", "long"},
                                                                             {"forced_eos_token_id", json::array({-3})},
                                                                             {"min_new_tokens", 1.5}}) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    for (const auto& f : fs::directory_iterator(src))
-      if (f.is_regular_file()) fs::copy_file(f.path(), dir / f.path().filename());
-    auto gen = json::parse(std::ifstream(src / "generation_config.json"));
-    gen[key] = value;
-    std::ofstream(dir / "generation_config.json") << gen.dump();
+    const auto dir = bart_with_generation_config("bart_bad_gen", json{{key, value}});
     const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
     EXPECT_EQ(r.exit_code, 1) << key << ": " << r.output;
     EXPECT_THAT(r.output, HasSubstr("generation_config.json")) << key;
