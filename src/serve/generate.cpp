@@ -171,6 +171,7 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   cfg.validate();
   c10::InferenceMode guard;
   GeneratedRows rows(prompts, cfg);
+  if (cfg.max_new_tokens == 0) return rows.take();  // nothing to run the model for
   const int64_t b = rows.rows(), len = rows.longest_prompt();
   at::Device device = model.device();
   auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);

@@ -70,6 +70,7 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
   cfg.validate();
   c10::InferenceMode guard;
   GeneratedRows rows(prompts, cfg);
+  if (cfg.max_new_tokens == 0) return rows.take();  // nothing to run the model for
   const int64_t b = rows.rows(), len = rows.longest_prompt();
   // Relative positions make the side of the padding irrelevant; right, as T5's tokenizer pads.
   auto ids = at::full({b, len}, s2s->pad_token_id(), at::kLong);
