@@ -21,6 +21,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using nlohmann::json;
 using ES = peft::GenerationConfig::EarlyStopping;
 
@@ -52,6 +53,14 @@ json as_hf(const GenerationConfig& g) {
   if (g.no_repeat_ngram_size > 0) j["no_repeat_ngram_size"] = g.no_repeat_ngram_size;
   if (g.min_length > 0) j["min_length"] = g.min_length;
   if (g.min_new_tokens > 0) j["min_new_tokens"] = g.min_new_tokens;
+  if (g.repetition_penalty != 1.0) j["repetition_penalty"] = g.repetition_penalty;
+  if (!g.bad_words_ids.empty()) j["bad_words_ids"] = g.bad_words_ids;
+  if (!g.suppress_tokens.empty()) j["suppress_tokens"] = g.suppress_tokens;
+  if (!g.begin_suppress_tokens.empty()) j["begin_suppress_tokens"] = g.begin_suppress_tokens;
+  if (!g.sequence_bias.empty()) {
+    j["sequence_bias"] = json::array();
+    for (const auto& [seq, b] : g.sequence_bias) j["sequence_bias"].push_back(json::array({seq, b}));
+  }
   return j;
 }
 
@@ -182,9 +191,33 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
     g.forced_eos_token_ids = {f};
     g.max_new_tokens = 8;
   });
+  // The repetition penalty, banned, biased and suppressed tokens. The first generated token
+  // of each prompt and a bigram the model produces are what they act on, so they change the
+  // output; the pad id is the model's most frequent token, so counting the prompts' left
+  // padding as repeats would change it too.
+  const auto first = [&](size_t i, size_t k) { return plain[i][prompts[i].size() + k]; };
+  add([&](GenerationConfig& g) {
+    g.repetition_penalty = 1.6;
+    g.pad_token_id = frequent == e ? 1 : frequent;
+  });
+  add([&](GenerationConfig& g) {
+    g.num_beams = 3;
+    g.repetition_penalty = 0.6;  // < 1 favours repeats: scores of both signs are scaled
+  });
+  add([&](GenerationConfig& g) {
+    g.bad_words_ids = {{first(0, 0)}, {first(1, 0), first(1, 1)}, {e}};  // a lone EOS is not banned
+    g.suppress_tokens = {first(2, 1)};
+    g.begin_suppress_tokens = {first(1, 0), first(2, 0)};
+  });
+  add([&](GenerationConfig& g) {
+    g.num_beams = 4;
+    g.sequence_bias = {{{first(0, 1)}, 3.0}, {{first(1, 0), first(1, 1)}, -4.0}, {{first(2, 0)}, -2.5}};
+    g.bad_words_ids = {{first(2, 1), first(2, 2)}};
+  });
   if (seq2seq) add([&](GenerationConfig& g) {
       g.num_beams = 3;
       g.forced_bos_token_id = f;
+      g.begin_suppress_tokens = {first(0, 1), first(1, 1)};  // the token after the forced one
     });
 
   json hf_cases = json::array();
@@ -213,7 +246,9 @@ TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
   const auto dir = bart_with_generation_config(
       "bart_cnn_like", json{{"num_beams", 3}, {"length_penalty", 2.0}, {"early_stopping", true},
                             {"no_repeat_ngram_size", 2}, {"min_length", 5}, {"max_length", 12},
-                            {"forced_eos_token_id", 2}});
+                            {"forced_eos_token_id", 2}, {"repetition_penalty", 1.3},
+                            {"bad_words_ids", json::array({json::array({7}), json::array({8, 9})})},
+                            {"suppress_tokens", json::array({10, 11})}});
   auto model = load_model(dir.string());
   const auto prompts = random_prompts(model->config()["vocab_size"].get<int64_t>(), {6, 4}, 5);
   const auto ids = scratch("bart_prompts.json");
@@ -222,14 +257,35 @@ TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
   const auto want = transformers_tokens(dir, prompts, json::array({{{"folder_defaults", true}, {"max_new_tokens", 11}}}),
                                         "bart_cnn_like");
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string()}), prompts, want[0]);
-  // Options override the file: greedy, no forced EOS, no n-gram rule, no minimum length.
+  // Options override the file: greedy, no forced EOS, n-gram rule, minimum length, repetition
+  // penalty or suppressed tokens.
   GenerationConfig g;
   g.max_new_tokens = 7;
   g.eos_token_ids = {2};
+  g.bad_words_ids = {{7}, {8, 9}};  // not overridden
   const auto plain = transformers_tokens(dir, prompts, json::array({as_hf(g)}), "bart_cnn_like_plain");
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--num-beams", "1", "--forced-eos",
-                                   "-1", "--no-repeat-ngram-size", "0", "--min-length", "0", "--max-new-tokens", "7"}),
+                                   "-1", "--no-repeat-ngram-size", "0", "--min-length", "0", "--max-new-tokens", "7",
+                                   "--repetition-penalty", "1", "--suppress-tokens", "-1"}),
                     prompts, plain[0]);
+}
+
+// A generation_config.json key that would change transformers' output but is not applied
+// here is named on stderr, one note line each; generation goes on.
+TEST(GenerateCli, NamesTheKeysItDoesNotApply) {
+  const auto dir = bart_with_generation_config(
+      "bart_unapplied", json{{"encoder_no_repeat_ngram_size", 3}, {"num_return_sequences", 2}, {"do_sample", true},
+                             {"encoder_repetition_penalty", 1.0}, {"renormalize_logits", false}});
+  const auto ids = scratch("unapplied_prompts.json");
+  std::ofstream(ids) << "[[5, 6, 7]]";
+  const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--max-new-tokens", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* key : {"encoder_no_repeat_ngram_size", "num_return_sequences", "do_sample"})
+    EXPECT_THAT(r.output, HasSubstr(std::string("generation_config.json: '") + key + "' is not applied")) << r.output;
+  // Keys at values that change nothing are not mentioned.
+  EXPECT_THAT(r.output, Not(HasSubstr("encoder_repetition_penalty"))) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("renormalize_logits"))) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 4) << r.output;  // three notes, one result
 }
 
 // A generation_config.json key of the wrong type or range, or a bad option, stops `peft
@@ -245,7 +301,16 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                             {"no_repeat_ngram_size", -1},
                                                                             {"length_penalty", "long"},
                                                                             {"forced_eos_token_id", json::array({-3})},
-                                                                            {"min_new_tokens", 1.5}}) {
+                                                                            {"min_new_tokens", 1.5},
+                                                                            {"repetition_penalty", 0},
+                                                                            {"bad_words_ids", json::array({5})},
+                                                                            {"bad_words_ids", json::parse("[[-1]]")},
+                                                                            {"bad_words_ids", json::parse("[[]]")},
+                                                                            {"bad_words_ids", json::parse("[[5, 99999999]]")},
+                                                                            {"sequence_bias", json::parse("[[[5], \"x\"]]")},
+                                                                            {"sequence_bias", json::parse("[[5, 1.0]]")},
+                                                                            {"suppress_tokens", "5"},
+                                                                            {"begin_suppress_tokens", json::parse("[-2]")}}) {
     const auto dir = bart_with_generation_config("bart_bad_gen", json{{key, value}});
     const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
     EXPECT_EQ(r.exit_code, 1) << key << ": " << r.output;
@@ -256,7 +321,8 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
   for (const auto& args : std::vector<std::vector<std::string>>{{"--num-beams", "0"},
                                                                 {"--num-beams", "3", "--temperature", "0.7"},
                                                                 {"--early-stopping", "maybe"},
-                                                                {"--no-repeat-ngram-size", "-2"}}) {
+                                                                {"--no-repeat-ngram-size", "-2"},
+                                                                {"--repetition-penalty", "-1"}}) {
     std::vector<std::string> argv = {"generate", src.string(), "--ids", ids.string()};
     argv.insert(argv.end(), args.begin(), args.end());
     const auto r = test::run_cli(argv);

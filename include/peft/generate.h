@@ -1,10 +1,11 @@
 // Text generation with a KV cache: greedy, sampling with temperature, top-k, top-p, or
-// beam search; transformers' logits processors for n-gram repeats, minimum lengths and
-// forced first and last tokens.
+// beam search; transformers' logits processors for repeated tokens and n-grams, banned,
+// biased and suppressed tokens, minimum lengths and forced first and last tokens.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/model.h"
@@ -49,6 +50,16 @@ struct GenerationConfig {
   // The last token when max_new_tokens is reached (transformers' forced_eos_token_id; BART's
   // configs set it); empty: off.
   std::vector<int64_t> forced_eos_token_ids;
+  // A token already in the sequence (the prompt's padding not counted) has its score divided
+  // by this, or multiplied where negative: > 1 discourages repeats. 1: off.
+  double repetition_penalty = 1.0;
+  // Token sequences never generated: a single token is banned outright, a longer sequence's
+  // last token where the row ends with the rest (an EOS token alone is never banned).
+  std::vector<std::vector<int64_t>> bad_words_ids;
+  // Added to a sequence's last token's score where the row ends with the rest of it.
+  std::vector<std::pair<std::vector<int64_t>, double>> sequence_bias;
+  std::vector<int64_t> suppress_tokens;        // never generated
+  std::vector<int64_t> begin_suppress_tokens;  // not generated first (after a forced BOS: second)
 
   void validate() const;  // throws naming the first out-of-range setting
 };
@@ -56,12 +67,15 @@ struct GenerationConfig {
 // A model's generation defaults as transformers' from_pretrained makes them: the folder's
 // generation_config.json where there is one, else the model config's generation keys
 // (eos_token_id, forced_bos_token_id, forced_eos_token_id; for a GGUF file, those it
-// converts). Unknown keys are ignored; sampling keys (do_sample, temperature, top_k, top_p)
-// are not read, so decoding stays deterministic unless asked. A known key of the wrong type
-// or range is an error naming the file and key. An encoder-decoder's max_length counts
-// decoder_start (max_new_tokens = max_length - 1); a decoder-only model's depends on the
-// prompt, so it is not read.
-GenerationConfig generation_defaults(Model& model, const std::string& model_path);
+// converts). Sampling keys (do_sample, temperature, top_k, top_p) are not read, so decoding
+// stays deterministic unless asked. A known key of the wrong type or range is an error
+// naming the file and key. An encoder-decoder's max_length counts decoder_start
+// (max_new_tokens = max_length - 1); a decoder-only model's depends on the prompt, so it is
+// not read. Keys that would change transformers' output but are not applied here (e.g.
+// encoder_repetition_penalty, num_return_sequences, and do_sample itself) are listed, one
+// line each naming the file and key, in `not_applied` when it is given.
+GenerationConfig generation_defaults(Model& model, const std::string& model_path,
+                                     std::vector<std::string>* not_applied = nullptr);
 
 // The next token for each row of logits [rows, vocab] (float): argmax, or a draw after
 // temperature, top-k and top-p (transformers' order) when cfg.do_sample.

@@ -33,7 +33,7 @@ at::Tensor flatten_beams(const at::Tensor& t) {
 // C, length L; `prompt` columns of it before the first new token).
 class Search {
  public:
-  Search(const at::Tensor& prompt_rows, const GenerationConfig& cfg);
+  Search(const at::Tensor& prompt_rows, const GenerationConfig& cfg, const at::Tensor& left_pad);
   // Steps c-f of transformers' loop for the logits after position cur - 1.
   void advance(const at::Tensor& logits, int64_t cur);
   // Step g's stopping test after position cur was filled.
@@ -50,6 +50,7 @@ class Search {
 
   const GenerationConfig& cfg;
   int64_t B, K, C, L, prompt;
+  at::Tensor left_pad;  // [B * K] each row's padding columns (beams of a prompt share it)
   at::Tensor eos, in_top_k;
   at::Tensor running;          // [B, K, L] the running hypotheses' tokens
   at::Tensor running_scores;   // [B, K] their summed log-probabilities
@@ -62,7 +63,8 @@ class Search {
   at::Tensor hits;             // [B, C] this step's candidates that ended
 };
 
-Search::Search(const at::Tensor& prompt_rows, const GenerationConfig& cfg) : cfg(cfg) {
+Search::Search(const at::Tensor& prompt_rows, const GenerationConfig& cfg, const at::Tensor& left_pad)
+    : cfg(cfg), left_pad(left_pad) {
   K = cfg.num_beams;
   B = prompt_rows.size(0) / K;
   prompt = prompt_rows.size(1);
@@ -92,7 +94,7 @@ Search::Search(const at::Tensor& prompt_rows, const GenerationConfig& cfg) : cfg
 
 void Search::advance(const at::Tensor& logits, int64_t cur) {
   auto log_probs = at::log_softmax(logits.to(at::kCPU, at::kFloat), -1);
-  log_probs = process_logits(log_probs, flatten_beams(running.narrow(2, 0, cur)), prompt, cfg);
+  log_probs = process_logits(log_probs, flatten_beams(running.narrow(2, 0, cur)), prompt, cfg, left_pad);
   const int64_t V = log_probs.size(1);
   log_probs = (log_probs.view({B, K, V}) + running_scores.unsqueeze(2)).reshape({B, K * V});
 
@@ -164,8 +166,9 @@ std::vector<std::vector<int64_t>> Search::best() const {
 }  // namespace
 
 std::vector<std::vector<int64_t>> beam_search(BeamModel& model, const at::Tensor& first_logits,
-                                              const at::Tensor& prompt_rows, const GenerationConfig& cfg) {
-  Search search(prompt_rows, cfg);
+                                              const at::Tensor& prompt_rows, const GenerationConfig& cfg,
+                                              const at::Tensor& left_pad) {
+  Search search(prompt_rows, cfg, left_pad);
   at::Tensor logits = first_logits;
   for (int64_t cur = prompt_rows.size(1), end = cur + cfg.max_new_tokens; cur < end; ++cur) {
     search.advance(logits, cur);

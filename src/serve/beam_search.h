@@ -28,9 +28,12 @@ class BeamModel {
 
 // Searches from `sequences` [batch * num_beams, prompt_len] (CPU int64: the rows as the
 // model has read them, each prompt's num_beams rows together, as transformers' input_ids)
-// and `first_logits` [batch * num_beams, vocab], the logits after them. Returns per prompt
-// the best finished hypothesis' new tokens, ending with its EOS token where it has one.
+// and `first_logits` [batch * num_beams, vocab], the logits after them; `left_pad`
+// [batch * num_beams] (CPU int64; undefined: none) counts each row's padding columns at the
+// start. Returns per prompt the best finished hypothesis' new tokens, ending with its EOS
+// token where it has one.
 std::vector<std::vector<int64_t>> beam_search(BeamModel& model, const at::Tensor& first_logits,
-                                              const at::Tensor& sequences, const GenerationConfig& cfg);
+                                              const at::Tensor& sequences, const GenerationConfig& cfg,
+                                              const at::Tensor& left_pad = {});
 
 }  // namespace peft

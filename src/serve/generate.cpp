@@ -71,16 +71,18 @@ std::vector<std::vector<int64_t>> GeneratedRows::extend_all(const std::vector<st
   return take();
 }
 
-GreedyLoop::GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg)
+GreedyLoop::GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg,
+                       const at::Tensor& left_pad)
     : rows_(rows),
       cfg_(cfg),
       sequences_(sequences),
+      left_pad_(left_pad),
       prompt_len_(sequences.size(1)),
       gen_(at::detail::createCPUGenerator(cfg.seed)) {}
 
 std::optional<at::Tensor> GreedyLoop::step(const at::Tensor& logits) {
   if (made_ >= cfg_.max_new_tokens) return std::nullopt;
-  at::Tensor next = next_tokens(process_logits(logits, sequences_, prompt_len_, cfg_), cfg_, gen_);
+  at::Tensor next = next_tokens(process_logits(logits, sequences_, prompt_len_, cfg_, left_pad_), cfg_, gen_);
   const bool all_done = rows_.append(next);  // finished rows' entries become the pad id
   // The processors read the rows as transformers' input_ids: pads after a row's EOS included.
   if (has_logits_processors(cfg_)) sequences_ = at::cat({sequences_, next.unsqueeze(1)}, 1);
@@ -116,6 +118,22 @@ void GenerationConfig::validate() const {
         std::to_string(no_repeat_ngram_size));
   if (min_length < 0) bad("min_length must be >= 0, got " + std::to_string(min_length));
   if (min_new_tokens < 0) bad("min_new_tokens must be >= 0, got " + std::to_string(min_new_tokens));
+  if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
+    bad("repetition_penalty must be a finite number > 0 (1: off)");
+  auto token_ids = [&](const std::vector<int64_t>& ids, const char* what) {
+    if (ids.empty()) bad(std::string(what) + " holds an empty token sequence");
+    for (int64_t id : ids)
+      if (id < 0) bad(std::string(what) + " token ids must be >= 0, got " + std::to_string(id));
+  };
+  for (const auto& seq : bad_words_ids) token_ids(seq, "bad_words_ids");
+  for (const auto& [seq, b] : sequence_bias) {
+    token_ids(seq, "sequence_bias");
+    if (std::isnan(b) || b > 0 && std::isinf(b)) bad("sequence_bias biases must be numbers below +inf");
+  }
+  for (int64_t id : suppress_tokens)
+    if (id < 0) bad("suppress_tokens must be token ids >= 0, got " + std::to_string(id));
+  for (int64_t id : begin_suppress_tokens)
+    if (id < 0) bad("begin_suppress_tokens must be token ids >= 0, got " + std::to_string(id));
 }
 
 namespace {
@@ -176,10 +194,12 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   at::Device device = model.device();
   auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);
   auto mask = at::zeros({b, len}, at::kLong);
+  auto left_pad = at::empty({b}, at::kLong);
   for (int64_t i = 0; i < b; ++i) {
     const int64_t n = static_cast<int64_t>(prompts[i].size());
     ids[i].narrow(0, len - n, n).copy_(at::tensor(prompts[i], at::kLong));
     mask[i].narrow(0, len - n, n).fill_(1);
+    left_pad[i] = len - n;
   }
   if (cfg.num_beams > 1) {
     // Each prompt's beams are consecutive rows, as transformers expands them.
@@ -187,10 +207,10 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
     mask = mask.repeat_interleave(cfg.num_beams, 0);
     CausalSteps steps(model, ids.to(device), mask.to(device));
     const auto first = steps.prefill();
-    return rows.extend_all(beam_search(steps, first, ids, cfg));
+    return rows.extend_all(beam_search(steps, first, ids, cfg, left_pad.repeat_interleave(cfg.num_beams, 0)));
   }
   CausalSteps steps(model, ids.to(device), mask.to(device));
-  GreedyLoop loop(rows, ids, cfg);
+  GreedyLoop loop(rows, ids, cfg, left_pad);
   auto logits = steps.prefill();
   while (auto next = loop.step(logits)) logits = steps.next_logits(*next);
   return rows.take();

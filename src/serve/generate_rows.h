@@ -42,8 +42,10 @@ class GeneratedRows {
 // processors (over the rows' whole sequences), the next tokens are chosen and recorded.
 class GreedyLoop {
  public:
-  // `sequences` [rows, prompt_len] (CPU int64): the rows as the model read them (padded).
-  GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg);
+  // `sequences` [rows, prompt_len] (CPU int64): the rows as the model read them (padded);
+  // `left_pad` [rows] (CPU int64; undefined: none): each row's padding columns at the start.
+  GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg,
+             const at::Tensor& left_pad = {});
   // Chooses and records the tokens after `logits` [rows, vocab]; returns them (CPU [rows])
   // for the next forward, or nothing once every row has finished or max_new_tokens are made.
   std::optional<at::Tensor> step(const at::Tensor& logits);
@@ -51,7 +53,7 @@ class GreedyLoop {
  private:
   GeneratedRows& rows_;
   const GenerationConfig& cfg_;
-  at::Tensor sequences_;
+  at::Tensor sequences_, left_pad_;
   int64_t prompt_len_, made_ = 0;
   at::Generator gen_;
 };

@@ -22,9 +22,57 @@ std::vector<int64_t> id_list(const nlohmann::json& v, const std::string& where) 
   return ids;
 }
 
+// A list of token ids ([1, 2]) or, with `nested`, of such lists ([[1], [2, 3]]).
+std::vector<int64_t> ids_array(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_array()) throw std::runtime_error(where + " must be a list of token ids, got " + quote_json(v));
+  std::vector<int64_t> ids;
+  for (const auto& x : v) ids.push_back(strict_get<int64_t>(x, where));
+  return ids;
+}
+std::vector<std::vector<int64_t>> id_lists(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_array()) throw std::runtime_error(where + " must be a list of token-id lists, got " + quote_json(v));
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& x : v) out.push_back(ids_array(x, where));
+  return out;
+}
+
+// transformers' sequence_bias: a list of [[token ids], bias] pairs.
+std::vector<std::pair<std::vector<int64_t>, double>> sequence_biases(const nlohmann::json& v, const std::string& where) {
+  if (!v.is_array()) throw std::runtime_error(where + " must be a list of [[token ids], bias] pairs");
+  std::vector<std::pair<std::vector<int64_t>, double>> out;
+  for (const auto& x : v) {
+    if (!x.is_array() || x.size() != 2)
+      throw std::runtime_error(where + " must be a list of [[token ids], bias] pairs, got " + quote_json(x));
+    out.emplace_back(ids_array(x[0], where), strict_get<double>(x[1], where));
+  }
+  return out;
+}
+
+// Keys of generation_config.json that change what transformers' generate() produces but
+// are not applied here, with the value at which they change nothing.
+bool changes_output(const std::string& key, const nlohmann::json& v) {
+  if (v.is_null()) return false;
+  if (key == "do_sample" || key == "renormalize_logits" || key == "token_healing") return v == true;
+  if (key == "encoder_repetition_penalty" || key == "guidance_scale") return v != 1 && v != 1.0;
+  if (key == "num_return_sequences" || key == "num_beam_groups") return v.is_number() && v > 1;
+  if (key == "encoder_no_repeat_ngram_size" || key == "diversity_penalty" || key == "penalty_alpha")
+    return v.is_number() && v != 0;
+  return key == "exponential_decay_length_penalty" || key == "stop_strings" || key == "watermarking_config" ||
+         key == "constraints" || key == "force_words_ids" || key == "dola_layers" || key == "max_time";
+}
+
+void list_not_applied(const nlohmann::json& j, const std::string& file, std::vector<std::string>* out) {
+  if (!out) return;
+  for (const auto& [key, v] : j.items())
+    if (changes_output(key, v))
+      out->push_back(file + ": '" + key + "' is not applied" +
+                     (key == "do_sample" ? " (decoding is greedy unless sampling options are given)"
+                                         : " (transformers' generate() would apply it)"));
+}
+
 }  // namespace
 
-GenerationConfig generation_defaults(Model& model, const std::string& model_path) {
+GenerationConfig generation_defaults(Model& model, const std::string& model_path, std::vector<std::string>* not_applied) {
   namespace fs = std::filesystem;
   GenerationConfig g;
   const fs::path gen_file = fs::path(model_path) / "generation_config.json";
@@ -62,20 +110,33 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
       g.max_new_tokens = strict_get<int64_t>(j["max_length"], where("max_length")) - 1;  // decoder_start counts
       if (g.max_new_tokens < 0) throw std::runtime_error(where("max_length") + " must be >= 1");
     }
+    if (has("repetition_penalty"))
+      g.repetition_penalty = strict_get<double>(j["repetition_penalty"], where("repetition_penalty"));
+    if (has("bad_words_ids")) g.bad_words_ids = id_lists(j["bad_words_ids"], where("bad_words_ids"));
+    if (has("sequence_bias")) g.sequence_bias = sequence_biases(j["sequence_bias"], where("sequence_bias"));
+    if (has("suppress_tokens")) g.suppress_tokens = ids_array(j["suppress_tokens"], where("suppress_tokens"));
+    if (has("begin_suppress_tokens"))
+      g.begin_suppress_tokens = ids_array(j["begin_suppress_tokens"], where("begin_suppress_tokens"));
+    list_not_applied(j, file, not_applied);
   }
   try {
     g.validate();
   } catch (const std::exception& e) {
     throw std::runtime_error(file + ": " + e.what());
   }
-  // A forced token outside the vocabulary would fail at the first or last step; say so now.
+  // A forced, banned or biased token outside the vocabulary would fail at some step (as in
+  // transformers); say so now.
   if (const Embedding* emb = model.input_embeddings()) {
-    std::vector<int64_t> forced = g.forced_eos_token_ids;
-    if (g.forced_bos_token_id >= 0) forced.push_back(g.forced_bos_token_id);
-    for (int64_t id : forced)
-      if (id >= emb->num_embeddings)
-        throw std::runtime_error(file + ": forced token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                 std::to_string(emb->num_embeddings) + " ('forced_bos_token_id' / 'forced_eos_token_id')");
+    auto check = [&](const std::vector<int64_t>& ids, const char* keys) {
+      for (int64_t id : ids)
+        if (id >= emb->num_embeddings)
+          throw std::runtime_error(file + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                   std::to_string(emb->num_embeddings) + " (" + keys + ")");
+    };
+    check(g.forced_eos_token_ids, "'forced_eos_token_id'");
+    if (g.forced_bos_token_id >= 0) check({g.forced_bos_token_id}, "'forced_bos_token_id'");
+    for (const auto& seq : g.bad_words_ids) check(seq, "'bad_words_ids'");
+    for (const auto& [seq, b] : g.sequence_bias) check(seq, "'sequence_bias'");
   }
   return g;
 }

@@ -6,7 +6,8 @@ Usage: python tests/parity/check_generate.py MODEL_DIR CASES_JSON OUT_JSON
 CASES_JSON: {"prompts": [[ids], ...], "cases": [settings, ...]}. Each settings object
 names generation_config attributes (num_beams, length_penalty, early_stopping,
 no_repeat_ngram_size, min_length, min_new_tokens, forced_bos_token_id,
-forced_eos_token_id, eos_token_id, pad_token_id, max_new_tokens); every attribute in
+forced_eos_token_id, repetition_penalty, bad_words_ids, sequence_bias, suppress_tokens,
+begin_suppress_tokens, eos_token_id, pad_token_id, max_new_tokens); every attribute in
 RESET is cleared first, so nothing else of the folder's generation_config.json applies,
 unless the settings hold "folder_defaults": true (then the folder's generation config
 applies as from_pretrained loaded it, and only max_new_tokens is passed).
@@ -24,7 +25,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 RESET = ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation",
          "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size", "min_length", "min_new_tokens",
-         "length_penalty", "early_stopping", "num_beams", "repetition_penalty")
+         "length_penalty", "early_stopping", "num_beams", "repetition_penalty", "bad_words_ids", "sequence_bias",
+         "suppress_tokens", "begin_suppress_tokens")
 DEFAULTS = {"num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "min_length": 0}
 
 

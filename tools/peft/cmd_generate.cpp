@@ -37,9 +37,13 @@ TaskIdsScope task_scope(int64_t task_id, size_t prompts) {
 // The model's generation defaults (generation_config.json, else config.json, as
 // transformers' generate() uses them), then every option given on the command line.
 GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const CLI::App& cmd) {
-  GenerationConfig g = generation_defaults(model, a.model.dir);
-  auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
+  std::vector<std::string> not_applied;
+  GenerationConfig g = generation_defaults(model, a.model.dir, &not_applied);
   const GenerationConfig& o = a.gen;
+  // Say where the output will differ from transformers' generate() on this folder.
+  for (const auto& line : not_applied)
+    if (!(o.do_sample && line.find("'do_sample'") != std::string::npos)) std::cerr << "note: " << line << "\n";
+  auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
   if (given("--max-new-tokens")) g.max_new_tokens = o.max_new_tokens;
   g.do_sample = o.do_sample;
   g.temperature = o.temperature;
@@ -60,6 +64,9 @@ GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const 
   if (given("--no-repeat-ngram-size")) g.no_repeat_ngram_size = o.no_repeat_ngram_size;
   if (given("--min-new-tokens")) g.min_new_tokens = o.min_new_tokens;
   if (given("--min-length")) g.min_length = o.min_length;
+  if (given("--repetition-penalty")) g.repetition_penalty = o.repetition_penalty;
+  if (given("--suppress-tokens")) g.suppress_tokens = o.suppress_tokens;
+  if (o.suppress_tokens == std::vector<int64_t>{-1}) g.suppress_tokens.clear();
   if (g.do_sample && !given("--num-beams")) g.num_beams = 1;  // asked to sample: the file's beams give way
   g.validate();
   return g;
@@ -107,9 +114,10 @@ void register_generate(CLI::App& app) {
                                  "Continue prompts: token ids (--ids; prints a JSON list of id lists, prompt then new "
                                  "tokens), text (--prompt, with the model's tokenizer) or chat messages (--chat, "
                                  "through the model's chat template).\n"
-                                 "Decoding follows the model's generation_config.json (beams, n-gram and length "
-                                 "rules, forced tokens) as transformers' generate() does; the options below override "
-                                 "it.\n"
+                                 "Decoding follows the model's generation_config.json (beams, repetition penalty, "
+                                 "n-gram and length rules, banned, biased and forced tokens) as transformers' "
+                                 "generate() does, except that it samples only when asked; the options below "
+                                 "override it.\n"
                                  "Example: peft generate SmolLM2-135M-Instruct.Q4_1.gguf --chat 'What is the capital "
                                  "of France?'\n"
                                  "Example: peft generate bart-large-cnn --prompt \"$(cat article.txt)\" --num-beams 4 "
@@ -153,6 +161,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--min-length", a->gen.min_length,
                   "No EOS while the sequence (padded prompt, or decoder start, plus new tokens) is shorter "
                   "(default: the model's min_length)");
+  cmd->add_option("--repetition-penalty", a->gen.repetition_penalty,
+                  "Divide the score of a token already in the sequence by this (> 1 discourages repeats; 1: off; "
+                  "default: the model's repetition_penalty)");
+  cmd->add_option("--suppress-tokens", a->gen.suppress_tokens,
+                  "Token ids never generated (default: the model's suppress_tokens; -1: none)");
   cmd->add_option("--task-id", a->task_id,
                   "Multitask adapters (MULTITASK_PROMPT_TUNING, POLY): the task of every prompt")
       ->check(CLI::NonNegativeNumber);
