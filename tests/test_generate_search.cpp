@@ -213,6 +213,7 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
     g.num_beams = 4;
     g.sequence_bias = {{{first(0, 1)}, 3.0}, {{first(1, 0), first(1, 1)}, -4.0}, {{first(2, 0)}, -2.5}};
     g.bad_words_ids = {{first(2, 1), first(2, 2)}};
+    g.repetition_penalty = 1.4;  // after the biases: a biased score may turn positive
   });
   if (seq2seq) add([&](GenerationConfig& g) {
       g.num_beams = 3;
