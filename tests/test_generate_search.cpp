@@ -238,7 +238,7 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Generate, SearchMatchesTransformers,
-                         ::testing::Values("llama_gqa_tied", "gpt2", "qwen2", "t5_v11", "bart", "mbart"));
+                         ::testing::Values("llama_gqa_tied", "gpt2", "qwen2", "t5_v11", "bart", "mbart", "m2m100"));
 
 // A copy of the BART fixture whose generation_config.json asks for beams, n-gram and length
 // rules and a forced EOS (as bart-large-cnn's does): `peft generate` with no options

@@ -109,7 +109,8 @@ int check_in_python(const std::vector<std::array<std::string, 3>>& cases, std::s
 }
 
 // Encoder-decoder models on the same fixtures: T5 v1.0, v1.1, mT5, BART (tied, with a
-// final_logits_bias; scaled embeddings, untied) and mBART (pre-norm).
+// final_logits_bias; scaled embeddings, untied), mBART (pre-norm) and M2M100 / NLLB
+// (sinusoidal positions over each row's non-pad tokens: the padded rows check them).
 class Seq2Seq : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Seq2Seq, PaddedLogitsAndLossMatchTransformers) {
@@ -216,7 +217,7 @@ TEST_P(Seq2Seq, HfAdaptersMatchPeftUnmergedAndMerged) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seq2Seq, Seq2Seq,
-                         ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled", "mbart"));
+                         ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled", "mbart", "m2m100"));
 INSTANTIATE_TEST_SUITE_P(T5, T5Names, ::testing::Values("t5_relu", "t5_v11", "mt5"));
 
 TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
@@ -512,6 +513,25 @@ TEST(Bart, ParametersBuffersAndTiesAreTransformers) {
   std::set<std::string> names;
   for (const auto& [n, _] : mbart->named_parameters()) names.insert(n);
   EXPECT_TRUE(names.count("model.encoder.layer_norm.weight") && names.count("model.decoder.layer_norm.bias"));
+}
+
+// M2M100 (NLLB's class): mBART's names less layernorm_embedding, positions without
+// parameters (transformers' table is a non-persistent buffer), and no final_logits_bias; the
+// parameter count is transformers' num_parameters().
+TEST(Bart, M2M100HasTransformersNamesAndNoPositionParameters) {
+  auto model = load_model(base_dir("m2m100").string());
+  EXPECT_EQ(model->type_name(), "M2M100ForConditionalGeneration");
+  EXPECT_EQ(model->num_parameters(), reference(base_dir("m2m100")).get("num_parameters").item<int64_t>());
+  EXPECT_EQ(model->find("model.encoder.embed_positions")->type_name(), "M2M100SinusoidalPositionalEmbedding");
+  EXPECT_EQ(model->find("model.decoder.layers.1")->type_name(), "M2M100DecoderLayer");
+  std::set<std::string> names;
+  for (const auto& [n, _] : model->named_parameters()) names.insert(n);
+  EXPECT_TRUE(names.count("model.encoder.layer_norm.weight") && names.count("model.decoder.layer_norm.bias"));
+  for (const auto& n : names) {
+    EXPECT_EQ(n.find("embed_positions"), std::string::npos) << n;
+    EXPECT_EQ(n.find("layernorm_embedding"), std::string::npos) << n;
+  }
+  EXPECT_TRUE(model->named_buffers().empty());
 }
 
 // forced_bos_token_id (mBART-50's target language) makes the first generated token that id,

@@ -38,14 +38,33 @@ at::Tensor padding_mask(const at::Tensor& mask, int64_t b, int64_t q, int64_t k,
   return make_attention_mask(mask.to(device), b, q, k, /*causal=*/false, device);
 }
 
+std::shared_ptr<Embedding> learned_positions(const BartConfig& c) {
+  return std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model);
+}
+std::shared_ptr<SinusoidalPositions> sinusoids(const BartConfig& c) {
+  return std::make_shared<SinusoidalPositions>(c.d_model, c.pad_token_id, c.arch);
+}
+
+// [b, t, d] position vectors for positions past..past+t-1 (`ids`: the tokens there, which
+// M2M100 counts its positions over).
+at::Tensor positions(Embedding* learned, SinusoidalPositions* sinusoidal, const at::Tensor& ids, int64_t b, int64_t t,
+                     int64_t past, at::Device device) {
+  if (sinusoidal) return sinusoidal->forward(ids, b, t, past, device);
+  return learned->forward(at::arange(past, past + t, at::TensorOptions(at::kLong).device(device)) + kPositionOffset);
+}
+
 }  // namespace
 
 BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
   ConfigReader r(j, where);
   BartConfig c;
   c.arch = arch;
-  c.pre_norm = arch == "MBart";
-  c.vocab_size = r.dim("vocab_size", 50265, ConfigLimits::kVocab);
+  const bool m2m = arch == "M2M100";
+  c.pre_norm = arch == "MBart" || m2m;
+  c.sinusoidal_positions = m2m;
+  c.layernorm_embedding = !m2m;
+  c.logits_bias = !m2m;
+  c.vocab_size = r.dim("vocab_size", m2m ? 128112 : 50265, ConfigLimits::kVocab);
   c.d_model = r.dim("d_model", 1024, ConfigLimits::kWidth);
   c.encoder_layers = r.dim("encoder_layers", 12, ConfigLimits::kLayers);
   c.decoder_layers = r.dim("decoder_layers", 12, ConfigLimits::kLayers);
@@ -56,14 +75,15 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   for (const char* key : {"encoder_attention_heads", "decoder_attention_heads"})
     if (c.d_model % r.get<int64_t>(key, 16) != 0) r.fail(std::string("d_model is not a multiple of ") + key);
   c.max_position_embeddings = r.dim("max_position_embeddings", 1024, ConfigLimits::kPositions);
-  c.activation_function = r.get<std::string>("activation_function", "gelu");
+  c.activation_function = r.get<std::string>("activation_function", m2m ? "relu" : "gelu");
   check_activation(c.activation_function);
-  c.scale_embedding = r.get<bool>("scale_embedding", false);
+  c.scale_embedding = r.get<bool>("scale_embedding", m2m);
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
   c.pad_token_id = r.get<int64_t>("pad_token_id", 1);
   // MBartConfig has no default start; generate() then starts from bos_token_id, as here.
-  c.decoder_start_token_id = c.pre_norm ? r.get<int64_t>("decoder_start_token_id", r.get<int64_t>("bos_token_id", 0))
-                                        : r.get<int64_t>("decoder_start_token_id", 2);
+  c.decoder_start_token_id = arch == "MBart"
+                                 ? r.get<int64_t>("decoder_start_token_id", r.get<int64_t>("bos_token_id", 0))
+                                 : r.get<int64_t>("decoder_start_token_id", 2);
   for (const auto& [key, id] : {std::pair{"pad_token_id", c.pad_token_id}, {"decoder_start_token_id", c.decoder_start_token_id}})
     if (id < 0 || id >= c.vocab_size)
       r.fail(std::string(key) + " must index the vocabulary (" + std::to_string(c.vocab_size) + "), got " +
@@ -78,6 +98,35 @@ BartScaledWordEmbedding::BartScaledWordEmbedding(int64_t num_embeddings, int64_t
 at::Tensor BartScaledWordEmbedding::forward_with_weight(const at::Tensor& ids, const at::Tensor& table) {
   const auto rows = Embedding::forward_with_weight(ids, table);
   return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
+}
+
+SinusoidalPositions::SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch)
+    : dim_(dim), padding_idx_(padding_idx), arch_(std::move(arch)) {}
+
+// transformers' get_embedding, op for op in float32 (so the rows are its bits).
+at::Tensor SinusoidalPositions::table(int64_t rows) {
+  if (table_.defined() && table_.size(0) >= rows) return table_;
+  const int64_t half = dim_ / 2;
+  const double step = std::log(10000.0) / static_cast<double>(half - 1);
+  const auto freq = at::exp(at::arange(half, at::kLong).to(at::kFloat) * -step);
+  const auto angle = at::arange(rows, at::kLong).to(at::kFloat).unsqueeze(1) * freq.unsqueeze(0);
+  auto t = at::cat({at::sin(angle), at::cos(angle)}, 1);
+  if (dim_ % 2 == 1) t = at::cat({t, at::zeros({rows, 1})}, 1);
+  if (padding_idx_ < rows) t[padding_idx_].zero_();
+  table_ = t;
+  return table_;
+}
+
+at::Tensor SinusoidalPositions::forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) {
+  at::Tensor pos;
+  if (ids.defined()) {  // create_position_ids_from_input_ids
+    const auto real = ids.ne(padding_idx_).to(at::kInt);
+    pos = ((at::cumsum(real, 1).to(at::kInt) + past) * real).to(at::kLong) + padding_idx_;
+  } else {
+    pos = at::arange(padding_idx_ + 1 + past, padding_idx_ + 1 + past + t, at::kLong).unsqueeze(0).expand({b, t});
+  }
+  const auto rows = table(padding_idx_ + 1 + past + t + 2);
+  return rows.to(device).index_select(0, pos.reshape({-1}).to(device)).view({b, t, dim_});
 }
 
 BartEncoderLayer::BartEncoderLayer(const BartConfig& c)
@@ -124,24 +173,25 @@ at::Tensor BartDecoderLayer::forward(const at::Tensor& h, const at::Tensor& self
                   [&](const at::Tensor& y) { return fc2->forward(activation(act_, fc1->forward(y))); });
 }
 
-BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch) {
+BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.max_position_embeddings) {
   embed_tokens = register_module("embed_tokens", token_embedding(c));
-  embed_positions = register_module(
-      "embed_positions", std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model));
+  // BART's learned rows, or M2M100's sinusoids (no parameters), under one name.
+  if (c.sinusoidal_positions) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
+  else embed_positions = register_module("embed_positions", learned_positions(c));
   layers = register_module("layers", std::make_shared<ModuleList<BartEncoderLayer>>());
   for (int64_t i = 0; i < c.encoder_layers; ++i) layers->push_back(std::make_shared<BartEncoderLayer>(c));
-  layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
+  if (c.layernorm_embedding)
+    layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
   if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
-at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint) {
+at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint, const at::Tensor& ids) {
   const int64_t b = embeds.size(0), s = embeds.size(1);
-  const int64_t max = embed_positions->num_embeddings - kPositionOffset;
-  if (s > max)
-    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max) +
+  if (s > max_positions_)
+    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max_positions_) +
                                 " encoder positions (max_position_embeddings); got " + std::to_string(s));
-  const auto opts = at::TensorOptions(at::kLong).device(embeds.device());
-  auto h = layernorm_embedding->forward(embeds + embed_positions->forward(at::arange(s, opts) + kPositionOffset));
+  auto h = embeds + positions(embed_positions.get(), sinusoidal_positions.get(), ids, b, s, 0, embeds.device());
+  if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto m = padding_mask(mask, b, s, s, h.device());
   h = run_layers(layers->size(), checkpoint, h, {m},
                  [this](size_t i, const std::vector<at::Tensor>& v) { return (*layers)[i].forward(v[0], v[1]); });
@@ -150,11 +200,13 @@ at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask
 
 BartDecoder::BartDecoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.max_position_embeddings) {
   embed_tokens = register_module("embed_tokens", token_embedding(c));
-  embed_positions = register_module(
-      "embed_positions", std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model));
+  // BART's learned rows, or M2M100's sinusoids (no parameters), under one name.
+  if (c.sinusoidal_positions) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
+  else embed_positions = register_module("embed_positions", learned_positions(c));
   layers = register_module("layers", std::make_shared<ModuleList<BartDecoderLayer>>());
   for (int64_t i = 0; i < c.decoder_layers; ++i) layers->push_back(std::make_shared<BartDecoderLayer>(c));
-  layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
+  if (c.layernorm_embedding)
+    layernorm_embedding = register_module("layernorm_embedding", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
   if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
@@ -168,8 +220,8 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
     throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max_positions_) +
                                 " decoder positions (max_position_embeddings); got " + std::to_string(past + t));
   auto h = embed_tokens->forward(in.decoder_input_ids);
-  const auto opts = at::TensorOptions(at::kLong).device(h.device());
-  h = layernorm_embedding->forward(h + embed_positions->forward(at::arange(past, past + t, opts) + kPositionOffset));
+  h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device());
+  if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   const auto cross_mask = padding_mask(in.attention_mask, b, t, encoder_states.size(1), h.device());
   h = run_layers(n, in.checkpoint_layers && !cache, h, {self_mask, encoder_states, cross_mask},
@@ -191,7 +243,7 @@ BartForConditionalGeneration::BartForConditionalGeneration(const nlohmann::json&
   model = register_module("model", std::make_shared<BartModel>(cfg_));
   lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));
   final_logits_bias = at::zeros({1, cfg_.vocab_size});
-  register_buffer("final_logits_bias", &final_logits_bias, {1, cfg_.vocab_size});
+  if (cfg_.logits_bias) register_buffer("final_logits_bias", &final_logits_bias, {1, cfg_.vocab_size});
 }
 
 std::vector<std::string> BartForConditionalGeneration::tied_parameter_names() const {
@@ -229,18 +281,19 @@ Seq2SeqOutputs BartForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in
   if (!enc.defined()) {
     if (!in.input_ids.defined() && !in.inputs_embeds.defined())
       throw std::invalid_argument(type_name() + ": input_ids or inputs_embeds are required");
-    enc = model->encoder->forward(
-        in.inputs_embeds.defined() ? in.inputs_embeds : model->encoder->embed_tokens->forward(in.input_ids),
-        in.attention_mask, in.checkpoint_layers);
+    const bool embedded = in.inputs_embeds.defined();  // soft prompts: positions count on regardless
+    enc = model->encoder->forward(embedded ? in.inputs_embeds : model->encoder->embed_tokens->forward(in.input_ids),
+                                  in.attention_mask, in.checkpoint_layers, embedded ? at::Tensor() : in.input_ids);
   }
   out.encoder_last_hidden_state = enc;
   const auto h = model->decoder->forward(in, enc);
-  out.logits = lm_head->forward(h) + final_logits_bias.to(h.scalar_type());
+  out.logits = lm_head->forward(h);
+  if (cfg_.logits_bias) out.logits = out.logits + final_logits_bias.to(h.scalar_type());
   return out;
 }
 
 at::Tensor BartForConditionalGeneration::decoder_inputs_from_labels(const at::Tensor& labels) const {
-  if (!cfg_.pre_norm) return Seq2SeqLM::decoder_inputs_from_labels(labels);
+  if (cfg_.arch != "MBart") return Seq2SeqLM::decoder_inputs_from_labels(labels);
   // mBART's shift_tokens_right: each row starts with its last non-pad token (the language id).
   const auto ids = labels.masked_fill(labels == -100, cfg_.pad_token_id);
   const auto last = (ids.ne(cfg_.pad_token_id).sum(1) - 1).clamp_min(0).unsqueeze(-1);

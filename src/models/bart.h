@@ -6,7 +6,9 @@
 // added to the logits. Parameter names are transformers'
 // (model.encoder.layers.0.self_attn.q_proj.weight, ...), so adapters line up with HF PEFT.
 // mBART is the same with pre-norm layers, a final layer_norm per stack, and decoder inputs
-// that start with each label row's last token (its language id).
+// that start with each label row's last token (its language id). M2M100 (and NLLB, which
+// is M2M100) is mBART's layout with fairseq's sinusoidal positions in place of learned
+// ones, no layernorm_embedding and no final_logits_bias.
 #pragma once
 
 #include "models/seq2seq_attention.h"
@@ -17,8 +19,11 @@
 namespace peft {
 
 struct BartConfig {
-  std::string arch;  // "Bart" or "MBart": prefixes the type names
-  bool pre_norm;     // mBART: LayerNorm before each block, and a final layer_norm per stack
+  std::string arch;  // "Bart", "MBart" or "M2M100": prefixes the type names
+  bool pre_norm;     // mBART, M2M100: LayerNorm before each block, and a final layer_norm per stack
+  bool sinusoidal_positions;  // M2M100: fairseq's sinusoids, not learned rows
+  bool layernorm_embedding;   // BART, mBART: a LayerNorm over embeddings + positions
+  bool logits_bias;           // BART, mBART: the final_logits_bias buffer
   int64_t vocab_size, d_model, encoder_layers, decoder_layers, encoder_ffn_dim, decoder_ffn_dim,
       encoder_attention_heads, decoder_attention_heads, max_position_embeddings;
   std::string activation_function;
@@ -40,6 +45,24 @@ class BartScaledWordEmbedding : public Embedding {
  private:
   double embed_scale_;
   std::string arch_;
+};
+
+// M2M100's positions: fairseq's sinusoidal table (sin and cos halves; the padding row
+// zero), indexed by each row's count of non-pad tokens so far plus padding_idx (padding
+// itself gets the zero row), or sequentially when only embeddings are given, as
+// transformers' M2M100SinusoidalPositionalEmbedding. No parameters; the table grows on demand.
+class SinusoidalPositions : public Module {
+ public:
+  SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch);
+  std::string type_name() const override { return arch_ + "SinusoidalPositionalEmbedding"; }
+  // [b, t, dim] float for positions past..past+t-1 of `ids` [b, t] (undefined: sequential).
+  at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device);
+
+ private:
+  at::Tensor table(int64_t rows);
+  int64_t dim_, padding_idx_;
+  std::string arch_;
+  at::Tensor table_;  // CPU float, as many rows as asked for so far
 };
 
 class BartEncoderLayer : public Module {
@@ -80,16 +103,20 @@ class BartEncoder : public Module {
   explicit BartEncoder(const BartConfig& c);
   std::string type_name() const override { return arch_ + "Encoder"; }
   // embeds [b, s, d] (already scaled), mask [b, s] (1 = real) or undefined; `checkpoint`:
-  // each layer is recomputed in backward.
-  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint = false);
+  // each layer is recomputed in backward; `ids`: the ids embedded, when they were (M2M100
+  // counts positions over them).
+  at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint = false,
+                     const at::Tensor& ids = {});
   std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;             // max_position_embeddings + 2 rows
+  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, instead
   std::shared_ptr<ModuleList<BartEncoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
   std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
 
  private:
   std::string arch_;
+  int64_t max_positions_;
 };
 
 class BartDecoder : public Module {
@@ -99,6 +126,7 @@ class BartDecoder : public Module {
   at::Tensor forward(const Seq2SeqInputs& in, const at::Tensor& encoder_states);
   std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;
+  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, instead
   std::shared_ptr<ModuleList<BartDecoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
   std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
@@ -123,7 +151,7 @@ class BartModel : public Module {
 
 class BartForConditionalGeneration : public Model, public Seq2SeqLM {
  public:
-  // `arch` "Bart" or "MBart".
+  // `arch` "Bart", "MBart" or "M2M100".
   BartForConditionalGeneration(const nlohmann::json& j, const std::string& where, const std::string& arch = "Bart");
   std::string type_name() const override { return cfg_.arch + "ForConditionalGeneration"; }
   TaskKind task() const override { return TaskKind::kCausalLM; }  // logits over the vocabulary
@@ -144,7 +172,7 @@ class BartForConditionalGeneration : public Model, public Seq2SeqLM {
 
   std::shared_ptr<BartModel> model;
   std::shared_ptr<Linear> lm_head;
-  at::Tensor final_logits_bias;  // [1, vocab] buffer, zeros unless the checkpoint has others
+  at::Tensor final_logits_bias;  // [1, vocab] buffer, zeros unless the checkpoint has others; not M2M100
 
  protected:
   ModelOutputs run(const ModelInputs& in) override;

@@ -142,6 +142,8 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w); }},
       {"MBartForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "MBart"); }},
+      {"M2M100ForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "M2M100"); }},
       {"WhisperForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
@@ -193,6 +195,7 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"whisper", "WhisperForConditionalGeneration"},
     {"bart", "BartForConditionalGeneration"},
     {"mbart", "MBartForConditionalGeneration"},
+    {"m2m_100", "M2M100ForConditionalGeneration"},
 };
 }  // namespace
 

@@ -19,7 +19,8 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   heads than encoder ones); LoRA on q_proj, v_proj, fc2 and (IA)3 with PEFT's bart defaults.
   mbart (MBartForConditionalGeneration: pre-norm, final layer norms, scaled embeddings; its
   decoder_input_ids wrap each label row's last token to the front); its reference also holds
-  gen_forced_output_ids, the greedy tokens with forced_bos_token_id 7.
+  gen_forced_output_ids, the greedy tokens with forced_bos_token_id 7. m2m100
+  (M2M100ForConditionalGeneration, NLLB's class: sinusoidal positions, odd d_model).
   OUT_DIR/<case>/lora and OUT_DIR/<case>/ia3: adapters HF PEFT saved (task_type
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
@@ -50,7 +51,8 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, DynamicCache,
-                          EncoderDecoderCache, MBartConfig, MBartForConditionalGeneration, MT5Config,
+                          EncoderDecoderCache, M2M100Config, M2M100ForConditionalGeneration, MBartConfig,
+                          MBartForConditionalGeneration, MT5Config,
                           MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration)
 from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.models.mbart.modeling_mbart import shift_tokens_right as mbart_shift_tokens_right
@@ -120,22 +122,34 @@ def mbart():
                        eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None, init_std=0.2)
 
 
+def m2m100():
+    # M2M100 / NLLB: mBART's pre-norm layout with fairseq's sinusoidal positions counted over
+    # each row's non-pad tokens, no layernorm_embedding, no final_logits_bias; relu; an odd
+    # d_model (the table's zero column)
+    return M2M100Config(vocab_size=107, d_model=33, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=40,
+                        decoder_ffn_dim=44, encoder_attention_heads=3, decoder_attention_heads=3,
+                        max_position_embeddings=64, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, init_std=0.2)
+
+
 # (name, config, untie lm_head, first seed tried: one whose greedy margin is stable)
 CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477),
-         ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483), ("mbart", mbart, False, 2489)]
+         ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483), ("mbart", mbart, False, 2489),
+         ("m2m100", m2m100, False, 2491)]
 MBART_FORCED_BOS = 7
 # LoRA's targets per case (the rest: T5's q, v, wo)
 LORA_TARGETS = {"bart": ["q_proj", "v_proj", "fc2"], "bart_scaled": ["k_proj", "out_proj", "fc1"],
-                "mbart": ["q_proj", "v_proj", "fc1"]}
-# (IA)3's targets where PEFT has no defaults (mbart)
-IA3_TARGETS = {"mbart": dict(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"])}
+                "mbart": ["q_proj", "v_proj", "fc1"], "m2m100": ["q_proj", "k_proj", "out_proj", "fc2"]}
+# (IA)3's targets where PEFT has no defaults (mbart, m2m100)
+IA3_TARGETS = {"mbart": dict(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"]),
+               "m2m100": dict(target_modules=["v_proj", "fc1"], feedforward_modules=["fc1"])}
 
 
 def decoder_inputs(model, labels):
     """What the model's forward makes of labels: BART's and T5's shift, or mBART's wrap."""
     if isinstance(model.config, MBartConfig):
         return mbart_shift_tokens_right(labels, model.config.pad_token_id)
-    if isinstance(model.config, BartConfig):
+    if isinstance(model.config, (BartConfig, M2M100Config)):
         return shift_tokens_right(labels, model.config.pad_token_id, model.config.decoder_start_token_id)
     return model._shift_right(labels)
 
@@ -144,7 +158,7 @@ def build(cfg_factory, untie, seed):
     torch.manual_seed(seed)
     cfg = cfg_factory()
     cls = {MT5Config: MT5ForConditionalGeneration, BartConfig: BartForConditionalGeneration,
-           MBartConfig: MBartForConditionalGeneration}.get(type(cfg), T5ForConditionalGeneration)
+           MBartConfig: MBartForConditionalGeneration, M2M100Config: M2M100ForConditionalGeneration}.get(type(cfg), T5ForConditionalGeneration)
     model = cls(cfg).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
