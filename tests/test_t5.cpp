@@ -532,6 +532,15 @@ TEST(Bart, M2M100HasTransformersNamesAndNoPositionParameters) {
     EXPECT_EQ(n.find("layernorm_embedding"), std::string::npos) << n;
   }
   EXPECT_TRUE(model->named_buffers().empty());
+  // A width whose sinusoids transformers cannot make (it divides by half of it, less one).
+  json cfg = json::parse(std::ifstream(base_dir("m2m100") / "config.json"));
+  cfg.update(json{{"d_model", 2}, {"encoder_attention_heads", 1}, {"decoder_attention_heads", 1}});
+  try {
+    (void)build_model(cfg, "config.json");
+    ADD_FAILURE() << "d_model 2 was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("d_model"));
+  }
 }
 
 // forced_bos_token_id (mBART-50's target language) makes the first generated token that id,

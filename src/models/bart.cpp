@@ -78,6 +78,7 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   c.activation_function = r.get<std::string>("activation_function", m2m ? "relu" : "gelu");
   check_activation(c.activation_function);
   c.scale_embedding = r.get<bool>("scale_embedding", m2m);
+  if (m2m && c.d_model < 4) r.fail("d_model must be at least 4 for sinusoidal positions (half of it, less one, divides)");
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
   c.pad_token_id = r.get<int64_t>("pad_token_id", 1);
   // MBartConfig has no default start; generate() then starts from bos_token_id, as here.
@@ -103,30 +104,25 @@ at::Tensor BartScaledWordEmbedding::forward_with_weight(const at::Tensor& ids, c
 SinusoidalPositions::SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch)
     : dim_(dim), padding_idx_(padding_idx), arch_(std::move(arch)) {}
 
-// transformers' get_embedding, op for op in float32 (so the rows are its bits).
-at::Tensor SinusoidalPositions::table(int64_t rows) {
-  if (table_.defined() && table_.size(0) >= rows) return table_;
-  const int64_t half = dim_ / 2;
-  const double step = std::log(10000.0) / static_cast<double>(half - 1);
-  const auto freq = at::exp(at::arange(half, at::kLong).to(at::kFloat) * -step);
-  const auto angle = at::arange(rows, at::kLong).to(at::kFloat).unsqueeze(1) * freq.unsqueeze(0);
-  auto t = at::cat({at::sin(angle), at::cos(angle)}, 1);
-  if (dim_ % 2 == 1) t = at::cat({t, at::zeros({rows, 1})}, 1);
-  if (padding_idx_ < rows) t[padding_idx_].zero_();
-  table_ = t;
-  return table_;
-}
-
 at::Tensor SinusoidalPositions::forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) {
   at::Tensor pos;
   if (ids.defined()) {  // create_position_ids_from_input_ids
-    const auto real = ids.ne(padding_idx_).to(at::kInt);
+    const auto real = ids.to(device).ne(padding_idx_).to(at::kInt);
     pos = ((at::cumsum(real, 1).to(at::kInt) + past) * real).to(at::kLong) + padding_idx_;
   } else {
-    pos = at::arange(padding_idx_ + 1 + past, padding_idx_ + 1 + past + t, at::kLong).unsqueeze(0).expand({b, t});
+    pos = at::arange(padding_idx_ + 1 + past, padding_idx_ + 1 + past + t, at::TensorOptions(at::kLong).device(device))
+              .unsqueeze(0)
+              .expand({b, t});
   }
-  const auto rows = table(padding_idx_ + 1 + past + t + 2);
-  return rows.to(device).index_select(0, pos.reshape({-1}).to(device)).view({b, t, dim_});
+  // The rows of transformers' get_embedding table, op for op in float32 (so its bits), for
+  // these positions only: no table of pad_token_id + max_position_embeddings rows.
+  const int64_t half = dim_ / 2;
+  const double step = std::log(10000.0) / static_cast<double>(half - 1);
+  const auto freq = at::exp(at::arange(half, at::kLong).to(at::kFloat) * -step).to(device);
+  const auto angle = pos.to(at::kFloat).unsqueeze(-1) * freq;
+  auto rows = at::cat({at::sin(angle), at::cos(angle)}, -1);
+  if (dim_ % 2 == 1) rows = at::cat({rows, at::zeros({b, t, 1}, rows.options())}, -1);
+  return rows.masked_fill(pos.eq(padding_idx_).unsqueeze(-1), 0.0);
 }
 
 BartEncoderLayer::BartEncoderLayer(const BartConfig& c)

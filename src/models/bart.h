@@ -50,7 +50,8 @@ class BartScaledWordEmbedding : public Embedding {
 // M2M100's positions: fairseq's sinusoidal table (sin and cos halves; the padding row
 // zero), indexed by each row's count of non-pad tokens so far plus padding_idx (padding
 // itself gets the zero row), or sequentially when only embeddings are given, as
-// transformers' M2M100SinusoidalPositionalEmbedding. No parameters; the table grows on demand.
+// transformers' M2M100SinusoidalPositionalEmbedding. No parameters; the rows asked for are
+// computed, not a table.
 class SinusoidalPositions : public Module {
  public:
   SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch);
@@ -59,10 +60,8 @@ class SinusoidalPositions : public Module {
   at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device);
 
  private:
-  at::Tensor table(int64_t rows);
   int64_t dim_, padding_idx_;
   std::string arch_;
-  at::Tensor table_;  // CPU float, as many rows as asked for so far
 };
 
 class BartEncoderLayer : public Module {
