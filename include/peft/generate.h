@@ -71,9 +71,9 @@ struct GenerationConfig {
 // stays deterministic unless asked. A known key of the wrong type or range is an error
 // naming the file and key. An encoder-decoder's max_length counts decoder_start
 // (max_new_tokens = max_length - 1); a decoder-only model's depends on the prompt, so it is
-// not read. Keys that would change transformers' output but are not applied here (e.g.
-// encoder_repetition_penalty, num_return_sequences, and do_sample itself) are listed, one
-// line each naming the file and key, in `not_applied` when it is given.
+// not read. The keys of generation_config.json that would change transformers' output but
+// are not applied here (e.g. encoder_repetition_penalty, num_return_sequences, and
+// do_sample itself) are listed in `not_applied` when it is given.
 GenerationConfig generation_defaults(Model& model, const std::string& model_path,
                                      std::vector<std::string>* not_applied = nullptr);
 

@@ -103,12 +103,15 @@ void GenerationConfig::validate() const {
   if (!(temperature > 0) || !std::isfinite(temperature)) bad("temperature must be a finite number > 0");
   if (top_k < 0) bad("top_k must be >= 0 (0: off), got " + std::to_string(top_k));
   if (!(top_p > 0 && top_p <= 1)) bad("top_p must be in (0, 1] (1: off)");
-  for (int64_t id : eos_token_ids)
-    if (id < 0) bad("eos token ids must be >= 0, got " + std::to_string(id));
+  // Every list of token ids: ids are >= 0 (the vocabulary's end is the model's to check).
+  auto token_ids = [&](const std::vector<int64_t>& ids, const char* what) {
+    for (int64_t id : ids)
+      if (id < 0) bad(std::string(what) + " must hold token ids >= 0, got " + std::to_string(id));
+  };
+  token_ids(eos_token_ids, "eos_token_id");
   if (pad_token_id < 0) bad("pad_token_id must be >= 0");
   if (forced_bos_token_id < -1) bad("forced_bos_token_id must be a token id or -1 (off)");
-  for (int64_t id : forced_eos_token_ids)
-    if (id < 0) bad("forced_eos_token_id must be a token id >= 0, got " + std::to_string(id));
+  token_ids(forced_eos_token_ids, "forced_eos_token_id");
   if (num_beams < 1 || num_beams > kMaxBeams)
     bad("num_beams must be between 1 and " + std::to_string(kMaxBeams) + ", got " + std::to_string(num_beams));
   if (num_beams > 1 && do_sample) bad("num_beams > 1 searches; it cannot be combined with sampling");
@@ -120,20 +123,17 @@ void GenerationConfig::validate() const {
   if (min_new_tokens < 0) bad("min_new_tokens must be >= 0, got " + std::to_string(min_new_tokens));
   if (!(repetition_penalty > 0) || !std::isfinite(repetition_penalty))
     bad("repetition_penalty must be a finite number > 0 (1: off)");
-  auto token_ids = [&](const std::vector<int64_t>& ids, const char* what) {
+  auto token_sequence = [&](const std::vector<int64_t>& ids, const char* what) {
     if (ids.empty()) bad(std::string(what) + " holds an empty token sequence");
-    for (int64_t id : ids)
-      if (id < 0) bad(std::string(what) + " token ids must be >= 0, got " + std::to_string(id));
+    token_ids(ids, what);
   };
-  for (const auto& seq : bad_words_ids) token_ids(seq, "bad_words_ids");
+  for (const auto& seq : bad_words_ids) token_sequence(seq, "bad_words_ids");
   for (const auto& [seq, b] : sequence_bias) {
-    token_ids(seq, "sequence_bias");
+    token_sequence(seq, "sequence_bias");
     if (std::isnan(b) || b > 0 && std::isinf(b)) bad("sequence_bias biases must be numbers below +inf");
   }
-  for (int64_t id : suppress_tokens)
-    if (id < 0) bad("suppress_tokens must be token ids >= 0, got " + std::to_string(id));
-  for (int64_t id : begin_suppress_tokens)
-    if (id < 0) bad("begin_suppress_tokens must be token ids >= 0, got " + std::to_string(id));
+  token_ids(suppress_tokens, "suppress_tokens");
+  token_ids(begin_suppress_tokens, "begin_suppress_tokens");
 }
 
 namespace {

@@ -13,22 +13,22 @@ namespace peft {
 
 namespace {
 
-// An id or a list of ids (eos_token_id, forced_eos_token_id); null: none.
-std::vector<int64_t> id_list(const nlohmann::json& v, const std::string& where) {
-  std::vector<int64_t> ids;
-  if (v.is_null()) return ids;
-  if (!v.is_array()) return {strict_get<int64_t>(v, where)};
-  for (const auto& x : v) ids.push_back(strict_get<int64_t>(x, where));
-  return ids;
-}
-
-// A list of token ids ([1, 2]) or, with `nested`, of such lists ([[1], [2, 3]]).
+// A list of token ids ([1, 2]).
 std::vector<int64_t> ids_array(const nlohmann::json& v, const std::string& where) {
   if (!v.is_array()) throw std::runtime_error(where + " must be a list of token ids, got " + quote_json(v));
   std::vector<int64_t> ids;
   for (const auto& x : v) ids.push_back(strict_get<int64_t>(x, where));
   return ids;
 }
+
+// An id or a list of ids (eos_token_id, forced_eos_token_id); null: none.
+std::vector<int64_t> id_list(const nlohmann::json& v, const std::string& where) {
+  if (v.is_null()) return {};
+  if (!v.is_array()) return {strict_get<int64_t>(v, where)};
+  return ids_array(v, where);
+}
+
+// A list of token-id lists ([[1], [2, 3]]).
 std::vector<std::vector<int64_t>> id_lists(const nlohmann::json& v, const std::string& where) {
   if (!v.is_array()) throw std::runtime_error(where + " must be a list of token-id lists, got " + quote_json(v));
   std::vector<std::vector<int64_t>> out;
@@ -61,14 +61,6 @@ bool changes_output(const std::string& key, const nlohmann::json& v) {
          key == "constraints" || key == "force_words_ids" || key == "dola_layers" || key == "max_time";
 }
 
-void list_not_applied(const nlohmann::json& j, const std::string& file, std::vector<std::string>* out) {
-  if (!out) return;
-  for (const auto& [key, v] : j.items())
-    if (changes_output(key, v))
-      out->push_back(file + ": '" + key + "' is not applied" +
-                     (key == "do_sample" ? " (decoding is greedy unless sampling options are given)"
-                                         : " (transformers' generate() would apply it)"));
-}
 
 }  // namespace
 
@@ -117,7 +109,9 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
     if (has("suppress_tokens")) g.suppress_tokens = ids_array(j["suppress_tokens"], where("suppress_tokens"));
     if (has("begin_suppress_tokens"))
       g.begin_suppress_tokens = ids_array(j["begin_suppress_tokens"], where("begin_suppress_tokens"));
-    list_not_applied(j, file, not_applied);
+    if (not_applied)
+      for (const auto& [key, v] : j.items())
+        if (changes_output(key, v)) not_applied->push_back(key);
   }
   try {
     g.validate();

@@ -44,8 +44,7 @@ void ban_repeated_ngrams(at::Tensor& scores, const at::Tensor& sequences, int64_
     }
   }
   if (ban_rows.empty()) return;
-  const auto opts = at::TensorOptions(at::kLong).device(scores.device());
-  scores.index_put_({at::tensor(ban_rows, at::kLong).to(opts.device()), at::tensor(ban_ids, at::kLong).to(opts.device())},
+  scores.index_put_({at::tensor(ban_rows, at::kLong).to(scores.device()), at::tensor(ban_ids, at::kLong).to(scores.device())},
                     at::scalar_tensor(kNegInf, scores.options()));
 }
 
@@ -134,7 +133,8 @@ std::vector<std::pair<std::vector<int64_t>, double>> bad_words(const GenerationC
 
 bool has_logits_processors(const GenerationConfig& cfg) {
   return !cfg.sequence_bias.empty() || cfg.repetition_penalty != 1.0 || !cfg.bad_words_ids.empty() ||
-         !cfg.suppress_tokens.empty() || !cfg.begin_suppress_tokens.empty() || cfg.no_repeat_ngram_size > 0 || (!cfg.eos_token_ids.empty() && (cfg.min_length > 0 || cfg.min_new_tokens > 0)) ||
+         !cfg.suppress_tokens.empty() || !cfg.begin_suppress_tokens.empty() || cfg.no_repeat_ngram_size > 0 ||
+         (!cfg.eos_token_ids.empty() && (cfg.min_length > 0 || cfg.min_new_tokens > 0)) ||
          cfg.forced_bos_token_id >= 0 || !cfg.forced_eos_token_ids.empty();
 }
 

@@ -1,6 +1,7 @@
 // peft generate MODEL_DIR --ids IDS.json: continue token-id prompts.
 #include <ATen/ops/full.h>
 
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -41,8 +42,14 @@ GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const 
   GenerationConfig g = generation_defaults(model, a.model.dir, &not_applied);
   const GenerationConfig& o = a.gen;
   // Say where the output will differ from transformers' generate() on this folder.
-  for (const auto& line : not_applied)
-    if (!(o.do_sample && line.find("'do_sample'") != std::string::npos)) std::cerr << "note: " << line << "\n";
+  const std::string file = (std::filesystem::path(a.model.dir) / "generation_config.json").string();
+  for (const auto& key : not_applied) {
+    if (key == "do_sample" && o.do_sample) continue;  // asked to sample: the file's wish holds
+    std::cerr << "note: " << file << ": '" << key << "' is not applied ("
+              << (key == "do_sample" ? "decoding is greedy unless sampling options are given"
+                                     : "transformers' generate() would apply it")
+              << ")\n";
+  }
   auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
   if (given("--max-new-tokens")) g.max_new_tokens = o.max_new_tokens;
   g.do_sample = o.do_sample;
