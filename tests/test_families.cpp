@@ -163,15 +163,8 @@ TEST_P(Family, GradientCheckpointingGivesTheSameSteps) {
     for (int64_t b = 0; b < ids.size(0); ++b)
       f << nlohmann::json{{"input_ids", row(ids[b].narrow(0, 0, mask[b].sum().item<int64_t>()))}}.dump() << "\n";
   }
-  TrainConfig c;
-  c.model = case_dir(GetParam()).string();
-  c.train_file = data.string();
-  c.method = nlohmann::json::parse(R"({"r": 4, "target_modules": "all-linear", "init_lora_weights": false})");
-  c.max_steps = 3;
-  c.per_device_train_batch_size = 2;
-  c.learning_rate = 1e-2;
+  auto c = test::three_lora_steps(case_dir(GetParam()).string(), data.string(), 2, 0.0);
   c.shuffle = false;
-  c.progress = false;
   test::expect_checkpointing_keeps_the_steps(c, scratch(GetParam() + "_ckpt").string());
 }
 

@@ -345,15 +345,8 @@ INSTANTIATE_TEST_SUITE_P(Seq2Seq, FortunesLoss, ::testing::Values("t5_fortunes",
 class FortunesCheckpointing : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FortunesCheckpointing, GivesTheSameSteps) {
-  TrainConfig c;
-  c.model = base_dir(GetParam()).string();
-  c.train_file = (base_dir(GetParam()) / "train.jsonl").string();
-  c.method = json::parse(R"({"r": 4, "target_modules": "all-linear", "init_lora_weights": false,
-                             "lora_dropout": 0.1})");
-  c.max_steps = 3;
-  c.per_device_train_batch_size = 4;
-  c.learning_rate = 1e-2;
-  c.progress = false;
+  const auto c = test::three_lora_steps(base_dir(GetParam()).string(),
+                                        (base_dir(GetParam()) / "train.jsonl").string(), 4, 0.1);
   // The encoder output's gradient is summed over the decoder layers in another order when
   // each layer is recomputed; AdamW's normalized steps carry that rounding into the third
   // step's gradients at about 2e-5 (the first step's agree to 1e-7).

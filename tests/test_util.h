@@ -27,6 +27,23 @@
 
 namespace peft::test {
 
+// Three steps of LoRA (r 4) on every linear layer with both factors random, so every
+// layer's gradient is nonzero, and `lora_dropout` (> 0: a recompute must replay the random
+// stream): what expect_checkpointing_keeps_the_steps trains.
+inline TrainConfig three_lora_steps(const std::string& model, const std::string& train_file, int64_t batch,
+                                    double lora_dropout) {
+  TrainConfig c;
+  c.model = model;
+  c.train_file = train_file;
+  c.method = nlohmann::json{{"r", 4}, {"target_modules", "all-linear"}, {"init_lora_weights", false},
+                            {"lora_dropout", lora_dropout}};
+  c.max_steps = 3;
+  c.per_device_train_batch_size = batch;
+  c.learning_rate = 1e-2;
+  c.progress = false;
+  return c;
+}
+
 // Trains `c` twice, without and with gradient_checkpointing (into `out`_off and `out`_on):
 // recomputed blocks must give the same steps, so the per-step losses agree to 1e-6 and the
 // gradient norms to `grad_tol` (relative), and every gradient norm is above zero.

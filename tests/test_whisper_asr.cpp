@@ -149,16 +149,8 @@ TEST(WhisperAsr, BottleneckAudioAdapterTrains) {
 // Gradient checkpointing of the encoder's and decoder's layers trains as kept layers: LoRA
 // on every Linear of both stacks (random factors, dropout 0.1), three steps.
 TEST(WhisperAsr, GradientCheckpointingGivesTheSameSteps) {
-  TrainConfig c;
-  c.model = base_dir().string();
-  c.train_file = data_file().string();
-  c.method = json::parse(R"({"r": 4, "target_modules": "all-linear", "init_lora_weights": false,
-                             "lora_dropout": 0.1})");
-  c.max_steps = 3;
-  c.per_device_train_batch_size = 2;
-  c.learning_rate = 1e-2;
-  c.progress = false;
-  test::expect_checkpointing_keeps_the_steps(c, scratch("ckpt").string());
+  test::expect_checkpointing_keeps_the_steps(test::three_lora_steps(base_dir().string(), data_file().string(), 2, 0.1),
+                                             scratch("ckpt").string());
 }
 
 // jiwer's wer() on hand-checked cases, after normalization.
