@@ -1,7 +1,7 @@
 // Beam search and the logits processors (no-repeat n-grams, minimum lengths, forced first
 // and last tokens) against transformers' generate() on the same folders
 // (tests/parity/check_generate.py): decoder-only models (left-padded ragged prompts, GQA,
-// tied embeddings) and encoder-decoder ones (T5 v1.1, BART, mBART), token for token; and
+// tied embeddings) and encoder-decoder ones (T5 v1.1, BART, mBART, M2M100, Marian), token for token; and
 // `peft generate` following a folder's generation_config.json as transformers does.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -238,7 +238,8 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Generate, SearchMatchesTransformers,
-                         ::testing::Values("llama_gqa_tied", "gpt2", "qwen2", "t5_v11", "bart", "mbart", "m2m100"));
+                         ::testing::Values("llama_gqa_tied", "gpt2", "qwen2", "t5_v11", "bart", "mbart", "m2m100",
+                                           "marian"));
 
 // A copy of the BART fixture whose generation_config.json asks for beams, n-gram and length
 // rules and a forced EOS (as bart-large-cnn's does): `peft generate` with no options

@@ -217,7 +217,8 @@ TEST_P(Seq2Seq, HfAdaptersMatchPeftUnmergedAndMerged) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seq2Seq, Seq2Seq,
-                         ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled", "mbart", "m2m100"));
+                         ::testing::Values("t5_relu", "t5_v11", "mt5", "bart", "bart_scaled", "mbart", "m2m100",
+                                           "marian", "pegasus"));
 INSTANTIATE_TEST_SUITE_P(T5, T5Names, ::testing::Values("t5_relu", "t5_v11", "mt5"));
 
 TEST(T5Adapters, DefaultTargetsAreHfPeftsForT5) {
@@ -242,7 +243,7 @@ TEST(T5PromptLearning, HfAdaptersMatchPeftLogitsAndGreedyTokens) {
   for (const auto& [base_name, method] : std::vector<std::pair<std::string, std::string>>{
            {"t5_relu", "prompt_tuning"}, {"t5_relu", "p_tuning"}, {"t5_relu", "p_tuning_encoder"},
            {"t5_relu", "prefix_tuning"}, {"t5_v11", "prefix_tuning"}, {"bart", "prompt_tuning"},
-           {"bart", "prefix_tuning"}}) {
+           {"bart", "prefix_tuning"}, {"pegasus", "prompt_tuning"}}) {
     SCOPED_TRACE(base_name + " " + method);
     const auto dir = base_dir(base_name) / method;
     const auto ref = reference(dir);
@@ -533,6 +534,51 @@ TEST(Bart, M2M100HasTransformersNamesAndNoPositionParameters) {
     ADD_FAILURE() << "d_model 2 was accepted";
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), HasSubstr("d_model"));
+  }
+}
+
+// Marian (opus-mt) and Pegasus: transformers' class names; the sinusoid table is a buffer
+// under transformers' parameter name, equal to transformers' (computed for Marian, whose
+// save_pretrained leaves it out; read from Pegasus's checkpoint), so the parameter count is
+// transformers' less the two tables; tokens are plain nn.Embedding rows.
+TEST(Bart, MarianAndPegasusHaveTransformersNamesAndPositionTables) {
+  for (const auto& [name, type] : {std::pair{"marian", "MarianMTModel"}, {"pegasus", "PegasusForConditionalGeneration"}}) {
+    SCOPED_TRACE(name);
+    auto model = load_model(base_dir(name).string());
+    const auto ref = reference(base_dir(name));
+    const auto cfg = json::parse(std::ifstream(base_dir(name) / "config.json"));
+    const std::string arch = name == std::string("marian") ? "Marian" : "Pegasus";
+    EXPECT_EQ(model->type_name(), type);
+    EXPECT_EQ(model->find("model.encoder")->type_name(), arch + "Encoder");
+    EXPECT_EQ(model->find("model.decoder.layers.1.encoder_attn")->type_name(), arch + "Attention");
+    EXPECT_EQ(model->find("model.decoder.embed_positions")->type_name(), arch + "SinusoidalPositionalEmbedding");
+    EXPECT_EQ(model->find("model.shared")->type_name(), "Embedding");
+    const auto table = ref.get("position_table");
+    EXPECT_EQ(table.size(0), cfg["max_position_embeddings"].get<int64_t>());
+    EXPECT_EQ(model->num_parameters(), ref.get("num_parameters").item<int64_t>() - 2 * table.numel());
+    std::map<std::string, at::Tensor> buffers;
+    for (const auto& [n, t] : model->named_buffers()) buffers[n] = t;
+    ASSERT_EQ(buffers.size(), 3u);  // the two tables and final_logits_bias
+    for (const char* stack : {"encoder", "decoder"})
+      EXPECT_LE(max_diff(buffers.at(std::string("model.") + stack + ".embed_positions.weight"), table), 1e-7) << stack;
+    EXPECT_TRUE(buffers.count("final_logits_bias"));
+    std::set<std::string> names;
+    for (const auto& [n, _] : model->named_parameters()) names.insert(n);
+    EXPECT_EQ(names.count("model.encoder.layer_norm.weight"), arch == "Pegasus" ? 1u : 0u);  // pre-norm's final norm
+    for (const auto& n : names) EXPECT_EQ(n.find("layernorm_embedding"), std::string::npos) << n;
+  }
+  // Marian with separate source and target vocabularies, and a table too large to make.
+  json cfg = json::parse(std::ifstream(base_dir("marian") / "config.json"));
+  for (const auto& [key, value] : {std::pair{"share_encoder_decoder_embeddings", json(false)},
+                                   {"max_position_embeddings", json(int64_t{1} << 24)}}) {
+    json bad = cfg;
+    bad[key] = value;
+    try {
+      (void)build_model(bad, "config.json");
+      ADD_FAILURE() << key << " was accepted";
+    } catch (const std::exception& e) {
+      EXPECT_THAT(e.what(), HasSubstr(key));
+    }
   }
 }
 

@@ -22,10 +22,17 @@ std::shared_ptr<Seq2SeqAttention> attention(const BartConfig& c, int64_t heads) 
   return std::make_shared<Seq2SeqAttention>(c.d_model, heads, Seq2SeqAttention::Options{c.arch + "Attention"});
 }
 
-std::shared_ptr<BartScaledWordEmbedding> token_embedding(const BartConfig& c) {
-  const double scale = c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
-  return std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, scale, c.arch);
+double embed_scale(const BartConfig& c) {
+  return c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
 }
+
+// BART's, mBART's and M2M100's embedding scales its own rows; Marian's and Pegasus's is a
+// plain nn.Embedding that the stacks scale.
+std::shared_ptr<Embedding> token_embedding(const BartConfig& c) {
+  if (c.stacks_scale_tokens) return std::make_shared<Embedding>(c.vocab_size, c.d_model);
+  return std::make_shared<BartScaledWordEmbedding>(c.vocab_size, c.d_model, embed_scale(c), c.arch);
+}
+double stack_scale(const BartConfig& c) { return c.stacks_scale_tokens ? embed_scale(c) : 1.0; }
 
 // mBART's pre-norm residual block, x + f(norm(x)), or BART's post-norm one, norm(x + f(x)).
 at::Tensor residual(bool pre_norm, LayerNorm& norm, const at::Tensor& x, const std::function<at::Tensor(const at::Tensor&)>& f) {
@@ -42,11 +49,30 @@ std::shared_ptr<Embedding> learned_positions(const BartConfig& c) {
   return std::make_shared<Embedding>(c.max_position_embeddings + kPositionOffset, c.d_model);
 }
 std::shared_ptr<SinusoidalPositions> sinusoids(const BartConfig& c) {
-  return std::make_shared<SinusoidalPositions>(c.d_model, c.pad_token_id, c.arch);
+  if (c.positions == BartConfig::Positions::kFairseq)
+    return std::make_shared<FairseqSinusoids>(c.d_model, c.pad_token_id, c.arch);
+  return std::make_shared<SinusoidTable>(c.max_position_embeddings, c.d_model, c.arch);
 }
 
-// [b, t, d] position vectors for positions past..past+t-1 (`ids`: the tokens there, which
-// M2M100 counts its positions over).
+// The values the config's defaults take per architecture (transformers' config classes).
+struct ArchDefaults {
+  int64_t vocab_size, pad_token_id, decoder_start_token_id;
+  const char* activation;
+  bool scale_embedding;
+};
+ArchDefaults defaults_of(const std::string& arch) {
+  if (arch == "M2M100") return {128112, 1, 2, "relu", true};
+  if (arch == "Marian") return {58101, 58100, 58100, "gelu", false};
+  if (arch == "Pegasus") return {50265, 0, 0, "gelu", false};
+  return {50265, 1, 2, "gelu", false};  // BART, mBART (whose start is its bos_token_id)
+}
+
+// The most values a Marian or Pegasus sinusoid table may hold (transformers makes the whole
+// table at load; 64M is 256 MiB of float32, and released models use 1M).
+constexpr int64_t kMaxTableValues = int64_t{1} << 26;
+
+// [b, t, d] or [t, d] position vectors for positions past..past+t-1 (`ids`: the tokens
+// there, which M2M100 counts its positions over).
 at::Tensor positions(Embedding* learned, SinusoidalPositions* sinusoidal, const at::Tensor& ids, int64_t b, int64_t t,
                      int64_t past, at::Device device) {
   if (sinusoidal) return sinusoidal->forward(ids, b, t, past, device);
@@ -59,12 +85,18 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   ConfigReader r(j, where);
   BartConfig c;
   c.arch = arch;
-  const bool m2m = arch == "M2M100";
-  c.pre_norm = arch == "MBart" || m2m;
-  c.sinusoidal_positions = m2m;
-  c.layernorm_embedding = !m2m;
+  const bool m2m = arch == "M2M100", table = arch == "Marian" || arch == "Pegasus";
+  const ArchDefaults d = defaults_of(arch);
+  c.pre_norm = arch == "MBart" || m2m || arch == "Pegasus";
+  c.positions = m2m ? BartConfig::Positions::kFairseq
+                    : table ? BartConfig::Positions::kSinusoidTable : BartConfig::Positions::kLearned;
+  c.layernorm_embedding = arch == "Bart" || arch == "MBart";
   c.logits_bias = !m2m;
-  c.vocab_size = r.dim("vocab_size", m2m ? 128112 : 50265, ConfigLimits::kVocab);
+  c.stacks_scale_tokens = table;
+  // Marian without shared embeddings has separate encoder and decoder vocabularies.
+  if (arch == "Marian" && !r.get<bool>("share_encoder_decoder_embeddings", true))
+    r.fail("share_encoder_decoder_embeddings false (separate source and target vocabularies) is not supported");
+  c.vocab_size = r.dim("vocab_size", d.vocab_size, ConfigLimits::kVocab);
   c.d_model = r.dim("d_model", 1024, ConfigLimits::kWidth);
   c.encoder_layers = r.dim("encoder_layers", 12, ConfigLimits::kLayers);
   c.decoder_layers = r.dim("decoder_layers", 12, ConfigLimits::kLayers);
@@ -75,16 +107,19 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   for (const char* key : {"encoder_attention_heads", "decoder_attention_heads"})
     if (c.d_model % r.get<int64_t>(key, 16) != 0) r.fail(std::string("d_model is not a multiple of ") + key);
   c.max_position_embeddings = r.dim("max_position_embeddings", 1024, ConfigLimits::kPositions);
-  c.activation_function = r.get<std::string>("activation_function", m2m ? "relu" : "gelu");
+  c.activation_function = r.get<std::string>("activation_function", d.activation);
   check_activation(c.activation_function);
-  c.scale_embedding = r.get<bool>("scale_embedding", m2m);
+  c.scale_embedding = r.get<bool>("scale_embedding", d.scale_embedding);
   if (m2m && c.d_model < 4) r.fail("d_model must be at least 4 for sinusoidal positions (half of it, less one, divides)");
+  if (table && c.max_position_embeddings > kMaxTableValues / c.d_model)
+    r.fail("max_position_embeddings x d_model is over " + std::to_string(kMaxTableValues) +
+           " values (the sinusoid table made at load)");
   c.tie_word_embeddings = r.get<bool>("tie_word_embeddings", true);
-  c.pad_token_id = r.get<int64_t>("pad_token_id", 1);
+  c.pad_token_id = r.get<int64_t>("pad_token_id", d.pad_token_id);
   // MBartConfig has no default start; generate() then starts from bos_token_id, as here.
   c.decoder_start_token_id = arch == "MBart"
                                  ? r.get<int64_t>("decoder_start_token_id", r.get<int64_t>("bos_token_id", 0))
-                                 : r.get<int64_t>("decoder_start_token_id", 2);
+                                 : r.get<int64_t>("decoder_start_token_id", d.decoder_start_token_id);
   for (const auto& [key, id] : {std::pair{"pad_token_id", c.pad_token_id}, {"decoder_start_token_id", c.decoder_start_token_id}})
     if (id < 0 || id >= c.vocab_size)
       r.fail(std::string(key) + " must index the vocabulary (" + std::to_string(c.vocab_size) + "), got " +
@@ -101,10 +136,10 @@ at::Tensor BartScaledWordEmbedding::forward_with_weight(const at::Tensor& ids, c
   return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
 }
 
-SinusoidalPositions::SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch)
-    : dim_(dim), padding_idx_(padding_idx), arch_(std::move(arch)) {}
+FairseqSinusoids::FairseqSinusoids(int64_t dim, int64_t padding_idx, std::string arch)
+    : SinusoidalPositions(std::move(arch)), dim_(dim), padding_idx_(padding_idx) {}
 
-at::Tensor SinusoidalPositions::forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) {
+at::Tensor FairseqSinusoids::forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) {
   at::Tensor pos;
   if (ids.defined()) {  // create_position_ids_from_input_ids
     const auto real = ids.to(device).ne(padding_idx_).to(at::kInt);
@@ -123,6 +158,20 @@ at::Tensor SinusoidalPositions::forward(const at::Tensor& ids, int64_t b, int64_
   auto rows = at::cat({at::sin(angle), at::cos(angle)}, -1);
   if (dim_ % 2 == 1) rows = at::cat({rows, at::zeros({b, t, 1}, rows.options())}, -1);
   return rows.masked_fill(pos.eq(padding_idx_).unsqueeze(-1), 0.0);
+}
+
+SinusoidTable::SinusoidTable(int64_t positions, int64_t dim, std::string arch) : SinusoidalPositions(std::move(arch)) {
+  // As create_weight, in float64 as numpy and then rounded to float32: the angle of column
+  // j is pos / 10000^(2 (j // 2) / dim); the sines of the even columns come first, then the
+  // cosines of the odd ones.
+  const auto pos = at::arange(positions, at::kDouble).unsqueeze(1);
+  auto angles = [&](int64_t n) { return pos / at::pow(10000.0, at::arange(n, at::kDouble) * 2.0 / dim); };
+  weight = at::cat({at::sin(angles((dim + 1) / 2)), at::cos(angles(dim / 2))}, 1).to(at::kFloat);
+  register_buffer("weight", &weight, {positions, dim});
+}
+
+at::Tensor SinusoidTable::forward(const at::Tensor&, int64_t, int64_t t, int64_t past, at::Device device) {
+  return weight.narrow(0, past, t).to(device);
 }
 
 BartEncoderLayer::BartEncoderLayer(const BartConfig& c)
@@ -169,10 +218,11 @@ at::Tensor BartDecoderLayer::forward(const at::Tensor& h, const at::Tensor& self
                   [&](const at::Tensor& y) { return fc2->forward(activation(act_, fc1->forward(y))); });
 }
 
-BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.max_position_embeddings) {
+BartEncoder::BartEncoder(const BartConfig& c)
+    : arch_(c.arch), max_positions_(c.max_position_embeddings), embed_scale_(stack_scale(c)) {
   embed_tokens = register_module("embed_tokens", token_embedding(c));
-  // BART's learned rows, or M2M100's sinusoids (no parameters), under one name.
-  if (c.sinusoidal_positions) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
+  // BART's learned rows, or sinusoids, under one name.
+  if (c.positions != BartConfig::Positions::kLearned) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
   else embed_positions = register_module("embed_positions", learned_positions(c));
   layers = register_module("layers", std::make_shared<ModuleList<BartEncoderLayer>>());
   for (int64_t i = 0; i < c.encoder_layers; ++i) layers->push_back(std::make_shared<BartEncoderLayer>(c));
@@ -181,11 +231,16 @@ BartEncoder::BartEncoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.
   if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
+at::Tensor BartEncoder::embed(const at::Tensor& ids) {
+  const auto rows = embed_tokens->forward(ids);
+  return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
+}
+
 at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint, const at::Tensor& ids) {
   const int64_t b = embeds.size(0), s = embeds.size(1);
   if (s > max_positions_)
-    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max_positions_) +
-                                " encoder positions (max_position_embeddings); got " + std::to_string(s));
+    throw std::invalid_argument(arch_ + "Encoder takes at most " + std::to_string(max_positions_) +
+                                " positions (max_position_embeddings); got " + std::to_string(s));
   auto h = embeds + positions(embed_positions.get(), sinusoidal_positions.get(), ids, b, s, 0, embeds.device());
   if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto m = padding_mask(mask, b, s, s, h.device());
@@ -194,10 +249,11 @@ at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask
   return layer_norm ? layer_norm->forward(h) : h;
 }
 
-BartDecoder::BartDecoder(const BartConfig& c) : arch_(c.arch), max_positions_(c.max_position_embeddings) {
+BartDecoder::BartDecoder(const BartConfig& c)
+    : arch_(c.arch), max_positions_(c.max_position_embeddings), embed_scale_(stack_scale(c)) {
   embed_tokens = register_module("embed_tokens", token_embedding(c));
-  // BART's learned rows, or M2M100's sinusoids (no parameters), under one name.
-  if (c.sinusoidal_positions) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
+  // BART's learned rows, or sinusoids, under one name.
+  if (c.positions != BartConfig::Positions::kLearned) sinusoidal_positions = register_module("embed_positions", sinusoids(c));
   else embed_positions = register_module("embed_positions", learned_positions(c));
   layers = register_module("layers", std::make_shared<ModuleList<BartDecoderLayer>>());
   for (int64_t i = 0; i < c.decoder_layers; ++i) layers->push_back(std::make_shared<BartDecoderLayer>(c));
@@ -213,9 +269,10 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
   const int64_t b = in.decoder_input_ids.size(0), t = in.decoder_input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   if (past + t > max_positions_)
-    throw std::invalid_argument(arch_ + "ForConditionalGeneration takes at most " + std::to_string(max_positions_) +
-                                " decoder positions (max_position_embeddings); got " + std::to_string(past + t));
+    throw std::invalid_argument(arch_ + "Decoder takes at most " + std::to_string(max_positions_) +
+                                " positions (max_position_embeddings); got " + std::to_string(past + t));
   auto h = embed_tokens->forward(in.decoder_input_ids);
+  if (embed_scale_ != 1.0) h = h * embed_scale_;
   h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device());
   if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
@@ -240,6 +297,10 @@ BartForConditionalGeneration::BartForConditionalGeneration(const nlohmann::json&
   lm_head = register_module("lm_head", std::make_shared<Linear>(cfg_.d_model, cfg_.vocab_size, false));
   final_logits_bias = at::zeros({1, cfg_.vocab_size});
   if (cfg_.logits_bias) register_buffer("final_logits_bias", &final_logits_bias, {1, cfg_.vocab_size});
+}
+
+std::string BartForConditionalGeneration::type_name() const {
+  return cfg_.arch == "Marian" ? "MarianMTModel" : cfg_.arch + "ForConditionalGeneration";
 }
 
 std::vector<std::string> BartForConditionalGeneration::tied_parameter_names() const {
@@ -278,7 +339,7 @@ Seq2SeqOutputs BartForConditionalGeneration::run_seq2seq(const Seq2SeqInputs& in
     if (!in.input_ids.defined() && !in.inputs_embeds.defined())
       throw std::invalid_argument(type_name() + ": input_ids or inputs_embeds are required");
     const bool embedded = in.inputs_embeds.defined();  // soft prompts: positions count on regardless
-    enc = model->encoder->forward(embedded ? in.inputs_embeds : model->encoder->embed_tokens->forward(in.input_ids),
+    enc = model->encoder->forward(embedded ? in.inputs_embeds : model->encoder->embed(in.input_ids),
                                   in.attention_mask, in.checkpoint_layers, embedded ? at::Tensor() : in.input_ids);
   }
   out.encoder_last_hidden_state = enc;

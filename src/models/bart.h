@@ -8,7 +8,10 @@
 // mBART is the same with pre-norm layers, a final layer_norm per stack, and decoder inputs
 // that start with each label row's last token (its language id). M2M100 (and NLLB, which
 // is M2M100) is mBART's layout with fairseq's sinusoidal positions in place of learned
-// ones, no layernorm_embedding and no final_logits_bias.
+// ones, no layernorm_embedding and no final_logits_bias. Marian (MarianMTModel, the
+// opus-mt translators) is BART's post-norm layout and Pegasus mBART's pre-norm one, both
+// with a fixed sinusoid table in place of learned rows, no layernorm_embedding, and plain
+// nn.Embedding tokens that the stacks scale (the encoder only when it embeds the ids).
 #pragma once
 
 #include "models/seq2seq_attention.h"
@@ -19,11 +22,17 @@
 namespace peft {
 
 struct BartConfig {
-  std::string arch;  // "Bart", "MBart" or "M2M100": prefixes the type names
-  bool pre_norm;     // mBART, M2M100: LayerNorm before each block, and a final layer_norm per stack
-  bool sinusoidal_positions;  // M2M100: fairseq's sinusoids, not learned rows
+  enum class Positions {
+    kLearned,        // BART, mBART: learned rows offset by 2
+    kFairseq,        // M2M100: sinusoids counted over each row's non-pad tokens, no parameters
+    kSinusoidTable,  // Marian, Pegasus: a fixed sinusoid table (a buffer), indexed from 0
+  };
+  std::string arch;  // "Bart", "MBart", "M2M100", "Marian" or "Pegasus": prefixes the type names
+  bool pre_norm;     // mBART, M2M100, Pegasus: LayerNorm before each block, and a final layer_norm per stack
+  Positions positions;
   bool layernorm_embedding;   // BART, mBART: a LayerNorm over embeddings + positions
-  bool logits_bias;           // BART, mBART: the final_logits_bias buffer
+  bool logits_bias;           // all but M2M100: the final_logits_bias buffer
+  bool stacks_scale_tokens;   // Marian, Pegasus: nn.Embedding tokens, scaled by the encoder and decoder
   int64_t vocab_size, d_model, encoder_layers, decoder_layers, encoder_ffn_dim, decoder_ffn_dim,
       encoder_attention_heads, decoder_attention_heads, max_position_embeddings;
   std::string activation_function;
@@ -47,21 +56,41 @@ class BartScaledWordEmbedding : public Embedding {
   std::string arch_;
 };
 
-// M2M100's positions: fairseq's sinusoidal table (sin and cos halves; the padding row
-// zero), indexed by each row's count of non-pad tokens so far plus padding_idx (padding
-// itself gets the zero row), or sequentially when only embeddings are given, as
-// transformers' M2M100SinusoidalPositionalEmbedding. No parameters; the rows asked for are
-// computed, not a table.
+// Sinusoidal position vectors, under transformers' <Arch>SinusoidalPositionalEmbedding.
 class SinusoidalPositions : public Module {
  public:
-  SinusoidalPositions(int64_t dim, int64_t padding_idx, std::string arch);
+  explicit SinusoidalPositions(std::string arch) : arch_(std::move(arch)) {}
   std::string type_name() const override { return arch_ + "SinusoidalPositionalEmbedding"; }
-  // [b, t, dim] float for positions past..past+t-1 of `ids` [b, t] (undefined: sequential).
-  at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device);
+  // [b, t, dim] or [t, dim] for positions past..past+t-1 of `ids` [b, t] (undefined: the
+  // embeddings were given, and positions run sequentially).
+  virtual at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) = 0;
+
+ private:
+  std::string arch_;
+};
+
+// M2M100's: fairseq's sinusoids (sin and cos halves; the padding row zero), indexed by each
+// row's count of non-pad tokens so far plus padding_idx (padding itself gets the zero row),
+// or sequentially when only embeddings are given. No parameters (transformers' table is a
+// non-persistent buffer); the rows asked for are computed, not a table.
+class FairseqSinusoids : public SinusoidalPositions {
+ public:
+  FairseqSinusoids(int64_t dim, int64_t padding_idx, std::string arch);
+  at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) override;
 
  private:
   int64_t dim_, padding_idx_;
-  std::string arch_;
+};
+
+// Marian's and Pegasus's: a frozen nn.Embedding of max_position_embeddings rows, XLM's
+// sinusoids with the sin features first and the cos ones after (not interleaved), indexed
+// 0, 1, ... whatever the padding. `weight` is a buffer: a checkpoint that holds it
+// (Pegasus saves it; Marian does not) supplies it, as in transformers.
+class SinusoidTable : public SinusoidalPositions {
+ public:
+  SinusoidTable(int64_t positions, int64_t dim, std::string arch);
+  at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) override;
+  at::Tensor weight;  // [positions, dim]
 };
 
 class BartEncoderLayer : public Module {
@@ -106,9 +135,11 @@ class BartEncoder : public Module {
   // counts positions over them).
   at::Tensor forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint = false,
                      const at::Tensor& ids = {});
-  std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
-  std::shared_ptr<Embedding> embed_positions;             // max_position_embeddings + 2 rows
-  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, instead
+  // embed_tokens(ids), scaled as transformers' encoder does.
+  at::Tensor embed(const at::Tensor& ids);
+  std::shared_ptr<Embedding> embed_tokens;     // model.shared's weight
+  std::shared_ptr<Embedding> embed_positions;  // max_position_embeddings + 2 rows
+  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, Marian's, Pegasus's, instead
   std::shared_ptr<ModuleList<BartEncoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
   std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
@@ -116,6 +147,7 @@ class BartEncoder : public Module {
  private:
   std::string arch_;
   int64_t max_positions_;
+  double embed_scale_;  // applied here (Marian, Pegasus) rather than by embed_tokens
 };
 
 class BartDecoder : public Module {
@@ -123,9 +155,9 @@ class BartDecoder : public Module {
   explicit BartDecoder(const BartConfig& c);
   std::string type_name() const override { return arch_ + "Decoder"; }
   at::Tensor forward(const Seq2SeqInputs& in, const at::Tensor& encoder_states);
-  std::shared_ptr<BartScaledWordEmbedding> embed_tokens;  // model.shared's weight
+  std::shared_ptr<Embedding> embed_tokens;  // model.shared's weight
   std::shared_ptr<Embedding> embed_positions;
-  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, instead
+  std::shared_ptr<SinusoidalPositions> sinusoidal_positions;  // M2M100's, Marian's, Pegasus's, instead
   std::shared_ptr<ModuleList<BartDecoderLayer>> layers;
   std::shared_ptr<LayerNorm> layernorm_embedding;
   std::shared_ptr<LayerNorm> layer_norm;  // mBART's final norm
@@ -133,6 +165,7 @@ class BartDecoder : public Module {
  private:
   std::string arch_;
   int64_t max_positions_;
+  double embed_scale_;
 };
 
 // transformers' BartModel: the shared embedding and the two stacks.
@@ -140,7 +173,7 @@ class BartModel : public Module {
  public:
   explicit BartModel(const BartConfig& c);
   std::string type_name() const override { return arch_ + "Model"; }
-  std::shared_ptr<BartScaledWordEmbedding> shared;
+  std::shared_ptr<Embedding> shared;
   std::shared_ptr<BartEncoder> encoder;
   std::shared_ptr<BartDecoder> decoder;
 
@@ -150,9 +183,9 @@ class BartModel : public Module {
 
 class BartForConditionalGeneration : public Model, public Seq2SeqLM {
  public:
-  // `arch` "Bart", "MBart" or "M2M100".
+  // `arch` "Bart", "MBart", "M2M100", "Marian" or "Pegasus".
   BartForConditionalGeneration(const nlohmann::json& j, const std::string& where, const std::string& arch = "Bart");
-  std::string type_name() const override { return cfg_.arch + "ForConditionalGeneration"; }
+  std::string type_name() const override;  // MarianMTModel, or <Arch>ForConditionalGeneration
   TaskKind task() const override { return TaskKind::kCausalLM; }  // logits over the vocabulary
   int64_t num_cache_layers() const override { return cfg_.decoder_layers; }
   std::string base_model_prefix() const override { return "model"; }
@@ -171,7 +204,7 @@ class BartForConditionalGeneration : public Model, public Seq2SeqLM {
 
   std::shared_ptr<BartModel> model;
   std::shared_ptr<Linear> lm_head;
-  at::Tensor final_logits_bias;  // [1, vocab] buffer, zeros unless the checkpoint has others; not M2M100
+  at::Tensor final_logits_bias;  // [1, vocab] buffer, zeros unless the checkpoint has others; not M2M100's
 
  protected:
   ModelOutputs run(const ModelInputs& in) override;

@@ -144,6 +144,9 @@ const std::map<std::string, Factory>& factories() {
        [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "MBart"); }},
       {"M2M100ForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "M2M100"); }},
+      {"MarianMTModel", [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "Marian"); }},
+      {"PegasusForConditionalGeneration",
+       [](auto& j, auto& w) { return std::make_shared<BartForConditionalGeneration>(j, w, "Pegasus"); }},
       {"WhisperForConditionalGeneration",
        [](auto& j, auto& w) { return std::make_shared<WhisperForConditionalGeneration>(j, w); }},
   };
@@ -196,6 +199,8 @@ const std::map<std::string, std::string> kDefaultArch = {
     {"bart", "BartForConditionalGeneration"},
     {"mbart", "MBartForConditionalGeneration"},
     {"m2m_100", "M2M100ForConditionalGeneration"},
+    {"marian", "MarianMTModel"},
+    {"pegasus", "PegasusForConditionalGeneration"},
 };
 }  // namespace
 

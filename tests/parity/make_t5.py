@@ -21,6 +21,12 @@ make: OUT_DIR/<case>/ holds the model (save_pretrained, float32) and reference.s
   decoder_input_ids wrap each label row's last token to the front); its reference also holds
   gen_forced_output_ids, the greedy tokens with forced_bos_token_id 7. m2m100
   (M2M100ForConditionalGeneration, NLLB's class: sinusoidal positions, odd d_model).
+  marian (MarianMTModel, opus-mt's layout: BART's post-norm layers, a fixed sinusoid table
+  that save_pretrained leaves out, swish, pad as decoder start) and pegasus
+  (PegasusForConditionalGeneration: pre-norm, a sinusoid table it saves, odd d_model); both
+  scale their plain nn.Embedding rows in the stacks, and their references hold
+  position_table, transformers' encoder table. pegasus/prompt_tuning: HF PEFT's prompt
+  tuning, whose embeddings reach Pegasus's encoder unscaled.
   OUT_DIR/<case>/lora and OUT_DIR/<case>/ia3: adapters HF PEFT saved (task_type
   SEQ_2_SEQ_LM; LoRA on q, v, wo; (IA)3 with PEFT's T5 defaults k, v, wo), weights
   perturbed so outputs move, with reference.safetensors holding the same inputs, the
@@ -51,8 +57,9 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (AutoModelForSeq2SeqLM, BartConfig, BartForConditionalGeneration, DynamicCache,
-                          EncoderDecoderCache, M2M100Config, M2M100ForConditionalGeneration, MBartConfig,
-                          MBartForConditionalGeneration, MT5Config,
+                          EncoderDecoderCache, M2M100Config, M2M100ForConditionalGeneration, MarianConfig,
+                          MarianMTModel, MBartConfig, MBartForConditionalGeneration, MT5Config, PegasusConfig,
+                          PegasusForConditionalGeneration,
                           MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration)
 from transformers.models.bart.modeling_bart import shift_tokens_right
 from transformers.models.mbart.modeling_mbart import shift_tokens_right as mbart_shift_tokens_right
@@ -132,24 +139,49 @@ def m2m100():
                         pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, init_std=0.2)
 
 
+def marian():
+    # Marian (opus-mt): BART's post-norm layers with a fixed sinusoid table (not saved), no
+    # layernorm_embedding, tokens scaled by the stacks; swish; the pad token (the
+    # vocabulary's last) starts the decoder, as in the released models
+    return MarianConfig(vocab_size=109, d_model=32, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=40,
+                        decoder_ffn_dim=48, encoder_attention_heads=4, decoder_attention_heads=2,
+                        max_position_embeddings=64, dropout=0.0, activation_function="swish", scale_embedding=True,
+                        pad_token_id=108, eos_token_id=0, decoder_start_token_id=108, forced_eos_token_id=None,
+                        init_std=0.2)
+
+
+def pegasus():
+    # Pegasus: mBART's pre-norm layout with a fixed sinusoid table (saved), no
+    # layernorm_embedding; an odd d_model (one more sine column than cosine ones)
+    return PegasusConfig(vocab_size=103, d_model=33, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=40,
+                         decoder_ffn_dim=44, encoder_attention_heads=3, decoder_attention_heads=3,
+                         max_position_embeddings=64, dropout=0.0, scale_embedding=True, pad_token_id=0,
+                         eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=None, init_std=0.2)
+
+
 # (name, config, untie lm_head, first seed tried: one whose greedy margin is stable)
 CASES = [("t5_relu", t5_relu, False, 2468), ("t5_v11", t5_v11, True, 2471), ("mt5", mt5, True, 2477),
          ("bart", bart, False, 2481), ("bart_scaled", bart_scaled, False, 2483), ("mbart", mbart, False, 2489),
-         ("m2m100", m2m100, False, 2491)]
+         ("m2m100", m2m100, False, 2491), ("marian", marian, False, 2493), ("pegasus", pegasus, False, 2497)]
 MBART_FORCED_BOS = 7
 # LoRA's targets per case (the rest: T5's q, v, wo)
 LORA_TARGETS = {"bart": ["q_proj", "v_proj", "fc2"], "bart_scaled": ["k_proj", "out_proj", "fc1"],
-                "mbart": ["q_proj", "v_proj", "fc1"], "m2m100": ["q_proj", "k_proj", "out_proj", "fc2"]}
-# (IA)3's targets where PEFT has no defaults (mbart, m2m100)
+                "mbart": ["q_proj", "v_proj", "fc1"], "m2m100": ["q_proj", "k_proj", "out_proj", "fc2"],
+                "marian": ["q_proj", "v_proj", "fc1", "fc2"], "pegasus": ["k_proj", "v_proj", "out_proj", "fc1"]}
+# (IA)3's targets where PEFT has no defaults (mbart, m2m100, marian, pegasus)
 IA3_TARGETS = {"mbart": dict(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"]),
-               "m2m100": dict(target_modules=["v_proj", "fc1"], feedforward_modules=["fc1"])}
+               "m2m100": dict(target_modules=["v_proj", "fc1"], feedforward_modules=["fc1"]),
+               "marian": dict(target_modules=["k_proj", "v_proj", "fc2"], feedforward_modules=["fc2"]),
+               "pegasus": dict(target_modules=["v_proj", "fc1"], feedforward_modules=["fc1"])}
+# Their logits bias is a buffer transformers saves and adds (zeros in released models).
+LOGITS_BIAS = (BartConfig, MarianConfig, PegasusConfig)
 
 
 def decoder_inputs(model, labels):
     """What the model's forward makes of labels: BART's and T5's shift, or mBART's wrap."""
     if isinstance(model.config, MBartConfig):
         return mbart_shift_tokens_right(labels, model.config.pad_token_id)
-    if isinstance(model.config, (BartConfig, M2M100Config)):
+    if isinstance(model.config, (BartConfig, M2M100Config, MarianConfig, PegasusConfig)):
         return shift_tokens_right(labels, model.config.pad_token_id, model.config.decoder_start_token_id)
     return model._shift_right(labels)
 
@@ -158,14 +190,15 @@ def build(cfg_factory, untie, seed):
     torch.manual_seed(seed)
     cfg = cfg_factory()
     cls = {MT5Config: MT5ForConditionalGeneration, BartConfig: BartForConditionalGeneration,
-           MBartConfig: MBartForConditionalGeneration, M2M100Config: M2M100ForConditionalGeneration}.get(type(cfg), T5ForConditionalGeneration)
+           MBartConfig: MBartForConditionalGeneration, M2M100Config: M2M100ForConditionalGeneration,
+           MarianConfig: MarianMTModel, PegasusConfig: PegasusForConditionalGeneration}.get(type(cfg),
+                                                                                             T5ForConditionalGeneration)
     model = cls(cfg).to(torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "layer_norm" in name or "layernorm" in name:
                 p.add_(torch.randn_like(p) * 0.2)
-        if isinstance(cfg, BartConfig) and cfg.tie_word_embeddings:
-            # a buffer transformers saves and adds to the logits (zeros in released models)
+        if isinstance(cfg, LOGITS_BIAS) and cfg.tie_word_embeddings:
             model.final_logits_bias.add_(torch.randn_like(model.final_logits_bias) * 0.5)
         if untie:
             # transformers 5 ties lm_head to shared whatever the config says; it unties
@@ -226,6 +259,8 @@ def make_base(case_dir, cfg_factory, untie, seed):
                num_parameters=torch.tensor([model.num_parameters()], dtype=torch.int64))
     if isinstance(model.config, MBartConfig):  # mBART-50 forces the target language first
         ref["gen_forced_output_ids"] = greedy(model, gen_ids, gen_mask, forced_bos=MBART_FORCED_BOS)[0]
+    if isinstance(model.config, (MarianConfig, PegasusConfig)):
+        ref["position_table"] = model.model.encoder.embed_positions.weight.detach().float().contiguous()
     model.save_pretrained(case_dir, safe_serialization=True)
     # the saved model must be what we computed with (tying on load included)
     again = AutoModelForSeq2SeqLM.from_pretrained(case_dir).eval()
@@ -332,6 +367,9 @@ def make_prompt_learning(out_dir):
             ("t5_relu", "prefix_tuning",
              PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=5), dict(decoder_mask=True)),
             ("bart", "prompt_tuning", PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4), {}),
+            # Pegasus's encoder scales token rows only when it embeds ids itself: PEFT's
+            # embeddings (and prompts) reach it unscaled
+            ("pegasus", "prompt_tuning", PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3), {}),
             # the decoder's 3 layers and 2 heads (BART's num_hidden_layers is the encoder's 2)
             ("bart", "prefix_tuning",
              PrefixTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3, num_layers=3, token_dim=32,
