@@ -48,6 +48,9 @@ json as_hf(const GenerationConfig& g) {
          {"early_stopping", g.early_stopping == ES::kNever ? json("never") : json(g.early_stopping == ES::kFinished)},
          {"pad_token_id", g.pad_token_id}};
   if (!g.eos_token_ids.empty()) j["eos_token_id"] = g.eos_token_ids;
+  if (g.do_sample)  // every setting named: transformers' unset top_k is 50
+    j.update(json{{"do_sample", true}, {"seed", g.seed}, {"temperature", g.temperature}, {"top_k", g.top_k},
+                  {"top_p", g.top_p}, {"min_p", g.min_p}});
   if (!g.forced_eos_token_ids.empty()) j["forced_eos_token_id"] = g.forced_eos_token_ids;
   if (g.forced_bos_token_id >= 0) j["forced_bos_token_id"] = g.forced_bos_token_id;
   if (g.no_repeat_ngram_size > 0) j["no_repeat_ngram_size"] = g.no_repeat_ngram_size;
@@ -116,7 +119,8 @@ void expect_new_tokens(const test::CliResult& r, const std::vector<std::vector<i
 class SearchMatchesTransformers : public ::testing::TestWithParam<std::string> {};
 
 // Beam search with one and two EOS ids, every early_stopping mode, length penalties that
-// favour longer and shorter hypotheses, and the processors in beam and greedy decoding.
+// favour longer and shorter hypotheses, the processors in beam and greedy decoding, and
+// seeded sampling through temperature, top-k, top-p and min-p.
 // EOS ids are tokens the model's greedy continuation produces, so hypotheses do finish
 // early and the finished-beam bookkeeping is exercised, not only the length limit.
 TEST_P(SearchMatchesTransformers, TokenForToken) {
@@ -215,6 +219,24 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
     g.bad_words_ids = {{first(2, 1), first(2, 2)}};
     g.repetition_penalty = 1.4;  // after the biases: a biased score may turn positive
   });
+  // Sampling: the same draws as transformers' from the same seed (torch's generator and
+  // multinomial), after its warpers in its order and the processors before them.
+  add([](GenerationConfig& g) {
+    g.do_sample = true, g.seed = 3;
+    g.temperature = 0.7;
+    g.top_k = 5;
+  });
+  add([](GenerationConfig& g) {
+    g.do_sample = true, g.seed = 4;
+    g.temperature = 1.3;
+    g.top_p = 0.8;
+    g.repetition_penalty = 1.3;
+  });
+  add([](GenerationConfig& g) {
+    g.do_sample = true, g.seed = 5;
+    g.min_p = 0.1;
+    g.top_k = 20;
+  });
   if (seq2seq) add([&](GenerationConfig& g) {
       g.num_beams = 3;
       g.forced_bos_token_id = f;
@@ -272,6 +294,38 @@ TEST(GenerateCli, FollowsTheFoldersGenerationConfig) {
                     prompts, plain[0]);
 }
 
+// --do-sample samples with the folder's temperature, top_k, top_p and min_p (after its
+// processors) and draws transformers' tokens from the same seed; decoding stays greedy
+// without it. Sampling values out of range (a greedy model's temperature 0) do not stop
+// greedy decoding and are named when sampling.
+TEST(GenerateCli, DoSampleDrawsAsTransformersWithTheFoldersSettings) {
+  const auto dir = bart_with_generation_config(
+      "bart_sampling", json{{"do_sample", true}, {"temperature", 0.9}, {"top_k", 6}, {"top_p", 0.95},
+                            {"min_p", 0.05}, {"repetition_penalty", 1.2}, {"max_length", 12}});
+  auto model = load_model(dir.string());
+  const auto prompts = random_prompts(model->config()["vocab_size"].get<int64_t>(), {6, 4, 5}, 8);
+  const auto ids = scratch("sampling_prompts.json");
+  std::ofstream(ids) << json(prompts).dump();
+  const auto want = transformers_tokens(
+      dir, prompts,
+      json::array({{{"folder_defaults", true}, {"max_new_tokens", 11}, {"do_sample", true}, {"seed", 21}},
+                   {{"folder_defaults", true}, {"max_new_tokens", 11}}}),
+      "bart_sampling");
+  EXPECT_NE(want[0], want[1]) << "sampling should change the answer";
+  expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--do-sample", "--seed", "21"}),
+                    prompts, want[0]);
+  expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string()}), prompts, want[1]);
+
+  const auto greedy_dir = bart_with_generation_config("bart_temperature_0", json{{"temperature", 0.0}, {"top_p", 0}});
+  auto r = test::run_cli({"generate", greedy_dir.string(), "--ids", ids.string(), "--max-new-tokens", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("note:"))) << r.output;
+  r = test::run_cli({"generate", greedy_dir.string(), "--ids", ids.string(), "--max-new-tokens", "3", "--do-sample"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* key : {"'temperature' is not applied (out of range", "'top_p' is not applied (out of range"})
+    EXPECT_THAT(r.output, HasSubstr(key)) << r.output;
+}
+
 // A generation_config.json key that would change transformers' output but is not applied
 // here is named on stderr, one note line each; generation goes on.
 TEST(GenerateCli, NamesTheKeysItDoesNotApply) {
@@ -312,7 +366,9 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                             {"sequence_bias", json::parse("[[[5], \"x\"]]")},
                                                                             {"sequence_bias", json::parse("[[5, 1.0]]")},
                                                                             {"suppress_tokens", "5"},
-                                                                            {"begin_suppress_tokens", json::parse("[-2]")}}) {
+                                                                            {"begin_suppress_tokens", json::parse("[-2]")},
+                                                                            {"temperature", "hot"},
+                                                                            {"min_p", json::array({0.1})}}) {
     const auto dir = bart_with_generation_config("bart_bad_gen", json{{key, value}});
     const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
     EXPECT_EQ(r.exit_code, 1) << key << ": " << r.output;
@@ -324,7 +380,8 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                 {"--num-beams", "3", "--temperature", "0.7"},
                                                                 {"--early-stopping", "maybe"},
                                                                 {"--no-repeat-ngram-size", "-2"},
-                                                                {"--repetition-penalty", "-1"}}) {
+                                                                {"--repetition-penalty", "-1"},
+                                                                {"--min-p", "1.5"}}) {
     std::vector<std::string> argv = {"generate", src.string(), "--ids", ids.string()};
     argv.insert(argv.end(), args.begin(), args.end());
     const auto r = test::run_cli(argv);

@@ -117,6 +117,14 @@ std::vector<int64_t> expected(const std::string& adapter, const std::vector<int6
   return {row.begin() + static_cast<long>(prompt.size()), row.end()};
 }
 
+// peft::generate on the base with `g`: the new tokens.
+std::vector<int64_t> expected_with(const GenerationConfig& g, const std::vector<int64_t>& prompt) {
+  auto model = load_model(kBase.string());
+  c10::InferenceMode guard;
+  auto row = generate(*model, {prompt}, g)[0];
+  return {row.begin() + static_cast<long>(prompt.size()), row.end()};
+}
+
 std::shared_ptr<const Tokenizer> tokenizer() {
   return std::make_shared<const Tokenizer>(Tokenizer::from_file((kScratch / "model").string()));
 }
@@ -267,6 +275,60 @@ TEST_F(Serve, SeededSamplingIsReproducible) {
   auto a = post(*server_, "/v1/completions", body), b = post(*server_, "/v1/completions", body);
   ASSERT_EQ(a.status, 200) << a.raw;
   EXPECT_EQ(a.body["choices"][0]["token_ids"], b.body["choices"][0]["token_ids"]);
+}
+
+// vLLM's repetition_penalty: the engine applies transformers' processor over the prompt and
+// the tokens so far, as peft::generate (checked against transformers) does.
+TEST_F(Serve, RepetitionPenaltyIsTransformers) {
+  json body = greedy("llama", prompt_, 12);
+  body["repetition_penalty"] = 1.8;
+  auto r = post(*server_, "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.raw;
+  GenerationConfig g;
+  g.max_new_tokens = 12;
+  g.eos_token_ids = {2};
+  g.repetition_penalty = 1.8;
+  const auto ids = r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>();
+  EXPECT_EQ(ids, expected_with(g, prompt_));
+  EXPECT_NE(ids, expected("", prompt_, 12)) << "the penalty should change the answer";
+}
+
+// What a request leaves out comes from the folder's generation_config.json (vLLM's
+// --generation-config auto): sampling settings, the repetition penalty, max_tokens and the
+// stop ids; what it names wins.
+TEST(ServeDefaults, RequestsTakeTheFoldersGenerationConfig) {
+  make_fixtures();
+  const auto dir = kScratch / "model_gen";
+  fs::create_directories(dir);
+  for (const auto& f : fs::directory_iterator(kScratch / "model"))
+    fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
+  const int64_t stop = expected("", {5, 17, 33, 60, 7}, 4)[2];  // a stop id the greedy answer reaches
+  write(dir / "generation_config.json",
+        json{{"do_sample", true}, {"temperature", 0.8}, {"top_k", 7}, {"top_p", 0.9}, {"repetition_penalty", 1.3},
+             {"max_new_tokens", 9}, {"eos_token_id", {2, stop}}}.dump());
+  ServerOptions o;
+  auto model = load_model(dir.string());
+  o.defaults = serving_defaults(*model, dir.string());
+  EXPECT_EQ(o.defaults.describe(), "temperature 0.8, top_k 7, top_p 0.9, repetition_penalty 1.3, max_new_tokens 9");
+  auto server = start_server(o);
+  const std::vector<int64_t> prompt = {9, 40, 22, 13};
+  GenerationConfig g;
+  g.do_sample = true, g.temperature = 0.8, g.top_k = 7, g.top_p = 0.9, g.repetition_penalty = 1.3;
+  g.max_new_tokens = 9, g.seed = 11;
+  g.eos_token_ids = {2, stop};
+  auto r = post(*server, "/v1/completions", json{{"model", "llama"}, {"prompt", prompt}, {"seed", 11}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>(), expected_with(g, prompt));
+  // Named in the request: greedy, no penalty, the folder's stop ids still.
+  r = post(*server, "/v1/completions",
+           json{{"model", "llama"}, {"prompt", {5, 17, 33, 60, 7}}, {"temperature", 0}, {"repetition_penalty", 1}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>().size(), 3u) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], "stop");
+  // A folder whose sampling values are out of range (a greedy model's temperature 0) leaves
+  // them to the API's defaults.
+  write(dir / "generation_config.json", json{{"temperature", 0.0}, {"top_p", 0}}.dump());
+  EXPECT_EQ(serving_defaults(*model, dir.string()).describe(), "");
 }
 
 // --- streaming ------------------------------------------------------------------------
@@ -471,6 +533,9 @@ TEST_F(Serve, BadRequestsGetOpenAIErrors) {
   expect_error(with("temperature", 5), 400, "temperature");
   expect_error(with("top_p", 0), 400, "top_p");
   expect_error(with("top_k", -5), 400, "top_k");
+  expect_error(with("min_p", 1.5), 400, "min_p");
+  expect_error(with("repetition_penalty", 0), 400, "repetition_penalty");
+  expect_error(with("repetition_penalty", "high"), 400, "repetition_penalty");
   expect_error(with("stop", 3), 400, "stop");
   expect_error(with("stop", json::array({""})), 400, "stop");
   expect_error(with("stream", "yes"), 400, "stream");

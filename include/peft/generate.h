@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@ struct GenerationConfig {
   double temperature = 1.0;     // sampling only
   int64_t top_k = 0;            // 0: off
   double top_p = 1.0;           // 1: off
+  double min_p = 0.0;           // drops tokens below min_p x the top token's probability; 0: off
   uint64_t seed = 0;            // sampling is reproducible for a given seed
   std::vector<int64_t> eos_token_ids;  // a row stops after producing one of these
   int64_t pad_token_id = 0;     // fills finished rows and left padding
@@ -67,8 +69,9 @@ struct GenerationConfig {
 // A model's generation defaults as transformers' from_pretrained makes them: the folder's
 // generation_config.json where there is one, else the model config's generation keys
 // (eos_token_id, forced_bos_token_id, forced_eos_token_id; for a GGUF file, those it
-// converts). Sampling keys (do_sample, temperature, top_k, top_p) are not read, so decoding
-// stays deterministic unless asked. A known key of the wrong type or range is an error
+// converts). The sampling settings (temperature, top_k, top_p, min_p) are read with
+// transformers' defaults for those the file leaves out (top_k 50), but do_sample is not:
+// decoding stays deterministic unless the caller asks to sample. A known key of the wrong type or range is an error
 // naming the file and key. An encoder-decoder's max_length counts decoder_start
 // (max_new_tokens = max_length - 1); a decoder-only model's depends on the prompt, so it is
 // not read. The keys of generation_config.json that would change transformers' output but
@@ -76,6 +79,17 @@ struct GenerationConfig {
 // do_sample itself) are listed in `not_applied` when it is given.
 GenerationConfig generation_defaults(Model& model, const std::string& model_path,
                                      std::vector<std::string>* not_applied = nullptr);
+
+// What a server takes from a model folder for the requests that leave it out, as vLLM's
+// --generation-config auto: the sampling keys generation_config.json sets (unset: the API's
+// own defaults apply), and the stop ids transformers' generate() would use.
+struct ServingDefaults {
+  std::optional<double> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int64_t> top_k, max_new_tokens;
+  std::vector<int64_t> eos_token_ids;
+  std::string describe() const;  // "temperature 0.7, top_p 0.8": the sampling keys set, or ""
+};
+ServingDefaults serving_defaults(Model& model, const std::string& model_path);
 
 // The next token for each row of logits [rows, vocab] (float): argmax, or a draw after
 // temperature, top-k and top-p (transformers' order) when cfg.do_sample.

@@ -12,11 +12,24 @@
 
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
+#include "serve/logits_processors.h"
 #include "util/mask_positions.h"
 
 namespace peft {
 
 namespace {
+
+// One row's next token: transformers' logits processors (the repetition penalty) over its
+// sequence so far, prompt included, then the argmax or a draw.
+int64_t choose(const at::Tensor& logits, const ServeRequest& req, const std::vector<int64_t>& sequence,
+               at::Generator& gen) {
+  at::Tensor scores = logits;
+  if (has_logits_processors(req.gen))
+    scores = process_logits(scores, at::tensor(sequence, at::kLong).view({1, -1}),
+                            static_cast<int64_t>(req.prompt.size()), req.gen);
+  return next_tokens(scores, req.gen, gen)[0].item<int64_t>();
+}
+
 using Clock = std::chrono::steady_clock;
 constexpr size_t kLatencySamples = 4096;
 
@@ -42,6 +55,7 @@ struct Engine::Running {
   int64_t position = 0;    // its position id
   int64_t reserved = 0;    // KV positions held
   at::Generator gen;
+  std::vector<int64_t> sequence;  // the prompt, then the tokens generated (what the processors read)
   Clock::time_point submitted, last_token;
 };
 
@@ -266,6 +280,7 @@ void Engine::admit() {
       if (auto it = registered_.find(r->req.adapter); it != registered_.end()) it->second.running++;
     }
     r->gen = at::detail::createCPUGenerator(r->req.gen.seed);
+    r->sequence = r->req.prompt;
     try {
       if (!r->req.adapter.empty()) {
         make_resident(r->req.adapter);
@@ -343,7 +358,7 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   for (int64_t i = 0; i < k; ++i) {
     Running& r = *fresh[i];
     r.position = positions[i].item<int64_t>();
-    emit(r, next_tokens(logits.narrow(0, i, 1), r.req.gen, r.gen)[0].item<int64_t>());
+    emit(r, choose(logits.narrow(0, i, 1), r.req, r.sequence, r.gen));
     if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
   }
   if (keep.empty()) return;
@@ -399,7 +414,7 @@ void Engine::decode() {
   for (int64_t i = 0; i < b; ++i) {
     Running& r = *running_[i];
     r.position++;
-    emit(r, next_tokens(logits.narrow(0, i, 1), r.req.gen, r.gen)[0].item<int64_t>());
+    emit(r, choose(logits.narrow(0, i, 1), r.req, r.sequence, r.gen));
     if (r.generated < 0) done.push_back(static_cast<size_t>(i));
   }
   if (!done.empty()) remove_rows(done);
@@ -421,6 +436,7 @@ void Engine::emit(Running& r, int64_t token) {
   r.last_token = now;
   r.generated++;
   r.next_input = token;
+  r.sequence.push_back(token);
   const auto& eos = r.req.gen.eos_token_ids;
   const bool stop = std::find(eos.begin(), eos.end(), token) != eos.end();
   const bool length = r.generated >= r.req.gen.max_new_tokens;

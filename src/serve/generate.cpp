@@ -21,7 +21,7 @@ namespace {
 constexpr int64_t kMaxBeams = 256;   // each beam is a row of the batch: beyond this, a typo
 constexpr int64_t kMaxNgram = 1024;
 
-// Filters logits [b, vocab] in transformers' order: temperature, top-k, top-p.
+// Filters logits [b, vocab] in transformers' order: temperature, top-k, top-p, min-p.
 at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
   if (cfg.temperature <= 0) throw std::invalid_argument("temperature must be > 0 when sampling");
   logits = logits / cfg.temperature;
@@ -36,6 +36,10 @@ at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
     auto remove = cum <= (1.0 - cfg.top_p);
     remove.select(-1, remove.size(-1) - 1).fill_(false);  // keep at least the best token
     logits = logits.masked_fill(remove.scatter(-1, idx, remove), neg_inf);
+  }
+  if (cfg.min_p > 0) {  // the top token is never below min_p (<= 1) times itself: one is kept
+    const auto probs = logits.softmax(-1);
+    logits = logits.masked_fill(probs < probs.amax(-1, true) * cfg.min_p, neg_inf);
   }
   return logits;
 }
@@ -103,6 +107,7 @@ void GenerationConfig::validate() const {
   if (!(temperature > 0) || !std::isfinite(temperature)) bad("temperature must be a finite number > 0");
   if (top_k < 0) bad("top_k must be >= 0 (0: off), got " + std::to_string(top_k));
   if (!(top_p > 0 && top_p <= 1)) bad("top_p must be in (0, 1] (1: off)");
+  if (!(min_p >= 0 && min_p <= 1)) bad("min_p must be in [0, 1] (0: off)");
   // Every list of token ids: ids are >= 0 (the vocabulary's end is the model's to check).
   auto token_ids = [&](const std::vector<int64_t>& ids, const char* what) {
     for (int64_t id : ids)

@@ -1,5 +1,9 @@
 // A model folder's generation defaults, read as transformers' from_pretrained reads them.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <functional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -57,10 +61,31 @@ bool changes_output(const std::string& key, const nlohmann::json& v) {
   if (key == "num_return_sequences" || key == "num_beam_groups") return v.is_number() && v > 1;
   if (key == "encoder_no_repeat_ngram_size" || key == "diversity_penalty" || key == "penalty_alpha")
     return v.is_number() && v != 0;
+  // Sampling filters after min-p (transformers applies them when it samples).
+  if (key == "typical_p") return v.is_number() && v < 1;
+  if (key == "epsilon_cutoff" || key == "eta_cutoff") return v.is_number() && v > 0 && v < 1;
+  if (key == "top_h") return true;
   return key == "exponential_decay_length_penalty" || key == "stop_strings" || key == "watermarking_config" ||
          key == "constraints" || key == "force_words_ids" || key == "dola_layers" || key == "max_time";
 }
 
+
+// The sampling settings, used when the caller samples. A value out of sampling's range
+// (configs of greedy models hold temperature 0 or top_p 0, which transformers only warns
+// about) keeps transformers' default and is listed in `not_applied`.
+void read_sampling(const nlohmann::json& j, GenerationConfig& g, const std::function<std::string(const char*)>& where,
+                   std::vector<std::string>* not_applied) {
+  auto read = [&](const char* key, auto& slot, auto in_range) {
+    if (!j.contains(key) || j[key].is_null()) return;
+    const auto v = strict_get<std::decay_t<decltype(slot)>>(j[key], where(key));
+    if (in_range(v)) slot = v;
+    else if (not_applied) not_applied->push_back(key);
+  };
+  read("temperature", g.temperature, [](double v) { return v > 0 && std::isfinite(v); });
+  read("top_k", g.top_k, [](int64_t v) { return v >= 0; });
+  read("top_p", g.top_p, [](double v) { return v > 0 && v <= 1; });
+  read("min_p", g.min_p, [](double v) { return v >= 0 && v <= 1; });
+}
 
 }  // namespace
 
@@ -73,6 +98,7 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
   const auto j = has_gen ? read_json_file(file) : model.config();
   if (!j.is_object()) throw std::runtime_error(file + ": not a JSON object");
   const bool seq2seq = as_seq2seq(model) != nullptr;
+  g.top_k = 50;  // transformers' when it samples and the file is silent
   auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   auto where = [&](const char* key) { return file + ": '" + key + "'"; };
   if (has("eos_token_id")) g.eos_token_ids = id_list(j["eos_token_id"], where("eos_token_id"));
@@ -104,6 +130,7 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
     }
     if (has("repetition_penalty"))
       g.repetition_penalty = strict_get<double>(j["repetition_penalty"], where("repetition_penalty"));
+    read_sampling(j, g, where, not_applied);
     if (has("bad_words_ids")) g.bad_words_ids = id_lists(j["bad_words_ids"], where("bad_words_ids"));
     if (has("sequence_bias")) g.sequence_bias = sequence_biases(j["sequence_bias"], where("sequence_bias"));
     if (has("suppress_tokens")) g.suppress_tokens = ids_array(j["suppress_tokens"], where("suppress_tokens"));
@@ -133,6 +160,45 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
     for (const auto& [seq, b] : g.sequence_bias) check(seq, "'sequence_bias'");
   }
   return g;
+}
+
+std::string ServingDefaults::describe() const {
+  std::string out;
+  auto add = [&](const char* key, const auto& v) {
+    if (!v) return;
+    std::ostringstream s;
+    s << (out.empty() ? "" : ", ") << key << " " << *v;
+    out += s.str();
+  };
+  add("temperature", temperature);
+  add("top_k", top_k);
+  add("top_p", top_p);
+  add("min_p", min_p);
+  add("repetition_penalty", repetition_penalty);
+  add("max_new_tokens", max_new_tokens);
+  return out;
+}
+
+ServingDefaults serving_defaults(Model& model, const std::string& model_path) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> not_applied;
+  const GenerationConfig g = generation_defaults(model, model_path, &not_applied);  // checks every key it reads
+  ServingDefaults d;
+  d.eos_token_ids = g.eos_token_ids;
+  const fs::path gen_file = fs::path(model_path) / "generation_config.json";
+  if (!fs::is_directory(model_path) || !fs::is_regular_file(gen_file)) return d;
+  const auto j = read_json_file(gen_file.string());
+  auto has = [&](const char* key) {
+    return j.contains(key) && !j[key].is_null() &&
+           std::find(not_applied.begin(), not_applied.end(), key) == not_applied.end();
+  };
+  if (has("temperature")) d.temperature = g.temperature;
+  if (has("top_k")) d.top_k = g.top_k;
+  if (has("top_p")) d.top_p = g.top_p;
+  if (has("min_p")) d.min_p = g.min_p;
+  if (has("repetition_penalty")) d.repetition_penalty = g.repetition_penalty;
+  if (has("max_new_tokens")) d.max_new_tokens = g.max_new_tokens;
+  return d;
 }
 
 }  // namespace peft

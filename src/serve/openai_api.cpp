@@ -110,17 +110,30 @@ std::vector<std::string> parse_stop(const json& s) {
   return stops;
 }
 
-void parse_sampling(const json& j, GenerationConfig& g) {
-  double temperature = 1.0;  // OpenAI's default: sampling
+// The sampling settings: the request's, else the model folder's, else OpenAI's (sampling at
+// temperature 1). top_k, min_p and repetition_penalty are vLLM's extensions.
+void parse_sampling(const json& j, GenerationConfig& g, const ServingDefaults& d) {
+  double temperature = d.temperature.value_or(1.0);
   if (present(j, "temperature")) temperature = strict_get<double>(j["temperature"], "'temperature'");
-  if (!(temperature >= 0.0 && temperature <= 2.0)) throw bad("'temperature' must be in [0, 2]");
+  if (!(temperature >= 0.0 && temperature <= 2.0) && present(j, "temperature"))
+    throw bad("'temperature' must be in [0, 2]");
   g.do_sample = temperature > 0.0;
   g.temperature = g.do_sample ? temperature : 1.0;
+  g.top_p = d.top_p.value_or(1.0);
   if (present(j, "top_p")) g.top_p = strict_get<double>(j["top_p"], "'top_p'");
   if (!(g.top_p > 0.0 && g.top_p <= 1.0)) throw bad("'top_p' must be in (0, 1]");
+  g.top_k = d.top_k.value_or(0);
   if (present(j, "top_k")) g.top_k = strict_get<int64_t>(j["top_k"], "'top_k'");
   if (g.top_k == -1) g.top_k = 0;  // vLLM's spelling of "off"
   if (g.top_k < 0) throw bad("'top_k' must be >= 0 (0 or -1: off)");
+  g.min_p = d.min_p.value_or(0.0);
+  if (present(j, "min_p")) g.min_p = strict_get<double>(j["min_p"], "'min_p'");
+  if (!(g.min_p >= 0.0 && g.min_p <= 1.0)) throw bad("'min_p' must be in [0, 1] (0: off)");
+  g.repetition_penalty = d.repetition_penalty.value_or(1.0);
+  if (present(j, "repetition_penalty"))
+    g.repetition_penalty = strict_get<double>(j["repetition_penalty"], "'repetition_penalty'");
+  if (!(g.repetition_penalty > 0.0 && g.repetition_penalty <= 100.0))
+    throw bad("'repetition_penalty' must be in (0, 100] (1: off)");
   if (present(j, "seed")) {
     g.seed = static_cast<uint64_t>(strict_get<int64_t>(j["seed"], "'seed'"));
   } else {
@@ -139,8 +152,10 @@ void parse_max_tokens(const json& j, CompletionRequest& r, const ModelLimits& li
     throw bad("the prompt holds " + std::to_string(prompt) + " tokens" + with_virtual + "; the context is " +
               std::to_string(limits.max_context) + " tokens, with room for at least one more");
   const char* key = r.chat && present(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-  // Completions default to OpenAI's 16 tokens; a chat answer may fill the context.
+  // Completions default to OpenAI's 16 tokens, a chat answer to the room left, or the model
+  // folder's max_new_tokens (within the room).
   int64_t n = r.chat ? std::min<int64_t>(room, 1 << 20) : 16;
+  if (limits.defaults.max_new_tokens) n = std::clamp<int64_t>(*limits.defaults.max_new_tokens, 1, room);
   if (present(j, key)) n = strict_get<int64_t>(j[key], std::string("'") + key + "'");
   if (n < 1) throw bad(std::string("'") + key + "' must be >= 1");
   if (n > room)
@@ -173,7 +188,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
     }
     if (r.prompt.empty()) throw bad("the prompt is empty");
     parse_max_tokens(j, r, limits);
-    parse_sampling(j, r.gen);
+    parse_sampling(j, r.gen, limits.defaults);
     r.gen.eos_token_ids = limits.eos_token_ids;
     if (present(j, "stop")) r.stop = parse_stop(j["stop"]);
     if (present(j, "stream")) r.stream = strict_get<bool>(j["stream"], "'stream'");

@@ -33,6 +33,9 @@ struct ModelLimits {
   // The virtual tokens a model name's adapter puts before every prompt (soft prompts);
   // they take context too. Unset: none.
   std::function<int64_t(const std::string& model)> virtual_tokens;
+  // What a request leaves out takes the model folder's setting where it has one (vLLM's
+  // --generation-config auto), else OpenAI's default.
+  ServingDefaults defaults;
 };
 
 struct CompletionRequest {

@@ -20,13 +20,17 @@ ModelLimits model_limits(PeftModel& peft, const Tokenizer& tok, const ServerOpti
   };
   l.vocab_size = int_of("vocab_size");
   l.max_context = opts.engine.max_context > 0 ? opts.engine.max_context : int_of("max_position_embeddings");
+  l.defaults = opts.defaults;
   l.eos_token_ids = opts.eos_token_ids;
   if (l.eos_token_ids.empty()) {
-    // config.json's eos_token_id (an id or a list), as transformers' generate uses it...
-    if (c.contains("eos_token_id") && c["eos_token_id"].is_array()) {
+    // The folder's stop ids, as transformers' generate uses them (generation_config.json's,
+    // else config.json's eos_token_id, an id or a list)...
+    l.eos_token_ids = opts.defaults.eos_token_ids;
+    const bool from_config = l.eos_token_ids.empty() && c.contains("eos_token_id");
+    if (from_config && c["eos_token_id"].is_array()) {
       for (const auto& v : c["eos_token_id"])
         if (v.is_number_integer()) l.eos_token_ids.push_back(v.get<int64_t>());
-    } else if (c.contains("eos_token_id") && c["eos_token_id"].is_number_integer()) {
+    } else if (from_config && c["eos_token_id"].is_number_integer()) {
       l.eos_token_ids.push_back(c["eos_token_id"].get<int64_t>());
     }
     // ...and the tokenizer's eos_token, which chat models end their turn with.

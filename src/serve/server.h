@@ -28,7 +28,12 @@ struct ServerOptions {
   std::string api_key;             // non-empty: /v1/* and /metrics need "Authorization: Bearer KEY"
   std::string served_model_name = "model";  // what `model` calls the base
   EngineOptions engine;            // max_batch, max_queue, max_kv_tokens, max_context
-  std::vector<int64_t> eos_token_ids;  // stop ids; empty: config.json's eos_token_id, else the tokenizer's
+  // Stop ids; empty: defaults.eos_token_ids (generation_config.json's, else config.json's,
+  // as transformers' generate) and the tokenizer's eos_token.
+  std::vector<int64_t> eos_token_ids;
+  // The model folder's settings for what requests leave out (serving_defaults()); empty:
+  // OpenAI's defaults and config.json's eos_token_id.
+  ServingDefaults defaults;
   size_t max_body_bytes = 8u << 20;
 };
 

@@ -7,7 +7,8 @@ CASES_JSON: {"prompts": [[ids], ...], "cases": [settings, ...]}. Each settings o
 names generation_config attributes (num_beams, length_penalty, early_stopping,
 no_repeat_ngram_size, min_length, min_new_tokens, forced_bos_token_id,
 forced_eos_token_id, repetition_penalty, bad_words_ids, sequence_bias, suppress_tokens,
-begin_suppress_tokens, eos_token_id, pad_token_id, max_new_tokens); every attribute in
+begin_suppress_tokens, eos_token_id, pad_token_id, max_new_tokens; do_sample with temperature,
+top_k, top_p, min_p, and "seed", which seeds torch before generate()); every attribute in
 RESET is cleared first, so nothing else of the folder's generation_config.json applies,
 unless the settings hold "folder_defaults": true (then the folder's generation config
 applies as from_pretrained loaded it, and only max_new_tokens is passed).
@@ -26,7 +27,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 RESET = ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation",
          "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size", "min_length", "min_new_tokens",
          "length_penalty", "early_stopping", "num_beams", "repetition_penalty", "bad_words_ids", "sequence_bias",
-         "suppress_tokens", "begin_suppress_tokens")
+         "suppress_tokens", "begin_suppress_tokens", "min_p", "do_sample")
 DEFAULTS = {"num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "min_length": 0}
 
 
@@ -49,10 +50,11 @@ def run(model, seq2seq, prompts, settings):
         for k in RESET:
             setattr(gc, k, DEFAULTS.get(k))
         for k, v in settings.items():
-            if k != "max_new_tokens":
+            if k not in ("max_new_tokens", "seed"):
                 setattr(gc, k, v)
         gc.pad_token_id = pad
-    gc.do_sample = False
+    gc.do_sample = bool(settings.get("do_sample"))
+    torch.manual_seed(settings.get("seed", 0))
     # T5 v1.1 has more decoder than encoder layers: transformers' default cache is sized by
     # num_layers, so give it one that grows per layer used (as make_t5.py does)
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache()) if seq2seq else None

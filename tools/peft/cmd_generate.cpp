@@ -44,18 +44,22 @@ GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const 
   // Say where the output will differ from transformers' generate() on this folder.
   const std::string file = (std::filesystem::path(a.model.dir) / "generation_config.json").string();
   for (const auto& key : not_applied) {
+    const bool sampling_key = key == "temperature" || key == "top_k" || key == "top_p" || key == "min_p";
     if (key == "do_sample" && o.do_sample) continue;  // asked to sample: the file's wish holds
+    if (sampling_key && !o.do_sample) continue;        // out of range, but greedy decoding never reads it
     std::cerr << "note: " << file << ": '" << key << "' is not applied ("
-              << (key == "do_sample" ? "decoding is greedy unless sampling options are given"
-                                     : "transformers' generate() would apply it")
+              << (key == "do_sample"  ? "decoding is greedy unless --do-sample or a sampling option is given"
+                  : sampling_key ? "out of range for sampling; transformers' default is used"
+                                 : "transformers' generate() would apply it")
               << ")\n";
   }
   auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
   if (given("--max-new-tokens")) g.max_new_tokens = o.max_new_tokens;
-  g.do_sample = o.do_sample;
-  g.temperature = o.temperature;
-  g.top_k = o.top_k;
-  g.top_p = o.top_p;
+  g.do_sample = o.do_sample;  // the file's temperature, top_k, top_p and min_p hold unless given
+  if (given("--temperature")) g.temperature = o.temperature;
+  if (given("--top-k")) g.top_k = o.top_k;
+  if (given("--top-p")) g.top_p = o.top_p;
+  if (given("--min-p")) g.min_p = o.min_p;
   g.seed = o.seed;
   if (!a.eos.empty()) g.eos_token_ids = a.eos;
   if (a.no_eos) g.eos_token_ids.clear();
@@ -123,8 +127,8 @@ void register_generate(CLI::App& app) {
                                  "through the model's chat template).\n"
                                  "Decoding follows the model's generation_config.json (beams, repetition penalty, "
                                  "n-gram and length rules, banned, biased and forced tokens) as transformers' "
-                                 "generate() does, except that it samples only when asked; the options below "
-                                 "override it.\n"
+                                 "generate() does, except that it samples only when asked (--do-sample, with the model's "
+                                 "temperature, top_k, top_p and min_p); the options below override it.\n"
                                  "Example: peft generate SmolLM2-135M-Instruct.Q4_1.gguf --chat 'What is the capital "
                                  "of France?'\n"
                                  "Example: peft generate bart-large-cnn --prompt \"$(cat article.txt)\" --num-beams 4 "
@@ -141,10 +145,16 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer folder or tokenizer.json (default: the model folder)");
   cmd->add_option("--max-new-tokens", a->gen.max_new_tokens,
                   "Tokens to generate per prompt (default: the model's generation_config.json, else 32)");
-  auto* t = cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature (default: greedy)");
-  cmd->add_option("--top-k", a->gen.top_k, "Sample among the k most likely tokens (0: off)")->capture_default_str();
-  cmd->add_option("--top-p", a->gen.top_p, "Sample from the smallest set with this much probability (1: off)")
-      ->capture_default_str();
+  cmd->add_flag("--do-sample", a->gen.do_sample,
+                "Sample (default: greedy) with the model's temperature, top_k, top_p and min_p from "
+                "generation_config.json, else transformers' defaults (top_k 50), as generate(do_sample=True)");
+  cmd->add_option("--temperature", a->gen.temperature, "Sample with this temperature");
+  cmd->add_option("--top-k", a->gen.top_k, "Sample among the k most likely tokens (0: off; default: the model's, else 50)");
+  cmd->add_option("--top-p", a->gen.top_p,
+                  "Sample from the smallest set with this much probability (1: off; default: the model's)");
+  cmd->add_option("--min-p", a->gen.min_p,
+                  "Sample among tokens at least this fraction as likely as the best one (0: off; default: the "
+                  "model's)");
   cmd->add_option("--seed", a->gen.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--eos", a->eos, "Stop tokens (default: config.json's eos_token_id)");
   cmd->add_option("--forced-bos", a->gen.forced_bos_token_id,
@@ -177,8 +187,9 @@ void register_generate(CLI::App& app) {
                   "Multitask adapters (MULTITASK_PROMPT_TUNING, POLY): the task of every prompt")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-eos", a->no_eos, "Never stop early; always produce --max-new-tokens");
-  cmd->callback([a, t, cmd] {
-    a->gen.do_sample = t->count() > 0 || cmd->count("--top-k") > 0 || cmd->count("--top-p") > 0;
+  cmd->callback([a, cmd] {
+    for (const char* flag : {"--temperature", "--top-k", "--top-p", "--min-p"})
+      if (cmd->count(flag) > 0) a->gen.do_sample = true;  // a sampling option asks to sample
     run_generate(*a, *cmd);
   });
 }

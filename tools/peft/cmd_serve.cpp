@@ -19,6 +19,7 @@ struct ServeArgs {
   ModelArgs model;
   std::vector<std::string> adapters;  // NAME=DIR
   std::string tokenizer, served_model_name, api_key, host = "127.0.0.1";
+  std::string generation_config = "auto";
   int port = 8000;
   EngineOptions engine;
 };
@@ -62,6 +63,12 @@ void run_serve(const ServeArgs& a) {
   o.served_model_name = a.served_model_name.empty() ? default_served_name(a.model.dir) : a.served_model_name;
   o.engine = a.engine;
   auto peft = load_with_adapters(a);
+  if (a.generation_config == "auto") {
+    o.defaults = serving_defaults(peft->model(), a.model.dir);
+    if (!o.defaults.describe().empty())
+      std::cout << "peft serve: request defaults from the model's generation_config.json: " << o.defaults.describe()
+                << std::endl;
+  }
   auto tok = std::make_shared<const Tokenizer>(Tokenizer::from_file(a.tokenizer.empty() ? a.model.dir : a.tokenizer));
   install_signal_handlers();
   Server server(peft, tok, o);
@@ -97,6 +104,12 @@ void register_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/* and /metrics");
   cmd->add_option("--served-model-name", a->served_model_name, "Name of the base model (default: its folder name)");
+  cmd->add_option("--generation-config", a->generation_config,
+                  "'auto': what a request leaves out (temperature, top_k, top_p, min_p, repetition_penalty, "
+                  "max_tokens) and the stop ids come from the model's generation_config.json where it sets them, "
+                  "as vLLM does; 'none': OpenAI's defaults and config.json's eos_token_id")
+      ->check(CLI::IsMember({"auto", "none"}))
+      ->capture_default_str();
   cmd->add_option("--max-batch", a->engine.max_batch, "Requests decoded together")
       ->check(CLI::Range(int64_t(1), int64_t(4096)))
       ->capture_default_str();
