@@ -315,6 +315,13 @@ TEST(GenerateCli, DoSampleDrawsAsTransformersWithTheFoldersSettings) {
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--do-sample", "--seed", "21"}),
                     prompts, want[0]);
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string()}), prompts, want[1]);
+  // A folder that names no top_k samples among transformers' default 50.
+  const auto k50 = bart_with_generation_config("bart_sampling_k50", json{{"temperature", 1.5}, {"max_length", 12}});
+  const auto want_k50 = transformers_tokens(
+      k50, prompts, json::array({{{"folder_defaults", true}, {"max_new_tokens", 11}, {"do_sample", true}, {"seed", 5}}}),
+      "bart_sampling_k50");
+  expect_new_tokens(test::run_cli({"generate", k50.string(), "--ids", ids.string(), "--do-sample", "--seed", "5"}),
+                    prompts, want_k50[0]);
 
   const auto greedy_dir = bart_with_generation_config("bart_temperature_0", json{{"temperature", 0.0}, {"top_p", 0}});
   auto r = test::run_cli({"generate", greedy_dir.string(), "--ids", ids.string(), "--max-new-tokens", "3"});
