@@ -48,6 +48,7 @@ json as_hf(const GenerationConfig& g) {
          {"early_stopping", g.early_stopping == ES::kNever ? json("never") : json(g.early_stopping == ES::kFinished)},
          {"pad_token_id", g.pad_token_id}};
   if (!g.eos_token_ids.empty()) j["eos_token_id"] = g.eos_token_ids;
+  if (g.num_return_sequences > 1) j["num_return_sequences"] = g.num_return_sequences;
   if (g.do_sample)  // every setting named: transformers' unset top_k is 50
     j.update(json{{"do_sample", true}, {"seed", g.seed}, {"temperature", g.temperature}, {"top_k", g.top_k},
                   {"top_p", g.top_p}, {"min_p", g.min_p}});
@@ -257,6 +258,32 @@ TEST_P(SearchMatchesTransformers, TokenForToken) {
     }
   }
   EXPECT_GT(finished_early, 0u) << "no hypothesis ended with an EOS token: the cases test the length limit only";
+
+  // Several answers per prompt, each prompt's together: the best beams, and draws.
+  std::vector<GenerationConfig> multi(3);
+  for (auto& g : multi) g.max_new_tokens = 10, g.eos_token_ids = {e};
+  multi[0].num_beams = 4, multi[0].num_return_sequences = 3;
+  multi[1].num_beams = 3, multi[1].num_return_sequences = 2, multi[1].length_penalty = 0.0;
+  multi[1].eos_token_ids = {frequent};
+  multi[2].do_sample = true, multi[2].seed = 6, multi[2].top_k = 12, multi[2].num_return_sequences = 3;
+  json hf_multi = json::array();
+  for (const auto& g : multi) hf_multi.push_back(as_hf(g));
+  const auto want_multi = transformers_tokens(dir, prompts, hf_multi, GetParam() + "_multi");
+  for (size_t c = 0; c < multi.size(); ++c) {
+    const auto rows = generate(*model, prompts, multi[c]);
+    const auto n = static_cast<size_t>(multi[c].num_return_sequences);
+    ASSERT_EQ(rows.size(), prompts.size() * n);
+    ASSERT_EQ(want_multi[c].size(), rows.size());
+    size_t varied = 0;  // prompts whose answers are not all one
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const auto& prompt = prompts[r / n];
+      ASSERT_TRUE(std::equal(prompt.begin(), prompt.end(), rows[r].begin())) << "row " << r;
+      const std::vector<int64_t> got(rows[r].begin() + static_cast<long>(prompt.size()), rows[r].end());
+      EXPECT_EQ(got, want_multi[c][r].get<std::vector<int64_t>>()) << "case " << hf_multi[c] << ", row " << r;
+      if (r % n > 0 && rows[r] != rows[r - 1]) ++varied;
+    }
+    EXPECT_GT(varied, 0u) << "a prompt's answers should differ: " << hf_multi[c];
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Generate, SearchMatchesTransformers,
@@ -315,6 +342,19 @@ TEST(GenerateCli, DoSampleDrawsAsTransformersWithTheFoldersSettings) {
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--do-sample", "--seed", "21"}),
                     prompts, want[0]);
   expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string()}), prompts, want[1]);
+  // Two draws per prompt, printed after their prompt, each prompt's together.
+  const auto want_two = transformers_tokens(dir, prompts,
+                                            json::array({{{"folder_defaults", true},
+                                                          {"max_new_tokens", 11},
+                                                          {"do_sample", true},
+                                                          {"seed", 21},
+                                                          {"num_return_sequences", 2}}}),
+                                            "bart_sampling_two");
+  std::vector<std::vector<int64_t>> twice;
+  for (const auto& p : prompts) twice.insert(twice.end(), 2, p);
+  expect_new_tokens(test::run_cli({"generate", dir.string(), "--ids", ids.string(), "--do-sample", "--seed", "21",
+                                   "--num-return-sequences", "2"}),
+                    twice, want_two[0]);
   // A folder that names no top_k samples among transformers' default 50.
   const auto k50 = bart_with_generation_config("bart_sampling_k50", json{{"temperature", 1.5}, {"max_length", 12}});
   const auto want_k50 = transformers_tokens(
@@ -375,7 +415,8 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                             {"suppress_tokens", "5"},
                                                                             {"begin_suppress_tokens", json::parse("[-2]")},
                                                                             {"temperature", "hot"},
-                                                                            {"min_p", json::array({0.1})}}) {
+                                                                            {"min_p", json::array({0.1})},
+                                                                            {"num_return_sequences", "two"}}) {
     const auto dir = bart_with_generation_config("bart_bad_gen", json{{key, value}});
     const auto r = test::run_cli({"generate", dir.string(), "--ids", ids.string()});
     EXPECT_EQ(r.exit_code, 1) << key << ": " << r.output;
@@ -388,7 +429,9 @@ TEST(GenerateCli, BadGenerationSettingsAreOneLine) {
                                                                 {"--early-stopping", "maybe"},
                                                                 {"--no-repeat-ngram-size", "-2"},
                                                                 {"--repetition-penalty", "-1"},
-                                                                {"--min-p", "1.5"}}) {
+                                                                {"--min-p", "1.5"},
+                                                                {"--num-return-sequences", "2"},
+                                                                {"--num-return-sequences", "0", "--do-sample"}}) {
     std::vector<std::string> argv = {"generate", src.string(), "--ids", ids.string()};
     argv.insert(argv.end(), args.begin(), args.end());
     const auto r = test::run_cli(argv);

@@ -34,6 +34,10 @@ struct GenerationConfig {
   // Beam search (transformers' beam search, not sampled): num_beams hypotheses per prompt,
   // the best finished one returned. 1: off.
   int64_t num_beams = 1;
+  // Answers per prompt, consecutive in the output: the best of the beams (<= num_beams), or
+  // independent draws (sampling; each prompt repeated, as transformers expands it). Greedy
+  // decoding has one.
+  int64_t num_return_sequences = 1;
   // A finished hypothesis scores its summed log-probabilities / (generated length ^
   // length_penalty): > 0 favours longer ones.
   double length_penalty = 1.0;
@@ -74,9 +78,11 @@ struct GenerationConfig {
 // decoding stays deterministic unless the caller asks to sample. A known key of the wrong type or range is an error
 // naming the file and key. An encoder-decoder's max_length counts decoder_start
 // (max_new_tokens = max_length - 1); a decoder-only model's depends on the prompt, so it is
-// not read. The keys of generation_config.json that would change transformers' output but
-// are not applied here (e.g. encoder_repetition_penalty, num_return_sequences, and
-// do_sample itself) are listed in `not_applied` when it is given.
+// not read. num_return_sequences is read with beams (their best answers); without, it asks
+// for sampled answers and is not applied. The keys of generation_config.json that would
+// change transformers' output but are not applied here (e.g. encoder_repetition_penalty,
+// num_return_sequences without beams, and do_sample itself) are listed in `not_applied`
+// when it is given.
 GenerationConfig generation_defaults(Model& model, const std::string& model_path,
                                      std::vector<std::string>* not_applied = nullptr);
 

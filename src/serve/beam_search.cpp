@@ -42,7 +42,7 @@ class Search {
     return running_indices.select(2, cur - prompt).reshape({-1}).to(at::kLong);
   }
   at::Tensor last_tokens(int64_t cur) const { return running.select(2, cur).reshape({-1}).contiguous(); }
-  std::vector<std::vector<int64_t>> best() const;
+  std::vector<std::vector<int64_t>> best(int64_t n) const;
 
  private:
   void keep_finished(const at::Tensor& top_lp, const at::Tensor& top_running, const at::Tensor& top_indices,
@@ -152,14 +152,16 @@ bool Search::done(int64_t cur) {
   return !(improvement_possible && open_beam && can_continue);
 }
 
-// Each prompt's best finished hypothesis, as long as the steps it was built over.
-std::vector<std::vector<int64_t>> Search::best() const {
-  std::vector<std::vector<int64_t>> out(B);
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = (indices[b][0] != -1).sum().item<int64_t>();
-    const auto row = sequences[b][0].narrow(0, prompt, n).contiguous();
-    out[b].assign(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + n);
-  }
+// Each prompt's `n` best finished hypotheses (best first, as transformers keeps them
+// sorted), each as long as the steps it was built over.
+std::vector<std::vector<int64_t>> Search::best(int64_t n) const {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t len = (indices[b][k] != -1).sum().item<int64_t>();
+      const auto row = sequences[b][k].narrow(0, prompt, len).contiguous();
+      out.emplace_back(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + len);
+    }
   return out;
 }
 
@@ -176,7 +178,7 @@ std::vector<std::vector<int64_t>> beam_search(BeamModel& model, const at::Tensor
     model.reorder(search.rows_kept(cur));
     logits = model.next_logits(search.last_tokens(cur));
   }
-  return search.best();
+  return search.best(cfg.num_return_sequences);
 }
 
 }  // namespace peft

@@ -30,8 +30,8 @@ class BeamModel {
 // model has read them, each prompt's num_beams rows together, as transformers' input_ids)
 // and `first_logits` [batch * num_beams, vocab], the logits after them; `left_pad`
 // [batch * num_beams] (CPU int64; undefined: none) counts each row's padding columns at the
-// start. Returns per prompt the best finished hypothesis' new tokens, ending with its EOS
-// token where it has one.
+// start. Returns per prompt its cfg.num_return_sequences best finished hypotheses' new
+// tokens (best first; each prompt's together), each ending with its EOS token where it has one.
 std::vector<std::vector<int64_t>> beam_search(BeamModel& model, const at::Tensor& first_logits,
                                               const at::Tensor& sequences, const GenerationConfig& cfg,
                                               const at::Tensor& left_pad = {});

@@ -71,8 +71,13 @@ bool GeneratedRows::append(at::Tensor& next) {
 }
 
 std::vector<std::vector<int64_t>> GeneratedRows::extend_all(const std::vector<std::vector<int64_t>>& tails) {
-  for (size_t i = 0; i < out_.size(); ++i) out_[i].insert(out_[i].end(), tails[i].begin(), tails[i].end());
-  return take();
+  const size_t per = tails.size() / out_.size();
+  std::vector<std::vector<int64_t>> rows;
+  for (size_t i = 0; i < tails.size(); ++i) {
+    rows.push_back(out_[i / per]);
+    rows.back().insert(rows.back().end(), tails[i].begin(), tails[i].end());
+  }
+  return rows;
 }
 
 GreedyLoop::GreedyLoop(GeneratedRows& rows, const at::Tensor& sequences, const GenerationConfig& cfg,
@@ -120,6 +125,14 @@ void GenerationConfig::validate() const {
   if (num_beams < 1 || num_beams > kMaxBeams)
     bad("num_beams must be between 1 and " + std::to_string(kMaxBeams) + ", got " + std::to_string(num_beams));
   if (num_beams > 1 && do_sample) bad("num_beams > 1 searches; it cannot be combined with sampling");
+  if (num_return_sequences < 1 || num_return_sequences > kMaxBeams)
+    bad("num_return_sequences must be between 1 and " + std::to_string(kMaxBeams) + ", got " +
+        std::to_string(num_return_sequences));
+  if (num_return_sequences > 1 && num_beams == 1 && !do_sample)
+    bad("num_return_sequences > 1 needs sampling or beam search (greedy decoding has one answer)");
+  if (num_beams > 1 && num_return_sequences > num_beams)
+    bad("num_return_sequences (" + std::to_string(num_return_sequences) + ") must be <= num_beams (" +
+        std::to_string(num_beams) + ")");
   if (!std::isfinite(length_penalty)) bad("length_penalty must be a finite number");
   if (no_repeat_ngram_size < 0 || no_repeat_ngram_size > kMaxNgram)
     bad("no_repeat_ngram_size must be between 0 and " + std::to_string(kMaxNgram) + ", got " +
@@ -187,6 +200,15 @@ class CausalSteps : public BeamModel {
 
 std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationConfig& cfg) {
+  if (cfg.num_return_sequences > 1 && cfg.num_beams == 1) {
+    // Sampled answers: each prompt repeated, its rows consecutive, as transformers expands them.
+    cfg.validate();
+    GenerationConfig one = cfg;
+    one.num_return_sequences = 1;
+    std::vector<std::vector<int64_t>> repeated;
+    for (const auto& p : prompts) repeated.insert(repeated.end(), cfg.num_return_sequences, p);
+    return generate(model, repeated, one);
+  }
   if (as_seq2seq(model)) return generate_seq2seq(model, prompts, cfg);  // T5: encoder input, decoder output
   if (model.task() != TaskKind::kCausalLM)
     throw std::invalid_argument(model.type_name() + " is not a causal LM; it cannot generate");

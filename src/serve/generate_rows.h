@@ -28,7 +28,8 @@ class GeneratedRows {
   bool append(at::Tensor& next);
 
   std::vector<std::vector<int64_t>> take() { return std::move(out_); }
-  // Appends tails[i] to row i (beam search's tokens) and returns the rows.
+  // Beam search's answers, each prompt's consecutive (num_return_sequences per prompt): each
+  // tail after its prompt.
   std::vector<std::vector<int64_t>> extend_all(const std::vector<std::vector<int64_t>>& tails);
 
  private:

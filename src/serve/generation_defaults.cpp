@@ -58,7 +58,7 @@ bool changes_output(const std::string& key, const nlohmann::json& v) {
   if (v.is_null()) return false;
   if (key == "do_sample" || key == "renormalize_logits" || key == "token_healing") return v == true;
   if (key == "encoder_repetition_penalty" || key == "guidance_scale") return v != 1 && v != 1.0;
-  if (key == "num_return_sequences" || key == "num_beam_groups") return v.is_number() && v > 1;
+  if (key == "num_beam_groups") return v.is_number() && v > 1;
   if (key == "encoder_no_repeat_ngram_size" || key == "diversity_penalty" || key == "penalty_alpha")
     return v.is_number() && v != 0;
   // Sampling filters after min-p (transformers applies them when it samples).
@@ -107,6 +107,13 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
   if (has_gen) {
     // The rest only from generation_config.json: transformers 5 drops them from config.json.
     if (has("num_beams")) g.num_beams = strict_get<int64_t>(j["num_beams"], where("num_beams"));
+    // The beams' best answers; without beams it asks for draws, which this file cannot ask for
+    // (do_sample is not applied): then it is listed as not applied.
+    if (has("num_return_sequences")) {
+      const auto n = strict_get<int64_t>(j["num_return_sequences"], where("num_return_sequences"));
+      if (g.num_beams > 1) g.num_return_sequences = n;
+      else if (n > 1 && not_applied) not_applied->push_back("num_return_sequences");
+    }
     if (has("length_penalty")) g.length_penalty = strict_get<double>(j["length_penalty"], where("length_penalty"));
     if (has("early_stopping")) {
       const auto& e = j["early_stopping"];

@@ -11,11 +11,12 @@ begin_suppress_tokens, eos_token_id, pad_token_id, max_new_tokens; do_sample wit
 top_k, top_p, min_p, and "seed", which seeds torch before generate()); every attribute in
 RESET is cleared first, so nothing else of the folder's generation_config.json applies,
 unless the settings hold "folder_defaults": true (then the folder's generation config
-applies as from_pretrained loaded it, and only max_new_tokens is passed).
+applies as from_pretrained loaded it, and only max_new_tokens, do_sample, seed and
+num_return_sequences are passed).
 Prompts are padded as peft generate pads them: on the left with pad_token_id (default 0)
 for decoder-only models, on the right with config.pad_token_id for encoder-decoder ones.
-OUT_JSON: per case, per prompt, the new tokens (after the decoder prompt), up to and
-including the first EOS token.
+OUT_JSON: per case, per output row (num_return_sequences per prompt, together), the new
+tokens (after the decoder prompt), up to and including the first EOS token.
 """
 
 import json
@@ -27,8 +28,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 RESET = ("temperature", "top_k", "top_p", "eos_token_id", "bos_token_id", "max_length", "cache_implementation",
          "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size", "min_length", "min_new_tokens",
          "length_penalty", "early_stopping", "num_beams", "repetition_penalty", "bad_words_ids", "sequence_bias",
-         "suppress_tokens", "begin_suppress_tokens", "min_p", "do_sample")
-DEFAULTS = {"num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "min_length": 0}
+         "suppress_tokens", "begin_suppress_tokens", "min_p", "do_sample", "num_return_sequences")
+DEFAULTS = {"num_beams": 1, "length_penalty": 1.0, "early_stopping": False, "min_length": 0,
+            "num_return_sequences": 1}
 
 
 def padded(prompts, pad, left):
@@ -53,6 +55,8 @@ def run(model, seq2seq, prompts, settings):
             if k not in ("max_new_tokens", "seed"):
                 setattr(gc, k, v)
         gc.pad_token_id = pad
+    else:
+        gc.num_return_sequences = settings.get("num_return_sequences", gc.num_return_sequences)
     gc.do_sample = bool(settings.get("do_sample"))
     torch.manual_seed(settings.get("seed", 0))
     # T5 v1.1 has more decoder than encoder layers: transformers' default cache is sized by

@@ -29,10 +29,12 @@ struct GenerateArgs {
   int64_t task_id = -1;  // multitask adapters: every prompt's task
 };
 
-// Multitask adapters (MPT, Poly) route each row by its task: --task-id for every prompt.
-TaskIdsScope task_scope(int64_t task_id, size_t prompts) {
+// Multitask adapters (MPT, Poly) route each row by its task: --task-id for every row the
+// model reads (each prompt's beams, or its sampled answers).
+TaskIdsScope task_scope(int64_t task_id, size_t prompts, const GenerationConfig& g) {
   if (task_id < 0) return TaskIdsScope(at::Tensor());
-  return TaskIdsScope(at::full({static_cast<int64_t>(prompts)}, task_id, at::kLong));
+  const int64_t rows = static_cast<int64_t>(prompts) * (g.num_beams > 1 ? g.num_beams : g.num_return_sequences);
+  return TaskIdsScope(at::full({rows}, task_id, at::kLong));
 }
 
 // The model's generation defaults (generation_config.json, else config.json, as
@@ -79,6 +81,8 @@ GenerationConfig generation_settings(Model& model, const GenerateArgs& a, const 
   if (given("--suppress-tokens")) g.suppress_tokens = o.suppress_tokens;
   if (o.suppress_tokens == std::vector<int64_t>{-1}) g.suppress_tokens.clear();
   if (g.do_sample && !given("--num-beams")) g.num_beams = 1;  // asked to sample: the file's beams give way
+  if (given("--num-return-sequences")) g.num_return_sequences = o.num_return_sequences;
+  else if (g.num_return_sequences > g.num_beams) g.num_return_sequences = 1;  // the file's, for beams no longer run
   g.validate();
   return g;
 }
@@ -90,7 +94,7 @@ void run_generate(GenerateArgs& a, const CLI::App& cmd) {
   if (a.prompts.empty() && a.chats.empty()) {
     if (a.ids.empty()) throw std::invalid_argument("give --ids, --prompt or --chat");
     const auto prompts = read_id_lists(a.ids);
-    TaskIdsScope tasks = task_scope(a.task_id, prompts.size());
+    TaskIdsScope tasks = task_scope(a.task_id, prompts.size(), a.gen);
     auto rows = generate(*model, prompts, a.gen);
     std::cout << nlohmann::json(rows).dump() << "\n";
     return;
@@ -108,11 +112,13 @@ void run_generate(GenerateArgs& a, const CLI::App& cmd) {
     a.prompts.push_back(c);
     prompts.push_back(tok.encode(tok.apply_chat_template(msgs, true), false).ids);
   }
-  TaskIdsScope tasks = task_scope(a.task_id, prompts.size());
+  TaskIdsScope tasks = task_scope(a.task_id, prompts.size(), a.gen);
   auto rows = generate(*model, prompts, a.gen);
+  const size_t per = static_cast<size_t>(a.gen.num_return_sequences);  // each prompt's answers, together
   for (size_t i = 0; i < rows.size(); ++i) {
-    std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[i].size()), rows[i].end());
-    std::cout << nlohmann::json{{"prompt", a.prompts[i]}, {"completion", tok.decode(completion, true)}}.dump(
+    const size_t p = i / per;
+    std::vector<int64_t> completion(rows[i].begin() + static_cast<long>(prompts[p].size()), rows[i].end());
+    std::cout << nlohmann::json{{"prompt", a.prompts[p]}, {"completion", tok.decode(completion, true)}}.dump(
                      -1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
   }
@@ -166,6 +172,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--num-beams", a->gen.num_beams,
                   "Beam search with this many beams, as transformers' generate (default: the model's "
                   "generation_config.json, else 1: greedy)");
+  cmd->add_option("--num-return-sequences", a->gen.num_return_sequences,
+                  "Answers per prompt, each printed after its prompt: the best beams (<= --num-beams), or "
+                  "independent draws when sampling (default: 1)");
   cmd->add_option("--length-penalty", a->gen.length_penalty,
                   "Beam search: a finished beam scores log-probability / length^this (> 0 favours longer ones)");
   cmd->add_option("--early-stopping", a->early_stopping,
