@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "peft/generate.h"
@@ -370,6 +371,65 @@ TEST_F(Serve, StreamAddsUpToTheWholeAnswer) {
   }
 }
 
+// OpenAI's n: n choices, choice i drawn as a request of its own with seed + i; usage counts
+// the prompt once and every choice's tokens; streamed, each chunk names its choice, every
+// choice ends with its own finish chunk, and they add up to the whole answers.
+TEST_F(Serve, SeveralChoicesAreSeparateDraws) {
+  for (bool chat : {false, true}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    json body = {{"model", "a1"}, {"max_tokens", 10}, {"temperature", 1.5}, {"seed", 40}, {"n", 3}};
+    const char* path = chat ? "/v1/chat/completions" : "/v1/completions";
+    if (chat) body["messages"] = {{{"role", "user"}, {"content", "Tell me"}}};
+    else body["prompt"] = prompt_;
+    auto whole = post(*server_, path, body);
+    ASSERT_EQ(whole.status, 200) << whole.raw;
+    const auto& choices = whole.body["choices"];
+    ASSERT_EQ(choices.size(), 3u);
+    size_t tokens = 0;
+    std::set<json> distinct;
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(choices[i]["index"], i);
+      json one = body;
+      one["n"] = 1, one["seed"] = 40 + static_cast<int>(i);
+      auto single = post(*server_, path, one);
+      ASSERT_EQ(single.status, 200) << single.raw;
+      EXPECT_EQ(choices[i]["token_ids"], single.body["choices"][0]["token_ids"]) << "choice " << i;
+      tokens += choices[i]["token_ids"].size();
+      distinct.insert(choices[i]["token_ids"]);
+      EXPECT_EQ(whole.body["usage"]["prompt_tokens"], single.body["usage"]["prompt_tokens"]);
+    }
+    EXPECT_GT(distinct.size(), 1u) << "draws with different seeds should differ";
+    EXPECT_EQ(whole.body["usage"]["completion_tokens"], tokens);
+
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    auto s = post(*server_, path, body.dump());
+    ASSERT_EQ(s.status, 200) << s.raw;
+    std::vector<std::string> text(3);
+    std::vector<json> ids(3, json::array()), finish(3);
+    json usage;
+    for (const auto& e : sse_events(s.raw)) {
+      if (e.contains("usage")) {
+        usage = e["usage"];
+        continue;
+      }
+      const auto& c = e["choices"][0];
+      const size_t i = c["index"].get<size_t>();
+      ASSERT_LT(i, 3u);
+      EXPECT_TRUE(finish[i].is_null()) << "a chunk of choice " << i << " after its finish";
+      text[i] += chat ? c["delta"].value("content", "") : c["text"].get<std::string>();
+      for (auto id : c["token_ids"]) ids[i].push_back(id);
+      if (!c["finish_reason"].is_null()) finish[i] = c["finish_reason"];
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(text[i], chat ? choices[i]["message"]["content"] : choices[i]["text"]) << i;
+      EXPECT_EQ(ids[i], choices[i]["token_ids"]) << i;
+      EXPECT_EQ(finish[i], choices[i]["finish_reason"]) << i;
+    }
+    EXPECT_EQ(usage, whole.body["usage"]);
+  }
+}
+
 // --- stop strings ---------------------------------------------------------------------
 
 TEST_F(Serve, StopStringCutsTheAnswer) {
@@ -529,7 +589,9 @@ TEST_F(Serve, BadRequestsGetOpenAIErrors) {
     b[k] = v;
     return post(*server_, c, b);
   };
-  expect_error(with("n", 2), 400, "'n'");
+  expect_error(with("n", 0), 400, "'n'");
+  expect_error(with("n", 17), 400, "'n'");
+  expect_error(with("n", "two"), 400, "'n'");
   expect_error(with("temperature", 5), 400, "temperature");
   expect_error(with("top_p", 0), 400, "top_p");
   expect_error(with("top_k", -5), 400, "top_k");

@@ -14,6 +14,7 @@ using nlohmann::json;
 namespace {
 
 constexpr size_t kMaxStops = 16, kMaxStopBytes = 1024, kMaxMessages = 4096;
+constexpr int64_t kMaxChoices = 16;  // 'n': each choice is a request of its own
 
 ApiError bad(const std::string& message) { return ApiError(400, "invalid_request_error", message); }
 
@@ -22,7 +23,6 @@ bool present(const json& j, const char* key) { return j.contains(key) && !j[key]
 // Fields we do not implement are refused unless they hold their default, so a client
 // never gets a silently different answer.
 void refuse_unsupported(const json& j) {
-  if (present(j, "n") && strict_get<int64_t>(j["n"], "'n'") != 1) throw bad("'n' must be 1 (one choice per request)");
   if (present(j, "best_of") && strict_get<int64_t>(j["best_of"], "'best_of'") != 1)
     throw bad("'best_of' must be 1");
   if (present(j, "echo") && strict_get<bool>(j["echo"], "'echo'")) throw bad("'echo' is not supported");
@@ -191,6 +191,8 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
     parse_sampling(j, r.gen, limits.defaults);
     r.gen.eos_token_ids = limits.eos_token_ids;
     if (present(j, "stop")) r.stop = parse_stop(j["stop"]);
+    if (present(j, "n")) r.n = strict_get<int64_t>(j["n"], "'n'");
+    if (r.n < 1 || r.n > kMaxChoices) throw bad("'n' must be between 1 and " + std::to_string(kMaxChoices));
     if (present(j, "stream")) r.stream = strict_get<bool>(j["stream"], "'stream'");
     if (present(j, "stream_options")) {
       const auto& o = j["stream_options"];
@@ -227,26 +229,31 @@ json usage_json(size_t prompt_tokens, size_t completion_tokens) {
 json reason_json(const std::string& r) { return r.empty() ? json(nullptr) : json(r); }
 }  // namespace
 
-json completion_response(const ResponseHeader& h, const std::string& text, const std::vector<int64_t>& token_ids,
-                         const std::string& finish_reason, size_t prompt_tokens) {
+json completion_response(const ResponseHeader& h, const std::vector<Choice>& choices, size_t prompt_tokens) {
   json j = header_json(h, h.chat ? "chat.completion" : "text_completion");
-  json choice = {{"index", 0}};
-  if (h.chat)
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  else
-    choice["text"] = text;
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = reason_json(finish_reason);
-  choice["token_ids"] = token_ids;
-  j["choices"] = json::array({choice});
-  j["usage"] = usage_json(prompt_tokens, token_ids.size());
+  j["choices"] = json::array();
+  size_t completion_tokens = 0;
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    json choice = {{"index", i}};
+    if (h.chat)
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    else
+      choice["text"] = c.text;
+    choice["logprobs"] = nullptr;
+    choice["finish_reason"] = reason_json(c.finish_reason);
+    choice["token_ids"] = c.token_ids;
+    j["choices"].push_back(choice);
+    completion_tokens += c.token_ids.size();
+  }
+  j["usage"] = usage_json(prompt_tokens, completion_tokens);
   return j;
 }
 
-json completion_chunk(const ResponseHeader& h, const std::string& text, const std::vector<int64_t>& token_ids,
-                      const std::string& finish_reason, bool first) {
+json completion_chunk(const ResponseHeader& h, size_t index, const std::string& text,
+                      const std::vector<int64_t>& token_ids, const std::string& finish_reason, bool first) {
   json j = header_json(h, h.chat ? "chat.completion.chunk" : "text_completion");
-  json choice = {{"index", 0}};
+  json choice = {{"index", index}};
   if (h.chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

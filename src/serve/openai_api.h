@@ -45,6 +45,14 @@ struct CompletionRequest {
   GenerationConfig gen;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false;
+  int64_t n = 1;  // choices: each its own engine request, choice i drawn with seed + i
+};
+
+// One choice's answer.
+struct Choice {
+  std::string text;
+  std::vector<int64_t> token_ids;
+  std::string finish_reason;
 };
 
 // Parses a /v1/completions (chat = false) or /v1/chat/completions body. Throws ApiError
@@ -61,11 +69,12 @@ struct ResponseHeader {
 };
 ResponseHeader make_response_header(bool chat, const std::string& model);
 
-nlohmann::json completion_response(const ResponseHeader& h, const std::string& text,
-                                   const std::vector<int64_t>& token_ids, const std::string& finish_reason,
-                                   size_t prompt_tokens);
-// A stream chunk; an empty finish_reason is null. `first` opens a chat's assistant turn.
-nlohmann::json completion_chunk(const ResponseHeader& h, const std::string& text,
+// The whole answer: choices[i] has index i; usage counts the prompt once and every
+// choice's tokens.
+nlohmann::json completion_response(const ResponseHeader& h, const std::vector<Choice>& choices, size_t prompt_tokens);
+// A stream chunk for choice `index`; an empty finish_reason is null. `first` opens a chat's
+// assistant turn.
+nlohmann::json completion_chunk(const ResponseHeader& h, size_t index, const std::string& text,
                                 const std::vector<int64_t>& token_ids, const std::string& finish_reason,
                                 bool first);
 nlohmann::json usage_chunk(const ResponseHeader& h, size_t prompt_tokens, size_t completion_tokens);

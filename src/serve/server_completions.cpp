@@ -1,4 +1,5 @@
 // POST /v1/completions and /v1/chat/completions: whole answers and SSE streams.
+#include <algorithm>
 #include <chrono>
 
 #include "generation.h"
@@ -14,28 +15,36 @@ constexpr auto kPoll = std::chrono::milliseconds(200);  // how often a stream ch
 
 std::string sse(const json& j) { return "data: " + dump_json(j) + "\n\n"; }
 
-// A stream's state, shared by httplib's content provider and its releaser.
+// A stream's state, shared by httplib's content provider and its releaser: one
+// generation per choice.
 struct Stream {
-  std::unique_ptr<Generation> gen;
+  std::vector<std::unique_ptr<Generation>> gens;
+  std::vector<bool> opened, ended;  // per choice: its first chunk sent; its finish chunk sent
   ResponseHeader header;
   size_t prompt_tokens = 0;
-  bool include_usage = false, opened = false, closed = false;
+  bool include_usage = false, closed = false;
   std::unique_ptr<InFlight> in_flight;
 };
 
-// The SSE text for what `next` produced: a content chunk, then at the end a chunk with
-// the finish reason (or an error event), usage if asked, and [DONE].
-std::string stream_events(Stream& s, const std::string& text, const std::vector<int64_t>& ids) {
+// The SSE text for what choice i's `next` produced: a content chunk, and at its end a chunk
+// with the finish reason (or an error event); after the last choice, usage if asked and
+// [DONE].
+std::string stream_events(Stream& s, size_t i, const std::string& text, const std::vector<int64_t>& ids) {
   std::string out;
-  if (!s.opened && s.header.chat) out += sse(completion_chunk(s.header, "", {}, "", true));  // the assistant's role
-  s.opened = true;
-  if (!text.empty() || !ids.empty()) out += sse(completion_chunk(s.header, text, ids, "", false));
-  if (!s.gen->done()) return out;
-  if (s.gen->finish_reason() == "error")
-    out += sse(error_body(500, "server_error", s.gen->error()));
+  const Generation& gen = *s.gens[i];
+  if (!s.opened[i] && s.header.chat) out += sse(completion_chunk(s.header, i, "", {}, "", true));  // the role
+  s.opened[i] = true;
+  if (!text.empty() || !ids.empty()) out += sse(completion_chunk(s.header, i, text, ids, "", false));
+  if (!gen.done() || s.ended[i]) return out;
+  s.ended[i] = true;
+  if (gen.finish_reason() == "error")
+    out += sse(error_body(500, "server_error", gen.error()));
   else
-    out += sse(completion_chunk(s.header, "", {}, s.gen->finish_reason(), false));
-  if (s.include_usage) out += sse(usage_chunk(s.header, s.prompt_tokens, s.gen->completion_tokens()));
+    out += sse(completion_chunk(s.header, i, "", {}, gen.finish_reason(), false));
+  if (std::find(s.ended.begin(), s.ended.end(), false) != s.ended.end()) return out;
+  size_t completion_tokens = 0;
+  for (const auto& g : s.gens) completion_tokens += g->completion_tokens();
+  if (s.include_usage) out += sse(usage_chunk(s.header, s.prompt_tokens, completion_tokens));
   out += "data: [DONE]\n\n";
   s.closed = true;
   return out;
@@ -50,18 +59,23 @@ void stream_response(httplib::Response& res, std::shared_ptr<Stream> s) {
           sink.done();
           return true;
         }
-        std::string text;
-        std::vector<int64_t> ids;
-        s->gen->next(&text, &ids, kPoll);
+        std::string out;
+        const auto wait = kPoll / static_cast<int>(s->gens.size());  // the choices take turns
+        for (size_t i = 0; i < s->gens.size() && !s->closed; ++i) {
+          if (s->ended[i]) continue;
+          std::string text;
+          std::vector<int64_t> ids;
+          s->gens[i]->next(&text, &ids, wait);
+          out += stream_events(*s, i, text, ids);
+        }
         if (!sink.is_writable()) return false;  // the client went away: the releaser cancels
-        const std::string out = stream_events(*s, text, ids);
         // Never an empty write: httplib takes it for the end of the stream.
         if (!out.empty() && !sink.write(out.data(), out.size())) return false;
         if (s->closed) sink.done();
         return true;
       },
       [s](bool) {
-        s->gen.reset();  // cancels the request in the engine if it has not finished
+        s->gens.clear();  // cancels the requests in the engine that have not finished
         s->in_flight.reset();
       });
 }
@@ -88,11 +102,20 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
   try {
     if (draining) throw ApiError(503, "server_unavailable", "the server is shutting down");
     const CompletionRequest r = parse_completion_request(req.body, chat, *tok, limits);
-    auto gen = submit(r);
+    // One engine request per choice, all queued before any is awaited (a refusal part way
+    // cancels those already in).
+    std::vector<std::unique_ptr<Generation>> gens;
+    for (int64_t i = 0; i < r.n; ++i) {
+      CompletionRequest one = r;
+      one.gen.seed = r.gen.seed + static_cast<uint64_t>(i);
+      gens.push_back(submit(one));
+    }
     const auto header = make_response_header(chat, r.model);
     if (r.stream) {
       auto s = std::make_shared<Stream>();
-      s->gen = std::move(gen);
+      s->gens = std::move(gens);
+      s->opened.assign(s->gens.size(), false);
+      s->ended.assign(s->gens.size(), false);
       s->header = header;
       s->prompt_tokens = r.prompt.size();
       s->include_usage = r.include_usage;
@@ -100,11 +123,14 @@ void Server::Impl::completions(const httplib::Request& req, httplib::Response& r
       stream_response(res, std::move(s));
       return;
     }
-    std::string text;
-    std::vector<int64_t> ids;
-    while (!gen->done()) gen->next(&text, &ids, kPoll);
-    if (gen->finish_reason() == "error") throw ApiError(500, "server_error", gen->error());
-    send_json(res, 200, completion_response(header, text, ids, gen->finish_reason(), r.prompt.size()));
+    std::vector<Choice> choices(gens.size());
+    for (size_t i = 0; i < gens.size(); ++i) {
+      Generation& gen = *gens[i];
+      while (!gen.done()) gen.next(&choices[i].text, &choices[i].token_ids, kPoll);
+      if (gen.finish_reason() == "error") throw ApiError(500, "server_error", gen.error());
+      choices[i].finish_reason = gen.finish_reason();
+    }
+    send_json(res, 200, completion_response(header, choices, r.prompt.size()));
   } catch (const ApiError& e) {
     // A full queue while shutting down is the shutdown's doing.
     if (e.status == 429 && draining)
