@@ -46,12 +46,25 @@ at::Tensor warp(at::Tensor logits, const GenerationConfig& cfg) {
 
 }  // namespace
 
+PaddedPrompts pad_prompts(const std::vector<std::vector<int64_t>>& prompts, int64_t pad, bool left) {
+  const auto b = static_cast<int64_t>(prompts.size());
+  int64_t len = 0;
+  for (const auto& p : prompts) len = std::max<int64_t>(len, static_cast<int64_t>(p.size()));
+  PaddedPrompts out{at::full({b, len}, pad, at::kLong), at::zeros({b, len}, at::kLong), at::zeros({b}, at::kLong)};
+  for (int64_t i = 0; i < b; ++i) {
+    const auto n = static_cast<int64_t>(prompts[i].size());
+    const int64_t first = left ? len - n : 0;
+    out.ids[i].narrow(0, first, n).copy_(at::tensor(prompts[i], at::kLong));
+    out.mask[i].narrow(0, first, n).fill_(1);
+    out.left_pad[i] = first;
+  }
+  return out;
+}
+
 GeneratedRows::GeneratedRows(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg)
     : cfg_(cfg), out_(prompts), done_(prompts.size(), false) {
-  for (const auto& p : prompts) {
+  for (const auto& p : prompts)
     if (p.empty()) throw std::invalid_argument("generate: empty prompt");
-    longest_prompt_ = std::max<int64_t>(longest_prompt_, static_cast<int64_t>(p.size()));
-  }
 }
 
 bool GeneratedRows::append(at::Tensor& next) {
@@ -217,17 +230,8 @@ std::vector<std::vector<int64_t>> generate(Model& model, const std::vector<std::
   c10::InferenceMode guard;
   GeneratedRows rows(prompts, cfg);
   if (cfg.max_new_tokens == 0) return rows.take();  // nothing to run the model for
-  const int64_t b = rows.rows(), len = rows.longest_prompt();
   at::Device device = model.device();
-  auto ids = at::full({b, len}, cfg.pad_token_id, at::kLong);
-  auto mask = at::zeros({b, len}, at::kLong);
-  auto left_pad = at::empty({b}, at::kLong);
-  for (int64_t i = 0; i < b; ++i) {
-    const int64_t n = static_cast<int64_t>(prompts[i].size());
-    ids[i].narrow(0, len - n, n).copy_(at::tensor(prompts[i], at::kLong));
-    mask[i].narrow(0, len - n, n).fill_(1);
-    left_pad[i] = len - n;
-  }
+  auto [ids, mask, left_pad] = pad_prompts(prompts, cfg.pad_token_id, /*left=*/true);
   if (cfg.num_beams > 1) {
     // Each prompt's beams are consecutive rows, as transformers expands them.
     ids = ids.repeat_interleave(cfg.num_beams, 0);

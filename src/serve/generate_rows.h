@@ -14,13 +14,19 @@
 
 namespace peft {
 
+// The prompts as one batch: ids [rows, longest] filled with `pad`, mask [rows, longest]
+// (1 = real), and each row's padding count at the start (all 0 on the right).
+struct PaddedPrompts {
+  at::Tensor ids, mask, left_pad;
+};
+PaddedPrompts pad_prompts(const std::vector<std::vector<int64_t>>& prompts, int64_t pad, bool left);
+
 class GeneratedRows {
  public:
   // Throws on an empty prompt. Each row starts as its prompt.
   GeneratedRows(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& cfg);
 
   int64_t rows() const { return static_cast<int64_t>(out_.size()); }
-  int64_t longest_prompt() const { return longest_prompt_; }
 
   // Appends next[i] (a CPU int64 [rows] tensor) to each unfinished row, and overwrites
   // finished rows' entries with the pad id so the next step feeds them a pad token.
@@ -36,7 +42,6 @@ class GeneratedRows {
   const GenerationConfig& cfg_;
   std::vector<std::vector<int64_t>> out_;
   std::vector<bool> done_;
-  int64_t longest_prompt_ = 0;
 };
 
 // Greedy or sampled decoding, one step at a time: each step's logits go through the logits

@@ -71,15 +71,9 @@ std::vector<std::vector<int64_t>> generate_seq2seq(Model& model, const std::vect
   c10::InferenceMode guard;
   GeneratedRows rows(prompts, cfg);
   if (cfg.max_new_tokens == 0) return rows.take();  // nothing to run the model for
-  const int64_t b = rows.rows(), len = rows.longest_prompt();
-  // Relative positions make the side of the padding irrelevant; right, as T5's tokenizer pads.
-  auto ids = at::full({b, len}, s2s->pad_token_id(), at::kLong);
-  auto mask = at::zeros({b, len}, at::kLong);
-  for (int64_t i = 0; i < b; ++i) {
-    const int64_t n = static_cast<int64_t>(prompts[i].size());
-    ids[i].narrow(0, 0, n).copy_(at::tensor(prompts[i], at::kLong));
-    mask[i].narrow(0, 0, n).fill_(1);
-  }
+  const int64_t b = rows.rows();
+  // On the right, as T5's tokenizer pads (the encoder's mask hides it, whatever the side).
+  auto [ids, mask, left_pad] = pad_prompts(prompts, s2s->pad_token_id(), /*left=*/false);
   const at::Device device = model.device();
   const int64_t start = s2s->decoder_start_token_id();
   if (cfg.num_beams > 1) {
