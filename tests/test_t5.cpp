@@ -135,6 +135,21 @@ TEST_P(Seq2Seq, PaddedLogitsAndLossMatchTransformers) {
             << ", |loss - transformers| " << std::abs(loss - ref.get("loss").item<double>()) << "\n";
 }
 
+// In bfloat16 every stack stays bfloat16 (sinusoids computed in float32 are cast, as
+// transformers' buffers are) and the logits stay near float32's.
+TEST_P(Seq2Seq, Bfloat16ForwardStaysBfloat16) {
+  const auto ref = reference(base_dir(GetParam()));
+  LoadOptions opts;
+  opts.dtype = at::kBFloat16;
+  auto model = load_model(base_dir(GetParam()).string(), opts);
+  c10::InferenceMode guard;
+  const auto out = as_seq2seq(*model)->forward_seq2seq(inputs_of(ref));
+  EXPECT_EQ(out.encoder_last_hidden_state.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(out.logits.scalar_type(), at::kBFloat16);
+  const auto want = ref.get("logits");
+  EXPECT_LE(max_diff(out.logits.to(at::kFloat), want), 0.05 * want.abs().max().item<double>() + 0.05);
+}
+
 // The cache: one decoder position a step over the same inputs gives the full forward's logits.
 TEST_P(Seq2Seq, CachedStepsEqualTheFullForward) {
   const auto ref = reference(base_dir(GetParam()));

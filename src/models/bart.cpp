@@ -72,10 +72,11 @@ ArchDefaults defaults_of(const std::string& arch) {
 constexpr int64_t kMaxTableValues = int64_t{1} << 26;
 
 // [b, t, d] or [t, d] position vectors for positions past..past+t-1 (`ids`: the tokens
-// there, which M2M100 counts its positions over).
+// there, which M2M100 counts its positions over), in `dtype` (M2M100's float32 sinusoids
+// rounded to it, as transformers' buffer is).
 at::Tensor positions(Embedding* learned, SinusoidalPositions* sinusoidal, const at::Tensor& ids, int64_t b, int64_t t,
-                     int64_t past, at::Device device) {
-  if (sinusoidal) return sinusoidal->forward(ids, b, t, past, device);
+                     int64_t past, at::Device device, at::ScalarType dtype) {
+  if (sinusoidal) return sinusoidal->forward(ids, b, t, past, device).to(dtype);
   return learned->forward(at::arange(past, past + t, at::TensorOptions(at::kLong).device(device)) + kPositionOffset);
 }
 
@@ -241,7 +242,8 @@ at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask
   if (s > max_positions_)
     throw std::invalid_argument(arch_ + "Encoder takes at most " + std::to_string(max_positions_) +
                                 " positions (max_position_embeddings); got " + std::to_string(s));
-  auto h = embeds + positions(embed_positions.get(), sinusoidal_positions.get(), ids, b, s, 0, embeds.device());
+  auto h = embeds + positions(embed_positions.get(), sinusoidal_positions.get(), ids, b, s, 0, embeds.device(),
+                             embeds.scalar_type());
   if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto m = padding_mask(mask, b, s, s, h.device());
   h = run_layers(layers->size(), checkpoint, h, {m},
@@ -273,7 +275,8 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
                                 " positions (max_position_embeddings); got " + std::to_string(past + t));
   auto h = embed_tokens->forward(in.decoder_input_ids);
   if (embed_scale_ != 1.0) h = h * embed_scale_;
-  h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device());
+  h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device(),
+                    h.scalar_type());
   if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   const auto cross_mask = padding_mask(in.attention_mask, b, t, encoder_states.size(1), h.device());
