@@ -69,6 +69,20 @@ TEST_P(Family, PaddedLogitsMatchTransformers) {
   EXPECT_LE(test::max_diff(logits_of(*model, ref), ref.get("logits"), ref.get("attention_mask")), kLogitTol);
 }
 
+// In bfloat16 the model runs through (no float32 buffer meets a bfloat16 weight), returns
+// bfloat16 logits and stays near float32's.
+TEST_P(Family, Bfloat16ForwardStaysBfloat16) {
+  SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
+  LoadOptions opts;
+  opts.dtype = at::kBFloat16;
+  auto model = load_model(case_dir(GetParam()).string(), opts);
+  const auto logits = logits_of(*model, ref);
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  const auto want = ref.get("logits");
+  EXPECT_LE(test::max_diff(logits.to(at::kFloat), want, ref.get("attention_mask")),
+            0.05 * want.abs().max().item<double>() + 0.05);
+}
+
 TEST_P(Family, PackedSequencesMatchTransformers) {
   c10::InferenceMode guard;
   SafetensorsFile ref((case_dir(GetParam()) / "reference.safetensors").string());
