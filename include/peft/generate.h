@@ -75,10 +75,10 @@ struct GenerationConfig {
 // (eos_token_id, forced_bos_token_id, forced_eos_token_id; for a GGUF file, those it
 // converts). The sampling settings (temperature, top_k, top_p, min_p) are read with
 // transformers' defaults for those the file leaves out (top_k 50), but do_sample is not:
-// decoding stays deterministic unless the caller asks to sample. A known key of the wrong type or range is an error
-// naming the file and key. An encoder-decoder's max_length counts decoder_start
-// (max_new_tokens = max_length - 1); a decoder-only model's depends on the prompt, so it is
-// not read. num_return_sequences is read with beams (their best answers); without, it asks
+// decoding stays deterministic unless the caller asks to sample. A known key of the wrong
+// type or range is an error naming the file and key. An encoder-decoder's max_length
+// counts decoder_start (max_new_tokens = max_length - 1); a decoder-only model's depends on
+// the prompt, so it is not read. num_return_sequences is read with beams (their best answers); without, it asks
 // for sampled answers and is not applied. The keys of generation_config.json that would
 // change transformers' output but are not applied here (e.g. encoder_repetition_penalty,
 // num_return_sequences without beams, and do_sample itself) are listed in `not_applied`
@@ -98,7 +98,7 @@ struct ServingDefaults {
 ServingDefaults serving_defaults(Model& model, const std::string& model_path);
 
 // The next token for each row of logits [rows, vocab] (float): argmax, or a draw after
-// temperature, top-k and top-p (transformers' order) when cfg.do_sample.
+// temperature, top-k, top-p and min-p (transformers' order) when cfg.do_sample.
 at::Tensor next_tokens(const at::Tensor& logits, const GenerationConfig& cfg, at::Generator& gen);
 
 // Continues each prompt (ragged; left-padded internally, positions counted from each

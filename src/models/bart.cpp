@@ -25,6 +25,8 @@ std::shared_ptr<Seq2SeqAttention> attention(const BartConfig& c, int64_t heads) 
 double embed_scale(const BartConfig& c) {
   return c.scale_embedding ? std::sqrt(static_cast<double>(c.d_model)) : 1.0;
 }
+// Token rows times the embedding scale (no multiply at 1, as transformers' result is the same).
+at::Tensor scaled(const at::Tensor& rows, double scale) { return scale == 1.0 ? rows : rows * scale; }
 
 // BART's, mBART's and M2M100's embedding scales its own rows; Marian's and Pegasus's is a
 // plain nn.Embedding that the stacks scale.
@@ -54,17 +56,22 @@ std::shared_ptr<SinusoidalPositions> sinusoids(const BartConfig& c) {
   return std::make_shared<SinusoidTable>(c.max_position_embeddings, c.d_model, c.arch);
 }
 
-// The values the config's defaults take per architecture (transformers' config classes).
-struct ArchDefaults {
-  int64_t vocab_size, pad_token_id, decoder_start_token_id;
+// What each architecture fixes (its layout) and the defaults of its config class.
+struct ArchTraits {
+  bool pre_norm;
+  BartConfig::Positions positions;
+  bool layernorm_embedding, logits_bias, stacks_scale_tokens;
+  int64_t vocab_size, pad_token_id, decoder_start_token_id;  // mBART's start is its bos_token_id
   const char* activation;
   bool scale_embedding;
 };
-ArchDefaults defaults_of(const std::string& arch) {
-  if (arch == "M2M100") return {128112, 1, 2, "relu", true};
-  if (arch == "Marian") return {58101, 58100, 58100, "gelu", false};
-  if (arch == "Pegasus") return {50265, 0, 0, "gelu", false};
-  return {50265, 1, 2, "gelu", false};  // BART, mBART (whose start is its bos_token_id)
+ArchTraits traits_of(const std::string& arch) {
+  using P = BartConfig::Positions;
+  if (arch == "MBart") return {true, P::kLearned, true, true, false, 50265, 1, 2, "gelu", false};
+  if (arch == "M2M100") return {true, P::kFairseq, false, false, false, 128112, 1, 2, "relu", true};
+  if (arch == "Marian") return {false, P::kSinusoidTable, false, true, true, 58101, 58100, 58100, "gelu", false};
+  if (arch == "Pegasus") return {true, P::kSinusoidTable, false, true, true, 50265, 0, 0, "gelu", false};
+  return {false, P::kLearned, true, true, false, 50265, 1, 2, "gelu", false};  // BART
 }
 
 // The most values a Marian or Pegasus sinusoid table may hold (transformers makes the whole
@@ -86,14 +93,14 @@ BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& whe
   ConfigReader r(j, where);
   BartConfig c;
   c.arch = arch;
-  const bool m2m = arch == "M2M100", table = arch == "Marian" || arch == "Pegasus";
-  const ArchDefaults d = defaults_of(arch);
-  c.pre_norm = arch == "MBart" || m2m || arch == "Pegasus";
-  c.positions = m2m ? BartConfig::Positions::kFairseq
-                    : table ? BartConfig::Positions::kSinusoidTable : BartConfig::Positions::kLearned;
-  c.layernorm_embedding = arch == "Bart" || arch == "MBart";
-  c.logits_bias = !m2m;
-  c.stacks_scale_tokens = table;
+  const ArchTraits d = traits_of(arch);
+  c.pre_norm = d.pre_norm;
+  c.positions = d.positions;
+  c.layernorm_embedding = d.layernorm_embedding;
+  c.logits_bias = d.logits_bias;
+  c.stacks_scale_tokens = d.stacks_scale_tokens;
+  const bool m2m = c.positions == BartConfig::Positions::kFairseq;
+  const bool table = c.positions == BartConfig::Positions::kSinusoidTable;
   // Marian without shared embeddings has separate encoder and decoder vocabularies.
   if (arch == "Marian" && !r.get<bool>("share_encoder_decoder_embeddings", true))
     r.fail("share_encoder_decoder_embeddings false (separate source and target vocabularies) is not supported");
@@ -133,8 +140,7 @@ BartScaledWordEmbedding::BartScaledWordEmbedding(int64_t num_embeddings, int64_t
     : Embedding(num_embeddings, embedding_dim), embed_scale_(embed_scale), arch_(std::move(arch)) {}
 
 at::Tensor BartScaledWordEmbedding::forward_with_weight(const at::Tensor& ids, const at::Tensor& table) {
-  const auto rows = Embedding::forward_with_weight(ids, table);
-  return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
+  return scaled(Embedding::forward_with_weight(ids, table), embed_scale_);
 }
 
 FairseqSinusoids::FairseqSinusoids(int64_t dim, int64_t padding_idx, std::string arch)
@@ -232,10 +238,7 @@ BartEncoder::BartEncoder(const BartConfig& c)
   if (c.pre_norm) layer_norm = register_module("layer_norm", std::make_shared<LayerNorm>(c.d_model, kLayerNormEps));
 }
 
-at::Tensor BartEncoder::embed(const at::Tensor& ids) {
-  const auto rows = embed_tokens->forward(ids);
-  return embed_scale_ == 1.0 ? rows : rows * embed_scale_;
-}
+at::Tensor BartEncoder::embed(const at::Tensor& ids) { return scaled(embed_tokens->forward(ids), embed_scale_); }
 
 at::Tensor BartEncoder::forward(const at::Tensor& embeds, const at::Tensor& mask, bool checkpoint, const at::Tensor& ids) {
   const int64_t b = embeds.size(0), s = embeds.size(1);
@@ -273,8 +276,7 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
   if (past + t > max_positions_)
     throw std::invalid_argument(arch_ + "Decoder takes at most " + std::to_string(max_positions_) +
                                 " positions (max_position_embeddings); got " + std::to_string(past + t));
-  auto h = embed_tokens->forward(in.decoder_input_ids);
-  if (embed_scale_ != 1.0) h = h * embed_scale_;
+  auto h = scaled(embed_tokens->forward(in.decoder_input_ids), embed_scale_);
   h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device(),
                     h.scalar_type());
   if (layernorm_embedding) h = layernorm_embedding->forward(h);

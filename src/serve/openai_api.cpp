@@ -113,10 +113,11 @@ std::vector<std::string> parse_stop(const json& s) {
 // The sampling settings: the request's, else the model folder's, else OpenAI's (sampling at
 // temperature 1). top_k, min_p and repetition_penalty are vLLM's extensions.
 void parse_sampling(const json& j, GenerationConfig& g, const ServingDefaults& d) {
-  double temperature = d.temperature.value_or(1.0);
-  if (present(j, "temperature")) temperature = strict_get<double>(j["temperature"], "'temperature'");
-  if (!(temperature >= 0.0 && temperature <= 2.0) && present(j, "temperature"))
-    throw bad("'temperature' must be in [0, 2]");
+  double temperature = d.temperature.value_or(1.0);  // the folder's may be above OpenAI's 2
+  if (present(j, "temperature")) {
+    temperature = strict_get<double>(j["temperature"], "'temperature'");
+    if (!(temperature >= 0.0 && temperature <= 2.0)) throw bad("'temperature' must be in [0, 2]");
+  }
   g.do_sample = temperature > 0.0;
   g.temperature = g.do_sample ? temperature : 1.0;
   g.top_p = d.top_p.value_or(1.0);
