@@ -288,7 +288,7 @@ TEST(Cohere, LogitScaleAndQkNormsAreApplied) {
 TEST(Cohere2, GlobalLayersHaveNoRotaryAndNullWindowIsRefused) {
   SafetensorsFile ref((case_dir("cohere2") / "reference.safetensors").string());
   const nlohmann::json all_sliding = {"sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"};
-  auto wide = load_model(variant("cohere2", "wide", {{"sliding_window", 64}}).string());
+  auto wide = load_model(variant("cohere2", "global_wide", {{"sliding_window", 64}}).string());
   auto rotary = load_model(variant("cohere2", "rotary", {{"sliding_window", 64}, {"layer_types", all_sliding}}).string());
   EXPECT_GT(test::max_diff(logits_of(*rotary, ref), logits_of(*wide, ref), ref.get("attention_mask")), 1e-2);
   const auto null_window = variant("cohere2", "null_window", nlohmann::json::object());

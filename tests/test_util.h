@@ -17,6 +17,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <stdexcept>
+
+#include <unistd.h>
 
 #include "peft/model.h"
 #include "peft/npy.h"
@@ -85,14 +88,22 @@ inline void drop_tensor(const std::string& path, const std::string& key) {
 
 // A language with structure for the causal LMs: 96 rows of 16 token ids, each counting
 // upward from a random start, as pre-tokenized JSONL.
+// Tests run as separate processes, two at a time, and several write this same file while
+// another reads it: written beside it under this process's name and renamed into place, a
+// reader sees the whole file, never one cut short by a writer's truncation.
 inline void write_counting_data(const std::filesystem::path& jsonl) {
-  std::ofstream f(jsonl);
-  std::mt19937 rng(3);
-  for (int i = 0; i < 96; ++i) {
-    nlohmann::json ids = nlohmann::json::array();
-    for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
-    f << nlohmann::json{{"input_ids", ids}}.dump() << "\n";
+  const auto tmp = jsonl.string() + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp);
+    std::mt19937 rng(3);
+    for (int i = 0; i < 96; ++i) {
+      nlohmann::json ids = nlohmann::json::array();
+      for (int t = 0, s = 1 + rng() % 80; t < 16; ++t) ids.push_back(s + t);
+      f << nlohmann::json{{"input_ids", ids}}.dump() << "\n";
+    }
+    if (!f.flush()) throw std::runtime_error(tmp + ": write failed");
   }
+  std::filesystem::rename(tmp, jsonl);
 }
 
 // An image task for vit_cls (3x12x12): 240 noisy images whose class (of 5) is their
