@@ -17,7 +17,8 @@ namespace {
 class PyPeftModel {
  public:
   PyPeftModel(const std::string& dir, const py::object& adapters, const std::string& dtype,
-              const std::string& device, bool merged) {
+              const std::string& device, bool merged)
+      : dir_(dir) {
     LoadOptions o;
     o.dtype = parse_dtype(dtype);
     o.device = device;
@@ -45,8 +46,11 @@ class PyPeftModel {
     return out.logits.defined() ? out.logits : out.last_hidden_state;
   }
 
-  std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts, const GenerationConfig& g) {
-    g.validate();
+  // The model's generation defaults (generation_config.json), then the caller's arguments,
+  // as transformers' generate(**kwargs) combines them.
+  std::vector<std::vector<int64_t>> generate(const std::vector<std::vector<int64_t>>& prompts, const py::kwargs& kwargs) {
+    GenerationConfig g = generation_defaults(*model_, dir_);
+    apply_generation_kwargs(*model_, to_json(kwargs), "generate()", g);
     py::gil_scoped_release release;
     c10::NoGradGuard no_grad;
     return peft::generate(*model_, prompts, g);
@@ -78,23 +82,10 @@ class PyPeftModel {
     return out;
   }
 
+  std::string dir_;
   std::shared_ptr<Model> model_;
   std::unique_ptr<PeftModel> peft_;
 };
-
-GenerationConfig generation_config(int64_t max_new_tokens, bool do_sample, double temperature, int64_t top_k,
-                                   double top_p, uint64_t seed, std::vector<int64_t> eos, int64_t pad) {
-  GenerationConfig g;
-  g.max_new_tokens = max_new_tokens;
-  g.do_sample = do_sample;
-  g.temperature = temperature;
-  g.top_k = top_k;
-  g.top_p = top_p;
-  g.seed = seed;
-  g.eos_token_ids = std::move(eos);
-  g.pad_token_id = pad;
-  return g;
-}
 
 void bind_adapters(py::class_<PyPeftModel>& c) {
   c.def("load_adapter", [](PyPeftModel& m, const std::string& dir, const std::string& name) { m.peft().load_adapter(dir, name); },
@@ -128,17 +119,17 @@ void bind_model(py::module_& m) {
            py::arg("token_type_ids") = py::none(), py::arg("pixel_values") = py::none(),
            "Logits (or last_hidden_state for headless models) as a torch.Tensor that shares the\n"
            "C++ result's memory; no gradients.")
-      .def(
-          "generate",
-          [](PyPeftModel& self, const std::vector<std::vector<int64_t>>& prompts, int64_t max_new_tokens, bool do_sample,
-             double temperature, int64_t top_k, double top_p, uint64_t seed, std::vector<int64_t> eos, int64_t pad) {
-            return self.generate(prompts, generation_config(max_new_tokens, do_sample, temperature, top_k, top_p, seed,
-                                                            std::move(eos), pad));
-          },
-          py::arg("prompts"), py::kw_only(), py::arg("max_new_tokens") = 32, py::arg("do_sample") = false,
-          py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("seed") = 0,
-          py::arg("eos_token_ids") = std::vector<int64_t>{}, py::arg("pad_token_id") = 0,
-          "Continues each prompt (lists of token ids); returns prompt + new tokens per row.")
+      .def("generate", &PyPeftModel::generate, py::arg("prompts"),
+           "Continues each prompt (a list of token-id lists) and returns, per answer, the prompt\n"
+           "followed by the new tokens (up to and including an EOS token). Decoding starts from the\n"
+           "model's generation_config.json and takes transformers' generate() keyword arguments:\n"
+           "max_new_tokens, do_sample, temperature, top_k, top_p, min_p, num_beams,\n"
+           "num_return_sequences, length_penalty, early_stopping, repetition_penalty,\n"
+           "no_repeat_ngram_size, min_length, min_new_tokens, eos_token_id, forced_bos_token_id,\n"
+           "forced_eos_token_id, bad_words_ids, sequence_bias, suppress_tokens,\n"
+           "begin_suppress_tokens, pad_token_id (max_length: encoder-decoders), and seed (sampling).\n"
+           "As `peft generate`, it samples only when do_sample=True. Example:\n"
+           "  m.generate([[1, 2, 3]], max_new_tokens=20, num_beams=4, num_return_sequences=2)")
       .def(
           "named_parameters",
           [](PyPeftModel& self) {

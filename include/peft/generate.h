@@ -86,6 +86,15 @@ struct GenerationConfig {
 GenerationConfig generation_defaults(Model& model, const std::string& model_path,
                                      std::vector<std::string>* not_applied = nullptr);
 
+// Overrides `g` with arguments named as transformers' generate(**kwargs) and
+// generation_config.json name them (max_new_tokens, do_sample, temperature, num_beams,
+// eos_token_id, ...), plus seed, as the Python binding's generate() takes them. null resets
+// an id list (eos_token_id: None stops nowhere); max_length is for encoder-decoders only.
+// Asked to sample without num_beams, the model's beams give way. An unknown or unsupported
+// key, a value of the wrong type or out of range throws naming `where` and the key.
+void apply_generation_kwargs(Model& model, const nlohmann::json& kwargs, const std::string& where,
+                             GenerationConfig& g);
+
 // What a server takes from a model folder for the requests that leave it out, as vLLM's
 // --generation-config auto: the sampling keys generation_config.json sets (unset: the API's
 // own defaults apply), and the stop ids transformers' generate() would use.

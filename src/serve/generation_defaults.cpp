@@ -70,6 +70,70 @@ bool changes_output(const std::string& key, const nlohmann::json& v) {
 }
 
 
+GenerationConfig::EarlyStopping early_stopping_of(const nlohmann::json& e, const std::string& where) {
+  if (e.is_string() && e.get<std::string>() == "never") return GenerationConfig::EarlyStopping::kNever;
+  if (!e.is_boolean()) throw std::runtime_error(where + " must be true, false or \"never\", got " + quote_json(e));
+  return e.get<bool>() ? GenerationConfig::EarlyStopping::kFinished : GenerationConfig::EarlyStopping::kHeuristic;
+}
+
+// The generation keys applied here, by their name in generation_config.json and in
+// transformers' generate(**kwargs), each with how it is read into a GenerationConfig.
+// max_length is apart: what it means depends on the model.
+struct GenerationKey {
+  const char* name;
+  enum Source { kAnyConfig, kGenerationConfig, kSampling, kCallOnly } source;
+  void (*read)(const nlohmann::json& v, GenerationConfig& g, const std::string& where);
+};
+
+constexpr GenerationKey kGenerationKeys[] = {
+    // config.json's generation keys count too (transformers 5 drops the rest from it).
+    {"eos_token_id", GenerationKey::kAnyConfig,
+     [](const auto& v, auto& g, const auto& w) { g.eos_token_ids = id_list(v, w); }},
+    {"forced_bos_token_id", GenerationKey::kAnyConfig,
+     [](const auto& v, auto& g, const auto& w) { g.forced_bos_token_id = strict_get<int64_t>(v, w); }},
+    {"forced_eos_token_id", GenerationKey::kAnyConfig,
+     [](const auto& v, auto& g, const auto& w) { g.forced_eos_token_ids = id_list(v, w); }},
+    {"max_new_tokens", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.max_new_tokens = strict_get<int64_t>(v, w); }},
+    {"num_beams", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.num_beams = strict_get<int64_t>(v, w); }},
+    {"num_return_sequences", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.num_return_sequences = strict_get<int64_t>(v, w); }},
+    {"length_penalty", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.length_penalty = strict_get<double>(v, w); }},
+    {"early_stopping", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.early_stopping = early_stopping_of(v, w); }},
+    {"no_repeat_ngram_size", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.no_repeat_ngram_size = strict_get<int64_t>(v, w); }},
+    {"min_length", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.min_length = strict_get<int64_t>(v, w); }},
+    {"min_new_tokens", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.min_new_tokens = strict_get<int64_t>(v, w); }},
+    {"repetition_penalty", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.repetition_penalty = strict_get<double>(v, w); }},
+    {"bad_words_ids", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.bad_words_ids = id_lists(v, w); }},
+    {"sequence_bias", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.sequence_bias = sequence_biases(v, w); }},
+    {"suppress_tokens", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.suppress_tokens = ids_array(v, w); }},
+    {"begin_suppress_tokens", GenerationKey::kGenerationConfig,
+     [](const auto& v, auto& g, const auto& w) { g.begin_suppress_tokens = ids_array(v, w); }},
+    // Read from a file only within sampling's range (see read_sampling).
+    {"temperature", GenerationKey::kSampling,
+     [](const auto& v, auto& g, const auto& w) { g.temperature = strict_get<double>(v, w); }},
+    {"top_k", GenerationKey::kSampling, [](const auto& v, auto& g, const auto& w) { g.top_k = strict_get<int64_t>(v, w); }},
+    {"top_p", GenerationKey::kSampling, [](const auto& v, auto& g, const auto& w) { g.top_p = strict_get<double>(v, w); }},
+    {"min_p", GenerationKey::kSampling, [](const auto& v, auto& g, const auto& w) { g.min_p = strict_get<double>(v, w); }},
+    // The caller's choices: a file's do_sample is not applied (decoding stays deterministic
+    // unless asked), and its pad_token_id changes nothing returned.
+    {"do_sample", GenerationKey::kCallOnly,
+     [](const auto& v, auto& g, const auto& w) { g.do_sample = strict_get<bool>(v, w); }},
+    {"seed", GenerationKey::kCallOnly, [](const auto& v, auto& g, const auto& w) { g.seed = strict_get<uint64_t>(v, w); }},
+    {"pad_token_id", GenerationKey::kCallOnly,
+     [](const auto& v, auto& g, const auto& w) { g.pad_token_id = strict_get<int64_t>(v, w); }},
+};
+
 // The sampling settings, used when the caller samples. A value out of sampling's range
 // (configs of greedy models hold temperature 0 or top_p 0, which transformers only warns
 // about) keeps transformers' default and is listed in `not_applied`.
@@ -87,6 +151,32 @@ void read_sampling(const nlohmann::json& j, GenerationConfig& g, const std::func
   read("min_p", g.min_p, [](double v) { return v >= 0 && v <= 1; });
 }
 
+// A forced, banned or biased token outside the vocabulary would fail at some step (as in
+// transformers); say so before generating.
+void check_vocabulary(Model& model, const GenerationConfig& g, const std::string& where) {
+  const Embedding* emb = model.input_embeddings();
+  if (!emb) return;
+  auto check = [&](const std::vector<int64_t>& ids, const char* keys) {
+    for (int64_t id : ids)
+      if (id >= emb->num_embeddings)
+        throw std::runtime_error(where + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                 std::to_string(emb->num_embeddings) + " (" + keys + ")");
+  };
+  check(g.forced_eos_token_ids, "'forced_eos_token_id'");
+  if (g.forced_bos_token_id >= 0) check({g.forced_bos_token_id}, "'forced_bos_token_id'");
+  for (const auto& seq : g.bad_words_ids) check(seq, "'bad_words_ids'");
+  for (const auto& [seq, b] : g.sequence_bias) check(seq, "'sequence_bias'");
+}
+
+void validate_for(Model& model, const GenerationConfig& g, const std::string& where) {
+  try {
+    g.validate();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(where + ": " + e.what());
+  }
+  check_vocabulary(model, g, where);
+}
+
 }  // namespace
 
 GenerationConfig generation_defaults(Model& model, const std::string& model_path, std::vector<std::string>* not_applied) {
@@ -97,76 +187,60 @@ GenerationConfig generation_defaults(Model& model, const std::string& model_path
   const std::string file = has_gen ? gen_file.string() : (fs::path(model_path) / "config.json").string();
   const auto j = has_gen ? read_json_file(file) : model.config();
   if (!j.is_object()) throw std::runtime_error(file + ": not a JSON object");
-  const bool seq2seq = as_seq2seq(model) != nullptr;
   g.top_k = 50;  // transformers' when it samples and the file is silent
   auto has = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   auto where = [&](const char* key) { return file + ": '" + key + "'"; };
-  if (has("eos_token_id")) g.eos_token_ids = id_list(j["eos_token_id"], where("eos_token_id"));
-  if (has("forced_bos_token_id")) g.forced_bos_token_id = strict_get<int64_t>(j["forced_bos_token_id"], where("forced_bos_token_id"));
-  if (has("forced_eos_token_id")) g.forced_eos_token_ids = id_list(j["forced_eos_token_id"], where("forced_eos_token_id"));
+  for (const auto& k : kGenerationKeys) {
+    const bool read = k.source == GenerationKey::kAnyConfig || (has_gen && k.source == GenerationKey::kGenerationConfig);
+    if (read && has(k.name)) k.read(j[k.name], g, where(k.name));
+  }
   if (has_gen) {
-    // The rest only from generation_config.json: transformers 5 drops them from config.json.
-    if (has("num_beams")) g.num_beams = strict_get<int64_t>(j["num_beams"], where("num_beams"));
-    // The beams' best answers; without beams it asks for draws, which this file cannot ask for
-    // (do_sample is not applied): then it is listed as not applied.
-    if (has("num_return_sequences")) {
-      const auto n = strict_get<int64_t>(j["num_return_sequences"], where("num_return_sequences"));
-      if (g.num_beams > 1) g.num_return_sequences = n;
-      else if (n > 1 && not_applied) not_applied->push_back("num_return_sequences");
-    }
-    if (has("length_penalty")) g.length_penalty = strict_get<double>(j["length_penalty"], where("length_penalty"));
-    if (has("early_stopping")) {
-      const auto& e = j["early_stopping"];
-      if (e.is_string() && e.get<std::string>() == "never")
-        g.early_stopping = GenerationConfig::EarlyStopping::kNever;
-      else if (e.is_boolean())
-        g.early_stopping = e.get<bool>() ? GenerationConfig::EarlyStopping::kFinished
-                                         : GenerationConfig::EarlyStopping::kHeuristic;
-      else
-        throw std::runtime_error(where("early_stopping") + " must be true, false or \"never\", got " + quote_json(e));
-    }
-    if (has("no_repeat_ngram_size"))
-      g.no_repeat_ngram_size = strict_get<int64_t>(j["no_repeat_ngram_size"], where("no_repeat_ngram_size"));
-    if (has("min_length")) g.min_length = strict_get<int64_t>(j["min_length"], where("min_length"));
-    if (has("min_new_tokens")) g.min_new_tokens = strict_get<int64_t>(j["min_new_tokens"], where("min_new_tokens"));
-    if (has("max_new_tokens")) {
-      g.max_new_tokens = strict_get<int64_t>(j["max_new_tokens"], where("max_new_tokens"));
-    } else if (seq2seq && has("max_length")) {
-      g.max_new_tokens = strict_get<int64_t>(j["max_length"], where("max_length")) - 1;  // decoder_start counts
+    // An encoder-decoder's max_length counts decoder_start.
+    if (!has("max_new_tokens") && as_seq2seq(model) && has("max_length")) {
+      g.max_new_tokens = strict_get<int64_t>(j["max_length"], where("max_length")) - 1;
       if (g.max_new_tokens < 0) throw std::runtime_error(where("max_length") + " must be >= 1");
     }
-    if (has("repetition_penalty"))
-      g.repetition_penalty = strict_get<double>(j["repetition_penalty"], where("repetition_penalty"));
+    // The beams' best answers; without beams it asks for draws, which this file cannot ask
+    // for (do_sample is not applied).
+    if (g.num_beams <= 1 && g.num_return_sequences != 1) {
+      if (g.num_return_sequences > 1 && not_applied) not_applied->push_back("num_return_sequences");
+      g.num_return_sequences = 1;
+    }
     read_sampling(j, g, where, not_applied);
-    if (has("bad_words_ids")) g.bad_words_ids = id_lists(j["bad_words_ids"], where("bad_words_ids"));
-    if (has("sequence_bias")) g.sequence_bias = sequence_biases(j["sequence_bias"], where("sequence_bias"));
-    if (has("suppress_tokens")) g.suppress_tokens = ids_array(j["suppress_tokens"], where("suppress_tokens"));
-    if (has("begin_suppress_tokens"))
-      g.begin_suppress_tokens = ids_array(j["begin_suppress_tokens"], where("begin_suppress_tokens"));
     if (not_applied)
       for (const auto& [key, v] : j.items())
         if (changes_output(key, v)) not_applied->push_back(key);
   }
-  try {
-    g.validate();
-  } catch (const std::exception& e) {
-    throw std::runtime_error(file + ": " + e.what());
-  }
-  // A forced, banned or biased token outside the vocabulary would fail at some step (as in
-  // transformers); say so now.
-  if (const Embedding* emb = model.input_embeddings()) {
-    auto check = [&](const std::vector<int64_t>& ids, const char* keys) {
-      for (int64_t id : ids)
-        if (id >= emb->num_embeddings)
-          throw std::runtime_error(file + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
-                                   std::to_string(emb->num_embeddings) + " (" + keys + ")");
-    };
-    check(g.forced_eos_token_ids, "'forced_eos_token_id'");
-    if (g.forced_bos_token_id >= 0) check({g.forced_bos_token_id}, "'forced_bos_token_id'");
-    for (const auto& seq : g.bad_words_ids) check(seq, "'bad_words_ids'");
-    for (const auto& [seq, b] : g.sequence_bias) check(seq, "'sequence_bias'");
-  }
+  validate_for(model, g, file);
   return g;
+}
+
+void apply_generation_kwargs(Model& model, const nlohmann::json& kwargs, const std::string& where,
+                             GenerationConfig& g) {
+  if (!kwargs.is_object()) throw std::invalid_argument(where + ": the arguments must be an object of name: value");
+  auto given = [&](const char* key) { return kwargs.contains(key) && !kwargs[key].is_null(); };
+  for (const auto& [key, v] : kwargs.items()) {
+    const auto* k = std::find_if(std::begin(kGenerationKeys), std::end(kGenerationKeys),
+                                 [&](const GenerationKey& x) { return key == x.name; });
+    if (k != std::end(kGenerationKeys)) {
+      // None resets an id list (eos_token_id=None: no stop token), as in transformers.
+      if (!v.is_null() || key == "eos_token_id" || key == "forced_eos_token_id") k->read(v, g, where + ": '" + key + "'");
+      else if (key == "forced_bos_token_id") g.forced_bos_token_id = -1;
+    } else if (key == "max_length") {
+      if (!as_seq2seq(model))
+        throw std::invalid_argument(where + ": 'max_length' counts the prompt, which differs by row here; give "
+                                    "max_new_tokens");
+      g.max_new_tokens = strict_get<int64_t>(v, where + ": 'max_length'") - 1;  // decoder_start counts
+      if (g.max_new_tokens < 0) throw std::invalid_argument(where + ": 'max_length' must be >= 1");
+    } else {
+      throw std::invalid_argument(where + ": unknown or unsupported argument '" + key + "'" +
+                                  (changes_output(key, v) ? " (not applied here)" : ""));
+    }
+  }
+  if (g.do_sample && !given("num_beams")) g.num_beams = 1;  // asked to sample: the model's beams give way
+  if (!given("num_return_sequences") && g.num_return_sequences > g.num_beams)
+    g.num_return_sequences = 1;  // the model's, for beams no longer run
+  validate_for(model, g, where);
 }
 
 std::string ServingDefaults::describe() const {

@@ -5,7 +5,9 @@ Checks:
 - peft_cpp.train and `peft train` on the same config give identical per-step losses and
   bit-identical adapter tensors;
 - PeftModel(model, adapter).forward equals transformers + HF PEFT on the same adapter
-  (fp32 logits <= 1e-4), merged and unmerged; generate equals HF's greedy generate;
+  (fp32 logits <= 1e-4), merged and unmerged; generate equals HF's generate, greedy,
+  with beams and processors, and seeded sampling, given the same keyword arguments, and
+  refuses by name an argument it would not apply;
 - tensors cross without copies: a parameter edited through named_parameters() changes
   the C++ model's output;
 - a config typo is a ValueError naming the key.
@@ -99,6 +101,40 @@ class Bindings(unittest.TestCase):
             hf_gen = hf.generate(input_ids=prompt[None], attention_mask=torch.ones(1, 5, dtype=torch.long),
                                  max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
         self.assertEqual(m.generate([prompt.tolist()], max_new_tokens=12)[0], hf_gen[0].tolist())
+
+    def test_generate_takes_transformers_arguments(self):
+        # Beams with their best two answers and logits processors, then seeded sampling with
+        # every filter: each prompt's answers equal transformers' generate() given the same
+        # arguments (two prompts of different lengths, left-padded for transformers).
+        prompts = [[5, 17, 42, 9, 63], [8, 99, 23]]
+        width = max(map(len, prompts))
+        ids = torch.zeros(2, width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        hf = self.hf_model()
+        m = peft_cpp.PeftModel(MODEL, self.result["adapter_dir"])
+        common = dict(max_new_tokens=8, eos_token_id=None, pad_token_id=0)
+        cases = [dict(num_beams=3, num_return_sequences=2, repetition_penalty=1.3, no_repeat_ngram_size=2),
+                 dict(do_sample=True, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05, num_return_sequences=2)]
+        for case in cases:
+            torch.manual_seed(5)
+            with torch.no_grad():
+                want = hf.generate(input_ids=ids, attention_mask=mask, **common, **case)[:, width:].tolist()
+            got = m.generate(prompts, seed=5, **common, **case)
+            self.assertEqual(len(got), 4, case)
+            self.assertEqual([row[len(prompts[i // 2]):] for i, row in enumerate(got)], want, case)
+
+    def test_generate_refuses_what_it_does_not_apply(self):
+        m = peft_cpp.PeftModel(MODEL)
+        for kwargs, message in [(dict(num_beam=3), "unknown or unsupported argument 'num_beam'"),
+                                (dict(typical_p=0.5), "'typical_p' \\(not applied here\\)"),
+                                (dict(max_length=10), "'max_length' counts the prompt"),
+                                (dict(top_k="5"), "'top_k'"),
+                                (dict(num_return_sequences=2), "needs sampling or beam search")]:
+            with self.assertRaisesRegex((ValueError, RuntimeError), message):
+                m.generate([[5, 6, 7]], **kwargs)
 
     def test_parameters_share_memory(self):
         m = peft_cpp.PeftModel(MODEL)
