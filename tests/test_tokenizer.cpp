@@ -13,6 +13,7 @@
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::AllOf;
 using nlohmann::json;
 
 namespace peft {
@@ -89,7 +90,7 @@ TEST_P(TokenizerParity, PaddedTruncatedBatchMatches) {
 
 INSTANTIATE_TEST_SUITE_P(Hf, TokenizerParity,
                          ::testing::Values("gpt2_bpe", "llama2_bpe", "metaspace_bpe", "bert_wordpiece", "t5_unigram",
-                                           "llama3_split", "bert_cased_digits", "wordlevel"));
+                                           "t5_precompiled", "llama3_split", "bert_cased_digits", "wordlevel"));
 
 // --- malformed files -----------------------------------------------------------------
 
@@ -121,6 +122,26 @@ TEST(TokenizerBadInput, BadMerges) {
               HasSubstr("merge 0 ('ab') is not 'a b'"));
   EXPECT_THAT(load_error(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": [7]}})"),
               HasSubstr("merge 0 is neither 'a b' nor [a, b]"));
+}
+
+// A corrupt SentencePiece charsmap is an error naming the file: at load, or when a lookup
+// would leave the trie (where tokenizers would panic); never a read outside it.
+TEST(TokenizerBadInput, CorruptPrecompiledCharsmap) {
+  auto with_charsmap = [](const std::string& map) {
+    return R"({"normalizer": {"type": "Precompiled", "precompiled_charsmap": ")" + map +
+           R"("}, "model": {"type": "WordPiece", "vocab": {"[UNK]": 0, "a": 1}}})";
+  };
+  EXPECT_THAT(load_error(with_charsmap("not base64!")),
+              AllOf(HasSubstr("bad/tokenizer.json"), HasSubstr("precompiled_charsmap is not base64")));
+  EXPECT_THAT(load_error(with_charsmap("kAEAAGFiY2Q=")), HasSubstr("trie (400 bytes) is longer than the map"));
+  EXPECT_THAT(load_error(with_charsmap("")), HasSubstr("precompiled_charsmap is shorter than its header"));
+  const auto tok = Tokenizer::from_json(with_charsmap("BAAAAACgDwA="), "bad/tokenizer.json");
+  try {
+    tok.encode("a");
+    ADD_FAILURE() << "a lookup outside the trie was not refused";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), AllOf(HasSubstr("bad/tokenizer.json"), HasSubstr("trie points outside itself")));
+  }
 }
 
 TEST(TokenizerBadInput, InvalidJsonAndVocab) {

@@ -2,7 +2,7 @@
 //
 // Supported components (anything else is refused with the file and key named):
 //   normalizers     NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, BertNormalizer, Prepend,
-//                   Replace, Strip, Sequence
+//                   Replace, Strip, Precompiled (SentencePiece's charsmap), Sequence
 //   pre-tokenizers  ByteLevel, Split, Metaspace, Whitespace, WhitespaceSplit,
 //                   BertPreTokenizer, Punctuation, Digits, Sequence
 //   models          BPE (merges, byte fallback, ignore_merges), WordPiece, Unigram (Viterbi)

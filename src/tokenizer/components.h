@@ -23,6 +23,7 @@ class Normalizer {
   virtual void normalize(NormalizedString& s) const = 0;
 };
 std::unique_ptr<Normalizer> make_normalizer(const Json& j, const std::string& where);
+std::unique_ptr<Normalizer> make_precompiled(const Json& j, const std::string& where);  // SentencePiece's
 
 class PreTokenizer {
  public:

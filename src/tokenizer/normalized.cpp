@@ -2,6 +2,8 @@
 
 #include <utf8proc.h>
 
+#include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 #include "util/regex.h"
@@ -100,44 +102,144 @@ void NormalizedString::map_chars(const std::function<void(char32_t, std::u32stri
   align_ = std::move(a);
 }
 
-void NormalizedString::normalize_form(int options) {
-  // Normalize segment by segment: a starter and the marks that follow it. Normal forms
-  // never reorder or combine across such segments, which gives each output char a source.
-  auto cps = decode_utf8(s_);
-  std::vector<Range> char_align;
-  {
-    size_t i = 0;
-    for (size_t k = 0; k < cps.size(); ++k) {
-      char_align.push_back(align_[i]);
-      i += std::min(utf8_len(static_cast<unsigned char>(s_[i])), s_.size() - i);
-    }
-  }
+void NormalizedString::transform(const std::vector<std::pair<char32_t, int64_t>>& dest, size_t initial_offset) {
+  size_t next = 0;  // byte where the next char to be replaced starts
+  auto take_char = [&]() -> size_t {  // the byte length of the char consumed, 0 past the end
+    if (next >= s_.size()) return 0;
+    const size_t n = std::min(utf8_len(static_cast<unsigned char>(s_[next])), s_.size() - next);
+    next += n;
+    return n;
+  };
+  for (size_t i = 0; i < initial_offset; ++i) take_char();
   std::string s;
   std::vector<Range> a;
-  size_t k = 0;
-  while (k < cps.size()) {
-    size_t end = k + 1;
-    while (end < cps.size() && utf8proc_get_property(cps[end])->combining_class != 0) ++end;
-    const size_t seg_len = end - k;
-    std::string seg8;
-    for (size_t j = k; j < end; ++j) append_utf8(seg8, cps[j]);
-    utf8proc_uint8_t* res = nullptr;
-    auto len = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(seg8.data()), static_cast<utf8proc_ssize_t>(seg8.size()),
-                            &res, static_cast<utf8proc_option_t>(options | UTF8PROC_STABLE));
-    if (len < 0) throw std::runtime_error(std::string("unicode normalization failed: ") + utf8proc_errmsg(len));
-    std::string out(reinterpret_cast<char*>(res), static_cast<size_t>(len));
-    free(res);
-    auto out_cps = decode_utf8(out);
-    for (size_t j = 0; j < out_cps.size(); ++j) {
-      const Range& r = char_align[k + std::min(j, seg_len - 1)];
-      size_t before = s.size();
-      append_utf8(s, out_cps[j]);
-      a.insert(a.end(), s.size() - before, r);
-    }
-    k = end;
+  s.reserve(s_.size());
+  a.reserve(s_.size());
+  const Range none{0, 0};
+  for (const auto& [c, change] : dest) {
+    const size_t idx = next;
+    // An inserted char shares the alignment of the char before it.
+    const Range& align = change > 0 ? (idx < 1 ? none : align_[std::min(idx, align_.size()) - 1])
+                                    : (idx < align_.size() ? align_[idx] : (align_.empty() ? none : align_.back()));
+    if (change <= 0) take_char();
+    for (int64_t k = 0; change < 0 && k < -change; ++k) take_char();
+    const size_t before = s.size();
+    append_utf8(s, c);
+    a.insert(a.end(), s.size() - before, align);
   }
   s_ = std::move(s);
   align_ = std::move(a);
+}
+
+namespace {
+
+// A char of a decomposition: its change as NormalizedString::transform counts it, and its
+// canonical combining class.
+struct DecomposedChar {
+  char32_t c;
+  int64_t change;
+  int ccc;
+};
+
+int combining_class(char32_t c) {
+  return c < 0x300 ? 0 : utf8proc_get_property(static_cast<utf8proc_int32_t>(c))->combining_class;
+}
+
+// As tokenizers' unicode-normalization-alignments decomposes: each char's full
+// decomposition, its first char replacing it (0) and the rest inserted (+1), then every run
+// of non-starters stably sorted by combining class (the canonical order).
+std::vector<DecomposedChar> decompose(const std::vector<char32_t>& cps, bool compat) {
+  std::vector<DecomposedChar> out;
+  out.reserve(cps.size());
+  size_t run = 0;  // where the chars not yet in canonical order start
+  auto order_run = [&] {
+    std::stable_sort(out.begin() + static_cast<long>(run), out.end(),
+                     [](const DecomposedChar& x, const DecomposedChar& y) { return x.ccc < y.ccc; });
+    run = out.size();
+  };
+  const auto options = static_cast<utf8proc_option_t>(UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0));
+  utf8proc_int32_t parts[32];
+  for (char32_t c : cps) {
+    utf8proc_ssize_t n = 1;
+    parts[0] = static_cast<utf8proc_int32_t>(c);
+    if (c >= 0x80) {
+      int boundclass = 0;
+      n = utf8proc_decompose_char(static_cast<utf8proc_int32_t>(c), parts, 32, options, &boundclass);
+      if (n < 1 || n > 32) {  // unassigned or invalid: kept as it is
+        parts[0] = static_cast<utf8proc_int32_t>(c);
+        n = 1;
+      }
+    }
+    for (utf8proc_ssize_t k = 0; k < n; ++k) {
+      const auto d = static_cast<char32_t>(parts[k]);
+      const int ccc = combining_class(d);
+      if (ccc == 0) order_run();
+      out.push_back({d, k == 0 ? 0 : 1, ccc});
+    }
+  }
+  order_run();
+  return out;
+}
+
+// The primary composite of a starter and the char after it, if any.
+std::optional<char32_t> compose_pair(char32_t starter, char32_t c) {
+  if (c < 0x300) return std::nullopt;  // no composite has a Latin-1 char second
+  utf8proc_int32_t pair[2] = {static_cast<utf8proc_int32_t>(starter), static_cast<utf8proc_int32_t>(c)};
+  if (utf8proc_normalize_utf32(pair, 2, UTF8PROC_COMPOSE) != 1) return std::nullopt;
+  return static_cast<char32_t>(pair[0]);
+}
+
+// Canonical composition as unicode-normalization-alignments' Recompositions runs it: a
+// composite takes its starter's place and the change k + c - 1 (it absorbs a char); chars
+// blocked from the starter wait in `blocked` and follow it.
+std::vector<std::pair<char32_t, int64_t>> recompose(const std::vector<DecomposedChar>& in) {
+  using Change = std::pair<char32_t, int64_t>;
+  std::vector<Change> out, blocked;
+  out.reserve(in.size());
+  std::optional<Change> starter;
+  int last_ccc = -1;  // of the last blocked char; -1: none since the starter
+  auto flush = [&] {
+    out.push_back(*starter);
+    out.insert(out.end(), blocked.begin(), blocked.end());
+    blocked.clear();
+    last_ccc = -1;
+  };
+  for (const auto& [c, change, ccc] : in) {
+    if (!starter) {
+      if (ccc == 0) starter = Change{c, change};
+      else out.emplace_back(c, change);
+      continue;
+    }
+    if (last_ccc < 0 || last_ccc < ccc) {  // not blocked
+      if (auto composite = compose_pair(starter->first, c)) {
+        *starter = {*composite, starter->second + change - 1};
+        continue;
+      }
+    }
+    if (ccc == 0) {
+      flush();
+      starter = Change{c, change};
+    } else {
+      blocked.emplace_back(c, change);
+      last_ccc = ccc;
+    }
+  }
+  if (starter) flush();
+  return out;
+}
+
+}  // namespace
+
+void NormalizedString::normalize_form(int options) {
+  bool ascii = true;
+  for (unsigned char ch : s_) ascii = ascii && ch < 0x80;
+  if (ascii) return;  // every normal form leaves ASCII as it is
+  auto chars = decompose(decode_utf8(s_), (options & UTF8PROC_COMPAT) != 0);
+  if (options & UTF8PROC_COMPOSE) return transform(recompose(chars), 0);
+  std::vector<std::pair<char32_t, int64_t>> changes;
+  changes.reserve(chars.size());
+  for (const auto& d : chars) changes.emplace_back(d.c, d.change);
+  transform(changes, 0);
 }
 
 void NormalizedString::replace(const std::string& pattern, bool is_regex, const std::string& content) {
@@ -284,8 +386,10 @@ bool is_punctuation(char32_t c) {
 bool is_control(char32_t c) {
   if (c == '\t' || c == '\n' || c == '\r') return false;
   auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(c));
-  return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CN ||
-         cat == UTF8PROC_CATEGORY_CO || cat == UTF8PROC_CATEGORY_CS;
+  // Unassigned code points (Cn) are not "other" to the unicode_categories crate that
+  // tokenizers asks: they stay in the text.
+  return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_CO ||
+         cat == UTF8PROC_CATEGORY_CS;
 }
 
 bool is_chinese_char(char32_t c) {

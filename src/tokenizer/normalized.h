@@ -38,6 +38,12 @@ class NormalizedString {
   void normalize_form(int utf8proc_options);
   // Every match of a regex (or literal) becomes `content`, aligned to the match's last char.
   void replace(const std::string& pattern, bool is_regex, const std::string& content);
+  // HF tokenizers' NormalizedString::transform over the whole string: each new char comes
+  // with a change of 0 (it replaces the next char), +n (it is inserted, aligned as the char
+  // before it) or -n (it replaces the next char and removes the n after it), after
+  // `initial_offset` chars are dropped from the start. Alignments follow tokenizers' exactly,
+  // including where a caller's changes do not add up to the string it replaces.
+  void transform(const std::vector<std::pair<char32_t, int64_t>>& dest, size_t initial_offset);
   // Inserts `prefix` before the first char, aligned to that char.
   void prepend(const std::string& prefix);
   // Removes leading/trailing whitespace.
@@ -62,7 +68,7 @@ std::vector<NormalizedString> split_by_matches(const NormalizedString& ns, const
 // Unicode classes as Rust's char methods define them (what tokenizers uses).
 bool is_whitespace(char32_t c);
 bool is_punctuation(char32_t c);  // BERT: ASCII punctuation or Unicode P*
-bool is_control(char32_t c);      // BERT: Cc/Cf/Cn/Co except \t \n \r
+bool is_control(char32_t c);      // BERT: Cc/Cf/Co except \t \n \r (unassigned chars stay)
 bool is_chinese_char(char32_t c);
 bool is_mark_nonspacing(char32_t c);
 bool is_combining_mark(char32_t c);  // Mn, Mc, Me

@@ -150,6 +150,7 @@ std::unique_ptr<Normalizer> make_normalizer(const Json& j, const std::string& wh
     if (type == "Replace") return std::make_unique<Replace>(j, where);
     if (type == "Strip") return std::make_unique<Strip>(j);
     if (type == "Sequence") return std::make_unique<Sequence>(j, where_in);
+    if (type == "Precompiled") return make_precompiled(j, where);
   } catch (const nlohmann::json::exception& e) {
     fail(where, e.what());
   }

@@ -27,8 +27,9 @@ Output (OUT_DIR is created; every file below is rewritten on each run):
       on a copy, encode_batch(texts[:8]): padding, truncation, texts, ids, tokens,
       attention_mask, type_ids, special_tokens_mask, offsets (bytes)
 
-Tokenizers: gpt2_bpe, llama2_bpe, metaspace_bpe, bert_wordpiece, t5_unigram, wordlevel,
-llama3_split, bert_cased_digits (see build_* below).
+Tokenizers: gpt2_bpe, llama2_bpe, metaspace_bpe, bert_wordpiece, t5_unigram, t5_precompiled
+(SentencePiece's nmt_nfkc charsmap, from the sentencepiece trainer), wordlevel, llama3_split,
+bert_cased_digits (see build_* below).
 
 Everything is deterministic: training runs single-threaded (RAYON_NUM_THREADS=1,
 TOKENIZERS_PARALLELISM=false), on a fixed corpus in a fixed order.
@@ -430,6 +431,80 @@ def build_t5_unigram(lines):
     return tok, cfg, "<pad>"
 
 
+def proto_field(data, number):
+    """The bytes of length-delimited field `number` of a protobuf message (wire format)."""
+    i = 0
+
+    def varint():
+        nonlocal i
+        value = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        wire = key & 7
+        if wire == 0:
+            varint()
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            n = varint()
+            if key >> 3 == number:
+                return data[i:i + n]
+            i += n
+        else:
+            raise ValueError("unexpected wire type %d" % wire)
+    raise KeyError(number)
+
+
+def nmt_nfkc_charsmap(lines):
+    """SentencePiece's nmt_nfkc rules as its models embed them (the precompiled_charsmap
+    that T5, XLM-R, mBART, ... tokenizer.json files carry): from a throwaway model the
+    sentencepiece trainer writes, ModelProto.normalizer_spec (3).precompiled_charsmap (2)."""
+    import io
+    import sentencepiece
+    buf = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines[:3000]), model_writer=buf, vocab_size=200, model_type="unigram",
+        normalization_rule_name="nmt_nfkc", minloglevel=2, num_threads=1)
+    return proto_field(proto_field(buf.getvalue(), 3), 2)
+
+
+def build_t5_precompiled(lines):
+    """t5_unigram with the normalizer real SentencePiece conversions carry (transformers'
+    SpmConverter): Precompiled(nmt_nfkc), then runs of spaces to one."""
+    tok, cfg, pad = build_t5_unigram(lines)
+    tok.normalizer = normalizers.Sequence([normalizers.Precompiled(nmt_nfkc_charsmap(lines)),
+                                           normalizers.Replace(Regex(" {2,}"), " ")])
+    return tok, cfg, pad
+
+
+# Texts for the Precompiled normalizer beyond the shared ones: graphemes of 6 bytes or more
+# (looked up char by char), replacements longer and shorter than their source, and
+# characters its rules delete.
+PRECOMPILED_TEXTS = [
+    "ｶﾞｷﾞｸﾞ half-width katakana with voiced marks",
+    "㍿ ㌔ ㎏ squared words",
+    "①②③ ⑴ ⒜ enclosed",
+    "… ‥ “quotes” ‘single’ «guillemets»",
+    "ℌℑℜ ℵ ™ ℃ №",
+    "Å Ω K (signs) Å Ω K",
+    "각 conjoining jamo, 각 composed",
+    "á̂̃̄ stacked marks",
+    "x‌‍y⁠z­!",
+    "tabvtffnel ls ps",
+    "ﬀﬁﬂﬃﬄ ligatures ﬅﬆ",
+    "ＡＢＣ！？ full width ｡｢｣",
+    "🏳️‍🌈 and 👩🏽‍💻 long clusters",
+]
+
+
 def build_llama3_split(lines):
     specials = ["<|begin_of_text|>", "<|end_of_text|>"]
     tok = Tokenizer(models.BPE(ignore_merges=True))
@@ -471,6 +546,7 @@ BUILDERS = [
     ("metaspace_bpe", build_metaspace_bpe),
     ("bert_wordpiece", build_bert_wordpiece),
     ("t5_unigram", build_t5_unigram),
+    ("t5_precompiled", build_t5_precompiled),
     ("llama3_split", build_llama3_split),
     ("bert_cased_digits", build_bert_cased_digits),
     ("wordlevel", build_wordlevel),
@@ -600,7 +676,7 @@ def main():
         # Reload so references come from exactly what was written.
         tok = Tokenizer.from_file(os.path.join(out_dir, "tokenizer.json"))
         write_config(cfg, out_dir)
-        write_expected(tok, texts, out_dir)
+        write_expected(tok, texts + (PRECOMPILED_TEXTS if name == "t5_precompiled" else []), out_dir)
         write_pairs(tok, out_dir)
         write_batch(tok, texts, pad_token, out_dir)
         print("%-18s %7d %6d %7.2f" % (name, tok.get_vocab_size(with_added_tokens=True),
