@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 PARITY, CLI, SCRATCH = sys.argv[1], sys.argv[2], sys.argv[3]
+T5_PARITY = os.path.join(os.path.dirname(PARITY), "parity_t5")  # encoder-decoder fixtures
 del sys.argv[1:4]
 import peft_cpp  # noqa: E402  (PYTHONPATH is set by ctest)
 
@@ -125,6 +126,33 @@ class Bindings(unittest.TestCase):
             got = m.generate(prompts, seed=5, **common, **case)
             self.assertEqual(len(got), 4, case)
             self.assertEqual([row[len(prompts[i // 2]):] for i, row in enumerate(got)], want, case)
+
+    def test_generate_encoder_decoder_takes_the_same_arguments(self):
+        # BART and Pegasus (tests/parity/make_t5.py): encoder prompts right-padded for
+        # transformers, max_length counting the decoder start; answers up to their EOS.
+        from transformers import AutoModelForSeq2SeqLM
+        prompts = [[5, 17, 42, 9, 63, 2], [8, 59, 23, 2]]
+        cases = [dict(max_length=9, num_beams=3, num_return_sequences=2, no_repeat_ngram_size=2),
+                 dict(max_new_tokens=6, do_sample=True, top_k=10, num_return_sequences=2)]
+        for name in ("bart", "pegasus"):
+            folder = os.path.join(T5_PARITY, name)
+            hf = AutoModelForSeq2SeqLM.from_pretrained(folder, dtype=torch.float32).eval()
+            m = peft_cpp.PeftModel(folder)
+            width = max(map(len, prompts))
+            ids = torch.full((2, width), hf.config.pad_token_id)
+            mask = torch.zeros_like(ids)
+            for i, p in enumerate(prompts):
+                ids[i, :len(p)] = torch.tensor(p)
+                mask[i, :len(p)] = 1
+            eos = hf.generation_config.eos_token_id
+            eos = set(eos if isinstance(eos, list) else [eos])
+            for case in cases:
+                torch.manual_seed(3)
+                with torch.no_grad():
+                    rows = hf.generate(input_ids=ids, attention_mask=mask, **case)[:, 1:].tolist()
+                want = [r[:next((i + 1 for i, t in enumerate(r) if t in eos), len(r))] for r in rows]
+                got = m.generate(prompts, seed=3, **case)
+                self.assertEqual([g[len(prompts[i // 2]):] for i, g in enumerate(got)], want, (name, case))
 
     def test_generate_refuses_what_it_does_not_apply(self):
         m = peft_cpp.PeftModel(MODEL)
