@@ -42,7 +42,7 @@ import time  # noqa: E402
 
 from tokenizers import Tokenizer  # noqa: E402
 
-DEFAULT_NAMES = ["gpt2_bpe", "llama2_bpe", "bert_wordpiece", "t5_unigram"]
+DEFAULT_NAMES = ["gpt2_bpe", "llama2_bpe", "bert_wordpiece", "t5_unigram", "t5_precompiled"]
 BIBLE_BIN = "/usr/bin/bible"
 FORTUNE_DIR = "/usr/share/games/fortunes"
 FORTUNE_FILES = ("fortunes", "literature", "riddles")

@@ -124,6 +124,14 @@ TEST(TokenizerBadInput, BadMerges) {
               HasSubstr("merge 0 is neither 'a b' nor [a, b]"));
 }
 
+// A charsmap whose trie holds the 128 units ASCII lookups reach (none of them an entry):
+// its length (512) then the zero units, in base64.
+std::string ascii_only_charsmap() {
+  std::string b64 = "AAIA";
+  for (int i = 0; i < 171; ++i) b64 += "AAAA";
+  return b64;
+}
+
 // A corrupt SentencePiece charsmap is an error naming the file: at load, or when a lookup
 // would leave the trie (where tokenizers would panic); never a read outside it.
 TEST(TokenizerBadInput, CorruptPrecompiledCharsmap) {
@@ -135,9 +143,14 @@ TEST(TokenizerBadInput, CorruptPrecompiledCharsmap) {
               AllOf(HasSubstr("bad/tokenizer.json"), HasSubstr("precompiled_charsmap is not base64")));
   EXPECT_THAT(load_error(with_charsmap("kAEAAGFiY2Q=")), HasSubstr("trie (400 bytes) is longer than the map"));
   EXPECT_THAT(load_error(with_charsmap("")), HasSubstr("precompiled_charsmap is shorter than its header"));
-  const auto tok = Tokenizer::from_json(with_charsmap("BAAAAACgDwA="), "bad/tokenizer.json");
+  // A root that points past the trie: found when the loader looks the ASCII chars up.
+  EXPECT_THAT(load_error(with_charsmap("BAAAAACgDwA=")),
+              AllOf(HasSubstr("bad/tokenizer.json"), HasSubstr("trie points outside itself")));
+  // One that holds every ASCII byte but not the rest: found at the first such lookup.
+  const auto tok = Tokenizer::from_json(with_charsmap(ascii_only_charsmap()), "bad/tokenizer.json");
+  EXPECT_EQ(tok.encode("a", false).ids, std::vector<int64_t>{1});
   try {
-    tok.encode("a");
+    tok.encode("\u00e9");
     ADD_FAILURE() << "a lookup outside the trie was not refused";
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), AllOf(HasSubstr("bad/tokenizer.json"), HasSubstr("trie points outside itself")));

@@ -57,6 +57,10 @@ class Precompiled : public Normalizer {
     normalized_ = map.substr(4 + units * 4);
     if (!valid_utf8(normalized_)) fail(where, "precompiled_charsmap's replacements are not UTF-8");
     if (trie_.empty()) fail(where, "precompiled_charsmap has an empty trie");
+    for (int b = 1; b < 0x80; ++b) {
+      const char c = static_cast<char>(b);
+      ascii_kept_[b] = !transform(std::string_view(&c, 1));
+    }
   }
 
   void normalize(NormalizedString& s) const override {
@@ -66,6 +70,15 @@ class Precompiled : public Normalizer {
     bool modified = false;
     size_t begin = 0;
     while (begin < text.size()) {
+      // An ASCII char before another (CR LF aside) is a grapheme of its own: most text
+      // takes this path, through a table of the ASCII chars the map leaves alone.
+      const auto b = static_cast<unsigned char>(text[begin]);
+      const bool next_ascii = begin + 1 == text.size() || static_cast<unsigned char>(text[begin + 1]) < 0x80;
+      if (b < 0x80 && next_ascii && ascii_kept_[b] && !(b == '\r' && begin + 1 < text.size() && text[begin + 1] == '\n')) {
+        dest.emplace_back(b, 0);
+        ++begin;
+        continue;
+      }
       const size_t end = grapheme_end(text, begin);
       const std::string_view grapheme(text.data() + begin, end - begin);
       begin = end;
@@ -159,6 +172,7 @@ class Precompiled : public Normalizer {
   }
 
   std::string where_;
+  bool ascii_kept_[0x80] = {};  // the ASCII chars the map has no entry for
   std::vector<uint32_t> trie_;
   std::string normalized_;
 };
