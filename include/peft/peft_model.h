@@ -17,6 +17,9 @@
 
 namespace peft {
 
+struct Seq2SeqInputs;
+struct Seq2SeqOutputs;
+
 class PeftModel {
  public:
   explicit PeftModel(std::shared_ptr<Model> base);
@@ -67,6 +70,9 @@ class PeftModel {
   // The same with a batch made by mixed_batch(), which may serve several forwards while
   // its rows keep their adapters and no adapter is loaded, removed or changed.
   ModelOutputs forward_mixed(const ModelInputs& in, const MixedBatch& m);
+  // An encoder-decoder's forward_seq2seq with the rows' adapters: layer adapters only (an
+  // input adapter's rows are refused by mixed_batch on such a model).
+  Seq2SeqOutputs forward_mixed(const Seq2SeqInputs& in, const MixedBatch& m);
   MixedBatch mixed_batch(const std::vector<std::string>& row_adapters) const;
   // A mixed batch's first forward with each row's virtual tokens, where generation with
   // its adapter alone has them: `in` holds input_ids, a left-padded attention_mask and an

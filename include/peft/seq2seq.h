@@ -30,6 +30,11 @@ struct Seq2SeqInputs {
   at::Tensor encoder_hidden_states;   // given: the encoder does not run (decoding steps)
   at::Tensor decoder_input_ids;       // [batch, tgt] int64
   at::Tensor decoder_attention_mask;  // [batch, past + tgt]; undefined = causal only, as transformers
+  // [batch, tgt] each decoder token's position; undefined: past .. past + tgt - 1. Rows
+  // left-padded in a shared cache (a serving batch) need their own. T5 reads none: its
+  // relative positions come from cache columns, which padding shifts for queries and keys
+  // alike.
+  at::Tensor decoder_position_ids;
   Seq2SeqCache* cache = nullptr;      // read and extended when given
   // Gradient checkpointing: each encoder and decoder layer is recomputed in backward
   // instead of keeping its activations (decoder layers only without a cache).

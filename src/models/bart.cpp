@@ -87,6 +87,14 @@ at::Tensor positions(Embedding* learned, SinusoidalPositions* sinusoidal, const 
   return learned->forward(at::arange(past, past + t, at::TensorOptions(at::kLong).device(device)) + kPositionOffset);
 }
 
+// The same at given positions [b, t] (Seq2SeqInputs::decoder_position_ids).
+at::Tensor positions_at(Embedding* learned, SinusoidalPositions* sinusoidal, const at::Tensor& ids,
+                        const at::Tensor& position_ids, at::Device device, at::ScalarType dtype) {
+  if (sinusoidal) return sinusoidal->at_positions(ids, position_ids, device).to(dtype);
+  return learned->forward(position_ids.to(device) + kPositionOffset);
+}
+
+
 }  // namespace
 
 BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
@@ -156,6 +164,19 @@ at::Tensor FairseqSinusoids::forward(const at::Tensor& ids, int64_t b, int64_t t
               .unsqueeze(0)
               .expand({b, t});
   }
+  return rows(pos, device);
+}
+
+at::Tensor FairseqSinusoids::at_positions(const at::Tensor& ids, const at::Tensor& positions, at::Device device) {
+  // As create_position_ids_from_input_ids counts them: padding_idx + 1 + position, and
+  // padding_idx (the zero row) for pad tokens.
+  auto pos = positions.to(device) + (padding_idx_ + 1);
+  if (ids.defined()) pos = pos.masked_fill(ids.to(device).eq(padding_idx_), padding_idx_);
+  return rows(pos, device);
+}
+
+at::Tensor FairseqSinusoids::rows(const at::Tensor& pos, at::Device device) const {
+  const int64_t b = pos.size(0), t = pos.size(1);
   // The rows of transformers' get_embedding table, op for op in float32 (so its bits), for
   // these positions only: no table of pad_token_id + max_position_embeddings rows.
   const int64_t half = dim_ / 2;
@@ -179,6 +200,10 @@ SinusoidTable::SinusoidTable(int64_t positions, int64_t dim, std::string arch) :
 
 at::Tensor SinusoidTable::forward(const at::Tensor&, int64_t, int64_t t, int64_t past, at::Device device) {
   return weight.narrow(0, past, t).to(device);
+}
+
+at::Tensor SinusoidTable::at_positions(const at::Tensor&, const at::Tensor& positions, at::Device device) {
+  return weight.to(device).index_select(0, positions.to(device).reshape(-1)).view({positions.size(0), positions.size(1), -1});
 }
 
 BartEncoderLayer::BartEncoderLayer(const BartConfig& c)
@@ -273,12 +298,16 @@ at::Tensor BartDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& encod
   size_seq2seq_cache(cache, n);
   const int64_t b = in.decoder_input_ids.size(0), t = in.decoder_input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
-  if (past + t > max_positions_)
+  const bool own_positions = in.decoder_position_ids.defined();  // left-padded rows: the cache's length is not theirs
+  if (own_positions) check_decoder_positions(in.decoder_position_ids, b, t, max_positions_, arch_ + "Decoder");
+  else if (past + t > max_positions_)
     throw std::invalid_argument(arch_ + "Decoder takes at most " + std::to_string(max_positions_) +
                                 " positions (max_position_embeddings); got " + std::to_string(past + t));
   auto h = scaled(embed_tokens->forward(in.decoder_input_ids), embed_scale_);
-  h = h + positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t, past, h.device(),
-                    h.scalar_type());
+  h = h + (own_positions ? positions_at(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids,
+                                        in.decoder_position_ids, h.device(), h.scalar_type())
+                         : positions(embed_positions.get(), sinusoidal_positions.get(), in.decoder_input_ids, b, t,
+                                     past, h.device(), h.scalar_type()));
   if (layernorm_embedding) h = layernorm_embedding->forward(h);
   const auto self_mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   const auto cross_mask = padding_mask(in.attention_mask, b, t, encoder_states.size(1), h.device());

@@ -64,6 +64,9 @@ class SinusoidalPositions : public Module {
   // [b, t, dim] or [t, dim] for positions past..past+t-1 of `ids` [b, t] (undefined: the
   // embeddings were given, and positions run sequentially).
   virtual at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) = 0;
+  // [b, t, dim] at the given 0-based positions [b, t] of `ids` (each row's own count, for
+  // rows left-padded in a shared cache).
+  virtual at::Tensor at_positions(const at::Tensor& ids, const at::Tensor& positions, at::Device device) = 0;
 
  private:
   std::string arch_;
@@ -77,8 +80,10 @@ class FairseqSinusoids : public SinusoidalPositions {
  public:
   FairseqSinusoids(int64_t dim, int64_t padding_idx, std::string arch);
   at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) override;
+  at::Tensor at_positions(const at::Tensor& ids, const at::Tensor& positions, at::Device device) override;
 
  private:
+  at::Tensor rows(const at::Tensor& table_index, at::Device device) const;  // [b, t] indices into fairseq's table
   int64_t dim_, padding_idx_;
 };
 
@@ -90,6 +95,7 @@ class SinusoidTable : public SinusoidalPositions {
  public:
   SinusoidTable(int64_t positions, int64_t dim, std::string arch);
   at::Tensor forward(const at::Tensor& ids, int64_t b, int64_t t, int64_t past, at::Device device) override;
+  at::Tensor at_positions(const at::Tensor& ids, const at::Tensor& positions, at::Device device) override;
   at::Tensor weight;  // [positions, dim]
 };
 

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "models/attention.h"
 
@@ -49,6 +51,15 @@ void size_seq2seq_cache(Seq2SeqCache* cache, size_t layers) {
   if (!cache) return;
   for (auto* v : {&cache->self_attn.keys, &cache->self_attn.values, &cache->cross_keys, &cache->cross_values})
     if (v->size() < layers) v->resize(layers);
+}
+
+void check_decoder_positions(const at::Tensor& p, int64_t b, int64_t t, int64_t limit, const std::string& who) {
+  if (p.dim() != 2 || p.size(0) != b || p.size(1) != t || p.scalar_type() != at::kLong)
+    throw std::invalid_argument(who + ": decoder_position_ids must be int64 [" + std::to_string(b) + ", " +
+                                std::to_string(t) + "], as decoder_input_ids");
+  if (p.numel() > 0 && (p.min().item<int64_t>() < 0 || p.max().item<int64_t>() >= limit))
+    throw std::invalid_argument(who + ": decoder_position_ids must be in [0, " + std::to_string(limit) +
+                                ") (its positions)");
 }
 
 }  // namespace peft

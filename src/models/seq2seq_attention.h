@@ -33,4 +33,8 @@ class Seq2SeqAttention : public Module {
 // Sizes the cache's per-layer lists for a decoder of `layers` layers (no-op without a cache).
 void size_seq2seq_cache(Seq2SeqCache* cache, size_t layers);
 
+// Seq2SeqInputs::decoder_position_ids, checked: int64 [b, t] in [0, limit); `who` names
+// the decoder in the error.
+void check_decoder_positions(const at::Tensor& p, int64_t b, int64_t t, int64_t limit, const std::string& who);
+
 }  // namespace peft

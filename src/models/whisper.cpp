@@ -109,12 +109,17 @@ at::Tensor WhisperDecoder::forward(const Seq2SeqInputs& in, const at::Tensor& en
   size_seq2seq_cache(cache, n);
   const int64_t b = in.decoder_input_ids.size(0), t = in.decoder_input_ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
-  if (past + t > max_positions_)
+  const bool own_positions = in.decoder_position_ids.defined();  // left-padded rows: the cache's length is not theirs
+  if (own_positions)
+    check_decoder_positions(in.decoder_position_ids, b, t, max_positions_, "WhisperForConditionalGeneration");
+  else if (past + t > max_positions_)
     throw std::invalid_argument("WhisperForConditionalGeneration takes at most " + std::to_string(max_positions_) +
                                 " decoder positions (max_target_positions); got " + std::to_string(past + t));
   auto h = embed_tokens->forward(in.decoder_input_ids);
   // WhisperPositionalEmbedding reads its weight rows directly (no embedding forward).
-  h = h + embed_positions->weight.narrow(0, past, t);
+  const auto& table = embed_positions->weight;
+  h = h + (own_positions ? table.index_select(0, in.decoder_position_ids.to(table.device()).reshape(-1)).view({b, t, -1})
+                         : table.narrow(0, past, t));
   const auto mask = decoder_mask(in.decoder_attention_mask, b, t, past, h.device());
   h = run_layers(n, in.checkpoint_layers && !cache, h, {mask, encoder_states},
                  [this, cache](size_t i, const std::vector<at::Tensor>& v) {

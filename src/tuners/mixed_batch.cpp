@@ -88,13 +88,15 @@ MixedBatch::GatheredLowRank* MixedBatch::gathered(const AdaptableLayer* layer) c
 void MixedBatch::store(const AdaptableLayer* layer, GatheredLowRank g) const { gathered_[layer] = std::move(g); }
 
 at::Tensor AdaptableLayer::mixed_forward(const at::Tensor& x, const MixedBatch& m) {
-  if (x.dim() == 0 || x.size(0) != m.batch())
-    throw std::logic_error("a mixed-adapter batch of " + std::to_string(m.batch()) + " rows reached a " + type_name() +
-                           " with input " + c10::str(x.sizes()));
   std::vector<Routed> on, low_rank;
   for (const auto& g : m.groups())
     if (LayerAdapter* a = g.adapter.empty() ? nullptr : adapter(g.adapter)) on.push_back({&g, a});
+  // A layer none of the rows adapts runs whatever its input (BART's position table takes
+  // positions [t], T5's relative bias buckets [q, k]).
   if (on.empty()) return base_forward(x);
+  if (x.dim() == 0 || x.size(0) != m.batch())
+    throw std::logic_error("a mixed-adapter batch of " + std::to_string(m.batch()) + " rows reached a " + type_name() +
+                           " with input " + c10::str(x.sizes()));
   if (on.size() == 1 && on[0].group->count == m.batch()) {  // every row, one adapter
     at::Tensor in = on[0].adapter->transform_input(x);
     return on[0].adapter->forward(in, base_forward(in));

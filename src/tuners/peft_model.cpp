@@ -15,6 +15,7 @@
 #include <set>
 
 #include "peft/layers.h"
+#include "peft/seq2seq.h"
 #include "tuners/file_tensors.h"
 #include "tuners/target_match.h"
 
@@ -150,6 +151,9 @@ std::string PeftModel::mixed_batch_refusal(const std::string& name) const {
   auto cfg = configs_.find(name);
   if (cfg == configs_.end()) return "no adapter named '" + name + "' is loaded";
   const std::string what = "adapter '" + name + "' (" + cfg->second->peft_type() + ")";
+  if (inputs_.count(name) && as_seq2seq(*model_))
+    return what + " works on the model's inputs (virtual tokens), which a batch mixing adapters on an "
+                  "encoder-decoder model does not take (peft generate runs it)";
   if (inputs_.count(name) && virtual_tokens(name) == 0)
     return what + " works on the model's inputs beyond virtual tokens of its own (task-routed prompts, or a pass "
                   "of its own before the model's), so it cannot join a batch mixing adapters (peft generate runs it)";
@@ -198,6 +202,22 @@ ModelOutputs PeftModel::forward_mixed(const ModelInputs& in, const MixedBatch& m
   if (active_swaps_in()) off.emplace(this);
   MixedBatch::Scope scope(&mixed);
   return model_->forward(in);
+}
+
+Seq2SeqOutputs PeftModel::forward_mixed(const Seq2SeqInputs& in, const MixedBatch& mixed) {
+  Seq2SeqLM* s2s = as_seq2seq(*model_);
+  if (!s2s) throw std::invalid_argument("forward_mixed: " + model_->type_name() + " is not an encoder-decoder model");
+  const int64_t rows = in.decoder_input_ids.defined() ? in.decoder_input_ids.size(0) : -1;
+  if (mixed.batch() != rows)
+    throw std::invalid_argument("forward_mixed: " + std::to_string(mixed.batch()) + " adapter names for " +
+                                std::to_string(rows) + " rows");
+  // (mixed_batch refused the rest; an input adapter's rows would silently lose their tokens.)
+  for (const auto& g : mixed.groups())
+    if (inputs_.count(g.adapter)) throw std::invalid_argument("forward_mixed: " + mixed_batch_refusal(g.adapter));
+  std::optional<Disabled> off;
+  if (active_swaps_in()) off.emplace(this);
+  MixedBatch::Scope scope(&mixed);
+  return s2s->forward_seq2seq(in);
 }
 
 InputAdapter* PeftModel::input_adapter(const std::string& name) const {
