@@ -332,6 +332,29 @@ TEST(ServeDefaults, RequestsTakeTheFoldersGenerationConfig) {
   EXPECT_EQ(serving_defaults(*model, dir.string()).describe(), "");
 }
 
+// An encoder-decoder model over HTTP: a text prompt is the encoder's input (tokenized with
+// its special tokens); the answer is transformers' greedy one with the same repetition
+// penalty (tests/parity/make_serving_seq2seq.py), its text tokenizers' decode.
+TEST(ServeSeq2Seq, T5TextCompletionEqualsTransformers) {
+  const json ref = json::parse(std::ifstream(PEFT_SERVING_SEQ2SEQ)).at("t5_fortunes_text");
+  const fs::path dir = fs::path(PEFT_T5_DIR) / "t5_fortunes";
+  auto peft = std::make_shared<PeftModel>(load_model(dir.string()));
+  ServerOptions o;
+  o.port = 0;
+  o.served_model_name = "t5";
+  Server server(peft, std::make_shared<const Tokenizer>(Tokenizer::from_file(dir.string())), o);
+  server.start();
+  const auto want = ref["tokens"].get<std::vector<int64_t>>();
+  auto r = post(server, "/v1/completions",
+                json{{"model", "t5"}, {"prompt", ref["prompt"]}, {"max_tokens", 12}, {"temperature", 0},
+                     {"repetition_penalty", 3.0}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["usage"]["prompt_tokens"], ref["prompt_ids"].size());
+  EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>(), want);
+  EXPECT_EQ(r.body["choices"][0]["text"], ref["text"]);
+  EXPECT_EQ(r.body["choices"][0]["finish_reason"], want.size() == 12 ? "length" : "stop");
+}
+
 // --- streaming ------------------------------------------------------------------------
 
 TEST_F(Serve, StreamAddsUpToTheWholeAnswer) {

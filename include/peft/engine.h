@@ -3,6 +3,11 @@
 // tuning, P-tuning, CPT) and prefixes (prefix tuning, CARTRIDGE) join it too: their rows
 // get their virtual tokens at prefill (PeftModel::with_virtual_tokens).
 //
+// Encoder-decoder models (T5, BART, Marian, Pegasus, mBART, M2M100/NLLB) serve the same
+// way with layer adapters: a request's prompt is the encoder's input, which runs once at
+// prefill; its decoder starts from decoder_start_token_id and joins the batch's decoding
+// steps, each row at its own position.
+//
 // A worker thread owns the model. At every decoding step it admits waiting requests (in
 // arrival order, while the batch has room and the KV budget allows), prefills each, and
 // decodes one token for every running request in a single forward whose rows use their
@@ -59,7 +64,9 @@ struct UnknownAdapter : std::invalid_argument {
 
 struct EngineOptions {
   int64_t max_batch = 16;        // requests decoded together
-  int64_t max_kv_tokens = 65536;  // KV positions reserved by running requests (prompt + max_new_tokens each)
+  // KV positions reserved by running requests: prompt + max_new_tokens each (an
+  // encoder-decoder's: the prompt's cross-attention positions, decoder_start and max_new_tokens).
+  int64_t max_kv_tokens = 65536;
   int64_t max_queue = 1024;      // waiting requests; beyond, submit throws QueueFull
   int64_t max_context = 0;       // prompt + max_new_tokens per request; 0: the model's max_position_embeddings
   // Registered adapters kept in memory at once (0: all). Beyond, the least recently used
@@ -125,7 +132,16 @@ class Engine {
   void admit();
   void prefill(std::vector<std::unique_ptr<Running>>& fresh);
   void decode();
+  // Encoder-decoder models (engine_seq2seq.cpp): the same two steps, and the rows of what
+  // the encoder left (its output, mask and the cross-attention keys and values).
+  struct EncoderRows;
+  void check_seq2seq_lengths(const ServeRequest& r) const;  // the encoder's and decoder's positions
+  void prefill_seq2seq(std::vector<std::unique_ptr<Running>>& fresh);
+  void decode_seq2seq();
+  void append_rows(KVCache& fresh_cache, const at::Tensor& fresh_mask, std::vector<std::unique_ptr<Running>>& fresh,
+                   const std::vector<int64_t>& keep);
   void finish(Running& r, const std::string& reason, const std::string& error = "");
+  void fail_all(const std::exception& e);  // a decoding step failed: every running request ends with its error
   void settle(Running& r);
   void remove_rows(const std::vector<size_t>& rows);
   void emit(Running& r, int64_t token);
@@ -162,9 +178,14 @@ class Engine {
   bool stopping_ = false, draining_ = false;
   EngineStats stats_;
 
-  // Engine-thread state: the running requests, one row each of the batch KV cache.
+  // Engine-thread state: the running requests, one row each of the batch KV cache (an
+  // encoder-decoder's decoder self-attention), and for encoder-decoder models their
+  // encoders' rows.
   std::vector<std::unique_ptr<Running>> running_;
   KVCache cache_;
+  std::unique_ptr<EncoderRows> encoder_;  // null for decoder-only models
+  int64_t decoder_start_ = -1;            // encoder-decoder models' decoder_start_token_id
+  int64_t target_positions_ = 0;          // and their decoders' positions (0: no limit)
   std::optional<MixedBatch> mixed_;  // the rows' adapters, kept while the rows stay
   at::Tensor mask_;  // [rows, cache length], 1 = a real position (rows are left-padded)
   int64_t kv_reserved_ = 0;

@@ -12,23 +12,13 @@
 
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
+#include "serve/engine_rows.h"
 #include "serve/logits_processors.h"
 #include "util/mask_positions.h"
 
 namespace peft {
 
 namespace {
-
-// One row's next token: transformers' logits processors (the repetition penalty) over its
-// sequence so far, prompt included, then the argmax or a draw.
-int64_t choose(const at::Tensor& logits, const ServeRequest& req, const std::vector<int64_t>& sequence,
-               at::Generator& gen) {
-  at::Tensor scores = logits;
-  if (has_logits_processors(req.gen))
-    scores = process_logits(scores, at::tensor(sequence, at::kLong).view({1, -1}),
-                            static_cast<int64_t>(req.prompt.size()), req.gen);
-  return next_tokens(scores, req.gen, gen)[0].item<int64_t>();
-}
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kLatencySamples = 4096;
@@ -47,24 +37,23 @@ std::string what_of(const std::exception& e) {
 }
 }  // namespace
 
-struct Engine::Running {
-  uint64_t id;
-  ServeRequest req;
-  int64_t generated = 0;
-  int64_t next_input = 0;  // the token the next decode step feeds
-  int64_t position = 0;    // its position id
-  int64_t reserved = 0;    // KV positions held
-  at::Generator gen;
-  std::vector<int64_t> sequence;  // the prompt, then the tokens generated (what the processors read)
-  Clock::time_point submitted, last_token;
-};
+int64_t Engine::Running::choose(const at::Tensor& logits) {
+  at::Tensor scores = logits;
+  if (has_logits_processors(req.gen))
+    scores = process_logits(scores, at::tensor(sequence, at::kLong).view({1, -1}), prompt_len, req.gen);
+  return next_tokens(scores, req.gen, gen)[0].item<int64_t>();
+}
 
 Engine::Engine(PeftModel& peft, EngineOptions opts) : peft_(peft), opts_(opts) {
   Model& m = peft_.model();
   if (m.task() != TaskKind::kCausalLM) throw std::invalid_argument(m.type_name() + " is not a causal LM; it cannot serve");
-  if (as_seq2seq(m))
-    throw std::invalid_argument(m.type_name() + " is an encoder-decoder model; serving supports decoder-only LMs "
-                                "(use peft generate)");
+  if (Seq2SeqLM* s2s = as_seq2seq(m)) {
+    if (s2s->reads_audio())
+      throw std::invalid_argument(m.type_name() + " reads audio; serving takes text prompts (use peft transcribe)");
+    decoder_start_ = s2s->decoder_start_token_id();
+    target_positions_ = s2s->max_target_positions();
+    encoder_ = std::make_unique<EncoderRows>();
+  }
   if (opts_.max_batch < 1 || opts_.max_kv_tokens < 1 || opts_.max_queue < 0)
     throw std::invalid_argument("max_batch and max_kv_tokens must be >= 1, max_queue >= 0");
   if (auto* emb = m.input_embeddings()) vocab_ = emb->num_embeddings;
@@ -101,10 +90,13 @@ uint64_t Engine::submit(ServeRequest r) {
   const int64_t virt = virtual_tokens_locked(r.adapter), need = kv_need_locked(r);
   const std::string with_virtual =
       virt > 0 ? " and the adapter's " + std::to_string(virt) + " virtual tokens" : std::string();
-  if (context_ > 0 && need > context_)
+  if (encoder_) {
+    check_seq2seq_lengths(r);
+  } else if (context_ > 0 && need > context_) {
     throw std::invalid_argument("the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" +
                                 std::to_string(r.gen.max_new_tokens) + ")" + with_virtual + " exceeds the context of " +
                                 std::to_string(context_) + " tokens");
+  }
   if (need > opts_.max_kv_tokens)
     throw std::invalid_argument("the prompt plus max_tokens" + with_virtual + " (" + std::to_string(need) +
                                 " tokens) exceeds the KV budget of " + std::to_string(opts_.max_kv_tokens));
@@ -280,7 +272,8 @@ void Engine::admit() {
       if (auto it = registered_.find(r->req.adapter); it != registered_.end()) it->second.running++;
     }
     r->gen = at::detail::createCPUGenerator(r->req.gen.seed);
-    r->sequence = r->req.prompt;
+    r->sequence = encoder_ ? std::vector<int64_t>{decoder_start_} : r->req.prompt;
+    r->prompt_len = static_cast<int64_t>(r->sequence.size());
     try {
       if (!r->req.adapter.empty()) {
         make_resident(r->req.adapter);
@@ -318,6 +311,7 @@ at::Tensor left_pad(const at::Tensor& t, int64_t dim, int64_t len) {
 // own positions), their first tokens; then their cache rows join the batch's, the shorter
 // side left-padded to the longer.
 void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
+  if (encoder_) return prefill_seq2seq(fresh);
   const at::Device dev = peft_.model().device();
   const auto k = static_cast<int64_t>(fresh.size());
   int64_t len = 0;
@@ -342,7 +336,6 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   const MixedBatch mixed = peft_.mixed_batch(adapters);
   in = peft_.with_virtual_tokens(in, mixed);  // soft prompts and prefixes: their rows' virtual tokens first
   const int64_t seq = in.seq_len();
-  len = in.attention_mask.size(1);  // the cache's length after this forward
   const at::Tensor positions = in.attention_mask.sum(1).cpu();  // each row's tokens, virtual ones included
   AdaptableLayer* head = peft_.model().output_layer();
   in.skip_logits = head != nullptr;
@@ -358,12 +351,20 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   for (int64_t i = 0; i < k; ++i) {
     Running& r = *fresh[i];
     r.position = positions[i].item<int64_t>();
-    emit(r, choose(logits.narrow(0, i, 1), r.req, r.sequence, r.gen));
+    emit(r, r.choose(logits.narrow(0, i, 1)));
     if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
   }
+  append_rows(cache, in.attention_mask, fresh, keep);
+}
+
+// Moves the rows `keep` of freshly prefilled requests (their cache and left-padded mask)
+// into the batch, the shorter side left-padded to the longer.
+void Engine::append_rows(KVCache& cache, const at::Tensor& fresh_mask, std::vector<std::unique_ptr<Running>>& fresh,
+                         const std::vector<int64_t>& keep) {
   if (keep.empty()) return;
-  auto rows = at::tensor(keep, at::kLong).to(dev);
-  auto new_mask = in.attention_mask.index_select(0, rows);
+  auto rows = at::tensor(keep, at::kLong).to(fresh_mask.device());
+  auto new_mask = fresh_mask.index_select(0, rows);
+  const int64_t len = fresh_mask.size(1);
   const int64_t width = std::max(len, running_.empty() ? 0 : mask_.size(1));
   for (size_t l = 0; l < cache.keys.size(); ++l) {
     auto nk = left_pad(cache.keys[l].index_select(0, rows), 2, width);
@@ -384,6 +385,7 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
 
 // One token for every running request: one forward, each row with its own adapter.
 void Engine::decode() {
+  if (encoder_) return decode_seq2seq();
   const at::Device dev = peft_.model().device();
   const auto b = static_cast<int64_t>(running_.size());
   std::vector<int64_t> ids(b), pos(b);
@@ -404,17 +406,14 @@ void Engine::decode() {
     if (!mixed_) mixed_.emplace(peft_.mixed_batch(adapters));
     logits = peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
   } catch (const std::exception& e) {
-    const std::string why = what_of(e);
-    std::vector<size_t> all;
-    for (size_t i = 0; i < running_.size(); ++i) finish(*running_[i], "error", why), all.push_back(i);
-    remove_rows(all);
+    fail_all(e);
     return;
   }
   std::vector<size_t> done;
   for (int64_t i = 0; i < b; ++i) {
     Running& r = *running_[i];
     r.position++;
-    emit(r, choose(logits.narrow(0, i, 1), r.req, r.sequence, r.gen));
+    emit(r, r.choose(logits.narrow(0, i, 1)));
     if (r.generated < 0) done.push_back(static_cast<size_t>(i));
   }
   if (!done.empty()) remove_rows(done);
@@ -464,6 +463,13 @@ void Engine::finish(Running& r, const std::string& reason, const std::string& er
   if (r.req.on_event) r.req.on_event({-1, true, reason, error});
 }
 
+void Engine::fail_all(const std::exception& e) {
+  const std::string why = what_of(e);
+  std::vector<size_t> all;
+  for (size_t i = 0; i < running_.size(); ++i) finish(*running_[i], "error", why), all.push_back(i);
+  remove_rows(all);
+}
+
 // Drops finished rows from the batch and its cache, and left columns no row uses any more.
 void Engine::remove_rows(const std::vector<size_t>& rows) {
   std::vector<int64_t> keep;
@@ -478,9 +484,11 @@ void Engine::remove_rows(const std::vector<size_t>& rows) {
   if (keep.empty()) {
     cache_ = KVCache();
     mask_ = at::Tensor();
+    if (encoder_) *encoder_ = EncoderRows();
     return;
   }
   auto idx = at::tensor(keep, at::kLong).to(mask_.device());
+  if (encoder_) encoder_->keep(idx);
   mask_ = mask_.index_select(0, idx);
   const int64_t first = mask_.any(0).to(at::kLong).argmax().item<int64_t>();  // first used column
   const int64_t len = mask_.size(1) - first;

@@ -35,7 +35,9 @@ int64_t Engine::virtual_tokens_locked(const std::string& adapter) const {
 }
 
 int64_t Engine::kv_need_locked(const ServeRequest& r) const {
-  return virtual_tokens_locked(r.adapter) + static_cast<int64_t>(r.prompt.size()) + r.gen.max_new_tokens;
+  const int64_t decoder_start = encoder_ ? 1 : 0;
+  return virtual_tokens_locked(r.adapter) + static_cast<int64_t>(r.prompt.size()) + decoder_start +
+         r.gen.max_new_tokens;
 }
 
 int64_t Engine::virtual_tokens(const std::string& adapter) const {

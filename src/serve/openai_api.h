@@ -28,7 +28,11 @@ nlohmann::json error_body(int status, const std::string& type, const std::string
 // What the model knows about itself that requests are checked against.
 struct ModelLimits {
   int64_t vocab_size = 0;      // 0: unknown (prompt ids are not range-checked)
-  int64_t max_context = 0;     // prompt + max_tokens
+  int64_t max_context = 0;     // prompt + max_tokens (an encoder-decoder's: the prompt alone)
+  // Encoder-decoder models: the prompt is the encoder's input and the answer the decoder's
+  // output, which starts from decoder_start; max_target bounds both (0: no limit).
+  bool encoder_decoder = false;
+  int64_t max_target = 0;
   std::vector<int64_t> eos_token_ids;
   // The virtual tokens a model name's adapter puts before every prompt (soft prompts);
   // they take context too. Unset: none.

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "peft/seq2seq.h"
 #include "server_impl.h"
 
 namespace peft {
@@ -20,6 +21,12 @@ ModelLimits model_limits(PeftModel& peft, const Tokenizer& tok, const ServerOpti
   };
   l.vocab_size = int_of("vocab_size");
   l.max_context = opts.engine.max_context > 0 ? opts.engine.max_context : int_of("max_position_embeddings");
+  if (Seq2SeqLM* s2s = as_seq2seq(peft.model())) {
+    l.encoder_decoder = true;
+    l.max_target = s2s->max_target_positions();
+    // The encoder's positions, as the engine counts them (T5's relative ones: no limit).
+    if (opts.engine.max_context <= 0) l.max_context = peft.model().max_positions();
+  }
   l.defaults = opts.defaults;
   l.eos_token_ids = opts.eos_token_ids;
   if (l.eos_token_ids.empty()) {

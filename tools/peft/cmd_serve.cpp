@@ -90,7 +90,8 @@ void register_serve(CLI::App& app) {
       "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models), adapters "
       "loaded and unloaded at run time (POST /v1/adapters, DELETE /v1/adapters/NAME), /health and /metrics. A "
       "request's \"model\" names the base (--served-model-name) or an adapter; requests are batched continuously, "
-      "each with its own adapter. See docs/SERVING.md.\n"
+      "each with its own adapter. Encoder-decoder models (T5, BART, Marian, ...) serve too: the prompt is the "
+      "encoder's input. See docs/SERVING.md.\n"
       "Example: peft serve SmolLM2-135M-Instruct --adapter kjv=out/adapter --port 8000\n"
       "         curl localhost:8000/v1/chat/completions -d '{\"model\": \"kjv\", \"messages\": "
       "[{\"role\": \"user\", \"content\": \"Speak to me of love.\"}]}'");
