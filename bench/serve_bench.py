@@ -1,11 +1,13 @@
 """Multi-adapter serving: our engine against HF PEFT's mixed-batch generation, side by side.
 
-Usage: python bench/serve_bench.py --bench build/bench_serve [--adapters 100] [--requests 128]
-           [--batch 16] [--prompt 32] [--new 32] [--layers 4] [--registered 1000]
+Usage: python bench/serve_bench.py --bench build/bench_serve [--family llama|bart] [--adapters 100]
+           [--requests 128] [--batch 16] [--prompt 32] [--new 32] [--layers 4] [--registered 1000]
 
-One run makes a LLaMA-shape model with random weights (bench/train_bench.py's `llama`
-shape, --layers deep) and --adapters LoRA adapters (r=8 on q_proj,v_proj, random A and B)
-with HF PEFT, then serves --requests greedy requests whose adapters follow Zipf(1)
+One run makes a model with random weights, --layers deep: the LLaMA 134M shape
+(bench/train_bench.py's `llama`) or, with --family bart, the BART-base shape (768 wide,
+12 heads, FFN 3072, vocab 50,265, --layers encoder and as many decoder layers; the prompt
+is the encoder's input) and --adapters LoRA adapters (r=8 on q_proj,v_proj, random A and
+B) with HF PEFT, then serves --requests greedy requests whose adapters follow Zipf(1)
 popularity:
 - HF: PeftModel with every adapter loaded; requests in batches of --batch, each batch one
   `generate(..., adapter_names=[...])` call (HF's mixed-batch LoRA), prompts of equal length.
@@ -26,11 +28,25 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_adapters(model_dir, out_dir, n):
+def auto_class(family):
+    import transformers
+    return transformers.AutoModelForSeq2SeqLM if family == "bart" else transformers.AutoModelForCausalLM
+
+
+def make_bart(out, layers):
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+    torch.manual_seed(0)
+    cfg = BartConfig(vocab_size=50265, d_model=768, encoder_layers=layers, decoder_layers=layers,
+                     encoder_attention_heads=12, decoder_attention_heads=12, encoder_ffn_dim=3072,
+                     decoder_ffn_dim=3072, max_position_embeddings=1024)
+    BartForConditionalGeneration(cfg).eval().save_pretrained(out)
+
+
+def make_adapters(model_dir, out_dir, n, family):
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base = auto_class(family).from_pretrained(model_dir, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False))
     for i in range(n):
@@ -42,13 +58,16 @@ def make_adapters(model_dir, out_dir, n):
         model.save_pretrained(os.path.join(out_dir, f"a{i:03d}"))
 
 
-def hf_mixed(model_dir, adapters_dir, requests, batch, prompt, new, threads):
+def hf_mixed(model_dir, adapters_dir, requests, batch, prompt, new, threads, family):
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
     torch.set_num_threads(threads)
     names = sorted(os.listdir(adapters_dir))
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base = auto_class(family).from_pretrained(model_dir, dtype=torch.float32)
+    gc = base.generation_config  # plain greedy, as the engine decodes
+    for k in ("forced_bos_token_id", "forced_eos_token_id", "no_repeat_ngram_size", "eos_token_id", "max_length"):
+        setattr(gc, k, None)
+    gc.num_beams = 1
     model = PeftModel.from_pretrained(base, os.path.join(adapters_dir, names[0]), adapter_name=names[0])
     for n in names[1:]:
         model.load_adapter(os.path.join(adapters_dir, n), adapter_name=n)
@@ -74,6 +93,7 @@ def hf_mixed(model_dir, adapters_dir, requests, batch, prompt, new, threads):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True)
+    ap.add_argument("--family", choices=["llama", "bart"], default="llama")
     ap.add_argument("--adapters", type=int, default=100)
     ap.add_argument("--requests", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
@@ -92,11 +112,17 @@ def main():
           f"{train_bench.matmul_peak(args.threads, 'bf16') / 1e9:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, adapters_dir = os.path.join(tmp, "model"), os.path.join(tmp, "adapters")
-        train_bench.make_model("llama", model_dir, args.layers)
-        make_adapters(model_dir, adapters_dir, args.adapters)
-        print(f"model: LLaMA 134M shape, {args.layers} layers; {args.adapters} LoRA adapters (r=8, q_proj,v_proj); "
+        if args.family == "bart":
+            make_bart(model_dir, args.layers)
+        else:
+            train_bench.make_model("llama", model_dir, args.layers)
+        make_adapters(model_dir, adapters_dir, args.adapters, args.family)
+        shape = f"BART-base shape, {args.layers}+{args.layers}" if args.family == "bart" else \
+            f"LLaMA 134M shape, {args.layers}"
+        print(f"model: {shape} layers; {args.adapters} LoRA adapters (r=8, q_proj,v_proj); "
               f"{args.requests} requests, prompt {args.prompt}, {args.new} new tokens, batch {args.batch}, Zipf(1)")
-        hf = hf_mixed(model_dir, adapters_dir, args.requests, args.batch, args.prompt, args.new, args.threads)
+        hf = hf_mixed(model_dir, adapters_dir, args.requests, args.batch, args.prompt, args.new, args.threads,
+                      args.family)
         out = subprocess.run([args.bench, model_dir, adapters_dir, str(args.requests), str(args.batch),
                               str(args.prompt), str(args.new), str(args.registered)],
                              capture_output=True, text=True, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))

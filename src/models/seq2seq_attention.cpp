@@ -57,7 +57,7 @@ void check_decoder_positions(const at::Tensor& p, int64_t b, int64_t t, int64_t 
   if (p.dim() != 2 || p.size(0) != b || p.size(1) != t || p.scalar_type() != at::kLong)
     throw std::invalid_argument(who + ": decoder_position_ids must be int64 [" + std::to_string(b) + ", " +
                                 std::to_string(t) + "], as decoder_input_ids");
-  if (p.numel() > 0 && (p.min().item<int64_t>() < 0 || p.max().item<int64_t>() >= limit))
+  if (p.numel() > 0 && ((p < 0) | (p >= limit)).any().item<bool>())  // one device sync a step
     throw std::invalid_argument(who + ": decoder_position_ids must be in [0, " + std::to_string(limit) +
                                 ") (its positions)");
 }
