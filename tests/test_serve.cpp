@@ -353,6 +353,18 @@ TEST(ServeSeq2Seq, T5TextCompletionEqualsTransformers) {
   EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>(), want);
   EXPECT_EQ(r.body["choices"][0]["text"], ref["text"]);
   EXPECT_EQ(r.body["choices"][0]["finish_reason"], want.size() == 12 ? "length" : "stop");
+  // forced_bos_token_id (the target language of mBART-50, NLLB, M2M100): the answer
+  // starts with it and goes on as transformers' with the same argument.
+  const int64_t forced = ref["forced_bos_token_id"].get<int64_t>();
+  r = post(server, "/v1/completions",
+           json{{"model", "t5"}, {"prompt", ref["prompt"]}, {"max_tokens", 12}, {"temperature", 0},
+                {"repetition_penalty", 3.0}, {"forced_bos_token_id", forced}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>(),
+            ref["forced_tokens"].get<std::vector<int64_t>>());
+  r = post(server, "/v1/completions",
+           json{{"model", "t5"}, {"prompt", ref["prompt"]}, {"forced_bos_token_id", 1 << 20}});
+  expect_error(r, 400, "outside the vocabulary");
 }
 
 // --- streaming ------------------------------------------------------------------------
@@ -590,6 +602,32 @@ TEST_F(Serve, AdaptersComeAndGoWhileRequestsRun) {
 }
 
 // --- errors ---------------------------------------------------------------------------
+
+// vLLM's min_tokens holds stop ids back for that many tokens, as transformers'
+// min_new_tokens; forced_bos_token_id is for encoder-decoder models only.
+TEST_F(Serve, MinTokensHoldsStopIdsBack) {
+  const int64_t stop = expected("", prompt_, 4)[1];  // the greedy answer reaches it second
+  GenerationConfig g;
+  g.max_new_tokens = 8;
+  g.min_new_tokens = 5;
+  g.eos_token_ids = {2, stop};
+  const auto want = expected_with(g, prompt_);
+  ASSERT_GE(want.size(), 5u);
+  ServerOptions o;
+  o.eos_token_ids = {2, stop};
+  auto server = start_server(o);
+  auto r = post(*server, "/v1/completions",
+                json{{"model", "llama"}, {"prompt", prompt_}, {"max_tokens", 8}, {"temperature", 0}, {"min_tokens", 5}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["token_ids"].get<std::vector<int64_t>>(), want);
+  r = post(*server, "/v1/completions", json{{"model", "llama"}, {"prompt", prompt_}, {"min_tokens", 2}});  // max 16
+  EXPECT_EQ(r.status, 200) << r.raw;
+  r = post(*server, "/v1/completions",
+           json{{"model", "llama"}, {"prompt", prompt_}, {"max_tokens", 4}, {"min_tokens", 5}});
+  expect_error(r, 400, "'min_tokens' must be between 0 and max_tokens (4)");
+  r = post(*server, "/v1/completions", json{{"model", "llama"}, {"prompt", prompt_}, {"forced_bos_token_id", 3}});
+  expect_error(r, 400, "applies to encoder-decoder models");
+}
 
 TEST_F(Serve, BadRequestsGetOpenAIErrors) {
   const char* c = "/v1/completions";

@@ -110,6 +110,25 @@ std::vector<std::string> parse_stop(const json& s) {
   return stops;
 }
 
+// vLLM's min_tokens (no stop id before that many tokens), and transformers'
+// forced_bos_token_id: an encoder-decoder's first answer token (mBART-50's, NLLB's and
+// M2M100's target language).
+void parse_forced_tokens(const json& j, GenerationConfig& g, const ModelLimits& limits) {
+  if (present(j, "min_tokens")) {
+    g.min_new_tokens = strict_get<int64_t>(j["min_tokens"], "'min_tokens'");
+    if (g.min_new_tokens < 0 || g.min_new_tokens > g.max_new_tokens)
+      throw bad("'min_tokens' must be between 0 and max_tokens (" + std::to_string(g.max_new_tokens) + ")");
+  }
+  if (!present(j, "forced_bos_token_id")) return;
+  if (!limits.encoder_decoder)
+    throw bad("'forced_bos_token_id' applies to encoder-decoder models (the decoder's first token)");
+  const auto id = strict_get<int64_t>(j["forced_bos_token_id"], "'forced_bos_token_id'");
+  if (id < 0 || (limits.vocab_size > 0 && id >= limits.vocab_size))
+    throw bad("'forced_bos_token_id' " + std::to_string(id) + " is outside the vocabulary (0.." +
+              std::to_string(limits.vocab_size - 1) + ")");
+  g.forced_bos_token_id = id;
+}
+
 // The sampling settings: the request's, else the model folder's, else OpenAI's (sampling at
 // temperature 1). top_k, min_p and repetition_penalty are vLLM's extensions.
 void parse_sampling(const json& j, GenerationConfig& g, const ServingDefaults& d) {
@@ -211,6 +230,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
     parse_max_tokens(j, r, limits);
     parse_sampling(j, r.gen, limits.defaults);
     r.gen.eos_token_ids = limits.eos_token_ids;
+    parse_forced_tokens(j, r.gen, limits);
     if (present(j, "stop")) r.stop = parse_stop(j["stop"]);
     if (present(j, "n")) r.n = strict_get<int64_t>(j["n"], "'n'");
     if (r.n < 1 || r.n > kMaxChoices) throw bad("'n' must be between 1 and " + std::to_string(kMaxChoices));

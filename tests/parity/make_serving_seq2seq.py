@@ -17,7 +17,8 @@ OUT.json's "t5_fortunes_text" is a text request for `peft serve` on T5_PARITY_DI
 (a model with its tokenizer.json): {"prompt": text, "prompt_ids": the tokenizer's ids with
 special tokens, "tokens": transformers' greedy answer of up to TEXT_TOKENS tokens with a
 repetition penalty of REPETITION_PENALTY, stopping at (and including) EOS, "text":
-tokenizers' decode of them, special tokens skipped}.
+tokenizers' decode of them, special tokens skipped, "forced_bos_token_id": FORCED_BOS,
+"forced_tokens": the same answer with generate's forced_bos_token_id}.
 """
 
 import json
@@ -72,6 +73,7 @@ def greedy(model, prompt, penalty):
 
 TEXT_PROMPT = "You may be gone tomorrow, but that"
 TEXT_TOKENS = 12
+FORCED_BOS = 100
 
 
 def text_request(family_dir):
@@ -82,14 +84,19 @@ def text_request(family_dir):
     for k in ("temperature", "top_k", "top_p", "bos_token_id", "max_length", "cache_implementation",
               "forced_eos_token_id", "forced_bos_token_id", "no_repeat_ngram_size"):
         setattr(gc, k, None)
-    with torch.no_grad():
-        out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=TEXT_TOKENS, do_sample=False, num_beams=1,
-                             repetition_penalty=REPETITION_PENALTY,
-                             eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
-                             decoder_start_token_id=model.config.decoder_start_token_id)
-    tokens = out[0, 1:].tolist()
+    def answer(forced_bos):
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=TEXT_TOKENS, do_sample=False,
+                                 num_beams=1, repetition_penalty=REPETITION_PENALTY, forced_bos_token_id=forced_bos,
+                                 eos_token_id=model.config.eos_token_id, pad_token_id=model.config.pad_token_id,
+                                 decoder_start_token_id=model.config.decoder_start_token_id)
+        return out[0, 1:].tolist()
+
+    tokens, forced = answer(None), answer(FORCED_BOS)
+    assert forced[0] == FORCED_BOS and forced != tokens
     return {"prompt": TEXT_PROMPT, "prompt_ids": ids, "tokens": tokens,
-            "text": tok.decode(tokens, skip_special_tokens=True)}
+            "text": tok.decode(tokens, skip_special_tokens=True), "forced_bos_token_id": FORCED_BOS,
+            "forced_tokens": forced}
 
 
 def main():
