@@ -131,13 +131,21 @@ class Engine {
   void step();
   void admit();
   void prefill(std::vector<std::unique_ptr<Running>>& fresh);
+  // The newcomers' prompts and their adapters, in order.
+  static std::vector<std::vector<int64_t>> prompts_of(const std::vector<std::unique_ptr<Running>>& fresh);
+  static std::vector<std::string> adapters_of(const std::vector<std::unique_ptr<Running>>& fresh);
+  // Each newcomer's first token from its row of logits [k, vocab]; returns the rows that
+  // go on (not finished by it).
+  std::vector<int64_t> emit_first(std::vector<std::unique_ptr<Running>>& fresh, const at::Tensor& logits);
   void decode();
-  // Encoder-decoder models (engine_seq2seq.cpp): the same two steps, and the rows of what
-  // the encoder left (its output, mask and the cross-attention keys and values).
+  // A decoding step's logits [rows, vocab] for the rows' next tokens and positions [rows, 1].
+  at::Tensor decode_causal(const at::Tensor& ids, const at::Tensor& positions);
+  // Encoder-decoder models (engine_seq2seq.cpp): the same steps, and the rows of what the
+  // encoder left (its output, mask and the cross-attention keys and values).
   struct EncoderRows;
   void check_seq2seq_lengths(const ServeRequest& r) const;  // the encoder's and decoder's positions
   void prefill_seq2seq(std::vector<std::unique_ptr<Running>>& fresh);
-  void decode_seq2seq();
+  at::Tensor decode_seq2seq(const at::Tensor& ids, const at::Tensor& positions);
   void append_rows(KVCache& fresh_cache, const at::Tensor& fresh_mask, std::vector<std::unique_ptr<Running>>& fresh,
                    const std::vector<int64_t>& keep);
   void finish(Running& r, const std::string& reason, const std::string& error = "");

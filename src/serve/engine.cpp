@@ -13,6 +13,7 @@
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
 #include "serve/engine_rows.h"
+#include "serve/generate_rows.h"
 #include "serve/logits_processors.h"
 #include "util/mask_positions.h"
 
@@ -313,27 +314,16 @@ at::Tensor left_pad(const at::Tensor& t, int64_t dim, int64_t len) {
 void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   if (encoder_) return prefill_seq2seq(fresh);
   const at::Device dev = peft_.model().device();
-  const auto k = static_cast<int64_t>(fresh.size());
-  int64_t len = 0;
-  for (const auto& r : fresh) len = std::max<int64_t>(len, r->req.prompt.size());
-  auto ids = at::zeros({k, len}, at::kLong), mask = at::zeros({k, len}, at::kLong);
-  std::vector<std::string> adapters;
-  for (int64_t i = 0; i < k; ++i) {
-    const auto& p = fresh[i]->req.prompt;
-    const auto n = static_cast<int64_t>(p.size());
-    ids[i].narrow(0, len - n, n).copy_(at::tensor(p, at::kLong));
-    mask[i].narrow(0, len - n, n).fill_(1);
-    adapters.push_back(fresh[i]->req.adapter);
-  }
+  const auto padded = pad_prompts(prompts_of(fresh), 0, /*left=*/true);
   KVCache cache;
   ModelInputs in;
-  in.input_ids = ids.to(dev);
-  in.attention_mask = mask.to(dev);
+  in.input_ids = padded.ids.to(dev);
+  in.attention_mask = padded.mask.to(dev);
   in.position_ids = positions_from_mask(in.attention_mask);
   in.cache = &cache;
   // Logits of the last position only: the head runs on one row of hidden states per
   // request rather than on the whole prompt.
-  const MixedBatch mixed = peft_.mixed_batch(adapters);
+  const MixedBatch mixed = peft_.mixed_batch(adapters_of(fresh));
   in = peft_.with_virtual_tokens(in, mixed);  // soft prompts and prefixes: their rows' virtual tokens first
   const int64_t seq = in.seq_len();
   const at::Tensor positions = in.attention_mask.sum(1).cpu();  // each row's tokens, virtual ones included
@@ -347,14 +337,31 @@ void Engine::prefill(std::vector<std::unique_ptr<Running>>& fresh) {
   } else {
     logits = out.logits.select(1, -1).to(at::kFloat);
   }
+  for (size_t i = 0; i < fresh.size(); ++i)
+    fresh[i]->position = positions[static_cast<int64_t>(i)].item<int64_t>();
+  append_rows(cache, in.attention_mask, fresh, emit_first(fresh, logits));
+}
+
+std::vector<std::vector<int64_t>> Engine::prompts_of(const std::vector<std::unique_ptr<Running>>& fresh) {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& r : fresh) out.push_back(r->req.prompt);
+  return out;
+}
+
+std::vector<std::string> Engine::adapters_of(const std::vector<std::unique_ptr<Running>>& fresh) {
+  std::vector<std::string> out;
+  for (const auto& r : fresh) out.push_back(r->req.adapter);
+  return out;
+}
+
+std::vector<int64_t> Engine::emit_first(std::vector<std::unique_ptr<Running>>& fresh, const at::Tensor& logits) {
   std::vector<int64_t> keep;
-  for (int64_t i = 0; i < k; ++i) {
+  for (size_t i = 0; i < fresh.size(); ++i) {
     Running& r = *fresh[i];
-    r.position = positions[i].item<int64_t>();
-    emit(r, r.choose(logits.narrow(0, i, 1)));
-    if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
+    emit(r, r.choose(logits.narrow(0, static_cast<int64_t>(i), 1)));
+    if (r.generated >= 0) keep.push_back(static_cast<int64_t>(i));  // else finished by its first token
   }
-  append_rows(cache, in.attention_mask, fresh, keep);
+  return keep;
 }
 
 // Moves the rows `keep` of freshly prefilled requests (their cache and left-padded mask)
@@ -385,7 +392,6 @@ void Engine::append_rows(KVCache& cache, const at::Tensor& fresh_mask, std::vect
 
 // One token for every running request: one forward, each row with its own adapter.
 void Engine::decode() {
-  if (encoder_) return decode_seq2seq();
   const at::Device dev = peft_.model().device();
   const auto b = static_cast<int64_t>(running_.size());
   std::vector<int64_t> ids(b), pos(b);
@@ -396,15 +402,12 @@ void Engine::decode() {
     adapters[i] = running_[i]->req.adapter;
   }
   mask_ = at::cat({mask_, at::ones({b, 1}, mask_.options())}, 1);
-  ModelInputs in;
-  in.input_ids = at::tensor(ids, at::kLong).view({b, 1}).to(dev);
-  in.position_ids = at::tensor(pos, at::kLong).view({b, 1}).to(dev);
-  in.attention_mask = mask_;
-  in.cache = &cache_;
   at::Tensor logits;
   try {
     if (!mixed_) mixed_.emplace(peft_.mixed_batch(adapters));
-    logits = peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
+    const auto next = at::tensor(ids, at::kLong).view({b, 1}).to(dev);
+    const auto positions = at::tensor(pos, at::kLong).view({b, 1}).to(dev);
+    logits = encoder_ ? decode_seq2seq(next, positions) : decode_causal(next, positions);
   } catch (const std::exception& e) {
     fail_all(e);
     return;
@@ -417,6 +420,15 @@ void Engine::decode() {
     if (r.generated < 0) done.push_back(static_cast<size_t>(i));
   }
   if (!done.empty()) remove_rows(done);
+}
+
+at::Tensor Engine::decode_causal(const at::Tensor& ids, const at::Tensor& positions) {
+  ModelInputs in;
+  in.input_ids = ids;
+  in.position_ids = positions;
+  in.attention_mask = mask_;
+  in.cache = &cache_;
+  return peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
 }
 
 int64_t Engine::running_with(const std::string& adapter) const {

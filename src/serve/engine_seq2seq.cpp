@@ -12,6 +12,7 @@
 #include "peft/layers.h"
 #include "peft/seq2seq.h"
 #include "serve/engine_rows.h"
+#include "serve/generate_rows.h"
 
 namespace peft {
 
@@ -72,85 +73,44 @@ void Engine::check_seq2seq_lengths(const ServeRequest& r) const {
 void Engine::prefill_seq2seq(std::vector<std::unique_ptr<Running>>& fresh) {
   const at::Device dev = peft_.model().device();
   const auto k = static_cast<int64_t>(fresh.size());
-  int64_t src = 0;
-  for (const auto& r : fresh) src = std::max<int64_t>(src, r->req.prompt.size());
-  auto ids = at::full({k, src}, as_seq2seq(peft_.model())->pad_token_id(), at::kLong);
-  auto mask = at::zeros({k, src}, at::kLong);
-  std::vector<std::string> adapters;
-  for (int64_t i = 0; i < k; ++i) {
-    const auto& p = fresh[i]->req.prompt;
-    const auto n = static_cast<int64_t>(p.size());
-    ids[i].narrow(0, 0, n).copy_(at::tensor(p, at::kLong));
-    mask[i].narrow(0, 0, n).fill_(1);
-    adapters.push_back(fresh[i]->req.adapter);
-  }
+  const auto padded = pad_prompts(prompts_of(fresh), as_seq2seq(peft_.model())->pad_token_id(), /*left=*/false);
   Seq2SeqCache cache;
   Seq2SeqInputs in;
-  in.input_ids = ids.to(dev);
-  in.attention_mask = mask.to(dev);
+  in.input_ids = padded.ids.to(dev);
+  in.attention_mask = padded.mask.to(dev);
   in.decoder_input_ids = at::full({k, 1}, decoder_start_, at::TensorOptions(at::kLong).device(dev));
   in.cache = &cache;
-  const MixedBatch mixed = peft_.mixed_batch(adapters);
-  const auto out = peft_.forward_mixed(in, mixed);
-  const auto logits = out.logits.select(1, -1).to(at::kFloat);
-  std::vector<int64_t> keep;
-  for (int64_t i = 0; i < k; ++i) {
-    Running& r = *fresh[i];
-    r.position = 1;  // decoder_start took position 0
-    emit(r, r.choose(logits.narrow(0, i, 1)));
-    if (r.generated >= 0) keep.push_back(i);  // else finished by its first token
-  }
+  const auto out = peft_.forward_mixed(in, peft_.mixed_batch(adapters_of(fresh)));
+  for (auto& r : fresh) r->position = 1;  // decoder_start took position 0
+  const auto keep = emit_first(fresh, out.logits.select(1, -1).to(at::kFloat));
   if (keep.empty()) return;
-  const auto rows = at::tensor(keep, at::kLong).to(dev);
   EncoderRows enc{out.encoder_last_hidden_state, in.attention_mask, cache.cross_keys, cache.cross_values};
-  enc.keep(rows);
+  enc.keep(at::tensor(keep, at::kLong).to(dev));
   encoder_->append(std::move(enc));
   append_rows(cache.self_attn, at::ones({k, 1}, in.attention_mask.options()), fresh, keep);
 }
 
-// One token for every running request: the decoder's step, each row at its own position
-// and with its own adapter, over its encoder's output.
-void Engine::decode_seq2seq() {
-  const at::Device dev = peft_.model().device();
-  const auto b = static_cast<int64_t>(running_.size());
-  std::vector<int64_t> ids(b), pos(b);
-  std::vector<std::string> adapters(b);
-  for (int64_t i = 0; i < b; ++i) {
-    ids[i] = running_[i]->next_input;
-    pos[i] = running_[i]->position;
-    adapters[i] = running_[i]->req.adapter;
-  }
-  mask_ = at::cat({mask_, at::ones({b, 1}, mask_.options())}, 1);
-  // The self-attention rows move into the decoder's cache for the step and back after it.
+// The decoder's step for the running rows, each at its own position and with its own
+// adapter, over its encoder's output. The self-attention rows move into the decoder's cache
+// for the step and back after it, whatever happens.
+at::Tensor Engine::decode_seq2seq(const at::Tensor& ids, const at::Tensor& positions) {
   Seq2SeqCache cache;
   cache.self_attn = std::move(cache_);
+  struct MoveBack {
+    KVCache& to;
+    KVCache& from;
+    ~MoveBack() { to = std::move(from); }
+  } back{cache_, cache.self_attn};
   cache.cross_keys = encoder_->cross_keys;
   cache.cross_values = encoder_->cross_values;
   Seq2SeqInputs in;
   in.attention_mask = encoder_->mask;
   in.encoder_hidden_states = encoder_->states;
-  in.decoder_input_ids = at::tensor(ids, at::kLong).view({b, 1}).to(dev);
-  in.decoder_position_ids = at::tensor(pos, at::kLong).view({b, 1}).to(dev);
+  in.decoder_input_ids = ids;
+  in.decoder_position_ids = positions;
   in.decoder_attention_mask = mask_;
   in.cache = &cache;
-  at::Tensor logits;
-  try {
-    if (!mixed_) mixed_.emplace(peft_.mixed_batch(adapters));
-    logits = peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
-    cache_ = std::move(cache.self_attn);
-  } catch (const std::exception& e) {
-    cache_ = std::move(cache.self_attn);
-    fail_all(e);
-    return;
-  }
-  std::vector<size_t> done;
-  for (int64_t i = 0; i < b; ++i) {
-    Running& r = *running_[i];
-    r.position++;
-    emit(r, r.choose(logits.narrow(0, i, 1)));
-    if (r.generated < 0) done.push_back(static_cast<size_t>(i));
-  }
-  if (!done.empty()) remove_rows(done);
+  return peft_.forward_mixed(in, *mixed_).logits.select(1, -1).to(at::kFloat);
 }
 
 }  // namespace peft

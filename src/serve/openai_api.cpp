@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include "peft/tokenizer.h"
@@ -162,46 +163,45 @@ void parse_sampling(const json& j, GenerationConfig& g, const ServingDefaults& d
   }
 }
 
-// An encoder-decoder's: the prompt within the encoder's positions, the answer within the
-// decoder's (decoder_start takes one).
-void parse_max_answer_tokens(const json& j, CompletionRequest& r, const ModelLimits& limits) {
-  const auto prompt = static_cast<int64_t>(r.prompt.size());
-  if (limits.max_context > 0 && prompt > limits.max_context)
-    throw bad("the prompt holds " + std::to_string(prompt) + " tokens; the encoder takes at most " +
-              std::to_string(limits.max_context));
-  const int64_t room = limits.max_target > 0 ? limits.max_target - 1 : INT64_MAX;
+// max_tokens (chat: or max_completion_tokens) within `room`. Completions default to
+// OpenAI's 16 tokens, a chat answer to the room left, or the model folder's max_new_tokens
+// (within the room); `over(key, n)` says why n is too many.
+void read_max_tokens(const json& j, CompletionRequest& r, const ModelLimits& limits, int64_t room,
+                     const std::function<std::string(const std::string& key, int64_t n)>& over) {
   const char* key = r.chat && present(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   int64_t n = r.chat ? std::min<int64_t>(room, 1 << 20) : 16;
   if (limits.defaults.max_new_tokens) n = std::clamp<int64_t>(*limits.defaults.max_new_tokens, 1, room);
   if (present(j, key)) n = strict_get<int64_t>(j[key], std::string("'") + key + "'");
   if (n < 1) throw bad(std::string("'") + key + "' must be >= 1");
-  if (n > room)
-    throw bad(std::string("'") + key + "' (" + std::to_string(n) + ") plus the decoder's start token exceeds its " +
-              std::to_string(limits.max_target) + " positions");
+  if (n > room) throw bad(over(key, n));
   r.gen.max_new_tokens = n;
 }
 
 void parse_max_tokens(const json& j, CompletionRequest& r, const ModelLimits& limits) {
-  const int64_t virt = limits.virtual_tokens ? limits.virtual_tokens(r.model) : 0;
   const auto prompt = static_cast<int64_t>(r.prompt.size());
-  if (limits.encoder_decoder) return parse_max_answer_tokens(j, r, limits);
+  if (limits.encoder_decoder) {
+    // The prompt within the encoder's positions, the answer within the decoder's
+    // (decoder_start takes one).
+    if (limits.max_context > 0 && prompt > limits.max_context)
+      throw bad("the prompt holds " + std::to_string(prompt) + " tokens; the encoder takes at most " +
+                std::to_string(limits.max_context));
+    const int64_t room = limits.max_target > 0 ? limits.max_target - 1 : INT64_MAX;
+    return read_max_tokens(j, r, limits, room, [&](const std::string& key, int64_t n) {
+      return "'" + key + "' (" + std::to_string(n) + ") plus the decoder's start token exceeds its " +
+             std::to_string(limits.max_target) + " positions";
+    });
+  }
+  const int64_t virt = limits.virtual_tokens ? limits.virtual_tokens(r.model) : 0;
   const int64_t room = limits.max_context > 0 ? limits.max_context - prompt - virt : INT64_MAX;
   const std::string with_virtual =
       virt > 0 ? " (and the adapter's " + std::to_string(virt) + " virtual tokens)" : std::string();
   if (room < 1)
     throw bad("the prompt holds " + std::to_string(prompt) + " tokens" + with_virtual + "; the context is " +
               std::to_string(limits.max_context) + " tokens, with room for at least one more");
-  const char* key = r.chat && present(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-  // Completions default to OpenAI's 16 tokens, a chat answer to the room left, or the model
-  // folder's max_new_tokens (within the room).
-  int64_t n = r.chat ? std::min<int64_t>(room, 1 << 20) : 16;
-  if (limits.defaults.max_new_tokens) n = std::clamp<int64_t>(*limits.defaults.max_new_tokens, 1, room);
-  if (present(j, key)) n = strict_get<int64_t>(j[key], std::string("'") + key + "'");
-  if (n < 1) throw bad(std::string("'") + key + "' must be >= 1");
-  if (n > room)
-    throw bad("the prompt (" + std::to_string(prompt) + " tokens) plus '" + key + "' (" + std::to_string(n) + ")" +
-              with_virtual + " exceeds the context of " + std::to_string(limits.max_context) + " tokens");
-  r.gen.max_new_tokens = n;
+  read_max_tokens(j, r, limits, room, [&](const std::string& key, int64_t n) {
+    return "the prompt (" + std::to_string(prompt) + " tokens) plus '" + key + "' (" + std::to_string(n) + ")" +
+           with_virtual + " exceeds the context of " + std::to_string(limits.max_context) + " tokens";
+  });
 }
 
 }  // namespace
