@@ -17,6 +17,7 @@
 #include "peft/generate.h"
 #include "peft/peft_model.h"
 #include "peft/tuner.h"
+#include "token_collector.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -54,27 +55,6 @@ std::unique_ptr<PeftModel> model_with_all_adapters() {
   for (const auto& n : adapter_names()) peft->load_adapter((serving_dir() / n).string(), n);
   return peft;
 }
-
-// The tokens a request hears, and how it ended.
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<uint64_t, std::vector<int64_t>> tokens;
-  std::map<uint64_t, std::string> reasons;
-
-  std::function<void(const TokenEvent&)> sink(uint64_t* id) {
-    return [this, id](const TokenEvent& e) {
-      std::lock_guard lk(mu);
-      if (e.token >= 0) tokens[*id].push_back(e.token);
-      if (e.done) reasons[*id] = e.finish_reason + (e.error.empty() ? "" : ": " + e.error);
-      cv.notify_all();
-    };
-  }
-  void wait_for(size_t n) {
-    std::unique_lock lk(mu);
-    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(120), [&] { return reasons.size() >= n; }));
-  }
-};
 
 ServeRequest request(const Case& c, int64_t new_tokens) {
   ServeRequest r;

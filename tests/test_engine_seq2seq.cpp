@@ -9,12 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "peft/engine.h"
@@ -22,6 +18,7 @@
 #include "peft/safetensors.h"
 #include "peft/seq2seq.h"
 #include "peft/tuner.h"
+#include "token_collector.h"
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -108,27 +105,6 @@ TEST_P(Seq2SeqServing, LeftPaddedDecoderRowsAtTheirOwnPositionsEqualTransformers
   check(at::cat(steps, 1), 0, "prefilled, then cached steps");
 }
 
-// The tokens a request hears, and how it ended.
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<uint64_t, std::vector<int64_t>> tokens;
-  std::map<uint64_t, std::string> reasons;
-
-  std::function<void(const TokenEvent&)> sink(uint64_t* id) {
-    return [this, id](const TokenEvent& e) {
-      std::lock_guard lk(mu);
-      if (e.token >= 0) tokens[*id].push_back(e.token);
-      if (e.done) reasons[*id] = e.finish_reason + (e.error.empty() ? "" : ": " + e.error);
-      cv.notify_all();
-    };
-  }
-  bool wait_for(size_t n) {
-    std::unique_lock lk(mu);
-    return cv.wait_for(lk, std::chrono::seconds(120), [&] { return reasons.size() >= n; });
-  }
-};
-
 // Eight requests through a batch of at most three rows, each with its own length, adapter
 // and repetition penalty: they join rows already decoding (at other positions, with other
 // source widths) and leave at different steps; each gets transformers' greedy tokens.
@@ -154,7 +130,7 @@ TEST_P(Seq2SeqServing, EngineRequestsJoiningAndLeavingEqualTransformersGreedy) {
     std::lock_guard lk(col.mu);  // the id is written before the first event reads it
     ids[i] = engine.submit(std::move(r));
   }
-  ASSERT_TRUE(col.wait_for(cases.size()));
+  ASSERT_NO_FATAL_FAILURE(col.wait_for(cases.size()));
   for (size_t i = 0; i < cases.size(); ++i) {
     auto want = cases[i]["tokens"].get<std::vector<int64_t>>();
     want.resize(lengths[i]);
