@@ -94,7 +94,6 @@ at::Tensor positions_at(Embedding* learned, SinusoidalPositions* sinusoidal, con
   return learned->forward(position_ids.to(device) + kPositionOffset);
 }
 
-
 }  // namespace
 
 BartConfig BartConfig::from_json(const nlohmann::json& j, const std::string& where, const std::string& arch) {
@@ -203,7 +202,8 @@ at::Tensor SinusoidTable::forward(const at::Tensor&, int64_t, int64_t t, int64_t
 }
 
 at::Tensor SinusoidTable::at_positions(const at::Tensor&, const at::Tensor& positions, at::Device device) {
-  return weight.to(device).index_select(0, positions.to(device).reshape(-1)).view({positions.size(0), positions.size(1), -1});
+  const auto rows = weight.to(device).index_select(0, positions.to(device).reshape(-1));
+  return rows.view({positions.size(0), positions.size(1), -1});
 }
 
 BartEncoderLayer::BartEncoderLayer(const BartConfig& c)
