@@ -39,6 +39,9 @@ install(EXPORT peftTargets NAMESPACE peft:: DESTINATION ${PEFT_INSTALL_CMAKEDIR}
 # The `peft` command, finding the installed library beside it.
 set_target_properties(peft_cli PROPERTIES INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR};${PEFT_TORCH_DIR}/lib")
 install(TARGETS peft_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET peft_cuda)  # opened at run time from the library's folder, so installed beside it
+  install(TARGETS peft_cuda LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 
 configure_package_config_file(cmake/peftConfig.cmake.in ${CMAKE_BINARY_DIR}/peftConfig.cmake
                               INSTALL_DESTINATION ${PEFT_INSTALL_CMAKEDIR})

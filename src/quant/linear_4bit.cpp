@@ -1,5 +1,6 @@
 #include "quant/linear_4bit.h"
 
+#include "quant/cuda_4bit.h"
 #include "quant/dequantize_fast.h"
 #include "quant/gemv_4bit.h"
 
@@ -17,7 +18,15 @@ Weight4bit::Weight4bit(QuantState4bit s, at::ScalarType compute)
                              std::to_string(state.shape.size()) + " dimensions");
 }
 
+at::Tensor Weight4bit::scales_on(const at::Device& device) const {
+  if (device.is_cpu()) return scales;
+  const std::lock_guard<std::mutex> lock(device_scales_mutex_);
+  if (!device_scales_.defined() || device_scales_.device() != device) device_scales_ = scales.to(device);
+  return device_scales_;
+}
+
 at::Tensor dequantize_weight(const at::Tensor& packed, const Weight4bit& w, at::ScalarType dtype) {
+  if (packed.is_cuda() && load_cuda_4bit_kernels().empty()) return dequantize_weight_cuda(packed, w, dtype);
   auto out = at::empty({w.out_features(), w.in_features()}, at::TensorOptions().dtype(dtype));
   const at::Tensor cpu_packed = packed.device().is_cpu() ? packed : packed.cpu();
   dequantize_rows_fast(cpu_packed, w.state, w.scales, out);
@@ -58,6 +67,8 @@ at::Tensor x_wt(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bi
 // g W, [rows, in]: for each block-aligned tile of W's columns, that slice of the result
 // (each output element is one product, as in the untiled GEMM: no partial sums added).
 at::Tensor g_w(const at::Tensor& g2d, const at::Tensor& packed, const Weight4bit& w) {
+  // Off the host the whole weight is dequantized once (as bnb does on a GPU).
+  if (!packed.device().is_cpu()) return at::mm(g2d, dequantize_weight(packed, w, g2d.scalar_type()));
   const int64_t out = w.out_features(), in = w.in_features();
   at::Tensor gx = at::empty({g2d.size(0), in}, g2d.options());
   const int64_t step = tile_extent(in, out, w.state.blocksize, g2d.element_size());
@@ -140,11 +151,12 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
     auto ref = c10::make_intrusive<StateRef>();
     ref->w = state;
     y = Linear4bitFunction::apply(xc, b.defined() ? b : at::empty({0}, xc.options()), packed, ref);
-  } else if (const at::Tensor x2d = xc.reshape({-1, w.in_features()}); gemv_4bit_applies(x2d, packed, w)) {
+  } else if (const at::Tensor x2d = xc.reshape({-1, w.in_features()});
+             gemv_4bit_applies(x2d, packed, w) || gemv_4bit_cuda_applies(x2d, packed, w)) {
     // Decoding: stream the packed codes once instead of writing a dequantized weight.
     auto sizes = x.sizes().vec();
     sizes.back() = w.out_features();
-    y = gemv_4bit(x2d, packed, w);
+    y = x2d.is_cuda() ? gemv_4bit_cuda(x2d, packed, w) : gemv_4bit(x2d, packed, w);
     if (b.defined()) y = y + b.to(at::kFloat);
     y = y.view(sizes);
   } else {

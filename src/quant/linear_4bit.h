@@ -9,6 +9,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <mutex>
 
 #include "quant/quant_4bit.h"
 
@@ -23,6 +24,14 @@ struct Weight4bit {
   Weight4bit(QuantState4bit s, at::ScalarType compute);
   int64_t out_features() const { return state.rows(); }
   int64_t in_features() const { return state.cols(); }
+
+  // `scales` on `device`, copied there once: moving a model to a GPU moves its packed
+  // codes (a buffer) but not this state.
+  at::Tensor scales_on(const at::Device& device) const;
+
+ private:
+  mutable std::mutex device_scales_mutex_;
+  mutable at::Tensor device_scales_;
 };
 
 // y = x W^T + b as bnb's Linear4bit computes it: x cast to the compute dtype, W

@@ -1,0 +1,176 @@
+// CUDA kernels of the 4-bit layer (interface and layout: kernels_4bit.h).
+#include "quant/cuda/kernels_4bit.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+
+__device__ __forceinline__ void load_code(const PeftCuda4bitWeight& w, float* lut) {
+  if (threadIdx.x < 16) lut[threadIdx.x] = w.code[threadIdx.x];
+  __syncthreads();
+}
+
+// One byte (two elements) per thread and step. __fmul_rn keeps the product a plain fp32
+// multiply, rounded once more by from_float, as the CPU path rounds it.
+template <typename T>
+__global__ void dequantize_kernel(const __grid_constant__ PeftCuda4bitWeight w, T* __restrict__ out) {
+  __shared__ float lut[16];
+  load_code(w, lut);
+  const int64_t bytes = (w.numel + 1) / 2;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < bytes; b += stride) {
+    const unsigned q = w.packed[b];
+    const int64_t e = 2 * b;
+    out[e] = from_float<T>(__fmul_rn(lut[q >> 4], w.scales[e >> w.log2_blocksize]));
+    if (e + 1 < w.numel) out[e + 1] = from_float<T>(__fmul_rn(lut[q & 15], w.scales[(e + 1) >> w.log2_blocksize]));
+  }
+}
+
+// Eight consecutive x values of one row as fp32 (16-byte loads for bf16 / fp16).
+template <typename TX>
+__device__ __forceinline__ void load8(const TX* p, float* v);
+template <>
+__device__ __forceinline__ void load8<float>(const float* p, float* v) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+template <>
+__device__ __forceinline__ void load8<__nv_bfloat16>(const __nv_bfloat16* p, float* v) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __bfloat1622float2(h[k]);
+    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  }
+}
+template <>
+__device__ __forceinline__ void load8<__half>(const __half* p, float* v) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const __half2* h = reinterpret_cast<const __half2*>(&u);
+  for (int k = 0; k < 4; ++k) {
+    const float2 f = __half22float2(h[k]);
+    v[2 * k] = f.x, v[2 * k + 1] = f.y;
+  }
+}
+
+// One warp per output feature: lane l reads 16-byte words l, l + 32, ... of the feature's
+// packed row (32 codes each, all in one block), so a warp streams 512 contiguous bytes per
+// step and the codes come from memory once; x stays in L1/L2.
+template <typename TX, int R>
+__global__ void gemv_kernel(const __grid_constant__ PeftCuda4bitWeight w, int64_t out_features, int64_t in_features,
+                            const TX* __restrict__ x, float* __restrict__ y) {
+  __shared__ float lut[16];
+  load_code(w, lut);
+  const int lane = threadIdx.x & 31;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (o >= out_features) return;
+  const int64_t words = in_features / 32;
+  const uint4* row = reinterpret_cast<const uint4*>(w.packed) + o * words;
+  const int64_t first = o * in_features;
+  float acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = 0.f;
+  for (int64_t k = lane; k < words; k += 32) {
+    const uint4 q4 = __ldg(row + k);
+    const float s = __ldg(w.scales + ((first + 32 * k) >> w.log2_blocksize));
+    const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
+    float dot[R];
+    for (int r = 0; r < R; ++r) dot[r] = 0.f;
+#pragma unroll
+    for (int part = 0; part < 4; ++part) {
+      float wv[8];
+      for (int j = 0; j < 4; ++j) {
+        const unsigned byte = (q[part] >> (8 * j)) & 0xffu;
+        wv[2 * j] = lut[byte >> 4];
+        wv[2 * j + 1] = lut[byte & 15u];
+      }
+      for (int r = 0; r < R; ++r) {
+        float xv[8];
+        load8<TX>(x + r * in_features + 32 * k + 8 * part, xv);
+        for (int j = 0; j < 8; ++j) dot[r] = fmaf(xv[j], wv[j], dot[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) acc[r] = fmaf(dot[r], s, acc[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    float v = acc[r];
+    for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+    if (lane == 0) y[r * out_features + o] = v;
+  }
+}
+
+const char* status(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetErrorString(e); }
+
+int grid_for(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  return static_cast<int>(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
+}
+
+template <typename TX, int R>
+const char* launch_gemv(const PeftCuda4bitWeight& w, int64_t out, int64_t in, const void* x, float* y,
+                        cudaStream_t s) {
+  const int warps = kThreads / 32;
+  const int64_t blocks = (out + warps - 1) / warps;
+  gemv_kernel<TX, R><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(w, out, in, static_cast<const TX*>(x), y);
+  return status(cudaGetLastError());
+}
+
+template <typename TX>
+const char* gemv_rows(const PeftCuda4bitWeight& w, int64_t out, int64_t in, const void* x, int rows, float* y,
+                      cudaStream_t s) {
+  switch (rows) {
+    case 1: return launch_gemv<TX, 1>(w, out, in, x, y, s);
+    case 2: return launch_gemv<TX, 2>(w, out, in, x, y, s);
+    case 3: return launch_gemv<TX, 3>(w, out, in, x, y, s);
+    case 4: return launch_gemv<TX, 4>(w, out, in, x, y, s);
+    case 5: return launch_gemv<TX, 5>(w, out, in, x, y, s);
+    case 6: return launch_gemv<TX, 6>(w, out, in, x, y, s);
+    case 7: return launch_gemv<TX, 7>(w, out, in, x, y, s);
+    case 8: return launch_gemv<TX, 8>(w, out, in, x, y, s);
+    default: return "gemv_4bit: 1 to 8 rows";
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* peft_cuda_dequantize_4bit(const PeftCuda4bitWeight* w, int out_dtype, void* out, void* stream) {
+  const auto s = static_cast<cudaStream_t>(stream);
+  const int grid = grid_for((w->numel + 1) / 2, kThreads);
+  switch (out_dtype) {
+    case kPeftCudaF32: dequantize_kernel<float><<<grid, kThreads, 0, s>>>(*w, static_cast<float*>(out)); break;
+    case kPeftCudaBF16:
+      dequantize_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(*w, static_cast<__nv_bfloat16*>(out));
+      break;
+    case kPeftCudaF16: dequantize_kernel<__half><<<grid, kThreads, 0, s>>>(*w, static_cast<__half*>(out)); break;
+    default: return "dequantize_4bit: output dtype must be fp32, bf16 or fp16";
+  }
+  return status(cudaGetLastError());
+}
+
+const char* peft_cuda_gemv_4bit(const PeftCuda4bitWeight* w, int64_t out_features, int64_t in_features,
+                                const void* x, int x_dtype, int rows, float* y, void* stream) {
+  if (in_features % 32 != 0) return "gemv_4bit: in_features must be a multiple of 32";
+  const auto s = static_cast<cudaStream_t>(stream);
+  switch (x_dtype) {
+    case kPeftCudaF32: return gemv_rows<float>(*w, out_features, in_features, x, rows, y, s);
+    case kPeftCudaBF16: return gemv_rows<__nv_bfloat16>(*w, out_features, in_features, x, rows, y, s);
+    case kPeftCudaF16: return gemv_rows<__half>(*w, out_features, in_features, x, rows, y, s);
+    default: return "gemv_4bit: x must be fp32, bf16 or fp16";
+  }
+}
+
+}  // extern "C"
