@@ -43,8 +43,10 @@ struct PaddingOptions {
 
 class Tokenizer {
  public:
-  // tokenizer.json (or a folder holding it, with tokenizer_config.json beside it), or a
-  // GGUF model (or a folder holding only one) whose metadata carries the tokenizer.
+  // tokenizer.json (or a folder holding it, with tokenizer_config.json beside it), a GGUF
+  // model (or a folder holding only one) whose metadata carries the tokenizer, or a folder
+  // of transformers' MarianTokenizer (source.spm, target.spm, vocab.json; no tokenizer.json),
+  // read as that tokenizer and the sentencepiece library encode and decode.
   static Tokenizer from_file(const std::string& path);
   static Tokenizer from_gguf(const std::string& path);
   static Tokenizer from_json(const std::string& json, const std::string& where = "tokenizer.json");
@@ -54,6 +56,10 @@ class Tokenizer {
 
   Encoding encode(const std::string& text, bool add_special_tokens = true) const;
   Encoding encode_pair(const std::string& a, const std::string& b, bool add_special_tokens = true) const;
+  // Text for the decoder of an encoder-decoder model (transformers' text_target=): what
+  // encode() gives, except for MarianTokenizer folders, whose targets go through
+  // target.spm (and target_vocab.json with separate_vocabs).
+  Encoding encode_target(const std::string& text, bool add_special_tokens = true) const;
   std::vector<Encoding> encode_batch(const std::vector<std::string>& texts, bool add_special_tokens = true) const;
   // Words already split (transformers' is_split_into_words, `tokenizers`' is_pretokenized):
   // each word is normalized, pre-tokenized and tokenized on its own (its offsets are byte

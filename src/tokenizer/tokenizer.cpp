@@ -12,6 +12,7 @@
 #include "peft/jinja.h"
 #include "peft/gguf_llama.h"
 #include "tokenizer/components.h"
+#include "tokenizer/marian.h"
 #include "util/json_file.h"
 
 namespace fs = std::filesystem;
@@ -31,6 +32,7 @@ struct Tokenizer::Impl {
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
   std::unique_ptr<tok::Model> model;
+  std::unique_ptr<tok::Model> target_model;  // encode_target's, where it differs (Marian)
   std::unique_ptr<PostProcessor> post_processor;
   std::unique_ptr<Decoder> decoder;
   std::vector<AddedToken> added;  // longest content first, for leftmost-longest matching
@@ -45,10 +47,23 @@ struct Tokenizer::Impl {
 
   // Added tokens found in `text`, as (begin, end, token), left to right.
   std::vector<std::tuple<size_t, size_t, const AddedToken*>> find_added(const std::string& text) const;
-  Encoding encode_one(const std::string& text) const;
+  Encoding encode_one(const std::string& text) const { return encode_one(text, *model); }
+  // Truncation and the post-processor's special tokens.
+  Encoding finish(Encoding e, bool add_special_tokens) const;
+  Encoding encode_one(const std::string& text, const tok::Model& with) const;
 };
 
 namespace {
+
+// Sorts the added tokens longest first (for leftmost-longest matching) and indexes them.
+void index_added(Tokenizer::Impl& impl) {
+  std::stable_sort(impl.added.begin(), impl.added.end(),
+                   [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
+  for (const auto& a : impl.added) {
+    impl.added_by_id[a.id] = &a;
+    impl.added_by_content[a.content] = &a;
+  }
+}
 
 // Added tokens' single_word boundary: a letter, digit or '_' (Rust's is_alphanumeric).
 bool is_word_char(char32_t c) { return c == '_' || is_alphanumeric(c); }
@@ -113,7 +128,7 @@ std::vector<std::tuple<size_t, size_t, const AddedToken*>> Tokenizer::Impl::find
   return out;
 }
 
-Encoding Tokenizer::Impl::encode_one(const std::string& text) const {
+Encoding Tokenizer::Impl::encode_one(const std::string& text, const tok::Model& with) const {
   Encoding enc;
   auto push = [&](int64_t id, std::string tok, Range off) {
     enc.ids.push_back(id);
@@ -136,7 +151,7 @@ Encoding Tokenizer::Impl::encode_one(const std::string& text) const {
     // all its tokens at once.
     std::vector<Token> toks;
     for (auto& p : pieces) {
-      if (!p.empty()) model->tokenize(p, toks);
+      if (!p.empty()) with.tokenize(p, toks);
       for (auto& t : toks) push(t.id, std::move(t.value), t.offsets);
       toks.clear();
       p = NormalizedString();
@@ -187,12 +202,7 @@ Tokenizer Tokenizer::build(const nlohmann::json& j, const std::string& where) {
       fail(where, std::string("bad entry in added_tokens: ") + e.what());
     }
   }
-  std::stable_sort(impl->added.begin(), impl->added.end(),
-                   [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
-  for (const auto& a : impl->added) {
-    impl->added_by_id[a.id] = &a;
-    impl->added_by_content[a.content] = &a;
-  }
+  index_added(*impl);
   if (j.contains("truncation") && j["truncation"].is_object())
     impl->truncation = static_cast<size_t>(std::clamp<int64_t>(
         strict_get<int64_t>(j["truncation"].value("max_length", Json(512)), where + ": truncation max_length"), 0,
@@ -239,6 +249,22 @@ void Tokenizer::apply_config(const nlohmann::json& cfg) {
 Tokenizer Tokenizer::from_file(const std::string& path) {
   fs::path file = path;
   fs::path dir = file;
+  if (is_marian_folder(path)) {
+    // MarianTokenizer's files (source.spm, vocab.json, ...): no tokenizer.json exists for
+    // them, and none could say what the SentencePiece library does.
+    MarianParts m = load_marian(path);
+    auto impl = std::make_unique<Impl>();
+    impl->where = (dir / "source.spm").string();
+    impl->model = std::move(m.model);
+    impl->target_model = std::move(m.target_model);
+    impl->decoder = std::move(m.decoder);
+    impl->post_processor = make_post_processor(m.post_processor, impl->where);
+    for (const auto& [content, id] : m.specials) impl->added.push_back({id, content, false, false, false, true});
+    index_added(*impl);
+    Tokenizer t(std::move(impl));
+    t.apply_config(m.config);
+    return t;
+  }
   if (fs::is_directory(file)) {
     file /= "tokenizer.json";
     // A folder holding only a GGUF model: its tokenizer is in the file's metadata.
@@ -316,12 +342,21 @@ void check_utf8(const std::string& text) {
 
 Encoding Tokenizer::encode(const std::string& text, bool add_special_tokens) const {
   check_utf8(text);
-  Encoding e = impl_->encode_one(text);
-  if (impl_->truncation) {
-    const size_t room = add_special_tokens && impl_->post_processor ? impl_->post_processor->added_tokens(false) : 0;
-    truncate(e, *impl_->truncation > room ? *impl_->truncation - room : 0);
+  return impl_->finish(impl_->encode_one(text), add_special_tokens);
+}
+
+Encoding Tokenizer::encode_target(const std::string& text, bool add_special_tokens) const {
+  if (!impl_->target_model) return encode(text, add_special_tokens);
+  check_utf8(text);
+  return impl_->finish(impl_->encode_one(text, *impl_->target_model), add_special_tokens);
+}
+
+Encoding Tokenizer::Impl::finish(Encoding e, bool add_special_tokens) const {
+  if (truncation) {
+    const size_t room = add_special_tokens && post_processor ? post_processor->added_tokens(false) : 0;
+    truncate(e, *truncation > room ? *truncation - room : 0);
   }
-  if (impl_->post_processor) e = impl_->post_processor->process(std::move(e), nullptr, add_special_tokens);
+  if (post_processor) e = post_processor->process(std::move(e), nullptr, add_special_tokens);
   return e;
 }
 

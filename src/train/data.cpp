@@ -166,7 +166,7 @@ Example make_example(const nlohmann::json& j, const std::string& format, const D
     const auto& tok = need_tok();
     ex.seq2seq = true;
     ex.input_ids = tok.encode(str_field(j, "input")).ids;
-    ex.labels = tok.encode(str_field(j, "target")).ids;
+    ex.labels = tok.encode_target(str_field(j, "target")).ids;
     if (auto e = eos_id(tok); e && (ex.labels.empty() || ex.labels.back() != *e)) ex.labels.push_back(*e);
     if (ex.labels.empty()) throw std::runtime_error("the target has no tokens");
     if (static_cast<int64_t>(ex.labels.size()) > o.max_length) ex.labels.resize(o.max_length);

@@ -13,13 +13,14 @@ namespace {
 struct TokenizeArgs {
   std::string dir, text;
   bool jsonl = false, decode = false, chat = false, no_special = false, skip_special = false;
-  bool no_padding = false, no_truncation = false;
+  bool no_padding = false, no_truncation = false, target = false;
   size_t max_length = 0;  // 0: tokenizer.json's truncation
 };
 
 // One text encoded as `tokenizers`' Tokenizer.encode encodes it: truncated, then padded
 // when tokenizer.json asks for padding (a Fixed length pads even a single text).
-Encoding encode_as_tokenizers(const Tokenizer& tok, const std::string& text, bool add_special) {
+Encoding encode_as_tokenizers(const Tokenizer& tok, const std::string& text, bool add_special, bool target) {
+  if (target) return tok.encode_target(text, add_special);
   if (!tok.padding()) return tok.encode(text, add_special);
   return std::move(tok.encode_batch({text}, add_special)[0]);
 }
@@ -72,7 +73,7 @@ void run(const TokenizeArgs& a) {
   if (a.no_padding) tok.no_padding();
   const bool with_mask = tok.padding().has_value();
   if (!a.text.empty()) {
-    auto e = encode_as_tokenizers(tok, a.text, !a.no_special);
+    auto e = encode_as_tokenizers(tok, a.text, !a.no_special, a.target);
     std::cout << "ids:     " << nlohmann::json(e.ids).dump() << "\n"
               << "tokens:  " << nlohmann::json(e.tokens).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n"
@@ -99,7 +100,7 @@ void run(const TokenizeArgs& a) {
     } else {
       if (!j.is_object() || !j.contains("text") || !j.at("text").is_string())
         throw std::runtime_error(where + ": expected {\"text\": \"...\"}");
-      const auto e = encode_as_tokenizers(tok, j.at("text").get_ref<const std::string&>(), !a.no_special);
+      const auto e = encode_as_tokenizers(tok, j.at("text").get_ref<const std::string&>(), !a.no_special, a.target);
       write_ids_offsets(std::cout, e, with_mask);
     }
   }
@@ -110,8 +111,8 @@ void run(const TokenizeArgs& a) {
 void register_tokenize(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "tokenize",
-      "Encode text with a Hugging Face tokenizer.json (ids, tokens, offsets in bytes of the UTF-8 input), "
-      "or decode ids");
+      "Encode text with a Hugging Face tokenizer.json or a MarianTokenizer folder (ids, tokens, offsets in bytes "
+      "of the UTF-8 input), or decode ids");
   cmd->footer("Examples:\n  peft tokenize ./all-MiniLM-L6-v2 --text 'Hello world'\n"
               "  echo '{\"text\": \"Hello world\"}' | peft tokenize ./SmolLM2-135M --jsonl --no-special\n"
               "  echo '{\"ids\": [19556, 905]}' | peft tokenize ./SmolLM2-135M --decode\n"
@@ -121,13 +122,16 @@ void register_tokenize(CLI::App& app) {
               "all-MiniLM-L6-v2's pads every text to 128 tokens (attention_mask printed). Not honoured: a "
               "truncation \"direction\" of Left (cut from the right) and \"stride\" (no overflowing parts).");
   auto a = std::make_shared<TokenizeArgs>();
-  cmd->add_option("tokenizer", a->dir, "tokenizer.json, or a folder holding it")->required()->check(CLI::ExistingPath);
+  cmd->add_option("tokenizer", a->dir, "tokenizer.json, a folder holding it, or a MarianTokenizer folder")->required()->check(CLI::ExistingPath);
   cmd->add_option("--text", a->text, "Text to encode; prints ids, tokens and offsets");
   cmd->add_flag("--jsonl", a->jsonl, "Read {\"text\": ...} lines on stdin, write {\"ids\", \"offsets\"} lines");
   cmd->add_flag("--decode", a->decode, "Read {\"ids\": [...]} lines on stdin, write {\"text\": ...} lines");
   cmd->add_flag("--chat", a->chat,
                 "Read {\"messages\": [...], \"add_generation_prompt\": bool} lines on stdin, write {\"text\", \"ids\"} "
                 "lines: the model's chat template rendered and encoded as transformers' apply_chat_template does");
+  cmd->add_flag("--target", a->target,
+                "Encode as the target text of an encoder-decoder model (transformers' text_target=; differs for "
+                "MarianTokenizer folders, whose targets use target.spm)");
   cmd->add_flag("--no-special", a->no_special, "Do not add special tokens (BOS, [CLS], ...)");
   cmd->add_flag("--skip-special", a->skip_special, "With --decode: leave special tokens out of the text");
   cmd->add_flag("--no-padding", a->no_padding,

@@ -1,0 +1,218 @@
+// MarianTokenizer (transformers 5, models/marian/tokenization_marian.py), rule for rule.
+#include "tokenizer/marian.h"
+
+#include <filesystem>
+#include <map>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "tokenizer/sentencepiece.h"
+#include "util/json_file.h"
+
+namespace fs = std::filesystem;
+
+namespace peft::tok {
+
+namespace {
+
+// A vocab.json as MarianTokenizer loads it: piece -> id, and id -> piece where a later
+// entry of the file wins over an earlier one with the same id (Python's dict inversion).
+struct MarianVocab {
+  std::unordered_map<std::string, int64_t> ids;
+  std::unordered_map<int64_t, std::string> pieces;
+
+  static MarianVocab read(const std::string& path) {
+    const auto j = read_ordered_json_file(path);
+    if (!j.is_object()) fail(path, "not a JSON object of piece: id");
+    MarianVocab v;
+    for (const auto& [piece, id] : j.items()) {
+      if (!id.is_number_integer()) fail(path, "the id of " + quote_json(Json(piece)) + " is not an integer");
+      v.ids[piece] = id.get<int64_t>();
+      v.pieces[id.get<int64_t>()] = piece;
+    }
+    return v;
+  }
+};
+
+class MarianModel : public Model {
+ public:
+  MarianModel(std::shared_ptr<const SentencePiece> encode_spm, std::shared_ptr<const SentencePiece> decode_spm,
+              MarianVocab encoder, MarianVocab decoder, int64_t unk_id)
+      : spm_(std::move(encode_spm)), decode_spm_(std::move(decode_spm)), encoder_(std::move(encoder)),
+        decoder_(std::move(decoder)), unk_id_(unk_id) {}
+
+  // One segment between added tokens: a leading language code (">>" up to the first "<<")
+  // as one token, the rest through SentencePiece, each piece looked up by its text.
+  void tokenize(const NormalizedString& segment, std::vector<Token>& out) const override {
+    const std::string& text = segment.str();
+    size_t from = 0;
+    if (text.compare(0, 2, ">>") == 0) {
+      if (const size_t end = text.find("<<"); end != std::string::npos) {
+        from = end + 2;
+        out.push_back({id_of(text.substr(0, from)), text.substr(0, from), segment.original(0, from)});
+      }
+    }
+    for (auto& p : spm_->encode(text.substr(from)))
+      out.push_back({id_of(p.text), std::move(p.text), segment.original(from + p.begin, from + p.end)});
+  }
+
+  std::optional<int64_t> token_to_id(const std::string& t) const override {
+    auto it = encoder_.ids.find(t);
+    return it == encoder_.ids.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  }
+  // The vocabulary's piece, else the decoding SentencePiece model's piece of that index
+  // (as _convert_id_to_token falls back).
+  std::optional<std::string> id_to_token(int64_t id) const override {
+    if (auto it = decoder_.pieces.find(id); it != decoder_.pieces.end()) return it->second;
+    return decode_spm_->id_to_piece(id);
+  }
+  size_t vocab_size() const override { return encoder_.ids.size(); }
+
+ private:
+  int64_t id_of(const std::string& piece) const {
+    auto it = encoder_.ids.find(piece);
+    return it == encoder_.ids.end() ? unk_id_ : it->second;
+  }
+
+  std::shared_ptr<const SentencePiece> spm_, decode_spm_;
+  MarianVocab encoder_, decoder_;
+  int64_t unk_id_;
+};
+
+// convert_tokens_to_string: runs of ordinary pieces through SentencePiece's DecodePieces,
+// each special token written as it is followed by a space, "▁" as a space, the whole
+// stripped of Unicode whitespace at both ends; then clean_up_tokenization where the
+// tokenizer_config asks for it.
+class MarianDecoder : public Decoder {
+ public:
+  MarianDecoder(std::shared_ptr<const SentencePiece> spm, std::unordered_set<std::string> specials, bool clean_up)
+      : spm_(std::move(spm)), specials_(std::move(specials)), clean_up_(clean_up) {}
+
+  std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
+    std::string out;
+    std::vector<std::string> run;
+    for (auto& t : tokens) {
+      if (specials_.count(t)) {
+        out += spm_->decode(run) + t + " ";
+        run.clear();
+      } else {
+        run.push_back(std::move(t));
+      }
+    }
+    out += spm_->decode(run);
+    out = replace_all(out, "\xE2\x96\x81", " ");
+    out = strip_unicode_space(out);
+    if (clean_up_)
+      for (const auto& [from, to] : kCleanUp) out = replace_all(out, from, to);
+    return {out};
+  }
+
+ private:
+  // transformers' clean_up_tokenization, in its order.
+  static constexpr std::pair<const char*, const char*> kCleanUp[] = {
+      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
+      {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+
+  static std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+    std::string out;
+    size_t pos = 0;
+    for (size_t at; (at = s.find(from, pos)) != std::string::npos; pos = at + from.size()) out += s.substr(pos, at - pos) + to;
+    return out + s.substr(pos);
+  }
+
+  // Python's str.strip(): the chars str.isspace() calls whitespace.
+  static bool py_space(char32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  }
+  static std::string strip_unicode_space(const std::string& s) {
+    const auto cps = decode_utf8(s);
+    size_t b = 0, e = cps.size();
+    while (b < e && py_space(cps[b])) ++b;
+    while (e > b && py_space(cps[e - 1])) --e;
+    std::string out;
+    for (size_t i = b; i < e; ++i) append_utf8(out, cps[i]);
+    return out;
+  }
+
+  std::shared_ptr<const SentencePiece> spm_;
+  std::unordered_set<std::string> specials_;
+  bool clean_up_;
+};
+
+// A special token's text from tokenizer_config.json (a string or an AddedToken object).
+std::string token_text(const Json& cfg, const char* role, const char* fallback, const std::string& where) {
+  if (!cfg.contains(role) || cfg[role].is_null()) return fallback;
+  const auto& v = cfg[role];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  fail(where, std::string("'") + role + "' is neither a string nor an added token");
+}
+
+}  // namespace
+
+bool is_marian_folder(const std::string& dir) {
+  const fs::path d = dir;
+  return fs::is_directory(d) && !fs::exists(d / "tokenizer.json") && fs::exists(d / "source.spm") &&
+         fs::exists(d / "vocab.json");
+}
+
+MarianParts load_marian(const std::string& dir_in) {
+  const fs::path dir = dir_in;
+  const fs::path cfg_path = dir / "tokenizer_config.json";
+  MarianParts parts;
+  parts.config = fs::exists(cfg_path) ? read_json_file(cfg_path.string()) : Json::object();
+  if (!parts.config.is_object()) fail(cfg_path.string(), "not a JSON object");
+  const Json& cfg = parts.config;
+  const std::string where = cfg_path.string();
+  const bool separate = cfg.value("separate_vocabs", false);
+  MarianVocab source_vocab = MarianVocab::read((dir / "vocab.json").string());
+  const std::string unk = token_text(cfg, "unk_token", "<unk>", where);
+  const auto unk_it = source_vocab.ids.find(unk);
+  if (unk_it == source_vocab.ids.end()) fail((dir / "vocab.json").string(), "the unknown token " + unk + " is missing");
+  const int64_t unk_id = unk_it->second;
+
+  // Special tokens take their ids from the source vocab.json (MarianTokenizer.get_vocab).
+  std::vector<std::string> special_texts = {token_text(cfg, "eos_token", "</s>", where), unk,
+                                            token_text(cfg, "pad_token", "<pad>", where)};
+  for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
+    if (cfg.contains(key) && cfg[key].is_array())
+      for (const auto& t : cfg[key])
+        if (t.is_string()) special_texts.push_back(t.get<std::string>());
+  std::unordered_set<std::string> special_set;
+  for (const auto& t : special_texts) {
+    const auto it = source_vocab.ids.find(t);
+    if (it == source_vocab.ids.end())
+      fail((dir / "vocab.json").string(), "special token " + t + " (tokenizer_config.json) is not in the vocabulary");
+    if (special_set.insert(t).second) parts.specials.emplace_back(t, it->second);
+  }
+
+  // Decoding uses the source side for a shared vocabulary, the target side otherwise
+  // (MarianTokenizer._decode's use_source_tokenizer default); both models load either way.
+  const auto spm_at = [&](const char* name) {
+    return std::make_shared<const SentencePiece>(SentencePiece::from_file((dir / name).string()));
+  };
+  const auto source_spm = spm_at("source.spm"), target_spm = spm_at("target.spm");
+  MarianVocab target_vocab =
+      separate ? MarianVocab::read((dir / "target_vocab.json").string()) : source_vocab;
+  const auto target_unk = target_vocab.ids.find(unk);
+  if (target_unk == target_vocab.ids.end())
+    fail((dir / "target_vocab.json").string(), "the unknown token " + unk + " is missing");
+  const auto decode_spm = separate ? target_spm : source_spm;
+  parts.decoder = std::make_unique<MarianDecoder>(decode_spm, special_set, cfg.value("clean_up_tokenization_spaces", false));
+  parts.target_model =
+      std::make_unique<MarianModel>(target_spm, decode_spm, target_vocab, target_vocab, target_unk->second);
+  parts.model = std::make_unique<MarianModel>(source_spm, decode_spm, source_vocab, std::move(target_vocab), unk_id);
+  const std::string& eos = special_texts[0];
+  const int64_t eos_id = parts.specials[0].second;
+  parts.post_processor = {
+      {"type", "TemplateProcessing"},
+      {"single", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
+      {"pair", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                            {{"Sequence", {{"id", "B"}, {"type_id", 0}}}},
+                            {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
+      {"special_tokens", {{eos, {{"id", eos}, {"ids", {eos_id}}, {"tokens", {eos}}}}}}};
+  return parts;
+}
+
+}  // namespace peft::tok
