@@ -9,6 +9,7 @@
 #include <optional>
 #include <string_view>
 
+#include "tokenizer/charsmap.h"
 #include "tokenizer/components.h"
 
 namespace peft::tok {
@@ -44,19 +45,8 @@ std::string base64_decode(const std::string& in, const std::string& where) {
 
 class Precompiled : public Normalizer {
  public:
-  Precompiled(const Json& j, const std::string& where) : where_(where) {
-    const auto map = base64_decode(j.at("precompiled_charsmap").get<std::string>(), where);
-    uint32_t trie_bytes = 0;
-    if (map.size() < 4) fail(where, "precompiled_charsmap is shorter than its header");
-    std::memcpy(&trie_bytes, map.data(), 4);  // little-endian, as x86 and ARM hosts are
-    const size_t units = trie_bytes / 4;
-    if (units > (map.size() - 4) / 4)
-      fail(where, "precompiled_charsmap's trie (" + std::to_string(trie_bytes) + " bytes) is longer than the map");
-    trie_.resize(units);
-    if (units) std::memcpy(trie_.data(), map.data() + 4, units * 4);
-    normalized_ = map.substr(4 + units * 4);
-    if (!valid_utf8(normalized_)) fail(where, "precompiled_charsmap's replacements are not UTF-8");
-    if (trie_.empty()) fail(where, "precompiled_charsmap has an empty trie");
+  Precompiled(const Json& j, const std::string& where)
+      : charsmap_(base64_decode(j.at("precompiled_charsmap").get<std::string>(), where), where) {
     for (int b = 1; b < 0x80; ++b) {
       const char c = static_cast<char>(b);
       ascii_kept_[b] = !transform(std::string_view(&c, 1));
@@ -143,38 +133,15 @@ class Precompiled : public Normalizer {
     return i;
   }
 
-  uint32_t unit(size_t pos) const {
-    if (pos >= trie_.size()) fail(where_, "precompiled_charsmap's trie points outside itself");
-    return trie_[pos];
-  }
-  static size_t offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
-
-  // The replacement of the shortest prefix of `chunk` the trie holds (spm_precompiled's
-  // transform: the first of the common-prefix results), if any.
+  // The replacement of the shortest prefix of `chunk` the map holds (spm_precompiled's
+  // transform), if any.
   std::optional<std::string> transform(std::string_view chunk) const {
-    size_t pos = offset(unit(0));
-    for (unsigned char c : chunk) {
-      if (c == 0) break;
-      pos ^= c;
-      const uint32_t u = unit(pos);
-      if ((u & ((1u << 31) | 0xffu)) != c) return std::nullopt;
-      pos ^= offset(u);
-      if ((u >> 8) & 1) return normalized_at(unit(pos) & ((1u << 31) - 1));
-    }
-    return std::nullopt;
+    const auto rule = charsmap_.shortest(chunk);
+    return rule ? std::optional<std::string>(rule->second) : std::nullopt;
   }
 
-  std::string normalized_at(size_t index) const {
-    if (index > normalized_.size() || (index < normalized_.size() && (normalized_[index] & 0xC0) == 0x80))
-      fail(where_, "precompiled_charsmap's trie points outside its replacements");
-    const size_t end = normalized_.find('\0', index);
-    return normalized_.substr(index, end == std::string::npos ? std::string::npos : end - index);
-  }
-
-  std::string where_;
+  Charsmap charsmap_;
   bool ascii_kept_[0x80] = {};  // the ASCII chars the map has no entry for
-  std::vector<uint32_t> trie_;
-  std::string normalized_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "tokenizer/charsmap.h"
 #include "tokenizer/normalized.h"
 #include "util/json_file.h"
 
@@ -160,57 +161,6 @@ int piece_byte(const std::string& p) {
 // sentencepiece's OneCharLen: the length a lead byte announces (1 for a stray one).
 size_t one_char_len(unsigned char c) { return static_cast<size_t>("\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[c >> 4]); }
 
-// --- The charsmap: a Darts double array over UTF-8 bytes, NUL-ended replacements ------
-
-class Charsmap {
- public:
-  Charsmap(const std::string& blob, const std::string& where) : where_(where) {
-    if (blob.size() < 4) bad(where, "precompiled_charsmap is shorter than its header");
-    uint32_t trie_bytes = 0;
-    std::memcpy(&trie_bytes, blob.data(), 4);
-    if (trie_bytes / 4 > (blob.size() - 4) / 4 || trie_bytes == 0)
-      bad(where, "precompiled_charsmap's trie does not fit the map");
-    units_.resize(trie_bytes / 4);
-    std::memcpy(units_.data(), blob.data() + 4, units_.size() * 4);
-    normalized_ = blob.substr(4 + trie_bytes);
-  }
-
-  // The replacement of the longest prefix of `s` the map holds (among the first 32 found,
-  // as kMaxTrieResultsSize bounds it), and that prefix's length; length 0 if none.
-  std::pair<std::string_view, size_t> longest(std::string_view s) const {
-    size_t pos = offset(unit(0)), found = 0, best_len = 0;
-    uint32_t best_value = 0;
-    for (size_t i = 0; i < s.size(); ++i) {
-      const auto c = static_cast<unsigned char>(s[i]);
-      pos ^= c;
-      const uint32_t u = unit(pos);
-      if ((u & ((1u << 31) | 0xffu)) != c) break;
-      pos ^= offset(u);
-      if ((u >> 8) & 1) {
-        if (found++ < 32 && i + 1 > best_len) {
-          best_len = i + 1;
-          best_value = unit(pos) & ((1u << 31) - 1);
-        }
-      }
-    }
-    if (!best_len) return {{}, 0};
-    if (best_value >= normalized_.size()) bad(where_, "precompiled_charsmap's trie points outside its replacements");
-    const std::string_view rest(normalized_.data() + best_value, normalized_.size() - best_value);
-    return {rest.substr(0, rest.find('\0')), best_len};
-  }
-
- private:
-  uint32_t unit(size_t pos) const {
-    if (pos >= units_.size()) bad(where_, "precompiled_charsmap's trie points outside itself");
-    return units_[pos];
-  }
-  static size_t offset(uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); }
-
-  std::vector<uint32_t> units_;
-  std::string normalized_;
-  std::string where_;
-};
-
 // --- Normalizer::Normalize ------------------------------------------------------------
 
 class SpmNormalizer {
@@ -276,10 +226,8 @@ class SpmNormalizer {
     for (const auto& u : user_defined_)
       if (u.size() > best && input.substr(0, u.size()) == u) best = u.size();
     if (best) return {input.substr(0, best), best};
-    if (charsmap_) {
-      const auto rule = charsmap_->longest(input);
-      if (rule.second) return rule;
-    }
+    if (charsmap_)
+      if (const auto rule = charsmap_->longest(input)) return {rule->second, rule->first};
     const size_t n = one_char_len(static_cast<unsigned char>(input[0]));
     if (n > input.size() || !valid_utf8(std::string(input.substr(0, n))))
       return {"\xEF\xBF\xBD", 1};
