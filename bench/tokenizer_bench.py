@@ -3,9 +3,13 @@
 
 Usage:
   python bench/tokenizer_bench.py --peft build/bench_tokenizer --tokenizers-dir OUT_DIR [--mb 4]
-         [--repeat 3] [--names gpt2_bpe,llama2_bpe,...] [--keep-corpus FILE]
+         [--repeat 3] [--names gpt2_bpe,llama2_bpe,...] [--keep-corpus FILE] [--marian DIR ...]
 
 OUT_DIR is what tests/parity/make_tokenizers.py wrote (OUT_DIR/<name>/tokenizer.json).
+--marian DIR (repeatable): a MarianTokenizer folder (source.spm, vocab.json; e.g. what
+tests/parity/check_marian.py writes to build/parity_marian/shared), measured against
+transformers' MarianTokenizer (Python over the sentencepiece library: there is no
+tokenizers version of it) with a loop of tok(line)["input_ids"].
 
 Corpus: King James Bible verses (``bible -f`` from packages bible-kjv / bible-kjv-text)
 and fortunes (/usr/share/games/fortunes from fortunes-min, one fortune per line), cycled
@@ -125,6 +129,17 @@ def bench_hf(path, lines, repeat):
     return (tb, nb, "batch") if tb <= tl else (tl, nl, "loop")
 
 
+def bench_marian(tok_dir, lines, repeat):
+    from transformers import MarianTokenizer
+    tok = MarianTokenizer.from_pretrained(tok_dir)
+
+    def loop():
+        return sum(len(tok(line)["input_ids"]) for line in lines)
+
+    secs, n = best_of(loop, repeat)
+    return secs, n, "MarianTokenizer"
+
+
 def run_ours(peft, tok_dir, corpus, repeat):
     """Returns (dict, None) or (None, reason)."""
     if not peft or not os.path.isfile(peft) or not os.access(peft, os.X_OK):
@@ -156,6 +171,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--names", default=",".join(DEFAULT_NAMES))
     ap.add_argument("--keep-corpus", default="", help="also write the corpus to this file")
+    ap.add_argument("--marian", action="append", default=[], help="a MarianTokenizer folder (repeatable)")
     args = ap.parse_args()
 
     lines, nbytes = build_corpus(args.mb)
@@ -174,13 +190,15 @@ def main():
 
     rows = []
     try:
-        for name in [n for n in args.names.split(",") if n]:
-            tok_dir = os.path.join(args.tokenizers_dir, name)
+        jobs = [(n, os.path.join(args.tokenizers_dir, n)) for n in args.names.split(",") if n]
+        jobs += [("marian_" + os.path.basename(os.path.normpath(d)), d) for d in args.marian]
+        for name, tok_dir in jobs:
             path = os.path.join(tok_dir, "tokenizer.json")
-            if not os.path.exists(path):
+            marian = os.path.exists(os.path.join(tok_dir, "source.spm")) and not os.path.exists(path)
+            if not marian and not os.path.exists(path):
                 print("%s: %s missing (run tests/parity/make_tokenizers.py)" % (name, path))
                 continue
-            secs, ntok, how = bench_hf(path, lines, args.repeat)
+            secs, ntok, how = bench_marian(tok_dir, lines, args.repeat) if marian else bench_hf(path, lines, args.repeat)
             hf = nbytes / 1e6 / secs
             ours, why = (None, "binary not found")
             if peft_ok:
