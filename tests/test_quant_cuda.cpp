@@ -60,7 +60,7 @@ TEST_F(Cuda4bit, DequantizeEqualsTheHostBitForBit) {
   }
 }
 
-// The decode kernel sums 8 products, scales the sum once, and adds up the rest in fp32:
+// The decode kernel sums 32 products, scales the sum once, and adds up the rest in fp32:
 // against float64, 1e-5 of the largest output is ~100 fp32 ulp (as test_quant_kernels
 // bounds the host kernel).
 TEST_F(Cuda4bit, GemvEqualsDequantizeThenMultiplyForEveryRowCountAndDtype) {

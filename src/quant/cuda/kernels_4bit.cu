@@ -164,6 +164,8 @@ const char* peft_cuda_dequantize_4bit(const PeftCuda4bitWeight* w, int out_dtype
 const char* peft_cuda_gemv_4bit(const PeftCuda4bitWeight* w, int64_t out_features, int64_t in_features,
                                 const void* x, int x_dtype, int rows, float* y, void* stream) {
   if (in_features % 32 != 0) return "gemv_4bit: in_features must be a multiple of 32";
+  if (w->log2_blocksize < 5) return "gemv_4bit: blocks of at least 32 elements";
+  if (out_features == 0) return nullptr;  // an empty grid is no valid launch
   const auto s = static_cast<cudaStream_t>(stream);
   switch (x_dtype) {
     case kPeftCudaF32: return gemv_rows<float>(*w, out_features, in_features, x, rows, y, s);
