@@ -9,6 +9,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace peft::quant {
@@ -77,8 +78,8 @@ PeftCuda4bitWeight weight_args(const at::Tensor& packed, const Weight4bit& w, co
   PeftCuda4bitWeight a{};
   a.packed = static_cast<const uint8_t*>(packed.const_data_ptr());
   a.scales = scales.const_data_ptr<float>();
-  const at::Tensor code = w.state.code.to(at::kCPU, at::kFloat).contiguous();
-  for (int i = 0; i < 16; ++i) a.code[i] = code.const_data_ptr<float>()[i];
+  const std::vector<float>& code = code_table(w.state.type);  // state.code, as the layer checked on construction
+  std::copy(code.begin(), code.end(), a.code);
   a.numel = w.state.numel();
   a.log2_blocksize = __builtin_ctzll(static_cast<unsigned long long>(w.state.blocksize));
   return a;

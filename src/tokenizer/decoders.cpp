@@ -3,6 +3,11 @@
 
 namespace peft::tok {
 
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  return s;
+}
+
 namespace {
 
 class ByteLevelDec : public Decoder {
@@ -52,11 +57,6 @@ class MetaspaceDec : public Decoder {
   std::string replacement_;
   bool prepend_;
 };
-
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
-  return s;
-}
 
 class WordPieceDec : public Decoder {
  public:

@@ -113,13 +113,6 @@ class MarianDecoder : public Decoder {
       {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"}, {" n't", "n't"},
       {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
 
-  static std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-    std::string out;
-    size_t pos = 0;
-    for (size_t at; (at = s.find(from, pos)) != std::string::npos; pos = at + from.size()) out += s.substr(pos, at - pos) + to;
-    return out + s.substr(pos);
-  }
-
   // Python's str.strip(): the chars str.isspace() calls whitespace.
   static bool py_space(char32_t c) {
     return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||

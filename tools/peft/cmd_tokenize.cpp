@@ -20,8 +20,7 @@ struct TokenizeArgs {
 // One text encoded as `tokenizers`' Tokenizer.encode encodes it: truncated, then padded
 // when tokenizer.json asks for padding (a Fixed length pads even a single text).
 Encoding encode_as_tokenizers(const Tokenizer& tok, const std::string& text, bool add_special, bool target) {
-  if (target) return tok.encode_target(text, add_special);
-  if (!tok.padding()) return tok.encode(text, add_special);
+  if (!tok.padding()) return target ? tok.encode_target(text, add_special) : tok.encode(text, add_special);
   return std::move(tok.encode_batch({text}, add_special)[0]);
 }
 
