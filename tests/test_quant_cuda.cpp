@@ -33,10 +33,12 @@ struct Case {
 };
 
 // Blocks that do and do not divide a row, an odd element count (a half-used last byte),
-// a blocksize longer than the whole weight, and an LLM-sized layer.
+// a blocksize longer than the whole weight, an LLM-sized layer, and 4128-wide rows (the
+// GEMV lanes' last round of unrolled loads is partial). Element counts that are and
+// are not multiples of 8 take dequantization's wide and byte-wise kernels.
 const Case kCases[] = {{QuantType::kNF4, 64, false, 64, 96},   {QuantType::kFP4, 32, true, 33, 47},
                        {QuantType::kNF4, 4096, true, 17, 100}, {QuantType::kFP4, 128, false, 40, 256},
-                       {QuantType::kNF4, 64, true, 2048, 4096}};
+                       {QuantType::kNF4, 64, true, 2048, 4096}, {QuantType::kNF4, 64, false, 24, 4128}};
 
 double rel(const at::Tensor& a, const at::Tensor& b) {
   return ((a.cpu().to(at::kDouble) - b.cpu().to(at::kDouble)).abs().max() / b.cpu().to(at::kDouble).abs().max())
@@ -60,7 +62,7 @@ TEST_F(Cuda4bit, DequantizeEqualsTheHostBitForBit) {
   }
 }
 
-// The decode kernel sums 32 products, scales the sum once, and adds up the rest in fp32:
+// The decode kernel sums 8 products, scales the sum once, and adds up the rest in fp32:
 // against float64, 1e-5 of the largest output is ~100 fp32 ulp (as test_quant_kernels
 // bounds the host kernel).
 TEST_F(Cuda4bit, GemvEqualsDequantizeThenMultiplyForEveryRowCountAndDtype) {

@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <iostream>
 #include <stdexcept>
 
 namespace peft::quant {
@@ -46,8 +47,16 @@ Kernels open_kernels() {
   return k;
 }
 
+// Opened the first time a 4-bit weight is used on a GPU. Without the kernels those
+// products still run (dequantized on the host), only far slower: say so once.
 const Kernels& kernels() {
-  static const Kernels k = open_kernels();
+  static const Kernels k = [] {
+    Kernels opened = open_kernels();
+    if (!opened.error.empty())
+      std::cerr << "warning: " << opened.error << "; 4-bit products on the GPU fall back to dequantizing on the host "
+                << "(slow)\n";
+    return opened;
+  }();
   return k;
 }
 

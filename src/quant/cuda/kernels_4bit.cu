@@ -23,7 +23,7 @@ __device__ __forceinline__ void load_code(const PeftCuda4bitWeight& w, float* lu
   __syncthreads();
 }
 
-// One byte (two elements) per thread and step. __fmul_rn keeps the product a plain fp32
+// Any size: one byte (two elements) per thread and step. __fmul_rn keeps the product a plain fp32
 // multiply, rounded once more by from_float, as the CPU path rounds it.
 template <typename T>
 __global__ void dequantize_kernel(const __grid_constant__ PeftCuda4bitWeight w, T* __restrict__ out) {
@@ -36,6 +36,47 @@ __global__ void dequantize_kernel(const __grid_constant__ PeftCuda4bitWeight w, 
     const int64_t e = 2 * b;
     out[e] = from_float<T>(__fmul_rn(lut[q >> 4], w.scales[e >> w.log2_blocksize]));
     if (e + 1 < w.numel) out[e + 1] = from_float<T>(__fmul_rn(lut[q & 15], w.scales[(e + 1) >> w.log2_blocksize]));
+  }
+}
+
+// Eight outputs of one row as a single 16-byte (bf16 / fp16) or two 16-byte (fp32) stores.
+__device__ __forceinline__ void store8(float* p, const float* v) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* v) {
+  uint4 u;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+  for (int k = 0; k < 4; ++k) h[k] = __halves2bfloat162(__float2bfloat16_rn(v[2 * k]), __float2bfloat16_rn(v[2 * k + 1]));
+  *reinterpret_cast<uint4*>(p) = u;
+}
+__device__ __forceinline__ void store8(__half* p, const float* v) {
+  uint4 u;
+  __half2* h = reinterpret_cast<__half2*>(&u);
+  for (int k = 0; k < 4; ++k) h[k] = __halves2half2(__float2half_rn(v[2 * k]), __float2half_rn(v[2 * k + 1]));
+  *reinterpret_cast<uint4*>(p) = u;
+}
+
+// The common case, numel a multiple of 8: one 32-bit word (eight codes, which share a
+// scale since 8 divides the blocksize) per thread and step, written with wide stores.
+// The products and their rounding are dequantize_kernel's.
+template <typename T>
+__global__ void dequantize8_kernel(const __grid_constant__ PeftCuda4bitWeight w, T* __restrict__ out) {
+  __shared__ float lut[16];
+  load_code(w, lut);
+  const int64_t words = w.numel / 8;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const uint32_t* packed = reinterpret_cast<const uint32_t*>(w.packed);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < words; i += stride) {
+    const uint32_t q = __ldg(packed + i);
+    const float s = __ldg(w.scales + ((8 * i) >> w.log2_blocksize));
+    float v[8];
+    for (int j = 0; j < 4; ++j) {  // little-endian: byte j of the word is packed byte 4 i + j
+      const unsigned byte = (q >> (8 * j)) & 0xffu;
+      v[2 * j] = __fmul_rn(lut[byte >> 4], s);
+      v[2 * j + 1] = __fmul_rn(lut[byte & 15u], s);
+    }
+    store8(out + 8 * i, v);
   }
 }
 
@@ -66,43 +107,56 @@ __device__ __forceinline__ void load8<__half>(const __half* p, float* v) {
   }
 }
 
-// One warp per output feature: lane l reads 16-byte words l, l + 32, ... of the feature's
-// packed row (32 codes each, all in one block), so a warp streams 512 contiguous bytes per
-// step and the codes come from memory once; x stays in L1/L2.
+// One warp per output feature. Step k: lane l reads 32-bit word k = l, l + 32, ... of the
+// feature's packed row (codes 8 k .. 8 k + 7, in one block since 8 divides the blocksize)
+// and the 8 x values they multiply, so each warp-wide load of codes (128 bytes) and of x
+// (512 bytes of bf16 per row) is contiguous. (With 32 codes per lane, every x load touched
+// 16 cache lines, and L1 traffic, not memory, bounded the kernel at ~27% of the copy rate.)
+// A lane issues the loads of its next kUnroll words and scales before it decodes them. The
+// 8 products of a word are summed, scaled once, and added up in fp32.
+constexpr int kUnroll = 8;
+
 template <typename TX, int R>
-__global__ void gemv_kernel(const __grid_constant__ PeftCuda4bitWeight w, int64_t out_features, int64_t in_features,
-                            const TX* __restrict__ x, float* __restrict__ y) {
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ PeftCuda4bitWeight w,
+                                                        int64_t out_features, int64_t in_features,
+                                                        const TX* __restrict__ x, float* __restrict__ y) {
   __shared__ float lut[16];
   load_code(w, lut);
   const int lane = threadIdx.x & 31;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (o >= out_features) return;
-  const int64_t words = in_features / 32;
-  const uint4* row = reinterpret_cast<const uint4*>(w.packed) + o * words;
+  const int64_t words = in_features / 8;
+  const uint32_t* row = reinterpret_cast<const uint32_t*>(w.packed) + o * words;
   const int64_t first = o * in_features;
   float acc[R];
   for (int r = 0; r < R; ++r) acc[r] = 0.f;
-  for (int64_t k = lane; k < words; k += 32) {
-    const uint4 q4 = __ldg(row + k);
-    const float s = __ldg(w.scales + ((first + 32 * k) >> w.log2_blocksize));
-    const uint32_t q[4] = {q4.x, q4.y, q4.z, q4.w};
-    float dot[R];
-    for (int r = 0; r < R; ++r) dot[r] = 0.f;
+  for (int64_t k0 = lane; k0 < words; k0 += 32 * kUnroll) {
+    uint32_t q[kUnroll];
+    float s[kUnroll];
 #pragma unroll
-    for (int part = 0; part < 4; ++part) {
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t k = k0 + 32 * u;
+      q[u] = k < words ? __ldg(row + k) : 0u;
+      s[u] = k < words ? __ldg(w.scales + ((first + 8 * k) >> w.log2_blocksize)) : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t k = k0 + 32 * u;
+      if (k >= words) break;
       float wv[8];
-      for (int j = 0; j < 4; ++j) {
-        const unsigned byte = (q[part] >> (8 * j)) & 0xffu;
+      for (int j = 0; j < 4; ++j) {  // little-endian: byte j of the word is packed byte 4 k + j
+        const unsigned byte = (q[u] >> (8 * j)) & 0xffu;
         wv[2 * j] = lut[byte >> 4];
         wv[2 * j + 1] = lut[byte & 15u];
       }
       for (int r = 0; r < R; ++r) {
         float xv[8];
-        load8<TX>(x + r * in_features + 32 * k + 8 * part, xv);
-        for (int j = 0; j < 8; ++j) dot[r] = fmaf(xv[j], wv[j], dot[r]);
+        load8<TX>(x + r * in_features + 8 * k, xv);
+        float dot = 0.f;
+        for (int j = 0; j < 8; ++j) dot = fmaf(xv[j], wv[j], dot);
+        acc[r] = fmaf(dot, s[u], acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) acc[r] = fmaf(dot[r], s, acc[r]);
   }
   for (int r = 0; r < R; ++r) {
     float v = acc[r];
@@ -149,6 +203,19 @@ extern "C" {
 
 const char* peft_cuda_dequantize_4bit(const PeftCuda4bitWeight* w, int out_dtype, void* out, void* stream) {
   const auto s = static_cast<cudaStream_t>(stream);
+  const auto aligned = [](const void* p, uintptr_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
+  if (w->numel % 8 == 0 && w->log2_blocksize >= 3 && aligned(w->packed, 4) && aligned(out, 16)) {
+    const int grid8 = grid_for(w->numel / 8, kThreads);
+    switch (out_dtype) {
+      case kPeftCudaF32: dequantize8_kernel<float><<<grid8, kThreads, 0, s>>>(*w, static_cast<float*>(out)); break;
+      case kPeftCudaBF16:
+        dequantize8_kernel<__nv_bfloat16><<<grid8, kThreads, 0, s>>>(*w, static_cast<__nv_bfloat16*>(out));
+        break;
+      case kPeftCudaF16: dequantize8_kernel<__half><<<grid8, kThreads, 0, s>>>(*w, static_cast<__half*>(out)); break;
+      default: return "dequantize_4bit: output dtype must be fp32, bf16 or fp16";
+    }
+    return status(cudaGetLastError());
+  }
   const int grid = grid_for((w->numel + 1) / 2, kThreads);
   switch (out_dtype) {
     case kPeftCudaF32: dequantize_kernel<float><<<grid, kThreads, 0, s>>>(*w, static_cast<float*>(out)); break;

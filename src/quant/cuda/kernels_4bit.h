@@ -29,8 +29,8 @@ const char* peft_cuda_dequantize_4bit(const PeftCuda4bitWeight* w, int out_dtype
 
 // y[r, o] = sum_i x[r, i] * code[q(o, i)] * scale(o, i) in fp32, for a weight seen as
 // [out_features, in_features] with in_features a multiple of 32, and 1..8 rows of x
-// (contiguous, `x_dtype`, 16-byte aligned; packed 16-byte aligned). Each group of 32
-// codes' partial sum is scaled once (all 32 lie in one block). y is fp32 [rows, out_features].
+// (contiguous, `x_dtype`, 16-byte aligned; packed 16-byte aligned). Each group of 8
+// codes' partial sum is scaled once (all 8 lie in one block). y is fp32 [rows, out_features].
 const char* peft_cuda_gemv_4bit(const PeftCuda4bitWeight* w, int64_t out_features, int64_t in_features,
                                 const void* x, int x_dtype, int rows, float* y, void* stream);
 
