@@ -7,7 +7,8 @@
 #     test_quant_cuda and bench_quant_gemv_cuda, LIBS the shared libraries they need
 #     beyond glibc and torch, FIX the ctest fixtures check_cuda.py reads:
 #       PEFT_RUNTIME_LIBS=LIBS PEFT_FIXTURES=FIX bash scripts/gpu_check.sh DIR [steps...]
-# Steps (default all): tests, parity, gemv, train1b, train8b. Logs go to $OUT when set.
+# Steps (default all): tests, parity, gemv, train1b, train8b, each under its own timeout
+# (so that one hung step still leaves the others' figures). Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:?usage: gpu_check.sh BIN_DIR [tests parity gemv train1b train8b]}"); shift
@@ -29,12 +30,13 @@ want=${PEFT_TORCH_VERSION:-}
   for s in $steps; do
     echo "=== $s $(date +%T)"
     case $s in
-      tests) "$bin/test_quant_cuda" --gtest_brief=1 ;;
-      parity) python3 tests/parity/check_cuda.py "$bin/peft" "$fix" ;;
-      gemv) "$bin/bench_quant_gemv_cuda" ;;
-      train1b) python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_2_1b --batch 8 --seq 2048 --steps 12 --qlora ;;
-      train8b) python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_1_8b --batch 2 --seq 2048 --steps 8 \
-                 --checkpointing llama3_1_8b ;;
+      tests) timeout 120 "$bin/test_quant_cuda" --gtest_brief=1 ;;
+      parity) timeout 300 python3 tests/parity/check_cuda.py "$bin/peft" "$fix" ;;
+      gemv) timeout 120 "$bin/bench_quant_gemv_cuda" ;;
+      train1b) timeout 300 python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_2_1b --batch 8 --seq 2048 \
+                 --steps 12 --qlora ;;
+      train8b) timeout 420 python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_1_8b --batch 2 --seq 2048 \
+                 --steps 8 --checkpointing llama3_1_8b --qlora ;;
       *) echo "unknown step $s" ;;
     esac
     echo "=== $s exit $? $(date +%T)"
