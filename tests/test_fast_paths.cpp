@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "models/fused_kernels.h"
@@ -184,6 +185,38 @@ TEST(FrozenBf16, AnEmbeddingWithAnAdapterOrThatTrainsStaysFp32) {
   m2->input_embeddings()->weight.requires_grad_(true);
   store_frozen_weights(*m2, at::kBFloat16);
   EXPECT_EQ(m2->input_embeddings()->weight.scalar_type(), at::kFloat);
+}
+
+// precision=bf16 on a GPU builds on the host and then moves everything (train/setup.cpp).
+// The meta device shows where each tensor went without a GPU.
+TEST(FrozenBf16, PeftModelToMovesEveryTensorAndKeepsTiesAndTrainability) {
+  auto model = load_model(parity("llama_gqa_tied").string());
+  PeftModel peft(model);
+  peft.add_adapter("default", *lora(R"({"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"],
+                                        "modules_to_save": ["norm"]})"));
+  peft.add_adapter("prompt", *lora(R"({"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM",
+                                       "num_virtual_tokens": 3})"));
+  peft.set_adapter({"default"});
+  store_frozen_weights(*model, at::kBFloat16);
+  std::map<std::string, std::pair<bool, at::ScalarType>> before;
+  for (const auto& [n, t] : model->named_parameters()) before[n] = {t.requires_grad(), t.scalar_type()};
+  const auto counts = peft.trainable_parameters();
+  peft.to(at::Device(at::kMeta));
+  for (const auto& [n, t] : model->named_parameters()) {
+    EXPECT_TRUE(t.is_meta()) << n;
+    EXPECT_EQ(t.requires_grad(), before.at(n).first) << n;
+    EXPECT_EQ(t.scalar_type(), before.at(n).second) << n;
+  }
+  EXPECT_TRUE(model->input_embeddings()->weight.is_same(*model->output_layer()->weight_tensor()));
+  EXPECT_EQ(peft.trainable_parameters(), counts);
+  for (const auto& t : peft.trainable_tensors()) {
+    EXPECT_TRUE(t.is_meta());
+    EXPECT_TRUE(t.is_leaf() && t.requires_grad());  // what the optimizer needs
+  }
+  peft.set_adapter({"prompt"});  // swaps the original norm back in, and the input adapter
+  for (const auto& [n, t] : model->named_parameters()) EXPECT_TRUE(t.is_meta()) << n;
+  for (const auto& t : peft.trainable_tensors()) EXPECT_TRUE(t.is_meta());
+  EXPECT_FALSE(peft.trainable_tensors().empty());
 }
 
 // --- fused bf16 ops (models/fused_ops.h) against the ATen compositions they replace ---

@@ -95,6 +95,10 @@ class PeftModel {
   std::string mixed_batch_refusal(const std::string& name) const;
   Model& model() { return *model_; }
   std::shared_ptr<Model> model_ptr() { return model_; }
+  // Moves the base model and every adapter (layer adapters, input adapters, trainable
+  // copies) to `device`; tensors shared before stay shared. For building on the host and
+  // moving once, e.g. after the frozen base is stored in bf16. Not with a composition set.
+  void to(at::Device device);
 
   // While alive, the model computes as the base model (adapters and modules_to_save off).
   class [[nodiscard]] Disabled {

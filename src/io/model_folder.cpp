@@ -39,6 +39,8 @@ bool ignorable(const std::string& key) {
 }  // namespace
 
 std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
+  std::optional<at::Device> device;  // checked before anything is read
+  if (opts.device && *opts.device != "cpu") device = usable_device(*opts.device);
   const ModelPath where = resolve_model_path(path);
   const auto ck = with_split_keys(with_stacked_experts(open_checkpoint(where)));
   auto config = ck->config();
@@ -137,15 +139,7 @@ std::shared_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   model->tie_weights();
   model->name_or_path = fs::absolute(where.gguf.empty() ? where.folder : where.gguf).lexically_normal().string();
   if (model->name_or_path.size() > 1 && model->name_or_path.back() == '/') model->name_or_path.pop_back();
-  if (opts.device && *opts.device != "cpu") {
-    const at::Device device(*opts.device);  // throws on a malformed name
-    if (device.is_cuda() && !load_cuda_backend().empty())
-      throw std::runtime_error("device '" + *opts.device + "': " + load_cuda_backend());
-    if (device.is_cuda() && !at::hasCUDA())
-      throw std::runtime_error("device '" + *opts.device + "': this machine has no usable CUDA GPU (or torch was "
-                               "built without CUDA)");
-    model->to(device);
-  }
+  if (device) model->to(*device);
   return model;
 }
 

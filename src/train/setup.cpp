@@ -18,6 +18,7 @@
 #include "tuners/lora/init_conversion.h"
 #include "tuners/lora/lora_ga.h"
 #include "util/atomic_file.h"
+#include "util/cuda_backend.h"
 #include "train/image_data.h"
 #include "train/precision.h"
 #include "util/json_file.h"  // strict_get
@@ -188,10 +189,33 @@ void save_trained(const PeftModel& peft, const std::string& dir, bool checkpoint
             << 2 * lora->r << ")\n";
 }
 
+namespace {
+
+// With precision=bf16 on a GPU, whether to build the model and its adapters on the host
+// and move them once the frozen base is bf16: loading straight onto the GPU would hold the
+// whole base there in fp32 first (30 GB for an 8B model whose run then needs 16). Not where
+// setup runs the model on data (CorDA, LoRA-GA and EVA calibration, gradient masks), which
+// stays on the GPU, nor with a composition (PeftModel::to does not move its tensors).
+bool stage_on_host(const TrainConfig& cfg) {
+  if (cfg.precision != "bf16" || cfg.device == "cpu" || !cfg.composition.is_null()) return false;
+  const auto is = [&](const char* key, std::initializer_list<const char*> values) {
+    const auto it = cfg.method.find(key);
+    if (it == cfg.method.end() || !it->is_string()) return false;
+    for (const char* v : values)
+      if (*it == v) return true;
+    return false;
+  };
+  return !cfg.method.is_object() || !(is("init_lora_weights", {"corda", "lora_ga", "eva"}) || is("mask_type", {"gradient"}));
+}
+
+}  // namespace
+
 TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& adapters, bool fresh_adapter) {
   TrainSetup s;
   LoadOptions lo;
-  lo.device = cfg.device;
+  const bool staged = stage_on_host(cfg);
+  if (staged) usable_device(cfg.device);  // fail before loading, as load_model does
+  else lo.device = cfg.device;
   lo.architecture = cfg.architecture;
   lo.num_labels = cfg.num_labels;
   lo.labels = cfg.labels;
@@ -257,6 +281,7 @@ TrainSetup load_setup(const TrainConfig& cfg, const std::vector<std::string>& ad
                                  " (it acts on each row as one sequence, which packing splits into examples)");
   }
   if (cfg.precision == "bf16") store_frozen_weights(*s.model, at::kBFloat16);  // after the adapters: they decide
+  if (staged) s.peft->to(at::Device(cfg.device));
   return s;
 }
 

@@ -225,6 +225,29 @@ InputAdapter* PeftModel::input_adapter(const std::string& name) const {
   return it == inputs_.end() ? nullptr : it->second.get();
 }
 
+void PeftModel::to(at::Device device) {
+  if (composition_) throw std::logic_error("PeftModel::to: clear the composition first (its tensors are not moved)");
+  c10::NoGradGuard no_grad;
+  // Original -> moved, keyed by the original's storage object; the originals stay alive
+  // until the end so that no address is reused while the map is read.
+  std::map<const void*, std::pair<at::Tensor, at::Tensor>> moved;
+  auto move = [&](at::Tensor& t) {
+    if (!t.defined()) return;
+    auto [it, fresh] = moved.try_emplace(t.unsafeGetTensorImpl());
+    if (fresh) it->second = {t, t.detach().to(device)};
+    t = it->second.second;
+  };
+  auto move_slots = [&](Module& m) { m.visit_slots([&](const std::string&, Module::ParamSlot& s) { move(*s.tensor); }); };
+  move_slots(*model_);
+  for (auto& [_, in] : inputs_) move_slots(*in);
+  for (auto& [_, saved] : saved_modules_) {
+    for (auto& t : saved.original) move(t);
+    for (auto& [__, copy] : saved.copies)
+      for (auto& t : copy) move(t);
+  }
+  apply_state();  // the trainable copies' slots and every requires_grad flag, on the moved tensors
+}
+
 void PeftModel::apply_state() {
   // Which adapters each layer applies.
   for (auto& [name, list] : attachments_)

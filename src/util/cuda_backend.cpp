@@ -1,6 +1,9 @@
 #include "util/cuda_backend.h"
 
+#include <ATen/Context.h>
 #include <dlfcn.h>
+
+#include <stdexcept>
 
 namespace peft {
 
@@ -16,6 +19,16 @@ const std::string& load_cuda_backend() {
     return std::string();
   }();
   return error;
+}
+
+at::Device usable_device(const std::string& name) {
+  const at::Device device(name);  // throws on a malformed name
+  if (device.is_cuda() && !load_cuda_backend().empty())
+    throw std::runtime_error("device '" + name + "': " + load_cuda_backend());
+  if (device.is_cuda() && !at::hasCUDA())
+    throw std::runtime_error("device '" + name + "': this machine has no usable CUDA GPU (or torch was built "
+                             "without CUDA)");
+  return device;
 }
 
 }  // namespace peft

@@ -7,6 +7,8 @@
 // kernels and hooks exactly as if it had been linked.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <string>
 
 namespace peft {
@@ -14,5 +16,9 @@ namespace peft {
 // Loads libtorch_cuda (once; later calls return the first answer). Returns "" on success,
 // else why not (a CPU-only LibTorch, a library that failed to load).
 const std::string& load_cuda_backend();
+
+// The device `name` ("cpu", "cuda", "cuda:1") names, once it is usable: a malformed name,
+// a CUDA device without LibTorch's CUDA backend or without a GPU is a one-line error.
+at::Device usable_device(const std::string& name);
 
 }  // namespace peft
