@@ -144,8 +144,9 @@ namespace peft::quant {
 namespace {
 
 // bf16 training runs the 4-bit products in bf16 even for an fp32 compute dtype, as bnb's
-// F.linear under autocast does; the output comes back in the input's dtype.
-TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsTheInputDtype) {
+// F.linear under autocast does; the output stays bf16, as a dense bf16 Linear's does under
+// autocast, so the activations after it are saved at bf16 width as in the dense model.
+TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsAutocastsDtype) {
   at::manual_seed(4);
   auto q = quantize_4bit(at::randn({64, 256}), QuantType::kNF4, 64, false);
   const auto w = std::make_shared<const Weight4bit>(q.state, at::kFloat);
@@ -156,7 +157,11 @@ TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsTheInputDtype) {
     AutocastGuard autocast(at::kCPU, true, at::kBFloat16);
     got = linear_4bit(x, q.packed, w, at::Tensor());
   }
-  EXPECT_EQ(got.scalar_type(), at::kFloat);
+  EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+  {
+    AutocastGuard autocast(at::kCPU, true, at::kBFloat16);  // what the dense layer returns
+    EXPECT_EQ(at::linear(x, dequantize_weight(q.packed, *w, at::kBFloat16)).scalar_type(), got.scalar_type());
+  }
   // The same bf16 products; only the GEMM's blocking differs (one bf16 rounding apart).
   EXPECT_LE(rel(got, want.to(at::kFloat)), 1e-2);
   EXPECT_GT(rel(got, at::linear(x, dequantize_weight(q.packed, *w, at::kFloat))), 1e-4);  // not fp32

@@ -138,12 +138,15 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
   if (x.size(-1) != w.in_features())
     throw std::invalid_argument("4-bit linear: input has " + std::to_string(x.size(-1)) + " features, the weight " +
                                 std::to_string(w.in_features()));
-  const at::ScalarType in_dtype = x.scalar_type();
   // Under autocast the product runs in autocast's dtype, as bnb's F.linear would (the
-  // out= GEMMs used here are not autocast ops themselves).
+  // out= GEMMs used here are not autocast ops themselves), and the output stays in it, as
+  // a dense Linear's does under autocast. (bnb casts back to the input's dtype, which in
+  // HF's bf16 models is bf16 already; here a norm's output may be fp32, and an fp32 output
+  // would double every activation saved after it: 38 against 27 GB on the GPU at 1B.)
   const auto device = x.device().type();
-  const at::ScalarType compute = at::autocast::is_autocast_enabled(device) ? at::autocast::get_autocast_dtype(device)
-                                                                           : w.compute_dtype;
+  const bool autocast = at::autocast::is_autocast_enabled(device);
+  const at::ScalarType compute = autocast ? at::autocast::get_autocast_dtype(device) : w.compute_dtype;
+  const at::ScalarType out_dtype = autocast ? compute : x.scalar_type();
   const at::Tensor xc = x.to(compute);
   const at::Tensor b = bias.defined() ? bias.to(compute) : bias;
   at::Tensor y;
@@ -162,7 +165,7 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
   } else {
     y = product(xc, packed, w, b.defined() ? b : at::Tensor());
   }
-  return y.to(in_dtype);
+  return y.to(out_dtype);
 }
 
 }  // namespace peft::quant
