@@ -142,6 +142,12 @@ std::string token_text(const Json& cfg, const char* role, const char* fallback, 
   fail(where, std::string("'") + role + "' is neither a string nor an added token");
 }
 
+// A true/false setting of tokenizer_config.json; an error names the file and key.
+bool flag(const Json& cfg, const char* key, const std::string& where) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return false;
+  return strict_get<bool>(cfg[key], where + ": '" + key + "'");
+}
+
 }  // namespace
 
 bool is_marian_folder(const std::string& dir) {
@@ -158,7 +164,7 @@ MarianParts load_marian(const std::string& dir_in) {
   if (!parts.config.is_object()) fail(cfg_path.string(), "not a JSON object");
   const Json& cfg = parts.config;
   const std::string where = cfg_path.string();
-  const bool separate = cfg.value("separate_vocabs", false);
+  const bool separate = flag(cfg, "separate_vocabs", where);
   MarianVocab source_vocab = MarianVocab::read((dir / "vocab.json").string());
   const std::string unk = token_text(cfg, "unk_token", "<unk>", where);
   const auto unk_it = source_vocab.ids.find(unk);
@@ -192,7 +198,7 @@ MarianParts load_marian(const std::string& dir_in) {
   if (target_unk == target_vocab.ids.end())
     fail((dir / "target_vocab.json").string(), "the unknown token " + unk + " is missing");
   const auto decode_spm = separate ? target_spm : source_spm;
-  parts.decoder = std::make_unique<MarianDecoder>(decode_spm, special_set, cfg.value("clean_up_tokenization_spaces", false));
+  parts.decoder = std::make_unique<MarianDecoder>(decode_spm, special_set, flag(cfg, "clean_up_tokenization_spaces", where));
   parts.target_model =
       std::make_unique<MarianModel>(target_spm, decode_spm, target_vocab, target_vocab, target_unk->second);
   parts.model = std::make_unique<MarianModel>(source_spm, decode_spm, source_vocab, std::move(target_vocab), unk_id);

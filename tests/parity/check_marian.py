@@ -202,6 +202,9 @@ def check_bad_input(cli, good, scratch):
         "vocab.json id not an integer": ("vocab.json", json.dumps(dict(vocab, **{"<pad>": "x"}))),
         "vocab.json not an object": ("vocab.json", "[1, 2]"),
         "eos not in the vocabulary": ("tokenizer_config.json", json.dumps({"eos_token": "<eos>"})),
+        "separate_vocabs not a boolean": ("tokenizer_config.json", json.dumps({"separate_vocabs": "yes"})),
+        "clean_up_tokenization_spaces not a boolean": ("tokenizer_config.json",
+                                                       json.dumps({"clean_up_tokenization_spaces": 1})),
     }
     bad = 0
     for name, (file, content) in cases.items():
