@@ -228,7 +228,7 @@ InputAdapter* PeftModel::input_adapter(const std::string& name) const {
 void PeftModel::to(at::Device device) {
   if (composition_) throw std::logic_error("PeftModel::to: clear the composition first (its tensors are not moved)");
   c10::NoGradGuard no_grad;
-  // Original -> moved, keyed by the original's storage object; the originals stay alive
+  // Original -> moved, keyed by the original tensor (TensorImpl); the originals stay alive
   // until the end so that no address is reused while the map is read.
   std::map<const void*, std::pair<at::Tensor, at::Tensor>> moved;
   auto move = [&](at::Tensor& t) {
