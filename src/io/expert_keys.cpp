@@ -5,6 +5,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "util/format.h"
+
 namespace peft {
 
 namespace {
@@ -26,10 +28,9 @@ const ExpertNaming* naming_of(const nlohmann::json& config) {
   return nullptr;
 }
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  if (from.empty()) return s;
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
-  return s;
+// The naming's block rename, where it has one (an empty `from` means none).
+std::string rename_block(const std::string& s, const std::string& from, const std::string& to) {
+  return from.empty() ? s : replace_all(s, from, to);
 }
 
 // "<prefix>.experts.<N>.<w>.weight" -> prefix, N, w (one of the naming's three).
@@ -59,7 +60,7 @@ class StackedExperts : public CheckpointReader {
     // up matrices stacked (dim 0) and concatenated (dim 1) into gate_up_proj, down into down_proj.
     std::map<std::string, std::map<int64_t, std::map<std::string, std::string>>> experts;
     for (const auto& key : inner_->keys()) {
-      const std::string k = replace_all(key, n.saved_block, n.block);
+      const std::string k = rename_block(key, n.saved_block, n.block);
       std::string prefix, w;
       int64_t index;
       if (parse_expert_key(n, k, &prefix, &index, &w)) experts[prefix][index][w] = key;
@@ -73,7 +74,7 @@ class StackedExperts : public CheckpointReader {
           auto it = by_index.find(e);
           if (it == by_index.end() || !it->second.count(*w))
             throw std::runtime_error(inner_->describe() + ": missing tensor '" +
-                                     replace_all(prefix, n.block, n.saved_block) + "." + std::to_string(e) + "." + *w +
+                                     rename_block(prefix, n.block, n.saved_block) + "." + std::to_string(e) + "." + *w +
                                      ".weight' (the other experts of that layer have it)");
           (w == &n.gate ? gate : w == &n.up ? up : down).push_back(it->second.at(*w));
         }
@@ -151,7 +152,7 @@ NamedTensors to_per_expert_keys(const nlohmann::json& config, NamedTensors tenso
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), std::string::npos, suffix) == 0;
   };
   for (auto& [name, t] : tensors) {
-    const std::string key = replace_all(name, n->block, n->saved_block);
+    const std::string key = rename_block(name, n->block, n->saved_block);
     const bool gate_up = ends(key, ".experts.gate_up_proj"), down = ends(key, ".experts.down_proj");
     if (!gate_up && !down) {
       out.emplace_back(key, t);

@@ -12,6 +12,7 @@
 
 #include "io/gguf_export_internal.h"
 #include "io/gguf_internal.h"
+#include "util/format.h"
 
 namespace fs = std::filesystem;
 
@@ -58,11 +59,6 @@ bool looks_special(const std::string& t) {
   };
   return t == "<pad>" || t == "<mask>" || t == "<2mass>" || t == "[@BOS@]" || wrapped("<|", "|>") ||
          wrapped("<\xef\xbd\x9c", "\xef\xbd\x9c>") || wrapped("<unused", ">");
-}
-
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
-  return s;
 }
 
 struct Added {

@@ -9,6 +9,7 @@
 
 #include "peft/tokenizer.h"
 #include "tokenizer/normalized.h"
+#include "util/format.h"  // replace_all
 
 namespace peft::tok {
 
@@ -70,9 +71,6 @@ std::unique_ptr<Decoder> make_decoder(const Json& j, const std::string& where);
 // Byte-level mapping of GPT-2: every byte to a printable char, and back.
 const std::vector<char32_t>& bytes_to_chars();
 const std::unordered_map<char32_t, uint8_t>& chars_to_bytes();
-
-// `s` with every occurrence of `from`, left to right, replaced by `to`.
-std::string replace_all(std::string s, const std::string& from, const std::string& to);
 
 // Concatenates encodings (used by post-processors).
 void append_encoding(Encoding& dst, const Encoding& src);

@@ -3,11 +3,6 @@
 
 namespace peft::tok {
 
-std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
-  return s;
-}
-
 namespace {
 
 class ByteLevelDec : public Decoder {
@@ -156,7 +151,7 @@ class ReplaceDec : public Decoder {
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (auto& t : tokens) {
       if (!re_) {
-        t = pattern_.empty() ? t : replace_all(t, pattern_, content_);
+        t = replace_all(t, pattern_, content_);
         continue;
       }
       std::string r;
