@@ -57,6 +57,16 @@ __device__ __forceinline__ void store8(__half* p, const float* v) {
   *reinterpret_cast<uint4*>(p) = u;
 }
 
+// The 8 code values of one 32-bit word of packed codes. Little-endian: byte j of the word
+// is the packed byte 4 i + j, its high nibble the earlier element.
+__device__ __forceinline__ void decode_word(uint32_t q, const float* lut, float* v) {
+  for (int j = 0; j < 4; ++j) {
+    const unsigned byte = (q >> (8 * j)) & 0xffu;
+    v[2 * j] = lut[byte >> 4];
+    v[2 * j + 1] = lut[byte & 15u];
+  }
+}
+
 // The common case, numel a multiple of 8: one 32-bit word (eight codes, which share a
 // scale since 8 divides the blocksize) per thread and step, written with wide stores.
 // The products and their rounding are dequantize_kernel's.
@@ -71,11 +81,8 @@ __global__ void dequantize8_kernel(const __grid_constant__ PeftCuda4bitWeight w,
     const uint32_t q = __ldg(packed + i);
     const float s = __ldg(w.scales + ((8 * i) >> w.log2_blocksize));
     float v[8];
-    for (int j = 0; j < 4; ++j) {  // little-endian: byte j of the word is packed byte 4 i + j
-      const unsigned byte = (q >> (8 * j)) & 0xffu;
-      v[2 * j] = __fmul_rn(lut[byte >> 4], s);
-      v[2 * j + 1] = __fmul_rn(lut[byte & 15u], s);
-    }
+    decode_word(q, lut, v);
+    for (int j = 0; j < 8; ++j) v[j] = __fmul_rn(v[j], s);
     store8(out + 8 * i, v);
   }
 }
@@ -144,11 +151,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
       const int64_t k = k0 + 32 * u;
       if (k >= words) break;
       float wv[8];
-      for (int j = 0; j < 4; ++j) {  // little-endian: byte j of the word is packed byte 4 k + j
-        const unsigned byte = (q[u] >> (8 * j)) & 0xffu;
-        wv[2 * j] = lut[byte >> 4];
-        wv[2 * j + 1] = lut[byte & 15u];
-      }
+      decode_word(q[u], lut, wv);
       for (int r = 0; r < R; ++r) {
         float xv[8];
         load8<TX>(x + r * in_features + 8 * k, xv);
@@ -170,6 +173,18 @@ const char* status(cudaError_t e) { return e == cudaSuccess ? nullptr : cudaGetE
 int grid_for(int64_t work, int threads) {
   const int64_t blocks = (work + threads - 1) / threads;
   return static_cast<int>(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
+}
+
+// The wide kernel where the layout allows it (numel a multiple of 8, aligned words and
+// outputs), else the byte-wise one; both compute the same values.
+template <typename T>
+const char* dequantize_as(const PeftCuda4bitWeight& w, T* out, cudaStream_t s) {
+  const auto aligned = [](const void* p, uintptr_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
+  if (w.numel % 8 == 0 && w.log2_blocksize >= 3 && aligned(w.packed, 4) && aligned(out, 16))
+    dequantize8_kernel<T><<<grid_for(w.numel / 8, kThreads), kThreads, 0, s>>>(w, out);
+  else
+    dequantize_kernel<T><<<grid_for((w.numel + 1) / 2, kThreads), kThreads, 0, s>>>(w, out);
+  return status(cudaGetLastError());
 }
 
 template <typename TX, int R>
@@ -203,29 +218,12 @@ extern "C" {
 
 const char* peft_cuda_dequantize_4bit(const PeftCuda4bitWeight* w, int out_dtype, void* out, void* stream) {
   const auto s = static_cast<cudaStream_t>(stream);
-  const auto aligned = [](const void* p, uintptr_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; };
-  if (w->numel % 8 == 0 && w->log2_blocksize >= 3 && aligned(w->packed, 4) && aligned(out, 16)) {
-    const int grid8 = grid_for(w->numel / 8, kThreads);
-    switch (out_dtype) {
-      case kPeftCudaF32: dequantize8_kernel<float><<<grid8, kThreads, 0, s>>>(*w, static_cast<float*>(out)); break;
-      case kPeftCudaBF16:
-        dequantize8_kernel<__nv_bfloat16><<<grid8, kThreads, 0, s>>>(*w, static_cast<__nv_bfloat16*>(out));
-        break;
-      case kPeftCudaF16: dequantize8_kernel<__half><<<grid8, kThreads, 0, s>>>(*w, static_cast<__half*>(out)); break;
-      default: return "dequantize_4bit: output dtype must be fp32, bf16 or fp16";
-    }
-    return status(cudaGetLastError());
-  }
-  const int grid = grid_for((w->numel + 1) / 2, kThreads);
   switch (out_dtype) {
-    case kPeftCudaF32: dequantize_kernel<float><<<grid, kThreads, 0, s>>>(*w, static_cast<float*>(out)); break;
-    case kPeftCudaBF16:
-      dequantize_kernel<__nv_bfloat16><<<grid, kThreads, 0, s>>>(*w, static_cast<__nv_bfloat16*>(out));
-      break;
-    case kPeftCudaF16: dequantize_kernel<__half><<<grid, kThreads, 0, s>>>(*w, static_cast<__half*>(out)); break;
+    case kPeftCudaF32: return dequantize_as(*w, static_cast<float*>(out), s);
+    case kPeftCudaBF16: return dequantize_as(*w, static_cast<__nv_bfloat16*>(out), s);
+    case kPeftCudaF16: return dequantize_as(*w, static_cast<__half*>(out), s);
     default: return "dequantize_4bit: output dtype must be fp32, bf16 or fp16";
   }
-  return status(cudaGetLastError());
 }
 
 const char* peft_cuda_gemv_4bit(const PeftCuda4bitWeight* w, int64_t out_features, int64_t in_features,
