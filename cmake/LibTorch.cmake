@@ -33,6 +33,16 @@ if(EXISTS ${_lib}/libtorch_cuda.so)
   set(PEFT_TORCH_HAS_CUDA ON)
 endif()
 target_link_libraries(peft_torch INTERFACE ${_libs} ${_lib}/libtorch.so)
+# ATen's parallel_for is a header template whose threads exist only where the including
+# source is compiled with OpenMP (_OPENMP); without it every chunk runs on the calling
+# thread. Our sources that call it compile with -fopenmp and link the runtime the wheel
+# ships and libtorch_cpu already loads, so one thread pool serves both.
+if(EXISTS ${_lib}/libgomp.so.1)
+  set(PEFT_OPENMP_LIB ${_lib}/libgomp.so.1)
+else()
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+  set(PEFT_OPENMP_LIB OpenMP::OpenMP_CXX)
+endif()
 set(CMAKE_BUILD_RPATH ${_lib})
 set(CMAKE_INSTALL_RPATH ${_lib})
 message(STATUS "LibTorch: ${PEFT_TORCH_DIR} (cxx11 abi ${PEFT_TORCH_CXX11_ABI}, cuda ${PEFT_TORCH_HAS_CUDA})")

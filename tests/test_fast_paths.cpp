@@ -2,6 +2,7 @@
 // chunked/fused causal LM loss, bf16 storage of the frozen base, and gradient
 // checkpointing under autocast; and the CUDA backend loaded on demand.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gtest/gtest.h>
@@ -70,6 +71,18 @@ void expect_loss_matches(Linear& head, double tol, bool bf16) {
   EXPECT_LE(rel(h1.grad(), h2.grad()), tol);
   // Positions whose next label is ignored get no gradient at all.
   EXPECT_EQ(h1.grad()[0].narrow(0, 0, 4).abs().max().item<double>(), 0.0);
+}
+
+// The flush-to-zero mode is per thread: flush_denormals must reach every thread of ATen's
+// intra-op pool, not only the caller (a denormal on one thread slows only its chunks).
+TEST(FlushDenormals, EveryIntraOpThreadFlushes) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  const at::Tensor tiny = at::full({1 << 20}, 1e-40f);  // a denormal; ATen splits the product
+  ASSERT_EQ(at::count_nonzero(tiny * 1.0f).item<int64_t>(), tiny.numel()) << "denormals flushed already";
+  EXPECT_TRUE(flush_denormals());
+  EXPECT_EQ(at::count_nonzero(tiny * 1.0f).item<int64_t>(), 0);
+  at::set_num_threads(threads);
 }
 
 // The tensor block cache: a freed large block comes back for the next request of its

@@ -1,7 +1,7 @@
 #include "models/fused_ops.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 

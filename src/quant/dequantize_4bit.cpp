@@ -2,7 +2,7 @@
 // which is bnb's reference arithmetic (backends/default _dequantize_4bit_compute) and
 // that of its scalar C++ kernel.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 
 #include <stdexcept>
 

@@ -1,7 +1,7 @@
 #include "quant/dequantize_fast.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 #include <immintrin.h>
 
 namespace peft::quant {

@@ -1,7 +1,7 @@
 #include "quant/gemv_4bit.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 #include <immintrin.h>
 
 namespace peft::quant {

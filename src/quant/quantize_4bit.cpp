@@ -1,7 +1,7 @@
 // 4-bit quantization as bitsandbytes' CPU path does it (backends/default/ops.py,
 // quantize_4bit): the same fp32 arithmetic, the same rounding, the same ties.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 
 #include <cmath>
 #include <stdexcept>

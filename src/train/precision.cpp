@@ -1,7 +1,7 @@
 #include "train/precision.h"
 
 #include <ATen/Context.h>
-#include <ATen/Parallel.h>
+#include "util/parallel_for.h"
 #include <ATen/core/Tensor.h>
 
 #include <atomic>
