@@ -1,7 +1,6 @@
 #include "models/fused_ops.h"
 
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -10,6 +9,7 @@
 #include <string>
 
 #include "models/fused_kernels.h"
+#include "util/parallel_for.h"
 
 namespace peft::fused {
 

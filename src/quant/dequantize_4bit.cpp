@@ -2,11 +2,11 @@
 // which is bnb's reference arithmetic (backends/default _dequantize_4bit_compute) and
 // that of its scalar C++ kernel.
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
 
 #include <stdexcept>
 
 #include "quant/quant_internal.h"
+#include "util/parallel_for.h"
 
 namespace peft::quant {
 namespace {

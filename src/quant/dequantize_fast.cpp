@@ -1,8 +1,9 @@
 #include "quant/dequantize_fast.h"
 
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
 #include <immintrin.h>
+
+#include "util/parallel_for.h"
 
 namespace peft::quant {
 namespace {

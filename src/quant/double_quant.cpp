@@ -1,13 +1,13 @@
 // Double quantization: bnb's 8-bit dynamic blockwise quantizer as libbitsandbytes_cpu runs
 // it (csrc/cpu_ops.cpp, quantize_cpu_impl), applied to the fp32 absmax, and its inverse.
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
 
 #include <cmath>
 #include <limits>
 #include <memory>
 
 #include "quant/quant_internal.h"
+#include "util/parallel_for.h"
 
 namespace peft::quant {
 namespace {

@@ -1,8 +1,12 @@
 #include "quant/gemv_4bit.h"
 
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
+#include <c10/util/BFloat16.h>
 #include <immintrin.h>
+
+#include <array>
+
+#include "util/parallel_for.h"
 
 namespace peft::quant {
 namespace {
@@ -146,15 +150,26 @@ void rows_bf16(const JobBf16& j, int64_t o0, int64_t o1) {
   }
 }
 
+// The 16 codes rounded to bf16 (as ATen rounds), twice over: one 32-lane permute table.
+// Made once per type rather than per call, which at decode runs once per layer and token.
+const uint16_t* bf16_lut(QuantType type) {
+  using Lut = std::array<uint16_t, 32>;
+  static const auto make = [](QuantType t) {
+    Lut lut;
+    for (size_t i = 0; i < lut.size(); ++i) lut[i] = c10::BFloat16(code_table(t)[i % 16]).x;
+    return lut;
+  };
+  static const Lut nf4 = make(QuantType::kNF4), fp4 = make(QuantType::kFP4);
+  return type == QuantType::kNF4 ? nf4.data() : fp4.data();
+}
+
 at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
   const int64_t rows = x2d.size(0), in = w.in_features(), out = w.out_features();
   const at::Tensor xs = x2d.to(at::kBFloat16).reshape({rows, in / 64, 32, 2}).transpose(2, 3).contiguous();
-  const at::Tensor lut = at::tensor(code_table(w.state.type), at::kFloat).to(at::kBFloat16).repeat({2}).contiguous();
   at::Tensor y = at::empty({rows, out}, x2d.options().dtype(at::kFloat));
   const JobBf16 job{static_cast<const uint8_t*>(packed.const_data_ptr()), w.scales.const_data_ptr<float>(),
-                    reinterpret_cast<const uint16_t*>(lut.const_data_ptr()),
-                    reinterpret_cast<const uint16_t*>(xs.const_data_ptr()), y.data_ptr<float>(), rows, in, out,
-                    w.state.blocksize};
+                    bf16_lut(w.state.type), reinterpret_cast<const uint16_t*>(xs.const_data_ptr()),
+                    y.data_ptr<float>(), rows, in, out, w.state.blocksize};
   at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) { rows_bf16(job, o0, o1); });
   return y;
 }

@@ -1,12 +1,12 @@
 // 4-bit quantization as bitsandbytes' CPU path does it (backends/default/ops.py,
 // quantize_4bit): the same fp32 arithmetic, the same rounding, the same ties.
 #include <ATen/ATen.h>
-#include "util/parallel_for.h"
 
 #include <cmath>
 #include <stdexcept>
 
 #include "quant/quant_internal.h"
+#include "util/parallel_for.h"
 
 namespace peft::quant {
 namespace {

@@ -1,7 +1,6 @@
 #include "train/precision.h"
 
 #include <ATen/Context.h>
-#include "util/parallel_for.h"
 #include <ATen/core/Tensor.h>
 
 #include <atomic>
@@ -11,6 +10,7 @@
 
 #include "peft/adaptable.h"
 #include "peft/model.h"
+#include "util/parallel_for.h"
 
 namespace peft {
 namespace {
