@@ -15,29 +15,37 @@ namespace peft::tok {
 
 namespace {
 
-// A vocab.json as MarianTokenizer loads it: piece -> id, and id -> piece where a later
+// A vocab.json as MarianTokenizer loads it (shared: the source and target models may use one): piece -> id, and id -> piece where a later
 // entry of the file wins over an earlier one with the same id (Python's dict inversion).
 struct MarianVocab {
   std::unordered_map<std::string, int64_t> ids;
   std::unordered_map<int64_t, std::string> pieces;
 
-  static MarianVocab read(const std::string& path) {
+  static std::shared_ptr<const MarianVocab> read(const std::string& path) {
     const auto j = read_ordered_json_file(path);
     if (!j.is_object()) fail(path, "not a JSON object of piece: id");
-    MarianVocab v;
+    auto v = std::make_shared<MarianVocab>();
     for (const auto& [piece, id] : j.items()) {
       if (!id.is_number_integer()) fail(path, "the id of " + quote_json(Json(piece)) + " is not an integer");
-      v.ids[piece] = id.get<int64_t>();
-      v.pieces[id.get<int64_t>()] = piece;
+      v->ids[piece] = id.get<int64_t>();
+      v->pieces[id.get<int64_t>()] = piece;
     }
     return v;
   }
+
+  // The id of `piece`; a missing one is an error naming `path`.
+  int64_t id_of(const std::string& piece, const std::string& path, const std::string& what) const {
+    const auto it = ids.find(piece);
+    if (it == ids.end()) fail(path, what + " " + piece + " is not in the vocabulary");
+    return it->second;
+  }
 };
+using VocabPtr = std::shared_ptr<const MarianVocab>;
 
 class MarianModel : public Model {
  public:
   MarianModel(std::shared_ptr<const SentencePiece> encode_spm, std::shared_ptr<const SentencePiece> decode_spm,
-              MarianVocab encoder, MarianVocab decoder, int64_t unk_id)
+              VocabPtr encoder, VocabPtr decoder, int64_t unk_id)
       : spm_(std::move(encode_spm)), decode_spm_(std::move(decode_spm)), encoder_(std::move(encoder)),
         decoder_(std::move(decoder)), unk_id_(unk_id) {}
 
@@ -57,25 +65,25 @@ class MarianModel : public Model {
   }
 
   std::optional<int64_t> token_to_id(const std::string& t) const override {
-    auto it = encoder_.ids.find(t);
-    return it == encoder_.ids.end() ? std::nullopt : std::optional<int64_t>(it->second);
+    auto it = encoder_->ids.find(t);
+    return it == encoder_->ids.end() ? std::nullopt : std::optional<int64_t>(it->second);
   }
   // The vocabulary's piece, else the decoding SentencePiece model's piece of that index
   // (as _convert_id_to_token falls back).
   std::optional<std::string> id_to_token(int64_t id) const override {
-    if (auto it = decoder_.pieces.find(id); it != decoder_.pieces.end()) return it->second;
+    if (auto it = decoder_->pieces.find(id); it != decoder_->pieces.end()) return it->second;
     return decode_spm_->id_to_piece(id);
   }
-  size_t vocab_size() const override { return encoder_.ids.size(); }
+  size_t vocab_size() const override { return encoder_->ids.size(); }
 
  private:
   int64_t id_of(const std::string& piece) const {
-    auto it = encoder_.ids.find(piece);
-    return it == encoder_.ids.end() ? unk_id_ : it->second;
+    auto it = encoder_->ids.find(piece);
+    return it == encoder_->ids.end() ? unk_id_ : it->second;
   }
 
   std::shared_ptr<const SentencePiece> spm_, decode_spm_;
-  MarianVocab encoder_, decoder_;
+  VocabPtr encoder_, decoder_;
   int64_t unk_id_;
 };
 
@@ -148,6 +156,36 @@ bool flag(const Json& cfg, const char* key, const std::string& where) {
   return strict_get<bool>(cfg[key], where + ": '" + key + "'");
 }
 
+// The special tokens (eos, unk, pad, then any additional ones), each once, with its id in
+// the source vocab.json (MarianTokenizer.get_vocab); eos first.
+std::vector<std::pair<std::string, int64_t>> special_tokens(const Json& cfg, const MarianVocab& vocab,
+                                                            const std::string& where, const std::string& vocab_path) {
+  std::vector<std::string> texts = {token_text(cfg, "eos_token", "</s>", where),
+                                    token_text(cfg, "unk_token", "<unk>", where),
+                                    token_text(cfg, "pad_token", "<pad>", where)};
+  for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
+    if (cfg.contains(key) && cfg[key].is_array())
+      for (const auto& t : cfg[key])
+        if (t.is_string()) texts.push_back(t.get<std::string>());
+  std::vector<std::pair<std::string, int64_t>> specials;
+  std::unordered_set<std::string> seen;
+  for (const auto& t : texts)
+    if (const int64_t id = vocab.id_of(t, vocab_path, "tokenizer_config.json's special token"); seen.insert(t).second)
+      specials.emplace_back(t, id);
+  return specials;
+}
+
+// "$A </s>" and "$A $B </s>", as build_inputs_with_special_tokens.
+Json eos_post_processor(const std::string& eos, int64_t eos_id) {
+  return {{"type", "TemplateProcessing"},
+          {"single", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                  {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
+          {"pair", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "B"}, {"type_id", 0}}}},
+                                {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
+          {"special_tokens", {{eos, {{"id", eos}, {"ids", {eos_id}}, {"tokens", {eos}}}}}}};
+}
+
 }  // namespace
 
 bool is_marian_folder(const std::string& dir) {
@@ -158,33 +196,19 @@ bool is_marian_folder(const std::string& dir) {
 
 MarianParts load_marian(const std::string& dir_in) {
   const fs::path dir = dir_in;
-  const fs::path cfg_path = dir / "tokenizer_config.json";
+  const std::string where = (dir / "tokenizer_config.json").string();
   MarianParts parts;
-  parts.config = fs::exists(cfg_path) ? read_json_file(cfg_path.string()) : Json::object();
-  if (!parts.config.is_object()) fail(cfg_path.string(), "not a JSON object");
+  parts.config = fs::exists(where) ? read_json_file(where) : Json::object();
+  if (!parts.config.is_object()) fail(where, "not a JSON object");
   const Json& cfg = parts.config;
-  const std::string where = cfg_path.string();
   const bool separate = flag(cfg, "separate_vocabs", where);
-  MarianVocab source_vocab = MarianVocab::read((dir / "vocab.json").string());
+  const std::string source_path = (dir / "vocab.json").string(), target_path = (dir / "target_vocab.json").string();
+  const VocabPtr source_vocab = MarianVocab::read(source_path);
   const std::string unk = token_text(cfg, "unk_token", "<unk>", where);
-  const auto unk_it = source_vocab.ids.find(unk);
-  if (unk_it == source_vocab.ids.end()) fail((dir / "vocab.json").string(), "the unknown token " + unk + " is missing");
-  const int64_t unk_id = unk_it->second;
-
-  // Special tokens take their ids from the source vocab.json (MarianTokenizer.get_vocab).
-  std::vector<std::string> special_texts = {token_text(cfg, "eos_token", "</s>", where), unk,
-                                            token_text(cfg, "pad_token", "<pad>", where)};
-  for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
-    if (cfg.contains(key) && cfg[key].is_array())
-      for (const auto& t : cfg[key])
-        if (t.is_string()) special_texts.push_back(t.get<std::string>());
+  const int64_t unk_id = source_vocab->id_of(unk, source_path, "the unknown token");
+  parts.specials = special_tokens(cfg, *source_vocab, where, source_path);
   std::unordered_set<std::string> special_set;
-  for (const auto& t : special_texts) {
-    const auto it = source_vocab.ids.find(t);
-    if (it == source_vocab.ids.end())
-      fail((dir / "vocab.json").string(), "special token " + t + " (tokenizer_config.json) is not in the vocabulary");
-    if (special_set.insert(t).second) parts.specials.emplace_back(t, it->second);
-  }
+  for (const auto& [text, _] : parts.specials) special_set.insert(text);
 
   // Decoding uses the source side for a shared vocabulary, the target side otherwise
   // (MarianTokenizer._decode's use_source_tokenizer default); both models load either way.
@@ -192,25 +216,14 @@ MarianParts load_marian(const std::string& dir_in) {
     return std::make_shared<const SentencePiece>(SentencePiece::from_file((dir / name).string()));
   };
   const auto source_spm = spm_at("source.spm"), target_spm = spm_at("target.spm");
-  MarianVocab target_vocab =
-      separate ? MarianVocab::read((dir / "target_vocab.json").string()) : source_vocab;
-  const auto target_unk = target_vocab.ids.find(unk);
-  if (target_unk == target_vocab.ids.end())
-    fail((dir / "target_vocab.json").string(), "the unknown token " + unk + " is missing");
+  const VocabPtr target_vocab = separate ? MarianVocab::read(target_path) : source_vocab;
+  const int64_t target_unk_id = target_vocab->id_of(unk, target_path, "the unknown token");
   const auto decode_spm = separate ? target_spm : source_spm;
-  parts.decoder = std::make_unique<MarianDecoder>(decode_spm, special_set, flag(cfg, "clean_up_tokenization_spaces", where));
-  parts.target_model =
-      std::make_unique<MarianModel>(target_spm, decode_spm, target_vocab, target_vocab, target_unk->second);
-  parts.model = std::make_unique<MarianModel>(source_spm, decode_spm, source_vocab, std::move(target_vocab), unk_id);
-  const std::string& eos = special_texts[0];
-  const int64_t eos_id = parts.specials[0].second;
-  parts.post_processor = {
-      {"type", "TemplateProcessing"},
-      {"single", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}, {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
-      {"pair", Json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                            {{"Sequence", {{"id", "B"}, {"type_id", 0}}}},
-                            {{"SpecialToken", {{"id", eos}, {"type_id", 0}}}}})},
-      {"special_tokens", {{eos, {{"id", eos}, {"ids", {eos_id}}, {"tokens", {eos}}}}}}};
+  parts.decoder =
+      std::make_unique<MarianDecoder>(decode_spm, special_set, flag(cfg, "clean_up_tokenization_spaces", where));
+  parts.target_model = std::make_unique<MarianModel>(target_spm, decode_spm, target_vocab, target_vocab, target_unk_id);
+  parts.model = std::make_unique<MarianModel>(source_spm, decode_spm, source_vocab, target_vocab, unk_id);
+  parts.post_processor = eos_post_processor(parts.specials[0].first, parts.specials[0].second);
   return parts;
 }
 
