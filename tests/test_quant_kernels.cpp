@@ -46,6 +46,12 @@ TEST(Gemv4bit, DoesNotApplyWhereRowsCrossBlocksOrThereAreManyRows) {
   EXPECT_FALSE(gemv_4bit_applies(at::randn({1, 96}), packed, *w));
   const auto w2 = make(at::randn({8, 128}), QuantType::kNF4, 64, false, &packed);
   EXPECT_FALSE(gemv_4bit_applies(at::randn({kGemvMaxRows + 1, 128}), packed, *w2));
+  // bf16 compute: up to kGemvMaxRowsBf16 where the bf16 kernel runs without AMX, never more.
+  const auto w3 = std::make_shared<const Weight4bit>(w2->state, at::kBFloat16);
+  const int64_t most = gemv_4bit_max_rows(*w3);
+  EXPECT_TRUE(most == kGemvMaxRows || most == kGemvMaxRowsBf16) << most;
+  EXPECT_TRUE(gemv_4bit_applies(at::randn({most, 128}), packed, *w3));
+  EXPECT_FALSE(gemv_4bit_applies(at::randn({most + 1, 128}), packed, *w3));
 }
 
 TEST(Linear4bit, ForwardAndInputGradientMatchTheDequantizedComposition) {
@@ -182,7 +188,7 @@ TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
     auto q = quantize_4bit(at::randn({80, 512}), QuantType::kNF4, bs, true);
     const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
     const at::Tensor dense = dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble);
-    for (int64_t rows : {1, 3, 8}) {
+    for (int64_t rows : {1, 3, 8, 13, 16}) {  // up to kGemvMaxRowsBf16
       const at::Tensor x = at::randn({rows, 512});
       const at::Tensor want = at::matmul(x.to(at::kDouble), dense.t());
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w), want), 1e-2) << bs << " " << rows;

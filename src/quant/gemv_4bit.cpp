@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <array>
@@ -97,6 +98,19 @@ bool has_avx512_bf16() {
   return yes;
 }
 
+bool has_amx_bf16() {
+  static const bool yes = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1);  // CPUID.(7,0):EDX[22] AMX-BF16
+  }();
+  return yes;
+}
+
+// The bf16 kernel runs: bf16 compute, AVX512-BF16, blocks of a multiple of 64.
+bool bf16_kernel_applies(const Weight4bit& w) {
+  return w.compute_dtype == at::kBFloat16 && w.state.blocksize % 64 == 0 && has_avx512_bf16();
+}
+
 // bf16 compute (the usual QLoRA setting): 32 bytes widen to 32 16-bit lanes, one permute
 // looks up 32 codes (as bf16) at once, and each dpbf16ps does 32 multiply-adds: half the
 // instructions per byte of the fp32 kernel. x is bf16, deinterleaved per 64 elements
@@ -176,16 +190,19 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
 
 }  // namespace
 
+int64_t gemv_4bit_max_rows(const Weight4bit& w) {
+  return bf16_kernel_applies(w) && !has_amx_bf16() ? kGemvMaxRowsBf16 : kGemvMaxRows;
+}
+
 bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
   const int64_t bs = w.state.blocksize;
-  return x2d.dim() == 2 && x2d.size(0) >= 1 && x2d.size(0) <= kGemvMaxRows && packed.device().is_cpu() &&
+  return x2d.dim() == 2 && x2d.size(0) >= 1 && x2d.size(0) <= gemv_4bit_max_rows(w) && packed.device().is_cpu() &&
          x2d.device().is_cpu() && bs % 32 == 0 && w.in_features() % bs == 0 && packed.is_contiguous() &&
          packed.element_size() == 1;
 }
 
 at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool use_simd) {
-  if (use_simd && w.compute_dtype == at::kBFloat16 && w.state.blocksize % 64 == 0 && has_avx512_bf16())
-    return gemv_bf16(x2d, packed, w);
+  if (use_simd && bf16_kernel_applies(w)) return gemv_bf16(x2d, packed, w);
   const int64_t rows = x2d.size(0), in = w.in_features(), out = w.out_features();
   // Deinterleave x once per call (it is reused by every output row).
   const at::Tensor xs = x2d.to(at::kFloat).reshape({rows, in / 32, 16, 2}).transpose(2, 3).contiguous();
