@@ -348,6 +348,34 @@ TEST(FusedOps, CrossEntropyBf16RowsMatchLogSoftmaxAndSoftmaxMinusOnehot) {
   });
 }
 
+// The fused ops split rows over ATen's intra-op threads (CI runs the suite on one): two
+// threads give the same bits as one, forward and backward.
+TEST(FusedOps, TwoThreadsGiveTheBitsOfOne) {
+  const int threads = at::get_num_threads();
+  const int64_t b = 2, s = 256, heads = 4, d = 64, n = heads * d, vocab = 1003;  // several chunks per op
+  at::manual_seed(11);
+  const at::Tensor x = at::randn({b, s, n}), w = 1 + 0.1 * at::randn({n});
+  const at::Tensor angle = at::randn({1, 1, s, d / 2}).repeat({1, 1, 1, 2});
+  const at::Tensor gate = at::randn({b * s, 3 * n}).to(at::kBFloat16), up = at::randn({b * s, 3 * n}).to(at::kBFloat16);
+  const at::Tensor logits = (at::randn({b * s, vocab}) * 6).to(at::kBFloat16);
+  const at::Tensor targets = at::randint(vocab, {b * s});
+  auto run = [&](int threads_now) {
+    at::set_num_threads(threads_now);
+    auto xn = x.clone().requires_grad_(true);
+    auto normed = fused::rms_norm_bf16(xn, w, 1e-6);
+    auto q = fused::rope_bf16(normed.view({b, s, heads, d}).transpose(1, 2), angle.cos(), angle.sin());
+    auto g = gate.clone().requires_grad_(true), u = up.clone().requires_grad_(true);
+    auto act = fused::silu_mul_bf16(g, u);
+    (q.to(at::kFloat).square().sum() + act.to(at::kFloat).sum()).backward();
+    auto grad_logits = logits.clone();
+    auto loss = fused::cross_entropy_bf16_(grad_logits, targets, /*want_grad=*/true);
+    return std::vector<at::Tensor>{normed, q, act, xn.grad(), g.grad(), u.grad(), loss, grad_logits};
+  };
+  const auto one = run(1), two = run(2);
+  at::set_num_threads(threads);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(at::equal(one[i], two[i])) << "output " << i;
+}
+
 TEST(FusedOps, ModelsTakeTheFusedPathsOnlyUnderBf16Autocast) {
   RMSNorm norm(32, 1e-6);
   norm.weight = at::ones({32});

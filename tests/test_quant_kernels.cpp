@@ -199,3 +199,36 @@ TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
 
 }  // namespace
 }  // namespace peft::quant
+
+#include <ATen/Parallel.h>
+
+namespace peft::quant {
+namespace {
+
+// The kernels split their work over ATen's intra-op threads (CI runs the suite on one):
+// two threads give the same bits as one, for every chunked kernel.
+TEST(QuantKernels, TwoThreadsGiveTheBitsOfOne) {
+  const int threads = at::get_num_threads();
+  at::manual_seed(7);
+  const at::Tensor full = at::randn({384, 1024}).to(at::kBFloat16);  // 6144 blocks: several chunks each
+  const at::Tensor x = at::randn({16, 1024});
+  auto run = [&](int n) {
+    at::set_num_threads(n);
+    auto q = quantize_4bit(full, QuantType::kNF4, 64, /*nested=*/true);
+    std::vector<at::Tensor> out = {q.packed, q.state.absmax, q.state.nested_absmax,
+                                   dequantize_4bit(q.packed, q.state, at::kFloat)};
+    for (auto compute : {at::kFloat, at::kBFloat16}) {
+      const Weight4bit w(q.state, compute);
+      out.push_back(dequantize_weight(q.packed, w, compute));
+      out.push_back(gemv_4bit(x.narrow(0, 0, compute == at::kFloat ? kGemvMaxRows : 16), q.packed, w));
+    }
+    return out;
+  };
+  const auto one = run(1), two = run(2);
+  at::set_num_threads(threads);
+  ASSERT_EQ(one.size(), two.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(at::equal(one[i], two[i])) << "output " << i;
+}
+
+}  // namespace
+}  // namespace peft::quant
