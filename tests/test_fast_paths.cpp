@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "models/few_row_linear.h"
 #include "models/fused_kernels.h"
 #include "models/fused_ops.h"
 #include "peft/layers.h"
@@ -82,6 +84,45 @@ TEST(FlushDenormals, EveryIntraOpThreadFlushes) {
   ASSERT_EQ(at::count_nonzero(tiny * 1.0f).item<int64_t>(), tiny.numel()) << "denormals flushed already";
   EXPECT_TRUE(flush_denormals());
   EXPECT_EQ(at::count_nonzero(tiny * 1.0f).item<int64_t>(), 0);
+  at::set_num_threads(threads);
+}
+
+// Decoding's few-row products split over the intra-op threads: the values of the whole
+// product (the same MKL calls on runs of 64 features; on the measured hosts the same bits,
+// asserted here within 1e-6 so another BLAS blocking cannot fail it), for a Linear [out,
+// in] and a Conv1D [in, out] weight, with and without bias, a partial last run included.
+TEST(FewRowLinear, MatchesTheWholeProductAndStepsAsideWhereItDoesNotApply) {
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  c10::NoGradGuard no_grad;
+  at::manual_seed(3);
+  const at::Tensor w = at::randn({1000, 384}), b = at::randn({1000});
+  const at::Tensor w_in_out = w.t().contiguous();
+  for (int64_t rows : {int64_t{1}, int64_t{3}, kFewRows}) {
+    const at::Tensor x = at::randn({rows, 1, 384});
+    for (const at::Tensor& bias : {b, at::Tensor()}) {
+      const at::Tensor want = at::linear(x, w, bias);
+      const at::Tensor got = few_row_linear(x, w, bias), got_t = few_row_linear(x, w_in_out, bias, true);
+      ASSERT_TRUE(got.defined() && got_t.defined()) << rows;
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_LE(rel(got, want), 1e-6) << rows;
+      EXPECT_LE(rel(got_t.view(want.sizes()), want), 1e-6) << rows;
+    }
+  }
+  {
+    // Under InferenceMode (as generation runs) the workers write the caller's inference tensor.
+    c10::InferenceMode inference;
+    const at::Tensor x = at::randn({2, 384});
+    EXPECT_LE(rel(few_row_linear(x, w, b), at::linear(x, w, b)), 1e-6);
+  }
+  EXPECT_FALSE(few_row_linear(at::randn({kFewRows + 1, 384}), w, b).defined());
+  EXPECT_FALSE(few_row_linear(at::randn({1, 384}).to(at::kBFloat16), w.to(at::kBFloat16), {}).defined());
+  {
+    c10::AutoGradMode grad(true);
+    EXPECT_FALSE(few_row_linear(at::randn({1, 384}).requires_grad_(true), w, b).defined());
+  }
+  at::set_num_threads(1);
+  EXPECT_FALSE(few_row_linear(at::randn({1, 384}), w, b).defined());
   at::set_num_threads(threads);
 }
 

@@ -1,5 +1,6 @@
 #include "peft/layers.h"
 
+#include "models/few_row_linear.h"
 #include "models/fused_ops.h"
 #include "models/model_config.h"
 #include "quant/linear_4bit.h"
@@ -17,6 +18,7 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias) : in_features(in), out_fe
 
 at::Tensor Linear::base_forward(const at::Tensor& x) {
   if (weight_4bit) return quant::linear_4bit(x, weight, weight_4bit, bias);
+  if (at::Tensor y = few_row_linear(x, weight, bias); y.defined()) return y;
   return at::linear(x, weight, bias);
 }
 
@@ -40,6 +42,7 @@ Conv1D::Conv1D(int64_t in, int64_t out) : in_features(in), out_features(out) {
 }
 
 at::Tensor Conv1D::base_forward(const at::Tensor& x) {
+  if (at::Tensor y = few_row_linear(x, weight, bias, /*weight_in_out=*/true); y.defined()) return y;
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
   return at::addmm(bias, x.reshape({-1, in_features}), weight).view(sizes);

@@ -1,0 +1,55 @@
+#include "models/few_row_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/ThreadLocalState.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/GradMode.h>
+
+#include "util/parallel_for.h"
+
+namespace peft {
+namespace {
+
+// Output features per unit of work: a multiple of MKL's blocking, so that a run computes
+// its elements as the whole product does.
+constexpr int64_t kUnit = 64;
+
+bool applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t in, int64_t out) {
+  if (!x.defined() || !w.defined() || w.dim() != 2 || x.dim() < 1 || x.size(-1) != in) return false;
+  if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat ||
+      w.scalar_type() != at::kFloat || (b.defined() && (b.scalar_type() != at::kFloat || !b.device().is_cpu())))
+    return false;
+  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad())))
+    return false;
+  if (at::autocast::is_autocast_enabled(at::kCPU) || at::in_parallel_region() || at::get_num_threads() < 2)
+    return false;
+  const int64_t rows = in > 0 ? x.numel() / in : 0;
+  return rows >= 1 && rows <= kFewRows && out >= 2 * kUnit && in * out >= (int64_t{1} << 18);
+}
+
+}  // namespace
+
+at::Tensor few_row_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool weight_in_out) {
+  if (!weight.defined() || weight.dim() != 2) return {};
+  const int64_t in = weight.size(weight_in_out ? 0 : 1), out = weight.size(weight_in_out ? 1 : 0);
+  if (!applies(x, weight, bias, in, out)) return {};
+  const at::Tensor x2d = x.reshape({-1, in});
+  at::Tensor y = at::empty({x2d.size(0), out}, x2d.options());
+  // The workers run operators: they take the caller's grad and inference modes (thread-local).
+  const at::ThreadLocalState caller;
+  at::parallel_for(0, (out + kUnit - 1) / kUnit, 1, [&](int64_t u0, int64_t u1) {
+    const at::ThreadLocalStateGuard guard(caller);
+    const int64_t o0 = u0 * kUnit, n = std::min(out, u1 * kUnit) - o0;
+    const at::Tensor b = bias.defined() ? bias.narrow(0, o0, n) : bias;
+    // The calls the whole product makes (at::linear, Conv1D's addmm), on a run of features.
+    const at::Tensor part = weight_in_out ? (b.defined() ? at::addmm(b, x2d, weight.narrow(1, o0, n))
+                                                         : at::mm(x2d, weight.narrow(1, o0, n)))
+                                          : at::linear(x2d, weight.narrow(0, o0, n), b);
+    y.narrow(1, o0, n).copy_(part);
+  });
+  auto sizes = x.sizes().vec();
+  sizes.back() = out;
+  return y.view(sizes);
+}
+
+}  // namespace peft
