@@ -21,7 +21,7 @@ double rel(const at::Tensor& a, const at::Tensor& b) {
   return ((a.to(at::kDouble) - b.to(at::kDouble)).abs().max() / b.to(at::kDouble).abs().max()).item<double>();
 }
 
-TEST(Gemv4bit, EqualsDequantizeThenMultiplyForEveryRowCountAndBothPaths) {
+TEST(Gemv4bit, EqualsDequantizeThenMultiplyForEveryRowCountAndEveryKernel) {
   at::manual_seed(0);
   for (auto [type, bs, nested] : {std::tuple{QuantType::kNF4, int64_t{64}, false},
                                   std::tuple{QuantType::kFP4, int64_t{128}, true},
@@ -34,8 +34,8 @@ TEST(Gemv4bit, EqualsDequantizeThenMultiplyForEveryRowCountAndBothPaths) {
       ASSERT_TRUE(gemv_4bit_applies(x, packed, *w));
       const at::Tensor want = at::matmul(x.to(at::kDouble), dense.to(at::kDouble).t());
       // fp32 sums of 256 products against a float64 reference: 1e-5 relative is ~100 ulp.
-      EXPECT_LE(rel(gemv_4bit(x, packed, *w, /*simd=*/true), want), 1e-5) << rows;
-      EXPECT_LE(rel(gemv_4bit(x, packed, *w, /*simd=*/false), want), 1e-5) << rows;
+      for (auto kernel : {GemvKernel::kBest, GemvKernel::kAvx2, GemvKernel::kPortable})
+        EXPECT_LE(rel(gemv_4bit(x, packed, *w, kernel), want), 1e-5) << rows << " " << static_cast<int>(kernel);
     }
   }
 }
@@ -192,7 +192,8 @@ TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
       const at::Tensor x = at::randn({rows, 512});
       const at::Tensor want = at::matmul(x.to(at::kDouble), dense.t());
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w), want), 1e-2) << bs << " " << rows;
-      EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, /*simd=*/false), want), 1e-5) << bs << " " << rows;
+      EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kPortable), want), 1e-5) << bs << " " << rows;
+      EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kAvx2), want), 1e-5) << bs << " " << rows;
     }
   }
 }
@@ -221,6 +222,7 @@ TEST(QuantKernels, TwoThreadsGiveTheBitsOfOne) {
       const Weight4bit w(q.state, compute);
       out.push_back(dequantize_weight(q.packed, w, compute));
       out.push_back(gemv_4bit(x.narrow(0, 0, compute == at::kFloat ? kGemvMaxRows : 16), q.packed, w));
+      out.push_back(gemv_4bit(x.narrow(0, 0, kGemvMaxRows), q.packed, w, GemvKernel::kAvx2));
     }
     return out;
   };

@@ -88,6 +88,65 @@ __attribute__((target("avx512f"))) void rows_avx512(const Job& j, int64_t o0, in
   }
 }
 
+// AVX2 (hosts without AVX-512): 8 bytes widen to 8 int32 lanes; the 16-entry table is two
+// 8-lane permutes, blended on the index's bit 3. Same layout and order as the AVX-512 body.
+__attribute__((target("avx2,fma"))) inline __m256 lookup_avx2(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
+  const __m256 from_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // bit 3 -> sign bit
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, idx), _mm256_permutevar8x32_ps(lut_hi, idx), from_hi);
+}
+
+__attribute__((target("avx2,fma"))) inline float sum_avx2(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+template <int R>
+__attribute__((target("avx2,fma"))) void rows_avx2_fixed(const Job& j, int64_t o, int64_t r0) {
+  const __m256 lut_lo = _mm256_loadu_ps(j.code), lut_hi = _mm256_loadu_ps(j.code + 8);
+  const __m256i low = _mm256_set1_epi32(0xF);
+  const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize;
+  const uint8_t* p = j.packed + o * (j.in / 2);
+  const float* scale = j.scales + (o * j.in) / j.blocksize;
+  __m256 total[R];
+  for (int r = 0; r < R; ++r) total[r] = _mm256_setzero_ps();
+  int64_t xo = 0;
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256 acc_hi[R], acc_lo[R];
+    for (int r = 0; r < R; ++r) acc_hi[r] = acc_lo[r] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g, p += 16, xo += 32) {
+      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+      for (int h = 0; h < 16; h += 8) {  // bytes h..h+7: x[h..h+7] (high) and x[16+h..] (low)
+        const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + h)));
+        const __m256 hi = lookup_avx2(_mm256_srli_epi32(bytes, 4), lut_lo, lut_hi);
+        const __m256 lo = lookup_avx2(_mm256_and_si256(bytes, low), lut_lo, lut_hi);
+        for (int r = 0; r < R; ++r) {
+          const float* x = j.xs + (r0 + r) * j.in + xo + h;
+          acc_hi[r] = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x), acc_hi[r]);
+          acc_lo[r] = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + 16), acc_lo[r]);
+        }
+      }
+    }
+    const __m256 s = _mm256_set1_ps(scale[b]);
+    for (int r = 0; r < R; ++r) total[r] = _mm256_fmadd_ps(_mm256_add_ps(acc_hi[r], acc_lo[r]), s, total[r]);
+  }
+  for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = sum_avx2(total[r]);
+}
+
+void rows_avx2(const Job& j, int64_t o0, int64_t o1) {
+  for (int64_t o = o0; o < o1; ++o) {
+    int64_t r = 0;
+    for (; r + 4 <= j.rows; r += 4) rows_avx2_fixed<4>(j, o, r);
+    for (; r + 2 <= j.rows; r += 2) rows_avx2_fixed<2>(j, o, r);
+    for (; r < j.rows; ++r) rows_avx2_fixed<1>(j, o, r);
+  }
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+
 bool has_avx512() {
   static const bool yes = __builtin_cpu_supports("avx512f");
   return yes;
@@ -201,8 +260,8 @@ bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const We
          packed.element_size() == 1;
 }
 
-at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool use_simd) {
-  if (use_simd && bf16_kernel_applies(w)) return gemv_bf16(x2d, packed, w);
+at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, GemvKernel kernel) {
+  if (kernel == GemvKernel::kBest && bf16_kernel_applies(w)) return gemv_bf16(x2d, packed, w);
   const int64_t rows = x2d.size(0), in = w.in_features(), out = w.out_features();
   // Deinterleave x once per call (it is reused by every output row).
   const at::Tensor xs = x2d.to(at::kFloat).reshape({rows, in / 32, 16, 2}).transpose(2, 3).contiguous();
@@ -210,11 +269,10 @@ at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weig
   const Job job{static_cast<const uint8_t*>(packed.const_data_ptr()), w.scales.const_data_ptr<float>(),
                 code_table(w.state.type).data(), xs.const_data_ptr<float>(), y.data_ptr<float>(), rows, in,
                 out, w.state.blocksize};
-  const bool simd = use_simd && has_avx512();
-  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) {
-    if (simd) rows_avx512(job, o0, o1);
-    else rows_scalar(job, o0, o1);
-  });
+  void (*body)(const Job&, int64_t, int64_t) = rows_scalar;
+  if (kernel == GemvKernel::kBest && has_avx512()) body = rows_avx512;
+  else if (kernel != GemvKernel::kPortable && has_avx2()) body = rows_avx2;
+  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) { body(job, o0, o1); });
   return y;
 }
 

@@ -30,7 +30,11 @@ bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const We
 // dequantize-then-multiply by about one fp32 ulp per block, far below the 4-bit error);
 // with bf16 compute on a CPU with AVX512-BF16, x and the codes are bf16 (as bnb's bf16
 // dequantization rounds code * scale to bf16) and products accumulate in fp32.
-// `simd`: false forces the portable loop (the tests compare both).
-at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w, bool simd = true);
+// `kernel`: kBest takes the fastest this CPU runs (bf16, AVX-512, AVX2, portable); the
+// others force the fp32 AVX2 body (portable where the CPU lacks AVX2) or the portable
+// loop, so the tests compare them all on one machine.
+enum class GemvKernel { kBest, kAvx2, kPortable };
+at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w,
+                     GemvKernel kernel = GemvKernel::kBest);
 
 }  // namespace peft::quant
