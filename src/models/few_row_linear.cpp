@@ -15,7 +15,7 @@ namespace {
 constexpr int64_t kUnit = 64;
 
 bool applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t in, int64_t out) {
-  if (!x.defined() || !w.defined() || w.dim() != 2 || x.dim() < 1 || x.size(-1) != in) return false;
+  if (!x.defined() || x.dim() < 1 || x.size(-1) != in) return false;
   if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat ||
       w.scalar_type() != at::kFloat || (b.defined() && (b.scalar_type() != at::kFloat || !b.device().is_cpu())))
     return false;

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <array>
+#include <type_traits>
 
 #include "util/parallel_for.h"
 
@@ -39,6 +40,19 @@ void rows_scalar(const Job& j, int64_t o0, int64_t o1) {
       }
       j.y[r * j.out + o] = total;
     }
+  }
+}
+
+// Output features [o0, o1) for every row of x, the rows taken 4, then 2, then 1 at a time:
+// `fixed(R, o, r0)` computes rows r0 .. r0 + R - 1 of feature o (R an integral_constant, so
+// each SIMD body keeps R accumulators in registers).
+template <class Fixed>
+void rows_in_groups(int64_t rows, int64_t o0, int64_t o1, const Fixed& fixed) {
+  for (int64_t o = o0; o < o1; ++o) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) fixed(std::integral_constant<int, 4>(), o, r);
+    for (; r + 2 <= rows; r += 2) fixed(std::integral_constant<int, 2>(), o, r);
+    for (; r < rows; ++r) fixed(std::integral_constant<int, 1>(), o, r);
   }
 }
 
@@ -79,13 +93,8 @@ __attribute__((target("avx512f"))) void rows_avx512_fixed(const Job& j, int64_t 
   for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = _mm512_reduce_add_ps(total[r]);
 }
 
-__attribute__((target("avx512f"))) void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
-  for (int64_t o = o0; o < o1; ++o) {
-    int64_t r = 0;
-    for (; r + 4 <= j.rows; r += 4) rows_avx512_fixed<4>(j, o, r);
-    for (; r + 2 <= j.rows; r += 2) rows_avx512_fixed<2>(j, o, r);
-    for (; r < j.rows; ++r) rows_avx512_fixed<1>(j, o, r);
-  }
+void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
+  rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_avx512_fixed<n()>(j, o, r); });
 }
 
 // AVX2 (hosts without AVX-512): 8 bytes widen to 8 int32 lanes; the 16-entry table is two
@@ -134,12 +143,7 @@ __attribute__((target("avx2,fma"))) void rows_avx2_fixed(const Job& j, int64_t o
 }
 
 void rows_avx2(const Job& j, int64_t o0, int64_t o1) {
-  for (int64_t o = o0; o < o1; ++o) {
-    int64_t r = 0;
-    for (; r + 4 <= j.rows; r += 4) rows_avx2_fixed<4>(j, o, r);
-    for (; r + 2 <= j.rows; r += 2) rows_avx2_fixed<2>(j, o, r);
-    for (; r < j.rows; ++r) rows_avx2_fixed<1>(j, o, r);
-  }
+  rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_avx2_fixed<n()>(j, o, r); });
 }
 
 bool has_avx2() {
@@ -215,12 +219,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void rows_bf16_fixed(cons
 }
 
 void rows_bf16(const JobBf16& j, int64_t o0, int64_t o1) {
-  for (int64_t o = o0; o < o1; ++o) {
-    int64_t r = 0;
-    for (; r + 4 <= j.rows; r += 4) rows_bf16_fixed<4>(j, o, r);
-    for (; r + 2 <= j.rows; r += 2) rows_bf16_fixed<2>(j, o, r);
-    for (; r < j.rows; ++r) rows_bf16_fixed<1>(j, o, r);
-  }
+  rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_bf16_fixed<n()>(j, o, r); });
 }
 
 // The 16 codes rounded to bf16 (as ATen rounds), twice over: one 32-lane permute table.
