@@ -1,7 +1,7 @@
 """LoRA training throughput and peak memory: `peft train` vs HF Trainer + PEFT, side by side.
 
 Usage: python bench/train_bench.py --peft build/peft [--steps 6] [--seq 128] [--batch 4] [--shapes gpt2,llama]
-         [--precisions fp32,bf16] [--layers N] [--quant nf4|fp4]
+         [--precisions fp32,bf16] [--layers N] [--quant nf4|fp4] [--checkpoint-every K]
 
 Shapes (random weights): gpt2 (124M, tied), llama (134M, untied), llama_tied, smollm2_360m
 (960 wide, GQA 15/5, vocab 49,152, tied), qwen2_5_0_5b (896 wide, GQA 14/2, vocab 151,936,
@@ -19,6 +19,9 @@ lm_head counts): forward 2N, backward through activations 2N, frozen weights get
 gradient; attention adds 12 x layers x hidden x seq. The fraction of the machine's
 measured matmul peak for the run's precision (fp32 or bf16) is printed. HF runs with
 `bf16=True` (CPU autocast) for bf16; ours with precision=bf16.
+
+--checkpoint-every K turns gradient checkpointing on: ours recomputes every K-th block
+(gradient_checkpointing_every=K; 1: all), HF every block (its only mode; non-reentrant).
 """
 import argparse
 import json
@@ -53,7 +56,9 @@ class T(TrainerCallback):
     def on_step_end(self, args, state, control, **kw): times.append(time.perf_counter())
 args = TrainingArguments(output_dir=sys.argv[7], per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-4,
                          logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
-                         remove_unused_columns=False, disable_tqdm=True, bf16=bf16)
+                         remove_unused_columns=False, disable_tqdm=True, bf16=bf16,
+                         gradient_checkpointing=sys.argv[10] != "0",
+                         gradient_checkpointing_kwargs={"use_reentrant": False})
 Trainer(model=model, args=args, train_dataset=DS(), callbacks=[T()]).train()
 print(json.dumps({"step_times": [b - a for a, b in zip(times, times[1:])]}))
 '''
@@ -155,6 +160,8 @@ def main():
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--quant", choices=["none", "nf4", "fp4"], default="none",
                     help="QLoRA: both trainers on a 4-bit base (HF: bitsandbytes' CPU backend)")
+    ap.add_argument("--checkpoint-every", type=int, default=0,
+                    help="gradient checkpointing: ours of every K-th block, HF of all (0: off)")
     args = ap.parse_args()
     fast_bf16 = bf16_is_fast(args.threads)
     peaks = {p: matmul_peak(args.threads, p) for p in (("fp32", "bf16") if fast_bf16 else ("fp32",))}
@@ -168,7 +175,9 @@ def main():
              "bf16: no fast bf16 product on this CPU (ATen's reference GEMM); bf16 rows skipped "
              "(precision=bf16 computes in fp32 here, and HF's autocast would take hours)"))
     print(f"batch {args.batch} x seq {args.seq}, {args.steps} steps (first is warm-up), LoRA r=8"
-          + (f", {args.layers} layers per shape" if args.layers else "") + "\n")
+          + (f", {args.layers} layers per shape" if args.layers else "")
+          + (f", gradient checkpointing (ours every {args.checkpoint_every} blocks, HF all)"
+             if args.checkpoint_every else "") + "\n")
     rows, sizes = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         import random
@@ -187,7 +196,7 @@ def main():
             tokens = args.batch * args.seq
             out, _, hf_peak = timed([sys.executable, "-c", HF_SCRIPT, model_dir, data, str(args.steps), targets,
                                      str(args.threads), str(args.batch), os.path.join(tmp, "hf_out"), precision,
-                                     args.quant])
+                                     args.quant, str(args.checkpoint_every)])
             hf_times = json.loads(out.strip().splitlines()[-1])["step_times"]
             hf_tps = tokens * len(hf_times) / sum(hf_times)
             method = json.dumps({"r": 8, "lora_alpha": 16, "target_modules": targets.split(",")})
@@ -197,7 +206,10 @@ def main():
                                     f"per_device_train_batch_size={args.batch}", f"max_length={args.seq}",
                                     "learning_rate=1e-4", "progress=false", f"method={method}",
                                     f"precision={precision}"]
-                                   + ([] if args.quant == "none" else ["load_in_4bit=true", f"quant_type={args.quant}"]))
+                                   + ([] if args.quant == "none" else ["load_in_4bit=true", f"quant_type={args.quant}"])
+                                   + ([] if not args.checkpoint_every else
+                                      ["gradient_checkpointing=true",
+                                       f"gradient_checkpointing_every={args.checkpoint_every}"]))
             logs = [json.loads(l) for l in open(os.path.join(ours_out, "metrics.jsonl")) if '"loss"' in l]
             our_tps = tokens * (len(logs) - 1) / sum(tokens / l["tokens_per_second"] for l in logs[1:])
             flops = 4 * n_matmul + attn_flops * args.seq

@@ -498,10 +498,11 @@ TEST(TrainBadInput, DivergingLossStopsWithAClearError) {
 namespace peft {
 namespace {
 
-// Trains `plain` (tag: its scratch name) with and without gradient checkpointing; the
-// per-step losses and gradient norms must agree within the given relative bounds.
+// Trains `plain` (tag: its scratch name) with and without gradient checkpointing (of
+// every `every`-th block); the per-step losses and gradient norms must agree within the
+// given relative bounds.
 void expect_checkpointing_gives_the_same_steps(TrainConfig plain, const std::string& tag, double loss_tol,
-                                               double grad_tol) {
+                                               double grad_tol, int64_t every = 1) {
   plain.output_dir = scratch(tag + "_off").string();
   fs::remove_all(plain.output_dir);
   auto want = train(plain).steps;
@@ -509,6 +510,7 @@ void expect_checkpointing_gives_the_same_steps(TrainConfig plain, const std::str
   ck.output_dir = scratch(tag + "_on").string();
   fs::remove_all(ck.output_dir);
   ck.gradient_checkpointing = true;
+  ck.gradient_checkpointing_every = every;
   auto got = train(ck).steps;
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) {
@@ -524,6 +526,37 @@ TEST(TrainMemory, GradientCheckpointingGivesTheSameSteps) {
   plain.init_adapter.clear();
   // Same dropout masks (the RNG is replayed), same gradients: identical up to rounding.
   expect_checkpointing_gives_the_same_steps(plain, "ckpt", 1e-6, 1e-5);
+}
+
+// Selective: every other block recomputed (its dropout replayed), the rest kept.
+TEST(TrainMemory, CheckpointingEveryOtherBlockGivesTheSameSteps) {
+  auto plain = parity_config(scratch("ckpt2"));
+  plain.max_steps = 4;
+  plain.method = json::parse(R"({"r": 4, "target_modules": "all-linear", "lora_dropout": 0.1})");
+  plain.init_adapter.clear();
+  expect_checkpointing_gives_the_same_steps(plain, "ckpt2", 1e-6, 1e-5, 2);
+}
+
+TEST(TrainMemory, CheckpointingSettingsAreChecked) {
+  auto c = parity_config(scratch("ckpt_cfg"));
+  auto error = [&c]() -> std::string {
+    try {
+      c.validate("cfg");
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  c.gradient_checkpointing_every = 2;
+  EXPECT_THAT(error(), HasSubstr("gradient_checkpointing_every needs gradient_checkpointing=true"));
+  c.gradient_checkpointing = true;
+  c.gradient_checkpointing_every = 0;
+  EXPECT_THAT(error(), HasSubstr("'gradient_checkpointing_every' must be in [1,"));
+  c.gradient_checkpointing_every = 1;
+  c.gradient_checkpointing_offload = true;
+  EXPECT_THAT(error(), HasSubstr("on device cpu they are there already"));
+  c.device = "cuda";
+  EXPECT_EQ(error(), "");
 }
 
 }  // namespace

@@ -55,6 +55,11 @@ struct TrainConfig {
   double num_train_epochs = 1.0;
   std::string precision = "fp32";    // fp32 | bf16 (autocast of the forward on CPU/CUDA)
   bool gradient_checkpointing = false;
+  // With gradient_checkpointing: recompute blocks 0, k, 2k, ... only; the others keep their
+  // activations (memory between none and all, for less recompute time).
+  int64_t gradient_checkpointing_every = 1;
+  // With gradient_checkpointing on a GPU: the recomputed blocks' inputs wait in host memory.
+  bool gradient_checkpointing_offload = false;
   std::string device = "cpu";
   // QLoRA: the base's Linear weights stored 4-bit (bitsandbytes' format) as they load.
   bool load_in_4bit = false;

@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <stdexcept>
+#include <string>
 
 #include "util/autocast.h"
 
@@ -29,6 +30,7 @@ struct Replay : torch::CustomClassHolder {
   // ended, and the recompute must compute in the same precision (as torch's checkpoint).
   bool autocast = false;
   at::ScalarType autocast_dtype = at::kBFloat16;
+  bool offload = false;  // the hidden state (vars[0]) is saved in host memory
 
   at::Tensor call(const std::vector<at::Tensor>& vars) const {
     std::vector<at::Tensor> inputs;
@@ -40,10 +42,29 @@ struct Replay : torch::CustomClassHolder {
 
 at::Generator device_generator(at::Device d) { return at::globalContext().defaultGenerator(d); }
 
+thread_local CheckpointPolicy t_policy;
+thread_local int64_t t_blocks = 0;  // blocks checkpointed() saw in the current scope
+
+// A copy of x in host memory, pinned when x is on an accelerator so that the copy does not
+// wait for the device; the caching host allocator keeps the block until the copy is done.
+at::Tensor to_host(const at::Tensor& x) {
+  const bool device = !x.is_cpu();
+  at::Tensor host = at::empty(x.sizes(), x.options().device(at::kCPU).pinned_memory(device));
+  host.copy_(x, /*non_blocking=*/device);
+  return host;
+}
+
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList vars,
                             c10::intrusive_ptr<Replay> replay) {
-    ctx->save_for_backward(vars.vec());
+    if (replay->offload) {
+      // Only the hidden state goes to the host: the context tensors (an encoder's output,
+      // masks) are shared by every layer, so a copy per layer would only add.
+      ctx->saved_data["host"] = to_host(vars[0]);
+      ctx->save_for_backward(vars.slice(1).vec());
+    } else {
+      ctx->save_for_backward(vars.vec());
+    }
     ctx->saved_data["replay"] = c10::IValue::make_capsule(replay);
     at::NoGradGuard no_grad;
     return replay->call(vars.vec());
@@ -55,6 +76,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     // Fresh leaves: the recompute's backward stops at them, so gradients flow on from here
     // through this node's edges, never twice into the graph that made the inputs.
     auto vars = ctx->get_saved_variables();
+    if (replay->offload)
+      vars.insert(vars.begin(), ctx->saved_data["host"].toTensor().to(replay->device, /*non_blocking=*/true));
     for (size_t i = 0; i < vars.size(); ++i) vars[i] = vars[i].detach().requires_grad_(replay->needs_grad[i]);
     // Replay the forward's random streams (dropout masks repeat), then restore them.
     at::Generator cpu = at::detail::getDefaultCPUGenerator();
@@ -87,6 +110,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 at::Tensor checkpointed(const CheckpointedFn& fn, const std::vector<at::Tensor>& inputs) {
   if (!at::GradMode::is_enabled()) return fn(inputs);
   if (inputs.empty() || !inputs[0].defined()) throw std::logic_error("checkpointed: the hidden state is undefined");
+  if (t_blocks++ % t_policy.every != 0) return fn(inputs);
   const auto& x = inputs[0];
   auto replay = c10::make_intrusive<Replay>();
   replay->fn = fn;
@@ -102,9 +126,22 @@ at::Tensor checkpointed(const CheckpointedFn& fn, const std::vector<at::Tensor>&
   replay->device = x.device();
   replay->autocast = at::autocast::is_autocast_enabled(x.device().type());
   replay->autocast_dtype = at::autocast::get_autocast_dtype(x.device().type());
+  replay->offload = t_policy.offload;
   replay->cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
   if (!x.device().is_cpu()) replay->device_rng = device_generator(x.device()).get_state();
   return CheckpointFunction::apply(at::TensorList(vars), replay);
+}
+
+CheckpointPolicyScope::CheckpointPolicyScope(CheckpointPolicy policy) : outer_(t_policy), outer_blocks_(t_blocks) {
+  if (policy.every < 1)
+    throw std::invalid_argument("checkpoint policy: every must be at least 1, got " + std::to_string(policy.every));
+  t_policy = policy;
+  t_blocks = 0;
+}
+
+CheckpointPolicyScope::~CheckpointPolicyScope() {
+  t_policy = outer_;
+  t_blocks = outer_blocks_;
 }
 
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x) {

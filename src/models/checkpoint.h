@@ -12,7 +12,8 @@
 namespace peft {
 
 // y = fn(x), with fn's activations recomputed in backward (the CPU and accelerator RNG
-// states are replayed so dropout masks repeat). Gradients reach x and every parameter fn
+// states are replayed so dropout masks repeat), unless the thread's CheckpointPolicy
+// skips this block: then y = fn(x), plainly. Gradients reach x and every parameter fn
 // uses. What backward needs is kept in the autograd graph and freed with it.
 at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
 
@@ -22,6 +23,30 @@ at::Tensor checkpointed(const std::function<at::Tensor(const at::Tensor&)>& fn, 
 // hidden state; undefined inputs are passed to fn as they are.
 using CheckpointedFn = std::function<at::Tensor(const std::vector<at::Tensor>&)>;
 at::Tensor checkpointed(const CheckpointedFn& fn, const std::vector<at::Tensor>& inputs);
+
+// Which blocks checkpointed() recomputes, and where it keeps their inputs: set for this
+// thread by CheckpointPolicyScope (the trainer's, around a micro-batch's forward and
+// backward). Outside a scope every block is checkpointed and its input stays on its device.
+struct CheckpointPolicy {
+  // Blocks 0, every, 2 * every, ... (counted in forward order within the scope) are
+  // recomputed; the others keep their activations. 1: all; larger trades memory for time.
+  int64_t every = 1;
+  // A recomputed block's input waits for backward in host memory (pinned, copied without a
+  // host sync) instead of the accelerator's. On CPU tensors it is a plain copy.
+  bool offload = false;
+};
+
+class CheckpointPolicyScope {
+ public:
+  explicit CheckpointPolicyScope(CheckpointPolicy policy);  // throws unless policy.every >= 1
+  ~CheckpointPolicyScope();
+  CheckpointPolicyScope(const CheckpointPolicyScope&) = delete;
+  CheckpointPolicyScope& operator=(const CheckpointPolicyScope&) = delete;
+
+ private:
+  CheckpointPolicy outer_;
+  int64_t outer_blocks_;
+};
 
 // Runs a decoder's n blocks in order, block(i, x, cache) giving block i's output. With
 // ModelInputs::checkpoint_layers and no KV cache (training), each block is checkpointed and

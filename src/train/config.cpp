@@ -62,6 +62,8 @@ void for_each_field(C& c, F&& f) {
   f("num_train_epochs", c.num_train_epochs);
   f("precision", c.precision);
   f("gradient_checkpointing", c.gradient_checkpointing);
+  f("gradient_checkpointing_every", c.gradient_checkpointing_every);
+  f("gradient_checkpointing_offload", c.gradient_checkpointing_offload);
   f("device", c.device);
   f("load_in_4bit", c.load_in_4bit);
   f("quant_type", c.quant_type);
@@ -125,6 +127,13 @@ void TrainConfig::validate(const std::string& where) const {
   in_range("per_device_eval_batch_size", c.per_device_eval_batch_size, 1, kMaxBatch);
   in_range("gradient_accumulation_steps", c.gradient_accumulation_steps, 1, kMaxBatch);
   in_range("eval_split", c.eval_split, 0, 0.999);
+  in_range("gradient_checkpointing_every", c.gradient_checkpointing_every, 1, kMaxBatch);
+  if (!c.gradient_checkpointing && (c.gradient_checkpointing_every != 1 || c.gradient_checkpointing_offload))
+    bad(std::string(c.gradient_checkpointing_offload ? "gradient_checkpointing_offload" : "gradient_checkpointing_every") +
+        " needs gradient_checkpointing=true");
+  if (c.gradient_checkpointing_offload && c.device.rfind("cpu", 0) == 0)
+    bad("gradient_checkpointing_offload moves activations from a GPU to host memory; on device cpu they are there "
+        "already");
   in_range("max_length", c.max_length, 2, int64_t{1} << 24);
   in_range("learning_rate", c.learning_rate, 0, std::numeric_limits<double>::max());
   in_range("weight_decay", c.weight_decay, 0, 10);

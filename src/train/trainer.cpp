@@ -19,6 +19,7 @@
 #include "peft/task_ids.h"
 #include "tuners/lora/init_conversion.h"
 #include "peft/train.h"
+#include "models/checkpoint.h"
 #include "util/autocast.h"
 #include "train/distributed.h"
 #include "train/evaluate.h"
@@ -55,11 +56,14 @@ std::string fmt_time(double s) {
 }
 
 // What makes two runs the same run: every setting that changes the steps' results, and
-// the contents (not the paths) of the data files.
+// the contents (not the paths) of the data files. Where and how it computes (the device,
+// gradient checkpointing: same results up to rounding) may change on resume, e.g. to
+// recompute activations after running out of memory.
 nlohmann::json run_fingerprint(const TrainConfig& cfg) {
   nlohmann::json config = cfg.to_json(), data = nlohmann::json::object();
   for (const char* k : {"output_dir", "progress", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
-                        "device", "early_stopping_patience"})
+                        "device", "early_stopping_patience", "gradient_checkpointing",
+                        "gradient_checkpointing_every", "gradient_checkpointing_offload"})
     config.erase(k);
   for (const char* k : {"train_file", "label_file", "eval_file", "eval_label_file"}) {
     const std::string f = config[k];
@@ -291,6 +295,7 @@ double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n
     // The rows' tasks, for multitask tuners, through the forward and the backward (where
     // checkpointed blocks run again).
     TaskIdsScope tasks(b.task_ids.defined() ? b.task_ids.to(dev_) : at::Tensor());
+    CheckpointPolicyScope recompute({cfg_.gradient_checkpointing_every, cfg_.gradient_checkpointing_offload});
     {
       AutocastGuard autocast(dev_.type(), cfg_.precision == "bf16", at::kBFloat16);
       sum = batch_loss(*s_.peft, b, dev_, s_.causal, cfg_.gradient_checkpointing).sum;

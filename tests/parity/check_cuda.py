@@ -11,7 +11,8 @@ outputs, computed on the CPU. Each check runs `peft` with --device cuda and comp
   - 4-bit models saved by transformers + bitsandbytes, and HF PEFT LoRA on them (fp32
     <= 2e-5, bf16 <= 0.25: test_qlora's tolerances, which it justifies);
   - training: HF Trainer + PEFT's 24 per-step losses (relative <= 1e-4, as TrainParity),
-    and with precision=bf16 (relative <= 1e-2);
+    with precision=bf16 (relative <= 1e-2), and with gradient checkpointing offloaded to
+    host memory or of every other block (relative <= 1e-4);
   - QLoRA training (4-bit base, LoRA on all linear layers): the GPU's 12 per-step losses
     against the same build's host run (relative <= 1e-4).
 Prints one line per check and exits 1 if any failed."""
@@ -130,6 +131,14 @@ def main(tmp):
         report(name, len(got) == 24 and rel <= tol, f"{len(got)} steps, max relative |loss - HF Trainer fp32| = {rel:.2e}")
     check("train llama_mha", lambda: hf_run("train llama_mha", 1e-4))
     check("train llama_mha bf16", lambda: hf_run("train llama_mha bf16", 1e-2, "precision=bf16"))
+    # Gradient checkpointing with the blocks' inputs offloaded to pinned host memory, and
+    # selective (every other block): the same steps as HF Trainer without checkpointing.
+    check("train llama_mha offloaded checkpointing",
+          lambda: hf_run("train llama_mha offloaded checkpointing", 1e-4, "gradient_checkpointing=true",
+                         "gradient_checkpointing_offload=true"))
+    check("train llama_mha checkpointing every 2",
+          lambda: hf_run("train llama_mha checkpointing every 2", 1e-4, "gradient_checkpointing=true",
+                         "gradient_checkpointing_every=2"))
 
     # No HF + bnb training reference exists per step; the 4-bit backward on the GPU is
     # checked against this build's host run of the same steps (whose forward equals bnb's).
