@@ -25,6 +25,7 @@
 #include "cli_runner.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "train/distributed.h"
 #include "train/run_folder.h"
 
 namespace fs = std::filesystem;
@@ -166,6 +167,20 @@ void expect_matches_single_process(int nproc) {
   expect_same_adapter(c.output_dir, single_process().adapter_dir);
   // Only rank 0 wrote: one line per step, no second writer's lines.
   EXPECT_EQ(got.size(), 6u);
+}
+
+// device=cuda: one GPU per local rank, round-robin when there are more ranks than GPUs.
+TEST(DataParallel, EachLocalRankTakesItsGpu) {
+  DistEnv env;
+  env.world_size = 8;
+  env.local_rank = 5;
+  EXPECT_EQ(rank_device("cuda", env, 8), "cuda:5");
+  EXPECT_EQ(rank_device("cuda", env, 2), "cuda:1");
+  EXPECT_EQ(rank_device("cuda:0", env, 8), "cuda:0");  // pinned by the user
+  EXPECT_EQ(rank_device("cpu", env, 8), "cpu");
+  env.world_size = 1;
+  env.local_rank = 0;
+  EXPECT_EQ(rank_device("cuda", env, 8), "cuda");
 }
 
 TEST(DataParallel, TwoProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(2); }

@@ -1,4 +1,5 @@
-// The c10d side of data-parallel training. Tensors move only through ProcessGroupGloo;
+// The c10d side of data-parallel training. Tensors move only through ProcessGroupGloo (an
+// accelerator's through a host copy);
 // the TCPStore carries the rendezvous, a few strings, and each rank's heartbeat, which is
 // how a rank whose collective failed tells which worker stopped.
 //
@@ -15,6 +16,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <stdexcept>
@@ -63,6 +65,11 @@ std::shared_ptr<::gloo::transport::Device> gloo_device(const DistEnv& env) {
 }
 
 }  // namespace
+
+std::string rank_device(const std::string& device, const DistEnv& env, int device_count) {
+  if (env.world_size == 1 || device != "cuda" || device_count < 1) return device;
+  return "cuda:" + std::to_string(env.local_rank % device_count);
+}
 
 std::chrono::seconds ddp_timeout() {
   return std::chrono::seconds(std::getenv("PEFT_DDP_TIMEOUT_S") ? env_int("PEFT_DDP_TIMEOUT_S", 1, 86400) : 300);
@@ -130,11 +137,8 @@ struct DataParallel::Impl {
   }
 };
 
-DataParallel::DataParallel(const DistEnv& env, const std::string& device) : env_(env) {
+DataParallel::DataParallel(const DistEnv& env) : env_(env) {
   if (env_.world_size == 1) return;
-  if (device != "cpu")
-    // TODO(issue 19): ProcessGroupNCCL for CUDA tensors; it needs a machine with several GPUs to test.
-    throw std::invalid_argument("data-parallel training runs on device cpu (Gloo) only; got device " + device);
   impl_ = std::make_unique<Impl>();
   const bool server = env_.rank == 0 && !env_.launcher_hosts_store;
   impl_->tcp = connect_store(env_, server, env_.timeout);
@@ -220,37 +224,52 @@ void DataParallel::linger_if_store_host() {
   lingered_ = true;
 }
 
+// Gloo moves host memory: a tensor on an accelerator goes through a host copy, once each
+// way. Adapter gradients are small (one flat buffer a step), so the copies cost little
+// beside the step; NCCL would skip them on multi-GPU machines.
+void DataParallel::on_host(at::Tensor& t, const std::function<void(at::Tensor&)>& collective) {
+  if (t.is_cpu()) return collective(t);
+  at::Tensor host = t.to(at::kCPU);
+  collective(host);
+  t.copy_(host);
+}
+
 void DataParallel::broadcast(std::vector<at::Tensor>& tensors) {
   if (!impl_ || tensors.empty()) return;
   guarded("broadcast", [&] {
-    for (auto& t : tensors) {
-      std::vector<at::Tensor> one{t};
-      impl_->pg->broadcast(one)->wait();
-    }
+    for (auto& t : tensors)
+      on_host(t, [&](at::Tensor& h) {
+        std::vector<at::Tensor> one{h};
+        impl_->pg->broadcast(one)->wait();
+      });
   });
 }
 
 void DataParallel::all_reduce_sum(at::Tensor& t) {
   if (!impl_) return;
   guarded("all_reduce", [&] {
-    std::vector<at::Tensor> one{t};
-    impl_->pg->allreduce(one)->wait();
+    on_host(t, [&](at::Tensor& h) {
+      std::vector<at::Tensor> one{h};
+      impl_->pg->allreduce(one)->wait();
+    });
   });
 }
 
 // One flat fp32 buffer: every gradient, then one "defined" flag per parameter.
 void DataParallel::all_reduce_grads(const std::vector<at::Tensor>& params) {
-  if (!impl_) return;
+  if (!impl_ || params.empty()) return;
   std::vector<at::Tensor> parts;
   for (const auto& p : params)
     parts.push_back(p.grad().defined() ? p.grad().detach().to(at::kFloat).reshape(-1)
                                        : at::zeros({p.numel()}, p.options().dtype(at::kFloat)));
   std::vector<float> flags;
   for (const auto& p : params) flags.push_back(p.grad().defined() ? 1.f : 0.f);
-  parts.push_back(at::tensor(flags, at::kFloat));
+  parts.push_back(at::tensor(flags, at::kFloat).to(params[0].device()));
   at::Tensor flat = at::cat(parts);
   all_reduce_sum(flat);
-  const float* f = flat.data_ptr<float>() + (flat.numel() - static_cast<int64_t>(params.size()));
+  const at::Tensor summed_flags = flat.narrow(0, flat.numel() - static_cast<int64_t>(params.size()),
+                                              static_cast<int64_t>(params.size())).cpu();
+  const float* f = summed_flags.data_ptr<float>();
   int64_t off = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     auto p = params[i];

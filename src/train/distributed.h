@@ -1,11 +1,12 @@
 // Data-parallel training on LibTorch's c10d: the group of processes a run trains in
-// (rendezvous through a TCPStore, collectives through ProcessGroupGloo), and a launcher
-// for N local workers. See docs/TRAINING.md, "Data-parallel".
+// (rendezvous through a TCPStore, collectives through ProcessGroupGloo, on CPU or GPU
+// tensors), and a launcher for N local workers. See docs/TRAINING.md, "Data-parallel".
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,11 @@ struct DistEnv {
   static DistEnv from_environment();
 };
 
+// The device a rank trains on: a plain "cuda" becomes "cuda:<LOCAL_RANK mod devices>", as
+// torchrun's workers take one GPU each (more ranks than GPUs share them round-robin); any
+// other name, and every name in a single process, stays as it is.
+std::string rank_device(const std::string& device, const DistEnv& env, int device_count);
+
 // PEFT_DDP_TIMEOUT_S, default 300: how long a collective (or the rendezvous) may wait.
 std::chrono::seconds ddp_timeout();
 
@@ -33,8 +39,9 @@ std::chrono::seconds ddp_timeout();
 // longer than the timeout) throws one line naming the rank that stopped.
 class DataParallel {
  public:
-  // Joins the group `env` describes (CPU tensors only: Gloo).
-  explicit DataParallel(const DistEnv& env, const std::string& device);
+  // Joins the group `env` describes. Collectives take tensors on any device: Gloo moves
+  // them, through host memory for an accelerator's.
+  explicit DataParallel(const DistEnv& env);
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -57,6 +64,7 @@ class DataParallel {
 
  private:
   struct Impl;
+  static void on_host(at::Tensor& t, const std::function<void(at::Tensor&)>& collective);
   template <class F>
   void guarded(const char* op, F&& f);
   std::string diagnose(const char* op, const std::string& error);

@@ -3,6 +3,7 @@
 // HF's decay groups, LambdaLR schedules; atomic checkpoints that resume exactly.
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/optim/adamw.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 #include "train/setup.h"
 #include "train/precision.h"
 #include "util/atomic_file.h"
+#include "util/cuda_backend.h"
 #include "util/hash.h"
 #include "util/process.h"
 
@@ -472,14 +474,26 @@ TrainResult Trainer::run() {
   return std::move(result_);
 }
 
+// The config with this rank's GPU: with several ranks, device "cuda" means one GPU per
+// local rank, which also becomes the thread's current device (for what names no index).
+TrainConfig on_rank_device(TrainConfig cfg, const DistEnv& env) {
+  if (env.world_size == 1 || cfg.device != "cuda") return cfg;
+  usable_device(cfg.device);
+  auto& cuda = at::detail::getCUDAHooks();
+  cfg.device = rank_device(cfg.device, env, cuda.deviceCount());
+  cuda.setCurrentDevice(at::Device(cfg.device).index());
+  return cfg;
+}
+
 }  // namespace
 
 TrainResult train(const TrainConfig& cfg, bool resume, bool overwrite) {
   cfg.validate();
   torch::manual_seed(cfg.seed);
-  DataParallel dp(DistEnv::from_environment(), cfg.device);  // one process unless torchrun's variables say otherwise
+  const DistEnv env = DistEnv::from_environment();  // one process unless torchrun's variables say otherwise
+  DataParallel dp(env);
   try {
-    return Trainer(cfg, resume, overwrite, dp).run();
+    return Trainer(on_rank_device(cfg, env), resume, overwrite, dp).run();
   } catch (const std::exception& e) {
     dp.report_failure(e.what());  // the other ranks name this one and its error
     throw;

@@ -12,7 +12,8 @@ outputs, computed on the CPU. Each check runs `peft` with --device cuda and comp
     <= 2e-5, bf16 <= 0.25: test_qlora's tolerances, which it justifies);
   - training: HF Trainer + PEFT's 24 per-step losses (relative <= 1e-4, as TrainParity),
     with precision=bf16 (relative <= 1e-2), and with gradient checkpointing offloaded to
-    host memory or of every other block (relative <= 1e-4);
+    host memory or of every other block (relative <= 1e-4), and data-parallel with two
+    workers sharing the GPU against the one-process run (relative <= 1e-5);
   - QLoRA training (4-bit base, LoRA on all linear layers): the GPU's 12 per-step losses
     against the same build's host run (relative <= 1e-4).
 Prints one line per check and exits 1 if any failed."""
@@ -131,6 +132,22 @@ def main(tmp):
         report(name, len(got) == 24 and rel <= tol, f"{len(got)} steps, max relative |loss - HF Trainer fp32| = {rel:.2e}")
     check("train llama_mha", lambda: hf_run("train llama_mha", 1e-4))
     check("train llama_mha bf16", lambda: hf_run("train llama_mha bf16", 1e-2, "precision=bf16"))
+    # Data-parallel on the GPU: two workers share it (Gloo, through host memory) and take
+    # the one-process GPU run's steps (the distributed tests' bound on CPU: 1e-5 relative).
+    def data_parallel():
+        one, two = (os.path.join(tmp, n) for n in ("train_llama_mha", "train_llama_mha_nproc2"))
+        peft("train", "--nproc", "2", f"model={os.path.join(b, 'parity', 'llama_mha')}",
+             f"train_file={os.path.join(b, 'parity_train_data.jsonl')}",
+             f"init_adapter={os.path.join(b, 'parity_train', 'initial_adapter')}", f"output_dir={two}", "max_steps=24",
+             "per_device_train_batch_size=2", "gradient_accumulation_steps=2", "learning_rate=1e-3", "warmup_steps=3",
+             "weight_decay=0.01", "max_grad_norm=1.0", "shuffle=false", "progress=false", f"device={a.device}")
+        got, want = ([json.loads(l)["loss"] for l in open(os.path.join(d, "metrics.jsonl")) if '"loss"' in l]
+                     for d in (two, one))
+        rel = max(abs(g - w) / abs(w) for g, w in zip(got, want))
+        report("data-parallel train llama_mha, 2 workers on one GPU", len(got) == len(want) == 24 and rel <= 1e-5,
+               f"{len(got)} steps, max relative |loss - 1 process| = {rel:.2e}")
+    check("data-parallel train llama_mha, 2 workers on one GPU", data_parallel)
+
     # Gradient checkpointing with the blocks' inputs offloaded to pinned host memory, and
     # selective (every other block): the same steps as HF Trainer without checkpointing.
     check("train llama_mha offloaded checkpointing",
