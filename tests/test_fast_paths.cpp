@@ -13,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "models/decode_attention.h"
 #include "models/few_row_linear.h"
 #include "models/fused_kernels.h"
 #include "models/fused_ops.h"
@@ -415,6 +416,75 @@ TEST(FusedOps, TwoThreadsGiveTheBitsOfOne) {
   const auto one = run(1), two = run(2);
   at::set_num_threads(threads);
   for (size_t i = 0; i < one.size(); ++i) EXPECT_TRUE(at::equal(one[i], two[i])) << "output " << i;
+}
+
+// softmax(q k^T * scale, hidden keys at -inf) v in float64, repeating the grouped kv heads.
+at::Tensor decode_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                            double scale) {
+  const int64_t group = q.size(1) / k.size(1);
+  auto kk = k.to(at::kDouble).repeat_interleave(group, 1), vv = v.to(at::kDouble).repeat_interleave(group, 1);
+  auto scores = at::matmul(q.to(at::kDouble), kk.transpose(2, 3)) * scale;
+  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -INFINITY);
+  auto out = at::matmul(at::softmax(scores, -1), vv);
+  return out.transpose(1, 2).reshape({q.size(0), 1, -1});
+}
+
+// Grouped heads, head sizes that are and are not multiples of 16, one and many cached
+// positions, with and without a padding mask; K and V as transposed views (as split_heads
+// gives them). fp32 within 1e-5 of float64; bf16 within one bf16 step (2^-7 at |x| < 2)
+// of float64 rounded to bf16; the portable body within 1e-6 (fp32) of the vector one.
+TEST(DecodeAttention, MatchesTheFloat64CompositionWithGroupsAndMasks) {
+  at::manual_seed(5);
+  struct Case { int64_t b, hq, hk, len, d; bool masked; };
+  for (const Case c : {Case{2, 6, 2, 1, 64, false}, Case{2, 6, 2, 37, 80, true}, Case{1, 15, 5, 300, 64, false},
+                       Case{3, 4, 4, 129, 24, true}}) {
+    for (auto dt : {at::kFloat, at::kBFloat16}) {
+      const at::Tensor q = at::randn({c.b, 1, c.hq, c.d}).to(dt).transpose(1, 2);
+      const at::Tensor k = at::randn({c.b, c.len, c.hk, c.d}).to(dt).transpose(1, 2);
+      const at::Tensor v = at::randn({c.b, c.len, c.hk, c.d}).to(dt).transpose(1, 2);
+      at::Tensor mask;
+      if (c.masked) {
+        mask = at::rand({c.b, 1, 1, c.len}) > 0.3;
+        mask.select(3, 0).fill_(true);  // every row sees a key
+      }
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+      ASSERT_TRUE(decode_attention_applies(q, k, v, mask));
+      const at::Tensor got = decode_attention(q, k, v, mask, scale);
+      const at::Tensor portable = decode_attention_portable(q, k, v, mask, scale);
+      const at::Tensor want = decode_reference(q, k, v, mask, scale);
+      const std::string what = "len " + std::to_string(c.len) + " d " + std::to_string(c.d) + " " + c10::toString(dt);
+      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.b, 1, c.hq * c.d})) << what;
+      ASSERT_EQ(got.scalar_type(), dt) << what;
+      if (dt == at::kFloat) {
+        EXPECT_LE((got.to(at::kDouble) - want).abs().max().item<double>(), 1e-5) << what;
+        EXPECT_LE((got - portable).abs().max().item<double>(), 1e-6) << what;
+      } else {
+        const double step = 1.0 / 128;
+        EXPECT_LE((got.to(at::kDouble) - want.to(dt).to(at::kDouble)).abs().max().item<double>(), step) << what;
+        EXPECT_LE((got.to(at::kDouble) - portable.to(at::kDouble)).abs().max().item<double>(), step) << what;
+      }
+    }
+  }
+}
+
+TEST(DecodeAttention, TwoThreadsGiveTheBitsOfOneAndItStepsAsideWhereItDoesNotApply) {
+  const int threads = at::get_num_threads();
+  at::manual_seed(6);
+  const at::Tensor q = at::randn({2, 8, 1, 64}), k = at::randn({2, 2, 500, 64}), v = at::randn({2, 2, 500, 64});
+  at::set_num_threads(1);
+  const at::Tensor one = decode_attention(q, k, v, {}, 0.125);
+  at::set_num_threads(2);
+  const at::Tensor two = decode_attention(q, k, v, {}, 0.125);
+  at::set_num_threads(threads);
+  EXPECT_TRUE(at::equal(one, two));
+  EXPECT_FALSE(decode_attention_applies(at::randn({2, 8, 2, 64}), k, v, {}));  // two queries
+  EXPECT_FALSE(decode_attention_applies(q.to(at::kHalf), k.to(at::kHalf), v.to(at::kHalf), {}));
+  EXPECT_FALSE(decode_attention_applies(q, k, v, at::zeros({2, 1, 1, 500})));  // an additive mask
+  EXPECT_FALSE(decode_attention_applies(q.clone().requires_grad_(true), k, v, {}));
+  {
+    c10::InferenceMode inference;
+    EXPECT_TRUE(decode_attention_applies(q, k, v, at::ones({1, 1, 1, 500}, at::kBool)));
+  }
 }
 
 TEST(FusedOps, ModelsTakeTheFusedPathsOnlyUnderBf16Autocast) {

@@ -8,6 +8,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "models/decode_attention.h"
 #include "models/fused_ops.h"
 
 namespace peft {
@@ -45,7 +46,9 @@ at::Tensor split_heads(const at::Tensor& x, int64_t heads, int64_t head_dim) {
 }
 
 at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device) {
-  if (past == 0 && (!padding.defined() || padding.all().item<bool>())) return {};
+  // One new position sees every key, as do the first positions causally: without padding
+  // no mask is needed, and SDPA then reads grouped key/value heads without repeating them.
+  if ((past == 0 || q_len == 1) && (!padding.defined() || padding.all().item<bool>())) return {};
   return make_attention_mask(padding, batch, q_len, past + q_len, /*causal=*/true, device);
 }
 
@@ -99,6 +102,8 @@ void update_cache(KVCache* cache, size_t layer, at::Tensor& k, at::Tensor& v) {
 
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                   double scale, bool is_causal) {
+  // A decode step (one query; with no mask it sees every key, see below).
+  if (decode_attention_applies(q, k, v, mask)) return decode_attention(q, k, v, mask, scale);
   const int64_t groups = q.size(1) / k.size(1);
   // As transformers: without a mask SDPA reads each key/value head for its group of query
   // heads itself (no repeated copies, forward or backward); with one, the heads are
@@ -107,7 +112,10 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   auto kk = groups > 1 && !native_gqa ? k.repeat_interleave(groups, 1) : k;
   auto vv = groups > 1 && !native_gqa ? v.repeat_interleave(groups, 1) : v;
   auto m = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, is_causal && !mask.defined(), scale, native_gqa);
+  // Causal only where queries and keys are the same positions: a decode step's one query
+  // (past > 0) sees all keys, where ATen's is_causal would align it with the first.
+  const bool causal = is_causal && !mask.defined() && q.size(2) == k.size(2);
+  auto out = at::scaled_dot_product_attention(q, kk, vv, m, 0.0, causal, scale, native_gqa);
   return out.transpose(1, 2).reshape({q.size(0), q.size(2), q.size(1) * q.size(3)});
 }
 

@@ -19,7 +19,8 @@ at::Tensor make_attention_mask(const at::Tensor& padding, int64_t batch, int64_t
 
 // softmax(q k^T * scale + mask) v with q [b, h, q, d], k/v [b, kv_h, k, d]; kv heads are
 // repeated for grouped-query attention. Returns [b, q, h * d]. An undefined mask with
-// is_causal = true is plain causal attention (ATen's fused kernels, no mask built).
+// is_causal = true is plain causal attention, the queries being the last positions (ATen's
+// fused kernels, no mask built).
 at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                   double scale, bool is_causal = false);
 
@@ -36,8 +37,8 @@ at::Tensor attend_eager(const at::Tensor& q, const at::Tensor& k, const at::Tens
 at::Tensor sliding_window_mask(const at::Tensor& mask, int64_t batch, int64_t q_len, int64_t past, int64_t window,
                                at::Device device);
 
-// The mask a decoder needs, or undefined when plain causal attention will do (no past,
-// no padding): then pass is_causal = true to attend.
+// The mask a decoder needs, or undefined when plain causal attention will do (no padding,
+// and no past or one new position): then pass is_causal = true to attend.
 at::Tensor decoder_mask(const at::Tensor& padding, int64_t batch, int64_t q_len, int64_t past, at::Device device);
 
 // transformers' find_packed_sequence_indices: for position ids [b, s], the index of the
