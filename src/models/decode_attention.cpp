@@ -62,31 +62,50 @@ void write_out(E* out, const float* acc, int64_t dim, float sum) {
   for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<E>(acc[i] * inv);
 }
 
-// ---- portable body --------------------------------------------------------------------
-
-template <class E>
-void head_portable(const Job& j, int64_t bh, float* scores, float* acc) {
-  const Head<E> x(j, bh);
+// The steps of one query head, around the body's two row operations: dot(k row) for the
+// scores of the visible keys, softmax, and axpy(p, v row) into acc for the weighted sum.
+// Always inlined, so that in the AVX-512 body the vector row operations inline too.
+template <class E, class Dot, class Axpy>
+__attribute__((always_inline)) inline void attend_head(const Job& j, const Head<E>& x, float* scores, float* acc,
+                                                       const Dot& dot, const Axpy& axpy) {
   float mx = kHidden;
   for (int64_t t = 0; t < j.len; ++t) {
     if (x.visible && !x.visible[t]) {
       scores[t] = kHidden;
       continue;
     }
-    const E* kt = x.k + t * j.k_st;
-    float s = 0;
-    for (int64_t i = 0; i < j.dim; ++i) s += static_cast<float>(x.q[i]) * static_cast<float>(kt[i]);
-    scores[t] = s * j.scale;
+    scores[t] = dot(x.k + t * j.k_st) * j.scale;
     mx = std::max(mx, scores[t]);
   }
   const float sum = exponentiate(scores, j.len, mx);
   std::fill(acc, acc + j.dim, 0.0f);
-  for (int64_t t = 0; t < j.len; ++t) {
-    if (scores[t] == 0) continue;
-    const E* vt = x.v + t * j.v_st;
-    for (int64_t i = 0; i < j.dim; ++i) acc[i] += scores[t] * static_cast<float>(vt[i]);
-  }
+  for (int64_t t = 0; t < j.len; ++t)
+    if (scores[t] != 0) axpy(scores[t], x.v + t * j.v_st);
   write_out(x.out, acc, j.dim, sum);
+}
+
+// ---- portable body --------------------------------------------------------------------
+
+template <class E>
+struct PortableRows {
+  const E* q;
+  float* acc;
+  int64_t d;
+  float operator()(const E* k) const {
+    float s = 0;
+    for (int64_t i = 0; i < d; ++i) s += static_cast<float>(q[i]) * static_cast<float>(k[i]);
+    return s;
+  }
+  void operator()(float p, const E* v) const {
+    for (int64_t i = 0; i < d; ++i) acc[i] += p * static_cast<float>(v[i]);
+  }
+};
+
+template <class E>
+void head_portable(const Job& j, int64_t bh, float* scores, float* acc) {
+  const Head<E> x(j, bh);
+  const PortableRows<E> rows{x.q, acc, j.dim};
+  attend_head(j, x, scores, acc, rows, rows);
 }
 
 // ---- AVX-512 body ---------------------------------------------------------------------
@@ -102,39 +121,36 @@ PEFT_AVX512 inline __m512 load16(const c10::BFloat16* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 
-// qf: q in fp32 (d values); the scores are the same sums, in 16-lane partial sums.
+// qf: q in fp32; a score is the same sum as the portable one, in 16-lane partial sums.
+// (Member functions, not lambdas: GCC does not give a lambda its function's target.)
 template <class E>
-PEFT_AVX512 void head_avx512(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
-  const Head<E> x(j, bh);
-  const int64_t d = j.dim;
-  for (int64_t i = 0; i < d; ++i) qf[i] = static_cast<float>(x.q[i]);
-  float mx = kHidden;
-  for (int64_t t = 0; t < j.len; ++t) {
-    if (x.visible && !x.visible[t]) {
-      scores[t] = kHidden;
-      continue;
-    }
-    const E* kt = x.k + t * j.k_st;
+struct Avx512Rows {
+  const float* qf;
+  float* acc;
+  int64_t d;
+  PEFT_AVX512 float operator()(const E* k) const {
     __m512 s = _mm512_setzero_ps();
     for (int64_t i = 0; i < d; i += 16) {
       const __mmask16 m = tail(d - i);
-      s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qf + i), load16(kt + i, m), s);
+      s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qf + i), load16(k + i, m), s);
     }
-    scores[t] = _mm512_reduce_add_ps(s) * j.scale;
-    mx = std::max(mx, scores[t]);
+    return _mm512_reduce_add_ps(s);
   }
-  const float sum = exponentiate(scores, j.len, mx);
-  std::fill(acc, acc + d, 0.0f);
-  for (int64_t t = 0; t < j.len; ++t) {
-    if (scores[t] == 0) continue;
-    const E* vt = x.v + t * j.v_st;
-    const __m512 p = _mm512_set1_ps(scores[t]);
+  PEFT_AVX512 void operator()(float p, const E* v) const {
+    const __m512 vp = _mm512_set1_ps(p);
     for (int64_t i = 0; i < d; i += 16) {
       const __mmask16 m = tail(d - i);
-      _mm512_mask_storeu_ps(acc + i, m, _mm512_fmadd_ps(p, load16(vt + i, m), _mm512_maskz_loadu_ps(m, acc + i)));
+      _mm512_mask_storeu_ps(acc + i, m, _mm512_fmadd_ps(vp, load16(v + i, m), _mm512_maskz_loadu_ps(m, acc + i)));
     }
   }
-  write_out(x.out, acc, d, sum);
+};
+
+template <class E>
+PEFT_AVX512 void head_avx512(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
+  const Head<E> x(j, bh);
+  for (int64_t i = 0; i < j.dim; ++i) qf[i] = static_cast<float>(x.q[i]);
+  const Avx512Rows<E> rows{qf, acc, j.dim};
+  attend_head(j, x, scores, acc, rows, rows);
 }
 
 bool cpu_has_avx512() {
