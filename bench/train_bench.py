@@ -135,8 +135,10 @@ def matmul_peak(threads, dtype="fp32", size=2048, n=10):
 
 def bf16_is_fast(threads):
     """False on CPUs where ATen's bf16 GEMM takes its reference path (no AVX-512: ~1 GFLOP/s,
-    where a 2048^3 product alone takes minutes); precision=bf16 then trains in fp32 here."""
-    return matmul_peak(threads, "bf16", 256, 1) > 0.25 * matmul_peak(threads, "fp32", 256, 1)
+    where a 2048^3 product alone takes minutes); precision=bf16 then trains in fp32 here.
+    Five timed products, not one: a single 0.1 ms product is at the mercy of a thread wake-up
+    and once called this AVX-512 BF16 host slow."""
+    return matmul_peak(threads, "bf16", 256, 5) > 0.25 * matmul_peak(threads, "fp32", 256, 5)
 
 
 def timed(cmd):

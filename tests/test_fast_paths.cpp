@@ -429,15 +429,19 @@ at::Tensor decode_reference(const at::Tensor& q, const at::Tensor& k, const at::
   return out.transpose(1, 2).reshape({q.size(0), 1, -1});
 }
 
-// Grouped heads, head sizes that are and are not multiples of 16, one and many cached
-// positions, with and without a padding mask; K and V as transposed views (as split_heads
-// gives them). fp32 within 1e-5 of float64; bf16 within one bf16 step (2^-7 at |x| < 2)
-// of float64 rounded to bf16; the portable body within 1e-6 (fp32) of the vector one.
+// Grouped heads, head sizes that are and are not multiples of 8 and 16 (64 and 128 take
+// their own unrolled copies), cache lengths with and without a partial last vector, with
+// and without a padding mask, and scores spread wide enough (scale x 8) that most
+// exponentials underflow; K and V as transposed views (as split_heads gives them). Each
+// body (AVX-512, AVX2, portable; a body the CPU lacks falls back to the next) against
+// float64: fp32 within 1e-5, bf16 within one bf16 step (2^-7 at |x| < 2) of float64
+// rounded to bf16; and fp32 bodies within 1e-6 (x the spread) of each other.
 TEST(DecodeAttention, MatchesTheFloat64CompositionWithGroupsAndMasks) {
   at::manual_seed(5);
-  struct Case { int64_t b, hq, hk, len, d; bool masked; };
-  for (const Case c : {Case{2, 6, 2, 1, 64, false}, Case{2, 6, 2, 37, 80, true}, Case{1, 15, 5, 300, 64, false},
-                       Case{3, 4, 4, 129, 24, true}}) {
+  struct Case { int64_t b, hq, hk, len, d; bool masked; double spread; };
+  for (const Case c : {Case{2, 6, 2, 1, 64, false, 1}, Case{2, 6, 2, 37, 80, true, 1}, Case{1, 15, 5, 300, 64, false, 1},
+                       Case{3, 4, 4, 129, 24, true, 1}, Case{1, 8, 2, 67, 128, true, 1}, Case{2, 4, 1, 200, 64, false, 8},
+                       Case{1, 2, 2, 16, 36, false, 1}}) {
     for (auto dt : {at::kFloat, at::kBFloat16}) {
       const at::Tensor q = at::randn({c.b, 1, c.hq, c.d}).to(dt).transpose(1, 2);
       const at::Tensor k = at::randn({c.b, c.len, c.hk, c.d}).to(dt).transpose(1, 2);
@@ -447,23 +451,40 @@ TEST(DecodeAttention, MatchesTheFloat64CompositionWithGroupsAndMasks) {
         mask = at::rand({c.b, 1, 1, c.len}) > 0.3;
         mask.select(3, 0).fill_(true);  // every row sees a key
       }
-      const double scale = 1.0 / std::sqrt(static_cast<double>(c.d));
+      const double scale = c.spread / std::sqrt(static_cast<double>(c.d));
       ASSERT_TRUE(decode_attention_applies(q, k, v, mask));
-      const at::Tensor got = decode_attention(q, k, v, mask, scale);
-      const at::Tensor portable = decode_attention_portable(q, k, v, mask, scale);
       const at::Tensor want = decode_reference(q, k, v, mask, scale);
-      const std::string what = "len " + std::to_string(c.len) + " d " + std::to_string(c.d) + " " + c10::toString(dt);
-      ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.b, 1, c.hq * c.d})) << what;
-      ASSERT_EQ(got.scalar_type(), dt) << what;
-      if (dt == at::kFloat) {
-        EXPECT_LE((got.to(at::kDouble) - want).abs().max().item<double>(), 1e-5) << what;
-        EXPECT_LE((got - portable).abs().max().item<double>(), 1e-6) << what;
-      } else {
-        const double step = 1.0 / 128;
-        EXPECT_LE((got.to(at::kDouble) - want.to(dt).to(at::kDouble)).abs().max().item<double>(), step) << what;
-        EXPECT_LE((got.to(at::kDouble) - portable.to(at::kDouble)).abs().max().item<double>(), step) << what;
+      const at::Tensor best = decode_attention(q, k, v, mask, scale);
+      for (const auto body : {DecodeBody::kBest, DecodeBody::kAvx2, DecodeBody::kPortable}) {
+        const at::Tensor got = decode_attention(q, k, v, mask, scale, body);
+        const std::string what = "len " + std::to_string(c.len) + " d " + std::to_string(c.d) + " " +
+                                  c10::toString(dt) + " body " + std::to_string(static_cast<int>(body));
+        ASSERT_EQ(got.sizes(), (std::vector<int64_t>{c.b, 1, c.hq * c.d})) << what;
+        ASSERT_EQ(got.scalar_type(), dt) << what;
+        if (dt == at::kFloat) {
+          EXPECT_LE((got.to(at::kDouble) - want).abs().max().item<double>(), 1e-5) << what;
+          // (Wider scores amplify the rounding of their sums, which the bodies order differently.)
+          EXPECT_LE((got - best).abs().max().item<double>(), 1e-6 * c.spread) << what;
+        } else {
+          const double step = 1.0 / 128;
+          EXPECT_LE((got.to(at::kDouble) - want.to(dt).to(at::kDouble)).abs().max().item<double>(), step) << what;
+        }
       }
     }
+  }
+}
+
+// A row whose keys are all hidden gives zeros (softmax over nothing), in every body; the
+// other row is unaffected.
+TEST(DecodeAttention, ARowWithEveryKeyHiddenGivesZeros) {
+  at::manual_seed(7);
+  const at::Tensor q = at::randn({2, 4, 1, 64}), k = at::randn({2, 2, 40, 64}), v = at::randn({2, 2, 40, 64});
+  at::Tensor mask = at::ones({2, 1, 1, 40}, at::kBool);
+  mask[1].fill_(false);
+  for (const auto body : {DecodeBody::kBest, DecodeBody::kAvx2, DecodeBody::kPortable}) {
+    const at::Tensor got = decode_attention(q, k, v, mask, 0.125, body);
+    EXPECT_TRUE(at::equal(got[1], at::zeros_like(got[1]))) << static_cast<int>(body);
+    EXPECT_LE((got[0].to(at::kDouble) - decode_reference(q, k, v, mask, 0.125)[0]).abs().max().item<double>(), 1e-5);
   }
 }
 

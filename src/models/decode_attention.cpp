@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "models/decode_simd.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -46,7 +47,10 @@ struct Head {
 
 // The scores become exp(score - max) in place; returns their sum (0: every key hidden).
 float exponentiate(float* scores, int64_t len, float mx) {
-  if (mx == kHidden) return 0;
+  if (mx == kHidden) {  // every key hidden: weights of 0, not -inf, so the sum of rows is 0
+    std::fill(scores, scores + len, 0.0f);
+    return 0;
+  }
   float sum = 0;
   for (int64_t t = 0; t < len; ++t) {
     const float p = scores[t] == kHidden ? 0.0f : std::exp(scores[t] - mx);
@@ -62,120 +66,184 @@ void write_out(E* out, const float* acc, int64_t dim, float sum) {
   for (int64_t i = 0; i < dim; ++i) out[i] = static_cast<E>(acc[i] * inv);
 }
 
-// The steps of one query head, around the body's two row operations: dot(k row) for the
-// scores of the visible keys, softmax, and axpy(p, v row) into acc for the weighted sum.
-// Always inlined, so that in the AVX-512 body the vector row operations inline too.
-template <class E, class Dot, class Axpy>
-__attribute__((always_inline)) inline void attend_head(const Job& j, const Head<E>& x, float* scores, float* acc,
-                                                       const Dot& dot, const Axpy& axpy) {
+// ---- portable body --------------------------------------------------------------------
+
+// One query head: scores of the visible keys, softmax, and the weighted sum of value rows.
+template <class E>
+void head_portable(const Job& j, int64_t bh, float* scores, float* acc) {
+  const Head<E> x(j, bh);
   float mx = kHidden;
   for (int64_t t = 0; t < j.len; ++t) {
     if (x.visible && !x.visible[t]) {
       scores[t] = kHidden;
       continue;
     }
-    scores[t] = dot(x.k + t * j.k_st) * j.scale;
+    const E* k = x.k + t * j.k_st;
+    float s = 0;
+    for (int64_t i = 0; i < j.dim; ++i) s += static_cast<float>(x.q[i]) * static_cast<float>(k[i]);
+    scores[t] = s * j.scale;
     mx = std::max(mx, scores[t]);
   }
   const float sum = exponentiate(scores, j.len, mx);
   std::fill(acc, acc + j.dim, 0.0f);
-  for (int64_t t = 0; t < j.len; ++t)
-    if (scores[t] != 0) axpy(scores[t], x.v + t * j.v_st);
+  for (int64_t t = 0; t < j.len; ++t) {
+    const E* v = x.v + t * j.v_st;
+    if (scores[t] != 0)
+      for (int64_t i = 0; i < j.dim; ++i) acc[i] += scores[t] * static_cast<float>(v[i]);
+  }
   write_out(x.out, acc, j.dim, sum);
 }
 
-// ---- portable body --------------------------------------------------------------------
+// ---- SIMD bodies (AVX-512, AVX2) -------------------------------------------------------
 
-template <class E>
-struct PortableRows {
-  const E* q;
-  float* acc;
-  int64_t d;
-  float operator()(const E* k) const {
-    float s = 0;
-    for (int64_t i = 0; i < d; ++i) s += static_cast<float>(q[i]) * static_cast<float>(k[i]);
-    return s;
-  }
-  void operator()(float p, const E* v) const {
-    for (int64_t i = 0; i < d; ++i) acc[i] += p * static_cast<float>(v[i]);
-  }
-};
+using decode_simd::Avx2;
+using decode_simd::Avx512;
 
-template <class E>
-void head_portable(const Job& j, int64_t bh, float* scores, float* acc) {
-  const Head<E> x(j, bh);
-  const PortableRows<E> rows{x.q, acc, j.dim};
-  attend_head(j, x, scores, acc, rows, rows);
+// The helpers below return vectors without a target of their own; they are always inlined
+// into the bodies that have one, so no vector ever crosses a call (GCC warns regardless).
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+// q . k as a vector of partial sums (S's lanes); the head's q already in fp32.
+template <class S, class E>
+__attribute__((always_inline)) inline typename S::Vec partial_dot(const float* qf, const E* k, int64_t dim) {
+  typename S::Vec s = S::zero();
+  for (int64_t i = 0; i < dim; i += S::kLanes) s = S::fmadd(S::load(qf + i, dim - i), S::load(k + i, dim - i), s);
+  return s;
 }
 
-// ---- AVX-512 body ---------------------------------------------------------------------
-
-#define PEFT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-
-PEFT_AVX512 inline __mmask16 tail(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1);
-}
-PEFT_AVX512 inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-PEFT_AVX512 inline __m512 load16(const c10::BFloat16* p, __mmask16 m) {
-  const __m256i raw = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-
-// qf: q in fp32; a score is the same sum as the portable one, in 16-lane partial sums.
-// (Member functions, not lambdas: GCC does not give a lambda its function's target.)
-template <class E>
-struct Avx512Rows {
-  const float* qf;
-  float* acc;
-  int64_t d;
-  PEFT_AVX512 float operator()(const E* k) const {
-    __m512 s = _mm512_setzero_ps();
-    for (int64_t i = 0; i < d; i += 16) {
-      const __mmask16 m = tail(d - i);
-      s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, qf + i), load16(k + i, m), s);
-    }
-    return _mm512_reduce_add_ps(s);
+// Scores of the visible keys (-inf for the others, and for the padding up to whole
+// vectors); returns their maximum. A vector of keys at a time: their partial dot products
+// are summed across lanes together (S::sums), which costs a fraction of one reduction each.
+template <class S, int kDim, class E>
+__attribute__((always_inline)) inline float simd_scores(const Job& j, const Head<E>& x, const float* qf,
+                                                        float* scores) {
+  constexpr int L = S::kLanes;
+  const int64_t dim = kDim > 0 ? kDim : j.dim;
+  const typename S::Vec scale = S::set1(j.scale);
+  typename S::Vec vmax = S::set1(kHidden);
+  int64_t t = 0;
+  for (; t + L <= j.len; t += L) {
+    typename S::Vec part[L];
+    for (int p = 0; p < L; ++p) part[p] = partial_dot<S>(qf, x.k + (t + p) * j.k_st, dim);
+    typename S::Vec s = S::mul(S::sums(part), scale);
+    if (x.visible) s = S::hide(s, x.visible + t);
+    S::store(scores + t, s);
+    vmax = S::max(vmax, s);
   }
-  PEFT_AVX512 void operator()(float p, const E* v) const {
-    const __m512 vp = _mm512_set1_ps(p);
-    for (int64_t i = 0; i < d; i += 16) {
-      const __mmask16 m = tail(d - i);
-      _mm512_mask_storeu_ps(acc + i, m, _mm512_fmadd_ps(vp, load16(v + i, m), _mm512_maskz_loadu_ps(m, acc + i)));
-    }
+  float mx = S::max_of(vmax);
+  for (; t < j.len; ++t) {
+    const bool hidden = x.visible && !x.visible[t];
+    scores[t] = hidden ? kHidden : S::sum(partial_dot<S>(qf, x.k + t * j.k_st, dim)) * j.scale;
+    mx = std::max(mx, scores[t]);
   }
-};
+  for (; t % L != 0; ++t) scores[t] = kHidden;
+  return mx;
+}
 
-template <class E>
-PEFT_AVX512 void head_avx512(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
+// The scores become exp(score - max) in place (0 for hidden keys); returns their sum.
+template <class S>
+__attribute__((always_inline)) inline float simd_exponentiate(float* scores, int64_t len, float mx) {
+  if (mx == kHidden) {  // every key hidden: weights of 0, not -inf, so the sum of rows is 0
+    std::fill(scores, scores + len, 0.0f);
+    return 0;
+  }
+  const typename S::Vec minus_max = S::set1(-mx);
+  typename S::Vec sum = S::zero();
+  for (int64_t t = 0; t < len; t += S::kLanes) {  // len: padded to whole vectors
+    const typename S::Vec p = S::exp(S::add(S::load(scores + t), minus_max));
+    S::store(scores + t, p);
+    sum = S::add(sum, p);
+  }
+  return S::sum(sum);
+}
+
+// acc = sum_t p_t v_t, one chunk of lanes at a time down all rows, in four independent
+// accumulators (an FMA's latency would otherwise bound the loop).
+template <class S, int kDim, class E>
+__attribute__((always_inline)) inline void simd_values(const Job& j, const Head<E>& x, const float* p, float* acc) {
+  constexpr int kChains = 4;
+  const int64_t dim = kDim > 0 ? kDim : j.dim;
+  for (int64_t c = 0; c < dim; c += S::kLanes) {
+    const int64_t n = dim - c;
+    typename S::Vec a[kChains];
+    for (auto& v : a) v = S::zero();
+    const int64_t stride = j.v_st;  // in a register, not reloaded through j
+    const E* row = x.v + c;
+    int64_t t = 0;
+    for (; t + kChains <= j.len; t += kChains, row += kChains * stride)
+      for (int u = 0; u < kChains; ++u) a[u] = S::fmadd(S::set1(p[t + u]), S::load(row + u * stride, n), a[u]);
+    for (; t < j.len; ++t, row += stride) a[0] = S::fmadd(S::set1(p[t]), S::load(row, n), a[0]);
+    typename S::Vec total = a[0];
+    for (int u = 1; u < kChains; ++u) total = S::add(total, a[u]);
+    S::store(acc + c, total, n);
+  }
+}
+
+// kDim: the head size when known at compile time (0: j.dim), so that the loops over a
+// row unroll without masks.
+template <class S, int kDim, class E>
+__attribute__((always_inline)) inline void simd_head(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
   const Head<E> x(j, bh);
   for (int64_t i = 0; i < j.dim; ++i) qf[i] = static_cast<float>(x.q[i]);
-  const Avx512Rows<E> rows{qf, acc, j.dim};
-  attend_head(j, x, scores, acc, rows, rows);
+  const float mx = simd_scores<S, kDim>(j, x, qf, scores);
+  const int64_t padded = (j.len + S::kLanes - 1) / S::kLanes * S::kLanes;
+  const float sum = simd_exponentiate<S>(scores, padded, mx);
+  simd_values<S, kDim>(j, x, scores, acc);
+  write_out(x.out, acc, j.dim, sum);
+}
+
+// The usual head sizes (64: LLaMA 3.2, SmolLM2, Qwen2.5, GPT-2; 128: LLaMA 8B, Mistral)
+// get their own copies.
+template <class E>
+PEFT_AVX512 void head_avx512(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
+  if (j.dim == 64) simd_head<Avx512, 64, E>(j, bh, scores, acc, qf);
+  else if (j.dim == 128) simd_head<Avx512, 128, E>(j, bh, scores, acc, qf);
+  else simd_head<Avx512, 0, E>(j, bh, scores, acc, qf);
+}
+
+template <class E>
+PEFT_AVX2 void head_avx2(const Job& j, int64_t bh, float* scores, float* acc, float* qf) {
+  if (j.dim == 64) simd_head<Avx2, 64, E>(j, bh, scores, acc, qf);
+  else if (j.dim == 128) simd_head<Avx2, 128, E>(j, bh, scores, acc, qf);
+  else simd_head<Avx2, 0, E>(j, bh, scores, acc, qf);
 }
 
 bool cpu_has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   return has;
+}
+
+bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+// The body that runs: the widest the CPU has and the head size suits, at most `wanted`.
+DecodeBody body_for(DecodeBody wanted, int64_t dim) {
+  if (wanted == DecodeBody::kBest && cpu_has_avx512() && Avx512::takes(dim)) return DecodeBody::kBest;
+  if (wanted != DecodeBody::kPortable && cpu_has_avx2() && Avx2::takes(dim)) return DecodeBody::kAvx2;
+  return DecodeBody::kPortable;
 }
 
 // Query heads over the intra-op threads, each with its own scratch; a head's result does
 // not depend on which thread computes it.
 template <class E>
-void run(const Job& j, int64_t batch, bool vector) {
+void run(const Job& j, int64_t batch, DecodeBody body) {
   const int64_t n = batch * j.heads;
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, j.len * j.dim));
   at::parallel_for(0, n, grain, [&](int64_t h0, int64_t h1) {
-    std::vector<float> scores(j.len), acc(j.dim), qf(j.dim);
+    std::vector<float> scores((j.len + 15) / 16 * 16), acc(j.dim), qf(j.dim);  // whole vectors of 16
     for (int64_t bh = h0; bh < h1; ++bh) {
-      if (vector) head_avx512<E>(j, bh, scores.data(), acc.data(), qf.data());
+      if (body == DecodeBody::kBest) head_avx512<E>(j, bh, scores.data(), acc.data(), qf.data());
+      else if (body == DecodeBody::kAvx2) head_avx2<E>(j, bh, scores.data(), acc.data(), qf.data());
       else head_portable<E>(j, bh, scores.data(), acc.data());
     }
   });
 }
 
 at::Tensor compute(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                   double scale, bool vector) {
+                   double scale, DecodeBody body) {
   if (!decode_attention_applies(q, k, v, mask))
     throw std::invalid_argument("decode_attention: operands it does not take (see decode_attention_applies)");
   const int64_t b = q.size(0), h = q.size(1), d = q.size(3);
@@ -196,9 +264,9 @@ at::Tensor compute(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v
   }
   j.scale = static_cast<float>(scale);
   j.out = out.data_ptr();
-  vector = vector && cpu_has_avx512();
-  if (q.scalar_type() == at::kFloat) run<float>(j, b, vector);
-  else run<c10::BFloat16>(j, b, vector);
+  body = body_for(body, d);
+  if (q.scalar_type() == at::kFloat) run<float>(j, b, body);
+  else run<c10::BFloat16>(j, b, body);
   return out;
 }
 
@@ -223,13 +291,8 @@ bool decode_attention_applies(const at::Tensor& q, const at::Tensor& k, const at
 }
 
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                            double scale) {
-  return compute(q, k, v, mask, scale, /*vector=*/true);
-}
-
-at::Tensor decode_attention_portable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& mask, double scale) {
-  return compute(q, k, v, mask, scale, /*vector=*/false);
+                            double scale, DecodeBody body) {
+  return compute(q, k, v, mask, scale, body);
 }
 
 }  // namespace peft

@@ -15,14 +15,15 @@ namespace peft {
 // and a mask that is undefined (every key visible) or bool [b or 1, 1, 1, T].
 bool decode_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask);
 
+// The loop that runs: the widest the CPU has (AVX-512, else AVX2 where the head size is a
+// multiple of 8, else portable C++), or at most AVX2 or the portable loop (tests compare
+// the bodies on one machine; a body the CPU lacks falls back to the next).
+enum class DecodeBody { kBest, kAvx2, kPortable };
+
 // softmax(q k^T * scale, hidden keys at -inf) v, accumulated in fp32 and returned in q's
 // dtype as [b, 1, h * d] (attend's layout). Query head i reads key/value head
 // i / (h / kv_h). A row whose keys are all hidden gives zeros.
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                            double scale);
-
-// The portable body alone (tests compare it with the vector one on the same machine).
-at::Tensor decode_attention_portable(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& mask, double scale);
+                            double scale, DecodeBody body = DecodeBody::kBest);
 
 }  // namespace peft
