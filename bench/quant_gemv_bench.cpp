@@ -5,8 +5,8 @@
 // Prints: a STREAM-like copy's bandwidth (read + write of a 1 GiB fp32 buffer, best of 5),
 // then for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1 and 4 rows: GB/s of
 // packed weight + scales streamed, as a fraction of the copy bandwidth, beside the dense
-// bf16 GEMV; and at 256 rows (training, prefill) the 4-bit product against the dense bf16
-// GEMM. Four weights are used in turn, far larger than the caches together, so every
+// bf16 GEMV; the whole weight dequantized by each body (best, AVX2, portable); and at
+// 256 rows (training, prefill) the 4-bit product against the dense bf16 GEMM. Four weights are used in turn, far larger than the caches together, so every
 // call streams its weight from memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "quant/dequantize_fast.h"
 #include "quant/gemv_4bit.h"
 #include "quant/linear_4bit.h"
 #include "util/allocator.h"
@@ -67,6 +68,22 @@ int main(int argc, char** argv) {
                 "dense bf16 GEMV %7.3f ms (%5.1f GB/s)\n",
                 static_cast<long long>(rows), fused * 1e3, bytes_4bit / fused / 1e9,
                 100.0 * bytes_4bit / fused / 1e9 / copy_gbs, bf16 * 1e3, dense[0].nbytes() / bf16 / 1e9);
+  }
+  // The whole weight dequantized (what prefill and training pay per product), by body.
+  for (const auto dt : {at::kBFloat16, at::kFloat}) {
+    at::Tensor full = at::empty({out, in}, dt);
+    std::printf("dequantize to %s:", dt == at::kFloat ? "fp32" : "bf16");
+    for (const auto body : {DequantBody::kBest, DequantBody::kAvx2, DequantBody::kPortable}) {
+      const double s = best_seconds(
+          [&] {
+            const int i = k++ % kWeights;
+            dequantize_rows_fast(packed[i], w[i]->state, w[i]->scales, full, body);
+          },
+          5);
+      const char* name = body == DequantBody::kBest ? "best" : body == DequantBody::kAvx2 ? "AVX2" : "portable";
+      std::printf("  %s %6.2f ms (%5.1f GB/s written)", name, s * 1e3, full.nbytes() / s / 1e9);
+    }
+    std::printf("\n");
   }
   // Training and prefill shapes: tiles of the weight dequantized into cache, then GEMM.
   for (int64_t rows : {256}) {

@@ -96,12 +96,15 @@ TEST(DequantizeFast, BitIdenticalToDequantize4bitInFp32AndBf16WithNaNsAndInfs) {
         const at::Tensor scales = dequantize_absmax(q.state);
         for (auto dtype : {at::kFloat, at::kBFloat16}) {
           const at::Tensor want = dequantize_4bit(q.packed, q.state, dtype);
-          at::Tensor got = at::empty({64, 256}, at::TensorOptions().dtype(dtype));
-          dequantize_rows_fast(q.packed, q.state, scales, got);
-          // Bitwise: compare the raw bytes (NaN != NaN as values).
-          EXPECT_TRUE(at::equal(got.view(dtype == at::kFloat ? at::kInt : at::kShort),
-                                want.view(dtype == at::kFloat ? at::kInt : at::kShort)))
-              << quant_type_name(type) << " bs " << bs << " nested " << nested << " " << dtype;
+          for (auto body : {DequantBody::kBest, DequantBody::kAvx2, DequantBody::kPortable}) {
+            at::Tensor got = at::empty({64, 256}, at::TensorOptions().dtype(dtype));
+            dequantize_rows_fast(q.packed, q.state, scales, got, body);
+            // Bitwise: compare the raw bytes (NaN != NaN as values).
+            EXPECT_TRUE(at::equal(got.view(dtype == at::kFloat ? at::kInt : at::kShort),
+                                  want.view(dtype == at::kFloat ? at::kInt : at::kShort)))
+                << quant_type_name(type) << " bs " << bs << " nested " << nested << " " << dtype << " body "
+                << static_cast<int>(body);
+          }
         }
       }
 }
@@ -134,11 +137,18 @@ TEST(DequantizeFast, TilesEqualTheSameSliceOfTheWholeWeightAlignedOrNot) {
   auto q = quantize_4bit(at::randn({40, 320}), QuantType::kFP4, 64, true);
   const at::Tensor scales = dequantize_absmax(q.state);
   const at::Tensor whole = dequantize_4bit(q.packed, q.state, at::kFloat);
-  for (auto [r0, r1, c0, c1] : {std::tuple{3, 17, 64, 256}, std::tuple{0, 40, 0, 320}, std::tuple{5, 6, 10, 99}}) {
-    at::Tensor tile = at::empty({r1 - r0, c1 - c0});
-    dequantize_tile(q.packed, q.state, scales, r0, r1, c0, c1, tile);
-    EXPECT_TRUE(at::equal(tile, whole.slice(0, r0, r1).slice(1, c0, c1))) << r0 << " " << c0 << " " << c1;
-  }
+  const at::Tensor whole_bf16 = dequantize_4bit(q.packed, q.state, at::kBFloat16);
+  for (auto [r0, r1, c0, c1] : {std::tuple{3, 17, 64, 256}, std::tuple{0, 40, 0, 320}, std::tuple{5, 6, 10, 99}})
+    for (auto body : {DequantBody::kBest, DequantBody::kAvx2, DequantBody::kPortable}) {
+      at::Tensor tile = at::empty({r1 - r0, c1 - c0});
+      dequantize_tile(q.packed, q.state, scales, r0, r1, c0, c1, tile, body);
+      EXPECT_TRUE(at::equal(tile, whole.slice(0, r0, r1).slice(1, c0, c1)))
+          << r0 << " " << c0 << " " << c1 << " body " << static_cast<int>(body);
+      at::Tensor tile_bf16 = at::empty({r1 - r0, c1 - c0}, at::kBFloat16);
+      dequantize_tile(q.packed, q.state, scales, r0, r1, c0, c1, tile_bf16, body);
+      EXPECT_TRUE(at::equal(tile_bf16, whole_bf16.slice(0, r0, r1).slice(1, c0, c1)))
+          << r0 << " " << c0 << " " << c1 << " bf16 body " << static_cast<int>(body);
+    }
 }
 
 }  // namespace
