@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/decode_attention.h"
+#include "models/few_row_bf16.h"
 #include "models/few_row_linear.h"
 #include "models/fused_kernels.h"
 #include "models/fused_ops.h"
@@ -117,7 +118,7 @@ TEST(FewRowLinear, MatchesTheWholeProductAndStepsAsideWhereItDoesNotApply) {
     EXPECT_LE(rel(few_row_linear(x, w, b), at::linear(x, w, b)), 1e-6);
   }
   EXPECT_FALSE(few_row_linear(at::randn({kFewRows + 1, 384}), w, b).defined());
-  EXPECT_FALSE(few_row_linear(at::randn({1, 384}).to(at::kBFloat16), w.to(at::kBFloat16), {}).defined());
+  EXPECT_FALSE(few_row_linear(at::randn({1, 384}).to(at::kHalf), w.to(at::kHalf), {}).defined());
   {
     c10::AutoGradMode grad(true);
     EXPECT_FALSE(few_row_linear(at::randn({1, 384}).requires_grad_(true), w, b).defined());
@@ -125,6 +126,45 @@ TEST(FewRowLinear, MatchesTheWholeProductAndStepsAsideWhereItDoesNotApply) {
   at::set_num_threads(1);
   EXPECT_FALSE(few_row_linear(at::randn({1, 384}), w, b).defined());
   at::set_num_threads(threads);
+}
+
+// bf16 few-row products (AVX512-BF16 kernel): rows in groups of 4, 2 and 1, features in
+// blocks of 16 and a remainder, a row length that is not a multiple of 32, with and without
+// bias, against float64 rounded once to bf16: within one bf16 step of the exact value
+// (2^-7 relative) plus the fp32 sum's rounding (1e-5 of sum |x w|). Where the CPU lacks
+// the instructions (or has AMX) the product is left to ATen: undefined.
+TEST(FewRowLinear, Bf16RowsMatchTheExactProductRoundedOnce) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(11);
+  for (const auto [out, in] : {std::pair<int64_t, int64_t>{1000, 200}, {48, 960}, {7, 64}}) {
+    const at::Tensor w = at::randn({out, in}).to(at::kBFloat16), b = at::randn({out}).to(at::kBFloat16);
+    for (int64_t rows : {1, 2, 3, 5, 8}) {
+      const at::Tensor x = at::randn({rows, 1, in}).to(at::kBFloat16);
+      for (const at::Tensor& bias : {b, at::Tensor()}) {
+        const at::Tensor got = few_row_linear(x, w, bias);
+        if (!few_row_bf16_supported()) {
+          EXPECT_FALSE(got.defined());
+          continue;
+        }
+        ASSERT_TRUE(got.defined()) << rows;
+        ASSERT_EQ(got.scalar_type(), at::kBFloat16);
+        ASSERT_EQ(got.sizes(), (std::vector<int64_t>{rows, 1, out}));
+        at::Tensor exact = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
+        if (bias.defined()) exact = exact + bias.to(at::kDouble);
+        const at::Tensor scale = at::matmul(x.to(at::kDouble).abs(), w.to(at::kDouble).abs().t());
+        const at::Tensor err = (got.to(at::kDouble) - exact).abs();
+        EXPECT_TRUE((err <= exact.abs() * (1.0 / 128) + scale * 1e-5).all().item<bool>())
+            << out << " x " << in << ", " << rows << " rows: max error " << err.max().item<double>();
+      }
+    }
+  }
+  const at::Tensor w = at::randn({64, 96}).to(at::kBFloat16);
+  EXPECT_FALSE(few_row_linear(at::randn({kFewRowsBf16 + 1, 96}).to(at::kBFloat16), w, {}).defined());
+  EXPECT_FALSE(few_row_linear(at::randn({1, 64}).to(at::kBFloat16), w, {}, /*weight_in_out=*/true).defined());
+  {
+    c10::AutoGradMode grad(true);
+    EXPECT_FALSE(few_row_linear(at::randn({1, 96}).to(at::kBFloat16).requires_grad_(true), w, {}).defined());
+  }
 }
 
 // The tensor block cache: a freed large block comes back for the next request of its

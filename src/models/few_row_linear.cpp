@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
+#include "models/few_row_bf16.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -14,15 +15,31 @@ namespace {
 // its elements as the whole product does.
 constexpr int64_t kUnit = 64;
 
+// No gradient wanted, no autocast, not already inside a parallel region.
+bool plain_inference(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad())))
+    return false;
+  return !at::autocast::is_autocast_enabled(at::kCPU) && !at::in_parallel_region();
+}
+
+// bf16 x, W [out, in] and bias, contiguous, on an AVX512-BF16 CPU: few_row_linear_bf16.
+bool bf16_applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t in, int64_t out,
+                  bool weight_in_out) {
+  if (weight_in_out || !x.defined() || x.dim() < 1 || x.size(-1) != in || !few_row_bf16_supported()) return false;
+  if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kBFloat16 ||
+      w.scalar_type() != at::kBFloat16 || !w.is_contiguous() ||
+      (b.defined() && (b.scalar_type() != at::kBFloat16 || !b.device().is_cpu())))
+    return false;
+  const int64_t rows = in > 0 ? x.numel() / in : 0;
+  return rows >= 1 && rows <= kFewRowsBf16 && out >= 1 && plain_inference(x, w, b);
+}
+
 bool applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t in, int64_t out) {
   if (!x.defined() || x.dim() < 1 || x.size(-1) != in) return false;
   if (!x.device().is_cpu() || !w.device().is_cpu() || x.scalar_type() != at::kFloat ||
       w.scalar_type() != at::kFloat || (b.defined() && (b.scalar_type() != at::kFloat || !b.device().is_cpu())))
     return false;
-  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad())))
-    return false;
-  if (at::autocast::is_autocast_enabled(at::kCPU) || at::in_parallel_region() || at::get_num_threads() < 2)
-    return false;
+  if (!plain_inference(x, w, b) || at::get_num_threads() < 2) return false;
   const int64_t rows = in > 0 ? x.numel() / in : 0;
   return rows >= 1 && rows <= kFewRows && out >= 2 * kUnit && in * out >= (int64_t{1} << 18);
 }
@@ -32,6 +49,12 @@ bool applies(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int6
 at::Tensor few_row_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool weight_in_out) {
   if (!weight.defined() || weight.dim() != 2) return {};
   const int64_t in = weight.size(weight_in_out ? 0 : 1), out = weight.size(weight_in_out ? 1 : 0);
+  if (bf16_applies(x, weight, bias, in, out, weight_in_out)) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return few_row_linear_bf16(x.reshape({-1, in}).contiguous(), weight, bias.defined() ? bias.contiguous() : bias)
+        .view(sizes);
+  }
   if (!applies(x, weight, bias, in, out)) return {};
   const at::Tensor x2d = x.reshape({-1, in});
   at::Tensor y = at::empty({x2d.size(0), out}, x2d.options());
