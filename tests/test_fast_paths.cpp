@@ -23,6 +23,7 @@
 #include "peft/train.h"
 #include "peft/tuner.h"
 #include "train/lm_loss.h"
+#include "tuners/lora/few_rows.h"
 #include "train/precision.h"
 #include "util/allocator.h"
 #include "util/autocast.h"
@@ -164,6 +165,53 @@ TEST(FewRowLinear, Bf16RowsMatchTheExactProductRoundedOnce) {
   {
     c10::AutoGradMode grad(true);
     EXPECT_FALSE(few_row_linear(at::randn({1, 96}).to(at::kBFloat16).requires_grad_(true), w, {}).defined());
+  }
+}
+
+// An unmerged LoRA's term at decode (a few rows, no gradient) in one pass, against the
+// float64 composition rounded once as HF PEFT rounds `result + lora * scaling`: fp32 within
+// 1e-5 of |out| + |lora|, bf16 within one bf16 step. Ranks and widths that are and are not
+// multiples of 16, with and without lora_B's bias; it steps aside for more rows, a
+// gradient, autocast or fp32 outputs of a bf16 input.
+TEST(LoraFewRows, MatchesTheCompositionRoundedOnceAndStepsAside) {
+  c10::NoGradGuard no_grad;
+  at::manual_seed(12);
+  for (const auto [in, rank, features] : {std::tuple<int64_t, int64_t, int64_t>{960, 16, 320}, {100, 5, 33}}) {
+    const at::Tensor a = at::randn({rank, in}) * 0.05, b = at::randn({features, rank}) * 0.05;
+    const at::Tensor bias = at::randn({features});
+    for (const auto dt : {at::kFloat, at::kBFloat16})
+      for (const int64_t rows : {1, 3, 8})
+        for (const bool with_bias : {false, true}) {
+          const at::Tensor x = at::randn({rows, 1, in}).to(dt), out = at::randn({rows, 1, features}).to(dt);
+          const at::Tensor bb = with_bias ? bias : at::Tensor();
+          const at::Tensor got = lora_few_rows(x, a, b, bb, 2.0, out);
+          ASSERT_TRUE(got.defined()) << rows;
+          ASSERT_EQ(got.sizes(), out.sizes());
+          ASSERT_EQ(got.scalar_type(), dt);
+          at::Tensor lora = at::matmul(at::matmul(x.to(at::kDouble), a.to(at::kDouble).t()), b.to(at::kDouble).t());
+          if (with_bias) lora = lora + bias.to(at::kDouble);
+          const at::Tensor exact = out.to(at::kDouble) + lora * 2.0;
+          const std::string what = std::to_string(in) + " " + c10::toString(dt) + " rows " + std::to_string(rows);
+          if (dt == at::kFloat) {
+            const at::Tensor bound = (out.to(at::kDouble).abs() + lora.abs() * 2.0) * 1e-5 + 1e-6;
+            EXPECT_TRUE(((got.to(at::kDouble) - exact).abs() <= bound).all().item<bool>()) << what;
+          } else {
+            const at::Tensor err = (got.to(at::kDouble) - exact).abs();
+            EXPECT_TRUE((err <= exact.abs() / 128 + 1e-5).all().item<bool>()) << what << " " << err.max().item<double>();
+          }
+        }
+    const at::Tensor x = at::randn({1, in}), out = at::randn({1, features});
+    EXPECT_FALSE(lora_few_rows(at::randn({kLoraFewRows + 1, in}), a, b, {}, 2.0,
+                               at::randn({kLoraFewRows + 1, features})).defined());
+    EXPECT_FALSE(lora_few_rows(x.to(at::kBFloat16), a, b, {}, 2.0, out).defined());  // mixed dtypes
+    {
+      c10::AutoGradMode grad(true);
+      EXPECT_FALSE(lora_few_rows(x, a.clone().requires_grad_(true), b, {}, 2.0, out).defined());
+    }
+    {
+      AutocastGuard autocast(at::kCPU, true, at::kBFloat16);
+      EXPECT_FALSE(lora_few_rows(x, a, b, {}, 2.0, out).defined());
+    }
   }
 }
 

@@ -8,6 +8,7 @@
 #include "peft/layers.h"
 #include "peft/lora.h"
 #include "tuners/lora/corda.h"
+#include "tuners/lora/few_rows.h"
 #include "tuners/lora/loftq.h"
 #include "tuners/init_draws.h"
 #include "tuners/lora/svd_lowrank.h"
@@ -85,12 +86,16 @@ at::Tensor LoraLinear::forward(const at::Tensor& x, const at::Tensor& out) {
   // Under autocast the products run in bf16 whatever x is: casting x to the fp32 adapter's
   // type would only copy it, to be cast back.
   const bool autocast = at::autocast::is_autocast_enabled(x.device().type());
+  if (!use_dora && !drop && !autocast)  // decoding: a few rows, no gradient
+    if (at::Tensor y = lora_few_rows(x, lora_A, lora_B, lora_bias, scaling, out); y.defined()) return y;
   auto xa = autocast ? x : x.to(lora_A.scalar_type());
   if (drop) xa = at::dropout(xa, dropout, true);
   auto lora = at::linear(at::linear(xa, lora_A), lora_B, lora_bias);  // HF's lora_B Linear, bias included
   // In bf16 one pass adds the scaled term (rounded once); fp32 keeps transformers' order.
   if (!use_dora && autocast && lora.scalar_type() == out.scalar_type()) return out.add(lora, scaling);
-  if (!use_dora) return out + (lora * scaling).to(out.scalar_type());
+  // HF PEFT's `result + lora * scaling`: a bf16 result meets the fp32 term in fp32, and the
+  // sum is cast back once.
+  if (!use_dora) return (out + lora * scaling).to(out.scalar_type());
   // DoRA: the base output re-scaled per row by m / ||W + s B A||, plus the scaled LoRA
   // term; the bias is not rescaled.
   auto norm = dora_weight_norm(delta_weight().detach());
