@@ -10,7 +10,7 @@
 #include <limits>
 #include <vector>
 
-#include "models/decode_simd.h"
+#include "models/simd_lanes.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -96,8 +96,8 @@ void head_portable(const Job& j, int64_t bh, float* scores, float* acc) {
 
 // ---- SIMD bodies (AVX-512, AVX2) -------------------------------------------------------
 
-using decode_simd::Avx2;
-using decode_simd::Avx512;
+using simd::Avx2;
+using simd::Avx512;
 
 // The helpers below return vectors without a target of their own; they are always inlined
 // into the bodies that have one, so no vector ever crosses a call (GCC warns regardless).

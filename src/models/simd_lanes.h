@@ -1,5 +1,6 @@
-// Vector operations of decode_attention's SIMD bodies, one struct per instruction set with
-// the same members, so that one body (decode_attention.cpp) serves both. Internal to it.
+// Vector operations on fp32 lanes, one struct per instruction set with the same members, so
+// that one kernel body serves both (decode_attention.cpp); few_row_bf16.cpp uses the
+// AVX-512 across-lane sums. Internal to src/models.
 //
 // Every member carries its instruction set's target attribute; the body that calls them is
 // always inlined into a function with the same attribute, where they inline in turn.
@@ -14,7 +15,7 @@
 #define PEFT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define PEFT_AVX2 __attribute__((target("avx2,fma")))
 
-namespace peft::decode_simd {
+namespace peft::simd {
 
 // exp(x) for x <= 0 (a score less the maximum), as Cephes' expf computes it: 2^n * p(r)
 // with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts) and a degree-7 polynomial
@@ -147,4 +148,4 @@ struct Avx2 {
   }
 };
 
-}  // namespace peft::decode_simd
+}  // namespace peft::simd
