@@ -139,7 +139,7 @@ TEST(FewRowLinear, Bf16RowsMatchTheExactProductRoundedOnce) {
   at::manual_seed(11);
   for (const auto [out, in] : {std::pair<int64_t, int64_t>{1000, 200}, {48, 960}, {7, 64}}) {
     const at::Tensor w = at::randn({out, in}).to(at::kBFloat16), b = at::randn({out}).to(at::kBFloat16);
-    for (int64_t rows : {1, 2, 3, 5, 8}) {
+    for (int64_t rows : {1, 2, 3, 5, 8, 16}) {
       const at::Tensor x = at::randn({rows, 1, in}).to(at::kBFloat16);
       for (const at::Tensor& bias : {b, at::Tensor()}) {
         const at::Tensor got = few_row_linear(x, w, bias);

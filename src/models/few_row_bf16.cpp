@@ -89,18 +89,17 @@ PEFT_AVX512_BF16 void single(const Job& j, int64_t o, int64_t r) {
   j.y[r * j.out + o] = c10::BFloat16(sum + bias).x;
 }
 
-// Output features [o0, o1): blocks of 16 features (as 4 x 4 rows or 8 x 2; a last odd row
-// feature by feature), then one feature at a time.
+// Output features [o0, o1), 4 at a time: every row of x against those 4 weight rows (4 rows
+// at a time, then 2, then a last one feature by feature) while they are in cache; then the
+// last features one at a time.
 void features(const Job& j, int64_t o0, int64_t o1) {
   int64_t o = o0;
-  for (; o + 16 <= o1; o += 16) {
+  for (; o + 4 <= o1; o += 4) {
     int64_t r = 0;
-    for (; r + 4 <= j.rows; r += 4)
-      for (int64_t f = 0; f < 16; f += 4) block<4, 4>(j, o + f, r);
-    for (; r + 2 <= j.rows; r += 2)
-      for (int64_t f = 0; f < 16; f += 4) block<4, 2>(j, o + f, r);
+    for (; r + 4 <= j.rows; r += 4) block<4, 4>(j, o, r);
+    for (; r + 2 <= j.rows; r += 2) block<4, 2>(j, o, r);
     for (; r < j.rows; ++r)
-      for (int64_t f = 0; f < 16; ++f) single(j, o + f, r);
+      for (int64_t f = 0; f < 4; ++f) single(j, o + f, r);
   }
   for (; o < o1; ++o)
     for (int64_t r = 0; r < j.rows; ++r) single(j, o, r);
