@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "models/simd_lanes.h"
+#include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -214,15 +215,10 @@ bool cpu_has_avx512() {
   return has;
 }
 
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-
 // The body that runs: the widest the CPU has and the head size suits, at most `wanted`.
 DecodeBody body_for(DecodeBody wanted, int64_t dim) {
   if (wanted == DecodeBody::kBest && cpu_has_avx512() && Avx512::takes(dim)) return DecodeBody::kBest;
-  if (wanted != DecodeBody::kPortable && cpu_has_avx2() && Avx2::takes(dim)) return DecodeBody::kAvx2;
+  if (wanted != DecodeBody::kPortable && cpu_has_avx2_fma() && Avx2::takes(dim)) return DecodeBody::kAvx2;
   return DecodeBody::kPortable;
 }
 

@@ -2,10 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include "models/simd_lanes.h"
+#include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
 #define PEFT_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
@@ -108,12 +108,9 @@ void features(const Job& j, int64_t o0, int64_t o1) {
 }  // namespace
 
 bool few_row_bf16_supported() {
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    const bool amx = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1);  // CPUID.(7,0):EDX[22]
-    return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") && !amx;
-  }();
+  static const bool yes = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
+                          !cpu_has_amx_bf16();
   return yes;
 }
 

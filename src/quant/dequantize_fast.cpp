@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <immintrin.h>
 
+#include "quant/lut_avx2.h"
+#include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
 namespace peft::quant {
@@ -53,14 +55,6 @@ __attribute__((target("avx512f"))) void blocks_avx512(const uint8_t* packed, con
   }
 }
 
-// AVX2 (hosts without AVX-512): 8 bytes (16 elements) at a time. The table, scaled by the
-// block's absmax once, is two 8-lane permutes blended on the index's bit 3; unpacks put
-// each byte's high-nibble element before its low one.
-PEFT_AVX2 inline __m256 lookup_avx2(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
-  const __m256 from_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // bit 3 -> sign bit
-  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, idx), _mm256_permutevar8x32_ps(lut_hi, idx), from_hi);
-}
-
 // 8 fp32 lanes to bf16 bits, rounded as c10::BFloat16 rounds (to nearest even, NaN 0x7FC0).
 PEFT_AVX2 inline __m256i to_bf16_bits_avx2(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
@@ -70,6 +64,9 @@ PEFT_AVX2 inline __m256i to_bf16_bits_avx2(__m256 v) {
   return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), nan);
 }
 
+// AVX2 (hosts without AVX-512): 8 bytes (16 elements) at a time. The table, scaled by the
+// block's absmax once, is looked up with lookup_avx2; unpacks put each byte's high-nibble
+// element before its low one.
 template <bool kBf16>
 PEFT_AVX2 void blocks_avx2(const uint8_t* packed, const float* scales, const float* code, int64_t blocksize,
                            int64_t b0, int64_t b1, void* out, int64_t origin) {
@@ -103,21 +100,11 @@ PEFT_AVX2 void blocks_avx2(const uint8_t* packed, const float* scales, const flo
 // out[b * blocksize - origin]: one of the bodies above.
 using BlocksFn = void (*)(const uint8_t*, const float*, const float*, int64_t, int64_t, int64_t, void*, int64_t);
 
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
-
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-
 // The body for this CPU and output dtype (blocks of a multiple of 32), or null.
 BlocksFn vector_body(const at::Tensor& out, DequantBody wanted) {
   const bool bf16 = out.scalar_type() == at::kBFloat16;
-  if (wanted == DequantBody::kBest && has_avx512()) return bf16 ? blocks_avx512<true> : blocks_avx512<false>;
-  if (wanted != DequantBody::kPortable && has_avx2()) return bf16 ? blocks_avx2<true> : blocks_avx2<false>;
+  if (wanted == DequantBody::kBest && cpu_has_avx512f()) return bf16 ? blocks_avx512<true> : blocks_avx512<false>;
+  if (wanted != DequantBody::kPortable && cpu_has_avx2_fma()) return bf16 ? blocks_avx2<true> : blocks_avx2<false>;
   return nullptr;
 }
 

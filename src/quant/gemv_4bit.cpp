@@ -2,12 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
-#include <cpuid.h>
 #include <immintrin.h>
 
 #include <array>
 #include <type_traits>
 
+#include "quant/lut_avx2.h"
+#include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
 namespace peft::quant {
@@ -99,11 +100,6 @@ void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
 
 // AVX2 (hosts without AVX-512): 8 bytes widen to 8 int32 lanes; the 16-entry table is two
 // 8-lane permutes, blended on the index's bit 3. Same layout and order as the AVX-512 body.
-__attribute__((target("avx2,fma"))) inline __m256 lookup_avx2(__m256i idx, __m256 lut_lo, __m256 lut_hi) {
-  const __m256 from_hi = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));  // bit 3 -> sign bit
-  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut_lo, idx), _mm256_permutevar8x32_ps(lut_hi, idx), from_hi);
-}
-
 __attribute__((target("avx2,fma"))) inline float sum_avx2(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -146,26 +142,8 @@ void rows_avx2(const Job& j, int64_t o0, int64_t o1) {
   rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_avx2_fixed<n()>(j, o, r); });
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
-
-bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-}
-
 bool has_avx512_bf16() {
   static const bool yes = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
-  return yes;
-}
-
-bool has_amx_bf16() {
-  static const bool yes = [] {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1);  // CPUID.(7,0):EDX[22] AMX-BF16
-  }();
   return yes;
 }
 
@@ -249,7 +227,7 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
 }  // namespace
 
 int64_t gemv_4bit_max_rows(const Weight4bit& w) {
-  return bf16_kernel_applies(w) && !has_amx_bf16() ? kGemvMaxRowsBf16 : kGemvMaxRows;
+  return bf16_kernel_applies(w) && !cpu_has_amx_bf16() ? kGemvMaxRowsBf16 : kGemvMaxRows;
 }
 
 bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
@@ -269,8 +247,8 @@ at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weig
                 code_table(w.state.type).data(), xs.const_data_ptr<float>(), y.data_ptr<float>(), rows, in,
                 out, w.state.blocksize};
   void (*body)(const Job&, int64_t, int64_t) = rows_scalar;
-  if (kernel == GemvKernel::kBest && has_avx512()) body = rows_avx512;
-  else if (kernel != GemvKernel::kPortable && has_avx2()) body = rows_avx2;
+  if (kernel == GemvKernel::kBest && cpu_has_avx512f()) body = rows_avx512;
+  else if (kernel != GemvKernel::kPortable && cpu_has_avx2_fma()) body = rows_avx2;
   at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) { body(job, o0, o1); });
   return y;
 }
