@@ -3,8 +3,8 @@
 // Usage: build/bench_quant_gemv [out_features in_features [threads]]   (default 11008 4096)
 //
 // Prints: a STREAM-like copy's bandwidth (read + write of a 1 GiB fp32 buffer, best of 5),
-// then for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1 and 4 rows: GB/s of
-// packed weight + scales streamed, as a fraction of the copy bandwidth, beside the dense
+// then for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1, 4, 8 and 16 rows: GB/s
+// of packed weight + scales streamed, as a fraction of the copy bandwidth, and GFLOP/s, beside the dense
 // bf16 GEMV; the whole weight dequantized by each body (best, AVX2, portable); and at
 // 256 rows (training, prefill) the 4-bit product against the dense bf16 GEMM. Four weights are used in turn, far larger than the caches together, so every
 // call streams its weight from memory.
@@ -59,15 +59,16 @@ int main(int argc, char** argv) {
   }
   const double bytes_4bit = static_cast<double>(packed[0].nbytes()) + w[0]->scales.nbytes();
   int k = 0;
-  for (int64_t rows : {1, 4}) {
+  for (int64_t rows : {1, 4, 8, 16}) {
     const at::Tensor x = at::randn({rows, in});
     const at::Tensor xb = x.to(at::kBFloat16);
     const double fused = best_seconds([&] { gemv_4bit(x, packed[k % kWeights], *w[k % kWeights]); ++k; }, 20);
     const double bf16 = best_seconds([&] { at::linear(xb, dense[k++ % kWeights]); }, 20);
     std::printf("rows %3lld: fused 4-bit GEMV %7.3f ms, %5.1f GB/s of 4-bit weight = %5.1f%% of copy bandwidth; "
-                "dense bf16 GEMV %7.3f ms (%5.1f GB/s)\n",
+                "%4.0f GFLOP/s; dense bf16 GEMV %7.3f ms (%5.1f GB/s)\n",
                 static_cast<long long>(rows), fused * 1e3, bytes_4bit / fused / 1e9,
-                100.0 * bytes_4bit / fused / 1e9 / copy_gbs, bf16 * 1e3, dense[0].nbytes() / bf16 / 1e9);
+                100.0 * bytes_4bit / fused / 1e9 / copy_gbs, 2e-9 * rows * out * in / fused, bf16 * 1e3,
+                dense[0].nbytes() / bf16 / 1e9);
   }
   // The whole weight dequantized (what prefill and training pay per product), by body.
   for (const auto dt : {at::kBFloat16, at::kFloat}) {

@@ -189,8 +189,8 @@ TEST(Linear4bit, UnderAutocastComputesInBf16AndReturnsAutocastsDtype) {
 namespace peft::quant {
 namespace {
 
-// bf16 compute: on CPUs with AVX512-BF16 the GEMV multiplies bf16 x by bf16 codes; the
-// error is then that of rounding both to bf16 (2^-9 relative each), summed over 256 terms
+// bf16 compute: on CPUs with AVX512-BF16 the GEMV multiplies bf16 x by bf16 weights; the
+// error is then that of rounding both to bf16 (2^-9 relative each), summed over 512 terms
 // of random sign: 1e-2 of the largest output bounds it with room.
 TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
   at::manual_seed(5);
@@ -198,13 +198,41 @@ TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
     auto q = quantize_4bit(at::randn({80, 512}), QuantType::kNF4, bs, true);
     const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
     const at::Tensor dense = dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble);
-    for (int64_t rows : {1, 3, 8, 13, 16}) {  // up to kGemvMaxRowsBf16
+    for (int64_t rows : {1, 3, 8, 13, 16, 64}) {  // up to kGemvMaxRowsBf16
       const at::Tensor x = at::randn({rows, 512});
       const at::Tensor want = at::matmul(x.to(at::kDouble), dense.t());
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w), want), 1e-2) << bs << " " << rows;
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kPortable), want), 1e-5) << bs << " " << rows;
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kAvx2), want), 1e-5) << bs << " " << rows;
     }
+  }
+}
+
+// From 2 rows on, the bf16 kernel's weights are bnb's bf16 dequantization itself
+// (dequantize_weight is byte-identical to bnb's): against bf16 x times that weight in
+// float64, only the fp32 summation order differs, 1e-5 relative is ~100 fp32 ulp. Every
+// row grouping (tiles of 4, 2, 1 rows; 4 or 1 features, 83 = 4 * 20 + 3) gives each row
+// the same bits as computing it alone in a pair. A CPU without AVX512-BF16 computes in
+// fp32 instead, so there the fp32 dequantized weight is the reference.
+TEST(Gemv4bit, Bf16KernelFromTwoRowsMultipliesBnbsBf16Weights) {
+  const bool bf16_kernel = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+  at::manual_seed(6);
+  for (int64_t bs : {64, 256}) {
+    auto q = quantize_4bit(at::randn({83, 512}), QuantType::kNF4, bs, true);
+    const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
+    const at::Tensor x = at::randn({kGemvMaxRowsBf16, 512});
+    const at::Tensor want =
+        bf16_kernel ? at::matmul(x.to(at::kBFloat16).to(at::kDouble),
+                                 dequantize_weight(q.packed, *w, at::kBFloat16).to(at::kDouble).t())
+                    : at::matmul(x.to(at::kDouble), dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble).t());
+    for (int64_t rows : {int64_t{2}, int64_t{3}, int64_t{5}, int64_t{7}, int64_t{17}, gemv_4bit_max_rows(*w)}) {
+      const at::Tensor got = gemv_4bit(x.narrow(0, 0, rows), q.packed, *w);
+      EXPECT_LE(rel(got, want.narrow(0, 0, rows)), 1e-5) << bs << " " << rows;
+      for (int64_t r = 0; r + 1 < rows; r += 3)
+        EXPECT_TRUE(at::equal(got.narrow(0, r, 2), gemv_4bit(x.narrow(0, r, 2), q.packed, *w))) << bs << " " << r;
+    }
+    // One row scales bf16 codes in fp32 instead: within the weight's bf16 rounding.
+    EXPECT_LE(rel(gemv_4bit(x.narrow(0, 0, 1), q.packed, *w), want.narrow(0, 0, 1)), 1e-2) << bs;
   }
 }
 
@@ -231,7 +259,7 @@ TEST(QuantKernels, TwoThreadsGiveTheBitsOfOne) {
     for (auto compute : {at::kFloat, at::kBFloat16}) {
       const Weight4bit w(q.state, compute);
       out.push_back(dequantize_weight(q.packed, w, compute));
-      out.push_back(gemv_4bit(x.narrow(0, 0, compute == at::kFloat ? kGemvMaxRows : 16), q.packed, w));
+      out.push_back(gemv_4bit(x.narrow(0, 0, compute == at::kFloat ? kGemvMaxRows : 15), q.packed, w));
       out.push_back(gemv_4bit(x.narrow(0, 0, kGemvMaxRows), q.packed, w, GemvKernel::kAvx2));
     }
     return out;

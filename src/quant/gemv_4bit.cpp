@@ -152,52 +152,119 @@ bool bf16_kernel_applies(const Weight4bit& w) {
   return w.compute_dtype == at::kBFloat16 && w.state.blocksize % 64 == 0 && has_avx512_bf16();
 }
 
-// bf16 compute (the usual QLoRA setting): 32 bytes widen to 32 16-bit lanes, one permute
-// looks up 32 codes (as bf16) at once, and each dpbf16ps does 32 multiply-adds: half the
-// instructions per byte of the fp32 kernel. x is bf16, deinterleaved per 64 elements
-// (32 even-index values, then 32 odd-index ones). Needs blocks of a multiple of 64.
+// bf16 compute (the usual QLoRA setting) on CPUs with AVX512-BF16: 32 bytes widen to 32
+// 16-bit lanes, one permute of a 32-lane table looks up 32 codes, and each dpbf16ps does 32
+// multiply-adds. x is bf16, deinterleaved per 64 elements (32 even-index values, then 32
+// odd-index ones). Needs blocks of a multiple of 64.
 struct JobBf16 {
   const uint8_t* packed;
   const float* scales;
-  const uint16_t* lut;  // 32 bf16: the 16 codes twice
-  const uint16_t* xs;   // [rows, in] deinterleaved per 64
+  const float* code;        // the 16 fp32 codes
+  const uint16_t* code_bf16;  // the 16 codes rounded to bf16, twice over
+  const uint16_t* xs;       // [rows, in] deinterleaved per 64
   float* y;
   int64_t rows, in, out, blocksize;
 };
 
-template <int R>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void rows_bf16_fixed(const JobBf16& j, int64_t o,
-                                                                              int64_t r0) {
-  const __m512i lut = _mm512_loadu_si512(j.lut);
+// Two or more rows: each block's 16 codes are scaled and rounded to bf16 once per feature,
+// bf16(code * absmax) as bnb's bf16 dequantization rounds them, so the products are exactly
+// those of the dequantized bf16 weight and x, summed in fp32. (vcvtne2ps2bf16 flushes a
+// product below 2^-126 to zero where c10 would keep a subnormal bf16: a weight under 1e-38.) Features o0 .. o0 + F - 1 for
+// rows r0 .. r0 + R - 1: each weight permute serves R rows and each x load F features, with
+// the F x R accumulators in registers (F = R = 4 uses 31 of the 32). Every output's sum
+// runs in the same order whatever F and R, so neither the grouping nor the thread split
+// changes a bit.
+template <int F, int R>
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline void tile_bf16(const JobBf16& j,
+                                                                                           int64_t o0,
+                                                                                           int64_t r0) {
+  const __m512 code = _mm512_loadu_ps(j.code);
   const __m512i low = _mm512_set1_epi16(0xF);
-  const int64_t steps = j.blocksize / 64, blocks = j.in / j.blocksize;
-  const uint8_t* p = j.packed + o * (j.in / 2);
-  const float* scale = j.scales + (o * j.in) / j.blocksize;
-  __m512 total[R];
-  for (int r = 0; r < R; ++r) total[r] = _mm512_setzero_ps();
-  int64_t xo = 0;
+  const int64_t steps = j.blocksize / 64, blocks = j.in / j.blocksize, row_bytes = j.in / 2;
+  const uint8_t* p = j.packed + o0 * row_bytes;
+  const float* scale = j.scales + o0 * blocks;
+  const uint16_t* x = j.xs + r0 * j.in;
+  __m512 acc[F][R];
+#pragma GCC unroll 4
+  for (int f = 0; f < F; ++f)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[f][r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    __m512 acc_hi[R], acc_lo[R];
-    for (int r = 0; r < R; ++r) acc_hi[r] = acc_lo[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < steps; ++g, p += 32, xo += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-      const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(bytes, 4), lut);
-      const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(bytes, low), lut);
+    for (int64_t g = 0; g < steps; ++g, p += 32, x += 64) {
+      __m512bh xh[R], xl[R];
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const uint16_t* x = j.xs + (r0 + r) * j.in + xo;
-        acc_hi[r] = _mm512_dpbf16_ps(acc_hi[r], hi, (__m512bh)_mm512_loadu_si512(x));
-        acc_lo[r] = _mm512_dpbf16_ps(acc_lo[r], lo, (__m512bh)_mm512_loadu_si512(x + 32));
+        xh[r] = (__m512bh)_mm512_loadu_si512(x + r * j.in);
+        xl[r] = (__m512bh)_mm512_loadu_si512(x + r * j.in + 32);
+      }
+#pragma GCC unroll 4
+      for (int f = 0; f < F; ++f) {
+        const uint8_t* pf = p + f * row_bytes;
+        _mm_prefetch(reinterpret_cast<const char*>(pf) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512 scaled = _mm512_mul_ps(code, _mm512_set1_ps(scale[f * blocks + b]));
+        const __m512i lut = (__m512i)_mm512_cvtne2ps_pbh(scaled, scaled);
+        const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf)));
+        const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(bytes, 4), lut);
+        const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(bytes, low), lut);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          acc[f][r] = _mm512_dpbf16_ps(acc[f][r], hi, xh[r]);
+          acc[f][r] = _mm512_dpbf16_ps(acc[f][r], lo, xl[r]);
+        }
       }
     }
-    const __m512 s = _mm512_set1_ps(scale[b]);
-    for (int r = 0; r < R; ++r) total[r] = _mm512_fmadd_ps(_mm512_add_ps(acc_hi[r], acc_lo[r]), s, total[r]);
   }
-  for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = _mm512_reduce_add_ps(total[r]);
+#pragma GCC unroll 4
+  for (int f = 0; f < F; ++f)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o0 + f] = _mm512_reduce_add_ps(acc[f][r]);
 }
 
-void rows_bf16(const JobBf16& j, int64_t o0, int64_t o1) {
-  rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_bf16_fixed<n()>(j, o, r); });
+// Every row of x for features o0 .. o0 + F - 1: the F weight rows stay in cache while the
+// rows of x pass them 4, then 2, then 1 at a time.
+template <int F>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void features_bf16(const JobBf16& j, int64_t o0) {
+  int64_t r = 0;
+  for (; r + 4 <= j.rows; r += 4) tile_bf16<F, 4>(j, o0, r);
+  for (; r + 2 <= j.rows; r += 2) tile_bf16<F, 2>(j, o0, r);
+  if (r < j.rows) tile_bf16<F, 1>(j, o0, r);
+}
+
+void tiles_bf16(const JobBf16& j, int64_t o0, int64_t o1) {
+  int64_t o = o0;
+  for (; o + 4 <= o1; o += 4) features_bf16<4>(j, o);
+  for (; o < o1; ++o) features_bf16<1>(j, o);
+}
+
+// One row (batch-1 decode), bound by the stream of codes: there the per-block table above
+// costs 30% more time than it saves, so the codes are looked up in bf16 unscaled and each
+// block's fp32 sum is scaled once (the weight then differs from bnb's bf16 dequantization
+// by its rounding, 2^-9 relative at most, far below the 4-bit error). High and low nibbles
+// accumulate apart, so each chain sees one dpbf16ps per 32 bytes.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void single_row_bf16(const JobBf16& j, int64_t o0,
+                                                                             int64_t o1) {
+  const __m512i lut = _mm512_loadu_si512(j.code_bf16);
+  const __m512i low = _mm512_set1_epi16(0xF);
+  const int64_t steps = j.blocksize / 64, blocks = j.in / j.blocksize;
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* p = j.packed + o * (j.in / 2);
+    const float* scale = j.scales + o * blocks;
+    const uint16_t* x = j.xs;
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512 acc_hi = _mm512_setzero_ps(), acc_lo = _mm512_setzero_ps();
+      for (int64_t g = 0; g < steps; ++g, p += 32, x += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+        const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(bytes, 4), lut);
+        const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(bytes, low), lut);
+        acc_hi = _mm512_dpbf16_ps(acc_hi, hi, (__m512bh)_mm512_loadu_si512(x));
+        acc_lo = _mm512_dpbf16_ps(acc_lo, lo, (__m512bh)_mm512_loadu_si512(x + 32));
+      }
+      total = _mm512_fmadd_ps(_mm512_add_ps(acc_hi, acc_lo), _mm512_set1_ps(scale[b]), total);
+    }
+    j.y[o] = _mm512_reduce_add_ps(total);
+  }
 }
 
 // The 16 codes rounded to bf16 (as ATen rounds), twice over: one 32-lane permute table.
@@ -218,9 +285,12 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
   const at::Tensor xs = x2d.to(at::kBFloat16).reshape({rows, in / 64, 32, 2}).transpose(2, 3).contiguous();
   at::Tensor y = at::empty({rows, out}, x2d.options().dtype(at::kFloat));
   const JobBf16 job{static_cast<const uint8_t*>(packed.const_data_ptr()), w.scales.const_data_ptr<float>(),
-                    bf16_lut(w.state.type), reinterpret_cast<const uint16_t*>(xs.const_data_ptr()),
+                    code_table(w.state.type).data(), bf16_lut(w.state.type),
+                    reinterpret_cast<const uint16_t*>(xs.const_data_ptr()),
                     y.data_ptr<float>(), rows, in, out, w.state.blocksize};
-  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) { rows_bf16(job, o0, o1); });
+  at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) {
+    rows == 1 ? single_row_bf16(job, o0, o1) : tiles_bf16(job, o0, o1);
+  });
   return y;
 }
 
