@@ -12,26 +12,17 @@
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 
 #include "models/decode_attention.h"
+#include "timing.h"
 
 namespace {
 
-double best_us(const std::function<void()>& fn, int reps) {
-  fn();  // warm-up
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best * 1e6;
-}
+double best_us(const std::function<void()>& fn, int reps) { return peft::bench::best_seconds(fn, reps) * 1e6; }
 
 }  // namespace
 

@@ -11,28 +11,17 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 
 #include "quant/dequantize_fast.h"
 #include "quant/gemv_4bit.h"
 #include "quant/linear_4bit.h"
+#include "timing.h"
 #include "util/allocator.h"
 
 using namespace peft::quant;
-
-double best_seconds(const std::function<void()>& fn, int reps) {
-  fn();  // warm-up
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
+using peft::bench::best_seconds;
 
 int main(int argc, char** argv) {
   const int64_t out = argc > 2 ? std::atoll(argv[1]) : 11008, in = argc > 2 ? std::atoll(argv[2]) : 4096;

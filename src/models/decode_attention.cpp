@@ -1,8 +1,6 @@
 #include "models/decode_attention.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
-#include <c10/core/GradMode.h>
 #include <c10/util/BFloat16.h>
 #include <immintrin.h>
 
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "models/simd_lanes.h"
+#include "util/autocast.h"
 #include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
@@ -274,8 +273,7 @@ bool decode_attention_applies(const at::Tensor& q, const at::Tensor& k, const at
   if ((dt != at::kFloat && dt != at::kBFloat16) || k.scalar_type() != dt || v.scalar_type() != dt ||
       !k.device().is_cpu() || !v.device().is_cpu())
     return false;
-  if (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) return false;
-  if (at::autocast::is_autocast_enabled(at::kCPU)) return false;
+  if (!plain_cpu_inference(q, k, v)) return false;
   const int64_t b = q.size(0), len = k.size(2), d = q.size(3);
   if (k.size(0) != b || v.size(0) != b || k.size(1) < 1 || q.size(1) % k.size(1) != 0 || v.size(1) != k.size(1) ||
       v.size(2) != len || k.size(3) != d || v.size(3) != d || len < 1 || d < 1)

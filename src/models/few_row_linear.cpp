@@ -2,10 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/ThreadLocalState.h>
-#include <ATen/autocast_mode.h>
-#include <c10/core/GradMode.h>
 
 #include "models/few_row_bf16.h"
+#include "util/autocast.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -17,9 +16,7 @@ constexpr int64_t kUnit = 64;
 
 // No gradient wanted, no autocast, not already inside a parallel region.
 bool plain_inference(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  if (at::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad())))
-    return false;
-  return !at::autocast::is_autocast_enabled(at::kCPU) && !at::in_parallel_region();
+  return plain_cpu_inference(x, w, b) && !at::in_parallel_region();
 }
 
 // bf16 x, W [out, in] and bias, contiguous, on an AVX512-BF16 CPU: few_row_linear_bf16.

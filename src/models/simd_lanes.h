@@ -15,6 +15,11 @@
 #define PEFT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define PEFT_AVX2 __attribute__((target("avx2,fma")))
 
+// exp_nonpositive returns a vector from a function without a target attribute; it is always
+// inlined into one that has it, so no call ever passes vectors across that ABI.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace peft::simd {
 
 // exp(x) for x <= 0 (a score less the maximum), as Cephes' expf computes it: 2^n * p(r)
@@ -28,6 +33,21 @@ struct ExpConstants {
   static constexpr float kP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                                   4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 };
+
+// That exp for any lane set S (Avx512, Avx2 below): -inf lanes (hidden keys) give 0.
+template <class S>
+__attribute__((always_inline)) inline typename S::Vec exp_nonpositive(typename S::Vec x) {
+  using C = ExpConstants;
+  using Vec = typename S::Vec;
+  const Vec low = S::max(x, S::set1(C::kLow));
+  const Vec n = S::round(S::mul(low, S::set1(C::kLog2e)));
+  Vec r = S::fnmadd(n, S::set1(C::kLn2Hi), low);
+  r = S::fnmadd(n, S::set1(C::kLn2Lo), r);
+  Vec p = S::set1(C::kP[0]);
+  for (int i = 1; i < 6; ++i) p = S::fmadd(p, r, S::set1(C::kP[i]));
+  p = S::fmadd(p, S::mul(r, r), S::add(r, S::set1(1.0f)));
+  return S::zero_where_neg_inf(x, S::mul(p, S::pow2(n)));
+}
 
 struct Avx512 {
   using Vec = __m512;
@@ -73,19 +93,15 @@ struct Avx512 {
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(visible));
     return _mm512_mask_blend_ps(_mm_test_epi8_mask(bytes, bytes), _mm512_set1_ps(-INFINITY), s);
   }
-  PEFT_AVX512 static Vec exp(Vec x) {
-    using C = ExpConstants;
-    const __mmask16 hidden = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    x = _mm512_max_ps(x, _mm512_set1_ps(C::kLow));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(C::kLog2e)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C::kLn2Hi), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C::kLn2Lo), r);
-    __m512 p = _mm512_set1_ps(C::kP[0]);
-    for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C::kP[i]));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    const __m512i two_n = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps(static_cast<__mmask16>(~hidden), p, _mm512_castsi512_ps(two_n));
+  PEFT_AVX512 static Vec exp(Vec x) { return exp_nonpositive<Avx512>(x); }
+  // Parts of exp: round to the nearest integer, 2^n for integral n in the normal range.
+  PEFT_AVX512 static Vec round(Vec x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  PEFT_AVX512 static Vec fnmadd(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+  PEFT_AVX512 static Vec pow2(Vec n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
+  PEFT_AVX512 static Vec zero_where_neg_inf(Vec x, Vec v) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_UQ), v);
   }
 };
 
@@ -132,20 +148,17 @@ struct Avx2 {
     const __m256 off = _mm256_castsi256_ps(_mm256_cmpeq_epi32(flags, _mm256_setzero_si256()));
     return _mm256_blendv_ps(s, _mm256_set1_ps(-INFINITY), off);
   }
-  PEFT_AVX2 static Vec exp(Vec x) {
-    using C = ExpConstants;
-    const __m256 hidden = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
-    x = _mm256_max_ps(x, _mm256_set1_ps(C::kLow));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(C::kLog2e)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C::kLn2Hi), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(C::kLn2Lo), r);
-    __m256 p = _mm256_set1_ps(C::kP[0]);
-    for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C::kP[i]));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(hidden, _mm256_mul_ps(p, _mm256_castsi256_ps(two_n)));
+  PEFT_AVX2 static Vec exp(Vec x) { return exp_nonpositive<Avx2>(x); }
+  PEFT_AVX2 static Vec round(Vec x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  PEFT_AVX2 static Vec fnmadd(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
+  PEFT_AVX2 static Vec pow2(Vec n) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+  }
+  PEFT_AVX2 static Vec zero_where_neg_inf(Vec x, Vec v) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), v);
   }
 };
 
 }  // namespace peft::simd
+
+#pragma GCC diagnostic pop

@@ -1,12 +1,13 @@
 #include "tuners/lora/few_rows.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
-#include <c10/core/GradMode.h>
 #include <c10/util/BFloat16.h>
+#include <c10/util/SmallVector.h>
 
 #include <cstring>
-#include <vector>
+
+#include "util/autocast.h"
+#include "util/cpu_features.h"
 
 namespace peft {
 namespace {
@@ -76,9 +77,7 @@ bool fits(const at::Tensor& x, const at::Tensor& a, const at::Tensor& b, const a
     return false;
   const int64_t rows = x.numel() / std::max<int64_t>(1, a.size(1));
   if (rows < 1 || rows > kLoraFewRows || out.numel() != rows * b.size(0)) return false;
-  if (at::autocast::is_autocast_enabled(at::kCPU)) return false;
-  return !at::GradMode::is_enabled() || !(x.requires_grad() || a.requires_grad() || b.requires_grad() ||
-                                          out.requires_grad() || (bias.defined() && bias.requires_grad()));
+  return plain_cpu_inference(x, a, b, out, bias);
 }
 
 }  // namespace
@@ -93,9 +92,8 @@ at::Tensor lora_few_rows(const at::Tensor& x, const at::Tensor& a, const at::Ten
               bias.defined() ? bias.const_data_ptr<float>() : nullptr, o.const_data_ptr(), y.data_ptr(),
               o.scalar_type() == at::kBFloat16, xf.numel() / a.size(1), a.size(1), a.size(0), b.size(0),
               static_cast<float>(scaling)};
-  std::vector<float> t(static_cast<size_t>(j.rank));
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512) rows_avx512(j, t.data());
+  c10::SmallVector<float, 256> t(static_cast<size_t>(j.rank));  // on the stack up to rank 256
+  if (cpu_has_avx512f()) rows_avx512(j, t.data());
   else rows_portable(j, t.data());
   return y.view(out.sizes());
 }
