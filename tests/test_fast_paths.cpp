@@ -170,34 +170,39 @@ TEST(FewRowLinear, Bf16RowsMatchTheExactProductRoundedOnce) {
 
 // An unmerged LoRA's term at decode (a few rows, no gradient) in one pass, against the
 // float64 composition rounded once as HF PEFT rounds `result + lora * scaling`: fp32 within
-// 1e-5 of |out| + |lora|, bf16 within one bf16 step. Ranks and widths that are and are not
-// multiples of 16, with and without lora_B's bias; it steps aside for more rows, a
+// 1e-5 of |out| + |lora|, bf16 within one bf16 step. Ranks of 8, 16, 5 and 40 (under,
+// at and over one vector), widths that are and are not multiples of 16 and 32, with and
+// without lora_B's bias, 1 to kLoraFewRows rows; it steps aside for more rows, a
 // gradient, autocast or fp32 outputs of a bf16 input.
 TEST(LoraFewRows, MatchesTheCompositionRoundedOnceAndStepsAside) {
   c10::NoGradGuard no_grad;
   at::manual_seed(12);
-  for (const auto [in, rank, features] : {std::tuple<int64_t, int64_t, int64_t>{960, 16, 320}, {100, 5, 33}}) {
+  for (const auto [in, rank, features] : {std::tuple<int64_t, int64_t, int64_t>{960, 16, 320}, {100, 5, 33},
+                                          {64, 8, 16}, {200, 40, 50}}) {
     const at::Tensor a = at::randn({rank, in}) * 0.05, b = at::randn({features, rank}) * 0.05;
     const at::Tensor bias = at::randn({features});
     for (const auto dt : {at::kFloat, at::kBFloat16})
-      for (const int64_t rows : {1, 3, 8})
+      for (const int64_t rows : {int64_t{1}, int64_t{3}, int64_t{8}, kLoraFewRows})
         for (const bool with_bias : {false, true}) {
           const at::Tensor x = at::randn({rows, 1, in}).to(dt), out = at::randn({rows, 1, features}).to(dt);
           const at::Tensor bb = with_bias ? bias : at::Tensor();
-          const at::Tensor got = lora_few_rows(x, a, b, bb, 2.0, out);
-          ASSERT_TRUE(got.defined()) << rows;
-          ASSERT_EQ(got.sizes(), out.sizes());
-          ASSERT_EQ(got.scalar_type(), dt);
           at::Tensor lora = at::matmul(at::matmul(x.to(at::kDouble), a.to(at::kDouble).t()), b.to(at::kDouble).t());
           if (with_bias) lora = lora + bias.to(at::kDouble);
           const at::Tensor exact = out.to(at::kDouble) + lora * 2.0;
-          const std::string what = std::to_string(in) + " " + c10::toString(dt) + " rows " + std::to_string(rows);
-          if (dt == at::kFloat) {
-            const at::Tensor bound = (out.to(at::kDouble).abs() + lora.abs() * 2.0) * 1e-5 + 1e-6;
-            EXPECT_TRUE(((got.to(at::kDouble) - exact).abs() <= bound).all().item<bool>()) << what;
-          } else {
-            const at::Tensor err = (got.to(at::kDouble) - exact).abs();
-            EXPECT_TRUE((err <= exact.abs() / 128 + 1e-5).all().item<bool>()) << what << " " << err.max().item<double>();
+          for (const auto body : {LoraFewRowsBody::kBest, LoraFewRowsBody::kAvx2, LoraFewRowsBody::kPortable}) {
+            const at::Tensor got = lora_few_rows(x, a, b, bb, 2.0, out, body);
+            ASSERT_TRUE(got.defined()) << rows;
+            ASSERT_EQ(got.sizes(), out.sizes());
+            ASSERT_EQ(got.scalar_type(), dt);
+            const std::string what = std::to_string(in) + " " + c10::toString(dt) + " rows " + std::to_string(rows) +
+                                     " body " + std::to_string(static_cast<int>(body));
+            if (dt == at::kFloat) {
+              const at::Tensor bound = (out.to(at::kDouble).abs() + lora.abs() * 2.0) * 1e-5 + 1e-6;
+              EXPECT_TRUE(((got.to(at::kDouble) - exact).abs() <= bound).all().item<bool>()) << what;
+            } else {
+              const at::Tensor err = (got.to(at::kDouble) - exact).abs();
+              EXPECT_TRUE((err <= exact.abs() / 128 + 1e-5).all().item<bool>()) << what << " " << err.max().item<double>();
+            }
           }
         }
     const at::Tensor x = at::randn({1, in}), out = at::randn({1, features});
