@@ -2,12 +2,14 @@
 //
 // Usage: build/bench_quant_gemv [out_features in_features [threads]]   (default 11008 4096)
 //
-// Prints: a STREAM-like copy's bandwidth (read + write of a 1 GiB fp32 buffer, best of 5),
-// then for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1, 4, 8 and 16 rows: GB/s
-// of packed weight + scales streamed, as a fraction of the copy bandwidth, and GFLOP/s, beside the dense
-// bf16 GEMV; the whole weight dequantized by each body (best, AVX2, portable); and at
-// 256 rows (training, prefill) the 4-bit product against the dense bf16 GEMM. Four weights are used in turn, far larger than the caches together, so every
-// call streams its weight from memory.
+// Prints: a STREAM-like copy's bandwidth (read + write of a 1 GiB fp32 buffer, best of 5);
+// for NF4 (blocksize 64, bf16 compute) the fused 4-bit GEMV at 1, 4, 8 and 16 rows: GB/s of
+// packed weight + scales streamed, as a fraction of the copy bandwidth, and GFLOP/s, beside
+// the dense bf16 GEMV; the same with fp32 compute (the path of CPUs without AVX512-BF16),
+// against dequantize + fp32 GEMM beyond the fused kernel's rows; the whole weight
+// dequantized by each body (best, AVX2, portable); and at 256 rows (training, prefill) the
+// 4-bit product against the dense bf16 GEMM. Four weights are used in turn, far larger than
+// the caches together, so every call streams its weight from memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -58,6 +60,21 @@ int main(int argc, char** argv) {
                 static_cast<long long>(rows), fused * 1e3, bytes_4bit / fused / 1e9,
                 100.0 * bytes_4bit / fused / 1e9 / copy_gbs, 2e-9 * rows * out * in / fused, bf16 * 1e3,
                 dense[0].nbytes() / bf16 / 1e9);
+  }
+  // fp32 compute (also what bf16 compute takes on CPUs without AVX512-BF16): fused against
+  // dequantize + fp32 GEMM, the latter where the fused kernel stops.
+  std::vector<std::shared_ptr<const Weight4bit>> w32(kWeights);
+  for (int i = 0; i < kWeights; ++i) w32[i] = std::make_shared<const Weight4bit>(w[i]->state, at::kFloat);
+  for (int64_t rows : {1, 4, 8, 16}) {
+    const at::Tensor x = at::randn({rows, in});
+    const double fused = best_seconds([&] { gemv_4bit(x, packed[k % kWeights], *w32[k % kWeights]); ++k; }, 10);
+    std::printf("fp32 compute, rows %3lld: fused 4-bit GEMV %7.3f ms (%4.0f GFLOP/s)", static_cast<long long>(rows),
+                fused * 1e3, 2e-9 * rows * out * in / fused);
+    if (rows > kGemvMaxRows) {
+      const double q4 = best_seconds([&] { linear_4bit(x, packed[k % kWeights], w32[k % kWeights], {}); ++k; }, 5);
+      std::printf("; dequantize + fp32 GEMM %7.3f ms", q4 * 1e3);
+    }
+    std::printf("\n");
   }
   // The whole weight dequantized (what prefill and training pay per product), by body.
   for (const auto dt : {at::kBFloat16, at::kFloat}) {

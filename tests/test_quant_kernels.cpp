@@ -45,13 +45,15 @@ TEST(Gemv4bit, DoesNotApplyWhereRowsCrossBlocksOrThereAreManyRows) {
   const auto w = make(at::randn({8, 96}), QuantType::kNF4, 64, false, &packed);  // 96 % 64 != 0
   EXPECT_FALSE(gemv_4bit_applies(at::randn({1, 96}), packed, *w));
   const auto w2 = make(at::randn({8, 128}), QuantType::kNF4, 64, false, &packed);
-  EXPECT_FALSE(gemv_4bit_applies(at::randn({kGemvMaxRows + 1, 128}), packed, *w2));
-  // bf16 compute: up to kGemvMaxRowsBf16 where the bf16 kernel runs without AMX, never more.
+  // Up to kGemvMaxRowsTiled where the tiled kernels run, else kGemvMaxRows, never more.
   const auto w3 = std::make_shared<const Weight4bit>(w2->state, at::kBFloat16);
-  const int64_t most = gemv_4bit_max_rows(*w3);
-  EXPECT_TRUE(most == kGemvMaxRows || most == kGemvMaxRowsBf16) << most;
-  EXPECT_TRUE(gemv_4bit_applies(at::randn({most, 128}), packed, *w3));
-  EXPECT_FALSE(gemv_4bit_applies(at::randn({most + 1, 128}), packed, *w3));
+  for (const auto* weight : {w2.get(), w3.get()}) {
+    const int64_t most = gemv_4bit_max_rows(*weight);
+    EXPECT_TRUE(most == kGemvMaxRows || most == kGemvMaxRowsTiled) << most;
+    EXPECT_TRUE(gemv_4bit_applies(at::randn({most, 128}), packed, *weight));
+    EXPECT_FALSE(gemv_4bit_applies(at::randn({most + 1, 128}), packed, *weight));
+  }
+  EXPECT_EQ(gemv_4bit_max_rows(*w2), __builtin_cpu_supports("avx512f") ? kGemvMaxRowsTiled : kGemvMaxRows);
 }
 
 TEST(Linear4bit, ForwardAndInputGradientMatchTheDequantizedComposition) {
@@ -198,12 +200,33 @@ TEST(Gemv4bit, Bf16ComputeStaysWithinBf16RoundingOfTheExactProduct) {
     auto q = quantize_4bit(at::randn({80, 512}), QuantType::kNF4, bs, true);
     const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
     const at::Tensor dense = dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble);
-    for (int64_t rows : {1, 3, 8, 13, 16, 64}) {  // up to kGemvMaxRowsBf16
+    for (int64_t rows : {1, 3, 8, 13, 16, 64}) {  // up to kGemvMaxRowsTiled
       const at::Tensor x = at::randn({rows, 512});
       const at::Tensor want = at::matmul(x.to(at::kDouble), dense.t());
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w), want), 1e-2) << bs << " " << rows;
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kPortable), want), 1e-5) << bs << " " << rows;
       EXPECT_LE(rel(gemv_4bit(x, q.packed, *w, GemvKernel::kAvx2), want), 1e-5) << bs << " " << rows;
+    }
+  }
+}
+
+// fp32 compute from 2 rows on (AVX-512 tiles of 4 or 1 features x 4, 2, 1 rows; 83 = 4 *
+// 20 + 3; other CPUs' bodies likewise): against x times the fp32 dequantized weight in
+// float64, only the summation order differs (1e-5 relative, ~100 fp32 ulp), and each row
+// gets the bits it gets in a pair.
+TEST(Gemv4bit, Fp32RowsInAnyGroupingGiveTheDequantizedProduct) {
+  at::manual_seed(8);
+  for (int64_t bs : {32, 128}) {
+    auto q = quantize_4bit(at::randn({83, 512}), QuantType::kNF4, bs, true);
+    const auto w = std::make_shared<const Weight4bit>(q.state, at::kFloat);
+    const at::Tensor x = at::randn({kGemvMaxRowsTiled, 512});
+    const at::Tensor want =
+        at::matmul(x.to(at::kDouble), dequantize_weight(q.packed, *w, at::kFloat).to(at::kDouble).t());
+    for (int64_t rows : {int64_t{2}, int64_t{3}, int64_t{5}, int64_t{7}, int64_t{17}, gemv_4bit_max_rows(*w)}) {
+      const at::Tensor got = gemv_4bit(x.narrow(0, 0, rows), q.packed, *w);
+      EXPECT_LE(rel(got, want.narrow(0, 0, rows)), 1e-5) << bs << " " << rows;
+      for (int64_t r = 0; r + 1 < rows; r += 3)
+        EXPECT_TRUE(at::equal(got.narrow(0, r, 2), gemv_4bit(x.narrow(0, r, 2), q.packed, *w))) << bs << " " << r;
     }
   }
 }
@@ -220,7 +243,7 @@ TEST(Gemv4bit, Bf16KernelFromTwoRowsMultipliesBnbsBf16Weights) {
   for (int64_t bs : {64, 256}) {
     auto q = quantize_4bit(at::randn({83, 512}), QuantType::kNF4, bs, true);
     const auto w = std::make_shared<const Weight4bit>(q.state, at::kBFloat16);
-    const at::Tensor x = at::randn({kGemvMaxRowsBf16, 512});
+    const at::Tensor x = at::randn({kGemvMaxRowsTiled, 512});
     const at::Tensor want =
         bf16_kernel ? at::matmul(x.to(at::kBFloat16).to(at::kDouble),
                                  dequantize_weight(q.packed, *w, at::kBFloat16).to(at::kDouble).t())

@@ -94,8 +94,68 @@ __attribute__((target("avx512f"))) void rows_avx512_fixed(const Job& j, int64_t 
   for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = _mm512_reduce_add_ps(total[r]);
 }
 
+// Two or more rows: tiles of F features x R rows, as the bf16 kernel below. Each block's
+// table is scaled once per feature and group of 32 weights (code * absmax in fp32, the fp32
+// dequantization's own weights), so products meet x directly and the F x R accumulators
+// (16 of the 32 registers at F = R = 4) take one FMA per 16 weights and row.
+template <int F, int R>
+__attribute__((target("avx512f"), always_inline)) inline void tile_avx512(const Job& j, int64_t o0, int64_t r0) {
+  const __m512 code = _mm512_loadu_ps(j.code);
+  const __m512i low = _mm512_set1_epi32(0xF);
+  const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize, row_bytes = j.in / 2;
+  const uint8_t* p = j.packed + o0 * row_bytes;
+  const float* scale = j.scales + o0 * blocks;
+  const float* x = j.xs + r0 * j.in;
+  __m512 acc[F][R];
+#pragma GCC unroll 4
+  for (int f = 0; f < F; ++f)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[f][r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t g = 0; g < groups; ++g, p += 16, x += 32) {
+      __m512 xe[R], xo[R];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        xe[r] = _mm512_loadu_ps(x + r * j.in);
+        xo[r] = _mm512_loadu_ps(x + r * j.in + 16);
+      }
+#pragma GCC unroll 4
+      for (int f = 0; f < F; ++f) {
+        const uint8_t* pf = p + f * row_bytes;
+        _mm_prefetch(reinterpret_cast<const char*>(pf) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(scale[f * blocks + b]));
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pf)));
+        const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), lut);
+        const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(bytes, low), lut);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[f][r] = _mm512_fmadd_ps(lo, xo[r], _mm512_fmadd_ps(hi, xe[r], acc[f][r]));
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int f = 0; f < F; ++f)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o0 + f] = _mm512_reduce_add_ps(acc[f][r]);
+}
+
+template <int F>
+__attribute__((target("avx512f"))) void features_avx512(const Job& j, int64_t o0) {
+  int64_t r = 0;
+  for (; r + 4 <= j.rows; r += 4) tile_avx512<F, 4>(j, o0, r);
+  for (; r + 2 <= j.rows; r += 2) tile_avx512<F, 2>(j, o0, r);
+  if (r < j.rows) tile_avx512<F, 1>(j, o0, r);
+}
+
+// One row streams the codes feature by feature (bound by memory, where a scaled table per
+// group would cost more than it saves); more rows take the tiles.
 void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
-  rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_avx512_fixed<n()>(j, o, r); });
+  if (j.rows == 1) {
+    for (int64_t o = o0; o < o1; ++o) rows_avx512_fixed<1>(j, o, 0);
+    return;
+  }
+  int64_t o = o0;
+  for (; o + 4 <= o1; o += 4) features_avx512<4>(j, o);
+  for (; o < o1; ++o) features_avx512<1>(j, o);
 }
 
 // AVX2 (hosts without AVX-512): 8 bytes widen to 8 int32 lanes; the 16-entry table is two
@@ -297,7 +357,8 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
 }  // namespace
 
 int64_t gemv_4bit_max_rows(const Weight4bit& w) {
-  return bf16_kernel_applies(w) && !cpu_has_amx_bf16() ? kGemvMaxRowsBf16 : kGemvMaxRows;
+  if (bf16_kernel_applies(w)) return cpu_has_amx_bf16() ? kGemvMaxRows : kGemvMaxRowsTiled;
+  return cpu_has_avx512f() ? kGemvMaxRowsTiled : kGemvMaxRows;
 }
 
 bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
