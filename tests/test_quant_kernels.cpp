@@ -7,6 +7,7 @@
 #include "quant/dequantize_fast.h"
 #include "quant/gemv_4bit.h"
 #include "quant/linear_4bit.h"
+#include "util/cpu_features.h"
 
 namespace peft::quant {
 namespace {
@@ -238,7 +239,7 @@ TEST(Gemv4bit, Fp32RowsInAnyGroupingGiveTheDequantizedProduct) {
 // the same bits as computing it alone in a pair. A CPU without AVX512-BF16 computes in
 // fp32 instead, so there the fp32 dequantized weight is the reference.
 TEST(Gemv4bit, Bf16KernelFromTwoRowsMultipliesBnbsBf16Weights) {
-  const bool bf16_kernel = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+  const bool bf16_kernel = cpu_has_avx512_bf16();
   at::manual_seed(6);
   for (int64_t bs : {64, 256}) {
     auto q = quantize_4bit(at::randn({83, 512}), QuantType::kNF4, bs, true);

@@ -108,10 +108,7 @@ void features(const Job& j, int64_t o0, int64_t o1) {
 }  // namespace
 
 bool few_row_bf16_supported() {
-  static const bool yes = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
-                          !cpu_has_amx_bf16();
-  return yes;
+  return cpu_has_avx512_bf16() && !cpu_has_amx_bf16();
 }
 
 at::Tensor few_row_linear_bf16(const at::Tensor& x2d, const at::Tensor& weight, const at::Tensor& bias) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "util/cpu_features.h"
+
 // This file is compiled with -ffp-contract=off (CMakeLists.txt): the rotary products are
 // rounded as ATen rounds q * cos + rotate_half(q) * sin, so the bf16 result is the cast
 // autocast would make of the unfused fp32 one.
@@ -17,9 +19,7 @@ namespace {
 std::atomic<bool> forced_scalar{false};
 
 bool avx512bf16() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-  return has && !forced_scalar.load(std::memory_order_relaxed);
+  return cpu_has_avx512_bf16() && !forced_scalar.load(std::memory_order_relaxed);
 }
 
 // ---- scalar bodies --------------------------------------------------------------------

@@ -61,37 +61,32 @@ void rows_in_groups(int64_t rows, int64_t o0, int64_t o1, const Fixed& fixed) {
 // held in one register (a permute, no memory gather).
 constexpr int64_t kPrefetchBytes = 4096;
 
-// High and low nibbles accumulate separately, so each accumulator sees one FMA per 16
-// bytes (the FMA latency, not the loads, would otherwise bound a single row).
-template <int R>
-__attribute__((target("avx512f"))) void rows_avx512_fixed(const Job& j, int64_t o, int64_t r0) {
+// One row, bound by the stream of codes: high and low nibbles accumulate separately, so each
+// accumulator sees one FMA per 16 bytes (the FMA latency, not the loads, would otherwise
+// bound it), and each block's sum is scaled once.
+__attribute__((target("avx512f"))) void single_row_avx512(const Job& j, int64_t o0, int64_t o1) {
   const __m512 lut = _mm512_loadu_ps(j.code);
   const __m512i low = _mm512_set1_epi32(0xF);
   const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize;
-  const uint8_t* p = j.packed + o * (j.in / 2);
-  const float* scale = j.scales + (o * j.in) / j.blocksize;
-  __m512 total[R];
-  for (int r = 0; r < R; ++r) total[r] = _mm512_setzero_ps();
-  int64_t xo = 0;
-  for (int64_t b = 0; b < blocks; ++b) {
-    __m512 acc_hi[R], acc_lo[R];
-    for (int r = 0; r < R; ++r) acc_hi[r] = acc_lo[r] = _mm512_setzero_ps();
-    for (int64_t g = 0; g < groups; ++g, p += 16, xo += 32) {
-      // The stream of codes is the bottleneck: ask for it well ahead of use.
-      _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-      const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), lut);
-      const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(bytes, low), lut);
-      for (int r = 0; r < R; ++r) {
-        const float* x = j.xs + (r0 + r) * j.in + xo;
-        acc_hi[r] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x), acc_hi[r]);
-        acc_lo[r] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + 16), acc_lo[r]);
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* p = j.packed + o * (j.in / 2);
+    const float* scale = j.scales + o * blocks;
+    const float* x = j.xs;
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512 acc_hi = _mm512_setzero_ps(), acc_lo = _mm512_setzero_ps();
+      for (int64_t g = 0; g < groups; ++g, p += 16, x += 32) {
+        // The stream of codes is the bottleneck: ask for it well ahead of use.
+        _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+        acc_hi = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), lut), _mm512_loadu_ps(x), acc_hi);
+        acc_lo = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, low), lut), _mm512_loadu_ps(x + 16),
+                                 acc_lo);
       }
+      total = _mm512_fmadd_ps(_mm512_add_ps(acc_hi, acc_lo), _mm512_set1_ps(scale[b]), total);
     }
-    const __m512 s = _mm512_set1_ps(scale[b]);
-    for (int r = 0; r < R; ++r) total[r] = _mm512_fmadd_ps(_mm512_add_ps(acc_hi[r], acc_lo[r]), s, total[r]);
+    j.y[o] = _mm512_reduce_add_ps(total);
   }
-  for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o] = _mm512_reduce_add_ps(total[r]);
 }
 
 // Two or more rows: tiles of F features x R rows, as the bf16 kernel below. Each block's
@@ -149,10 +144,7 @@ __attribute__((target("avx512f"))) void features_avx512(const Job& j, int64_t o0
 // One row streams the codes feature by feature (bound by memory, where a scaled table per
 // group would cost more than it saves); more rows take the tiles.
 void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
-  if (j.rows == 1) {
-    for (int64_t o = o0; o < o1; ++o) rows_avx512_fixed<1>(j, o, 0);
-    return;
-  }
+  if (j.rows == 1) return single_row_avx512(j, o0, o1);
   int64_t o = o0;
   for (; o + 4 <= o1; o += 4) features_avx512<4>(j, o);
   for (; o < o1; ++o) features_avx512<1>(j, o);
@@ -202,14 +194,9 @@ void rows_avx2(const Job& j, int64_t o0, int64_t o1) {
   rows_in_groups(j.rows, o0, o1, [&](auto n, int64_t o, int64_t r) { rows_avx2_fixed<n()>(j, o, r); });
 }
 
-bool has_avx512_bf16() {
-  static const bool yes = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
-  return yes;
-}
-
 // The bf16 kernel runs: bf16 compute, AVX512-BF16, blocks of a multiple of 64.
 bool bf16_kernel_applies(const Weight4bit& w) {
-  return w.compute_dtype == at::kBFloat16 && w.state.blocksize % 64 == 0 && has_avx512_bf16();
+  return w.compute_dtype == at::kBFloat16 && w.state.blocksize % 64 == 0 && cpu_has_avx512_bf16();
 }
 
 // bf16 compute (the usual QLoRA setting) on CPUs with AVX512-BF16: 32 bytes widen to 32
@@ -229,9 +216,9 @@ struct JobBf16 {
 // Two or more rows: each block's 16 codes are scaled and rounded to bf16 once per feature,
 // bf16(code * absmax) as bnb's bf16 dequantization rounds them, so the products are exactly
 // those of the dequantized bf16 weight and x, summed in fp32. (vcvtne2ps2bf16 flushes a
-// product below 2^-126 to zero where c10 would keep a subnormal bf16: a weight under 1e-38.) Features o0 .. o0 + F - 1 for
-// rows r0 .. r0 + R - 1: each weight permute serves R rows and each x load F features, with
-// the F x R accumulators in registers (F = R = 4 uses 31 of the 32). Every output's sum
+// product below 2^-126 to zero where c10 would keep a subnormal bf16: a weight under 1e-38.)
+// Features o0 .. o0 + F - 1 for rows r0 .. r0 + R - 1: each weight permute serves R rows and
+// each x load F features, with the F x R accumulators in registers (F = R = 4 uses 31 of the 32). Every output's sum
 // runs in the same order whatever F and R, so neither the grouping nor the thread split
 // changes a bit.
 template <int F, int R>

@@ -14,6 +14,13 @@ bool cpu_has_avx512f() {
   return yes;
 }
 
+bool cpu_has_avx512_bf16() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                          __builtin_cpu_supports("avx512bf16");
+  return yes;
+}
+
 bool cpu_has_amx_bf16() {
   static const bool yes = [] {
     unsigned a = 0, b = 0, c = 0, d = 0;
