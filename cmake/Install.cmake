@@ -42,6 +42,9 @@ install(TARGETS peft_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 if(TARGET peft_cuda)  # opened at run time from the library's folder, so installed beside it
   install(TARGETS peft_cuda LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endif()
+if(TARGET peft_nccl)  # likewise
+  install(TARGETS peft_nccl LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+endif()
 
 configure_package_config_file(cmake/peftConfig.cmake.in ${CMAKE_BINARY_DIR}/peftConfig.cmake
                               INSTALL_DESTINATION ${PEFT_INSTALL_CMAKEDIR})

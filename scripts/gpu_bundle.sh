@@ -12,7 +12,8 @@ build=${1:?usage: gpu_bundle.sh BUILD_DIR FIXTURE_BUILD OUT_DIR}
 fixtures=${2:?fixture build folder}
 out=${3:?output folder}
 mkdir -p "$out/bin" "$out/lib" "$out/fix/parity" "$out/fix/parity_adapters" "$out/fix/parity_train"
-for f in peft libpeft.so libpeft_cuda.so tests/test_quant_cuda bench_quant_gemv_cuda; do
+for f in peft libpeft.so libpeft_cuda.so libpeft_nccl.so tests/test_quant_cuda tests/test_distributed \
+         bench_quant_gemv_cuda; do
   [ -e "$build/$f" ] || { echo "gpu_bundle: $build/$f missing (a build with nvcc and a CUDA torch makes it)" >&2; exit 1; }
   cp "$build/$f" "$out/bin/"
 done

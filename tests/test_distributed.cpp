@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include <chrono>
 #include <filesystem>
@@ -25,7 +27,9 @@
 #include "cli_runner.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
+#include "train/collective_backend.h"
 #include "train/distributed.h"
+#include "util/cuda_backend.h"
 #include "train/run_folder.h"
 
 namespace fs = std::filesystem;
@@ -182,6 +186,75 @@ TEST(DataParallel, EachLocalRankTakesItsGpu) {
   env.local_rank = 0;
   EXPECT_EQ(rank_device("cuda", env, 8), "cuda");
 }
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// NCCL only where each local rank has a GPU of its own: it refuses two ranks on one GPU,
+// which Gloo (through host copies) allows.
+TEST(DataParallel, NcclOnlyWhereEachLocalRankHasItsOwnGpu) {
+  constexpr auto kNccl = CollectiveBackend::kNccl, kGloo = CollectiveBackend::kGloo;
+  DistEnv env;
+  env.world_size = env.local_world_size = 4;
+  EXPECT_EQ(choose_backend("cuda", env, nullptr, 4), kNccl);
+  EXPECT_EQ(choose_backend("cuda", env, "", 8), kNccl);
+  EXPECT_EQ(choose_backend("cuda", env, nullptr, 2), kGloo);    // two ranks would share a GPU
+  EXPECT_EQ(choose_backend("cuda:0", env, nullptr, 4), kGloo);  // pinned: every rank on GPU 0
+  EXPECT_EQ(choose_backend("cpu", env, nullptr, 4), kGloo);
+  EXPECT_EQ(choose_backend("cuda", env, "gloo", 4), kGloo);
+  EXPECT_EQ(choose_backend("cuda:1", env, "nccl", 1), kNccl);  // the user's word (one rank per machine)
+  env.local_world_size = 2;                                   // two machines of two ranks
+  EXPECT_EQ(choose_backend("cuda", env, nullptr, 2), kNccl);
+  EXPECT_EQ(error_of([&] { choose_backend("cpu", env, "nccl", 0); }),
+            "PEFT_DDP_BACKEND=nccl: NCCL moves GPU tensors only, and this run's device is 'cpu' (use gloo)");
+  EXPECT_EQ(error_of([&] { choose_backend("cuda", env, "mpi", 2); }),
+            "PEFT_DDP_BACKEND='mpi' is not a backend (use gloo or nccl, or leave it unset)");
+}
+
+// A request the ranks cannot follow stops every rank at once with the one line, not at
+// the rendezvous timeout.
+TEST(DataParallel, NcclRequestedForACpuRunStopsEveryRankAtOnce) {
+  auto c = tiny_config("nccl_on_cpu");
+  fs::remove_all(c.output_dir);
+  setenv("PEFT_DDP_BACKEND", "nccl", 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_nproc(c, 2);
+  unsetenv("PEFT_DDP_BACKEND");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
+  EXPECT_EQ(r.exit_code, 1) << test::describe(r);
+  EXPECT_THAT(r.output, HasSubstr("error: PEFT_DDP_BACKEND=nccl: NCCL moves GPU tensors only"));
+  EXPECT_FALSE(fs::exists(fs::path(c.output_dir) / "metrics.jsonl"));
+}
+
+#ifdef PEFT_HAS_NCCL_LIBRARY
+// libpeft_nccl.so opens beside the library and makes LibTorch's ProcessGroupNCCL. With a
+// GPU, a group of one sums and broadcasts GPU tensors; without one, LibTorch's refusal
+// comes back as one line.
+TEST(DataParallel, NcclGroupOpensFromItsLibrary) {
+  ASSERT_EQ(load_cuda_backend(), "");
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  if (!at::hasCUDA()) {
+    const std::string e = error_of([&] { open_nccl_group(store, 0, 1, std::chrono::seconds(10)); });
+    EXPECT_THAT(e, HasSubstr("NCCL for data-parallel training: "));
+    EXPECT_THAT(e, HasSubstr("GPU"));
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    return;
+  }
+  auto group = open_nccl_group(store, 0, 1, std::chrono::seconds(10));
+  std::vector<at::Tensor> t{at::arange(6, at::TensorOptions().dtype(at::kDouble).device(at::kCUDA))};
+  group->allreduce(t)->wait();
+  group->broadcast(t)->wait();
+  EXPECT_TRUE(at::equal(t[0].cpu(), at::arange(6, at::kDouble)));
+  group->shutdown();
+}
+#endif
 
 TEST(DataParallel, TwoProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(2); }
 

@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <iostream>
@@ -23,27 +22,13 @@ struct Kernels {
   PeftCudaGemv4bitFn gemv = nullptr;
 };
 
-// libpeft_cuda.so lies beside this library (the build folder, or the install's lib/).
-std::string kernel_library_path() {
-  Dl_info info{};
-  if (!dladdr(reinterpret_cast<void*>(&load_cuda_4bit_kernels), &info) || !info.dli_fname) return "libpeft_cuda.so";
-  const std::string self = info.dli_fname;
-  const auto slash = self.rfind('/');
-  return (slash == std::string::npos ? std::string() : self.substr(0, slash + 1)) + "libpeft_cuda.so";
-}
-
 Kernels open_kernels() {
   Kernels k;
-  if (const std::string& why = load_cuda_backend(); !why.empty()) return k.error = why, k;
-  const std::string path = kernel_library_path();
-  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib) {
-    const char* why = dlerror();
-    return k.error = "cannot load " + path + " (this build's CUDA 4-bit kernels): " + (why ? why : "unknown error"), k;
-  }
-  k.dequantize = reinterpret_cast<PeftCudaDequantize4bitFn>(dlsym(lib, "peft_cuda_dequantize_4bit"));
-  k.gemv = reinterpret_cast<PeftCudaGemv4bitFn>(dlsym(lib, "peft_cuda_gemv_4bit"));
-  if (!k.dequantize || !k.gemv) k.error = path + " lacks the 4-bit kernels' entry points";
+  const auto found = open_cuda_side_library("libpeft_cuda.so", {"peft_cuda_dequantize_4bit", "peft_cuda_gemv_4bit"},
+                                            k.error);
+  if (found.empty()) return k.error = "this build's CUDA 4-bit kernels: " + k.error, k;
+  k.dequantize = reinterpret_cast<PeftCudaDequantize4bitFn>(found[0]);
+  k.gemv = reinterpret_cast<PeftCudaGemv4bitFn>(found[1]);
   return k;
 }
 

@@ -1,6 +1,6 @@
-// The c10d side of data-parallel training. Tensors move only through ProcessGroupGloo (an
-// accelerator's through a host copy);
-// the TCPStore carries the rendezvous, a few strings, and each rank's heartbeat, which is
+// The c10d side of data-parallel training. Tensors move only through a c10d backend:
+// ProcessGroupGloo, or ProcessGroupNCCL between GPUs (collective_backend.h); the TCPStore
+// carries the rendezvous, a few strings, and each rank's heartbeat, which is
 // how a rank whose collective failed tells which worker stopped.
 //
 // The wheel's libtorch_cpu has Gloo built in but ships no Gloo headers; Debian's
@@ -10,6 +10,7 @@
 #include "train/distributed.h"
 
 #include <ATen/ATen.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -21,6 +22,9 @@
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+
+#include "train/collective_backend.h"
+#include "util/cuda_backend.h"
 
 namespace peft {
 
@@ -84,6 +88,7 @@ DistEnv DistEnv::from_environment() {
   if (e.world_size == 1) return e;
   e.rank = env_int("RANK", 0, e.world_size - 1);
   e.local_rank = std::getenv("LOCAL_RANK") ? env_int("LOCAL_RANK", 0, e.world_size - 1) : e.rank;
+  e.local_world_size = std::getenv("LOCAL_WORLD_SIZE") ? env_int("LOCAL_WORLD_SIZE", 1, e.world_size) : e.world_size;
   const char* addr = std::getenv("MASTER_ADDR");
   if (!addr || !*addr) throw std::invalid_argument("data-parallel: environment variable MASTER_ADDR is not set");
   e.master_addr = addr;
@@ -96,7 +101,9 @@ DistEnv DistEnv::from_environment() {
 struct DataParallel::Impl {
   c10::intrusive_ptr<c10d::TCPStore> tcp;  // rank 0's may host the store: kept alive
   c10::intrusive_ptr<c10d::Store> store;   // under the prefix "peft/"
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
+  CollectiveBackend kind = CollectiveBackend::kGloo;
+  at::Device device = at::kCPU;  // where the backend moves tensors
   // The heartbeat: its own connection, bumping "hb/<rank>" every kBeat.
   c10::intrusive_ptr<c10d::Store> beat_store;
   std::thread beat;
@@ -108,6 +115,12 @@ struct DataParallel::Impl {
   // Here, not in ~DataParallel: a constructor that throws after the thread started
   // destroys only its members.
   ~Impl() {
+    if (pg && kind == CollectiveBackend::kNccl) {
+      try {
+        pg->shutdown();  // else ProcessGroupNCCL warns at exit that nobody destroyed it
+      } catch (...) {
+      }
+    }
     {
       std::lock_guard<std::mutex> lk(m);
       stop = true;
@@ -137,7 +150,7 @@ struct DataParallel::Impl {
   }
 };
 
-DataParallel::DataParallel(const DistEnv& env) : env_(env) {
+DataParallel::DataParallel(const DistEnv& env, const std::string& device) : env_(env) {
   if (env_.world_size == 1) return;
   impl_ = std::make_unique<Impl>();
   const bool server = env_.rank == 0 && !env_.launcher_hosts_store;
@@ -148,13 +161,43 @@ DataParallel::DataParallel(const DistEnv& env) : env_(env) {
   impl_->store = c10::make_intrusive<c10d::PrefixStore>(prefix, impl_->tcp);
   impl_->beat_store = c10::make_intrusive<c10d::PrefixStore>(prefix, connect_store(env_, false, env_.timeout));
   impl_->beat = std::thread([impl = impl_.get(), rank = env_.rank] { impl->heartbeat(rank); });
+  try {
+    open_group(device);
+  } catch (const std::exception& e) {
+    report_failure(e.what());  // the others stop naming this rank, not at their timeout
+    throw;
+  }
+}
+
+// Rank 0 chooses the backend, and every rank takes its choice: a group whose ranks
+// disagreed would hang in its first collective.
+void DataParallel::open_group(const std::string& device) {
+  const bool cuda = device.rfind("cuda", 0) == 0;
+  const int gpus = cuda && load_cuda_backend().empty() ? at::detail::getCUDAHooks().deviceCount() : 0;
+  const char* requested = std::getenv("PEFT_DDP_BACKEND");
+  const CollectiveBackend mine = choose_backend(device, env_, requested, gpus);
+  const std::string chosen = share("backend", backend_name(mine));
+  auto& impl = *impl_;
+  impl.kind = chosen == backend_name(CollectiveBackend::kNccl) ? CollectiveBackend::kNccl : CollectiveBackend::kGloo;
+  auto store = c10::make_intrusive<c10d::PrefixStore>(impl.kind == CollectiveBackend::kNccl ? "nccl" : "gloo",
+                                                      impl.store);
+  if (impl.kind == CollectiveBackend::kNccl) {
+    if (!cuda)
+      throw std::runtime_error("data-parallel: rank 0 chose NCCL, but rank " + std::to_string(env_.rank) +
+                               " trains on '" + device + "' (set PEFT_DDP_BACKEND the same on every rank)");
+    // "cuda" is the current device, which the trainer sets to this rank's GPU.
+    impl.device = at::Device(device);
+    impl.pg = open_nccl_group(store, env_.rank, env_.world_size, env_.timeout);
+    return;
+  }
   auto opts = c10d::ProcessGroupGloo::Options::create(env_.timeout);
   opts->devices.push_back(gloo_device(env_));
   guarded("rendezvous", [&] {
-    impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        c10::make_intrusive<c10d::PrefixStore>("gloo", impl_->store), env_.rank, env_.world_size, opts);
+    impl.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, env_.rank, env_.world_size, opts);
   });
 }
+
+std::string DataParallel::backend() const { return impl_ ? backend_name(impl_->kind) : ""; }
 
 DataParallel::~DataParallel() = default;
 
@@ -224,21 +267,22 @@ void DataParallel::linger_if_store_host() {
   lingered_ = true;
 }
 
-// Gloo moves host memory: a tensor on an accelerator goes through a host copy, once each
-// way. Adapter gradients are small (one flat buffer a step), so the copies cost little
-// beside the step; NCCL would skip them on multi-GPU machines.
-void DataParallel::on_host(at::Tensor& t, const std::function<void(at::Tensor&)>& collective) {
-  if (t.is_cpu()) return collective(t);
-  at::Tensor host = t.to(at::kCPU);
-  collective(host);
-  t.copy_(host);
+// Gloo moves host memory, NCCL its GPU's: a tensor elsewhere goes through a copy, once
+// each way. With Gloo on GPUs that is the flat gradient buffer (the adapter's size, small
+// beside a step); with NCCL, the step's few host scalars (token counts, losses).
+void DataParallel::staged(at::Tensor& t, const std::function<void(at::Tensor&)>& collective) {
+  const at::Device& where = impl_->device;
+  if (t.device().type() == where.type() && (!where.has_index() || t.device() == where)) return collective(t);
+  at::Tensor moved = t.to(where);
+  collective(moved);
+  t.copy_(moved);
 }
 
 void DataParallel::broadcast(std::vector<at::Tensor>& tensors) {
   if (!impl_ || tensors.empty()) return;
   guarded("broadcast", [&] {
     for (auto& t : tensors)
-      on_host(t, [&](at::Tensor& h) {
+      staged(t, [&](at::Tensor& h) {
         std::vector<at::Tensor> one{h};
         impl_->pg->broadcast(one)->wait();
       });
@@ -248,7 +292,7 @@ void DataParallel::broadcast(std::vector<at::Tensor>& tensors) {
 void DataParallel::all_reduce_sum(at::Tensor& t) {
   if (!impl_) return;
   guarded("all_reduce", [&] {
-    on_host(t, [&](at::Tensor& h) {
+    staged(t, [&](at::Tensor& h) {
       std::vector<at::Tensor> one{h};
       impl_->pg->allreduce(one)->wait();
     });

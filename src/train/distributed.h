@@ -1,6 +1,6 @@
 // Data-parallel training on LibTorch's c10d: the group of processes a run trains in
-// (rendezvous through a TCPStore, collectives through ProcessGroupGloo, on CPU or GPU
-// tensors), and a launcher for N local workers. See docs/TRAINING.md, "Data-parallel".
+// (rendezvous through a TCPStore, collectives through ProcessGroupGloo, or ProcessGroupNCCL
+// between GPUs), and a launcher for N local workers. See docs/TRAINING.md, "Data-parallel".
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,10 +14,11 @@
 namespace peft {
 
 // Where this process stands, from torchrun's environment: RANK, WORLD_SIZE, LOCAL_RANK,
-// MASTER_ADDR, MASTER_PORT (and TORCHELASTIC_USE_AGENT_STORE: the launcher hosts the
+// LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (and TORCHELASTIC_USE_AGENT_STORE: the launcher hosts the
 // store). Without WORLD_SIZE, or with WORLD_SIZE=1, a single process.
 struct DistEnv {
   int rank = 0, world_size = 1, local_rank = 0;
+  int local_world_size = 1;  // the ranks on this machine (absent: all of them)
   std::string master_addr = "127.0.0.1";
   int master_port = 0;
   bool launcher_hosts_store = false;  // else rank 0 hosts it
@@ -39,9 +40,11 @@ std::chrono::seconds ddp_timeout();
 // longer than the timeout) throws one line naming the rank that stopped.
 class DataParallel {
  public:
-  // Joins the group `env` describes. Collectives take tensors on any device: Gloo moves
-  // them, through host memory for an accelerator's.
-  explicit DataParallel(const DistEnv& env);
+  // Joins the group `env` describes, for a run on `device` (the config's name). The
+  // backend is choose_backend's (collective_backend.h), as rank 0 chose it. Collectives
+  // take tensors on any device: a tensor the backend does not move where it is (a GPU's
+  // for Gloo, a host one for NCCL) goes through a copy.
+  explicit DataParallel(const DistEnv& env, const std::string& device = "cpu");
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;
@@ -49,6 +52,8 @@ class DataParallel {
   int rank() const { return env_.rank; }
   int world_size() const { return env_.world_size; }
   bool is_main() const { return env_.rank == 0; }
+  // "Gloo" or "NCCL"; "" in a single process.
+  std::string backend() const;
 
   // Rank 0's tensors into everyone's, in place.
   void broadcast(std::vector<at::Tensor>& tensors);
@@ -64,7 +69,8 @@ class DataParallel {
 
  private:
   struct Impl;
-  static void on_host(at::Tensor& t, const std::function<void(at::Tensor&)>& collective);
+  void staged(at::Tensor& t, const std::function<void(at::Tensor&)>& collective);
+  void open_group(const std::string& device);
   template <class F>
   void guarded(const char* op, F&& f);
   std::string diagnose(const char* op, const std::string& error);

@@ -450,7 +450,9 @@ bool Trainer::rank0_says(bool value) {
 TrainResult Trainer::run() {
   if (cfg_.progress && dp_.is_main())
     std::cerr << "training on " << cfg_.device << ", " << cfg_.precision << ", " << thread_report()
-              << (dp_.world_size() > 1 ? ", " + std::to_string(dp_.world_size()) + " data-parallel processes" : "")
+              << (dp_.world_size() > 1 ? ", " + std::to_string(dp_.world_size()) + " data-parallel processes (" +
+                                         dp_.backend() + ")"
+                                   : "")
               << "\n";
   t_start_ = std::chrono::steady_clock::now();
   start_step_ = st_.step;
@@ -491,7 +493,7 @@ TrainResult train(const TrainConfig& cfg, bool resume, bool overwrite) {
   cfg.validate();
   torch::manual_seed(cfg.seed);
   const DistEnv env = DistEnv::from_environment();  // one process unless torchrun's variables say otherwise
-  DataParallel dp(env);
+  DataParallel dp(env, cfg.device);
   try {
     return Trainer(on_rank_device(cfg, env), resume, overwrite, dp).run();
   } catch (const std::exception& e) {

@@ -9,7 +9,9 @@
 
 #include <c10/core/Device.h>
 
+#include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace peft {
 
@@ -20,5 +22,12 @@ const std::string& load_cuda_backend();
 // The device `name` ("cpu", "cuda", "cuda:1") names, once it is usable: a malformed name,
 // a CUDA device without LibTorch's CUDA backend or without a GPU is a one-line error.
 at::Device usable_device(const std::string& name);
+
+// Our own CUDA-side library `file` (libpeft_cuda.so, libpeft_nccl.so: built beside this
+// library, in the build folder or the install's lib/), opened once LibTorch's CUDA half is
+// loaded, and the addresses of `symbols` in it, in order. On failure returns an empty
+// vector and sets `error` to one line.
+std::vector<void*> open_cuda_side_library(const std::string& file, std::initializer_list<const char*> symbols,
+                                          std::string& error);
 
 }  // namespace peft
