@@ -111,7 +111,8 @@ class Trainer {
   void show_progress(const StepLog& s);
   void checkpoint();
   std::optional<Batch> micro_batch(int64_t epoch, int64_t index);
-  double backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro, double* aux_out);
+  at::Tensor backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro);
+  at::Tensor clip_gradients();
   bool rank0_says(bool value);
 
   const TrainConfig cfg_;  // a copy: the precision is the one this run computes in (as_run)
@@ -289,9 +290,12 @@ std::optional<Batch> Trainer::micro_batch(int64_t epoch, int64_t index) {
 
 // Forward and backward over this rank's micro-batches, each loss divided by the token
 // (or example) count `items` of the whole step on all ranks, as one process would.
-// Returns this rank's part of the step's loss.
-double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro, double* aux_out) {
-  double step_loss = 0;
+// Returns this rank's part of the step's loss and auxiliary loss: a 2-element double
+// tensor on the device, summed there, so that a GPU never waits for the host between
+// the micro-batches (step() reads it once).
+at::Tensor Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n_micro) {
+  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(dev_));
+  at::Tensor aux_sum = at::zeros_like(loss_sum);
   for (const auto& b : mbs) {
     at::Tensor sum;
     // The rows' tasks, for multitask tuners, through the forward and the backward (where
@@ -303,10 +307,7 @@ double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n
       sum = batch_loss(*s_.peft, b, dev_, s_.causal, cfg_.gradient_checkpointing).sum;
     }
     auto loss = sum / static_cast<double>(std::max<int64_t>(1, items));
-    const double value = loss.item<double>();
-    if (!std::isfinite(value))
-      throw std::runtime_error("loss is " + std::to_string(value) + " at step " + std::to_string(st_.step + 1) +
-                               "; lower learning_rate or check the data");
+    loss_sum.add_(loss.detach().to(at::kDouble));
     // Auxiliary losses adapters report (MoLE's router load balancing), averaged over the
     // micro-batches (and ranks) like the task loss; logged apart, so `loss` stays the task's.
     if (at::Tensor aux = s_.peft->aux_loss(b.labels); aux.defined()) {
@@ -316,13 +317,26 @@ double Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64_t n
         throw std::runtime_error("gradient_checkpointing cannot be combined with an adapter's auxiliary loss "
                                  "(e.g. MOLE's router_aux_loss_coef): the recomputed forward would lose it");
       aux = aux / static_cast<double>(n_micro * dp_.world_size());
-      *aux_out += aux.item<double>();
+      aux_sum.add_(aux.detach().to(at::kDouble));
       loss = loss + aux;
     }
     loss.backward();
-    step_loss += value;
   }
-  return step_loss;
+  return at::stack({loss_sum, aux_sum});
+}
+
+// HF's clip_grad_norm_ (torch.nn.utils): the norm of the gradients' norms, and every
+// gradient scaled by min(max_norm / (norm + 1e-6), 1), computed as torch computes it
+// (1 / (norm + 1e-6) * max_norm, in the gradients' dtype) and on their device: no branch
+// on the norm, so no wait for it. Returns the norm (before clipping).
+at::Tensor Trainer::clip_gradients() {
+  std::vector<at::Tensor> grads;
+  for (auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(dev_));
+  const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  if (cfg_.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max((norm + 1e-6).reciprocal() * cfg_.max_grad_norm, 1.0));
+  return norm;
 }
 
 // One optimizer step over gradient_accumulation_steps micro-batches (on all ranks
@@ -346,28 +360,23 @@ StepLog Trainer::step() {
   at::Tensor counts = at::tensor({items, tokens}, at::kDouble);
   dp_.all_reduce_sum(counts);
   const auto t0 = std::chrono::steady_clock::now();
-  double step_aux = 0;
-  const double local_loss = backward(mbs, static_cast<int64_t>(counts[0].item<double>()), last - first, &step_aux);
+  at::Tensor losses = backward(mbs, static_cast<int64_t>(counts[0].item<double>()), last - first);
   dp_.all_reduce_grads(params_);
-  at::Tensor losses = at::tensor({local_loss, step_aux}, at::kDouble);
   dp_.all_reduce_sum(losses);
-  const double step_loss = losses[0].item<double>();
-  step_aux = losses[1].item<double>();
-  tokens = counts[1].item<double>();
-  std::vector<at::Tensor> norms;
-  for (auto& p : params_)
-    if (p.grad().defined()) norms.push_back(at::linalg_vector_norm(p.grad(), 2));
-  const double grad_norm = at::linalg_vector_norm(at::stack(norms), 2).item<double>();
-  if (cfg_.max_grad_norm > 0) {
-    const double coef = std::min(1.0, cfg_.max_grad_norm / (grad_norm + 1e-6));
-    if (coef < 1.0)
-      for (auto& p : params_)
-        if (p.grad().defined()) p.grad().mul_(coef);
-  }
+  const at::Tensor norm = clip_gradients();
   opt_->step();
   s_.peft->after_optimizer_step(st_.step);  // HF Trainer's on_optimizer_step: grads still there
   opt_->zero_grad();
   ++st_.step;
+  // The step's one wait for the device: loss, auxiliary loss and gradient norm, read
+  // once the optimizer's work is queued behind the backward.
+  const at::Tensor stats = at::cat({losses, norm.to(at::kDouble).reshape({1})}).cpu();
+  const double step_loss = stats[0].item<double>(), step_aux = stats[1].item<double>(),
+               grad_norm = stats[2].item<double>();
+  if (!std::isfinite(step_loss))
+    throw std::runtime_error("loss is " + std::to_string(step_loss) + " at step " + std::to_string(st_.step) +
+                             "; lower learning_rate or check the data");
+  tokens = counts[1].item<double>();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {st_.step, step_loss, lr, grad_norm, tokens / std::max(secs, 1e-9), step_aux};
 }
