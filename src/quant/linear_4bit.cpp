@@ -46,26 +46,25 @@ int64_t tile_extent(int64_t total, int64_t other, int64_t align, int64_t elem) {
   return std::min(total, t);
 }
 
-// x W^T, [rows, out], in x's dtype: for each tile of W's rows, that slice of y^T.
+// x W^T, [rows, out], in x's dtype: for each tile of W's rows, that slice of y's columns.
 at::Tensor x_wt(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
   const int64_t out = w.out_features(), in = w.in_features();
   const auto opts = x2d.options();
-  at::Tensor yt = at::empty({out, x2d.size(0)}, opts);
   const int64_t step = tile_extent(out, in, 1, x2d.element_size());
   at::Tensor tile = at::empty({step, in}, opts);
-  const at::Tensor xt = x2d.t();
+  at::Tensor y = at::empty({x2d.size(0), out}, opts);
   for (int64_t o0 = 0; o0 < out; o0 += step) {
     const int64_t n = std::min(step, out - o0);
     at::Tensor t = tile.narrow(0, 0, n);
     dequantize_tile(packed, w.state, w.scales, o0, o0 + n, 0, in, t);
-    at::Tensor rows = yt.narrow(0, o0, n);
-    at::mm_out(rows, t, xt);
+    at::Tensor cols = y.narrow(1, o0, n);
+    at::mm_out(cols, x2d, t.t());
   }
-  return yt.t().contiguous();
+  return y;
 }
 
-// g W, [rows, in]: for each block-aligned tile of W's columns, that slice of the result
-// (each output element is one product, as in the untiled GEMM: no partial sums added).
+// g W, [rows, in]: for each block-aligned tile of W's columns, that slice of the result's
+// columns (each output element is one product, as in the untiled GEMM: no partial sums).
 at::Tensor g_w(const at::Tensor& g2d, const at::Tensor& packed, const Weight4bit& w) {
   // Off the host the whole weight is dequantized once (as bnb does on a GPU).
   if (!packed.device().is_cpu()) return at::mm(g2d, dequantize_weight(packed, w, g2d.scalar_type()));
@@ -73,14 +72,12 @@ at::Tensor g_w(const at::Tensor& g2d, const at::Tensor& packed, const Weight4bit
   at::Tensor gx = at::empty({g2d.size(0), in}, g2d.options());
   const int64_t step = tile_extent(in, out, w.state.blocksize, g2d.element_size());
   at::Tensor tile = at::empty({out, step}, g2d.options());
-  at::Tensor col = at::empty({g2d.size(0), step}, g2d.options());
   for (int64_t c0 = 0; c0 < in; c0 += step) {
     const int64_t n = std::min(step, in - c0);
     at::Tensor t = n == step ? tile : at::empty({out, n}, g2d.options());
     dequantize_tile(packed, w.state, w.scales, 0, out, c0, c0 + n, t);
-    at::Tensor c = n == step ? col : at::empty({g2d.size(0), n}, g2d.options());
-    at::mm_out(c, g2d, t);
-    gx.narrow(1, c0, n).copy_(c);
+    at::Tensor cols = gx.narrow(1, c0, n);
+    at::mm_out(cols, g2d, t);
   }
   return gx;
 }
