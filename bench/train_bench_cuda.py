@@ -1,7 +1,7 @@
 """LoRA training throughput on CUDA: `peft train device=cuda` vs HF Trainer + PEFT, same model, data and GPU.
 
 Usage: python bench/train_bench_cuda.py PEFT_BIN [--shapes llama3_2_1b,llama3_1_8b] [--steps 12] [--batch 8]
-           [--seq 2048] [--precisions bf16] [--checkpointing llama3_1_8b] [--qlora] [--layers N]
+           [--seq 2048] [--precisions bf16] [--checkpointing llama3_1_8b] [--qlora] [--offload] [--layers N]
   e.g. python bench/train_bench_cuda.py build/peft --shapes llama3_2_1b --batch 8 --seq 2048
 
 Models (random weights, train_bench.py's shapes, made on the GPU and saved in the run's
@@ -99,6 +99,8 @@ def main():
     ap.add_argument("--checkpointing", default="", help="shapes trained with gradient checkpointing (both sides)")
     ap.add_argument("--layers", type=int, default=None, help="override the layer count (quick runs)")
     ap.add_argument("--qlora", action="store_true", help="also ours with load_in_4bit (NF4, bf16 compute)")
+    ap.add_argument("--offload", action="store_true",
+                    help="with checkpointing, also ours 4-bit with gradient_checkpointing_offload (issue 12's 8 GB)")
     ap.add_argument("--skip-hf", action="store_true")
     a = ap.parse_args()
     batches = {}
@@ -145,8 +147,10 @@ def main():
                     hf_tps = tokens * len(r["step_times"]) / sum(r["step_times"])
                     report("HF", hf_tps, hf_mem, hf_wall,
                            f"(torch peak alloc {r['peak_alloc'] / 2**20:.0f} MiB; loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f})")
-                modes = [("ours", [])] + ([("ours 4bit", ["load_in_4bit=true", "compute_dtype=bfloat16"])]
-                                          if a.qlora else [])
+                four_bit = ["load_in_4bit=true", "compute_dtype=bfloat16"]
+                modes = [("ours", [])] + ([("ours 4bit", four_bit)] if a.qlora else []) + (
+                    [("ours 4bit offload", four_bit + ["gradient_checkpointing_offload=true"])]
+                    if a.qlora and a.offload and ckpt else [])
                 for name, extra in modes:
                     od = os.path.join(tmp, f"ours_{shape}_{prec}_{len(extra)}")
                     method = json.dumps({"r": 8, "lora_alpha": 16, "target_modules": targets.split(",")})

@@ -40,8 +40,8 @@ test_bin() { if [ -x "$bin/tests/$1" ]; then echo "$bin/tests/$1"; else echo "$b
       gemv) timeout 120 "$bin/bench_quant_gemv_cuda" ;;
       train1b) timeout 300 python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_2_1b --batch 8 --seq 2048 \
                  --steps 12 --qlora ;;
-      train8b) timeout 420 python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_1_8b --batch 2 --seq 2048 \
-                 --steps 8 --checkpointing llama3_1_8b --qlora ;;
+      train8b) timeout 540 python3 bench/train_bench_cuda.py "$bin/peft" --shapes llama3_1_8b --batch 2 --seq 2048 \
+                 --steps 8 --checkpointing llama3_1_8b --qlora --offload ;;
       *) echo "unknown step $s" ;;
     esac
     echo "=== $s exit $? $(date +%T)"
