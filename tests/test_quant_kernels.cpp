@@ -136,6 +136,15 @@ TEST(Linear4bit, TiledProductsCoverEveryTileForwardAndBackward) {
   EXPECT_LE(rel(x1.grad(), x2.grad()), 1e-6);
 }
 
+// bf16 compute becomes fp32 on a CPU whose bf16 products are LibTorch's reference GEMM;
+// every other dtype, and bf16 where its products are fast, stays.
+TEST(Linear4bit, Bf16ComputeRunsInFp32WhereBf16ProductsAreSlow) {
+  EXPECT_EQ(host_compute_dtype(at::kBFloat16, /*bf16_wanted=*/false), at::kFloat);
+  EXPECT_EQ(host_compute_dtype(at::kBFloat16, true), at::kBFloat16);
+  EXPECT_EQ(host_compute_dtype(at::kFloat, false), at::kFloat);
+  EXPECT_EQ(host_compute_dtype(at::kHalf, false), at::kHalf);
+}
+
 TEST(DequantizeFast, TilesEqualTheSameSliceOfTheWholeWeightAlignedOrNot) {
   auto q = quantize_4bit(at::randn({40, 320}), QuantType::kFP4, 64, true);
   const at::Tensor scales = dequantize_absmax(q.state);

@@ -20,6 +20,7 @@
 #include "train/data.h"
 #include "train/evaluate.h"
 #include "train/precision.h"
+#include "util/cpu_features.h"
 #include <c10/core/GradMode.h>
 
 namespace fs = std::filesystem;

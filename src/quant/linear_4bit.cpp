@@ -9,6 +9,11 @@
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <atomic>
+#include <iostream>
+
+#include "util/cpu_features.h"
+
 namespace peft::quant {
 
 Weight4bit::Weight4bit(QuantState4bit s, at::ScalarType compute)
@@ -33,7 +38,21 @@ at::Tensor dequantize_weight(const at::Tensor& packed, const Weight4bit& w, at::
   return packed.device().is_cpu() ? out : out.to(packed.device());
 }
 
+at::ScalarType host_compute_dtype(at::ScalarType wanted, bool bf16_wanted) {
+  return wanted == at::kBFloat16 && !bf16_wanted ? at::kFloat : wanted;
+}
+
 namespace {
+
+// host_compute_dtype for this CPU, saying once when it differs from what was asked.
+at::ScalarType compute_dtype_here(at::ScalarType wanted) {
+  const at::ScalarType dtype = host_compute_dtype(wanted, cpu_bf16_matmul_wanted());
+  static std::atomic<bool> told{false};
+  if (dtype != wanted && !told.exchange(true))
+    std::cerr << "4-bit layers: this CPU has no AVX-512, so LibTorch's bf16 matrix products would take its "
+                 "reference path (about 100x slower than fp32 here); computing in fp32 instead\n";
+  return dtype;
+}
 
 // Dequantized tiles of about this many bytes: a bounded transient (not a layer-sized
 // allocation per call), yet large enough that each GEMM stays efficient (measured: 2 MiB
@@ -142,8 +161,9 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
   // would double every activation saved after it: 38 against 27 GB on the GPU at 1B.)
   const auto device = x.device().type();
   const bool autocast = at::autocast::is_autocast_enabled(device);
-  const at::ScalarType compute = autocast ? at::autocast::get_autocast_dtype(device) : w.compute_dtype;
-  const at::ScalarType out_dtype = autocast ? compute : x.scalar_type();
+  const at::ScalarType wanted = autocast ? at::autocast::get_autocast_dtype(device) : w.compute_dtype;
+  const at::ScalarType out_dtype = autocast ? wanted : x.scalar_type();
+  const at::ScalarType compute = x.is_cpu() ? compute_dtype_here(wanted) : wanted;
   const at::Tensor xc = x.to(compute);
   const at::Tensor b = bias.defined() ? bias.to(compute) : bias;
   at::Tensor y;

@@ -10,6 +10,7 @@
 
 #include "peft/adaptable.h"
 #include "peft/model.h"
+#include "util/cpu_features.h"
 #include "util/parallel_for.h"
 
 namespace peft {
@@ -62,19 +63,8 @@ int64_t store_frozen_weights(Model& model, at::ScalarType dtype) {
   return converted;
 }
 
-bool cpu_has_fast_bf16_matmul() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool fast = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                           __builtin_cpu_supports("avx512dq");
-  return fast;
-#else
-  return true;  // ATen's check is x86-specific; elsewhere trust the platform's bf16 path
-#endif
-}
-
 std::string effective_precision(const std::string& requested, bool on_cpu) {
-  if (requested != "bf16" || !on_cpu || cpu_has_fast_bf16_matmul()) return requested;
-  if (const char* any = std::getenv("PEFT_BF16_ANY_CPU"); any && std::string(any) == "1") return requested;
+  if (requested != "bf16" || !on_cpu || cpu_bf16_matmul_wanted()) return requested;
   static std::atomic<bool> told{false};
   if (!told.exchange(true))
     std::cerr << "precision=bf16: this CPU has no AVX-512, so LibTorch's bf16 matrix products would take its "

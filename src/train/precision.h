@@ -24,12 +24,6 @@ class Model;
 // converted.
 int64_t store_frozen_weights(Model& model, at::ScalarType dtype);
 
-// Whether ATen's bf16 matrix products are fast on this CPU. They go through oneDNN only
-// where the CPU has AVX-512 (BW, VL, DQ: ATen's mkldnn_bf16_device_check); elsewhere (an
-// AVX2-only AMD EPYC, say) ATen falls back to its reference GEMM, measured ~100x slower
-// than the fp32 product on the same machine.
-bool cpu_has_fast_bf16_matmul();
-
 // The precision a run on `device` computes in: "bf16" as asked where bf16 products are
 // fast; on a CPU without them "fp32", after one line on stderr saying why (bf16 storage
 // and autocast would send every product through the slow path). PEFT_BF16_ANY_CPU=1 in

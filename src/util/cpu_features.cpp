@@ -2,6 +2,9 @@
 
 #include <cpuid.h>
 
+#include <cstdlib>
+#include <cstring>
+
 namespace peft {
 
 bool cpu_has_avx2_fma() {
@@ -27,6 +30,22 @@ bool cpu_has_amx_bf16() {
     return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1);
   }();
   return yes;
+}
+
+bool cpu_has_fast_bf16_matmul() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool fast = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                           __builtin_cpu_supports("avx512dq");
+  return fast;
+#else
+  return true;  // ATen's check is x86-specific; elsewhere trust the platform's bf16 path
+#endif
+}
+
+bool cpu_bf16_matmul_wanted() {
+  if (cpu_has_fast_bf16_matmul()) return true;
+  const char* any = std::getenv("PEFT_BF16_ANY_CPU");
+  return any && std::strcmp(any, "1") == 0;
 }
 
 }  // namespace peft
