@@ -136,13 +136,15 @@ TEST(Linear4bit, TiledProductsCoverEveryTileForwardAndBackward) {
   EXPECT_LE(rel(x1.grad(), x2.grad()), 1e-6);
 }
 
-// bf16 compute becomes fp32 on a CPU whose bf16 products are LibTorch's reference GEMM;
-// every other dtype, and bf16 where its products are fast, stays.
-TEST(Linear4bit, Bf16ComputeRunsInFp32WhereBf16ProductsAreSlow) {
-  EXPECT_EQ(host_compute_dtype(at::kBFloat16, /*bf16_wanted=*/false), at::kFloat);
-  EXPECT_EQ(host_compute_dtype(at::kBFloat16, true), at::kBFloat16);
-  EXPECT_EQ(host_compute_dtype(at::kFloat, false), at::kFloat);
-  EXPECT_EQ(host_compute_dtype(at::kHalf, false), at::kHalf);
+// bf16 compute becomes fp32 on a CPU whose bf16 products are LibTorch's reference GEMM,
+// fp16 on one without fast fp16 products; fp32 stays, and so does each half type where
+// its products are fast.
+TEST(Linear4bit, HalfTypesComputeInFp32WhereTheirProductsAreSlow) {
+  EXPECT_EQ(host_compute_dtype(at::kBFloat16, /*bf16_wanted=*/false, /*fp16_fast=*/true), at::kFloat);
+  EXPECT_EQ(host_compute_dtype(at::kBFloat16, true, false), at::kBFloat16);
+  EXPECT_EQ(host_compute_dtype(at::kHalf, true, false), at::kFloat);
+  EXPECT_EQ(host_compute_dtype(at::kHalf, false, true), at::kHalf);
+  EXPECT_EQ(host_compute_dtype(at::kFloat, false, false), at::kFloat);
 }
 
 TEST(DequantizeFast, TilesEqualTheSameSliceOfTheWholeWeightAlignedOrNot) {

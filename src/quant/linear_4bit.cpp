@@ -38,19 +38,24 @@ at::Tensor dequantize_weight(const at::Tensor& packed, const Weight4bit& w, at::
   return packed.device().is_cpu() ? out : out.to(packed.device());
 }
 
-at::ScalarType host_compute_dtype(at::ScalarType wanted, bool bf16_wanted) {
-  return wanted == at::kBFloat16 && !bf16_wanted ? at::kFloat : wanted;
+at::ScalarType host_compute_dtype(at::ScalarType wanted, bool bf16_wanted, bool fp16_fast) {
+  if (wanted == at::kBFloat16 && !bf16_wanted) return at::kFloat;
+  if (wanted == at::kHalf && !fp16_fast) return at::kFloat;
+  return wanted;
 }
 
 namespace {
 
 // host_compute_dtype for this CPU, saying once when it differs from what was asked.
 at::ScalarType compute_dtype_here(at::ScalarType wanted) {
-  const at::ScalarType dtype = host_compute_dtype(wanted, cpu_bf16_matmul_wanted());
+  const at::ScalarType dtype = host_compute_dtype(wanted, cpu_bf16_matmul_wanted(), cpu_has_fast_fp16_matmul());
   static std::atomic<bool> told{false};
   if (dtype != wanted && !told.exchange(true))
-    std::cerr << "4-bit layers: this CPU has no AVX-512, so LibTorch's bf16 matrix products would take its "
-                 "reference path (about 100x slower than fp32 here); computing in fp32 instead\n";
+    std::cerr << (wanted == at::kHalf
+                      ? "4-bit layers: this CPU has no AVX512-FP16, so LibTorch's fp16 matrix products would run "
+                        "at a fraction of the fp32 rate; computing in fp32 instead\n"
+                      : "4-bit layers: this CPU has no AVX-512, so LibTorch's bf16 matrix products would take its "
+                        "reference path (about 100x slower than fp32 here); computing in fp32 instead\n");
   return dtype;
 }
 

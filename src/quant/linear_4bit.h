@@ -42,9 +42,11 @@ at::Tensor linear_4bit(const at::Tensor& x, const at::Tensor& packed, const std:
 // The dtype a 4-bit product on the host computes in for `wanted` (the compute dtype, or
 // autocast's): bf16 becomes fp32 where bf16 products are not wanted on this CPU
 // (cpu_bf16_matmul_wanted: without AVX-512 they take LibTorch's reference GEMM, ~100x
-// slower than fp32). A checkpoint saved by bnb with bnb_4bit_compute_dtype=bfloat16 would
-// otherwise prefill a prompt at a fraction of a GFLOP/s on an AVX2 machine.
-at::ScalarType host_compute_dtype(at::ScalarType wanted, bool bf16_wanted);
+// slower than fp32), fp16 where fp16 products are slow (cpu_has_fast_fp16_matmul: without
+// AVX512-FP16, 4x slower than fp32 or worse). bnb checkpoints are saved with
+// bnb_4bit_compute_dtype bfloat16 or float16, GPU settings, which on such a CPU would
+// prefill a prompt at a fraction of the fp32 rate for no gain.
+at::ScalarType host_compute_dtype(at::ScalarType wanted, bool bf16_wanted, bool fp16_fast);
 
 // The whole weight [out, in] in `dtype`.
 at::Tensor dequantize_weight(const at::Tensor& packed, const Weight4bit& w, at::ScalarType dtype);

@@ -42,6 +42,15 @@ bool cpu_has_fast_bf16_matmul() {
 #endif
 }
 
+bool cpu_has_fast_fp16_matmul() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool fast = __builtin_cpu_supports("avx512fp16");
+  return fast;
+#else
+  return true;
+#endif
+}
+
 bool cpu_bf16_matmul_wanted() {
   if (cpu_has_fast_bf16_matmul()) return true;
   const char* any = std::getenv("PEFT_BF16_ANY_CPU");

@@ -16,6 +16,10 @@ bool cpu_has_amx_bf16();  // AMX-BF16 tiles (CPUID.(7,0):EDX[22]), where oneDNN'
 // AVX2-only AMD EPYC, say) ATen falls back to its reference GEMM, measured ~100x slower
 // than the fp32 product on the same machine.
 bool cpu_has_fast_bf16_matmul();
+// Whether ATen's fp16 matrix products are fast on this CPU: oneDNN takes them only with
+// AVX512-FP16 (Sapphire Rapids on); elsewhere ATen's own loops run them, 4x slower than
+// fp32 on a Zen 4 and slower still in some layouts.
+bool cpu_has_fast_fp16_matmul();
 // Whether to run bf16 products on this CPU: where they are fast, or anywhere when
 // PEFT_BF16_ANY_CPU=1 says so (the tests of the bf16 paths, on small models).
 bool cpu_bf16_matmul_wanted();
