@@ -197,6 +197,29 @@ std::string error_of(F&& f) {
   return "(no error)";
 }
 
+// torchrun's environment, LOCAL_WORLD_SIZE included (absent: every rank is local); a
+// malformed value is one line naming the variable.
+TEST(DataParallel, ReadsTorchrunsEnvironmentAndNamesABadVariable) {
+  const std::vector<std::pair<const char*, const char*>> vars = {
+      {"WORLD_SIZE", "4"}, {"RANK", "3"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
+      {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}};
+  for (const auto& [k, v] : vars) setenv(k, v, 1);
+  const DistEnv e = DistEnv::from_environment();
+  EXPECT_EQ(e.world_size, 4);
+  EXPECT_EQ(e.rank, 3);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_EQ(e.local_world_size, 2);
+  EXPECT_EQ(e.master_addr, "10.0.0.1");
+  EXPECT_EQ(e.master_port, 29500);
+  unsetenv("LOCAL_WORLD_SIZE");
+  EXPECT_EQ(DistEnv::from_environment().local_world_size, 4);
+  setenv("LOCAL_WORLD_SIZE", "5", 1);
+  EXPECT_EQ(error_of([] { DistEnv::from_environment(); }),
+            "data-parallel: LOCAL_WORLD_SIZE=5 must be an integer in [1, 4]");
+  for (const auto& [k, v] : vars) unsetenv(k);
+  EXPECT_EQ(DistEnv::from_environment().world_size, 1);
+}
+
 // NCCL only where each local rank has a GPU of its own: it refuses two ranks on one GPU,
 // which Gloo (through host copies) allows.
 TEST(DataParallel, NcclOnlyWhereEachLocalRankHasItsOwnGpu) {

@@ -22,7 +22,8 @@ CollectiveBackend choose_backend(const std::string& device, const DistEnv& env, 
     return CollectiveBackend::kNccl;
   }
   if (!want.empty())
-    throw std::invalid_argument("PEFT_DDP_BACKEND='" + want + "' is not a backend (use gloo or nccl, or leave it unset)");
+    throw std::invalid_argument("PEFT_DDP_BACKEND='" + want +
+                                "' is not a backend (use gloo or nccl, or leave it unset)");
   return device == "cuda" && cuda_devices >= env.local_world_size ? CollectiveBackend::kNccl
                                                                    : CollectiveBackend::kGloo;
 }

@@ -335,7 +335,8 @@ at::Tensor Trainer::clip_gradients() {
     if (p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(dev_));
   const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  if (cfg_.max_grad_norm > 0) at::_foreach_mul_(grads, at::clamp_max((norm + 1e-6).reciprocal() * cfg_.max_grad_norm, 1.0));
+  if (cfg_.max_grad_norm > 0)
+    at::_foreach_mul_(grads, at::clamp_max((norm + 1e-6).reciprocal() * cfg_.max_grad_norm, 1.0));
   return norm;
 }
 
