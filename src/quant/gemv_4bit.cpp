@@ -89,67 +89,6 @@ __attribute__((target("avx512f"))) void single_row_avx512(const Job& j, int64_t 
   }
 }
 
-// Two or more rows: tiles of F features x R rows, as the bf16 kernel below. Each block's
-// table is scaled once per feature and group of 32 weights (code * absmax in fp32, the fp32
-// dequantization's own weights), so products meet x directly and the F x R accumulators
-// (16 of the 32 registers at F = R = 4) take one FMA per 16 weights and row.
-template <int F, int R>
-__attribute__((target("avx512f"), always_inline)) inline void tile_avx512(const Job& j, int64_t o0, int64_t r0) {
-  const __m512 code = _mm512_loadu_ps(j.code);
-  const __m512i low = _mm512_set1_epi32(0xF);
-  const int64_t groups = j.blocksize / 32, blocks = j.in / j.blocksize, row_bytes = j.in / 2;
-  const uint8_t* p = j.packed + o0 * row_bytes;
-  const float* scale = j.scales + o0 * blocks;
-  const float* x = j.xs + r0 * j.in;
-  __m512 acc[F][R];
-#pragma GCC unroll 4
-  for (int f = 0; f < F; ++f)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[f][r] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t g = 0; g < groups; ++g, p += 16, x += 32) {
-      __m512 xe[R], xo[R];
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        xe[r] = _mm512_loadu_ps(x + r * j.in);
-        xo[r] = _mm512_loadu_ps(x + r * j.in + 16);
-      }
-#pragma GCC unroll 4
-      for (int f = 0; f < F; ++f) {
-        const uint8_t* pf = p + f * row_bytes;
-        _mm_prefetch(reinterpret_cast<const char*>(pf) + kPrefetchBytes, _MM_HINT_T0);
-        const __m512 lut = _mm512_mul_ps(code, _mm512_set1_ps(scale[f * blocks + b]));
-        const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pf)));
-        const __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), lut);
-        const __m512 lo = _mm512_permutexvar_ps(_mm512_and_si512(bytes, low), lut);
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) acc[f][r] = _mm512_fmadd_ps(lo, xo[r], _mm512_fmadd_ps(hi, xe[r], acc[f][r]));
-      }
-    }
-  }
-#pragma GCC unroll 4
-  for (int f = 0; f < F; ++f)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) j.y[(r0 + r) * j.out + o0 + f] = _mm512_reduce_add_ps(acc[f][r]);
-}
-
-template <int F>
-__attribute__((target("avx512f"))) void features_avx512(const Job& j, int64_t o0) {
-  int64_t r = 0;
-  for (; r + 4 <= j.rows; r += 4) tile_avx512<F, 4>(j, o0, r);
-  for (; r + 2 <= j.rows; r += 2) tile_avx512<F, 2>(j, o0, r);
-  if (r < j.rows) tile_avx512<F, 1>(j, o0, r);
-}
-
-// One row streams the codes feature by feature (bound by memory, where a scaled table per
-// group would cost more than it saves); more rows take the tiles.
-void rows_avx512(const Job& j, int64_t o0, int64_t o1) {
-  if (j.rows == 1) return single_row_avx512(j, o0, o1);
-  int64_t o = o0;
-  for (; o + 4 <= o1; o += 4) features_avx512<4>(j, o);
-  for (; o < o1; ++o) features_avx512<1>(j, o);
-}
-
 // AVX2 (hosts without AVX-512): 8 bytes widen to 8 int32 lanes; the 16-entry table is two
 // 8-lane permutes, blended on the index's bit 3. Same layout and order as the AVX-512 body.
 __attribute__((target("avx2,fma"))) inline float sum_avx2(__m256 v) {
@@ -213,51 +152,94 @@ struct JobBf16 {
   int64_t rows, in, out, blocksize;
 };
 
-// Two or more rows: each block's 16 codes are scaled and rounded to bf16 once per feature,
-// bf16(code * absmax) as bnb's bf16 dequantization rounds them, so the products are exactly
-// those of the dequantized bf16 weight and x, summed in fp32. (vcvtne2ps2bf16 flushes a
-// product below 2^-126 to zero where c10 would keep a subnormal bf16: a weight under 1e-38.)
-// Features o0 .. o0 + F - 1 for rows r0 .. r0 + R - 1: each weight permute serves R rows and
-// each x load F features, with the F x R accumulators in registers (F = R = 4 uses 31 of the 32). Every output's sum
-// runs in the same order whatever F and R, so neither the grouping nor the thread split
-// changes a bit.
-template <int F, int R>
-__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline void tile_bf16(const JobBf16& j,
-                                                                                           int64_t o0,
-                                                                                           int64_t r0) {
+// Two or more rows, in both compute types: tiles of F features x R rows. Each block's 16
+// codes are scaled once per feature to the dequantization's own weights (code * absmax in
+// fp32, or that rounded to bf16 as bnb's bf16 dequantization rounds it), so products meet
+// x directly: each permute of codes serves R rows and each load of x F features, with the
+// F x R accumulators in registers (F = R = 4 uses 16 of the 32 in fp32, 31 in bf16). Every
+// output's sum runs in the same order whatever F and R, so neither the grouping nor the
+// thread split changes a bit. (vcvtne2ps2bf16 flushes a product below 2^-126 to zero where
+// c10 would keep a subnormal bf16: a weight under 1e-38.)
+//
+// One template runs both over a step type saying how a step of packed codes meets x. It is
+// compiled for AVX512-BF16 as well; the fp32 step uses only AVX-512 F instructions, and its
+// tiles run only where F and BW are (every AVX-512 CPU but the Xeon Phi).
+#define PEFT_TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+// fp32: 16 bytes (32 inputs) a step, x deinterleaved per 32 (16 even-index values, then
+// 16 odd-index ones); one FMA per 16 weights and row.
+struct Fp32Step {
+  using Work = Job;
+  using X = float;
+  using Table = __m512;
+  struct Weights { __m512 hi, lo; };  // the high nibbles' weights (even inputs), the low ones'
+  struct Inputs { __m512 even, odd; };
+  static constexpr int kBytes = 16, kInputs = 32;
+  PEFT_TILE_TARGET static Table table(__m512 code, float scale) { return _mm512_mul_ps(code, _mm512_set1_ps(scale)); }
+  PEFT_TILE_TARGET static Weights lookup(const uint8_t* p, Table t) {
+    const __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return {_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), t),
+            _mm512_permutexvar_ps(_mm512_and_si512(bytes, _mm512_set1_epi32(0xF)), t)};
+  }
+  PEFT_TILE_TARGET static Inputs load_x(const X* x) { return {_mm512_loadu_ps(x), _mm512_loadu_ps(x + 16)}; }
+  PEFT_TILE_TARGET static __m512 madd(__m512 acc, const Weights& w, const Inputs& x) {
+    return _mm512_fmadd_ps(w.lo, x.odd, _mm512_fmadd_ps(w.hi, x.even, acc));
+  }
+};
+
+// bf16 on AVX512-BF16: 32 bytes (64 inputs) a step, 32 16-bit lanes, one permute of a
+// 32-lane table looking up 32 codes, and each dpbf16ps doing 32 multiply-adds; x bf16,
+// deinterleaved per 64.
+struct Bf16Step {
+  using Work = JobBf16;
+  using X = uint16_t;
+  using Table = __m512i;
+  struct Weights { __m512bh hi, lo; };
+  struct Inputs { __m512bh even, odd; };
+  static constexpr int kBytes = 32, kInputs = 64;
+  PEFT_TILE_TARGET static Table table(__m512 code, float scale) {
+    const __m512 scaled = _mm512_mul_ps(code, _mm512_set1_ps(scale));
+    return (__m512i)_mm512_cvtne2ps_pbh(scaled, scaled);
+  }
+  PEFT_TILE_TARGET static Weights lookup(const uint8_t* p, Table t) {
+    const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {(__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(bytes, 4), t),
+            (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(bytes, _mm512_set1_epi16(0xF)), t)};
+  }
+  PEFT_TILE_TARGET static Inputs load_x(const X* x) {
+    return {(__m512bh)_mm512_loadu_si512(x), (__m512bh)_mm512_loadu_si512(x + 32)};
+  }
+  PEFT_TILE_TARGET static __m512 madd(__m512 acc, const Weights& w, const Inputs& x) {
+    return _mm512_dpbf16_ps(_mm512_dpbf16_ps(acc, w.hi, x.even), w.lo, x.odd);
+  }
+};
+
+// Features o0 .. o0 + F - 1 for rows r0 .. r0 + R - 1.
+template <class Step, int F, int R>
+PEFT_TILE_TARGET __attribute__((always_inline)) inline void tile(const typename Step::Work& j, int64_t o0,
+                                                                int64_t r0) {
   const __m512 code = _mm512_loadu_ps(j.code);
-  const __m512i low = _mm512_set1_epi16(0xF);
-  const int64_t steps = j.blocksize / 64, blocks = j.in / j.blocksize, row_bytes = j.in / 2;
+  const int64_t steps = j.blocksize / Step::kInputs, blocks = j.in / j.blocksize, row_bytes = j.in / 2;
   const uint8_t* p = j.packed + o0 * row_bytes;
   const float* scale = j.scales + o0 * blocks;
-  const uint16_t* x = j.xs + r0 * j.in;
+  const typename Step::X* x = j.xs + r0 * j.in;
   __m512 acc[F][R];
 #pragma GCC unroll 4
   for (int f = 0; f < F; ++f)
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) acc[f][r] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    for (int64_t g = 0; g < steps; ++g, p += 32, x += 64) {
-      __m512bh xh[R], xl[R];
+    for (int64_t g = 0; g < steps; ++g, p += Step::kBytes, x += Step::kInputs) {
+      typename Step::Inputs xr[R];
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        xh[r] = (__m512bh)_mm512_loadu_si512(x + r * j.in);
-        xl[r] = (__m512bh)_mm512_loadu_si512(x + r * j.in + 32);
-      }
+      for (int r = 0; r < R; ++r) xr[r] = Step::load_x(x + r * j.in);
 #pragma GCC unroll 4
       for (int f = 0; f < F; ++f) {
         const uint8_t* pf = p + f * row_bytes;
         _mm_prefetch(reinterpret_cast<const char*>(pf) + kPrefetchBytes, _MM_HINT_T0);
-        const __m512 scaled = _mm512_mul_ps(code, _mm512_set1_ps(scale[f * blocks + b]));
-        const __m512i lut = (__m512i)_mm512_cvtne2ps_pbh(scaled, scaled);
-        const __m512i bytes = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pf)));
-        const __m512bh hi = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(bytes, 4), lut);
-        const __m512bh lo = (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(bytes, low), lut);
+        const auto w = Step::lookup(pf, Step::table(code, scale[f * blocks + b]));
 #pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          acc[f][r] = _mm512_dpbf16_ps(acc[f][r], hi, xh[r]);
-          acc[f][r] = _mm512_dpbf16_ps(acc[f][r], lo, xl[r]);
-        }
+        for (int r = 0; r < R; ++r) acc[f][r] = Step::madd(acc[f][r], w, xr[r]);
       }
     }
   }
@@ -269,18 +251,19 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline voi
 
 // Every row of x for features o0 .. o0 + F - 1: the F weight rows stay in cache while the
 // rows of x pass them 4, then 2, then 1 at a time.
-template <int F>
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void features_bf16(const JobBf16& j, int64_t o0) {
+template <class Step, int F>
+PEFT_TILE_TARGET void features(const typename Step::Work& j, int64_t o0) {
   int64_t r = 0;
-  for (; r + 4 <= j.rows; r += 4) tile_bf16<F, 4>(j, o0, r);
-  for (; r + 2 <= j.rows; r += 2) tile_bf16<F, 2>(j, o0, r);
-  if (r < j.rows) tile_bf16<F, 1>(j, o0, r);
+  for (; r + 4 <= j.rows; r += 4) tile<Step, F, 4>(j, o0, r);
+  for (; r + 2 <= j.rows; r += 2) tile<Step, F, 2>(j, o0, r);
+  if (r < j.rows) tile<Step, F, 1>(j, o0, r);
 }
 
-void tiles_bf16(const JobBf16& j, int64_t o0, int64_t o1) {
+template <class Step>
+void tiles(const typename Step::Work& j, int64_t o0, int64_t o1) {
   int64_t o = o0;
-  for (; o + 4 <= o1; o += 4) features_bf16<4>(j, o);
-  for (; o < o1; ++o) features_bf16<1>(j, o);
+  for (; o + 4 <= o1; o += 4) features<Step, 4>(j, o);
+  for (; o < o1; ++o) features<Step, 1>(j, o);
 }
 
 // One row (batch-1 decode), bound by the stream of codes: there the per-block table above
@@ -336,7 +319,7 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
                     reinterpret_cast<const uint16_t*>(xs.const_data_ptr()),
                     y.data_ptr<float>(), rows, in, out, w.state.blocksize};
   at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) {
-    rows == 1 ? single_row_bf16(job, o0, o1) : tiles_bf16(job, o0, o1);
+    rows == 1 ? single_row_bf16(job, o0, o1) : tiles<Bf16Step>(job, o0, o1);
   });
   return y;
 }
@@ -345,7 +328,7 @@ at::Tensor gemv_bf16(const at::Tensor& x2d, const at::Tensor& packed, const Weig
 
 int64_t gemv_4bit_max_rows(const Weight4bit& w) {
   if (bf16_kernel_applies(w)) return cpu_has_amx_bf16() ? kGemvMaxRows : kGemvMaxRowsTiled;
-  return cpu_has_avx512f() ? kGemvMaxRowsTiled : kGemvMaxRows;
+  return cpu_has_avx512bw() ? kGemvMaxRowsTiled : kGemvMaxRows;
 }
 
 bool gemv_4bit_applies(const at::Tensor& x2d, const at::Tensor& packed, const Weight4bit& w) {
@@ -365,7 +348,10 @@ at::Tensor gemv_4bit(const at::Tensor& x2d, const at::Tensor& packed, const Weig
                 code_table(w.state.type).data(), xs.const_data_ptr<float>(), y.data_ptr<float>(), rows, in,
                 out, w.state.blocksize};
   void (*body)(const Job&, int64_t, int64_t) = rows_scalar;
-  if (kernel == GemvKernel::kBest && cpu_has_avx512f()) body = rows_avx512;
+  // One row streams the codes feature by feature (bound by memory, where a scaled table per
+  // step would cost more than it saves); more rows take the tiles.
+  if (kernel == GemvKernel::kBest && cpu_has_avx512f())
+    body = rows == 1 ? single_row_avx512 : cpu_has_avx512bw() ? tiles<Fp32Step> : rows_avx2;
   else if (kernel != GemvKernel::kPortable && cpu_has_avx2_fma()) body = rows_avx2;
   at::parallel_for(0, out, 16, [&](int64_t o0, int64_t o1) { body(job, o0, o1); });
   return y;

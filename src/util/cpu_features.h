@@ -6,6 +6,7 @@ namespace peft {
 
 bool cpu_has_avx2_fma();  // AVX2 and FMA: the AVX2 bodies
 bool cpu_has_avx512f();   // AVX-512 Foundation
+bool cpu_has_avx512bw();  // and Byte/Word: every AVX-512 CPU but the Xeon Phi
 // AVX512-BF16 with the AVX-512 subsets (F, BW, VL, DQ) every such CPU has and our bf16
 // bodies use: the bf16 dot-product kernels
 bool cpu_has_avx512_bf16();
