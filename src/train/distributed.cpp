@@ -152,6 +152,15 @@ struct DataParallel::Impl {
 
 DataParallel::DataParallel(const DistEnv& env, const std::string& device) : env_(env) {
   if (env_.world_size == 1) return;
+  if (device.rfind("cuda", 0) == 0) {
+    // ProcessGroupNCCL reads these when it is made; set here, before the heartbeat thread
+    // starts. A blocking wait makes work->wait() return only when the collective is done,
+    // and throw when it failed or ran past the timeout (a rank died), which guarded() turns
+    // into one line naming the rank; clean-up-only error handling aborts the communicators
+    // without tearing the process down, so that line gets out. A user's own setting wins.
+    setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
+    setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", 0);
+  }
   impl_ = std::make_unique<Impl>();
   const bool server = env_.rank == 0 && !env_.launcher_hosts_store;
   impl_->tcp = connect_store(env_, server, env_.timeout);

@@ -6,18 +6,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
 #include <algorithm>
-#include <cstdlib>
 
 extern "C" void peft_nccl_open_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                      std::chrono::milliseconds timeout, c10::intrusive_ptr<c10d::Backend>& out,
                                      std::string& error) noexcept {
-  // Read when the group is made. A blocking wait makes work->wait() return only when the
-  // collective is done, and throw when it failed or ran past `timeout` (a rank died):
-  // DataParallel turns that into one line naming the rank. Clean-up-only error handling
-  // aborts the communicators without tearing the process down, so that line gets out.
-  // A user's own setting wins.
-  setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
-  setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2", 0);
   try {
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
