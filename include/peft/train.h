@@ -45,6 +45,10 @@ struct TrainConfig {
   double weight_decay = 0.0;
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
   std::string lr_scheduler_type = "linear";  // constant | constant_with_warmup | linear | cosine
+  // adamw_torch (one parameter at a time, HF Trainer's arithmetic on the CPU) |
+  // adamw_torch_fused (torch's fused kernel: one launch per group on a GPU) | auto (fused on
+  // a GPU, adamw_torch on the CPU)
+  std::string optim = "auto";
   int64_t warmup_steps = 0;
   double warmup_ratio = 0.0;
   int64_t per_device_train_batch_size = 8;

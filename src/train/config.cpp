@@ -52,6 +52,7 @@ void for_each_field(C& c, F&& f) {
   f("adam_beta2", c.adam_beta2);
   f("adam_epsilon", c.adam_epsilon);
   f("lr_scheduler_type", c.lr_scheduler_type);
+  f("optim", c.optim);
   f("warmup_steps", c.warmup_steps);
   f("warmup_ratio", c.warmup_ratio);
   f("per_device_train_batch_size", c.per_device_train_batch_size);
@@ -115,6 +116,9 @@ void TrainConfig::validate(const std::string& where) const {
   static const std::vector<std::string> scheds = {"constant", "constant_with_warmup", "linear", "cosine"};
   if (std::find(scheds.begin(), scheds.end(), c.lr_scheduler_type) == scheds.end())
     bad("unknown lr_scheduler_type '" + c.lr_scheduler_type + "'" + did_you_mean(c.lr_scheduler_type, scheds));
+  static const std::vector<std::string> optims = {"auto", "adamw_torch", "adamw_torch_fused"};
+  if (std::find(optims.begin(), optims.end(), c.optim) == optims.end())
+    bad("unknown optim '" + c.optim + "'" + did_you_mean(c.optim, optims));
   if (c.on_bad_line != "stop" && c.on_bad_line != "skip") bad("on_bad_line must be stop or skip");
   if (c.chat_loss_turns != "all" && c.chat_loss_turns != "last") bad("chat_loss_turns must be all or last");
   if (c.precision != "fp32" && c.precision != "bf16") bad("precision must be fp32 or bf16");
