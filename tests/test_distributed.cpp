@@ -1,7 +1,9 @@
 // Data-parallel training (docs/TRAINING.md, "Data-parallel"): 2 and 4 Gloo processes on
 // loopback take the same steps as one process with the same global batch, a 2-process
 // run resumes in 1 process on the same loss curve, and a killed worker stops the others
-// with an error naming it while the last checkpoint stays intact.
+// with an error naming it while the last checkpoint stays intact. The gradient buckets
+// that start summing during the backward (GradientReducer) are checked on two ranks in
+// threads of this process, against the sums of one.
 //
 // The one-process run these compare with is itself checked against HF Trainer's per-step
 // losses (test_train.cpp, TrainParity).
@@ -25,10 +27,12 @@
 #include <thread>
 
 #include "cli_runner.h"
+#include "models/checkpoint.h"
 #include "peft/safetensors.h"
 #include "peft/train.h"
 #include "train/collective_backend.h"
 #include "train/distributed.h"
+#include "train/gradient_reducer.h"
 #include "util/cuda_backend.h"
 #include "train/run_folder.h"
 
@@ -158,9 +162,10 @@ test::CliResult run_nproc(const TrainConfig& c, int nproc, std::vector<std::stri
   return test::run_cli(args, lim);
 }
 
-void expect_matches_single_process(int nproc) {
+void expect_matches_single_process(int nproc, double bucket_mb = 25) {
   const auto& want = single_process();
   auto c = tiny_config("nproc" + std::to_string(nproc));
+  c.ddp_bucket_cap_mb = bucket_mb;
   fs::remove_all(c.output_dir);
   const auto r = run_nproc(c, nproc);
   ASSERT_EQ(r.exit_code, 0) << test::describe(r);
@@ -281,7 +286,9 @@ TEST(DataParallel, NcclGroupOpensFromItsLibrary) {
 
 TEST(DataParallel, TwoProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(2); }
 
-TEST(DataParallel, FourProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(4); }
+// With buckets of 1 KiB (one or two of the adapter's 12 tensors each) the sums start
+// during the backward, bucket by bucket, and the steps stay those of one process.
+TEST(DataParallel, FourProcessesTakeTheSingleProcessSteps) { expect_matches_single_process(4, 1.0 / 1024); }
 
 TEST(DataParallel, TwoProcessRunResumesInOneProcessOnTheSameCurve) {
   const auto& want = single_process();
@@ -395,6 +402,139 @@ TEST(DataParallel, KilledWorkerStopsTheOthersNamingItAndKeepsTheCheckpoint) {
   ASSERT_TRUE(resume_from.has_value());
   EXPECT_EQ(*resume_from, last);
   EXPECT_EQ(RunFolder::read_state(last).step, newest);
+}
+
+// Two ranks of a group on loopback, as threads of this process: f(rank, group) on each.
+template <class F>
+void on_two_ranks(F f) {
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      try {
+        DistEnv e;
+        e.rank = r;
+        e.world_size = e.local_world_size = 2;
+        e.master_port = port;
+        e.timeout = std::chrono::seconds(30);
+        DataParallel dp(e);
+        f(r, dp);
+      } catch (const std::exception& ex) {
+        errors[r] = ex.what();
+      }
+    });
+  for (auto& t : ranks) t.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+}
+
+// Six 16x16 weights in a chain, the same on every rank; rank r's input differs.
+std::vector<at::Tensor> chain_weights() {
+  std::vector<at::Tensor> w;
+  for (int k = 0; k < 6; ++k)
+    w.push_back((at::arange(256, at::kFloat) * 0.1f * (k + 1)).cos().view({16, 16}).mul(0.3f).requires_grad_(true));
+  return w;
+}
+
+at::Tensor chain_loss(const std::vector<at::Tensor>& w, int rank, int micro) {
+  at::Tensor h = (at::arange(48, at::kFloat) * (0.37f * (rank + 1) + 0.11f * micro)).sin().view({3, 16});
+  for (const auto& wk : w) h = at::tanh(at::matmul(h, wk.t()));
+  return h.pow(2).sum();
+}
+
+// The gradients one process would have: both ranks' two micro-batches, summed.
+std::vector<at::Tensor> summed_chain_gradients() {
+  auto w = chain_weights();
+  for (int r = 0; r < 2; ++r)
+    for (int m = 0; m < 2; ++m) chain_loss(w, r, m).backward();
+  std::vector<at::Tensor> g;
+  for (const auto& wk : w) g.push_back(wk.grad());
+  return g;
+}
+
+// Buckets of one weight each start during the backward of the step's last micro-batch,
+// from the last layer back, and the sums are the whole step's over both ranks.
+TEST(GradientReducer, BucketsStartDuringTheBackwardAndSumTheStep) {
+  const auto want = summed_chain_gradients();
+  std::vector<size_t> buckets(2), early(2);
+  on_two_ranks([&](int rank, DataParallel& dp) {
+    auto w = chain_weights();
+    GradientReducer reducer(dp, w, 16 * 16 * 4);
+    for (int step = 0; step < 2; ++step) {
+      for (auto& wk : w) wk.mutable_grad() = at::Tensor();
+      chain_loss(w, rank, 0).backward();
+      reducer.arm();
+      chain_loss(w, rank, 1).backward();
+      reducer.finish();
+      for (size_t k = 0; k < w.size(); ++k)
+        EXPECT_TRUE(at::allclose(w[k].grad(), want[k], 1e-6, 1e-7)) << "rank " << rank << " weight " << k;
+    }
+    buckets[rank] = reducer.buckets();
+    early[rank] = reducer.started_in_backward();
+  });
+  EXPECT_EQ(buckets[0], 6u);
+  EXPECT_EQ(early[0], 6u);
+  EXPECT_EQ(early[1], 6u);
+}
+
+// A weight rank 1 does not use counts as zero there; one no rank uses stays undefined.
+// Its bucket (and every later one) can only start after the backward.
+TEST(GradientReducer, MissingGradientsCountAsZeroAndUnusedOnesStayUndefined) {
+  auto w0 = chain_weights();
+  chain_loss(w0, 0, 0).backward();
+  chain_loss(w0, 1, 0).backward();
+  std::vector<size_t> early(2);
+  on_two_ranks([&](int rank, DataParallel& dp) {
+    auto w = chain_weights();
+    auto extra = at::ones({4}).requires_grad_(true), idle = at::ones({4}).requires_grad_(true);
+    std::vector<at::Tensor> params = {extra, idle};
+    params.insert(params.end(), w.begin(), w.end());
+    GradientReducer reducer(dp, params, 16 * 16 * 4);
+    reducer.arm();
+    at::Tensor loss = chain_loss(w, rank, 0);
+    if (rank == 0) loss = loss + extra.sum() * 3;
+    loss.backward();
+    reducer.finish();
+    for (size_t k = 0; k < w.size(); ++k) EXPECT_TRUE(at::allclose(w[k].grad(), w0[k].grad(), 1e-6, 1e-7)) << k;
+    ASSERT_TRUE(extra.grad().defined()) << "rank " << rank;
+    EXPECT_TRUE(at::equal(extra.grad(), at::full({4}, 3.f)));
+    EXPECT_FALSE(idle.grad().defined());
+    early[rank] = reducer.started_in_backward();
+  });
+  EXPECT_EQ(early[0], 6u);  // the chain's six; `idle` keeps the last bucket back
+}
+
+// A weight shared by two checkpointed blocks accumulates once per block's recompute, so
+// its bucket would start before its gradient is whole: the reducer sees it, sums this
+// step after the backward, and does so from then on.
+TEST(GradientReducer, AGradientArrivingTwiceTurnsOverlapOffAndTheSumsStayRight) {
+  auto shared_loss = [](const at::Tensor& s, const at::Tensor& a, const at::Tensor& b, int rank) {
+    at::Tensor x = (at::arange(48, at::kFloat) * 0.3f * (rank + 1)).sin().view({3, 16});
+    x = checkpointed([s, a](const at::Tensor& h) { return at::tanh(at::matmul(at::matmul(h, s), a)); }, x);
+    x = checkpointed([s, b](const at::Tensor& h) { return at::tanh(at::matmul(at::matmul(h, s), b)); }, x);
+    return x.pow(2).sum();
+  };
+  auto make = [](int k) { return (at::arange(256, at::kFloat) * 0.07f * k).cos().view({16, 16}).mul(0.3f).requires_grad_(true); };
+  std::vector<at::Tensor> want = {make(1), make(2), make(3)};
+  for (int r = 0; r < 2; ++r) shared_loss(want[0], want[1], want[2], r).backward();
+  std::vector<int> off(2);
+  on_two_ranks([&](int rank, DataParallel& dp) {
+    std::vector<at::Tensor> p = {make(1), make(2), make(3)};
+    GradientReducer reducer(dp, {p[1], p[2], p[0]}, 16 * 16 * 4);  // s's bucket first
+    for (int step = 0; step < 2; ++step) {
+      for (auto& t : p) t.mutable_grad() = at::Tensor();
+      reducer.arm();
+      shared_loss(p[0], p[1], p[2], rank).backward();
+      reducer.finish();
+      for (size_t k = 0; k < p.size(); ++k)
+        EXPECT_TRUE(at::allclose(p[k].grad(), want[k].grad(), 1e-6, 1e-7)) << "step " << step << " tensor " << k;
+    }
+    off[rank] = reducer.overlap_disabled();
+  });
+  EXPECT_EQ(off[0], 1);
+  EXPECT_EQ(off[1], 1);
 }
 
 }  // namespace

@@ -171,6 +171,7 @@ std::vector<Case> cases() {
   train_case("method_wrong_type", {{"method", {{"use_dora", "treu"}}}}, "'use_dora' must be true or false, got \"treu\"");
   train_case("beta1_two", {{"adam_beta1", 2}}, "'adam_beta1' must be in [0, 1]");
   train_case("warmup_ratio_negative", {{"warmup_ratio", -5}}, "'warmup_ratio' must be in [0, 1]");
+  train_case("bucket_zero", {{"ddp_bucket_cap_mb", 0}}, "'ddp_bucket_cap_mb' must be in (0, 65536], got 0");
   train_case("epochs_huge", {{"num_train_epochs", 1e300}}, "'num_train_epochs' must be in (0, 1e+06]");
   train_case("batch_huge", {{"per_device_train_batch_size", 9223372036854775807LL}},
              "'per_device_train_batch_size' must be in [1, 1.04858e+06]");

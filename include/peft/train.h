@@ -64,6 +64,10 @@ struct TrainConfig {
   int64_t gradient_checkpointing_every = 1;
   // With gradient_checkpointing on a GPU: the recomputed blocks' inputs wait in host memory.
   bool gradient_checkpointing_offload = false;
+  // Data-parallel runs: gradients are summed over the ranks in buckets of at most this many
+  // MiB (the first at most 1), each started as soon as the backward has produced it (HF's
+  // name; DDP's default).
+  double ddp_bucket_cap_mb = 25.0;
   std::string device = "cpu";
   // QLoRA: the base's Linear weights stored 4-bit (bitsandbytes' format) as they load.
   bool load_in_4bit = false;

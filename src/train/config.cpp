@@ -65,6 +65,7 @@ void for_each_field(C& c, F&& f) {
   f("gradient_checkpointing", c.gradient_checkpointing);
   f("gradient_checkpointing_every", c.gradient_checkpointing_every);
   f("gradient_checkpointing_offload", c.gradient_checkpointing_offload);
+  f("ddp_bucket_cap_mb", c.ddp_bucket_cap_mb);
   f("device", c.device);
   f("load_in_4bit", c.load_in_4bit);
   f("quant_type", c.quant_type);
@@ -146,6 +147,7 @@ void TrainConfig::validate(const std::string& where) const {
   if (c.adam_beta1 >= 1 || c.adam_beta2 >= 1) bad("adam_beta1 and adam_beta2 must be below 1");
   in_range("adam_epsilon", c.adam_epsilon, 0, 1, /*lo_open=*/true);
   in_range("max_grad_norm", c.max_grad_norm, 0, 1e9);
+  in_range("ddp_bucket_cap_mb", c.ddp_bucket_cap_mb, 0, 65536, /*lo_open=*/true);
   if (c.max_steps != -1) in_range("max_steps", c.max_steps, 1, kMaxSteps);
   in_range("num_train_epochs", c.num_train_epochs, 0, 1e6, /*lo_open=*/true);
   in_range("warmup_steps", c.warmup_steps, 0, kMaxSteps);

@@ -277,14 +277,18 @@ void DataParallel::linger_if_store_host() {
 }
 
 // Gloo moves host memory, NCCL its GPU's: a tensor elsewhere goes through a copy, once
-// each way. With Gloo on GPUs that is the flat gradient buffer (the adapter's size, small
+// each way. With Gloo on GPUs that is the gradient buckets (the adapter's size, small
 // beside a step); with NCCL, the step's few host scalars (token counts, losses).
-void DataParallel::staged(at::Tensor& t, const std::function<void(at::Tensor&)>& collective) {
+at::Tensor DataParallel::on_backend_device(const at::Tensor& t) const {
   const at::Device& where = impl_->device;
-  if (t.device().type() == where.type() && (!where.has_index() || t.device() == where)) return collective(t);
-  at::Tensor moved = t.to(where);
+  if (t.device().type() == where.type() && (!where.has_index() || t.device() == where)) return t;
+  return t.to(where);
+}
+
+void DataParallel::staged(at::Tensor& t, const std::function<void(at::Tensor&)>& collective) {
+  at::Tensor moved = on_backend_device(t);
   collective(moved);
-  t.copy_(moved);
+  if (!moved.is_same(t)) t.copy_(moved);
 }
 
 void DataParallel::broadcast(std::vector<at::Tensor>& tensors) {
@@ -299,13 +303,21 @@ void DataParallel::broadcast(std::vector<at::Tensor>& tensors) {
 }
 
 void DataParallel::all_reduce_sum(at::Tensor& t) {
-  if (!impl_) return;
+  if (impl_) start_sum(t)();
+}
+
+std::function<void()> DataParallel::start_sum(at::Tensor t) {
+  if (!impl_) return [] {};
+  at::Tensor moved = on_backend_device(t);
+  c10::intrusive_ptr<c10d::Work> work;
   guarded("all_reduce", [&] {
-    staged(t, [&](at::Tensor& h) {
-      std::vector<at::Tensor> one{h};
-      impl_->pg->allreduce(one)->wait();
-    });
+    std::vector<at::Tensor> one{moved};
+    work = impl_->pg->allreduce(one);
   });
+  return [this, t, moved, work]() mutable {
+    guarded("all_reduce", [&] { work->wait(); });
+    if (!moved.is_same(t)) t.copy_(moved);
+  };
 }
 
 // One flat fp32 buffer: every gradient, then one "defined" flag per parameter.

@@ -59,6 +59,10 @@ class DataParallel {
   void broadcast(std::vector<at::Tensor>& tensors);
   // Sums in place over the ranks (double or integer tensors: exact in any order).
   void all_reduce_sum(at::Tensor& t);
+  // Starts summing `t` over the ranks and returns at once; the returned call waits for the
+  // sum, leaves it in `t`, and throws as all_reduce_sum does. Every rank must start its
+  // sums in the same order (a collective is matched by its place in that order).
+  std::function<void()> start_sum(at::Tensor t);
   // Sums the gradients of `params` over the ranks through one flat buffer. A gradient a
   // rank lacks counts as zero; one that no rank has stays undefined (as in one process).
   void all_reduce_grads(const std::vector<at::Tensor>& params);
@@ -70,6 +74,7 @@ class DataParallel {
  private:
   struct Impl;
   void staged(at::Tensor& t, const std::function<void(at::Tensor&)>& collective);
+  at::Tensor on_backend_device(const at::Tensor& t) const;
   void open_group(const std::string& device);
   template <class F>
   void guarded(const char* op, F&& f);

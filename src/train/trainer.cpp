@@ -24,6 +24,7 @@
 #include "models/checkpoint.h"
 #include "util/autocast.h"
 #include "train/distributed.h"
+#include "train/gradient_reducer.h"
 #include "train/evaluate.h"
 #include "train/image_data.h"  // image folders
 #include "train/run_folder.h"
@@ -66,7 +67,7 @@ nlohmann::json run_fingerprint(const TrainConfig& cfg) {
   nlohmann::json config = cfg.to_json(), data = nlohmann::json::object();
   for (const char* k : {"output_dir", "progress", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
                         "device", "early_stopping_patience", "gradient_checkpointing",
-                        "gradient_checkpointing_every", "gradient_checkpointing_offload"})
+                        "gradient_checkpointing_every", "gradient_checkpointing_offload", "ddp_bucket_cap_mb"})
     config.erase(k);
   for (const char* k : {"train_file", "label_file", "eval_file", "eval_label_file"}) {
     const std::string f = config[k];
@@ -126,6 +127,7 @@ class Trainer {
   TrainSetup s_;
   std::vector<Example> train_data_, eval_data_;
   std::vector<at::Tensor> params_;
+  std::unique_ptr<GradientReducer> reducer_;  // sums params_' gradients over the ranks
   std::unique_ptr<torch::optim::AdamW> opt_;
   int64_t per_epoch_ = 0, steps_per_epoch_ = 0, total_ = 0, warmup_ = 0;
   TrainerState st_;
@@ -172,6 +174,8 @@ Trainer::Trainer(const TrainConfig& cfg, bool resume, bool overwrite, DataParall
   std::vector<at::Tensor> start;
   for (const auto& p : params_) start.push_back(p.detach());
   dp_.broadcast(start);  // every rank starts from rank 0's adapter
+  reducer_ = std::make_unique<GradientReducer>(
+      dp_, params_, std::max<int64_t>(1, static_cast<int64_t>(cfg_.ddp_bucket_cap_mb * (1 << 20))));
   if (!dp_.is_main()) return;
   std::string logged;
   for (const auto& h : st_.history) logged += h.dump() + "\n";
@@ -323,6 +327,8 @@ at::Tensor Trainer::backward(const std::vector<Batch>& mbs, int64_t items, int64
       aux_sum.add_(aux.detach().to(at::kDouble));
       loss = loss + aux;
     }
+    // The last backward of the step starts summing gradients over the ranks as they arrive.
+    if (&b == &mbs.back()) reducer_->arm();
     loss.backward();
   }
   return at::stack({loss_sum, aux_sum});
@@ -406,7 +412,7 @@ StepLog Trainer::step() {
   dp_.all_reduce_sum(counts);
   const auto t0 = std::chrono::steady_clock::now();
   at::Tensor losses = backward(mbs, static_cast<int64_t>(counts[0].item<double>()), last - first);
-  dp_.all_reduce_grads(params_);
+  reducer_->finish();
   dp_.all_reduce_sum(losses);
   const at::Tensor norm = clip_gradients();
   optimizer_step();
