@@ -21,31 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_bench import SHAPES, make_model, matmul_peak  # noqa: E402
-
-HF_SCRIPT = r'''
-import json, os, sys, time, torch
-from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, TrainerCallback
-from peft import LoraConfig, get_peft_model
-model_dir, data, steps, targets, batch, out, r = sys.argv[1:8]
-model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-model = get_peft_model(model, LoraConfig(r=int(r), lora_alpha=2 * int(r), target_modules=targets.split(","),
-                                         task_type="CAUSAL_LM"))
-rows = [json.loads(l)["input_ids"] for l in open(data)]
-class DS(torch.utils.data.Dataset):
-    def __len__(self): return len(rows)
-    def __getitem__(self, i):
-        ids = torch.tensor(rows[i]); return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-times = []
-class T(TrainerCallback):
-    def on_step_end(self, args, state, control, **kw): times.append(time.perf_counter())
-args = TrainingArguments(output_dir=out, per_device_train_batch_size=int(batch), max_steps=int(steps),
-                         learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-                         dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
-Trainer(model=model, args=args, train_dataset=DS(), callbacks=[T()]).train()
-if int(os.environ.get("RANK", "0")) == 0:
-    print(json.dumps({"step_times": [b - a for a, b in zip(times, times[1:])]}))
-'''
+from train_bench import HF_SCRIPT, SHAPES, make_model, matmul_peak  # noqa: E402
 
 
 def run(cmd, env):
@@ -62,8 +38,11 @@ def hf_tps(args, nproc, model_dir, data, tmp, tokens):
         f.write(HF_SCRIPT)
     launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
               if nproc > 1 else [sys.executable])
-    out = run(launch + [script, model_dir, data, str(args.steps), args.targets, str(args.batch // nproc),
-                        os.path.join(tmp, "hf_out"), str(args.r)], env)
+    # train_bench's HF run: model, data, steps, targets, threads, per-device batch, output, precision,
+    # quantization, checkpointing, r. Under torchrun every rank prints its step times (DDP's sums
+    # keep the ranks' steps together).
+    out = run(launch + [script, model_dir, data, str(args.steps), args.targets, env["OMP_NUM_THREADS"],
+                        str(args.batch // nproc), os.path.join(tmp, "hf_out"), "fp32", "none", "0", str(args.r)], env)
     times = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])["step_times"]
     return tokens * len(times) / sum(times)
 

@@ -45,7 +45,8 @@ if sys.argv[9] != "none":  # QLoRA: bitsandbytes 4-bit base (its CPU backend)
     quant["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=sys.argv[9],
                                                       bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
 model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa", **quant)
-model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, task_type="CAUSAL_LM"))
+r = int(sys.argv[11]) if len(sys.argv) > 11 else 8  # bench/ddp_bench.py's --r
+model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, task_type="CAUSAL_LM"))
 rows = [json.loads(l)["input_ids"] for l in open(data)]
 class DS(torch.utils.data.Dataset):
     def __len__(self): return len(rows)

@@ -320,32 +320,6 @@ std::function<void()> DataParallel::start_sum(at::Tensor t) {
   };
 }
 
-// One flat fp32 buffer: every gradient, then one "defined" flag per parameter.
-void DataParallel::all_reduce_grads(const std::vector<at::Tensor>& params) {
-  if (!impl_ || params.empty()) return;
-  std::vector<at::Tensor> parts;
-  for (const auto& p : params)
-    parts.push_back(p.grad().defined() ? p.grad().detach().to(at::kFloat).reshape(-1)
-                                       : at::zeros({p.numel()}, p.options().dtype(at::kFloat)));
-  std::vector<float> flags;
-  for (const auto& p : params) flags.push_back(p.grad().defined() ? 1.f : 0.f);
-  parts.push_back(at::tensor(flags, at::kFloat).to(params[0].device()));
-  at::Tensor flat = at::cat(parts);
-  all_reduce_sum(flat);
-  const at::Tensor summed_flags = flat.narrow(0, flat.numel() - static_cast<int64_t>(params.size()),
-                                              static_cast<int64_t>(params.size())).cpu();
-  const float* f = summed_flags.data_ptr<float>();
-  int64_t off = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
-    auto p = params[i];
-    const at::Tensor g = flat.narrow(0, off, p.numel()).view(p.sizes()).to(p.scalar_type());
-    off += p.numel();
-    if (f[i] == 0) continue;
-    if (p.grad().defined()) p.mutable_grad().copy_(g);
-    else p.mutable_grad() = g.clone();
-  }
-}
-
 // The other ranks poll for rank 0's value, or for a failure it reported instead.
 std::string DataParallel::share(const std::string& key, const std::string& value_on_rank0) {
   if (!impl_) return value_on_rank0;

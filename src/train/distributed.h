@@ -63,9 +63,6 @@ class DataParallel {
   // sum, leaves it in `t`, and throws as all_reduce_sum does. Every rank must start its
   // sums in the same order (a collective is matched by its place in that order).
   std::function<void()> start_sum(at::Tensor t);
-  // Sums the gradients of `params` over the ranks through one flat buffer. A gradient a
-  // rank lacks counts as zero; one that no rank has stays undefined (as in one process).
-  void all_reduce_grads(const std::vector<at::Tensor>& params);
   // Rank 0's string, for everyone (e.g. the checkpoint to resume from).
   std::string share(const std::string& key, const std::string& value_on_rank0);
   // Before a rank exits on its own error: tells the others what and who.

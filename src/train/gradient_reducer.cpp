@@ -47,6 +47,8 @@ struct GradientReducer::State {
   void ready(size_t i);
   void start_ready_buckets();
   void reset();
+  void start_the_rest(bool fresh);
+  void wait_all();
 
   struct GradientArrived : torch::autograd::FunctionPostHook {
     GradientArrived(State* s, size_t i) : state(s), index(i) {}
@@ -133,6 +135,21 @@ void GradientReducer::State::reset() {
   error = nullptr;
 }
 
+// After the backward: starts, in order, every bucket not started yet (all of them when
+// `fresh`, or when nothing armed this step: a rank without a micro-batch, or overlap off).
+void GradientReducer::State::start_the_rest(bool fresh) {
+  std::lock_guard<std::mutex> lk(m);
+  if (fresh || !armed) reset();
+  armed = false;
+  for (size_t k = next; k < buckets.size(); ++k) buckets[k].waiting = 0;  // final now
+  start_ready_buckets();
+}
+
+void GradientReducer::State::wait_all() {
+  if (error) std::rethrow_exception(error);
+  for (auto& b : buckets) b.wait();
+}
+
 GradientReducer::GradientReducer(DataParallel& dp, std::vector<at::Tensor> params, int64_t bucket_bytes)
     : dp_(dp), s_(std::make_unique<State>()) {
   if (bucket_bytes < 1) throw std::invalid_argument("GradientReducer: bucket_bytes must be positive");
@@ -179,25 +196,20 @@ void GradientReducer::arm() {
 void GradientReducer::finish() {
   auto& s = *s_;
   if (s.buckets.empty()) return;
-  if (s.overlap_off) return dp_.all_reduce_grads(s.params);
-  {
-    std::lock_guard<std::mutex> lk(s.m);
-    if (!s.armed) s.reset();  // this rank had no micro-batch to run
-    s.armed = false;
-    for (size_t k = s.next; k < s.buckets.size(); ++k) s.buckets[k].waiting = 0;  // final now
-    s.start_ready_buckets();
-  }
-  if (s.error) std::rethrow_exception(s.error);
-  for (auto& b : s.buckets) b.wait();
-  // Every rank must agree whether a sum started too early anywhere.
-  at::Tensor late = at::scalar_tensor(s.late ? 1.0 : 0.0, at::kDouble);
-  dp_.all_reduce_sum(late);
-  if (late.item<double>() > 0) {
-    s.overlap_off = true;
-    if (dp_.is_main())
-      std::cerr << "note: a parameter's gradient arrives more than once per backward (shared by checkpointed "
-                   "blocks): gradients are summed over the ranks after the backward from now on\n";
-    return dp_.all_reduce_grads(s.params);  // the local gradients are complete now
+  s.start_the_rest(/*fresh=*/false);
+  s.wait_all();
+  if (!s.overlap_off) {
+    // Every rank must agree whether a sum started too early anywhere.
+    at::Tensor late = at::scalar_tensor(s.late ? 1.0 : 0.0, at::kDouble);
+    dp_.all_reduce_sum(late);
+    if (late.item<double>() > 0) {
+      s.overlap_off = true;
+      if (dp_.is_main())
+        std::cerr << "note: a parameter's gradient arrives more than once per backward (shared by checkpointed "
+                     "blocks): gradients are summed over the ranks after the backward from now on\n";
+      s.start_the_rest(/*fresh=*/true);  // again, from the local gradients, whole now
+      s.wait_all();
+    }
   }
   for (const auto& b : s.buckets) scatter(s.params, b.members, b.flat);
 }
