@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_bench import HF_SCRIPT, SHAPES, make_model, matmul_peak  # noqa: E402
+from train_bench import HF_SCRIPT, SHAPES, make_model, matmul_peak, write_random_data  # noqa: E402
 
 
 def run(cmd, env):
@@ -83,12 +83,7 @@ def main():
     print(f"machine: {cpu}, {os.cpu_count()} cores; {args.shape} shape, {args.layers} layers, LoRA r={args.r} on "
           f"{args.targets}; global batch {args.batch} x {args.seq}, {args.steps} steps (first is warm-up), fp32")
     with tempfile.TemporaryDirectory() as tmp:
-        import random
-        rng = random.Random(0)
-        data = os.path.join(tmp, "data.jsonl")
-        with open(data, "w") as f:
-            for _ in range(args.batch * args.steps):
-                f.write(json.dumps({"input_ids": [rng.randint(1, 31999) for _ in range(args.seq)]}) + "\n")
+        data = write_random_data(os.path.join(tmp, "data.jsonl"), args.batch * args.steps, args.seq)
         model_dir = os.path.join(tmp, "model")
         make_model(args.shape, model_dir, args.layers)
         tokens = args.batch * args.seq

@@ -121,6 +121,16 @@ def make_model(shape, out, layers=None, device="cpu", dtype=None):
     return total, total - lookup_only, attn
 
 
+def write_random_data(path, rows, seq):
+    """`rows` lines of `seq` random token ids (seed 0), as JSONL; returns path."""
+    import random
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            f.write(json.dumps({"input_ids": [rng.randint(1, 31999) for _ in range(seq)]}) + "\n")
+    return path
+
+
 def matmul_peak(threads, dtype="fp32", size=2048, n=10):
     import torch
     torch.set_num_threads(threads)
@@ -183,12 +193,7 @@ def main():
              if args.checkpoint_every else "") + "\n")
     rows, sizes = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        import random
-        rng = random.Random(0)
-        data = os.path.join(tmp, "data.jsonl")
-        with open(data, "w") as f:
-            for _ in range(args.batch * args.steps):
-                f.write(json.dumps({"input_ids": [rng.randint(1, 31999) for _ in range(args.seq)]}) + "\n")
+        data = write_random_data(os.path.join(tmp, "data.jsonl"), args.batch * args.steps, args.seq)
         precisions = [p for p in args.precisions.split(",") if p != "bf16" or fast_bf16]
         for shape, precision in [(s, p) for s in args.shapes.split(",") for p in precisions]:
             model_dir = os.path.join(tmp, shape)
