@@ -41,8 +41,9 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--resume", *resume, "Continue from the newest intact checkpoint in output_dir (of the same run)");
   cmd->add_flag("--overwrite", *overwrite, "Delete an earlier run's checkpoints and outputs in output_dir first");
   cmd->add_option("--nproc", *nproc,
-                  "Train in N local data-parallel processes (CPU, Gloo); the same global batch and losses as one "
-                  "process. Under torchrun, leave it out: RANK and WORLD_SIZE say it (docs/TRAINING.md)");
+                  "Train in N local data-parallel processes (Gloo on CPU; NCCL with device=cuda and a GPU each); "
+                  "the same global batch and losses as one process. Under torchrun, leave it out: RANK and "
+                  "WORLD_SIZE say it (docs/TRAINING.md)");
   cmd->callback([=] {
     if (*nproc > 0) {
       if (std::getenv("WORLD_SIZE")) throw std::invalid_argument("--nproc cannot be used under torchrun (WORLD_SIZE is set)");
