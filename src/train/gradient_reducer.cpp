@@ -151,7 +151,7 @@ void GradientReducer::State::wait_all() {
 }
 
 GradientReducer::GradientReducer(DataParallel& dp, std::vector<at::Tensor> params, int64_t bucket_bytes)
-    : dp_(dp), s_(std::make_unique<State>()) {
+    : s_(std::make_unique<State>()) {
   if (bucket_bytes < 1) throw std::invalid_argument("GradientReducer: bucket_bytes must be positive");
   auto& s = *s_;
   s.dp = &dp;
@@ -201,10 +201,10 @@ void GradientReducer::finish() {
   if (!s.overlap_off) {
     // Every rank must agree whether a sum started too early anywhere.
     at::Tensor late = at::scalar_tensor(s.late ? 1.0 : 0.0, at::kDouble);
-    dp_.all_reduce_sum(late);
+    s.dp->all_reduce_sum(late);
     if (late.item<double>() > 0) {
       s.overlap_off = true;
-      if (dp_.is_main())
+      if (s.dp->is_main())
         std::cerr << "note: a parameter's gradient arrives more than once per backward (shared by checkpointed "
                      "blocks): gradients are summed over the ranks after the backward from now on\n";
       s.start_the_rest(/*fresh=*/true);  // again, from the local gradients, whole now

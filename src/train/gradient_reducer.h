@@ -43,7 +43,6 @@ class GradientReducer {
 
  private:
   struct State;
-  DataParallel& dp_;
   std::unique_ptr<State> s_;
 };
 

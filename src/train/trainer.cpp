@@ -12,8 +12,8 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <random>
 #include <map>
+#include <random>
 #include <set>
 
 #include "peft/layers.h"
